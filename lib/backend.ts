@@ -1,0 +1,222 @@
+/**
+ * Choosing where tensors live: `tensorflow` (tfjs-node-gpu, CUDA), `webgpu` (Deno's
+ * `navigator.gpu`), `wasm` (XNNPACK, SIMD) or `cpu` (pure JS).
+ *
+ * `auto` tries them in that order and reports why it chose what it chose. A backend named
+ * explicitly either starts or throws a {@link BackendError} that says what to install: there is no
+ * silent fallback.
+ *
+ * @example
+ * ```ts
+ * import { initBackend } from "./backend.ts";
+ * const info = await initBackend({ backend: "wasm" });
+ * console.log(info.summary); // "wasm (SIMD, 1 thread)"
+ * ```
+ * @module
+ */
+import * as tf from "@tensorflow/tfjs-core";
+// tfjs-core's npm entry registers no gradients, and its ESM files use extension-less imports
+// that Deno cannot load; the union package's Node bundle registers them all (in tfjs's global
+// registry, shared with tfjs-core), so tf.grads/variableGrads work on every backend.
+import "@tensorflow/tfjs";
+import { createRequire } from "node:module";
+import { useDefaultWasm, useThreadedWasm } from "./wasm_threads.ts";
+
+/** Backend names that {@link initBackend} accepts. */
+export const BACKENDS = ["auto", "tensorflow", "webgpu", "wasm", "cpu"] as const;
+/** A backend name, or `auto`. */
+export type BackendName = typeof BACKENDS[number];
+
+/** Options of {@link initBackend}. */
+export interface BackendOptions {
+  /** Which backend to start; `auto` (the default) picks the fastest that starts. */
+  backend?: BackendName;
+  /** WASM threads (only the threaded build uses more than 1). */
+  threads?: number;
+  /** Accept a software WebGPU adapter (Mesa's lavapipe) in `auto` mode. Default false. */
+  allowSoftwareWebGPU?: boolean;
+  /** Print the choice to stderr. Default false. */
+  verbose?: boolean;
+}
+
+/** What {@link initBackend} started, and why. */
+export interface BackendInfo {
+  /** The tfjs backend name now active: `tensorflow`, `webgpu`, `wasm` or `cpu`. */
+  name: Exclude<BackendName, "auto">;
+  /** Device or adapter description (GPU name, "SIMD" ...). */
+  device: string;
+  /** Threads used by the backend (1 for wasm's single-threaded build). */
+  threads: number;
+  /** One line: backend, device, threads. */
+  summary: string;
+  /** Why each backend before it was skipped (auto mode), in order. */
+  skipped: string[];
+}
+
+/** A backend was asked for and cannot start; the message says why and what to do. */
+export class BackendError extends Error {
+  override name = "BackendError";
+}
+
+/** Where the wasm binaries of tfjs-backend-wasm are on disk (as a file:// URL prefix). */
+function wasmDir(): string {
+  const req = createRequire(import.meta.url);
+  const entry = req.resolve("@tensorflow/tfjs-backend-wasm");
+  return "file://" + entry.replace(/[^/\\]+$/, "");
+}
+
+let wasmPathsSet = false;
+
+async function tryWasm(threads: number): Promise<BackendInfo> {
+  const wasm = await import("@tensorflow/tfjs-backend-wasm");
+  if (threads > 1) {
+    // tfjs-backend-wasm itself never starts its threaded build under Deno (it sees Node).
+    try {
+      await useThreadedWasm(threads);
+    } catch (e) {
+      throw new BackendError(
+        `wasm with ${threads} threads cannot start: ${e instanceof Error ? e.message : e}. ` +
+          "Use threads: 1 (the single-threaded SIMD build).",
+      );
+    }
+  } else {
+    try {
+      await useDefaultWasm();
+    } catch (e) {
+      throw new BackendError(e instanceof Error ? e.message : String(e));
+    }
+    // tfjs-backend-wasm's own threaded path needs Node's worker_threads with a blob: URL, which
+    // Deno refuses (ERR_WORKER_PATH). Its flag is false only while IS_NODE is true, and tryCpu
+    // sets IS_NODE to false: pin the flag so the single-threaded SIMD build always loads.
+    tf.env().set("WASM_HAS_MULTITHREAD_SUPPORT", false);
+    if (!wasmPathsSet) {
+      wasm.setWasmPaths(wasmDir());
+      wasmPathsSet = true;
+    }
+  }
+  if (!(await tf.setBackend("wasm"))) {
+    throw new BackendError("the wasm backend failed to initialise (see the error above)");
+  }
+  const simd = threads > 1 || await tf.env().getAsync("WASM_HAS_SIMD_SUPPORT");
+  const n = wasm.getThreadsCount();
+  return info("wasm", simd ? "SIMD" : "no SIMD", n);
+}
+
+async function tryCpu(): Promise<BackendInfo> {
+  await import("@tensorflow/tfjs-backend-cpu");
+  // tfjs-backend-cpu prints a "use tfjs-node" banner on first use in Node-like runtimes.
+  tf.env().set("IS_NODE", false);
+  if (!(await tf.setBackend("cpu"))) throw new BackendError("the cpu backend failed to start");
+  return info("cpu", "JavaScript", 1);
+}
+
+/** Returns the WebGPU adapter, or a reason why there is none. */
+async function webgpuAdapter(): Promise<{ adapter?: GPUAdapter; reason?: string }> {
+  const gpu = (navigator as Navigator & { gpu?: GPU }).gpu;
+  if (!gpu) {
+    return { reason: "navigator.gpu is missing: run Deno with --unstable-webgpu" };
+  }
+  const adapter = await gpu.requestAdapter({ powerPreference: "high-performance" });
+  if (!adapter) {
+    return {
+      reason: "no WebGPU adapter: install a Vulkan driver (NVIDIA's, or Debian's " +
+        "mesa-vulkan-drivers for a software one)",
+    };
+  }
+  return { adapter };
+}
+
+function adapterName(adapter: GPUAdapter): string {
+  const i = (adapter as GPUAdapter & { info?: GPUAdapterInfo }).info;
+  if (!i) return "unknown adapter";
+  const parts = [i.description, i.architecture].filter((s) => s && s !== "0");
+  return parts.join(" ") || `vendor ${i.vendor} device ${i.device}`;
+}
+
+function isSoftwareAdapter(adapter: GPUAdapter, name: string): boolean {
+  const fallback = (adapter as GPUAdapter & { info?: { isFallbackAdapter?: boolean } }).info
+    ?.isFallbackAdapter;
+  return !!fallback || /llvmpipe|lavapipe|swiftshader|software/i.test(name);
+}
+
+async function tryWebgpu(allowSoftware: boolean): Promise<BackendInfo> {
+  const { adapter, reason } = await webgpuAdapter();
+  if (!adapter) throw new BackendError(reason);
+  const name = adapterName(adapter);
+  if (!allowSoftware && isSoftwareAdapter(adapter, name)) {
+    throw new BackendError(`only a software WebGPU adapter (${name})`);
+  }
+  await import("@tensorflow/tfjs-backend-webgpu");
+  if (!(await tf.setBackend("webgpu"))) {
+    throw new BackendError(`the webgpu backend failed to start on ${name}`);
+  }
+  return info("webgpu", name, 1);
+}
+
+async function tryTensorflow(): Promise<BackendInfo> {
+  try {
+    await import("@tensorflow/tfjs-node-gpu");
+  } catch (e) {
+    const msg = e instanceof Error ? e.message.split("\n")[0] : String(e);
+    throw new BackendError(
+      `@tensorflow/tfjs-node-gpu cannot load its native binding (${msg}). It needs libtensorflow ` +
+        "2.x with CUDA 11.2 and cuDNN 8.1: on a Linux machine with an NVIDIA GPU and internet, " +
+        "run `deno task setup-gpu` (it runs `deno install --allow-scripts=npm:@tensorflow/" +
+        "tfjs-node-gpu`, which downloads libtensorflow), or choose --backend webgpu|wasm|cpu.",
+    );
+  }
+  if (!(await tf.setBackend("tensorflow"))) {
+    throw new BackendError("tfjs-node-gpu loaded but the tensorflow backend failed to start");
+  }
+  return info("tensorflow", "libtensorflow (CUDA if a GPU is visible)", 1);
+}
+
+function info(name: BackendInfo["name"], device: string, threads: number): BackendInfo {
+  const summary = `${name} (${device}, ${threads} thread${threads === 1 ? "" : "s"})`;
+  return { name, device, threads, summary, skipped: [] };
+}
+
+/**
+ * Starts a tfjs backend and makes it the active one.
+ *
+ * `auto` prefers `tensorflow` (only if its native binding loads), then a hardware WebGPU
+ * adapter, then `wasm`, then `cpu`. A backend named explicitly must start, or this throws a
+ * {@link BackendError} that says what to install.
+ */
+export async function initBackend(opts: BackendOptions = {}): Promise<BackendInfo> {
+  const backend = opts.backend ?? "auto";
+  if (!(BACKENDS as readonly string[]).includes(backend)) {
+    throw new BackendError(
+      `unknown backend "${backend}": choose one of ${BACKENDS.join(", ")}`,
+    );
+  }
+  const threads = opts.threads ?? 1;
+  const start: Record<Exclude<BackendName, "auto">, () => Promise<BackendInfo>> = {
+    tensorflow: tryTensorflow,
+    webgpu: () => tryWebgpu(backend === "webgpu" || !!opts.allowSoftwareWebGPU),
+    wasm: () => tryWasm(threads),
+    cpu: tryCpu,
+  };
+  let result: BackendInfo;
+  if (backend !== "auto") {
+    result = await start[backend]();
+  } else {
+    const skipped: string[] = [];
+    let found: BackendInfo | undefined;
+    for (const name of ["tensorflow", "webgpu", "wasm", "cpu"] as const) {
+      try {
+        found = await start[name]();
+        break;
+      } catch (e) {
+        skipped.push(`${name}: ${e instanceof Error ? e.message : e}`);
+      }
+    }
+    if (!found) throw new BackendError(`no backend could start:\n  ${skipped.join("\n  ")}`);
+    result = { ...found, skipped };
+  }
+  if (opts.verbose) {
+    for (const s of result.skipped) console.error(`backend: skipped ${s}`);
+    console.error(`backend: ${result.summary}`);
+  }
+  return result;
+}

@@ -1,0 +1,43 @@
+/**
+ * Runs a task's `main` and turns the project's errors into one readable line and an exit
+ * code: 2 for bad input (flags, config, data, checkpoints, backends), 1 for a diverged run or
+ * anything unexpected (with its stack).
+ *
+ * @example
+ * ```ts
+ * import { runMain } from "./main.ts";
+ * runMain(async (args) => { console.log(args); return 0; });
+ * ```
+ * @module
+ */
+
+/** Error classes whose message is the whole story (no stack needed). */
+const USER_ERRORS = new Set([
+  "UsageError",
+  "ConfigError",
+  "DataError",
+  "BackendError",
+  "CheckpointError",
+  "SafetensorsError",
+  "ResultsError",
+]);
+
+/** Calls `main(Deno.args)` and exits with its code, printing errors as `error: ...`. */
+export function runMain(main: (args: string[]) => Promise<number>): void {
+  main(Deno.args).then(
+    (code) => Deno.exit(code),
+    (e) => {
+      const name = e instanceof Error ? e.name : "";
+      if (USER_ERRORS.has(name)) {
+        console.error(`error: ${e.message}`);
+        Deno.exit(2);
+      }
+      if (name === "DivergenceError") {
+        console.error(`error: ${e.message}`);
+        Deno.exit(1);
+      }
+      console.error(e);
+      Deno.exit(1);
+    },
+  );
+}

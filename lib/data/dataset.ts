@@ -1,0 +1,126 @@
+/**
+ * The one in-memory dataset type that every loader returns, and the two helpers that turn it into
+ * batches and tensors.
+ *
+ * Images are kept as raw bytes (`Uint8Array`, NHWC, 0..255) so that a whole split stays compact
+ * (Fashion-MNIST train is 47 MB); they become float tensors only a batch at a time.
+ *
+ * @example
+ * ```ts
+ * import { getBatch, toFloatTensor } from "./dataset.ts";
+ * import { loadDataset } from "./mod.ts";
+ * const ds = await loadDataset({ name: "synthetic", split: "train", n: 64, seed: 1 });
+ * const { images, labels } = getBatch(ds, [0, 1, 2, 3]);
+ * const x = toFloatTensor(images, 4, ds.height, ds.width, ds.channels); // [4, 28, 28, 1]
+ * x.dispose();
+ * ```
+ * @module
+ */
+import * as tf from "@tensorflow/tfjs-core";
+
+/** Which part of a dataset: the one to learn from, or the held-out one. */
+export type Split = "train" | "test";
+
+/** A labelled image dataset held in memory: `length` images of `height x width x channels` bytes. */
+export interface Dataset {
+  /** Loader name (`fmnist`, `cifar10`, `imagefolder`, `synthetic`). */
+  name: string;
+  /** Which split this is. */
+  split: Split;
+  /** Number of images. */
+  length: number;
+  /** Image height in pixels. */
+  height: number;
+  /** Image width in pixels. */
+  width: number;
+  /** Channels per pixel: 1 (gray) or 3 (RGB). */
+  channels: number;
+  /** Class names; label `k` means `classes[k]`. */
+  classes: string[];
+  /** Pixels, NHWC, 0..255: image `i` is `images.subarray(i * H*W*C, (i + 1) * H*W*C)`. */
+  images: Uint8Array;
+  /** Labels, one per image, each in `[0, classes.length)`. */
+  labels: Int32Array;
+}
+
+/**
+ * The project's error for data that is missing or malformed. The message says which file is at
+ * fault, what was expected and what was found, and what to do; `file` repeats the path.
+ */
+export class DataError extends Error {
+  override name = "DataError";
+  /** The file or directory at fault, when there is one. */
+  file?: string;
+  /** @param message the whole explanation; @param file the path at fault, if any. */
+  constructor(message: string, file?: string) {
+    super(message);
+    this.file = file;
+  }
+}
+
+/**
+ * Gathers the images and labels at `indices` into new arrays (in the order given).
+ *
+ * @example
+ * ```ts
+ * import { syntheticDataset } from "./synthetic.ts";
+ * const ds = syntheticDataset({ n: 8, seed: 0 });
+ * const { images, labels } = getBatch(ds, [5, 2]); // images.length == 2 * 28 * 28 * 1
+ * ```
+ */
+export function getBatch(
+  ds: Dataset,
+  indices: ArrayLike<number>,
+): { images: Uint8Array; labels: Int32Array } {
+  const size = ds.height * ds.width * ds.channels;
+  const k = indices.length;
+  const images = new Uint8Array(k * size);
+  const labels = new Int32Array(k);
+  for (let j = 0; j < k; j++) {
+    const i = indices[j];
+    if (!Number.isInteger(i) || i < 0 || i >= ds.length) {
+      throw new RangeError(
+        `getBatch: index ${i} (position ${j}) is not an integer in [0, ${ds.length}) ` +
+          `for ${ds.name}/${ds.split}`,
+      );
+    }
+    images.set(ds.images.subarray(i * size, (i + 1) * size), j * size);
+    labels[j] = ds.labels[i];
+  }
+  return { images, labels };
+}
+
+/**
+ * Converts `n` NHWC byte images to a float32 tensor `[n, h, w, c]` with values `byte / 255` in
+ * [0, 1]. The caller owns (and disposes) the tensor.
+ *
+ * @example
+ * ```ts
+ * const x = toFloatTensor(new Uint8Array([0, 255]), 1, 1, 2, 1); // [[[[0], [1]]]]
+ * x.dispose();
+ * ```
+ */
+export function toFloatTensor(
+  images: Uint8Array,
+  n: number,
+  h: number,
+  w: number,
+  c: number,
+): tf.Tensor4D {
+  const len = n * h * w * c;
+  if (images.length !== len) {
+    throw new RangeError(
+      `toFloatTensor: expected ${n}x${h}x${w}x${c} = ${len} bytes, got ${images.length}`,
+    );
+  }
+  const data = new Float32Array(len);
+  for (let i = 0; i < len; i++) data[i] = images[i] / 255;
+  return tf.tensor4d(data, [n, h, w, c], "float32");
+}
+
+/** Counts how many images of each class a dataset holds (`counts[k]` for `classes[k]`). */
+export function classCounts(ds: Dataset): number[] {
+  const counts = new Array<number>(ds.classes.length).fill(0);
+  for (let i = 0; i < ds.length; i++) counts[ds.labels[i]]++;
+  return counts;
+}

@@ -1,0 +1,232 @@
+/**
+ * Any labelled image collection laid out as `root/<class>/<image>.png|jpg|jpeg` (torchvision's
+ * ImageFolder layout), decoded with `pngjs` and `jpeg-js`.
+ *
+ * - Splits: when `root` has a `train/` or `test/` folder, the split's folder is read
+ *   (`root/train/<class>/...`); otherwise the whole tree is returned as whichever split is asked.
+ * - Classes: sorted subdirectory names (code-unit order). With split folders, the union of both
+ *   splits' class folders, so a label means the same class in train and test.
+ * - Images: the files directly inside each class folder whose name ends in .png, .jpg or .jpeg
+ *   (any case; hidden files skipped), sorted by name; the format is told by the file's first
+ *   bytes. Decoded to RGBA, then converted to `channels` (RGBA to RGB drops alpha; to gray by
+ *   luminance 0.299 R + 0.587 G + 0.114 B) and resized to `imageSize x imageSize` (bilinear,
+ *   antialiased when shrinking; the aspect ratio is not kept). Without `imageSize` every image
+ *   must have the size of the first.
+ *
+ * @example
+ * ```ts
+ * import { loadImageFolder } from "./imagefolder.ts";
+ * const ds = await loadImageFolder({ root: "data/pets", imageSize: 64, channels: 3 });
+ * console.log(ds.length, ds.classes);
+ * ```
+ * @module
+ */
+import { PNG } from "pngjs";
+import jpeg from "jpeg-js";
+import { Buffer } from "node:buffer";
+import { join } from "node:path";
+import { DataError, type Dataset, type Split } from "./dataset.ts";
+import { convertChannels, resizeBilinear } from "./image.ts";
+
+/** Options of {@link loadImageFolder}. */
+export interface ImageFolderOptions {
+  /** The folder holding `<class>/` folders, or `train/` and `test/` folders of them. */
+  root: string;
+  /** Resize every image to this square size; default: keep the size (all must agree). */
+  imageSize?: number;
+  /** 1 (gray) or 3 (RGB); default 3. */
+  channels?: 1 | 3;
+  /** Which split (default `train`); used only when `root` has `train/` or `test/`. */
+  split?: Split;
+}
+
+const IMAGE_EXT = /\.(png|jpe?g)$/i;
+
+async function subdirs(dir: string): Promise<string[]> {
+  const names: string[] = [];
+  for await (const e of Deno.readDir(dir)) {
+    if (e.name.startsWith(".")) continue;
+    const isDir = e.isDirectory ||
+      (e.isSymlink && (await Deno.stat(join(dir, e.name)).then((s) => s.isDirectory, () => false)));
+    if (isDir) names.push(e.name);
+  }
+  return names.sort(byCodeUnit);
+}
+
+function byCodeUnit(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+async function imageFiles(dir: string): Promise<string[]> {
+  const names: string[] = [];
+  for await (const e of Deno.readDir(dir)) {
+    if (e.name.startsWith(".") || !IMAGE_EXT.test(e.name) || e.isDirectory) continue;
+    names.push(e.name);
+  }
+  return names.sort(byCodeUnit).map((n) => join(dir, n));
+}
+
+async function isDir(path: string): Promise<boolean> {
+  try {
+    return (await Deno.stat(path)).isDirectory;
+  } catch {
+    return false;
+  }
+}
+
+/** Decodes a PNG or JPEG file's bytes to RGBA; throws a {@link DataError} naming `file`. */
+export function decodeImage(
+  bytes: Uint8Array,
+  file: string,
+): { width: number; height: number; rgba: Uint8Array } {
+  const isPng = bytes.length >= 8 && bytes[0] === 0x89 && bytes[1] === 0x50 &&
+    bytes[2] === 0x4e && bytes[3] === 0x47;
+  const isJpeg = bytes.length >= 3 && bytes[0] === 0xff && bytes[1] === 0xd8;
+  if (!isPng && !isJpeg) {
+    throw new DataError(
+      `${file} is not a PNG or JPEG image (its first bytes are neither signature): replace or ` +
+        "remove the file",
+      file,
+    );
+  }
+  try {
+    if (isPng) {
+      // pngjs reads with Buffer methods: wrap the bytes (no copy).
+      const png = PNG.sync.read(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length));
+      return { width: png.width, height: png.height, rgba: new Uint8Array(png.data) };
+    }
+    const img = jpeg.decode(bytes, {
+      useTArray: true,
+      formatAsRGBA: true,
+      tolerantDecoding: false,
+    });
+    return { width: img.width, height: img.height, rgba: img.data };
+  } catch (e) {
+    throw new DataError(
+      `cannot decode ${file} as ${isPng ? "PNG" : "JPEG"} (${
+        e instanceof Error ? e.message : e
+      }): ` +
+        "the file is corrupt or truncated; replace or remove it",
+      file,
+    );
+  }
+}
+
+/**
+ * Loads an ImageFolder tree as NHWC bytes `[N, imageSize, imageSize, channels]` (or the images'
+ * common size without `imageSize`), labels from the class folder names.
+ *
+ * @example
+ * ```ts
+ * const test = await loadImageFolder({ root: "data/flowers", split: "test", imageSize: 32 });
+ * ```
+ */
+export async function loadImageFolder(opts: ImageFolderOptions): Promise<Dataset> {
+  const { root, imageSize } = opts;
+  const split = opts.split ?? "train";
+  const channels = opts.channels ?? 3;
+  if (channels !== 1 && channels !== 3) {
+    throw new DataError(`imagefolder: channels must be 1 or 3, got ${channels}`);
+  }
+  if (imageSize !== undefined && !(Number.isInteger(imageSize) && imageSize >= 1)) {
+    throw new DataError(`imagefolder: imageSize must be a positive integer, got ${imageSize}`);
+  }
+  if (!(await isDir(root))) {
+    throw new DataError(
+      `image folder ${root} does not exist or is not a directory: expected ` +
+        "root/<class>/<image>.png|jpg (or root/train/<class>/..., root/test/<class>/...)",
+      root,
+    );
+  }
+  // Split layout or a plain tree.
+  const splitDirs = { train: join(root, "train"), test: join(root, "test") };
+  const hasSplits = (await isDir(splitDirs.train)) || (await isDir(splitDirs.test));
+  let dir = root;
+  let classes: string[];
+  if (hasSplits) {
+    dir = splitDirs[split];
+    if (!(await isDir(dir))) {
+      throw new DataError(
+        `image folder ${root} has a train/ or test/ folder but no ${split}/ folder: add ` +
+          `${dir}/<class>/<image>.png, or point root at a tree without split folders`,
+        dir,
+      );
+    }
+    const names = new Set<string>();
+    for (const d of Object.values(splitDirs)) {
+      if (await isDir(d)) { for (const n of await subdirs(d)) names.add(n); }
+    }
+    classes = [...names].sort(byCodeUnit);
+  } else {
+    classes = await subdirs(root);
+  }
+  if (classes.length === 0) {
+    throw new DataError(
+      `image folder ${dir} has no class subfolders: expected ${dir}/<class>/<image>.png|jpg`,
+      dir,
+    );
+  }
+  const files: string[] = [];
+  const fileLabels: number[] = [];
+  for (let c = 0; c < classes.length; c++) {
+    const classDir = join(dir, classes[c]);
+    if (!(await isDir(classDir))) continue; // a class present only in the other split
+    for (const f of await imageFiles(classDir)) {
+      files.push(f);
+      fileLabels.push(c);
+    }
+  }
+  if (files.length === 0) {
+    throw new DataError(
+      `image folder ${dir} has no .png/.jpg/.jpeg images in its class folders ` +
+        `(${classes.join(", ")}): expected ${dir}/<class>/<image>.png|jpg`,
+      dir,
+    );
+  }
+
+  let height = imageSize ?? 0;
+  let width = imageSize ?? 0;
+  let first = "";
+  let images = new Uint8Array(0);
+  for (let i = 0; i < files.length; i++) {
+    const file = files[i];
+    let bytes: Uint8Array;
+    try {
+      bytes = await Deno.readFile(file);
+    } catch (e) {
+      throw new DataError(
+        `cannot read ${file}: ${e instanceof Error ? e.message : e}; check its permissions`,
+        file,
+      );
+    }
+    const img = decodeImage(bytes, file);
+    if (i === 0) {
+      first = file;
+      if (imageSize === undefined) {
+        height = img.height;
+        width = img.width;
+      }
+      images = new Uint8Array(files.length * height * width * channels);
+    } else if (imageSize === undefined && (img.height !== height || img.width !== width)) {
+      throw new DataError(
+        `${file} is ${img.width}x${img.height} but ${first} (the first image) is ` +
+          `${width}x${height}: pass imageSize to resize every image, or make them one size`,
+        file,
+      );
+    }
+    let px = convertChannels(img.rgba, img.height, img.width, 4, channels);
+    px = resizeBilinear(px, img.height, img.width, channels, height, width);
+    images.set(px, i * height * width * channels);
+  }
+  return {
+    name: "imagefolder",
+    split,
+    length: files.length,
+    height,
+    width,
+    channels,
+    classes,
+    images,
+    labels: Int32Array.from(fileLabels),
+  };
+}

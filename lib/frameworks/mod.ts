@@ -1,0 +1,72 @@
+/**
+ * Self-supervised frameworks behind one interface, so that the training loop, checkpoints and
+ * experiments treat MoCo v3, SimCLR and BYOL alike. Each shares the ViT backbone, the MLP heads
+ * of `heads.ts` and the augmentation; only the loss and the target network differ.
+ *
+ * Every framework names its backbone `base_encoder.<timm name>` in its state, so checkpoints of
+ * all three load with `loadBackbone`.
+ *
+ * @example
+ * ```ts
+ * import { createFramework } from "./mod.ts";
+ * const ssl = createFramework("mocov3", { name: "vit_nano", imageSize: 8, patchSize: 4, channels: 1 },
+ *   { hidden: 64, outDim: 16, temperature: 0.2 }, 0);
+ * ```
+ * @module
+ */
+import type * as tf from "@tensorflow/tfjs-core";
+import {
+  createMoCo,
+  disposeMoCo,
+  type MocoConfig,
+  mocoState,
+  mocoStep,
+  mocoTrainable,
+  type StepOptions,
+  type StepResult,
+} from "../moco.ts";
+import type { ViT, ViTConfig } from "../vit.ts";
+
+/** The framework names {@link createFramework} accepts. */
+export const FRAMEWORKS = ["mocov3"] as const;
+/** A framework name. */
+export type FrameworkName = typeof FRAMEWORKS[number];
+
+/** Head and loss settings shared by the frameworks (each uses the fields it needs). */
+export type HeadConfig = MocoConfig;
+
+/** One self-supervised model, as the training loop sees it. */
+export interface SslModel {
+  name: FrameworkName;
+  /** The online backbone (what evaluation and the backbone checkpoint use). */
+  backbone: ViT;
+  /** Every tensor to checkpoint, by name. */
+  state(): Record<string, tf.Variable>;
+  /** The parameters the optimiser updates, by name (a subset of {@link SslModel.state}). */
+  trainable(): Record<string, tf.Variable>;
+  /** Loss and gradients of one step on two views; updates momentum targets first if any. */
+  step(x1: tf.Tensor4D, x2: tf.Tensor4D, opts: StepOptions): StepResult;
+  /** Frees every variable. */
+  dispose(): void;
+}
+
+/** Builds a framework by name around a new backbone. */
+export function createFramework(
+  name: string,
+  vit: Partial<ViTConfig> & { name: string },
+  heads: Partial<HeadConfig>,
+  seed: number,
+): SslModel {
+  if (name === "mocov3") {
+    const moco = createMoCo(vit, heads, seed);
+    return {
+      name,
+      backbone: moco.backbone,
+      state: () => mocoState(moco),
+      trainable: () => mocoTrainable(moco),
+      step: (x1, x2, opts) => mocoStep(moco, x1, x2, opts),
+      dispose: () => disposeMoCo(moco),
+    };
+  }
+  throw new Error(`unknown framework "${name}": choose one of ${FRAMEWORKS.join(", ")}`);
+}

@@ -1,0 +1,250 @@
+/**
+ * MoCo v3: an online encoder (backbone + projector + predictor) learns to match a momentum
+ * encoder (backbone + projector, an EMA of the online weights) across two views, with in-batch
+ * negatives. This file reads like the paper's pseudocode; see {@link mocoStep}.
+ *
+ * Checkpoint names follow the official code (without its `module.` prefix):
+ * `base_encoder.<timm name>`, `base_encoder.head.*` (projector), `predictor.*`,
+ * `momentum_encoder.*`.
+ *
+ * @example
+ * ```ts
+ * import * as tf from "@tensorflow/tfjs-core";
+ * import { createMoCo, mocoStep } from "./moco.ts";
+ * const moco = createMoCo({ name: "vit_nano", imageSize: 8, patchSize: 4, channels: 1 },
+ *   { hidden: 64, outDim: 16 }, 0);
+ * const x1 = tf.randomNormal([8, 8, 8, 1]) as tf.Tensor4D, x2 = tf.randomNormal([8, 8, 8, 1]) as tf.Tensor4D;
+ * const { loss, grads } = mocoStep(moco, x1, x2, { momentum: 0.99 });
+ * ```
+ * @module
+ */
+import * as tf from "@tensorflow/tfjs-core";
+import { buildMlp, type Mlp, mlpForward } from "./heads.ts";
+import { createRng } from "./rng.ts";
+import {
+  createViT,
+  trainableParams,
+  updateBnBuffers,
+  type ViT,
+  type ViTConfig,
+  vitForward,
+} from "./vit.ts";
+
+/** MoCo v3 hyper-parameters of the heads and loss. */
+export interface MocoConfig {
+  /** Hidden width of projector and predictor (4096 in the paper). */
+  hidden: number;
+  /** Output width of projector and predictor (256 in the paper). */
+  outDim: number;
+  /** Softmax temperature T (0.2 for ViT). */
+  temperature: number;
+}
+
+/** The paper's MoCo v3 head and loss settings. */
+export const MOCO_DEFAULTS: MocoConfig = { hidden: 4096, outDim: 256, temperature: 0.2 };
+
+/** A MoCo v3 model: online backbone, projector and predictor, and the momentum copies. */
+export interface MoCo {
+  config: MocoConfig;
+  backbone: ViT;
+  projector: Mlp;
+  predictor: Mlp;
+  momentumBackbone: ViT;
+  momentumProjector: Mlp;
+}
+
+/** Copies variables into new non-trainable variables with the same values. */
+export function cloneVariables(vars: Record<string, tf.Variable>): Record<string, tf.Variable> {
+  return Object.fromEntries(
+    Object.entries(vars).map(([k, v]) => [k, tf.variable(v.clone(), false)]),
+  );
+}
+
+/** A frozen copy of a backbone (same config and values), for momentum encoders. */
+export function cloneViT(model: ViT): ViT {
+  return {
+    config: model.config,
+    params: cloneVariables(model.params),
+    frozen: new Set(Object.keys(model.params)),
+    buffers: cloneVariables(model.buffers),
+  };
+}
+
+/** Builds MoCo v3 around a new backbone; the momentum encoder starts as an exact copy. */
+export function createMoCo(
+  vit: Partial<ViTConfig> & { name: string },
+  config: Partial<MocoConfig> = {},
+  seed = 0,
+): MoCo {
+  const cfg = { ...MOCO_DEFAULTS, ...config };
+  const backbone = createViT(vit, seed);
+  const rng = createRng(seed + 1);
+  const D = backbone.config.dim;
+  const projector = buildMlp(
+    { numLayers: 3, inDim: D, hidden: cfg.hidden, outDim: cfg.outDim },
+    rng,
+    "base_encoder.head.",
+  );
+  const predictor = buildMlp(
+    { numLayers: 2, inDim: cfg.outDim, hidden: cfg.hidden, outDim: cfg.outDim },
+    rng,
+    "predictor.",
+  );
+  return {
+    config: cfg,
+    backbone,
+    projector,
+    predictor,
+    momentumBackbone: cloneViT(backbone),
+    momentumProjector: { ...projector, params: cloneVariables(projector.params) },
+  };
+}
+
+/** Every tensor of the model by checkpoint name (online, predictor, momentum, BN buffers). */
+export function mocoState(model: MoCo): Record<string, tf.Variable> {
+  const out: Record<string, tf.Variable> = {};
+  const add = (prefix: string, vars: Record<string, tf.Variable>) => {
+    for (const [k, v] of Object.entries(vars)) out[prefix + k] = v;
+  };
+  add("base_encoder.", { ...model.backbone.params, ...model.backbone.buffers });
+  add("", model.projector.params);
+  add("", model.predictor.params);
+  add("momentum_encoder.", {
+    ...model.momentumBackbone.params,
+    ...model.momentumBackbone.buffers,
+  });
+  for (const [k, v] of Object.entries(model.momentumProjector.params)) {
+    out[k.replace(/^base_encoder\./, "momentum_encoder.")] = v;
+  }
+  return out;
+}
+
+/** The parameters the optimiser updates, by checkpoint name. */
+export function mocoTrainable(model: MoCo): Record<string, tf.Variable> {
+  const out: Record<string, tf.Variable> = {};
+  for (const [k, v] of Object.entries(trainableParams(model.backbone))) {
+    out["base_encoder." + k] = v;
+  }
+  return { ...out, ...model.projector.params, ...model.predictor.params };
+}
+
+/** Frees every variable of the model. */
+export function disposeMoCo(model: MoCo): void {
+  tf.dispose(Object.values(mocoState(model)));
+}
+
+/**
+ * The MoCo v3 contrastive loss of queries `q [B, C]` against keys `k [B, C]`:
+ * CrossEntropy(normalize(q) normalize(k)^T / T, labels = diagonal) * 2T. The 2T factor makes
+ * the gradient scale independent of T; at chance the value is about 2T ln(B).
+ */
+export function contrastiveLoss(q: tf.Tensor2D, k: tf.Tensor2D, temperature: number): tf.Scalar {
+  return tf.tidy(() => {
+    const logits = tf.div(
+      tf.matMul(l2normalize(q), l2normalize(k), false, true),
+      temperature,
+    ) as tf.Tensor2D;
+    const B = q.shape[0];
+    const labels = tf.oneHot(tf.range(0, B, 1, "int32"), B);
+    const ce = tf.neg(tf.mean(tf.sum(tf.mul(labels, tf.logSoftmax(logits)), 1)));
+    return tf.mul(ce, 2 * temperature) as tf.Scalar;
+  });
+}
+
+/** L2-normalises the rows of `[B, C]` (as F.normalize, eps 1e-12). */
+export function l2normalize(x: tf.Tensor2D): tf.Tensor2D {
+  return tf.div(x, tf.maximum(tf.norm(x, 2, 1, true), 1e-12));
+}
+
+/** EMA update of a target from a source with the same keys: t = m t + (1 - m) s. */
+export function emaUpdate(
+  target: Record<string, tf.Variable>,
+  source: Record<string, tf.Tensor>,
+  m: number,
+  rename: (k: string) => string = (k) => k,
+): void {
+  tf.tidy(() => {
+    for (const [k, t] of Object.entries(target)) {
+      const s = source[rename(k)];
+      t.assign(tf.add(tf.mul(t, m), tf.mul(s, 1 - m)));
+    }
+  });
+}
+
+/** Options of one training step. */
+export interface StepOptions {
+  /** Momentum coefficient m of this iteration (see optim.ts `momentumAt`). */
+  momentum: number;
+}
+
+/** Loss and gradients of one step; the caller applies and disposes them. */
+export interface StepResult {
+  loss: tf.Scalar;
+  /** Gradients by checkpoint name (see {@link mocoTrainable}). */
+  grads: Record<string, tf.Tensor>;
+}
+
+/**
+ * One MoCo v3 step on two views `x1, x2 [B, H, W, C]`:
+ * q1, q2 = predictor(projector(backbone(x1|x2)));
+ * momentum update, then k1, k2 = momentum encoder(x1|x2) without gradient;
+ * loss = ctr(q1, k2) + ctr(q2, k1).
+ * Returns the loss and the gradients of {@link mocoTrainable}; does not apply them.
+ */
+export function mocoStep(
+  model: MoCo,
+  x1: tf.Tensor4D,
+  x2: tf.Tensor4D,
+  opts: StepOptions,
+): StepResult {
+  const T = model.config.temperature;
+  // The momentum encoder is updated before the keys are computed, as in the official code.
+  emaUpdate(model.momentumBackbone.params, model.backbone.params, opts.momentum);
+  emaUpdate(
+    model.momentumProjector.params,
+    model.projector.params,
+    opts.momentum,
+  );
+  const [k1, k2] = tf.tidy(() =>
+    [x1, x2].map((x) =>
+      mlpForward(
+        model.momentumProjector,
+        vitForward(model.momentumBackbone, x, { training: true }).features,
+      )
+    )
+  );
+
+  const trainable = mocoTrainable(model);
+  const names = new Map(Object.entries(trainable).map(([k, v]) => [v.name, k]));
+  const bn: NonNullable<ReturnType<typeof vitForward>["bnStats"]> = [];
+  const { value, grads } = tf.variableGrads(() => {
+    const [q1, q2] = [x1, x2].map((x) => {
+      const out = vitForward(model.backbone, x, { training: true });
+      for (const s of out.bnStats ?? []) {
+        bn.push({ name: s.name, mean: tf.keep(s.mean), variance: tf.keep(s.variance) });
+      }
+      return mlpForward(model.predictor, mlpForward(model.projector, out.features));
+    });
+    return tf.add(contrastiveLoss(q1, k2, T), contrastiveLoss(q2, k1, T)) as tf.Scalar;
+  }, Object.values(trainable));
+  tf.dispose([k1, k2]);
+  if (bn.length) {
+    // Two views: average the batch statistics of view 1 and view 2 per layer.
+    const half = bn.length / 2;
+    const tokens = x1.shape[0] * (model.backbone.config.imageSize /
+            model.backbone.config.patchSize) ** 2 + x1.shape[0];
+    const stats = bn.slice(0, half).map((s, i) => ({
+      name: s.name,
+      mean: tf.div(tf.add(s.mean, bn[half + i].mean), 2) as tf.Tensor1D,
+      variance: tf.div(tf.add(s.variance, bn[half + i].variance), 2) as tf.Tensor1D,
+    }));
+    updateBnBuffers(model.backbone, stats, tokens);
+    tf.dispose([
+      ...bn.flatMap((s) => [s.mean, s.variance]),
+      ...stats.flatMap((s) => [s.mean, s.variance]),
+    ]);
+  }
+  const named: Record<string, tf.Tensor> = {};
+  for (const [vname, g] of Object.entries(grads)) named[names.get(vname)!] = g;
+  return { loss: value, grads: named };
+}
