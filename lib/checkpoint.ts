@@ -136,7 +136,11 @@ export async function loadBackbone(path: string, opts: LoadOptions = {}): Promis
   let config: Partial<ViTConfig> & { name: string };
   try {
     const fromMeta = metadata[CONFIG_KEY] ? JSON.parse(metadata[CONFIG_KEY]) : undefined;
-    config = { ...(fromMeta ?? inferConfig(named, path)), ...opts.config } as ViTConfig;
+    const given = opts.config ?? {};
+    // A config that names its preset is used as is; otherwise the given fields refine the
+    // inferred ones (before validation, so that e.g. `heads` can fix an inferred default).
+    const base = fromMeta ?? (given.name ? {} : inferConfig(named, path, given));
+    config = { ...base, ...given } as ViTConfig;
     vitConfig(config);
   } catch (e) {
     if (e instanceof ConfigError || e instanceof SyntaxError) {
@@ -161,12 +165,20 @@ function detectPrefix(names: string[]): string {
   return "";
 }
 
-/** Infers a config from timm tensor shapes (heads = dim / 64, at least 1). */
-function inferConfig(t: Record<string, SafeTensor>, path: string): ViTConfig {
+/**
+ * Infers a config from timm tensor shapes (heads = dim / 64, at least 1), with the `given`
+ * fields taking precedence.
+ */
+function inferConfig(
+  t: Record<string, SafeTensor>,
+  path: string,
+  given: Partial<ViTConfig>,
+): ViTConfig {
   const w = t["patch_embed.proj.weight"];
   if (!w || w.shape.length !== 4) {
     throw new CheckpointError(
-      `${path}: no patch_embed.proj.weight [D, C, p, p] to infer the model from; pass a config`,
+      `${path}: no patch_embed.proj.weight [D, C, p, p] to infer the model from; pass a ` +
+        "config with its preset name (config: { name, imageSize, patchSize, channels, ... })",
     );
   }
   const [dim, channels, patchSize] = w.shape;
@@ -178,7 +190,7 @@ function inferConfig(t: Record<string, SafeTensor>, path: string): ViTConfig {
   const pos = t["pos_embed"];
   const tokens = pos ? pos.shape[1] - 1 : NaN;
   const grid = Math.round(Math.sqrt(tokens));
-  if (!pos || grid * grid !== tokens) {
+  if ((!pos || grid * grid !== tokens) && given.imageSize === undefined) {
     throw new CheckpointError(
       `${path}: cannot infer the image size (no square pos_embed); pass config.imageSize`,
     );
@@ -191,9 +203,10 @@ function inferConfig(t: Record<string, SafeTensor>, path: string): ViTConfig {
     depth,
     imageSize: grid * patchSize,
     heads: Math.max(1, dim / 64),
-    posEmb: "learned",
+    posEmb: pos ? "learned" : "none",
     pool: t["norm.weight"] ? "cls" : "mean",
     mlpNorm: t["blocks.0.norm2.running_mean"] ? "batchnorm" : "layernorm",
+    ...given,
   });
 }
 

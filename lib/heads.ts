@@ -18,6 +18,7 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs-core";
+import { linear } from "./ops.ts";
 import type { Rng } from "./rng.ts";
 
 /** Shape of an MLP head. */
@@ -53,11 +54,14 @@ export function buildMlp(config: MlpConfig, rng: Rng, prefix = ""): Mlp {
     const bound = 1 / Math.sqrt(dIn);
     const w = new Float32Array(dIn * dOut);
     for (let i = 0; i < w.length; i++) w[i] = (2 * rng.uniform() - 1) * bound;
-    params[`${prefix}${3 * l}.weight`] = tf.variable(tf.tensor2d(w, [dOut, dIn]));
-    if (l < cfg.numLayers - 1) {
-      params[`${prefix}${3 * l + 1}.weight`] = tf.variable(tf.ones([dOut]));
-      params[`${prefix}${3 * l + 1}.bias`] = tf.variable(tf.zeros([dOut]));
-    }
+    // Under tidy, so that the initial tensors are freed (a variable keeps its own reference).
+    tf.tidy(() => {
+      params[`${prefix}${3 * l}.weight`] = tf.variable(tf.tensor2d(w, [dOut, dIn]));
+      if (l < cfg.numLayers - 1) {
+        params[`${prefix}${3 * l + 1}.weight`] = tf.variable(tf.ones([dOut]));
+        params[`${prefix}${3 * l + 1}.bias`] = tf.variable(tf.zeros([dOut]));
+      }
+    });
   }
   return { config: cfg, prefix, params };
 }
@@ -79,7 +83,7 @@ export function mlpForward(mlp: Mlp, x: tf.Tensor2D): tf.Tensor2D {
   const P = mlp.params, p = mlp.prefix;
   let h = x;
   for (let l = 0; l < numLayers; l++) {
-    h = tf.matMul(h, P[`${p}${3 * l}.weight`] as tf.Tensor2D, false, true);
+    h = linear(h, P[`${p}${3 * l}.weight`]);
     if (l < numLayers - 1) {
       h = tf.relu(batchNorm(h, P[`${p}${3 * l + 1}.weight`], P[`${p}${3 * l + 1}.bias`]));
     } else if (lastBn) {

@@ -56,7 +56,8 @@ export interface MoCo {
 /** Copies variables into new non-trainable variables with the same values. */
 export function cloneVariables(vars: Record<string, tf.Variable>): Record<string, tf.Variable> {
   return Object.fromEntries(
-    Object.entries(vars).map(([k, v]) => [k, tf.variable(v.clone(), false)]),
+    // Under tidy, so that the clone is freed (the variable keeps its own reference to the data).
+    Object.entries(vars).map(([k, v]) => [k, tf.tidy(() => tf.variable(v.clone(), false))]),
   );
 }
 
@@ -233,16 +234,15 @@ export function mocoStep(
     const half = bn.length / 2;
     const tokens = x1.shape[0] * (model.backbone.config.imageSize /
             model.backbone.config.patchSize) ** 2 + x1.shape[0];
-    const stats = bn.slice(0, half).map((s, i) => ({
-      name: s.name,
-      mean: tf.div(tf.add(s.mean, bn[half + i].mean), 2) as tf.Tensor1D,
-      variance: tf.div(tf.add(s.variance, bn[half + i].variance), 2) as tf.Tensor1D,
-    }));
-    updateBnBuffers(model.backbone, stats, tokens);
-    tf.dispose([
-      ...bn.flatMap((s) => [s.mean, s.variance]),
-      ...stats.flatMap((s) => [s.mean, s.variance]),
-    ]);
+    tf.tidy(() => {
+      const stats = bn.slice(0, half).map((s, i) => ({
+        name: s.name,
+        mean: tf.div(tf.add(s.mean, bn[half + i].mean), 2) as tf.Tensor1D,
+        variance: tf.div(tf.add(s.variance, bn[half + i].variance), 2) as tf.Tensor1D,
+      }));
+      updateBnBuffers(model.backbone, stats, tokens);
+    });
+    tf.dispose(bn.flatMap((s) => [s.mean, s.variance]));
   }
   const named: Record<string, tf.Tensor> = {};
   for (const [vname, g] of Object.entries(grads)) named[names.get(vname)!] = g;

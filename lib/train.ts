@@ -22,7 +22,7 @@
 import * as tf from "@tensorflow/tfjs-core";
 import { initBackend } from "./backend.ts";
 import { defaultAugmentConfig, twoViews } from "./augment.ts";
-import { saveBackbone, saveTensors } from "./checkpoint.ts";
+import { CONFIG_KEY, saveBackbone, saveTensors } from "./checkpoint.ts";
 import { type Dataset, getBatch, loadDataset, toFloatTensor } from "./data/mod.ts";
 import { datasetStats, extractFeatures } from "./features.ts";
 import { knnClassify } from "./eval/knn.ts";
@@ -77,7 +77,10 @@ export interface PretrainResult {
   /** Final kNN top-1 / top-5 on the test split (percent), if the final evaluation ran. */
   knnTop1?: number;
   knnTop5?: number;
-  /** Why the run ended: `done`, `stopped` (SIGINT/SIGTERM or maxSteps). */
+  /**
+   * Why the run ended: `stopped` by `hooks.signal` (SIGINT/SIGTERM in the CLI) with a checkpoint
+   * to resume from, or `done` (all epochs, or `maxSteps`, then the final evaluation).
+   */
   status: "done" | "stopped";
 }
 
@@ -274,8 +277,7 @@ export async function pretrain(cfg: PretrainConfig, hooks: RunHooks = {}): Promi
   if (await exists(ckptPath)) {
     await checkSameConfig(dir, cfg, hooks.force ?? false);
     ({ step, lrScale } = await restore(ssl, opt, ckptPath));
-    await truncateRows(`${dir}/log.csv`, LOG_COLUMNS, step);
-    await truncateRows(`${dir}/knn.csv`, KNN_COLUMNS, step);
+    await truncateLogs(dir, step);
     print(`resumed ${dir} at step ${step}/${lastStep}`);
   } else {
     await Deno.writeTextFile(
@@ -296,6 +298,7 @@ export async function pretrain(cfg: PretrainConfig, hooks: RunHooks = {}): Promi
       lr_scale: String(lrScale),
       optimizer_step: String(opt.step),
       config: JSON.stringify(cfg),
+      [CONFIG_KEY]: JSON.stringify(vit),
     };
     await saveTensors(ckptPath, tensors, meta);
     await saveBackbone(`${dir}/backbone.safetensors`, ssl.backbone, { step: String(step) });
@@ -317,6 +320,8 @@ export async function pretrain(cfg: PretrainConfig, hooks: RunHooks = {}): Promi
   let permEpoch = -1;
   const depth = vit.depth;
   const n0 = tf.memory().numTensors;
+  // The fault injection fires once per call, so that a rollback can get past it.
+  let injectAt = cfg.injectNanAt;
   while (step < lastStep && !signal.stop) {
     const t0 = performance.now();
     const epoch = Math.floor(step / stepsPerEpoch);
@@ -331,8 +336,9 @@ export async function pretrain(cfg: PretrainConfig, hooks: RunHooks = {}): Promi
     const x = toFloatTensor(batch.images, B, train.height, train.width, train.channels);
     let [x1, x2] = twoViews(x, createRng(subSeed(cfg.seed, 1, step)), aug);
     x.dispose();
-    if (cfg.injectNanAt === step) {
+    if (injectAt === step) {
       // Fault injection for tests of the divergence guard: poison view 1 of this step.
+      injectAt = -1;
       const poisoned = tf.mul(x1, NaN) as tf.Tensor4D;
       x1.dispose();
       x1 = poisoned;
@@ -359,7 +365,7 @@ export async function pretrain(cfg: PretrainConfig, hooks: RunHooks = {}): Promi
       if (cfg.onNan === "rollback" && await exists(ckptPath)) {
         ({ step, lrScale } = await restore(ssl, opt, ckptPath));
         lrScale *= cfg.nanLrFactor;
-        await truncateRows(`${dir}/log.csv`, LOG_COLUMNS, step);
+        await truncateLogs(dir, step);
         print(`${msg}; rolled back to the checkpoint at step ${step} with lr x${lrScale}`);
         continue;
       }
@@ -412,7 +418,8 @@ export async function pretrain(cfg: PretrainConfig, hooks: RunHooks = {}): Promi
   let knnTop1: number | undefined, knnTop5: number | undefined;
   if (cfg.finalKnn) {
     const full = { ...cfg, knnTrainSize: 0, knnTestSize: 0 };
-    const row = await knnMonitor(ssl, train, test, stats, full, step, cfg.epochs);
+    const epochsDone = Math.floor(step / stepsPerEpoch);
+    const row = await knnMonitor(ssl, train, test, stats, full, step, epochsDone);
     await appendRows(`${dir}/knn.csv`, KNN_COLUMNS, [row]);
     hooks.onKnn?.(row);
     knnTop1 = row.top1;
@@ -425,6 +432,16 @@ export async function pretrain(cfg: PretrainConfig, hooks: RunHooks = {}): Promi
   ssl.dispose();
   print(`run directory: ${dir}`);
   return { runDir: dir, steps: step, knnTop1, knnTop5, status: "done" };
+}
+
+/**
+ * Cuts the logs back to a checkpoint at `step`: `log.csv` rows are iterations (row s is the
+ * update from s to s + 1, so rows < step stay); `knn.csv` rows are measured after `step`
+ * updates (rows <= step stay, the checkpoint holds those weights).
+ */
+async function truncateLogs(dir: string, step: number): Promise<void> {
+  await truncateRows(`${dir}/log.csv`, LOG_COLUMNS, step);
+  await truncateRows(`${dir}/knn.csv`, KNN_COLUMNS, step + 1);
 }
 
 async function exists(path: string): Promise<boolean> {

@@ -16,6 +16,7 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs-core";
+import { linear } from "./ops.ts";
 import { createRng, type Rng } from "./rng.ts";
 
 /** How tokens learn where they are. */
@@ -313,12 +314,6 @@ export function layerNorm(x: tf.Tensor, w: tf.Tensor, b: tf.Tensor, eps: number)
 /** Exact (erf) GELU, as PyTorch's nn.GELU. */
 export function gelu(x: tf.Tensor): tf.Tensor {
   return tf.mul(tf.mul(x, 0.5), tf.add(tf.erf(tf.mul(x, Math.SQRT1_2)), 1));
-}
-
-/** `x [M, in] @ W^T [in, out] + b` with W in PyTorch's `[out, in]` layout. */
-export function linear(x: tf.Tensor2D, w: tf.Tensor, b?: tf.Tensor): tf.Tensor2D {
-  const y: tf.Tensor2D = tf.matMul(x, w as tf.Tensor2D, false, true);
-  return b ? tf.add(y, b) : y;
 }
 
 /**

@@ -14,7 +14,7 @@
  * ```ts
  * import * as tf from "@tensorflow/tfjs-core";
  * import { useThreadedWasm } from "./wasm_threads.ts";
- * const n = await useThreadedWasm(2); // registers "wasm" with 2 threads
+ * await useThreadedWasm(2); // registers "wasm" as the threaded build with 2 threads
  * await tf.setBackend("wasm");
  * ```
  * @module
@@ -51,45 +51,10 @@ export function wasmThreadsUnsupportedReason(): string | undefined {
     return `shared WebAssembly.Memory is unavailable (${e})`;
   }
   // A module with a shared memory and one atomic load (from wasm-feature-detect).
-  const atomics = new Uint8Array([
-    0,
-    97,
-    115,
-    109,
-    1,
-    0,
-    0,
-    0,
-    1,
-    4,
-    1,
-    96,
-    0,
-    0,
-    3,
-    2,
-    1,
-    0,
-    5,
-    4,
-    1,
-    3,
-    1,
-    1,
-    10,
-    11,
-    1,
-    9,
-    0,
-    65,
-    0,
-    254,
-    16,
-    2,
-    0,
-    26,
-    11,
-  ]);
+  const atomics = Uint8Array.from(
+    atob("AGFzbQEAAAABBAFgAAADAgEABQQBAwEBCgsBCQBBAP4QAgAaCw=="),
+    (c) => c.charCodeAt(0),
+  );
   if (!WebAssembly.validate(atomics)) return "this runtime's WebAssembly lacks atomics (threads)";
   return undefined;
 }
@@ -230,7 +195,15 @@ export async function useThreadedWasm(threads: number): Promise<void> {
   if (tf.findBackend("wasm") || tf.findBackendFactory("wasm")) tf.removeBackend("wasm");
   tf.registerBackend(
     "wasm",
-    async () => new wasm.BackendWasm(await loadThreadedModule(b, threads)),
+    async () => {
+      const module = await loadThreadedModule(b, threads);
+      const backend = new wasm.BackendWasm(module); // starts XNNPACK's pool: threads - 1 pthreads
+      // Emscripten pre-spawns 8 workers; the idle rest cost ~13 MiB each. (A later pthread, which
+      // tfjs never asks for, would spawn a fresh worker.)
+      const idle = (module as unknown as EmModule).PThread.unusedWorkers as PthreadWorker[];
+      for (const w of idle.splice(0)) w.terminate();
+      return backend;
+    },
     WASM_PRIORITY,
   );
 }

@@ -3,14 +3,16 @@
  * {@link ./wasm_threads.ts}), on matmul shapes of a small ViT. Configurations alternate in rounds
  * so that load from other processes hits them alike; each op reports its best round.
  *
- * Run: `deno run -A lib/wasm_threads_bench.ts [--rounds 5] [--threads 1,2]`
- * (`1` = tfjs's own single-threaded build, `n > 1` = the threaded build with n threads.)
+ * Run: `deno run -A lib/wasm_threads_bench.ts [--rounds 5] [--threads 1,2] [--fast]`
+ * (`1` = tfjs's own single-threaded build, `n > 1` = the threaded build with n threads;
+ * `--fast` installs {@link ./wasm_matmul.ts}'s XNNPACK routing first.)
  * @module
  */
 import * as tf from "@tensorflow/tfjs-core";
 import process from "node:process";
 import { parseArgs } from "@std/cli";
 import { initBackend } from "./backend.ts";
+import { installWasmMatMulFastPath } from "./wasm_matmul.ts";
 
 interface Op {
   name: string;
@@ -88,15 +90,16 @@ function timeOp(op: Op): Result {
   return { ms: wall / op.reps, cpuPerWall: (c.user + c.system) / 1000 / wall };
 }
 
-const args = parseArgs(Deno.args, { string: ["rounds", "threads"] });
+const args = parseArgs(Deno.args, { string: ["rounds", "threads"], boolean: ["fast"] });
 const rounds = Number(args.rounds ?? 5);
-const configs = (args.threads ?? "1,2").split(",").map(Number);
+const configs: number[] = String(args.threads ?? "1,2").split(",").map(Number);
 const best = new Map<string, Result>();
 for (let r = 0; r < rounds; r++) {
   for (const threads of configs) {
     if (tf.findBackend("wasm")) tf.removeBackend("wasm"); // ends the previous pthread pool
     const info = await initBackend({ backend: "wasm", threads });
     if (info.threads !== threads) throw new Error(`asked ${threads} threads, got ${info.summary}`);
+    if (args.fast) installWasmMatMulFastPath();
     for (const op of OPS) {
       const key = `${threads}\t${op.name}`;
       const res = timeOp(op);
@@ -105,7 +108,10 @@ for (let r = 0; r < rounds; r++) {
     }
   }
 }
-console.log(`best of ${rounds} rounds; ${navigator.hardwareConcurrency} logical cores`);
+console.log(
+  `best of ${rounds} rounds; ${navigator.hardwareConcurrency} logical cores; ` +
+    `matmul fast path ${args.fast ? "on" : "off"}`,
+);
 console.log(
   "op".padEnd(32) + configs.map((t) => `${t} thr: ms GFLOP/s cpu/wall`.padEnd(34)).join(""),
 );

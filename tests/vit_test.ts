@@ -19,8 +19,8 @@ import {
   trainableParams,
   updateBnBuffers,
   type ViT,
-  vitConfig,
   type ViTConfig,
+  vitConfig,
   vitFlops,
   vitForward,
 } from "../lib/vit.ts";
@@ -155,14 +155,16 @@ function refForward(
             mx = Math.max(mx, s[t2]);
           }
           let z = 0;
-          for (let t2 = 0; t2 < T; t2++) z += (s[t2] = Math.exp(s[t2] - mx));
+          for (let t2 = 0; t2 < T; t2++) z += s[t2] = Math.exp(s[t2] - mx);
           for (let t2 = 0; t2 < T; t2++) {
             s[t2] /= z;
             attn[((b * heads + hh) * T + t1) * T + t2] = s[t2];
           }
           for (let e = 0; e < hd; e++) {
             let acc = 0;
-            for (let t2 = 0; t2 < T; t2++) acc += s[t2] * qkv[(b * T + t2) * 3 * D + 2 * D + hh * hd + e];
+            for (let t2 = 0; t2 < T; t2++) {
+              acc += s[t2] * qkv[(b * T + t2) * 3 * D + 2 * D + hh * hd + e];
+            }
             ctx[(b * T + t1) * D + hh * hd + e] = acc;
           }
         }
@@ -292,7 +294,13 @@ Deno.test("parameter counts of ViT-S/16 and ViT-B/16 match timm's minus the head
   };
   assertEquals(timm(384, 12), 22_050_664);
   assertEquals(timm(768, 12), 86_567_656);
-  for (const [name, D, total] of [["vit_small", 384, 22_050_664], ["vit_base", 768, 86_567_656]] as const) {
+  for (
+    const [name, D, total] of [["vit_small", 384, 22_050_664], [
+      "vit_base",
+      768,
+      86_567_656,
+    ]] as const
+  ) {
     const before = tf.memory().numTensors;
     const m = createViT({ name }, 0);
     const head = D * 1000 + 1000, pos = 197 * D;
@@ -364,7 +372,14 @@ Deno.test("forward equals an independent float64 implementation (all variants)",
     const xs = randomArray(B * 12 * 12 * 3, rng);
     const x = tf.tensor4d(xs, [B, 12, 12, 3]);
     const out = vitForward(m, x, { training, returnAttention: true, returnTokens: true });
-    const ref = refForward(m.config, hostParams(m.params), hostParams(m.buffers), Float64Array.from(xs), B, training);
+    const ref = refForward(
+      m.config,
+      hostParams(m.params),
+      hostParams(m.buffers),
+      Float64Array.from(xs),
+      B,
+      training,
+    );
     assertEquals(out.features.shape, [B, 8]);
     assertEquals(out.tokens!.shape, [B, 10, 8]);
     assertEquals(out.attention!.length, 2);
@@ -508,7 +523,8 @@ Deno.test("patchify + linear equals a conv with kernel [D, C, p, p] (timm layout
           for (let c = 0; c < C; c++) {
             for (let u = 0; u < p; u++) {
               for (let v = 0; v < p; v++) {
-                s += ks[((d * C + c) * p + u) * p + v] * xs[((b * H + i * p + u) * W + j * p + v) * C + c];
+                s += ks[((d * C + c) * p + u) * p + v] *
+                  xs[((b * H + i * p + u) * W + j * p + v) * C + c];
               }
             }
           }
@@ -547,7 +563,9 @@ Deno.test("no tensor leaks: forward in tidy, gradient step, BN update", async ()
         return tf.mean(tf.square(out.features)) as tf.Scalar;
       }), Object.values(trainableParams(m)));
     tf.tidy(() => {
-      for (const v of Object.values(trainableParams(m))) v.assign(tf.sub(v, tf.mul(grads[v.name], 0.1)));
+      for (const v of Object.values(trainableParams(m))) {
+        v.assign(tf.sub(v, tf.mul(grads[v.name], 0.1)));
+      }
     });
     tf.dispose([value, ...Object.values(grads)]);
     assertEquals(tf.memory().numTensors, before, "gradient step leaked");
@@ -635,7 +653,9 @@ Deno.test({
       const ref = createViT(cfg, 9);
       randomize(ref, rng);
       const weights = Object.fromEntries(
-        Object.entries({ ...ref.params, ...ref.buffers }).map(([k, v]) => [k, v.dataSync().slice()]),
+        Object.entries({ ...ref.params, ...ref.buffers }).map((
+          [k, v],
+        ) => [k, v.dataSync().slice()]),
       );
       disposeViT(ref);
       const xs = randomArray(B * 16 * 16 * 3, rng);
@@ -649,7 +669,9 @@ Deno.test({
         }
         const x = tf.tensor4d(xs, [B, 16, 16, 3]);
         const before = tf.memory().numTensors;
-        const f = tf.tidy(() => vitForward(m, x, { training: cfg.mlpNorm === "batchnorm" }).features);
+        const f = tf.tidy(() =>
+          vitForward(m, x, { training: cfg.mlpNorm === "batchnorm" }).features
+        );
         results[be] = (await f.data()) as Float32Array;
         f.dispose();
         assertEquals(tf.memory().numTensors, before, `${be}: forward leaked`);

@@ -66,7 +66,24 @@ export function parseFlags(
   const strings = specs.filter((s) => s.kind !== "bool").map((s) => s.flag);
   const known = specs.map((s) => s.flag);
   const unknown: string[] = [];
-  const parsed = parseArgs(args, {
+  // `--lr -1`: parseArgs would read "-1" as a short flag; join a negative number to its flag so
+  // that it is parsed (and then range-checked) as the value.
+  const numeric = new Set(
+    specs.filter((s) => s.kind === "int" || s.kind === "number").map((s) => `--${s.flag}`),
+  );
+  const joined: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    if (args[i] === "--") {
+      joined.push(...args.slice(i));
+      break;
+    }
+    if (numeric.has(args[i]) && /^-\.?\d/.test(args[i + 1] ?? "")) {
+      joined.push(`${args[i]}=${args[++i]}`);
+    } else {
+      joined.push(args[i]);
+    }
+  }
+  const parsed = parseArgs(joined, {
     boolean: bools,
     string: strings,
     negatable: bools,

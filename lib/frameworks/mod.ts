@@ -26,9 +26,11 @@ import {
   type StepResult,
 } from "../moco.ts";
 import type { ViT, ViTConfig } from "../vit.ts";
+import { byolStep, createBYOL } from "./byol.ts";
+import { createSimCLR, disposeSimCLR, simclrState, simclrStep, simclrTrainable } from "./simclr.ts";
 
 /** The framework names {@link createFramework} accepts. */
-export const FRAMEWORKS = ["mocov3"] as const;
+export const FRAMEWORKS = ["mocov3", "simclr", "byol"] as const;
 /** A framework name. */
 export type FrameworkName = typeof FRAMEWORKS[number];
 
@@ -50,7 +52,10 @@ export interface SslModel {
   dispose(): void;
 }
 
-/** Builds a framework by name around a new backbone. */
+/**
+ * Builds a framework by name around a new backbone (same `seed`, same initial backbone for all
+ * three). SimCLR uses `hidden`, `outDim`, `temperature`; BYOL uses `hidden`, `outDim`.
+ */
 export function createFramework(
   name: string,
   vit: Partial<ViTConfig> & { name: string },
@@ -66,6 +71,29 @@ export function createFramework(
       trainable: () => mocoTrainable(moco),
       step: (x1, x2, opts) => mocoStep(moco, x1, x2, opts),
       dispose: () => disposeMoCo(moco),
+    };
+  }
+  if (name === "simclr") {
+    const simclr = createSimCLR(vit, heads, seed);
+    return {
+      name,
+      backbone: simclr.backbone,
+      state: () => simclrState(simclr),
+      trainable: () => simclrTrainable(simclr),
+      // No target network: the momentum of the step options is unused.
+      step: (x1, x2) => simclrStep(simclr, x1, x2),
+      dispose: () => disposeSimCLR(simclr),
+    };
+  }
+  if (name === "byol") {
+    const byol = createBYOL(vit, heads, seed);
+    return {
+      name,
+      backbone: byol.backbone,
+      state: () => mocoState(byol),
+      trainable: () => mocoTrainable(byol),
+      step: (x1, x2, opts) => byolStep(byol, x1, x2, opts),
+      dispose: () => disposeMoCo(byol),
     };
   }
   throw new Error(`unknown framework "${name}": choose one of ${FRAMEWORKS.join(", ")}`);

@@ -1,0 +1,100 @@
+/**
+ * `deno task eval`: judge a pretrained backbone with the paper's protocols.
+ *
+ * ```sh
+ * deno task eval --checkpoint data/runs/x/checkpoint.safetensors --protocol knn
+ * deno task eval --checkpoint RUN/backbone.safetensors --protocol all --baselines
+ * deno task eval --summary          # print data/results/eval.csv
+ * ```
+ * @module
+ */
+import { initBackend } from "../backend.ts";
+import { type DatasetName, DATASETS } from "../data/mod.ts";
+import { RESULTS_FILE, summaryTable } from "../eval/results.ts";
+import { evaluate, type Protocol, PROTOCOLS } from "../eval/run.ts";
+import { type FlagSpec, helpText, parseFlags, UsageError } from "./args.ts";
+import { runMain } from "./main.ts";
+
+const SPECS: FlagSpec[] = [
+  { key: "checkpoint", flag: "checkpoint", kind: "string", help: "backbone or run checkpoint" },
+  {
+    key: "protocol",
+    flag: "protocol",
+    kind: "string",
+    help: `${PROTOCOLS.join("|")}|all (comma-separated)`,
+  },
+  { key: "dataset", flag: "dataset", kind: "string", help: DATASETS.join("|") },
+  { key: "dataRoot", flag: "data-root", kind: "string", help: "cifar10/imagefolder directory" },
+  { key: "prefix", flag: "prefix", kind: "string", help: "name prefix to strip" },
+  { key: "baselines", flag: "baselines", kind: "bool", help: "raw pixels and random init too" },
+  { key: "k", flag: "k", kind: "string", help: "kNN neighbour counts, e.g. 20,200" },
+  { key: "linearEpochs", flag: "linear-epochs", kind: "int", help: "linear-probe epochs (90)" },
+  { key: "linearLr", flag: "linear-lr", kind: "number", help: "linear-probe lr (0.1)" },
+  { key: "finetuneEpochs", flag: "ft-epochs", kind: "int", help: "fine-tuning epochs (5)" },
+  { key: "finetuneLr", flag: "ft-lr", kind: "number", help: "fine-tuning lr (1e-3)" },
+  {
+    key: "finetuneTrainSize",
+    flag: "ft-train-size",
+    kind: "int",
+    help: "fine-tune on the first N train images (0: all)",
+  },
+  { key: "backend", flag: "backend", kind: "string", help: "tensor backend" },
+  { key: "results", flag: "results", kind: "string", help: `results CSV (${RESULTS_FILE})` },
+  { key: "summary", flag: "summary", kind: "bool", help: "print the results table and exit" },
+  { key: "help", flag: "help", kind: "bool", help: "show this help" },
+];
+
+/** Parses the arguments and runs the evaluation; returns the exit code. */
+export async function main(args: string[]): Promise<number> {
+  const { values: v } = parseFlags(args, SPECS);
+  if (v.help) {
+    console.log(helpText("deno task eval [flags]: kNN, linear probe, fine-tuning", SPECS));
+    return 0;
+  }
+  const resultsFile = (v.results as string) ?? RESULTS_FILE;
+  if (v.summary) {
+    const t = await summaryTable(resultsFile);
+    console.log(t.numRows() ? t.toMarkdown({ limit: Infinity }) : `(${resultsFile} is empty)`);
+    return 0;
+  }
+  if (!v.checkpoint && !v.baselines) {
+    throw new UsageError("give --checkpoint PATH (and/or --baselines), or --summary");
+  }
+  const names = String(v.protocol ?? "knn").split(",").map((s) => s.trim());
+  const protocols = (names.includes("all") ? [...PROTOCOLS] : names) as Protocol[];
+  for (const p of protocols) {
+    if (!PROTOCOLS.includes(p)) {
+      throw new UsageError(`unknown protocol "${p}": choose ${PROTOCOLS.join(", ")} or all`);
+    }
+  }
+  const dataset = (v.dataset as string) ?? "fmnist";
+  if (!(DATASETS as readonly string[]).includes(dataset)) {
+    throw new UsageError(`unknown dataset "${dataset}": choose one of ${DATASETS.join(", ")}`);
+  }
+  const k = v.k ? String(v.k).split(",").map(Number) : undefined;
+  if (k?.some((x) => !(Number.isInteger(x) && x > 0))) {
+    throw new UsageError(`--k must be positive whole numbers separated by commas, got "${v.k}"`);
+  }
+  const info = await initBackend({ backend: (v.backend as "auto") ?? "auto" });
+  console.log(`backend: ${info.summary}`);
+  await evaluate({
+    checkpoint: v.checkpoint as string | undefined,
+    prefix: v.prefix as string | undefined,
+    protocols,
+    dataset: dataset as DatasetName,
+    dataRoot: v.dataRoot as string | undefined,
+    baselines: Boolean(v.baselines),
+    k,
+    linearEpochs: v.linearEpochs as number | undefined,
+    linearLr: v.linearLr as number | undefined,
+    finetuneEpochs: v.finetuneEpochs as number | undefined,
+    finetuneLr: v.finetuneLr as number | undefined,
+    finetuneTrainSize: v.finetuneTrainSize as number | undefined,
+    resultsFile,
+    backend: info.name,
+  });
+  console.log(`results appended to ${resultsFile}`);
+  return 0;
+}
+
+if (import.meta.main) runMain(main);

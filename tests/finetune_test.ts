@@ -1,0 +1,177 @@
+import * as tf from "@tensorflow/tfjs-core";
+import { assert, assertAlmostEquals, assertEquals } from "@std/assert";
+import { initBackend } from "../lib/backend.ts";
+import type { Dataset } from "../lib/data/dataset.ts";
+import { finetune, layerDecayScales, layerId } from "../lib/eval/finetune.ts";
+import { linearProbe } from "../lib/eval/linear.ts";
+import { extractFeatures, rawPixelFeatures } from "../lib/features.ts";
+import { createRng } from "../lib/rng.ts";
+import { createViT, disposeViT } from "../lib/vit.ts";
+
+await initBackend({ backend: "cpu" });
+
+/**
+ * `n` gray `size x size` images of 4 patterns with a random phase and noise: horizontal stripes,
+ * vertical stripes, a checkerboard, a bright centre square.
+ */
+function patterns(n: number, size: number, seed: number): Dataset {
+  const rng = createRng(seed);
+  const images = new Uint8Array(n * size * size);
+  const labels = new Int32Array(n);
+  for (let i = 0; i < n; i++) {
+    const y = i % 4;
+    labels[i] = y;
+    const ph = rng.int(2);
+    for (let r = 0; r < size; r++) {
+      for (let c = 0; c < size; c++) {
+        const on = y === 0
+          ? (r + ph) % 2
+          : y === 1
+          ? (c + ph) % 2
+          : y === 2
+          ? (r + c + ph) % 2
+          : Number(
+            Math.abs(r - size / 2 + 0.5) < size / 4 && Math.abs(c - size / 2 + 0.5) < size / 4,
+          );
+        images[(i * size + r) * size + c] = Math.round(on * 180 + rng.uniform() * 60);
+      }
+    }
+  }
+  return {
+    name: "patterns",
+    split: "train",
+    length: n,
+    height: size,
+    width: size,
+    channels: 1,
+    classes: ["h", "v", "check", "centre"],
+    images,
+    labels,
+  };
+}
+
+const tiny = { name: "vit_nano", imageSize: 8, patchSize: 4, channels: 1 };
+
+Deno.test("layer decay: scales by hand for depth 2, decay 0.5", () => {
+  assertEquals(layerId("patch_embed.proj.weight", 2), 0);
+  assertEquals(layerId("blocks.1.attn.qkv.bias", 2), 2);
+  const s = layerDecayScales(
+    [
+      "cls_token",
+      "pos_embed",
+      "patch_embed.proj.bias",
+      "blocks.0.norm1.weight",
+      "blocks.1.mlp.fc2.weight",
+      "norm.bias",
+      "head.weight",
+    ],
+    2,
+    0.5,
+  );
+  assertEquals(s, {
+    cls_token: 0.125,
+    pos_embed: 0.125,
+    "patch_embed.proj.bias": 0.125,
+    "blocks.0.norm1.weight": 0.25,
+    "blocks.1.mlp.fc2.weight": 0.5,
+    "norm.bias": 1,
+    "head.weight": 1,
+  });
+});
+
+Deno.test("finetune: a tiny ViT overfits 32 pattern images; frozen weights stay; no leak", async () => {
+  const ds = patterns(32, 8, 1);
+  const model = createViT({ ...tiny, freezePatchEmbed: true }, 0);
+  const patch0 = model.params["patch_embed.proj.weight"].dataSync().slice();
+  const qkv0 = model.params["blocks.0.attn.qkv.weight"].dataSync().slice();
+  const before = tf.memory().numTensors;
+  const res = await finetune(model, ds, ds, {
+    epochs: 20,
+    batchSize: 8,
+    lr: 3e-3,
+    warmupEpochs: 2,
+    labelSmoothing: 0.1,
+    layerDecay: 0.75,
+    augment: false,
+    seed: 1,
+  });
+  assertEquals(tf.memory().numTensors, before);
+  assert(res.top1 >= 0.9, `train top-1 ${res.top1}`);
+  assertEquals(res.top5, 1); // 4 classes
+  assertEquals(res.trainLoss.length, 20);
+  assert(res.trainLoss[19] < 0.5 * res.trainLoss[0], `loss ${res.trainLoss}`);
+  // The frozen patch projection is untouched; trainable weights moved.
+  assertEquals(model.params["patch_embed.proj.weight"].dataSync(), patch0);
+  const qkv1 = model.params["blocks.0.attn.qkv.weight"].dataSync();
+  assert(qkv1.some((v, i) => v !== qkv0[i]));
+  disposeViT(model);
+});
+
+Deno.test("finetune: the augmented path and ViT-BN run without leaks", async () => {
+  const ds = patterns(16, 8, 2);
+  const model = createViT({ ...tiny, mlpNorm: "batchnorm" }, 0);
+  const rm0 = model.buffers["blocks.0.norm2.running_mean"].dataSync().slice();
+  const before = tf.memory().numTensors;
+  const res = await finetune(model, ds, ds, { epochs: 1, batchSize: 8, augment: true });
+  assertEquals(tf.memory().numTensors, before);
+  assert(Number.isFinite(res.trainLoss[0]));
+  // Training-mode BN updated the running mean.
+  const rm1 = model.buffers["blocks.0.norm2.running_mean"].dataSync();
+  assert(rm1.some((v, i) => v !== rm0[i]));
+  disposeViT(model);
+});
+
+Deno.test("features + augmented linear probe on a frozen tiny ViT; cache round trip", async () => {
+  const ds = patterns(16, 8, 3);
+  const model = createViT(tiny, 0);
+  const dir = await Deno.makeTempDir();
+  const before = tf.memory().numTensors;
+  const progress: number[] = [];
+  const stats = { mean: [0.3], std: [0.3] };
+  const a = await extractFeatures(model, ds, {
+    batchSize: 5,
+    ...stats,
+    cacheDir: dir,
+    cacheKey: "ckpt-A",
+    onProgress: (done) => progress.push(done),
+  });
+  assertEquals(progress, [5, 10, 15, 16]);
+  assertEquals(a.fromCache, false);
+  assertEquals([a.dim, a.features.length], [32, 16 * 32]);
+  // The features of one batch equal those of another batching.
+  const b = await extractFeatures(model, ds, { batchSize: 16, ...stats });
+  for (let i = 0; i < a.features.length; i++) {
+    assertAlmostEquals(a.features[i], b.features[i], 1e-5);
+  }
+  const c = await extractFeatures(model, ds, {
+    batchSize: 5,
+    ...stats,
+    cacheDir: dir,
+    cacheKey: "ckpt-A",
+  });
+  assertEquals(c.fromCache, true);
+  assertEquals(c.features, a.features);
+  assertEquals(c.labels, ds.labels);
+  const d = await extractFeatures(model, ds, { ...stats, cacheDir: dir, cacheKey: "ckpt-B" });
+  assertEquals(d.fromCache, false);
+  // Augmented probe: runs the backbone on crops each epoch.
+  const res = await linearProbe(a, a, {
+    epochs: 2,
+    batchSize: 8,
+    augment: { model, dataset: ds, stats },
+  });
+  assertEquals(res.trainLoss.length, 2);
+  assert(Number.isFinite(res.trainLoss[1]));
+  assertEquals(tf.memory().numTensors, before);
+  disposeViT(model);
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("rawPixelFeatures: bytes / 255 in NHWC order", () => {
+  const ds = patterns(3, 4, 4);
+  const f = rawPixelFeatures(ds);
+  assertEquals(f.dim, 16);
+  assertEquals(f.features.length, 48);
+  assertAlmostEquals(f.features[17], ds.images[17] / 255, 1e-7);
+  assertEquals(f.labels, new Int32Array([0, 1, 2]));
+});

@@ -1,0 +1,54 @@
+import * as tf from "@tensorflow/tfjs-core";
+import { assert, assertEquals } from "@std/assert";
+import { initBackend } from "../lib/backend.ts";
+import { installWasmMatMulFastPath } from "../lib/wasm_matmul.ts";
+
+/** Deterministic values in [-1, 1) from a tiny LCG. */
+function values(n: number, seed: number): Float32Array {
+  const out = new Float32Array(n);
+  let s = seed >>> 0;
+  for (let i = 0; i < n; i++) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    out[i] = s / 2 ** 31 - 1;
+  }
+  return out;
+}
+
+Deno.test("wasm matmul fast path: transposes and [B,N,D]@[D,E] match a float64 loop", async () => {
+  await initBackend({ backend: "wasm" });
+  installWasmMatMulFastPath();
+  // [batchA, m, k] (stored transposed if ta) @ [k, n] (stored transposed if tb)
+  const cases: [number, number, number, number, boolean, boolean][] = [
+    [1, 33, 20, 17, false, true],
+    [1, 33, 20, 17, true, false],
+    [1, 33, 20, 17, true, true],
+    [3, 9, 20, 17, false, false],
+    [3, 9, 20, 17, false, true],
+  ];
+  const before = tf.memory().numTensors;
+  for (const [batch, m, k, n, ta, tb] of cases) {
+    const a = values(batch * m * k, 7), b = values(k * n, 8);
+    const aShape = ta ? [k, m] : batch === 1 ? [m, k] : [batch, m, k];
+    const y = tf.tidy(() =>
+      tf.matMul(tf.tensor(a, aShape), tf.tensor(b, tb ? [n, k] : [k, n]), ta, tb)
+    );
+    assertEquals(y.shape, batch === 1 ? [m, n] : [batch, m, n]);
+    const got = y.dataSync();
+    y.dispose();
+    for (let p = 0; p < batch; p++) {
+      for (let i = 0; i < m; i++) {
+        for (let j = 0; j < n; j++) {
+          let s = 0;
+          for (let q = 0; q < k; q++) {
+            const ai = ta ? a[q * m + i] : a[p * m * k + i * k + q]; // stored [k, m] or [.., m, k]
+            const bj = tb ? b[j * k + q] : b[q * n + j]; // stored [n, k] or [k, n]
+            s += ai * bj;
+          }
+          const g = got[p * m * n + i * n + j];
+          assert(Math.abs(g - s) < 1e-5, `case ${[batch, m, k, n, ta, tb]}: ${g} vs ${s}`);
+        }
+      }
+    }
+  }
+  assertEquals(tf.memory().numTensors, before);
+});
