@@ -20,6 +20,7 @@ import * as tf from "@tensorflow/tfjs-core";
 // registry, shared with tfjs-core), so tf.grads/variableGrads work on every backend.
 import "@tensorflow/tfjs";
 import { createRequire } from "node:module";
+import { installWasmMatMulFastPath } from "./wasm_matmul.ts";
 import { useDefaultWasm, useThreadedWasm } from "./wasm_threads.ts";
 
 /** Backend names that {@link initBackend} accepts. */
@@ -97,6 +98,8 @@ async function tryWasm(threads: number): Promise<BackendInfo> {
   if (!(await tf.setBackend("wasm"))) {
     throw new BackendError("the wasm backend failed to initialise (see the error above)");
   }
+  // Send transposed and rank-3 matmuls (most of a training step's backward) to XNNPACK: ~10x.
+  installWasmMatMulFastPath();
   const simd = threads > 1 || await tf.env().getAsync("WASM_HAS_SIMD_SUPPORT");
   const n = wasm.getThreadsCount();
   return info("wasm", simd ? "SIMD" : "no SIMD", n);

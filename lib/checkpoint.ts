@@ -98,7 +98,7 @@ export async function saveBackbone(
 const NON_BACKBONE = /^(momentum_encoder\.|predictor\.|optim\.|head\.|fc_norm\.)/;
 
 /** Options of {@link loadBackbone}. */
-export interface LoadOptions {
+export interface LoadBackboneOptions {
   /**
    * Config of the model to build; by default read from the file's metadata, else inferred from
    * the tensor shapes (heads = dim / 64 unless given here).
@@ -116,7 +116,7 @@ export interface LoadOptions {
  * checkpoint converted to safetensors). Throws {@link CheckpointError} listing every missing,
  * unexpected or mis-shaped tensor.
  */
-export async function loadBackbone(path: string, opts: LoadOptions = {}): Promise<ViT> {
+export async function loadBackbone(path: string, opts: LoadBackboneOptions = {}): Promise<ViT> {
   const { tensors, metadata } = await readSafetensors(path);
   const prefix = opts.prefix ?? detectPrefix(Object.keys(tensors));
   const named: Record<string, SafeTensor> = {};

@@ -39,7 +39,7 @@ export const DATASETS = ["fmnist", "cifar10", "imagefolder", "synthetic"] as con
 export type DatasetName = typeof DATASETS[number];
 
 /** Options of {@link loadDataset}; fields a dataset does not use are ignored. */
-export interface LoadOptions {
+export interface LoadDatasetOptions {
   /** Which dataset. */
   name: DatasetName;
   /** Which split. */
@@ -70,7 +70,7 @@ export interface LoadOptions {
  * const toy = await loadDataset({ name: "synthetic", split: "train", n: 512, channels: 3, seed: 1 });
  * ```
  */
-export async function loadDataset(opts: LoadOptions): Promise<Dataset> {
+export async function loadDataset(opts: LoadDatasetOptions): Promise<Dataset> {
   const { name, split, imageSize, channels } = opts;
   if (split !== "train" && split !== "test") {
     throw new DataError(`unknown split "${split}": expected "train" or "test"`);

@@ -1,0 +1,160 @@
+/**
+ * `deno task bench`: throughput of the standard workloads (see `workloads.ts`) on one backend.
+ *
+ * Per workload it prints one line: with `--json`, a JSON object (images/s, ms/step, analytic
+ * FLOPs and GFLOP/s, peak RSS, `tf.memory()` and its growth, augmentation and loader images/s,
+ * backend and threads); otherwise a readable summary. Progress goes to stderr, so `--json`
+ * output is exactly one JSON line per workload on stdout.
+ *
+ * ```sh
+ * deno task bench                                      # every workload, wasm, 10 s each
+ * deno task bench --workload small28 --backend wasm --threads 2 --json
+ * deno task bench --workload small28 --profile          # + the top kernels of one step
+ * deno task bench --workload tiny32 --steps 200 --json  # memory check: tf_bytes_growth 0
+ * deno task bench --smoke --json                        # seconds: the harness still works
+ * ```
+ * @module
+ */
+import { type BackendName, BACKENDS, initBackend } from "../backend.ts";
+import { ConfigError } from "../vit.ts";
+import { type FlagSpec, helpText, parseFlags, UsageError } from "../cli/args.ts";
+import { runMain } from "../cli/main.ts";
+import { profileTable } from "./profile.ts";
+import { type BenchResult, benchWorkload } from "./run.ts";
+import { WORKLOADS } from "./workloads.ts";
+
+const SPECS: FlagSpec[] = [
+  {
+    key: "workload",
+    flag: "workload",
+    kind: "string",
+    help: `workload(s), comma-separated: ${WORKLOADS.join(", ")} (default: all)`,
+  },
+  {
+    key: "backend",
+    flag: "backend",
+    kind: "string",
+    help: `${BACKENDS.join(", ")} (default wasm)`,
+  },
+  { key: "threads", flag: "threads", kind: "int", help: "backend threads (wasm; default 1)" },
+  { key: "json", flag: "json", kind: "bool", help: "one JSON line per workload on stdout" },
+  { key: "seconds", flag: "seconds", kind: "number", help: "minimum timed seconds (default 10)" },
+  { key: "warmup", flag: "warmup", kind: "int", help: "untimed warm-up steps (default 2)" },
+  {
+    key: "steps",
+    flag: "steps",
+    kind: "int",
+    help: "exactly this many timed steps (ignores --seconds)",
+  },
+  {
+    key: "batch",
+    flag: "batch",
+    kind: "int",
+    help: "override the workload's batch (not for the table)",
+  },
+  {
+    key: "mode",
+    flag: "mode",
+    kind: "string",
+    help: "step or forward (default: forward for vit_small224 on CPUs)",
+  },
+  {
+    key: "auxSeconds",
+    flag: "aux-seconds",
+    kind: "number",
+    help: "seconds of the augmentation and loader timings (default 3)",
+  },
+  { key: "profile", flag: "profile", kind: "bool", help: "also profile one step per kernel" },
+  { key: "top", flag: "top", kind: "int", help: "profile rows to print (default 15)" },
+  {
+    key: "smoke",
+    flag: "smoke",
+    kind: "bool",
+    help: "a few seconds: batch <= 8, one step (for tests)",
+  },
+  { key: "help", flag: "help", kind: "bool", help: "show this help" },
+];
+
+/** A readable summary of one result (and its profile tables). */
+export function formatResult(r: BenchResult, top = 15): string {
+  const mb = (b: number) => `${(b / 2 ** 20).toFixed(0)} MiB`;
+  const lines = [
+    `${r.workload} [${r.mode}] on ${r.backend} (${r.device}, ${r.threads} thread(s)), batch ` +
+    `${r.batch}: ${r.images_per_s.toFixed(1)} images/s, ${r.ms_per_step.toFixed(0)} ms/step ` +
+    `(median ${r.ms_per_step_median.toFixed(0)}), ${
+      (r.flops_per_step / 1e9).toFixed(2)
+    } GFLOP/step, ` +
+    `${r.gflops_per_s.toFixed(1)} GFLOP/s`,
+    `  ${r.steps} steps in ${r.seconds.toFixed(1)} s; peak RSS ${mb(r.peak_rss_bytes)}; tf ` +
+    `${mb(r.tf_bytes)} (growth ${r.tf_bytes_growth} B, ${r.tf_tensors_growth} tensors); ` +
+    `augmentation ${r.augment_images_per_s} img/s; loader ${r.loader_images_per_s} img/s; ` +
+    `load ${r.load_avg_start} -> ${r.load_avg_end}`,
+  ];
+  if (r.profile) {
+    const p = r.profile;
+    lines.push(
+      "",
+      `profile of one step: ${p.wallMs.toFixed(0)} ms wall, ${p.kernelMs.toFixed(0)} ms in ` +
+        `${p.kernels} kernels (${(p.wallMs - p.kernelMs).toFixed(0)} ms outside kernels)`,
+      "",
+      profileTable(p.byKernel, top),
+      "",
+      profileTable(p.byShape, top),
+    );
+  }
+  return lines.join("\n");
+}
+
+/** Parses the arguments and runs the benchmark; returns the process exit code. */
+export async function main(args: string[]): Promise<number> {
+  const { values: v, positional } = parseFlags(args, SPECS);
+  if (v.help) {
+    console.log(helpText("deno task bench [flags]: training-step throughput", SPECS));
+    return 0;
+  }
+  if (positional.length) {
+    throw new UsageError(`unexpected argument "${positional[0]}": use --workload NAME`);
+  }
+  const names = v.workload ? String(v.workload).split(",").filter((s) => s) : WORKLOADS;
+  for (const n of names) {
+    if (!WORKLOADS.includes(n)) {
+      throw new ConfigError(`unknown workload "${n}": choose one of ${WORKLOADS.join(", ")}`);
+    }
+  }
+  const backend = String(v.backend ?? "wasm");
+  if (!(BACKENDS as readonly string[]).includes(backend)) {
+    throw new UsageError(`unknown backend "${backend}": choose one of ${BACKENDS.join(", ")}`);
+  }
+  const mode = v.mode === undefined ? undefined : String(v.mode);
+  if (mode !== undefined && mode !== "step" && mode !== "forward") {
+    throw new UsageError(`--mode must be step or forward, got "${mode}"`);
+  }
+  const steps = v.steps as number | undefined;
+  if (steps !== undefined && steps < 1) throw new UsageError(`--steps must be >= 1, got ${steps}`);
+  const threads = (v.threads as number | undefined) ?? 1;
+  if (threads < 1) throw new UsageError(`--threads must be >= 1, got ${threads}`);
+
+  const info = await initBackend({ backend: backend as BackendName, threads });
+  const log = (s: string) => console.error(s);
+  log(`bench: ${info.summary}`);
+  for (const workload of names) {
+    const r = await benchWorkload({
+      workload,
+      backend: info,
+      mode,
+      batch: v.batch as number | undefined,
+      seconds: steps !== undefined ? 0 : (v.seconds as number | undefined),
+      warmup: v.warmup as number | undefined,
+      minSteps: steps,
+      maxSteps: steps,
+      auxSeconds: v.auxSeconds as number | undefined,
+      profile: !!v.profile,
+      smoke: !!v.smoke,
+      log,
+    });
+    console.log(v.json ? JSON.stringify(r) : formatResult(r, (v.top as number | undefined) ?? 15));
+  }
+  return 0;
+}
+
+if (import.meta.main) runMain(main);
