@@ -186,9 +186,76 @@ export interface StepResult {
 }
 
 /**
+ * EMA-updates a momentum encoder (backbone + projector) from the online one, then embeds both
+ * views with it, without gradient: the keys of MoCo v3 and the targets of BYOL, `[B, C]` each.
+ * The caller disposes them.
+ */
+export function momentumTargets(
+  model: MoCo,
+  x1: tf.Tensor4D,
+  x2: tf.Tensor4D,
+  momentum: number,
+): [tf.Tensor2D, tf.Tensor2D] {
+  // The momentum encoder is updated before the keys are computed, as in the official code.
+  emaUpdate(model.momentumBackbone.params, model.backbone.params, momentum);
+  emaUpdate(model.momentumProjector.params, model.projector.params, momentum);
+  return tf.tidy(() =>
+    [x1, x2].map((x) =>
+      mlpForward(
+        model.momentumProjector,
+        vitForward(model.momentumBackbone, x, { training: true }).features,
+      )
+    )
+  ) as [tf.Tensor2D, tf.Tensor2D];
+}
+
+/**
+ * Gradients of `loss(h1, h2)` with respect to `trainable`, where `h1, h2 [B, D]` are the
+ * backbone features of the two views (training mode). Shared by every framework: it maps the
+ * gradients back to the names of `trainable` and updates ViT-BN running statistics with the
+ * mean of the two views' batch statistics.
+ */
+export function twoViewGrads(
+  backbone: ViT,
+  trainable: Record<string, tf.Variable>,
+  x1: tf.Tensor4D,
+  x2: tf.Tensor4D,
+  loss: (h1: tf.Tensor2D, h2: tf.Tensor2D) => tf.Scalar,
+): StepResult {
+  const names = new Map(Object.entries(trainable).map(([k, v]) => [v.name, k]));
+  const bn: NonNullable<ReturnType<typeof vitForward>["bnStats"]> = [];
+  const { value, grads } = tf.variableGrads(() => {
+    const [h1, h2] = [x1, x2].map((x) => {
+      const out = vitForward(backbone, x, { training: true });
+      for (const s of out.bnStats ?? []) {
+        bn.push({ name: s.name, mean: tf.keep(s.mean), variance: tf.keep(s.variance) });
+      }
+      return out.features;
+    });
+    return loss(h1, h2);
+  }, Object.values(trainable));
+  if (bn.length) {
+    const half = bn.length / 2;
+    const tokens = x1.shape[0] * ((backbone.config.imageSize / backbone.config.patchSize) ** 2 + 1);
+    tf.tidy(() => {
+      const stats = bn.slice(0, half).map((s, i) => ({
+        name: s.name,
+        mean: tf.div(tf.add(s.mean, bn[half + i].mean), 2) as tf.Tensor1D,
+        variance: tf.div(tf.add(s.variance, bn[half + i].variance), 2) as tf.Tensor1D,
+      }));
+      updateBnBuffers(backbone, stats, tokens);
+    });
+    tf.dispose(bn.flatMap((s) => [s.mean, s.variance]));
+  }
+  const named: Record<string, tf.Tensor> = {};
+  for (const [vname, g] of Object.entries(grads)) named[names.get(vname)!] = g;
+  return { loss: value, grads: named };
+}
+
+/**
  * One MoCo v3 step on two views `x1, x2 [B, H, W, C]`:
- * q1, q2 = predictor(projector(backbone(x1|x2)));
  * momentum update, then k1, k2 = momentum encoder(x1|x2) without gradient;
+ * q1, q2 = predictor(projector(backbone(x1|x2)));
  * loss = ctr(q1, k2) + ctr(q2, k1).
  * Returns the loss and the gradients of {@link mocoTrainable}; does not apply them.
  */
@@ -199,52 +266,16 @@ export function mocoStep(
   opts: StepOptions,
 ): StepResult {
   const T = model.config.temperature;
-  // The momentum encoder is updated before the keys are computed, as in the official code.
-  emaUpdate(model.momentumBackbone.params, model.backbone.params, opts.momentum);
-  emaUpdate(
-    model.momentumProjector.params,
-    model.projector.params,
-    opts.momentum,
+  const [k1, k2] = momentumTargets(model, x1, x2, opts.momentum);
+  const predict = (h: tf.Tensor2D) => mlpForward(model.predictor, mlpForward(model.projector, h));
+  const result = twoViewGrads(
+    model.backbone,
+    mocoTrainable(model),
+    x1,
+    x2,
+    (h1, h2) =>
+      tf.add(contrastiveLoss(predict(h1), k2, T), contrastiveLoss(predict(h2), k1, T)) as tf.Scalar,
   );
-  const [k1, k2] = tf.tidy(() =>
-    [x1, x2].map((x) =>
-      mlpForward(
-        model.momentumProjector,
-        vitForward(model.momentumBackbone, x, { training: true }).features,
-      )
-    )
-  );
-
-  const trainable = mocoTrainable(model);
-  const names = new Map(Object.entries(trainable).map(([k, v]) => [v.name, k]));
-  const bn: NonNullable<ReturnType<typeof vitForward>["bnStats"]> = [];
-  const { value, grads } = tf.variableGrads(() => {
-    const [q1, q2] = [x1, x2].map((x) => {
-      const out = vitForward(model.backbone, x, { training: true });
-      for (const s of out.bnStats ?? []) {
-        bn.push({ name: s.name, mean: tf.keep(s.mean), variance: tf.keep(s.variance) });
-      }
-      return mlpForward(model.predictor, mlpForward(model.projector, out.features));
-    });
-    return tf.add(contrastiveLoss(q1, k2, T), contrastiveLoss(q2, k1, T)) as tf.Scalar;
-  }, Object.values(trainable));
   tf.dispose([k1, k2]);
-  if (bn.length) {
-    // Two views: average the batch statistics of view 1 and view 2 per layer.
-    const half = bn.length / 2;
-    const tokens = x1.shape[0] * (model.backbone.config.imageSize /
-            model.backbone.config.patchSize) ** 2 + x1.shape[0];
-    tf.tidy(() => {
-      const stats = bn.slice(0, half).map((s, i) => ({
-        name: s.name,
-        mean: tf.div(tf.add(s.mean, bn[half + i].mean), 2) as tf.Tensor1D,
-        variance: tf.div(tf.add(s.variance, bn[half + i].variance), 2) as tf.Tensor1D,
-      }));
-      updateBnBuffers(model.backbone, stats, tokens);
-    });
-    tf.dispose(bn.flatMap((s) => [s.mean, s.variance]));
-  }
-  const named: Record<string, tf.Tensor> = {};
-  for (const [vname, g] of Object.entries(grads)) named[names.get(vname)!] = g;
-  return { loss: value, grads: named };
+  return result;
 }

@@ -23,15 +23,14 @@ import * as tf from "@tensorflow/tfjs-core";
 import { mlpForward } from "../heads.ts";
 import {
   createMoCo,
-  emaUpdate,
   l2normalize,
   type MoCo,
   mocoTrainable,
+  momentumTargets,
   type StepOptions,
   type StepResult,
+  twoViewGrads,
 } from "../moco.ts";
-import { vitForward } from "../vit.ts";
-import { twoViewGrads } from "./simclr.ts";
 
 /** A BYOL model: the same networks as MoCo v3 (see the module doc). */
 export type BYOL = MoCo;
@@ -64,17 +63,7 @@ export function byolStep(
   x2: tf.Tensor4D,
   opts: StepOptions,
 ): StepResult {
-  // The target is updated before it is used, as MoCo v3 does with its momentum encoder.
-  emaUpdate(model.momentumBackbone.params, model.backbone.params, opts.momentum);
-  emaUpdate(model.momentumProjector.params, model.projector.params, opts.momentum);
-  const [z1, z2] = tf.tidy(() =>
-    [x1, x2].map((x) =>
-      mlpForward(
-        model.momentumProjector,
-        vitForward(model.momentumBackbone, x, { training: true }).features,
-      )
-    )
-  );
+  const [z1, z2] = momentumTargets(model, x1, x2, opts.momentum);
   const predict = (h: tf.Tensor2D) => mlpForward(model.predictor, mlpForward(model.projector, h));
   const result = twoViewGrads(
     model.backbone,

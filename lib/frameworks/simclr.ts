@@ -24,16 +24,15 @@
  */
 import * as tf from "@tensorflow/tfjs-core";
 import { buildMlp, type Mlp, mlpForward } from "../heads.ts";
-import { l2normalize, MOCO_DEFAULTS, type MocoConfig, type StepResult } from "../moco.ts";
-import { createRng } from "../rng.ts";
 import {
-  createViT,
-  trainableParams,
-  updateBnBuffers,
-  type ViT,
-  type ViTConfig,
-  vitForward,
-} from "../vit.ts";
+  l2normalize,
+  MOCO_DEFAULTS,
+  type MocoConfig,
+  type StepResult,
+  twoViewGrads,
+} from "../moco.ts";
+import { createRng } from "../rng.ts";
+import { createViT, trainableParams, type ViT, type ViTConfig } from "../vit.ts";
 
 /** SimCLR head and loss settings: projector widths and the NT-Xent temperature. */
 export type SimclrConfig = MocoConfig;
@@ -102,50 +101,6 @@ export function ntXentLoss(z1: tf.Tensor2D, z2: tf.Tensor2D, temperature: number
     const labels = tf.oneHot(tf.tensor1d(pair, "int32"), n);
     return tf.neg(tf.mean(tf.sum(tf.mul(labels, tf.logSoftmax(logits)), 1))) as tf.Scalar;
   });
-}
-
-/**
- * Gradients of a two-view loss with respect to `trainable`, for any framework whose online
- * branch starts with `backbone`: runs the backbone on `x1, x2 [B, H, W, C]` (each view its own
- * BN batch), calls `loss(h1, h2)` on the features `[B, D]`, maps gradients back to the names of
- * `trainable`, and updates ViT-BN running statistics with the mean of the two views' batch
- * statistics (as `mocoStep` does). Used by SimCLR and BYOL.
- */
-export function twoViewGrads(
-  backbone: ViT,
-  trainable: Record<string, tf.Variable>,
-  x1: tf.Tensor4D,
-  x2: tf.Tensor4D,
-  loss: (h1: tf.Tensor2D, h2: tf.Tensor2D) => tf.Scalar,
-): StepResult {
-  const names = new Map(Object.entries(trainable).map(([k, v]) => [v.name, k]));
-  const bn: NonNullable<ReturnType<typeof vitForward>["bnStats"]> = [];
-  const { value, grads } = tf.variableGrads(() => {
-    const [h1, h2] = [x1, x2].map((x) => {
-      const out = vitForward(backbone, x, { training: true });
-      for (const s of out.bnStats ?? []) {
-        bn.push({ name: s.name, mean: tf.keep(s.mean), variance: tf.keep(s.variance) });
-      }
-      return out.features;
-    });
-    return loss(h1, h2);
-  }, Object.values(trainable));
-  if (bn.length) {
-    const half = bn.length / 2;
-    const tokens = x1.shape[0] * ((backbone.config.imageSize / backbone.config.patchSize) ** 2 + 1);
-    tf.tidy(() => {
-      const stats = bn.slice(0, half).map((s, i) => ({
-        name: s.name,
-        mean: tf.div(tf.add(s.mean, bn[half + i].mean), 2) as tf.Tensor1D,
-        variance: tf.div(tf.add(s.variance, bn[half + i].variance), 2) as tf.Tensor1D,
-      }));
-      updateBnBuffers(backbone, stats, tokens);
-    });
-    tf.dispose(bn.flatMap((s) => [s.mean, s.variance]));
-  }
-  const named: Record<string, tf.Tensor> = {};
-  for (const [vname, g] of Object.entries(grads)) named[names.get(vname)!] = g;
-  return { loss: value, grads: named };
 }
 
 /**
