@@ -14,13 +14,20 @@
  *   half-pixel centres like torchvision's `resize`, endpoints clamped to the image, and no
  *   antialiasing. The flip swaps the box's x1 and x2 (the flip commutes with the later ops).
  * - Colour jitter: torchvision's factor ranges and its random order of the 4 ops per image
- *   (`jitterOrder: "random"`; `"fixed"` applies brightness, contrast, saturation, hue and costs a
- *   quarter). Each op is computed for the batch and kept, by `where`, for the images whose turn it
- *   is. Hue is an exact RGB -> HSV -> RGB shift (no YIQ approximation).
+ *   (`jitterOrder: "random"`; `"fixed"` applies brightness, contrast, saturation, hue, at about
+ *   half the cost on wasm). At each of the 4 stages every op runs on the whole batch with the
+ *   identity factor for the images whose turn it is not (exactly the identity). Hue is an exact
+ *   RGB -> HSV -> RGB shift (no YIQ approximation). torchvision clamps after each op; so do we.
  * - Blur: torchvision's kernel (size {@link AugmentConfig.blurKernelSize}, about 10% of the image,
- *   odd, as BYOL's 23 for 224) with reflect padding, each image with its own sigma. The separable
- *   blur is two batched matrix products with per-image banded [S, S] matrices that fold the
- *   padding in (no binning of sigma); images not blurred get the identity, which is exact.
+ *   odd, as BYOL's 23 for 224) with reflect padding, each image with its own sigma (no binning):
+ *   every (channel, image) pair becomes a channel of one image and one depthwise conv per axis
+ *   applies the per-image kernels; images not blurred get a delta kernel, which is exact. The
+ *   sigma range stays the paper's [0.1, 2] pixels at every image size (at 28 px with a 3-tap
+ *   kernel, sigma above ~1 is close to a 3-tap box filter).
+ * - Speed on wasm: colour ops run on [B, H, W, 1] colour planes with equal-shape or per-image
+ *   [B, 1, 1, 1] operands, and choices are `m a + (1 - m) b` with 0/1 `m` (exact), because
+ *   tfjs-backend-wasm's `where`, `maximum`, `equal` and channel-axis broadcasts are 20-40x slower
+ *   than an `add`.
  * - One-channel images: saturation, hue and grayscale are no-ops; brightness and contrast act on
  *   the single channel.
  *
@@ -289,40 +296,163 @@ function perImage(values: ArrayLike<number>): tf.Tensor4D {
   return tf.tensor4d(Float32Array.from(values), [values.length, 1, 1, 1]);
 }
 
-/** [B] 0/1 flags -> [B, 1, 1, 1] bool tensor. */
-function perImageMask(flags: ArrayLike<number>): tf.Tensor4D {
-  return tf.tensor4d(Int32Array.from(flags), [flags.length, 1, 1, 1], "bool");
+/**
+ * A batch as its colour planes: C tensors of [B, H, W, 1]. The ops below work on planes, where
+ * every op is elementwise on equal shapes or broadcasts a per-image [B, 1, 1, 1] factor or a
+ * scalar: the fast cases of tfjs-backend-wasm, whose channel-axis reductions, splits, `where`s
+ * with a broadcast condition and [C]-broadcasts are several times slower.
+ */
+type Planes = tf.Tensor4D[];
+
+/** [B, H, W, C] -> C planes [B, H, W, 1]. */
+function toPlanes(x: tf.Tensor4D): Planes {
+  const [b, h, w, c] = x.shape;
+  if (c === 1) return [x];
+  return tf.unstack(tf.transpose(x, [3, 0, 1, 2])).map((q) => tf.reshape(q, [b, h, w, 1]));
 }
 
-/** Luma `0.299 R + 0.587 G + 0.114 B` of [B, H, W, 3] -> [B, H, W, 1]; 1 channel: itself. */
-export function luminance(x: tf.Tensor4D): tf.Tensor4D {
+/** C planes [B, H, W, 1] -> [B, H, W, C]. */
+function fromPlanes(p: Planes): tf.Tensor4D {
+  if (p.length === 1) return p[0];
+  const [b, h, w] = p[0].shape;
+  return tf.transpose(tf.reshape(tf.stack(p), [p.length, b, h, w]), [1, 2, 3, 0]);
+}
+
+/** Runs a plane op on an NHWC batch, in a tidy; always returns a new tensor. */
+function onPlanes(x: tf.Tensor4D, fn: (p: Planes) => Planes): tf.Tensor4D {
   return tf.tidy(() => {
-    if (x.shape[3] !== 3) return x.clone();
-    return tf.sum(tf.mul(x, tf.tensor1d([0.299, 0.587, 0.114])), 3, true) as tf.Tensor4D;
+    const y = fromPlanes(fn(toPlanes(x)));
+    return y === x ? y.clone() : y;
   });
+}
+
+/**
+ * Per image, `a` where `mask` [B] is 1 and `b` where it is 0, as `m a + (1 - m) b`: exact for
+ * 0/1 masks, and fast on wasm (unlike a `where` with a broadcast condition).
+ */
+function selectImages(mask: ArrayLike<number>, a: tf.Tensor4D, b: tf.Tensor4D): tf.Tensor4D {
+  const m = perImage(mask);
+  return tf.add(tf.mul(m, a), tf.mul(tf.sub(1, m), b));
+}
+
+const LUMA = [0.299, 0.587, 0.114];
+
+function lumaPlane(p: Planes): tf.Tensor4D {
+  if (p.length !== 3) return p[0];
+  const [r, g, b] = p;
+  return tf.add(tf.add(tf.mul(r, LUMA[0]), tf.mul(g, LUMA[1])), tf.mul(b, LUMA[2]));
+}
+
+// The identity factor (1, or a hue shift of 0) leaves a plane exactly as it was: x * 1 + 0.
+
+function brightnessPlanes(p: Planes, f: ArrayLike<number>): Planes {
+  const fm = perImage(f);
+  return p.map((c) => tf.clipByValue(tf.mul(c, fm), 0, 1));
+}
+
+function contrastPlanes(p: Planes, f: ArrayLike<number>): Planes {
+  const fm = perImage(f);
+  const offset = tf.mul(tf.sub(1, fm), tf.mean(lumaPlane(p), [1, 2, 3], true));
+  return p.map((c) => tf.clipByValue(tf.add(tf.mul(c, fm), offset), 0, 1));
+}
+
+function saturationPlanes(p: Planes, f: ArrayLike<number>): Planes {
+  if (p.length !== 3) return p;
+  const fm = perImage(f);
+  const offset = tf.mul(tf.sub(1, fm), lumaPlane(p));
+  return p.map((c) => tf.clipByValue(tf.add(tf.mul(c, fm), offset), 0, 1));
+}
+
+/** `s a + (1 - s) b` for a 0/1 tensor `s`: an exact elementwise choice from fast ops. */
+function choose(s: tf.Tensor, a: tf.Tensor, b: tf.Tensor): tf.Tensor4D {
+  return tf.add(tf.mul(s, a), tf.mul(tf.sub(1, s), b)) as tf.Tensor4D;
+}
+
+function huePlanes(p: Planes, shift: ArrayLike<number>): Planes {
+  if (p.length !== 3) return p;
+  const [r, g, b] = p;
+  // Comparisons as 0/1 planes from `step` (fast on wasm, where maximum/equal/where are ~20-40x
+  // slower than an add). Ties go to R, then G, as torchvision's rgb -> hsv.
+  const geq = (x: tf.Tensor, y: tf.Tensor) => tf.sub(1, tf.step(tf.sub(y, x))); // x >= y
+  const isR = tf.mul(geq(r, g), geq(r, b));
+  const isG = tf.mul(tf.sub(1, isR), geq(g, b));
+  const isB = tf.sub(tf.sub(1, isR), isG);
+  const v = tf.add(tf.add(tf.mul(isR, r), tf.mul(isG, g)), tf.mul(isB, b));
+  const rg = choose(geq(r, g), g, r); // min(r, g)
+  const d = tf.sub(v, choose(geq(rg, b), b, rg));
+  const dd = tf.add(d, 1e-20); // d = 0: the numerators are 0 and gray stays gray
+  const hR = tf.div(tf.sub(g, b), dd);
+  const hG = tf.add(2, tf.div(tf.sub(b, r), dd));
+  const hB = tf.add(4, tf.div(tf.sub(r, g), dd));
+  const h6 = tf.add(tf.add(tf.mul(isR, hR), tf.mul(isG, hG)), tf.mul(isB, hB));
+  const base = tf.add(h6, perImage(Array.from(shift, (s) => 6 * s)));
+  return [5, 3, 1].map((n) => {
+    const k0 = tf.add(base, n);
+    const k = tf.sub(k0, tf.mul(6, tf.floor(tf.mul(k0, 1 / 6)))); // mod 6
+    // clamp(min(k, 4 - k), 0, 1) on [0, 6), without the elementwise minimum
+    const w = tf.sub(tf.add(tf.clipByValue(k, 0, 1), tf.clipByValue(tf.sub(4, k), 0, 1)), 1);
+    return tf.sub(v, tf.mul(d, w));
+  });
+}
+
+function grayscalePlanes(p: Planes, mask: ArrayLike<number>): Planes {
+  if (p.length !== 3) return p;
+  const l = lumaPlane(p);
+  return p.map((c) => selectImages(mask, l, c));
+}
+
+function solarizePlanes(p: Planes, mask: ArrayLike<number>): Planes {
+  const m = perImage(mask);
+  return p.map((c) => {
+    // t = 1 where c >= 0.5 (floor(2c) is 1 or 2 there, 0 below) and the image is solarized
+    const t = tf.mul(tf.clipByValue(tf.floor(tf.mul(c, 2)), 0, 1), m);
+    return tf.add(tf.mul(t, tf.sub(1, c)), tf.mul(tf.sub(1, t), c));
+  });
+}
+
+function blurPlanes(p: Planes, sigmas: ArrayLike<number>, k: number): Planes {
+  const [batch, h, w] = p[0].shape;
+  const c = p.length;
+  const size = Math.min(k, 2 * Math.min(h, w) - 1); // reflect padding needs r < side
+  const r = (size - 1) / 2;
+  if (r < 1 || !Array.from(sigmas).some((s) => s > 0)) return p;
+  // Every (plane, image) pair becomes a channel of one [1, H, W, C B] image, channel i B + b.
+  const f = new Float32Array(size * c * batch);
+  for (let b = 0; b < batch; b++) {
+    const taps = sigmas[b] > 0 ? gaussianKernel1d(size, sigmas[b]) : null;
+    for (let t = 0; t < size; t++) {
+      const v = taps ? taps[t] : t === r ? 1 : 0;
+      for (let i = 0; i < c; i++) f[(t * c + i) * batch + b] = v;
+    }
+  }
+  const stacked = tf.reshape(tf.stack(p), [c, batch, h, w]);
+  const x = tf.reshape(tf.transpose(stacked, [2, 3, 0, 1]), [1, h, w, c * batch]);
+  const padded = tf.mirrorPad(x, [[0, 0], [r, r], [r, r], [0, 0]], "reflect") as tf.Tensor4D;
+  const fh = tf.tensor4d(f, [size, 1, c * batch, 1]);
+  const fw = tf.tensor4d(f, [1, size, c * batch, 1]);
+  const y = tf.depthwiseConv2d(tf.depthwiseConv2d(padded, fh, 1, "valid"), fw, 1, "valid");
+  const back = tf.transpose(tf.reshape(y, [h, w, c, batch]), [2, 3, 0, 1]);
+  return tf.unstack(back).map((q) => tf.reshape(q, [batch, h, w, 1]));
+}
+
+/** Luma `0.299 R + 0.587 G + 0.114 B` of [B, H, W, 3] -> [B, H, W, 1]; 1 channel: a copy. */
+export function luminance(x: tf.Tensor4D): tf.Tensor4D {
+  return onPlanes(x, (p) => [lumaPlane(p)]);
 }
 
 /** Brightness: `clip(f x)` with per-image factors `f` [B]. [B, H, W, C] -> same. */
 export function adjustBrightness(x: tf.Tensor4D, f: ArrayLike<number>): tf.Tensor4D {
-  return tf.tidy(() => tf.clipByValue(tf.mul(x, perImage(f)), 0, 1));
+  return onPlanes(x, (p) => brightnessPlanes(p, f));
 }
 
 /** Contrast: `clip(f x + (1 - f) mean(gray(x)))` per image, factors `f` [B]. [B, H, W, C]. */
 export function adjustContrast(x: tf.Tensor4D, f: ArrayLike<number>): tf.Tensor4D {
-  return tf.tidy(() => {
-    const m = tf.mean(luminance(x), [1, 2, 3], true);
-    const fx = perImage(f);
-    return tf.clipByValue(tf.add(tf.mul(fx, x), tf.mul(tf.sub(1, fx), m)), 0, 1);
-  });
+  return onPlanes(x, (p) => contrastPlanes(p, f));
 }
 
 /** Saturation: `clip(f x + (1 - f) gray(x))` per image, factors `f` [B]; 1 channel: no-op. */
 export function adjustSaturation(x: tf.Tensor4D, f: ArrayLike<number>): tf.Tensor4D {
-  return tf.tidy(() => {
-    if (x.shape[3] !== 3) return x.clone();
-    const fx = perImage(f);
-    return tf.clipByValue(tf.add(tf.mul(fx, x), tf.mul(tf.sub(1, fx), luminance(x))), 0, 1);
-  });
+  return onPlanes(x, (p) => saturationPlanes(p, f));
 }
 
 /**
@@ -332,37 +462,20 @@ export function adjustSaturation(x: tf.Tensor4D, f: ArrayLike<number>): tf.Tenso
  * [B, H, W, 3] -> same; 1 channel: no-op.
  */
 export function adjustHue(x: tf.Tensor4D, shift: ArrayLike<number>): tf.Tensor4D {
-  return tf.tidy(() => {
-    if (x.shape[3] !== 3) return x.clone();
-    const [r, g, b] = tf.split(x, 3, 3);
-    const v = tf.max(x, 3, true);
-    const d = tf.sub(v, tf.min(x, 3, true));
-    const dd = tf.maximum(d, 1e-12); // d = 0 leaves gray pixels gray, whatever the hue
-    const hR = tf.div(tf.sub(g, b), dd);
-    const hG = tf.add(2, tf.div(tf.sub(b, r), dd));
-    const hB = tf.add(4, tf.div(tf.sub(r, g), dd));
-    const h6 = tf.where(tf.equal(v, r), hR, tf.where(tf.equal(v, g), hG, hB));
-    const k0 = tf.add(tf.add(h6, tf.mul(perImage(shift), 6)), tf.tensor1d([5, 3, 1]));
-    const k = tf.sub(k0, tf.mul(6, tf.floor(tf.div(k0, 6))));
-    const w = tf.clipByValue(tf.minimum(k, tf.sub(4, k)), 0, 1);
-    return tf.sub(v, tf.mul(d, w)) as tf.Tensor4D;
-  });
+  return onPlanes(x, (p) => huePlanes(p, shift));
 }
 
 /** Grayscale where `mask` [B] is 1: every channel becomes the luma. 1 channel: no-op. */
 export function randomGrayscale(x: tf.Tensor4D, mask: ArrayLike<number>): tf.Tensor4D {
-  return tf.tidy(() => {
-    if (x.shape[3] !== 3) return x.clone();
-    return tf.where(perImageMask(mask), tf.broadcastTo(luminance(x), x.shape), x) as tf.Tensor4D;
-  });
+  return onPlanes(x, (p) => grayscalePlanes(p, mask));
 }
 
-/** Solarize where `mask` [B] is 1: pixels `>= 0.5` become `1 - x`. [B, H, W, C] -> same. */
+/**
+ * Solarize where `mask` [B] is 1: pixels `>= 0.5` become `1 - x` (exactly, for x in [0, 1]).
+ * [B, H, W, C] -> same.
+ */
 export function solarize(x: tf.Tensor4D, mask: ArrayLike<number>): tf.Tensor4D {
-  return tf.tidy(() => {
-    const cond = tf.logicalAnd(perImageMask(mask), tf.greaterEqual(x, 0.5));
-    return tf.where(cond, tf.sub(1, x), x) as tf.Tensor4D;
-  });
+  return onPlanes(x, (p) => solarizePlanes(p, mask));
 }
 
 /** torchvision's normalised 1-D Gaussian of odd size `k`: taps at -(k-1)/2 .. (k-1)/2. */
@@ -378,54 +491,15 @@ export function gaussianKernel1d(k: number, sigma: number): Float64Array {
   return w;
 }
 
-/** Reflect padding index (torch "reflect": -1 -> 1, n -> n - 2), repeated if far out. */
-function reflect(i: number, n: number): number {
-  if (n === 1) return 0;
-  const period = 2 * (n - 1);
-  const j = ((i % period) + period) % period;
-  return j < n ? j : period - j;
-}
-
-/**
- * [B, n, n] matrices whose product with a column of n pixels blurs it with image b's sigma
- * (reflect padding folded in); sigma <= 0 gives the identity.
- */
-function blurMatrices(sigmas: ArrayLike<number>, n: number, k: number): tf.Tensor3D {
-  const batch = sigmas.length;
-  const m = new Float32Array(batch * n * n);
-  const half = (k - 1) / 2;
-  for (let b = 0; b < batch; b++) {
-    const base = b * n * n;
-    if (!(sigmas[b] > 0)) {
-      for (let i = 0; i < n; i++) m[base + i * n + i] = 1;
-      continue;
-    }
-    const w = gaussianKernel1d(k, sigmas[b]);
-    for (let i = 0; i < n; i++) {
-      for (let t = 0; t < k; t++) m[base + i * n + reflect(i + t - half, n)] += w[t];
-    }
-  }
-  return tf.tensor3d(m, [batch, n, n]);
-}
-
 /**
  * Separable Gaussian blur with a per-image sigma (`sigmas` [B], 0 = untouched), kernel size `k`
- * (odd), reflect padding, as torchvision's `gaussian_blur`. [B, H, W, C] -> same.
+ * (odd; clamped to 2 min(H, W) - 1 so that reflect padding fits), reflect padding, as
+ * torchvision's `gaussian_blur`. Every (channel, image) pair becomes a channel of one image, so
+ * one depthwise conv per axis applies each image's own kernel; untouched images get the kernel
+ * (0, .., 1, .., 0), which is exact. [B, H, W, C] -> same.
  */
 export function gaussianBlur(x: tf.Tensor4D, sigmas: ArrayLike<number>, k: number): tf.Tensor4D {
-  return tf.tidy(() => {
-    const [batch, h, w, c] = x.shape;
-    // Along H: out[b, i, :] = sum_j G[b, i, j] x[b, j, :] with x as [B, H, W*C].
-    const rows = tf.matMul(blurMatrices(sigmas, h, k), tf.reshape(x, [batch, h, w * c]));
-    // Along W: the same on the transposed image [B, W, H*C].
-    const t = tf.reshape(tf.transpose(tf.reshape(rows, [batch, h, w, c]), [0, 2, 1, 3]), [
-      batch,
-      w,
-      h * c,
-    ]);
-    const cols = tf.matMul(blurMatrices(sigmas, w, k), t);
-    return tf.transpose(tf.reshape(cols, [batch, w, h, c]), [0, 2, 1, 3]) as tf.Tensor4D;
-  });
+  return onPlanes(x, (p) => blurPlanes(p, sigmas, k));
 }
 
 /** `(x - mean) / std` per channel. [B, H, W, C] -> same; also for evaluation inputs. */
@@ -437,36 +511,43 @@ export function normalize(images: tf.Tensor4D, mean: number[], std: number[]): t
         `[${images.shape}]), found ${mean.length} and ${std.length}`,
     );
   }
-  return tf.tidy(() => tf.div(tf.sub(images, tf.tensor1d(mean)), tf.tensor1d(std)));
+  return onPlanes(images, (p) => p.map((q, i) => tf.div(tf.sub(q, mean[i]), std[i])));
 }
 
-/** Colour jitter with per-image factors and order from `p`. [B, S, S, C] -> same. */
-function colorJitter(x: tf.Tensor4D, p: ViewParams): tf.Tensor4D {
-  const batch = x.shape[0];
-  const ops: [(x: tf.Tensor4D, f: Float32Array) => tf.Tensor4D, Float32Array, number][] = [
-    [adjustBrightness, p.brightness, 1],
-    [adjustContrast, p.contrast, 1],
-    [adjustSaturation, p.saturation, 1],
-    [adjustHue, p.hue, 0],
-  ];
-  const rgb = x.shape[3] === 3;
-  let y = x;
+/**
+ * Colour jitter with per-image factors and order from `p`, on planes.
+ *
+ * Stage by stage, each op runs on the whole batch with the identity factor for the images whose
+ * op at this stage is another one (exact for brightness, contrast and saturation; hue is blended
+ * in per image). A random order thus costs up to 4 passes of each op, a fixed order one.
+ */
+function jitterPlanes(planes: Planes, p: ViewParams): Planes {
+  const batch = p.jitter.length;
+  const rgb = planes.length === 3;
+  const factors = [p.brightness, p.contrast, p.saturation, p.hue];
+  let y = planes;
   for (let stage = 0; stage < 4; stage++) {
-    const input = y;
     for (let o = 0; o < 4; o++) {
       if (!rgb && o >= 2) continue; // saturation and hue need colour
-      const [op, factors, identity] = ops[o];
-      const sel = new Uint8Array(batch);
+      const identity = o === 3 ? 0 : 1;
       const f = new Float32Array(batch).fill(identity);
+      const sel = new Uint8Array(batch);
       let any = false;
       for (let i = 0; i < batch; i++) {
-        if (p.jitter[i] && p.order[4 * i + stage] === o && factors[i] !== identity) {
+        if (p.jitter[i] && p.order[4 * i + stage] === o && factors[o][i] !== identity) {
+          f[i] = factors[o][i];
           sel[i] = 1;
-          f[i] = factors[i];
           any = true;
         }
       }
-      if (any) y = tf.where(perImageMask(sel), op(input, f), y) as tf.Tensor4D;
+      if (!any) continue;
+      if (o === 0) y = brightnessPlanes(y, f);
+      else if (o === 1) y = contrastPlanes(y, f);
+      else if (o === 2) y = saturationPlanes(y, f);
+      else {
+        const before = y;
+        y = huePlanes(y, f).map((q, i) => selectImages(sel, q, before[i]));
+      }
     }
   }
   return y;
@@ -481,21 +562,29 @@ export function applyViewParams(
   p: ViewParams,
   cfg: AugmentConfig,
 ): tf.Tensor4D {
-  const [batch, , , c] = images.shape;
+  const [batch, , , channels] = images.shape;
+  if (p.jitter.length !== batch || p.boxes.length !== 4 * batch) {
+    throw new Error(
+      `augment: view params are for ${p.jitter.length} images, the batch has ${batch}: draw them ` +
+        "with sampleViewParams for this batch",
+    );
+  }
+  if (batch === 0) return tf.zeros([0, cfg.outSize, cfg.outSize, channels]);
   return tf.tidy(() => {
     const boxInd = tf.tensor1d(Int32Array.from({ length: batch }, (_, i) => i), "int32");
-    let x = tf.image.cropAndResize(
+    const cropped = tf.image.cropAndResize(
       images,
       tf.tensor2d(p.boxes, [batch, 4]),
       boxInd,
       [cfg.outSize, cfg.outSize],
       "bilinear",
     );
-    x = colorJitter(x, p);
-    if (c === 3 && p.grayscale.some((g) => g)) x = randomGrayscale(x, p.grayscale);
-    if (p.blurSigma.some((s) => s > 0)) x = gaussianBlur(x, p.blurSigma, cfg.blurKernelSize);
-    if (p.solarize.some((s) => s)) x = solarize(x, p.solarize);
-    return normalize(tf.clipByValue(x, 0, 1), cfg.mean, cfg.std);
+    let x = jitterPlanes(toPlanes(cropped), p);
+    if (p.grayscale.some((g) => g)) x = grayscalePlanes(x, p.grayscale);
+    x = blurPlanes(x, p.blurSigma, cfg.blurKernelSize);
+    if (p.solarize.some((s) => s)) x = solarizePlanes(x, p.solarize);
+    const out = x.map((q, i) => tf.div(tf.sub(tf.clipByValue(q, 0, 1), cfg.mean[i]), cfg.std[i]));
+    return fromPlanes(out as Planes);
   });
 }
 

@@ -30,6 +30,7 @@ import { createFramework, type SslModel } from "./frameworks/mod.ts";
 import {
   applyGradients,
   createOptimizerState,
+  disposeOptimizerState,
   loadOptimizerState,
   lrAt,
   momentumAt,
@@ -261,177 +262,181 @@ export async function pretrain(cfg: PretrainConfig, hooks: RunHooks = {}): Promi
     skipDecay: cfg.skipDecay,
   };
   const opt = createOptimizerState(optCfg, params);
-  const schedule = {
-    peakLr,
-    warmupSteps: Math.min(cfg.warmupEpochs * stepsPerEpoch, totalSteps - 1),
-    totalSteps,
-  };
-
-  // Run directory: new, or resumed from its checkpoint.
-  const dir = cfg.outDir;
-  await Deno.mkdir(dir, { recursive: true });
-  const ckptPath = `${dir}/checkpoint.safetensors`;
-  let step = 0;
-  let lrScale = 1;
-  const resolved = { ...cfg, backbone: vit, stepsPerEpoch, totalSteps, peakLr };
-  if (await exists(ckptPath)) {
-    await checkSameConfig(dir, cfg, hooks.force ?? false);
-    ({ step, lrScale } = await restore(ssl, opt, ckptPath));
-    await truncateLogs(dir, step);
-    print(`resumed ${dir} at step ${step}/${lastStep}`);
-  } else {
-    await Deno.writeTextFile(
-      `${dir}/config.json`,
-      JSON.stringify(
-        { config: cfg, resolved, versions: await versions(backendInfo.summary) },
-        null,
-        2,
-      ),
-    );
-  }
-
-  const save = async () => {
-    const tensors = { ...ssl.state(), ...optimizerStateTensors(opt) };
-    const meta = {
-      format: "vitssl-checkpoint-v1",
-      step: String(step),
-      lr_scale: String(lrScale),
-      optimizer_step: String(opt.step),
-      config: JSON.stringify(cfg),
-      [CONFIG_KEY]: JSON.stringify(vit),
+  // The model and the optimiser state are freed however the run ends (done, stopped, error).
+  try {
+    const schedule = {
+      peakLr,
+      warmupSteps: Math.min(cfg.warmupEpochs * stepsPerEpoch, totalSteps - 1),
+      totalSteps,
     };
-    await saveTensors(ckptPath, tensors, meta);
-    await saveBackbone(`${dir}/backbone.safetensors`, ssl.backbone, { step: String(step) });
-  };
 
-  const monitor = async (epoch: number) => {
-    const row = await knnMonitor(ssl, train, test, stats, cfg, step, epoch);
-    await appendRows(`${dir}/knn.csv`, KNN_COLUMNS, [row]);
-    hooks.onKnn?.(row);
-    print(
-      `knn @ step ${step}: top-1 ${row.top1.toFixed(2)}% top-5 ${row.top5.toFixed(2)}% ` +
-        `(k=${row.k}, ${row.train_size} train / ${row.test_size} test)`,
-    );
-  };
-
-  // The loop.
-  const progress = progressPrinter(print, lastStep, stepsPerEpoch);
-  let perm: Int32Array | undefined;
-  let permEpoch = -1;
-  const depth = vit.depth;
-  const n0 = tf.memory().numTensors;
-  // The fault injection fires once per call, so that a rollback can get past it.
-  let injectAt = cfg.injectNanAt;
-  while (step < lastStep && !signal.stop) {
-    const t0 = performance.now();
-    const epoch = Math.floor(step / stepsPerEpoch);
-    if (epoch !== permEpoch) {
-      perm = permutation(train.length, createRng(subSeed(cfg.seed, 0, epoch)));
-      permEpoch = epoch;
-    }
-    const i = step % stepsPerEpoch;
-    const batch = getBatch(train, perm!.subarray(i * B, (i + 1) * B));
-    const lr = lrAt(step, schedule) * lrScale;
-    const m = momentumAt(step, totalSteps, cfg.m0);
-    const x = toFloatTensor(batch.images, B, train.height, train.width, train.channels);
-    let [x1, x2] = twoViews(x, createRng(subSeed(cfg.seed, 1, step)), aug);
-    x.dispose();
-    if (injectAt === step) {
-      // Fault injection for tests of the divergence guard: poison view 1 of this step.
-      injectAt = -1;
-      const poisoned = tf.mul(x1, NaN) as tf.Tensor4D;
-      x1.dispose();
-      x1 = poisoned;
-    }
-    const { loss, grads } = ssl.step(x1, x2, { momentum: m });
-    tf.dispose([x1, x2]);
-    const norms = tf.tidy(() => {
-      const groups = gradGroups(grads, depth);
-      const parts = groups.map((g) =>
-        g.length ? tf.sum(tf.stack(g.map((n) => tf.sum(tf.square(grads[n]))))) : tf.scalar(0)
+    // Run directory: new, or resumed from its checkpoint.
+    const dir = cfg.outDir;
+    await Deno.mkdir(dir, { recursive: true });
+    const ckptPath = `${dir}/checkpoint.safetensors`;
+    let step = 0;
+    let lrScale = 1;
+    const resolved = { ...cfg, backbone: vit, stepsPerEpoch, totalSteps, peakLr };
+    if (await exists(ckptPath)) {
+      await checkSameConfig(dir, cfg, hooks.force ?? false);
+      ({ step, lrScale } = await restore(ssl, opt, ckptPath));
+      await truncateLogs(dir, step);
+      print(`resumed ${dir} at step ${step}/${lastStep}`);
+    } else {
+      await Deno.writeTextFile(
+        `${dir}/config.json`,
+        JSON.stringify(
+          { config: cfg, resolved, versions: await versions(backendInfo.summary) },
+          null,
+          2,
+        ),
       );
-      return tf.sqrt(tf.stack([...parts, tf.addN(parts)]));
-    });
-    const [lossValue] = await loss.data();
-    const nv = await norms.data();
-    norms.dispose();
-    const badGroup = [...nv].findIndex((v) => !Number.isFinite(v));
-    if (!Number.isFinite(lossValue) || badGroup >= 0) {
-      tf.dispose([loss, ...Object.values(grads)]);
-      const where = badGroup >= 0 && badGroup <= depth + 1
-        ? `the gradient norm of ${groupLabel(badGroup, depth)} went non-finite first`
-        : "the loss is non-finite";
-      const msg = `non-finite loss (${lossValue}) at step ${step} (epoch ${epoch}): ${where}`;
-      if (cfg.onNan === "rollback" && await exists(ckptPath)) {
-        ({ step, lrScale } = await restore(ssl, opt, ckptPath));
-        lrScale *= cfg.nanLrFactor;
-        await truncateLogs(dir, step);
-        print(`${msg}; rolled back to the checkpoint at step ${step} with lr x${lrScale}`);
-        continue;
+    }
+
+    const save = async () => {
+      const tensors = { ...ssl.state(), ...optimizerStateTensors(opt) };
+      const meta = {
+        format: "vitssl-checkpoint-v1",
+        step: String(step),
+        lr_scale: String(lrScale),
+        optimizer_step: String(opt.step),
+        config: JSON.stringify(cfg),
+        [CONFIG_KEY]: JSON.stringify(vit),
+      };
+      await saveTensors(ckptPath, tensors, meta);
+      await saveBackbone(`${dir}/backbone.safetensors`, ssl.backbone, { step: String(step) });
+    };
+
+    const monitor = async (epoch: number) => {
+      const row = await knnMonitor(ssl, train, test, stats, cfg, step, epoch);
+      await appendRows(`${dir}/knn.csv`, KNN_COLUMNS, [row]);
+      hooks.onKnn?.(row);
+      print(
+        `knn @ step ${step}: top-1 ${row.top1.toFixed(2)}% top-5 ${row.top5.toFixed(2)}% ` +
+          `(k=${row.k}, ${row.train_size} train / ${row.test_size} test)`,
+      );
+    };
+
+    // The loop.
+    const progress = progressPrinter(print, lastStep, stepsPerEpoch);
+    let perm: Int32Array | undefined;
+    let permEpoch = -1;
+    const depth = vit.depth;
+    const n0 = tf.memory().numTensors;
+    // The fault injection fires once per call, so that a rollback can get past it.
+    let injectAt = cfg.injectNanAt;
+    while (step < lastStep && !signal.stop) {
+      const t0 = performance.now();
+      const epoch = Math.floor(step / stepsPerEpoch);
+      if (epoch !== permEpoch) {
+        perm = permutation(train.length, createRng(subSeed(cfg.seed, 0, epoch)));
+        permEpoch = epoch;
       }
-      throw new DivergenceError(
-        `${msg}. The last good checkpoint is kept in ${ckptPath}. Lower --lr, raise --warmup, ` +
-          "or run with --on-nan rollback.",
+      const i = step % stepsPerEpoch;
+      const batch = getBatch(train, perm!.subarray(i * B, (i + 1) * B));
+      const lr = lrAt(step, schedule) * lrScale;
+      const m = momentumAt(step, totalSteps, cfg.m0);
+      const x = toFloatTensor(batch.images, B, train.height, train.width, train.channels);
+      let [x1, x2] = twoViews(x, createRng(subSeed(cfg.seed, 1, step)), aug);
+      x.dispose();
+      if (injectAt === step) {
+        // Fault injection for tests of the divergence guard: poison view 1 of this step.
+        injectAt = -1;
+        const poisoned = tf.mul(x1, NaN) as tf.Tensor4D;
+        x1.dispose();
+        x1 = poisoned;
+      }
+      const { loss, grads } = ssl.step(x1, x2, { momentum: m });
+      tf.dispose([x1, x2]);
+      const norms = tf.tidy(() => {
+        const groups = gradGroups(grads, depth);
+        const parts = groups.map((g) =>
+          g.length ? tf.sum(tf.stack(g.map((n) => tf.sum(tf.square(grads[n]))))) : tf.scalar(0)
+        );
+        return tf.sqrt(tf.stack([...parts, tf.addN(parts)]));
+      });
+      const [lossValue] = await loss.data();
+      const nv = await norms.data();
+      norms.dispose();
+      const badGroup = [...nv].findIndex((v) => !Number.isFinite(v));
+      if (!Number.isFinite(lossValue) || badGroup >= 0) {
+        tf.dispose([loss, ...Object.values(grads)]);
+        const where = badGroup >= 0 && badGroup <= depth + 1
+          ? `the gradient norm of ${groupLabel(badGroup, depth)} went non-finite first`
+          : "the loss is non-finite";
+        const msg = `non-finite loss (${lossValue}) at step ${step} (epoch ${epoch}): ${where}`;
+        if (cfg.onNan === "rollback" && await exists(ckptPath)) {
+          ({ step, lrScale } = await restore(ssl, opt, ckptPath));
+          lrScale *= cfg.nanLrFactor;
+          await truncateLogs(dir, step);
+          print(`${msg}; rolled back to the checkpoint at step ${step} with lr x${lrScale}`);
+          continue;
+        }
+        throw new DivergenceError(
+          `${msg}. The last good checkpoint is kept in ${ckptPath}. Lower --lr, raise --warmup, ` +
+            "or run with --on-nan rollback.",
+        );
+      }
+      applyGradients(params, grads, opt, optCfg, lr);
+      tf.dispose([loss, ...Object.values(grads)]);
+
+      const row: LogRow = {
+        step,
+        epoch,
+        loss: lossValue,
+        lr,
+        momentum: m,
+        grad_patch: nv[0],
+        grad_first_block: nv[1],
+        grad_last_block: nv[depth],
+        grad_heads: nv[depth + 1],
+        grad_total: nv[depth + 2],
+        images_per_s: B / ((performance.now() - t0) / 1000),
+      };
+      step++;
+      await appendRows(`${dir}/log.csv`, LOG_COLUMNS, [row]);
+      hooks.onStep?.(row);
+      progress(row);
+      if (cfg.checkTensorLeaks && tf.memory().numTensors !== n0) {
+        throw new Error(`tensor leak: ${tf.memory().numTensors - n0} tensors after step ${step}`);
+      }
+
+      const endOfEpoch = step % stepsPerEpoch === 0;
+      const knnDue = cfg.knnEvery > 0 ? step % cfg.knnEvery === 0 : endOfEpoch;
+      if (knnDue && step < lastStep) await monitor(Math.floor(step / stepsPerEpoch));
+      if (step % cfg.checkpointEvery === 0 || step === lastStep || signal.stop) await save();
+    }
+
+    if (step < lastStep) {
+      await save();
+      print(
+        `stopped at step ${step}/${lastStep}; checkpoint written. Resume with: ` +
+          `deno task pretrain --resume ${dir}`,
+      );
+      return { runDir: dir, steps: step, status: "stopped" };
+    }
+
+    // Final evaluation: kNN of the whole test split against the whole training split.
+    let knnTop1: number | undefined, knnTop5: number | undefined;
+    if (cfg.finalKnn) {
+      const full = { ...cfg, knnTrainSize: 0, knnTestSize: 0 };
+      const epochsDone = Math.floor(step / stepsPerEpoch);
+      const row = await knnMonitor(ssl, train, test, stats, full, step, epochsDone);
+      await appendRows(`${dir}/knn.csv`, KNN_COLUMNS, [row]);
+      hooks.onKnn?.(row);
+      knnTop1 = row.top1;
+      knnTop5 = row.top5;
+      print(
+        `final kNN (k=${row.k}, ${row.train_size} train images, ${row.test_size} test images): ` +
+          `top-1 ${row.top1.toFixed(2)}%, top-5 ${row.top5.toFixed(2)}%`,
       );
     }
-    applyGradients(params, grads, opt, optCfg, lr);
-    tf.dispose([loss, ...Object.values(grads)]);
-
-    const row: LogRow = {
-      step,
-      epoch,
-      loss: lossValue,
-      lr,
-      momentum: m,
-      grad_patch: nv[0],
-      grad_first_block: nv[1],
-      grad_last_block: nv[depth],
-      grad_heads: nv[depth + 1],
-      grad_total: nv[depth + 2],
-      images_per_s: B / ((performance.now() - t0) / 1000),
-    };
-    step++;
-    await appendRows(`${dir}/log.csv`, LOG_COLUMNS, [row]);
-    hooks.onStep?.(row);
-    progress(row);
-    if (cfg.checkTensorLeaks && tf.memory().numTensors !== n0) {
-      throw new Error(`tensor leak: ${tf.memory().numTensors - n0} tensors after step ${step}`);
-    }
-
-    const endOfEpoch = step % stepsPerEpoch === 0;
-    const knnDue = cfg.knnEvery > 0 ? step % cfg.knnEvery === 0 : endOfEpoch;
-    if (knnDue && step < lastStep) await monitor(Math.floor(step / stepsPerEpoch));
-    if (step % cfg.checkpointEvery === 0 || step === lastStep || signal.stop) await save();
-  }
-
-  if (step < lastStep) {
-    await save();
-    print(
-      `stopped at step ${step}/${lastStep}; checkpoint written. Resume with: ` +
-        `deno task pretrain --resume ${dir}`,
-    );
+    print(`run directory: ${dir}`);
+    return { runDir: dir, steps: step, knnTop1, knnTop5, status: "done" };
+  } finally {
     ssl.dispose();
-    return { runDir: dir, steps: step, status: "stopped" };
+    disposeOptimizerState(opt);
   }
-
-  // Final evaluation: kNN of the whole test split against the whole training split.
-  let knnTop1: number | undefined, knnTop5: number | undefined;
-  if (cfg.finalKnn) {
-    const full = { ...cfg, knnTrainSize: 0, knnTestSize: 0 };
-    const epochsDone = Math.floor(step / stepsPerEpoch);
-    const row = await knnMonitor(ssl, train, test, stats, full, step, epochsDone);
-    await appendRows(`${dir}/knn.csv`, KNN_COLUMNS, [row]);
-    hooks.onKnn?.(row);
-    knnTop1 = row.top1;
-    knnTop5 = row.top5;
-    print(
-      `final kNN (k=${row.k}, ${row.train_size} train images, ${row.test_size} test images): ` +
-        `top-1 ${row.top1.toFixed(2)}%, top-5 ${row.top5.toFixed(2)}%`,
-    );
-  }
-  ssl.dispose();
-  print(`run directory: ${dir}`);
-  return { runDir: dir, steps: step, knnTop1, knnTop5, status: "done" };
 }
 
 /**

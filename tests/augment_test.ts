@@ -158,6 +158,8 @@ Deno.test("sampleViewParams: probabilities of each op per view", () => {
   assertAlmostEquals(frac(p2.blurSigma), 0.1, 0.02);
   assertEquals(frac(p1.solarize), 0);
   assertAlmostEquals(frac(p2.solarize), 0.2, 0.03);
+  const fixed = sampleViewParams(8, 32, 32, 1, createRng(5), { ...cfg, jitterOrder: "fixed" });
+  assertEquals(Array.from(fixed.order), new Array(8).fill([0, 1, 2, 3]).flat());
   // A random order per image: not every image has brightness first.
   assert(Array.from({ length: n }, (_, i) => p1.order[4 * i]).some((o) => o !== 0));
 });
@@ -364,6 +366,8 @@ Deno.test("hue: red -> yellow/green/blue by 1/6, 1/3, -1/3; random pixels match 
     ], 1e-5);
   });
   const data = pixels(5 * 3 * 3 * 3, 23);
+  // Ties for the max and the min channel, gray and black pixels (hue undefined: unchanged).
+  data.set([1, 1, 0, 0.2, 0.8, 0.8, 0.9, 0.1, 0.9, 0.5, 0.5, 0.5, 0, 0, 0, 0.3, 0.3, 0.7], 27);
   const x = tf.tensor4d(data, [5, 3, 3, 3]);
   const shifts = [0, 0.1, -0.1, 0.05, -0.07];
   noLeak(() => {
@@ -492,6 +496,36 @@ Deno.test("previewViews: uint8 views of the right size, deterministic by seed", 
   assertThrows(() => previewViews(bytes, n, 12, 12, 1, 5), Error, "bytes");
 });
 
+const gpu = (navigator as Navigator & { gpu?: GPU }).gpu;
+const hasWebgpu = !!gpu && !!(await gpu.requestAdapter());
+
+Deno.test({
+  name: "webgpu backend (if an adapter exists): same views as cpu (to float tolerance)",
+  ignore: !hasWebgpu,
+  fn: async () => {
+    const data = pixels(4 * 32 * 32 * 3, 43);
+    const cfg = defaultAugmentConfig({ outSize: 24, channels: 3 });
+    const run = async () => {
+      const x = tf.tensor4d(data, [4, 32, 32, 3]);
+      const [a, b] = twoViews(x, createRng(9), cfg);
+      const out = [await a.data(), await b.data()] as Float32Array[];
+      tf.dispose([x, a, b]);
+      return out;
+    };
+    const cpu = await run();
+    await initBackend({ backend: "webgpu" });
+    try {
+      const before = tf.memory().numTensors;
+      const gpuOut = await run();
+      assertEquals(tf.memory().numTensors, before);
+      closeArrays(gpuOut[0], cpu[0], 1e-4);
+      closeArrays(gpuOut[1], cpu[1], 1e-4);
+    } finally {
+      await initBackend({ backend: "cpu" });
+    }
+  },
+});
+
 Deno.test("wasm backend: same seed, same views as cpu (to float tolerance)", async () => {
   const data = pixels(4 * 32 * 32 * 3, 41);
   const cfg = defaultAugmentConfig({ outSize: 24, channels: 3 });
@@ -515,4 +549,18 @@ Deno.test("wasm backend: same seed, same views as cpu (to float tolerance)", asy
   } finally {
     await initBackend({ backend: "cpu" });
   }
+});
+
+Deno.test("an empty batch gives an empty batch; params for another batch size are refused", () => {
+  const cfg = defaultAugmentConfig({ outSize: 8, channels: 3 });
+  const x = tf.zeros([0, 12, 12, 3]) as tf.Tensor4D;
+  noLeak(() => {
+    const [a, b] = twoViews(x, createRng(0), cfg);
+    assertEquals(a.shape, [0, 8, 8, 3]);
+    assertEquals(b.shape, [0, 8, 8, 3]);
+    tf.dispose([a, b]);
+  });
+  const y = tf.zeros([2, 12, 12, 3]) as tf.Tensor4D;
+  assertThrows(() => applyViewParams(y, identityParams(3), cfg), Error, "sampleViewParams");
+  tf.dispose([x, y]);
 });
