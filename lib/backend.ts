@@ -163,15 +163,26 @@ async function tryTensorflow(): Promise<BackendInfo> {
     const msg = e instanceof Error ? e.message.split("\n")[0] : String(e);
     throw new BackendError(
       `@tensorflow/tfjs-node-gpu cannot load its native binding (${msg}). It needs libtensorflow ` +
-        "2.x with CUDA 11.2 and cuDNN 8.1: on a Linux machine with an NVIDIA GPU and internet, " +
-        "run `deno task setup-gpu` (it runs `deno install --allow-scripts=npm:@tensorflow/" +
-        "tfjs-node-gpu`, which downloads libtensorflow), or choose --backend webgpu|wasm|cpu.",
+        "2.9.1 (GPU build: CUDA 11.2 and cuDNN 8.1, Linux x86-64, NVIDIA driver): on such a " +
+        "machine with internet, run `deno task setup-gpu` (it runs `deno install " +
+        "--allow-scripts=npm:@tensorflow/tfjs-node-gpu`, which downloads libtensorflow and the " +
+        "binding; README.md, section GPUs, has the offline recipe), or choose " +
+        "--backend webgpu|wasm|cpu.",
     );
   }
   if (!(await tf.setBackend("tensorflow"))) {
     throw new BackendError("tfjs-node-gpu loaded but the tensorflow backend failed to start");
   }
-  return info("tensorflow", "libtensorflow (CUDA if a GPU is visible)", 1);
+  // libtensorflow runs on the CPU, with a warning only, when it cannot open the CUDA libraries.
+  const be = tf.backend() as unknown as {
+    isUsingGpuDevice?: boolean;
+    binding?: { TF_Version?: string };
+  };
+  const version = be.binding?.TF_Version ?? "2.x";
+  const where = be.isUsingGpuDevice
+    ? "CUDA GPU"
+    : "CPU only: CUDA 11.2/cuDNN 8.1 libraries not found";
+  return info("tensorflow", `libtensorflow ${version}, ${where}`, 1);
 }
 
 function info(name: BackendInfo["name"], device: string, threads: number): BackendInfo {
