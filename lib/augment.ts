@@ -232,6 +232,42 @@ function spanToBox(start: number, len: number, n: number, out: number): [number,
   return [lo / (n - 1), hi / (n - 1)];
 }
 
+const f32 = new Float32Array(1);
+const u32 = new Uint32Array(f32.buffer);
+
+/** The float32 next to `v` (in [0, 1]) towards `up` or down. */
+function stepFloat32(v: number, up: boolean): number {
+  f32[0] = v;
+  if (up) u32[0]++;
+  else if (u32[0] > 0) u32[0]--;
+  return f32[0];
+}
+
+/**
+ * The box ends `a` (first sample) and `b` (last sample) of one axis as float32, with `b` moved
+ * by a few ulps where needed so that the last sample position, `a (n - 1) + (out - 1) s` with
+ * `s = (b - a) (n - 1) / (out - 1)`, stays inside `[0, n - 1]` as both the wasm kernel (float32)
+ * and the cpu kernel (float64) round it. A position that rounds past the border is filled with
+ * 0 instead of the border pixel: without this, about 1% of the wasm views of crops that touch
+ * the right or bottom edge got a black last column or row. Exact boxes (the identity) are kept.
+ */
+function insideEnds(a: number, b: number, n: number, out: number): [number, number] {
+  const m = n - 1;
+  const f = Math.fround;
+  a = f(a);
+  b = f(b);
+  if (out < 2 || n < 2) return [a, b];
+  for (let t = 0; t < 64; t++) {
+    const s32 = f(f(f(b - a) * m) / (out - 1));
+    const p32 = f(f(a * m) + f((out - 1) * s32));
+    const p64 = a * m + (out - 1) * ((b - a) * m / (out - 1));
+    if (b >= a && (p32 > m || p64 > m)) b = stepFloat32(b, false);
+    else if (b < a && (p32 < 0 || p64 < 0)) b = stepFloat32(b, true);
+    else break;
+  }
+  return [a, b];
+}
+
 /**
  * Draws the random choices of one view for a batch of `batch` images of `height x width`.
  * Per image, in this order: crop, flip, jitter (apply, order, 4 factors), grayscale, blur
@@ -265,9 +301,14 @@ export function sampleViewParams(
   for (let i = 0; i < batch; i++) {
     const [top, left, h, w] = sampleCrop(height, width, cfg.scale, cfg.ratio, rng);
     const flip = rng.uniform() < cfg.flipP;
-    const [y1, y2] = spanToBox(top, h, height, cfg.outSize);
-    const [x1, x2] = spanToBox(left, w, width, cfg.outSize);
-    p.boxes.set(flip ? [y1, x2, y2, x1] : [y1, x1, y2, x2], 4 * i);
+    const [top1, top2] = spanToBox(top, h, height, cfg.outSize);
+    const [y1, y2] = insideEnds(top1, top2, height, cfg.outSize);
+    const [left1, left2] = spanToBox(left, w, width, cfg.outSize);
+    // A flip is the box read right to left.
+    const [x1, x2] = flip
+      ? insideEnds(left2, left1, width, cfg.outSize)
+      : insideEnds(left1, left2, width, cfg.outSize);
+    p.boxes.set([y1, x1, y2, x2], 4 * i);
     p.flip[i] = flip ? 1 : 0;
 
     p.jitter[i] = rng.uniform() < cfg.jitterP ? 1 : 0;

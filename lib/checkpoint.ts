@@ -26,6 +26,7 @@
  */
 import * as tf from "@tensorflow/tfjs-core";
 import {
+  type AtomicWriteOptions,
   readSafetensors,
   type SafeTensor,
   SafetensorsError,
@@ -45,11 +46,14 @@ export const CONFIG_KEY = "vitssl.vit_config";
 /**
  * Writes tensors to a safetensors file atomically. Refuses (throws {@link CheckpointError},
  * leaving any previous file intact) when a float tensor holds NaN or Inf, naming the tensors.
+ * A failed write (a full disk) also leaves any previous file intact; `options.writer` replaces
+ * the write, for tests that simulate one.
  */
 export async function saveTensors(
   path: string,
   tensors: Record<string, tf.Tensor>,
   metadata: Record<string, string> = {},
+  options: AtomicWriteOptions = {},
 ): Promise<void> {
   const out: Record<string, SafeTensor> = {};
   const bad: string[] = [];
@@ -74,7 +78,7 @@ export async function saveTensors(
         "; the previous checkpoint is kept",
     );
   }
-  await writeSafetensors(path, out, metadata);
+  await writeSafetensors(path, out, metadata, options);
 }
 
 /** The backbone's tensors by timm name (parameters and BN buffers). */
@@ -235,7 +239,9 @@ export function assignTensors(
     throw new CheckpointError(
       `${source} does not match the model (${problems.length} problem(s)); is it from another ` +
         `architecture or config?\n  ${problems.slice(0, 30).join("\n  ")}` +
-        (problems.length > 30 ? `\n  ... and ${problems.length - 30} more` : ""),
+        (problems.length > 30 ? `\n  ... and ${problems.length - 30} more` : "") +
+        "\nBuild the model with the config the file was saved with (the run's config.json; " +
+        "loadBackbone reads it from the file's metadata), or use a checkpoint of this model.",
     );
   }
   for (const [name, v] of Object.entries(vars)) {

@@ -32,8 +32,25 @@ export async function appendRows<T extends object>(
   await Deno.writeTextFile(path, text, { append: true });
 }
 
+/**
+ * A number as text. A float32 value (a loss or a norm read back from a tensor) gets the shortest
+ * text that parses back to the same float32, so that two runs' logs compare bit for bit; other
+ * numbers (an lr computed in float64) get 7 significant digits.
+ */
+export function formatNumber(v: number): string {
+  if (Number.isInteger(v) || !Number.isFinite(v)) return String(v);
+  if (Math.fround(v) === v) {
+    for (let p = 6; p < 9; p++) {
+      const s = v.toPrecision(p);
+      if (Math.fround(Number(s)) === v) return String(Number(s));
+    }
+    return String(Number(v.toPrecision(9)));
+  }
+  return v.toPrecision(7);
+}
+
 function formatCell(v: unknown): string {
-  if (typeof v === "number") return Number.isInteger(v) ? String(v) : v.toPrecision(7);
+  if (typeof v === "number") return formatNumber(v);
   const s = String(v ?? "");
   return /[",\n]/.test(s) ? `"${s.replaceAll('"', '""')}"` : s;
 }

@@ -444,9 +444,13 @@ export async function writeFileAtomic(
       file?.close();
     } catch { /* already closed */ }
     await Deno.remove(tmp).catch(() => {});
+    const why = (e as Error).message;
+    const fix = /no space left|os error 28|ENOSPC|quota/i.test(why)
+      ? ": the disk is full. Free some space (or write to another disk) and try again"
+      : "";
     throw new Error(
-      `writeFileAtomic: could not write ${path} (${(e as Error).message}); ` +
-        `any existing file there was left unchanged`,
+      `writeFileAtomic: could not write ${path} (${why}); ` +
+        `any existing file there was left unchanged${fix}`,
       { cause: e },
     );
   }
@@ -461,13 +465,17 @@ export async function writeFileAtomic(
   } catch { /* not supported here */ }
 }
 
-/** Encodes and atomically writes a safetensors file (see {@linkcode encodeSafetensors}). */
+/**
+ * Encodes and atomically writes a safetensors file (see {@linkcode encodeSafetensors}).
+ * `options.writer` replaces the write (tests simulate a full disk with it).
+ */
 export async function writeSafetensors(
   path: string,
   tensors: Record<string, SafeTensor>,
   metadata?: Record<string, string>,
+  options: AtomicWriteOptions = {},
 ): Promise<void> {
-  await writeFileAtomic(path, encodeSafetensors(tensors, metadata));
+  await writeFileAtomic(path, encodeSafetensors(tensors, metadata), options);
 }
 
 /**
@@ -484,7 +492,15 @@ export async function readSafetensors(path: string): Promise<SafetensorsContents
       : `cannot read file: ${(e as Error).message}`;
     throw new SafetensorsError(path, why, undefined, { cause: e });
   }
-  return decodeSafetensors(bytes, path);
+  try {
+    return decodeSafetensors(bytes, path);
+  } catch (e) {
+    if (e instanceof SafetensorsError) {
+      e.message += ". The file is damaged (often an interrupted copy or download): copy or " +
+        "download it again, or re-create it";
+    }
+    throw e;
+  }
 }
 
 let f16Table: Float32Array | undefined;

@@ -39,7 +39,7 @@ import {
   scaledLr,
 } from "./optim.ts";
 import { createRng, permutation } from "./rng.ts";
-import { readSafetensors, toFloat32 } from "./safetensors.ts";
+import { readSafetensors, toFloat32, writeFileAtomic } from "./safetensors.ts";
 import { assignTensors } from "./checkpoint.ts";
 import { ConfigError, vitConfig } from "./vit.ts";
 import { PRESETS, type PretrainConfig, validateConfig } from "./config.ts";
@@ -194,7 +194,9 @@ export function backboneConfig(cfg: PretrainConfig, ds: Dataset) {
 export async function versions(backend: string): Promise<Record<string, string>> {
   let commit = "unknown";
   try {
-    const out = await new Deno.Command("git", { args: ["rev-parse", "HEAD"], stderr: "null" })
+    // The commit of the code that runs, not of the working directory's repository.
+    const cwd = new URL(".", import.meta.url);
+    const out = await new Deno.Command("git", { args: ["rev-parse", "HEAD"], cwd, stderr: "null" })
       .output();
     if (out.success) commit = new TextDecoder().decode(out.stdout).trim();
   } catch { /* not a git checkout */ }
@@ -277,23 +279,27 @@ export async function pretrain(cfg: PretrainConfig, hooks: RunHooks = {}): Promi
     let step = 0;
     let lrScale = 1;
     const resolved = { ...cfg, backbone: vit, stepsPerEpoch, totalSteps, peakLr };
+    await removeStaleTempFiles(dir);
     if (await exists(ckptPath)) {
       await checkSameConfig(dir, cfg, hooks.force ?? false);
       ({ step, lrScale } = await restore(ssl, opt, ckptPath));
       await truncateLogs(dir, step);
       print(`resumed ${dir} at step ${step}/${lastStep}`);
     } else {
-      await Deno.writeTextFile(
-        `${dir}/config.json`,
-        JSON.stringify(
-          { config: cfg, resolved, versions: await versions(backendInfo.summary) },
-          null,
-          2,
-        ),
+      // A fresh start: rows of an earlier attempt killed before its first checkpoint would
+      // otherwise be followed by the same steps again.
+      for (const log of ["log.csv", "knn.csv"]) await Deno.remove(`${dir}/${log}`).catch(() => {});
+      const json = JSON.stringify(
+        { config: cfg, resolved, versions: await versions(backendInfo.summary) },
+        null,
+        2,
       );
+      await writeFileAtomic(`${dir}/config.json`, new TextEncoder().encode(json + "\n"));
     }
 
+    let savedStep = -1;
     const save = async () => {
+      savedStep = step;
       const tensors = { ...ssl.state(), ...optimizerStateTensors(opt) };
       const meta = {
         format: "vitssl-checkpoint-v1",
@@ -368,6 +374,7 @@ export async function pretrain(cfg: PretrainConfig, hooks: RunHooks = {}): Promi
         if (cfg.onNan === "rollback" && await exists(ckptPath)) {
           ({ step, lrScale } = await restore(ssl, opt, ckptPath));
           lrScale *= cfg.nanLrFactor;
+          savedStep = -1; // the checkpoint holds the old lr scale
           await truncateLogs(dir, step);
           print(`${msg}; rolled back to the checkpoint at step ${step} with lr x${lrScale}`);
           continue;
@@ -404,11 +411,11 @@ export async function pretrain(cfg: PretrainConfig, hooks: RunHooks = {}): Promi
       const endOfEpoch = step % stepsPerEpoch === 0;
       const knnDue = cfg.knnEvery > 0 ? step % cfg.knnEvery === 0 : endOfEpoch;
       if (knnDue && step < lastStep) await monitor(Math.floor(step / stepsPerEpoch));
-      if (step % cfg.checkpointEvery === 0 || step === lastStep || signal.stop) await save();
+      if (step % cfg.checkpointEvery === 0 || step === lastStep) await save();
     }
 
     if (step < lastStep) {
-      await save();
+      if (savedStep !== step) await save();
       print(
         `stopped at step ${step}/${lastStep}; checkpoint written. Resume with: ` +
           `deno task pretrain --resume ${dir}`,
@@ -447,6 +454,18 @@ export async function pretrain(cfg: PretrainConfig, hooks: RunHooks = {}): Promi
 async function truncateLogs(dir: string, step: number): Promise<void> {
   await truncateRows(`${dir}/log.csv`, LOG_COLUMNS, step);
   await truncateRows(`${dir}/knn.csv`, KNN_COLUMNS, step + 1);
+}
+
+/**
+ * Removes the hidden temp files (`.checkpoint.safetensors.tmp-1a2b3c4d`, ...) that an atomic
+ * write killed before its rename leaves behind; the files they were meant to replace are intact.
+ */
+async function removeStaleTempFiles(dir: string): Promise<void> {
+  for await (const e of Deno.readDir(dir)) {
+    if (e.isFile && /^\..+\.tmp-[0-9a-f]{8}$/.test(e.name)) {
+      await Deno.remove(`${dir}/${e.name}`).catch(() => {});
+    }
+  }
 }
 
 async function exists(path: string): Promise<boolean> {

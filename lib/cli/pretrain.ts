@@ -16,6 +16,7 @@ import { FIELDS, PRESETS, type PretrainConfig } from "../config.ts";
 import { pretrain, resolveConfig } from "../train.ts";
 import { type FlagSpec, helpText, parseFlags } from "./args.ts";
 import { runMain } from "./main.ts";
+import { ConfigError } from "../vit.ts";
 
 const EXTRA: FlagSpec[] = [
   {
@@ -30,12 +31,31 @@ const EXTRA: FlagSpec[] = [
   { key: "help", flag: "help", kind: "bool", help: "show this help" },
 ];
 
-async function readRunConfig(path: string): Promise<Partial<PretrainConfig>> {
+/** A run's config.json (or a bare config object); `flag` names the flag that gave the path. */
+async function readRunConfig(path: string, flag: string): Promise<Partial<PretrainConfig>> {
   const text = await Deno.readTextFile(path).catch((e) => {
-    throw new Error(`cannot read ${path}: ${e.message}`);
+    throw new ConfigError(
+      `${flag}: cannot read ${path} (${e.message}). ` +
+        (flag === "--resume"
+          ? "Give the run directory that holds config.json and checkpoint.safetensors; a run " +
+            "killed before it wrote config.json is restarted by its original command"
+          : "Give the config.json of an earlier run (RUN/config.json)"),
+    );
   });
-  const json = JSON.parse(text);
-  return json.config ?? json;
+  let json;
+  try {
+    json = JSON.parse(text);
+  } catch (e) {
+    throw new ConfigError(
+      `${flag}: ${path} is not valid JSON (${(e as Error).message}): restore it, or start a ` +
+        "new run with --out",
+    );
+  }
+  const cfg = json?.config ?? json;
+  if (typeof cfg !== "object" || cfg === null || Array.isArray(cfg)) {
+    throw new ConfigError(`${flag}: ${path} holds no config object: give a run's config.json`);
+  }
+  return cfg;
 }
 
 /** Parses the arguments and runs pretraining; returns the process exit code. */
@@ -48,8 +68,12 @@ export async function main(args: string[]): Promise<number> {
   }
   const { preset, config, resume, force, help: _, ...overrides } = values;
   let base: Partial<PretrainConfig> = {};
-  if (resume) base = { ...(await readRunConfig(`${resume}/config.json`)), outDir: String(resume) };
-  else if (config) base = { ...(await readRunConfig(String(config))), outDir: "" };
+  if (resume) {
+    base = {
+      ...(await readRunConfig(`${resume}/config.json`, "--resume")),
+      outDir: String(resume),
+    };
+  } else if (config) base = { ...(await readRunConfig(String(config), "--config")), outDir: "" };
   const cfg = resolveConfig({
     ...base,
     ...(preset ? { preset: String(preset) } : {}),

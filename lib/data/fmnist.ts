@@ -223,10 +223,20 @@ async function readExact(f: Deno.FsFile, buf: Uint8Array): Promise<boolean> {
 }
 
 /**
- * Reads one split from the cache file: `missing` when there is none, `invalid` when it is not a
- * valid version-1 cache (wrong magic, header, length or labels); the caller then rebuilds it.
+ * Reads one split from a cache file: `missing` when there is none, `invalid` when it is not a
+ * valid version-1 cache (wrong magic, header, length or labels; {@link loadFmnist} then
+ * rebuilds it). Nothing is allocated before the header and the file length agree, so a corrupt
+ * file costs at most the 32-byte header.
+ *
+ * @example
+ * ```ts
+ * const test = await readFmnistCache("data/cache/fmnist-v1.bin", "test"); // Dataset | "missing" | "invalid"
+ * ```
  */
-async function readCache(path: string, split: Split): Promise<Dataset | "missing" | "invalid"> {
+export async function readFmnistCache(
+  path: string,
+  split: Split,
+): Promise<Dataset | "missing" | "invalid"> {
   let f: Deno.FsFile;
   try {
     f = await Deno.open(path, { read: true });
@@ -291,7 +301,7 @@ export async function loadFmnist(split: Split, opts: FmnistOptions = {}): Promis
   const useCache = opts.cache ?? true;
   const path = join(opts.cacheDir ?? defaultCacheDir(), FMNIST_CACHE_FILE);
   if (useCache) {
-    const cached = await readCache(path, split);
+    const cached = await readFmnistCache(path, split);
     if (typeof cached !== "string") return cached;
     if (cached === "invalid") {
       console.warn(`fmnist: ${path} is not a valid version-${VERSION} cache; rebuilding it`);

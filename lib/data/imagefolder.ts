@@ -74,7 +74,88 @@ async function isDir(path: string): Promise<boolean> {
   }
 }
 
-/** Decodes a PNG or JPEG file's bytes to RGBA; throws a {@link DataError} naming `file`. */
+/**
+ * The largest image {@link decodeImage} decodes, in pixels (its RGBA buffer is 4 bytes a
+ * pixel): a corrupt or hostile header cannot make it allocate more.
+ */
+export const MAX_IMAGE_PIXELS = 40_000_000;
+
+/** Channels of each PNG colour type (gray, -, RGB, palette, gray+alpha, -, RGBA). */
+const PNG_CHANNELS: Record<number, number> = { 0: 1, 2: 3, 3: 1, 4: 2, 6: 4 };
+
+/**
+ * Checks a PNG's header before pngjs allocates for it: the IHDR chunk must come first, and the
+ * size it claims must fit under {@link MAX_IMAGE_PIXELS} and be reachable from the file's length
+ * (deflate expands at most 1032:1). pngjs itself trusts the header and allocates width x height
+ * x 4 bytes even for a 100-byte file.
+ */
+function checkPngHeader(bytes: Uint8Array, file: string): void {
+  const fail = (why: string) =>
+    new DataError(`cannot decode ${file} as PNG (${why}): replace or remove the file`, file);
+  const type = new TextDecoder().decode(bytes.subarray(12, 16));
+  if (bytes.length < 33 || type !== "IHDR") throw fail("no IHDR chunk after the signature");
+  const v = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const width = v.getUint32(16), height = v.getUint32(20);
+  const depth = bytes[24], channels = PNG_CHANNELS[bytes[25]];
+  if (width === 0 || height === 0 || !channels || ![1, 2, 4, 8, 16].includes(depth)) {
+    throw fail(`invalid header: ${width}x${height}, bit depth ${depth}, colour type ${bytes[25]}`);
+  }
+  if (width * height > MAX_IMAGE_PIXELS) {
+    throw fail(
+      `${width}x${height} is over the limit of ${MAX_IMAGE_PIXELS} pixels; resize it first`,
+    );
+  }
+  const raw = height * (1 + Math.ceil((width * channels * depth) / 8));
+  if (raw > 1032 * bytes.length + 4096) {
+    throw fail(
+      `its header claims ${width}x${height} pixels, more than ${bytes.length} bytes can hold; ` +
+        "the file is corrupt",
+    );
+  }
+}
+
+/**
+ * Checks a JPEG's frame header (SOFn) before jpeg-js allocates for it: the size it claims must
+ * fit under {@link MAX_IMAGE_PIXELS} and be reachable from the file's length. Every 8x8 block of
+ * the full-resolution component takes at least one bit (its DC code), so a file of n bytes holds
+ * at most 512 n pixels; jpeg-js itself allocates for the stated size before reading any data.
+ */
+function checkJpegHeader(bytes: Uint8Array, file: string): void {
+  let p = 2;
+  while (p + 9 <= bytes.length && bytes[p] === 0xff) {
+    const marker = bytes[p + 1];
+    if (marker === 0xff) {
+      p++; // fill byte
+      continue;
+    }
+    if (marker === 0xd8 || marker === 0x01 || (marker >= 0xd0 && marker <= 0xd7)) {
+      p += 2;
+      continue;
+    }
+    if (marker === 0xda || marker === 0xd9) return; // scan or end before a frame: jpeg-js fails
+    const isFrame = marker >= 0xc0 && marker <= 0xcf && ![0xc4, 0xc8, 0xcc].includes(marker);
+    if (isFrame) {
+      const height = (bytes[p + 5] << 8) | bytes[p + 6];
+      const width = (bytes[p + 7] << 8) | bytes[p + 8];
+      const why = width * height > MAX_IMAGE_PIXELS
+        ? `${width}x${height} is over the limit of ${MAX_IMAGE_PIXELS} pixels; resize it first`
+        : width * height > 1024 * bytes.length
+        ? `its header claims ${width}x${height} pixels, more than ${bytes.length} bytes can ` +
+          "hold; the file is corrupt or truncated"
+        : "";
+      if (why) {
+        throw new DataError(`cannot decode ${file} as JPEG (${why}): replace or remove it`, file);
+      }
+      return;
+    }
+    p += 2 + ((bytes[p + 2] << 8) | bytes[p + 3]);
+  }
+}
+
+/**
+ * Decodes a PNG or JPEG file's bytes to RGBA; throws a {@link DataError} naming `file` for
+ * anything that is not a valid image of at most {@link MAX_IMAGE_PIXELS} pixels.
+ */
 export function decodeImage(
   bytes: Uint8Array,
   file: string,
@@ -89,6 +170,8 @@ export function decodeImage(
       file,
     );
   }
+  if (isPng) checkPngHeader(bytes, file);
+  else checkJpegHeader(bytes, file);
   try {
     if (isPng) {
       // pngjs reads with Buffer methods: wrap the bytes (no copy).
@@ -99,6 +182,8 @@ export function decodeImage(
       useTArray: true,
       formatAsRGBA: true,
       tolerantDecoding: false,
+      maxResolutionInMP: MAX_IMAGE_PIXELS / 1e6,
+      maxMemoryUsageInMB: 1024,
     });
     return { width: img.width, height: img.height, rgba: img.data };
   } catch (e) {
