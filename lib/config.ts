@@ -260,7 +260,7 @@ const BASE: Omit<PretrainConfig, "preset"> = {
  */
 export const PRESETS: Record<string, Omit<PretrainConfig, "preset">> = {
   fmnist: BASE,
-  "fmnist-long": { ...BASE, model: "vit_mini", epochs: 10, warmupEpochs: 1, checkpointEvery: 100 },
+  "fmnist-long": { ...BASE, epochs: 5, warmupEpochs: 0.5, checkpointEvery: 100 },
   cifar10: { ...BASE, dataset: "cifar10", model: "vit_tiny", patchSize: 4, epochs: 100 },
   smoke: {
     ...BASE,
