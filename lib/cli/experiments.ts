@@ -1,0 +1,111 @@
+/**
+ * `deno task experiments`: runs the paper's studies (see `lib/experiments/suites.ts`) at a budget
+ * and records them in `data/results/<suite>.csv`. Complete runs are skipped and stopped ones
+ * resume, so the same command continues where an interrupted one stopped.
+ *
+ * ```sh
+ * deno task experiments --suite all --budget smoke      # every suite in seconds (the tests)
+ * deno task experiments --suite stability --budget cpu  # Fashion-MNIST on this machine
+ * deno task experiments --suite scaling,patch-size --budget gpu --backend tensorflow
+ * deno task figures                                     # then draw them
+ * ```
+ * @module
+ */
+import { type BackendName, BACKENDS } from "../backend.ts";
+import { recordSuiteTime, RESULTS_DIR, RUNS_DIR, runSuite, suiteList } from "../experiments/run.ts";
+import { BUDGET_SPECS, BUDGETS, checkBudget, SUITE_NAMES, SUITES } from "../experiments/suites.ts";
+import { type FlagSpec, helpText, parseFlags, UsageError } from "./args.ts";
+import { runMain } from "./main.ts";
+
+const FLAGS: FlagSpec[] = [
+  {
+    key: "suite",
+    flag: "suite",
+    kind: "string",
+    help: `suite(s), comma-separated, or all: ${SUITE_NAMES.join(", ")}`,
+  },
+  { key: "budget", flag: "budget", kind: "string", help: `${BUDGETS.join(" | ")} (default smoke)` },
+  { key: "backend", flag: "backend", kind: "string", help: `${BACKENDS.join(" | ")}` },
+  {
+    key: "resultsDir",
+    flag: "results-dir",
+    kind: "string",
+    help: `result tables (default ${RESULTS_DIR})`,
+  },
+  {
+    key: "runsDir",
+    flag: "runs-dir",
+    kind: "string",
+    help: `run directories (default ${RUNS_DIR})`,
+  },
+  { key: "list", flag: "list", kind: "bool", help: "list the suites and budgets, run nothing" },
+  { key: "help", flag: "help", kind: "bool", help: "show this help" },
+];
+
+function listing(): string {
+  const suites = Object.values(SUITES).map((s) => `  ${s.name.padEnd(18)}${s.description}`);
+  const budgets = BUDGETS.map((b) => `  ${b.padEnd(18)}${BUDGET_SPECS[b].about}`);
+  return `Suites:\n${suites.join("\n")}\n\nBudgets:\n${budgets.join("\n")}`;
+}
+
+/** Parses the flags and runs the suites one after another; returns the exit code. */
+export async function main(args: string[]): Promise<number> {
+  const { values } = parseFlags(args, FLAGS);
+  if (values.help) {
+    console.log(helpText("deno task experiments --suite NAME|all --budget B [flags]", FLAGS));
+    console.log(`\n${listing()}`);
+    return 0;
+  }
+  if (values.list) {
+    console.log(listing());
+    return 0;
+  }
+  if (!values.suite) {
+    throw new UsageError(`--suite is required: one of ${SUITE_NAMES.join(", ")}, or all`);
+  }
+  let suites: string[];
+  let budget;
+  try {
+    suites = suiteList(String(values.suite));
+    budget = checkBudget(String(values.budget ?? "smoke"));
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+  const backend = values.backend as BackendName | undefined;
+  if (backend !== undefined && !(BACKENDS as readonly string[]).includes(backend)) {
+    throw new UsageError(`--backend must be one of ${BACKENDS.join(", ")}, got "${backend}"`);
+  }
+  const resultsDir = String(values.resultsDir ?? RESULTS_DIR);
+  const runsDir = String(values.runsDir ?? RUNS_DIR);
+
+  const signal = { stop: false };
+  const onSignal = () => {
+    if (signal.stop) Deno.exit(130);
+    signal.stop = true;
+    console.error("\nstopping after this step (Ctrl-C again quits at once); re-run to resume...");
+  };
+  Deno.addSignalListener("SIGINT", onSignal);
+  Deno.addSignalListener("SIGTERM", onSignal);
+  const times: string[] = [];
+  try {
+    for (const name of suites) {
+      const res = await runSuite(name, budget, { resultsDir, runsDir, backend, signal });
+      await recordSuiteTime(resultsDir, res);
+      const line = `${name} (${budget}): ${res.rows.length} runs, ${res.ran.length} trained, ` +
+        `${res.skipped.length} skipped, ${res.seconds.toFixed(0)} s -> ${resultsDir}/${name}.csv`;
+      times.push(line);
+      console.log(line);
+      if (!res.complete) {
+        console.log("stopped; run the same command again to resume");
+        return 130;
+      }
+    }
+  } finally {
+    Deno.removeSignalListener("SIGINT", onSignal);
+    Deno.removeSignalListener("SIGTERM", onSignal);
+  }
+  if (times.length > 1) console.log(`\n${times.join("\n")}`);
+  return 0;
+}
+
+if (import.meta.main) runMain(main);

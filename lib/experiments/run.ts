@@ -1,0 +1,490 @@
+/**
+ * Runs a suite of {@link SUITES} at a budget: each run of its grid trains with `pretrain` in its
+ * own directory (`<runsDir>/<run id>`), gets a final kNN evaluation, and adds one row to
+ * `<resultsDir>/<suite>.csv`, plus its kNN curve and gradient trace to `<suite>.curves.csv`
+ * (tracked, so the figures rebuild without the run directories).
+ *
+ * Resumable at every level: a run whose directory holds `result.json` is complete and skipped; a
+ * run stopped midway resumes from its checkpoint (`pretrain` does that); a row whose run id is
+ * already in the table is not added again. Interrupt and re-run the same command at will.
+ *
+ * @example
+ * ```ts
+ * import { runSuite } from "./run.ts";
+ * const res = await runSuite("posemb", "smoke", { resultsDir: "/tmp/r", runsDir: "/tmp/runs" });
+ * res.rows.map((r) => [r.run_id, r.knn_top1]);
+ * ```
+ * @module
+ */
+import * as aq from "arquero";
+import * as tf from "@tensorflow/tfjs-core";
+import type { BackendName } from "../backend.ts";
+import { loadBackbone } from "../checkpoint.ts";
+import { type Dataset, getBatch } from "../data/mod.ts";
+import { knnClassify } from "../eval/knn.ts";
+import { datasetStats, extractFeatures } from "../features.ts";
+import { createRng, permutation } from "../rng.ts";
+import { writeFileAtomic } from "../safetensors.ts";
+import { appendTableRows, curvesFile, readTable, suiteFile } from "./tables.ts";
+import { dipReport } from "../stability.ts";
+import { loadSplits, pretrain, type PretrainConfig, resolveConfig } from "../train.ts";
+import { ConfigError, countParams, disposeViT, vitFlops } from "../vit.ts";
+import {
+  type Budget,
+  BUDGET_SPECS,
+  budgetConfigs,
+  getSuite,
+  type PlannedRun,
+  SUITE_NAMES,
+} from "./suites.ts";
+
+/** Default directory of the result tables. */
+export const RESULTS_DIR = "data/results";
+/** Default directory of the experiments' run directories (gitignored). */
+export const RUNS_DIR = "data/runs/experiments";
+
+/** One row of `<suite>.csv`: the run, its varied fields, final kNN and costs. */
+export interface SuiteRow {
+  suite: string;
+  run_id: string;
+  budget: Budget;
+  /** The suite's varied fields (`batchSize`, `posEmb` ...) are further columns. */
+  [field: string]: string | number | boolean;
+  /** Final kNN top-1 / top-5 (percent) with k neighbours, on a bank and queries of these sizes. */
+  knn_top1: number;
+  knn_top5: number;
+  knn_k: number;
+  knn_train_size: number;
+  knn_test_size: number;
+  /** Backbone parameters (the fixed sin-cos table excluded, a frozen patch projection counted). */
+  params: number;
+  /** Forward FLOPs per image of the backbone (`vitFlops`, a multiply-add counts 2). */
+  flops: number;
+  steps: number;
+  /** Training images seen (steps x batch). */
+  images: number;
+  /** Wall-clock seconds of the invocation that completed the run (training + final kNN). */
+  seconds: number;
+  /** Median training throughput from `log.csv`. */
+  images_per_s: number;
+  backend: string;
+  /** Dips of the kNN monitor curve (`findDips`, depth >= 1 point) and the deepest, in points. */
+  dips: number;
+  max_dip: number;
+  /** Point-to-point noise of the monitor curve (`curveNoise`); dips need depth >> noise. */
+  knn_noise: number;
+  /** Spikes of the patch projection's gradient norm (>= 3x its median). */
+  grad_spikes: number;
+  run_dir: string;
+  /** ISO 8601. */
+  date: string;
+}
+
+/** One row of `<suite>.curves.csv`: a kNN monitor point or a training step of one run. */
+export interface CurveRow {
+  run_id: string;
+  /** `knn` (top1/top5 set) or `step` (loss and gradient norms set). */
+  kind: "knn" | "step";
+  step: number;
+  /** Training images seen at this point (step x batch). */
+  images: number;
+  top1: number | null;
+  top5: number | null;
+  loss: number | null;
+  grad_patch: number | null;
+  grad_first_block: number | null;
+  grad_last_block: number | null;
+  grad_total: number | null;
+}
+
+const CURVE_COLUMNS: (keyof CurveRow)[] = [
+  "run_id",
+  "kind",
+  "step",
+  "images",
+  "top1",
+  "top5",
+  "loss",
+  "grad_patch",
+  "grad_first_block",
+  "grad_last_block",
+  "grad_total",
+];
+
+/** Options of {@link runSuite}. */
+export interface RunSuiteOptions {
+  /** Where `<suite>.csv` and `<suite>.curves.csv` go. Default `data/results`. */
+  resultsDir?: string;
+  /** Where the run directories go. Default `data/runs/experiments`. */
+  runsDir?: string;
+  /** Tensor backend of every run (default: the budget's config, i.e. `auto`). */
+  backend?: BackendName;
+  /** Progress lines (default: console). */
+  print?: (line: string) => void;
+  /** Set `.stop = true` to stop after the current step (checkpointed; re-run to resume). */
+  signal?: { stop: boolean };
+}
+
+/** What {@link runSuite} returns. */
+export interface SuiteResult {
+  suite: string;
+  budget: Budget;
+  /** A row per run of the grid (complete runs), in grid order. */
+  rows: SuiteRow[];
+  /** Run ids trained (or resumed) now, and those found complete and skipped. */
+  ran: string[];
+  skipped: string[];
+  /** Wall-clock seconds of this call. */
+  seconds: number;
+  /** False when stopped by the signal before every run was complete. */
+  complete: boolean;
+}
+
+/**
+ * Runs every run of a suite at a budget (skipping complete ones) and records them.
+ *
+ * @example
+ * ```ts
+ * await runSuite("stability", "cpu"); // data/results/stability.csv, figures via deno task figures
+ * ```
+ */
+export async function runSuite(
+  name: string,
+  budget: Budget,
+  opts: RunSuiteOptions = {},
+): Promise<SuiteResult> {
+  const suite = getSuite(name);
+  const resultsDir = opts.resultsDir ?? RESULTS_DIR;
+  const runsDir = opts.runsDir ?? RUNS_DIR;
+  const print = opts.print ?? ((s: string) => console.log(s));
+  const signal = opts.signal ?? { stop: false };
+  const t0 = performance.now();
+  const plan = budgetConfigs(suite.name, budget);
+  const result: SuiteResult = {
+    suite: suite.name,
+    budget,
+    rows: [],
+    ran: [],
+    skipped: [],
+    seconds: 0,
+    complete: true,
+  };
+  for (const [i, run] of plan.entries()) {
+    const dir = `${runsDir}/${run.runId}`;
+    let row = await readJson<SuiteRow>(`${dir}/result.json`);
+    if (row) await checkPlanned(dir, run);
+    if (row) {
+      result.skipped.push(run.runId);
+      print(`[${suite.name} ${i + 1}/${plan.length}] ${run.runId}: complete, skipped`);
+    } else {
+      print(`[${suite.name} ${i + 1}/${plan.length}] ${run.runId}`);
+      row = await trainAndEvaluate(suite.name, budget, run, dir, opts.backend, print, signal);
+      if (!row) {
+        result.complete = false;
+        break;
+      }
+      result.ran.push(run.runId);
+      print(
+        `[${suite.name} ${i + 1}/${plan.length}] kNN top-1 ${row.knn_top1.toFixed(2)}% ` +
+          `(${row.seconds.toFixed(0)} s, ${row.dips} dips)`,
+      );
+    }
+    result.rows.push(row);
+    await appendSuiteRows(suiteFile(resultsDir, suite.name), [row]);
+    await appendCurves(curvesFile(resultsDir, suite.name), await runCurves(run.runId, dir));
+  }
+  result.seconds = (performance.now() - t0) / 1000;
+  return result;
+}
+
+/** Fields a complete run may differ in from its plan (they do not change its result). */
+const FREE = new Set(["backend", "threads", "outDir", "checkpointEvery"]);
+
+/**
+ * Refuses to reuse a complete run whose saved config differs from the plan (the suite or budget
+ * was edited since): its row would describe another experiment.
+ */
+async function checkPlanned(dir: string, run: PlannedRun): Promise<void> {
+  const saved = (await readJson<{ config: Record<string, unknown> }>(`${dir}/config.json`))
+    ?.config;
+  if (!saved) return;
+  const diffs = Object.entries(run.config)
+    .filter(([k, v]) => !FREE.has(k) && JSON.stringify(saved[k]) !== JSON.stringify(v))
+    .map(([k, v]) => `${k}: run has ${JSON.stringify(saved[k])}, plan has ${JSON.stringify(v)}`);
+  if (diffs.length) {
+    throw new ConfigError(
+      `${dir} is complete but was run with another config (${diffs.join("; ")}): the suite or ` +
+        "budget changed since. Delete that run directory (and its rows in the results tables) " +
+        "to redo it, or choose another --runs-dir",
+    );
+  }
+}
+
+/** Trains (or resumes) one run, evaluates it and writes `result.json`; null if stopped. */
+async function trainAndEvaluate(
+  suite: string,
+  budget: Budget,
+  run: PlannedRun,
+  dir: string,
+  backend: BackendName | undefined,
+  print: (s: string) => void,
+  signal: { stop: boolean },
+): Promise<SuiteRow | null> {
+  const cfg = resolveConfig({ ...run.config, outDir: dir, ...(backend ? { backend } : {}) });
+  const t0 = performance.now();
+  let backendSummary = "";
+  const res = await pretrain(cfg, {
+    signal,
+    print: (line) => {
+      if (line.startsWith("backend: ")) backendSummary = line.slice("backend: ".length);
+      print(`  ${line}`);
+    },
+  });
+  if (res.status !== "done") return null;
+  const spec = BUDGET_SPECS[budget];
+  const knn = await finalKnn(cfg, dir, spec.finalKnnTrain, spec.finalKnnTest);
+  const seconds = (performance.now() - t0) / 1000;
+  const { log, knnRows } = await readRunLogs(dir);
+  const curve = knnRows.map((r) => ({ step: r.step, acc: r.top1 }));
+  const report = curve.length >= 3 && log.length > 0
+    ? dipReport(curve, log)
+    : { dips: [], spikes: [], noise: NaN };
+  const varied: Record<string, string | number | boolean> = {};
+  for (const f of getSuite(suite).fields) {
+    varied[f] = cfg[f] as string | number | boolean;
+  }
+  const row: SuiteRow = {
+    suite,
+    run_id: run.runId,
+    budget,
+    ...varied,
+    knn_top1: knn.top1,
+    knn_top5: knn.top5,
+    knn_k: cfg.knnK,
+    knn_train_size: knn.trainSize,
+    knn_test_size: knn.testSize,
+    params: knn.params,
+    flops: knn.flops,
+    steps: res.steps,
+    images: res.steps * cfg.batchSize,
+    seconds: round(seconds, 1),
+    images_per_s: round(median(log.map((r) => r.images_per_s)), 1),
+    backend: backendSummary || tf.getBackend(),
+    dips: report.dips.length,
+    max_dip: round(Math.max(0, ...report.dips.map((d) => d.depth)), 2),
+    knn_noise: round(report.noise, 3),
+    grad_spikes: report.spikes.length,
+    run_dir: dir,
+    date: new Date().toISOString(),
+  };
+  await writeFileAtomic(
+    `${dir}/result.json`,
+    new TextEncoder().encode(JSON.stringify(row, null, 2) + "\n"),
+  );
+  return row;
+}
+
+/** A deterministic subset of a split (the first `n` of a fixed permutation); 0 = all. */
+function subset(ds: Dataset, n: number): Dataset {
+  if (n <= 0 || n >= ds.length) return ds;
+  // The same permutation as the training loop's kNN monitor, so the subsets agree.
+  const idx = permutation(ds.length, createRng(12345)).subarray(0, n);
+  const { images, labels } = getBatch(ds, idx);
+  return { ...ds, length: n, images, labels };
+}
+
+/** kNN of the saved backbone: test subset against train bank; also params and FLOPs. */
+async function finalKnn(cfg: PretrainConfig, dir: string, trainSize: number, testSize: number) {
+  const [train, test] = await loadSplits(cfg);
+  const model = await loadBackbone(`${dir}/backbone.safetensors`);
+  try {
+    const stats = datasetStats(train);
+    const bank = subset(train, trainSize);
+    const queries = subset(test, testSize);
+    const opts = { batchSize: 256, mean: stats.mean, std: stats.std };
+    const f1 = await extractFeatures(model, bank, opts);
+    const f2 = await extractFeatures(model, queries, opts);
+    const [r] = await knnClassify(f1, f2, {
+      k: [cfg.knnK],
+      temperature: 0.07,
+      numClasses: train.classes.length,
+    });
+    const learnedOrFrozen = Object.fromEntries(
+      Object.entries(model.params).filter(([n]) => !(n === "pos_embed" && cfg.posEmb === "sincos")),
+    );
+    return {
+      top1: round(100 * r.top1, 2),
+      top5: round(100 * r.top5, 2),
+      trainSize: bank.length,
+      testSize: queries.length,
+      params: countParams(learnedOrFrozen),
+      flops: vitFlops(model.config),
+    };
+  } finally {
+    disposeViT(model);
+  }
+}
+
+interface LogPoint {
+  step: number;
+  loss: number;
+  grad_patch: number;
+  grad_first_block: number;
+  grad_last_block: number;
+  grad_total: number;
+  images_per_s: number;
+}
+
+/** The run's `log.csv` and `knn.csv` rows (numbers parsed; missing files give no rows). */
+async function readRunLogs(dir: string): Promise<{
+  log: LogPoint[];
+  knnRows: { step: number; top1: number; top5: number }[];
+}> {
+  const read = async (file: string) => {
+    try {
+      const text = await Deno.readTextFile(file);
+      return aq.fromCSV(text, { autoType: true }).objects() as Record<string, number>[];
+    } catch (e) {
+      if (e instanceof Deno.errors.NotFound) return [];
+      throw e;
+    }
+  };
+  return {
+    log: (await read(`${dir}/log.csv`)) as unknown as LogPoint[],
+    knnRows: (await read(`${dir}/knn.csv`)) as unknown as {
+      step: number;
+      top1: number;
+      top5: number;
+    }[],
+  };
+}
+
+/** A run's kNN curve and per-step gradient trace as {@link CurveRow}s. */
+async function runCurves(runId: string, dir: string): Promise<CurveRow[]> {
+  const cfg = (await readJson<{ config: PretrainConfig }>(`${dir}/config.json`))?.config;
+  const batch = cfg?.batchSize ?? 0;
+  const { log, knnRows } = await readRunLogs(dir);
+  const none = {
+    top1: null,
+    top5: null,
+    loss: null,
+    grad_patch: null,
+    grad_first_block: null,
+    grad_last_block: null,
+    grad_total: null,
+  };
+  return [
+    ...knnRows.map((r): CurveRow => ({
+      ...none,
+      run_id: runId,
+      kind: "knn",
+      step: r.step,
+      images: r.step * batch,
+      top1: r.top1,
+      top5: r.top5,
+    })),
+    // log.csv row s is the update from s to s + 1; it has seen (s + 1) batches afterwards.
+    ...log.map((r): CurveRow => ({
+      ...none,
+      run_id: runId,
+      kind: "step",
+      step: r.step,
+      images: (r.step + 1) * batch,
+      loss: r.loss,
+      grad_patch: r.grad_patch,
+      grad_first_block: r.grad_first_block,
+      grad_last_block: r.grad_last_block,
+      grad_total: r.grad_total,
+    })),
+  ];
+}
+
+/** The row columns in file order: fixed ones around the suite's varied fields. */
+function rowColumns(row: SuiteRow): string[] {
+  const head = ["suite", "run_id", "budget"];
+  const tail = [
+    "knn_top1",
+    "knn_top5",
+    "knn_k",
+    "knn_train_size",
+    "knn_test_size",
+    "params",
+    "flops",
+    "steps",
+    "images",
+    "seconds",
+    "images_per_s",
+    "backend",
+    "dips",
+    "max_dip",
+    "knn_noise",
+    "grad_spikes",
+    "run_dir",
+    "date",
+  ];
+  const fields = Object.keys(row).filter((k) => !head.includes(k) && !tail.includes(k));
+  return [...head, ...fields, ...tail];
+}
+
+/**
+ * Appends suite rows to `<suite>.csv` through arquero, skipping run ids already present (so a
+ * re-run adds no duplicates). Returns how many rows were added.
+ */
+export async function appendSuiteRows(file: string, rows: SuiteRow[]): Promise<number> {
+  if (rows.length === 0) return 0;
+  return await appendTableRows(file, rowColumns(rows[0]), rows as Record<string, unknown>[]);
+}
+
+/** Appends a run's curve rows unless that run id is present already. */
+async function appendCurves(file: string, rows: CurveRow[]): Promise<number> {
+  if (rows.length === 0) return 0;
+  return await appendTableRows(file, CURVE_COLUMNS, rows as unknown as Record<string, unknown>[]);
+}
+
+/** One row per suite run: how long it took (for the README and the budget planning). */
+export async function recordSuiteTime(resultsDir: string, r: SuiteResult): Promise<void> {
+  const file = `${resultsDir}/suite_times.csv`;
+  const existing = await readTable(file);
+  const row = {
+    suite: r.suite,
+    budget: r.budget,
+    runs: r.rows.length,
+    ran: r.ran.length,
+    skipped: r.skipped.length,
+    seconds: round(r.seconds, 1),
+    train_seconds: round(r.rows.reduce((s, x) => s + x.seconds, 0), 1),
+    complete: r.complete,
+    date: new Date().toISOString(),
+  };
+  const all = [...(existing.objects() as Record<string, unknown>[]), row];
+  await Deno.mkdir(resultsDir, { recursive: true });
+  await writeFileAtomic(file, new TextEncoder().encode(aq.from(all).toCSV() + "\n"));
+}
+
+/** Expands `all` into every suite name; checks the others. */
+export function suiteList(name: string): string[] {
+  if (name === "all") return SUITE_NAMES;
+  return name.split(",").map((n) => getSuite(n.trim()).name);
+}
+
+async function readJson<T>(file: string): Promise<T | null> {
+  try {
+    return JSON.parse(await Deno.readTextFile(file)) as T;
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return null;
+    throw new Error(`${file} is not readable JSON (${(e as Error).message}); delete it to redo`);
+  }
+}
+
+function median(xs: number[]): number {
+  if (xs.length === 0) return NaN;
+  const s = [...xs].sort((a, b) => a - b);
+  const h = Math.floor(s.length / 2);
+  return s.length % 2 ? s[h] : (s[h - 1] + s[h]) / 2;
+}
+
+function round(x: number, digits: number): number {
+  if (!Number.isFinite(x)) return x;
+  const f = 10 ** digits;
+  return Math.round(x * f) / f;
+}

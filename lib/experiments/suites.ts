@@ -1,0 +1,412 @@
+/**
+ * The paper's studies as data: each suite is a name, a description, the paper's ImageNet numbers
+ * it reads against, and a grid of runs (a few fields of {@link PretrainConfig} on top of a base
+ * per budget). Add a study by adding a row to {@link SUITES}; `runSuite` runs it and `plots.ts`
+ * draws it.
+ *
+ * Budgets: `smoke` (seconds per suite: synthetic data, `vit_nano`, a few steps; the tests run it),
+ * `cpu` (Fashion-MNIST on a 2-core machine: a fixed number of training images per run, about 5-15
+ * minutes per suite) and `gpu` (paper-like: bigger models, batches and epochs; not run here).
+ *
+ * @example
+ * ```ts
+ * import { budgetConfigs, SUITES } from "./suites.ts";
+ * SUITES["posemb"].paper[0]; // { label: "sin-cos", value: 76.5, ... }
+ * budgetConfigs("posemb", "smoke").map((r) => r.runId);
+ * // ["posemb_smoke_posEmb-sincos_pool-cls", ...]
+ * ```
+ * @module
+ */
+import { PRESETS, type PretrainConfig } from "../config.ts";
+
+/** The budgets every suite defines. */
+export const BUDGETS = ["smoke", "cpu", "gpu"] as const;
+/** A budget name. */
+export type Budget = typeof BUDGETS[number];
+
+/** A set of field values on top of a base config (one run of a grid). */
+export type Variant = Partial<PretrainConfig>;
+
+/** One number of the paper (ImageNet, ViT, linear probe top-1 in percent unless `unit` says). */
+export interface PaperNumber {
+  /** What it is, as figures and tables label it ("sin-cos", "batch 4k"). */
+  label: string;
+  value: number;
+  /** `%`: top-1 accuracy; `points`: a gain in accuracy points. Default `%`. */
+  unit?: "%" | "points";
+  /** The run of our grid it corresponds to (field values), when one does. */
+  match?: Variant;
+  /** Anything needed to read it (model, epochs, lr). */
+  note?: string;
+  /** The paper's backbone (a `VIT_CONFIGS` name and its patch size), for its FLOPs. */
+  vit?: { name: string; patchSize?: number };
+  /** The paper's parameter count of that backbone. */
+  params?: number;
+}
+
+/** What a budget fixes for every run of every suite. */
+export interface BudgetSpec {
+  /** Config fields shared by every run of this budget (on top of the preset's). */
+  base: Partial<PretrainConfig>;
+  /**
+   * Training images per run: each run stops after ceil(images / batchSize) steps (`maxSteps`),
+   * so runs with different batch sizes see the same data. 0: all `epochs`.
+   */
+  images: number;
+  /** Final kNN after training: train-split bank and test-split queries (0: the whole split). */
+  finalKnnTrain: number;
+  finalKnnTest: number;
+  /** One line for help texts and the README. */
+  about: string;
+}
+
+/** A study of the paper, as runs and reference numbers. */
+export interface Suite {
+  name: string;
+  description: string;
+  /** The paper's numbers this suite reads against. */
+  paper: PaperNumber[];
+  /** The fields the grid varies; each becomes a column of `data/results/<suite>.csv`. */
+  fields: (keyof PretrainConfig)[];
+  /** The runs of each budget: field values on top of the budget's base and {@link Suite.base}. */
+  grid: Record<Budget, Variant[]>;
+  /** Suite-specific settings per budget (monitor sizes, another model). */
+  base?: Partial<Record<Budget, Partial<PretrainConfig>>>;
+  /**
+   * A kNN monitor every this many training images (`knnEvery` = this / batch size, at least 1),
+   * so that curves of different batch sizes have points at the same data seen. Absent: the
+   * budget's `knnEvery`.
+   */
+  monitorImages?: Partial<Record<Budget, number>>;
+}
+
+/**
+ * Every combination of the given field values, in order (the last field varies fastest).
+ *
+ * @example
+ * ```ts
+ * product({ batchSize: [64, 128], baseLr: [1e-3] });
+ * // [{ batchSize: 64, baseLr: 1e-3 }, { batchSize: 128, baseLr: 1e-3 }]
+ * ```
+ */
+export function product(axes: { [K in keyof PretrainConfig]?: PretrainConfig[K][] }): Variant[] {
+  let out: Variant[] = [{}];
+  for (const [key, values] of Object.entries(axes)) {
+    out = out.flatMap((v) => (values as unknown[]).map((x) => ({ ...v, [key]: x })));
+  }
+  return out;
+}
+
+/** The same grid for every budget. */
+function everyBudget(grid: Variant[]): Record<Budget, Variant[]> {
+  return { smoke: grid, cpu: grid, gpu: grid };
+}
+
+/**
+ * What each budget fixes. `cpu`: a 64-wide, 4-deep ViT on 28x28 Fashion-MNIST with 7x7 patches
+ * (16 tokens), heads 256 wide, 10,240 training images per run (a sixth of an epoch: the
+ * schedule spans the epoch, so the cosine decay is cut short), kNN on 10,000 / 2,000 images.
+ */
+export const BUDGET_SPECS: Record<Budget, BudgetSpec> = {
+  smoke: {
+    base: {
+      preset: "smoke",
+      epochs: 1,
+      warmupEpochs: 0.25,
+      checkpointEvery: 2,
+      finalKnn: false,
+    },
+    images: 96,
+    finalKnnTrain: 0,
+    finalKnnTest: 0,
+    about: "synthetic shapes (256 images), vit_nano, 3 steps of 32: seconds per suite (tests)",
+  },
+  cpu: {
+    base: {
+      preset: "fmnist",
+      model: "vit_micro",
+      patchSize: 7,
+      hidden: 256,
+      outDim: 128,
+      batchSize: 128,
+      epochs: 1,
+      warmupEpochs: 0.05,
+      baseLr: 1.5e-3,
+      checkpointEvery: 40,
+      knnEvery: 0,
+      knnTrainSize: 5000,
+      knnTestSize: 1000,
+      finalKnn: false,
+    },
+    images: 10240,
+    finalKnnTrain: 10000,
+    finalKnnTest: 2000,
+    about: "Fashion-MNIST, vit_micro (D 64, depth 4, patch 7), batch 128, 10,240 training images " +
+      "per run; final kNN 10,000 train / 2,000 test images",
+  },
+  gpu: {
+    base: {
+      preset: "fmnist",
+      model: "vit_tiny",
+      patchSize: 4,
+      hidden: 4096,
+      outDim: 256,
+      batchSize: 1024,
+      epochs: 100,
+      warmupEpochs: 10,
+      baseLr: 1.5e-4,
+      checkpointEvery: 500,
+      knnEvery: 0,
+      knnTrainSize: 10000,
+      knnTestSize: 2000,
+      finalKnn: false,
+    },
+    images: 0,
+    finalKnnTrain: 0,
+    finalKnnTest: 0,
+    about: "Fashion-MNIST, vit_tiny (D 192, depth 12, patch 4), batch 1024, 100 epochs, one GPU",
+  },
+};
+
+/** Base lrs of the cpu budget (10x the paper's 1.5e-4: small models and batches take more). */
+const CPU_LR = 1.5e-3;
+
+/** The studies, by name. */
+export const SUITES: Record<string, Suite> = {
+  stability: {
+    name: "stability",
+    description: "kNN accuracy over training for several batch sizes and learning rates: larger " +
+      "batches and learning rates give dips (sudden drops, partial recoveries), each preceded by " +
+      "a spike of the patch projection's gradient norm.",
+    paper: [
+      { label: "batch 1k", value: 71.5, match: { batchSize: 1024 }, note: "ViT-B, 100 ep" },
+      { label: "batch 2k", value: 72.6, match: { batchSize: 2048 }, note: "ViT-B, 100 ep" },
+      { label: "batch 4k", value: 72.2, match: { batchSize: 4096 }, note: "dips" },
+      { label: "batch 6k", value: 69.7, note: "big dips" },
+      { label: "lr 0.5e-4", value: 70.4, note: "batch 4k" },
+      { label: "lr 1.0e-4", value: 72.2, note: "batch 4k" },
+    ],
+    fields: ["batchSize", "baseLr"],
+    grid: {
+      smoke: product({ batchSize: [16, 32], baseLr: [1.5e-3, 6e-3] }),
+      cpu: product({ batchSize: [64, 256], baseLr: [CPU_LR, 4 * CPU_LR] }),
+      gpu: product({ batchSize: [1024, 2048, 4096], baseLr: [0.5e-4, 1e-4, 1.5e-4] }),
+    },
+    base: { cpu: { knnTrainSize: 1000, knnTestSize: 1000 } },
+    monitorImages: { smoke: 32, cpu: 768, gpu: 20 * 4096 },
+  },
+  "patch-projection": {
+    name: "patch-projection",
+    description: "Learned versus random (frozen at initialisation) patch projection for MoCo v3, " +
+      "SimCLR and BYOL at two learning rates: freezing the first layer removes the dips and " +
+      "improves accuracy for all three frameworks.",
+    paper: [
+      { label: "MoCo v3, lr 0.5e-4", value: 0.4, unit: "points", note: "ViT-B random - learned" },
+      { label: "MoCo v3, lr 1.0e-4", value: 0.6, unit: "points" },
+      { label: "MoCo v3, lr 1.5e-4", value: 1.7, unit: "points", note: "73.4 with random" },
+      { label: "SimCLR", value: 0.8, unit: "points", match: { framework: "simclr" } },
+      { label: "BYOL", value: 1.3, unit: "points", match: { framework: "byol" } },
+      { label: "MoCo v3", value: 1.7, unit: "points", match: { framework: "mocov3" } },
+    ],
+    fields: ["framework", "freezePatchEmbed", "baseLr"],
+    grid: {
+      smoke: product({
+        framework: ["mocov3", "simclr", "byol"],
+        freezePatchEmbed: [false, true],
+        baseLr: [1.5e-3],
+      }),
+      // Two lrs for MoCo v3 (the paper's lr study), the default lr for SimCLR and BYOL.
+      cpu: [
+        ...product({
+          framework: ["mocov3"],
+          freezePatchEmbed: [false, true],
+          baseLr: [CPU_LR, 4 * CPU_LR],
+        }),
+        ...product({
+          framework: ["simclr", "byol"],
+          freezePatchEmbed: [false, true],
+          baseLr: [CPU_LR],
+        }),
+      ],
+      gpu: product({
+        framework: ["mocov3", "simclr", "byol"],
+        freezePatchEmbed: [false, true],
+        baseLr: [1e-4, 1.5e-4],
+      }),
+    },
+    base: { cpu: { knnTrainSize: 1000, knnTestSize: 1000 } },
+    monitorImages: { smoke: 32, cpu: 2048 },
+  },
+  posemb: {
+    name: "posemb",
+    description: "Position embedding (2D sin-cos, learned, none) with the class token, and " +
+      "sin-cos with mean pooling of the patch tokens: sin-cos is best, none costs little.",
+    paper: [
+      { label: "sin-cos", value: 76.5, match: { posEmb: "sincos", pool: "cls" }, note: "ViT-B" },
+      { label: "learned", value: 76.1, match: { posEmb: "learned", pool: "cls" } },
+      { label: "none", value: 74.9, match: { posEmb: "none", pool: "cls" } },
+      {
+        label: "mean pool (no final LN)",
+        value: 76.3,
+        match: { posEmb: "sincos", pool: "mean" },
+      },
+    ],
+    fields: ["posEmb", "pool"],
+    grid: everyBudget([
+      { posEmb: "sincos", pool: "cls" },
+      { posEmb: "learned", pool: "cls" },
+      { posEmb: "none", pool: "cls" },
+      { posEmb: "sincos", pool: "mean" },
+    ]),
+  },
+  "patch-size": {
+    name: "patch-size",
+    description: "Patch size on 28x28 images: 7x7 patches (16 tokens) versus 4x4 (49 tokens), " +
+      "with the forward FLOPs per image: smaller patches are more accurate and cost more.",
+    paper: [
+      {
+        label: "ViT-L/16",
+        value: 77.6,
+        match: { patchSize: 7 },
+        vit: { name: "vit_large", patchSize: 16 },
+      },
+      {
+        label: "ViT-BN-L/7",
+        value: 81.0,
+        match: { patchSize: 4 },
+        note: "with BN in the MLP blocks; the paper credits /7 with about +2-3 at about 6x FLOPs",
+        vit: { name: "vit_large", patchSize: 7 },
+      },
+    ],
+    fields: ["patchSize"],
+    grid: {
+      smoke: [{ patchSize: 7 }, { patchSize: 4 }],
+      cpu: [{ patchSize: 7 }, { patchSize: 4 }],
+      gpu: [{ patchSize: 7 }, { patchSize: 4 }, { patchSize: 2 }],
+    },
+  },
+  scaling: {
+    name: "scaling",
+    description: "Model width and depth at a fixed number of training images: accuracy against " +
+      "parameters and FLOPs (the paper gains about 1 point from ViT-B to ViT-L to ViT-H).",
+    paper: [
+      { label: "ViT-B", value: 76.7, vit: { name: "vit_base" }, params: 86e6 },
+      { label: "ViT-L", value: 77.6, vit: { name: "vit_large" }, params: 304e6 },
+      { label: "ViT-H", value: 78.1, vit: { name: "vit_huge" }, params: 632e6 },
+    ],
+    fields: ["dim", "depth", "heads"],
+    grid: {
+      smoke: [
+        { dim: 16, depth: 1, heads: 2 },
+        { dim: 32, depth: 2, heads: 2 },
+        { dim: 48, depth: 2, heads: 4 },
+      ],
+      cpu: [
+        { dim: 32, depth: 2, heads: 2 },
+        { dim: 64, depth: 4, heads: 4 },
+        { dim: 96, depth: 4, heads: 4 },
+      ],
+      gpu: [
+        { dim: 192, depth: 12, heads: 3 },
+        { dim: 384, depth: 12, heads: 12 },
+        { dim: 768, depth: 12, heads: 12 },
+      ],
+    },
+  },
+  optimizer: {
+    name: "optimizer",
+    description: "AdamW versus LAMB (the paper's LAMB: lr 5e-4, weight decay 1e-3, slightly " +
+      "above AdamW but more sensitive to the learning rate).",
+    paper: [
+      {
+        label: "LAMB",
+        value: 72.5,
+        match: { optimizer: "lamb" },
+        note: "ViT-S, lr 5e-4, wd 1e-3; slightly above AdamW",
+      },
+    ],
+    fields: ["optimizer", "baseLr", "weightDecay"],
+    grid: {
+      smoke: [
+        { optimizer: "adamw", baseLr: 1.5e-3, weightDecay: 0.1 },
+        { optimizer: "lamb", baseLr: 5e-3, weightDecay: 1e-3 },
+      ],
+      // The paper's LAMB lr is 5e-4 / 1.5e-4 = 3.3x its AdamW lr; the same ratio here.
+      cpu: [
+        { optimizer: "adamw", baseLr: CPU_LR, weightDecay: 0.1 },
+        { optimizer: "lamb", baseLr: 5e-3, weightDecay: 1e-3 },
+      ],
+      gpu: [
+        { optimizer: "adamw", baseLr: 1.5e-4, weightDecay: 0.1 },
+        { optimizer: "lamb", baseLr: 5e-4, weightDecay: 1e-3 },
+      ],
+    },
+    base: { cpu: { knnTrainSize: 1000, knnTestSize: 1000 } },
+    monitorImages: { smoke: 32, cpu: 1024 },
+  },
+};
+
+/** Suite names in the order `--suite all` runs them. */
+export const SUITE_NAMES = Object.keys(SUITES);
+
+/** One run of a suite: its id, the varied field values and the whole partial config. */
+export interface PlannedRun {
+  /** `<suite>_<budget>_<field>-<value>_...`: also the run directory's name. */
+  runId: string;
+  /** The varied fields' values (the suite's `fields`, from the resolved config). */
+  varied: Variant;
+  /** Everything to pass to `resolveConfig` except `outDir` and `backend`. */
+  config: Partial<PretrainConfig>;
+}
+
+/** The run id of a variant: the suite, the budget and each varied field with its value. */
+export function runIdOf(suite: string, budget: Budget, varied: Variant): string {
+  const parts = Object.entries(varied).map(([k, v]) => `${k}-${v}`);
+  return [suite, budget, ...parts].join("_").replace(/[^A-Za-z0-9_.+-]/g, "");
+}
+
+/** Throws for an unknown suite or budget, listing the known ones. */
+export function getSuite(name: string): Suite {
+  const s = SUITES[name];
+  if (!s) {
+    throw new RangeError(`unknown suite "${name}": choose one of ${SUITE_NAMES.join(", ")}, all`);
+  }
+  return s;
+}
+
+/** Checks a budget name. */
+export function checkBudget(budget: string): Budget {
+  if (!(BUDGETS as readonly string[]).includes(budget)) {
+    throw new RangeError(`unknown budget "${budget}": choose one of ${BUDGETS.join(", ")}`);
+  }
+  return budget as Budget;
+}
+
+/**
+ * The runs of a suite at a budget, in grid order: budget base, suite base, variant, and
+ * `maxSteps` from the budget's image count (unless the variant sets it).
+ */
+export function budgetConfigs(name: string, budget: Budget): PlannedRun[] {
+  const suite = getSuite(name);
+  const spec = BUDGET_SPECS[budget];
+  return suite.grid[budget].map((variant) => {
+    const config: Partial<PretrainConfig> = {
+      ...spec.base,
+      ...suite.base?.[budget],
+      ...variant,
+    };
+    const batch = config.batchSize ?? PRESETS[config.preset ?? "fmnist"]?.batchSize ?? 1;
+    if (spec.images > 0 && variant.maxSteps === undefined) {
+      config.maxSteps = Math.ceil(spec.images / batch);
+    }
+    const every = suite.monitorImages?.[budget];
+    if (every && variant.knnEvery === undefined) {
+      config.knnEvery = Math.max(1, Math.round(every / batch));
+    }
+    const varied: Variant = {};
+    for (const f of suite.fields) {
+      if (variant[f] !== undefined) (varied as Record<string, unknown>)[f] = variant[f];
+    }
+    return { runId: runIdOf(suite.name, budget, varied), varied, config };
+  });
+}
