@@ -15,7 +15,7 @@
  * ```
  * @module
  */
-import { type BackendName, BACKENDS, initBackend } from "../backend.ts";
+import { BackendError, type BackendName, BACKENDS, initBackend } from "../backend.ts";
 import { ConfigError } from "../vit.ts";
 import { type FlagSpec, helpText, parseFlags, UsageError } from "../cli/args.ts";
 import { runMain } from "../cli/main.ts";
@@ -151,6 +151,16 @@ export async function main(args: string[]): Promise<number> {
       profile: !!v.profile,
       smoke: !!v.smoke,
       log,
+    }).catch((e) => {
+      // Emscripten aborts when malloc fails: the 32-bit wasm heap stops at 4 GiB.
+      if (info.name === "wasm" && /Aborted\(\)/.test(String(e))) {
+        throw new BackendError(
+          `wasm aborted during ${workload}: most likely its heap reached the 4 GiB limit of ` +
+            "32-bit WebAssembly (a training step keeps every forward intermediate for the " +
+            "backward pass). Rerun with a smaller --batch, or on --backend cpu or webgpu.",
+        );
+      }
+      throw e;
     });
     console.log(v.json ? JSON.stringify(r) : formatResult(r, (v.top as number | undefined) ?? 15));
   }

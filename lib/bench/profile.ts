@@ -24,6 +24,8 @@ export interface KernelRow {
   ms: number;
   /** Share of the summed kernel time, percent. */
   pct: number;
+  /** Achieved GFLOP/s, for matmul kernels (2 x output size x inner dimension / time). */
+  gflops?: number;
 }
 
 /** What {@link profileStep} returns. */
@@ -40,17 +42,34 @@ export interface StepProfile {
   byShape: KernelRow[];
 }
 
-function group(items: { key: string; ms: number }[], total: number): KernelRow[] {
-  const m = new Map<string, KernelRow>();
-  for (const { key, ms } of items) {
-    const r = m.get(key) ?? { kernel: key, calls: 0, ms: 0, pct: 0 };
+const MATMULS = new Set(["BatchMatMul", "_FusedMatMul"]);
+
+/**
+ * FLOPs of a matmul from its first input and its output `[..., M, N]`: the inner dimension is
+ * size(a) / (batch x M), whichever side of `a` was transposed (a is not broadcast in this
+ * project's matmuls). 0 for other kernels.
+ */
+export function matmulFlops(name: string, a: number[] | undefined, out: number[] | undefined) {
+  if (!MATMULS.has(name) || !a || !out || out.length < 2) return 0;
+  const size = (s: number[]) => s.reduce((p, q) => p * q, 1);
+  const rows = size(out.slice(0, -1));
+  return 2 * size(out) * (size(a) / rows);
+}
+
+function group(items: { key: string; ms: number; flops: number }[], total: number): KernelRow[] {
+  const m = new Map<string, KernelRow & { flops: number }>();
+  for (const { key, ms, flops } of items) {
+    const r = m.get(key) ?? { kernel: key, calls: 0, ms: 0, pct: 0, flops: 0 };
     r.calls++;
     r.ms += ms;
+    r.flops += flops;
     m.set(key, r);
   }
-  const rows = [...m.values()].sort((a, b) => b.ms - a.ms);
-  for (const r of rows) r.pct = total > 0 ? (100 * r.ms) / total : 0;
-  return rows;
+  return [...m.values()].sort((a, b) => b.ms - a.ms).map(({ flops, ...r }) => ({
+    ...r,
+    pct: total > 0 ? (100 * r.ms) / total : 0,
+    ...(flops > 0 && r.ms > 0 ? { gflops: flops / r.ms / 1e6 } : {}),
+  }));
 }
 
 /**
@@ -66,26 +85,31 @@ export async function profileStep(step: () => Promise<unknown>): Promise<StepPro
   const items = info.kernels.map((k) => {
     const ms = typeof k.kernelTimeMs === "number" ? k.kernelTimeMs : 0;
     const shapes = k.inputShapes.filter((s) => s).map((s) => s.length ? s.join("x") : "scalar");
-    return { name: k.name, shapes, ms };
+    const flops = matmulFlops(k.name, k.inputShapes[0], k.outputShapes[0]);
+    return { name: k.name, shapes, ms, flops };
   });
   const kernelMs = items.reduce((s, k) => s + k.ms, 0);
   return {
     wallMs,
     kernelMs,
     kernels: items.length,
-    byKernel: group(items.map((k) => ({ key: k.name, ms: k.ms })), kernelMs),
+    byKernel: group(items.map((k) => ({ key: k.name, ms: k.ms, flops: k.flops })), kernelMs),
     byShape: group(
-      items.map((k) => ({ key: `${k.name} ${k.shapes.join(" · ")}`, ms: k.ms })),
+      items.map((k) => ({ key: `${k.name} ${k.shapes.join(" · ")}`, ms: k.ms, flops: k.flops })),
       kernelMs,
     ),
   };
 }
 
-/** The first `top` rows as a Markdown table (kernel, calls, ms, % of kernel time). */
+/**
+ * The first `top` rows as a Markdown table: kernel, calls, ms, % of kernel time, and achieved
+ * GFLOP/s for matmuls ("" for other kernels).
+ */
 export function profileTable(rows: KernelRow[], top = 15): string {
-  const lines = ["| kernel | calls | ms | % |", "|---|---:|---:|---:|"];
+  const lines = ["| kernel | calls | ms | % | GFLOP/s |", "|---|---:|---:|---:|---:|"];
   for (const r of rows.slice(0, top)) {
-    lines.push(`| ${r.kernel} | ${r.calls} | ${r.ms.toFixed(1)} | ${r.pct.toFixed(1)} |`);
+    const g = r.gflops === undefined ? "" : r.gflops.toFixed(1);
+    lines.push(`| ${r.kernel} | ${r.calls} | ${r.ms.toFixed(1)} | ${r.pct.toFixed(1)} | ${g} |`);
   }
   return lines.join("\n");
 }

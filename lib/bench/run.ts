@@ -103,9 +103,13 @@ export interface BenchResult {
 /** The software WebGPU adapters, which run on the CPU. */
 const SOFTWARE_ADAPTER = /llvmpipe|lavapipe|swiftshader|software/i;
 
-/** Whether a started backend runs on a GPU (tensorflow, or WebGPU on a hardware adapter). */
+/**
+ * Whether a started backend runs on a GPU: tensorflow with CUDA (backend.ts says "CPU only" in
+ * the device when libtensorflow found no GPU), or WebGPU on a hardware adapter.
+ */
 export function isGpuBackend(b: BackendInfo): boolean {
-  return b.name === "tensorflow" || (b.name === "webgpu" && !SOFTWARE_ADAPTER.test(b.device));
+  if (b.name === "tensorflow") return !/CPU only/i.test(b.device);
+  return b.name === "webgpu" && !SOFTWARE_ADAPTER.test(b.device);
 }
 
 /** The mode a workload runs in on a backend: `step` on GPUs, the workload's `cpuMode` elsewhere. */

@@ -37,9 +37,14 @@ import statistics
 import sys
 import time
 
-import torch
-from torch import nn
-import torch.nn.functional as F
+# libgomp spins while waiting by default; on a shared (loaded) machine its 2 spinning threads
+# fight the other processes and a step runs ~5x slower. Passive waiting costs nothing when idle.
+# Set OMP_WAIT_POLICY=ACTIVE in the environment to measure the default.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # noqa: E402 (after the OpenMP setting)
+from torch import nn  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
 HEADS = dict(hidden=1024, out_dim=256, temperature=0.2)
 WORKLOADS = {
@@ -230,6 +235,7 @@ def bench(name, args):
         peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         last_value=last, load_avg_start=load0, load_avg_end=load_avg(),
         torch=torch.__version__, blas=loaded_blas(),
+        omp_wait_policy=os.environ.get("OMP_WAIT_POLICY"),
     )
 
 

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# One benchmark session, as in BENCHMARKS.md: the PyTorch reference and `deno task bench`
+# back-to-back on the same machine, every workload on wasm (1 and 2 threads), cpu and webgpu,
+# then the 200-step memory checks. Appends JSON lines to $OUT (default bench-session.jsonl);
+# progress goes to $OUT.log. Long: the cpu and software-WebGPU backends take about an hour.
+#
+#   lib/bench/session.sh                 # everything
+#   PARTS="ratio" lib/bench/session.sh   # only the PyTorch / wasm pairs (a few minutes)
+#
+# PARTS: any of ratio, slow, memory, profile (default all). PYTHON: the interpreter that has
+# Debian's python3-torch (default /usr/bin/python3).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+OUT=${OUT:-bench-session.jsonl}
+PARTS=${PARTS:-"ratio slow memory profile"}
+PYTHON=${PYTHON:-/usr/bin/python3}
+LOG="$OUT.log"
+
+# A failed run is logged and the session goes on.
+torch() {
+  "$PYTHON" tests/reference/moco_step_torch.py --threads 2 "$@" >>"$OUT" 2>>"$LOG" ||
+    echo "FAILED: torch $*" | tee -a "$LOG"
+}
+bench() {
+  deno run -A --unstable-webgpu lib/bench/cli.ts --json "$@" >>"$OUT" 2>>"$LOG" ||
+    echo "FAILED: bench $*" | tee -a "$LOG"
+}
+
+has() { [[ " $PARTS " == *" $1 "* ]]; }
+
+# 32-bit wasm has a 4 GiB heap, and a tfjs training step keeps every forward intermediate and
+# every backward gradient alive until the gradient call returns: about 21 MB per image for small28,
+# 210 MB for tiny32 and (forward only, one tidy scope) 290 MB for vit_small224. A tiny32 step at
+# batch 64 (even 32) and a vit_small224 forward at batch 32 do not fit: 1 thread aborts, 2 threads
+# hang. Their wasm rows use batch 8, with PyTorch at the same batch for the ratio (and at the
+# standard batch as well). The pure-JS cpu backend and llvmpipe have no such limit but the
+# machine's 24 GiB is shared: tiny32 batch 16, vit_small224 batch 8 there.
+if has ratio; then
+  # PyTorch and wasm back-to-back, PyTorch again at the end to bracket the load.
+  torch --workload small28
+  bench --workload small28 --backend wasm --threads 1
+  bench --workload small28 --backend wasm --threads 2
+  torch --workload small28
+  torch --workload tiny32
+  torch --workload tiny32 --batch 8
+  bench --workload tiny32 --batch 8 --backend wasm --threads 1 --warmup 1
+  bench --workload tiny32 --batch 8 --backend wasm --threads 2 --warmup 1
+  torch --workload vit_small224
+  torch --workload vit_small224 --batch 8
+  bench --workload vit_small224 --batch 8 --backend wasm --threads 1 --warmup 1
+  bench --workload vit_small224 --batch 8 --backend wasm --threads 2 --warmup 1
+fi
+
+if has slow; then
+  # Pure-JS cpu and software WebGPU: 0.3-3 GFLOP/s, so one timed step each.
+  bench --workload small28 --backend cpu --warmup 1 --steps 1
+  bench --workload tiny32 --batch 16 --backend cpu --warmup 0 --steps 1
+  bench --workload vit_small224 --batch 8 --backend cpu --warmup 0 --steps 1
+  bench --workload small28 --backend webgpu --warmup 1 --steps 1
+  bench --workload tiny32 --batch 16 --backend webgpu --warmup 1 --steps 1
+  bench --workload vit_small224 --batch 8 --backend webgpu --warmup 1 --steps 1
+fi
+
+if has memory; then
+  # tf.memory() must be flat over 200 steps (reduced batches: a leak shows at any batch).
+  bench --workload small28 --backend wasm --steps 200 --batch 16 --aux-seconds 0
+  bench --workload tiny32 --backend wasm --steps 200 --batch 4 --aux-seconds 0
+  bench --workload vit_small224 --backend wasm --steps 200 --batch 2 --aux-seconds 0
+fi
+
+if has profile; then
+  bench --workload small28 --backend wasm --warmup 2 --steps 1 --aux-seconds 0 --profile
+  bench --workload tiny32 --batch 8 --backend wasm --warmup 1 --steps 1 --aux-seconds 0 --profile
+fi
