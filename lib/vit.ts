@@ -356,34 +356,46 @@ export function vitForward(model: ViT, x: tf.Tensor4D, opts: ForwardOptions = {}
   const scale = 1 / Math.sqrt(hd);
   for (let i = 0; i < cfg.depth; i++) {
     const b = `blocks.${i}.`;
-    // Attention: x + proj(softmax(q k^T / sqrt(hd)) v), all heads as one batched matmul.
-    const y = tf.reshape(layerNorm(h, P[b + "norm1.weight"], P[b + "norm1.bias"], cfg.lnEps), [
-      B * T,
-      D,
-    ]) as tf.Tensor2D;
-    const qkv = linear(y, P[b + "attn.qkv.weight"], P[b + "attn.qkv.bias"]);
-    const [q, k, v] = tf.split(qkv, 3, 1).map((t) =>
-      tf.transpose(tf.reshape(t, [B, T, heads, hd]), [0, 2, 1, 3])
-    );
-    const probs = tf.softmax(tf.mul(tf.matMul(q, k, false, true), scale)) as tf.Tensor4D;
-    if (opts.returnAttention) attention.push(probs);
-    const ctx = tf.reshape(tf.transpose(tf.matMul(probs, v), [0, 2, 1, 3]), [B * T, D]);
-    const a = linear(ctx as tf.Tensor2D, P[b + "attn.proj.weight"], P[b + "attn.proj.bias"]);
-    h = tf.add(h, tf.reshape(a, [B, T, D]));
-    // MLP: x + fc2(gelu(fc1(norm2(x)))).
-    const h2 = tf.reshape(h, [B * T, D]) as tf.Tensor2D;
-    let z: tf.Tensor2D;
-    if (cfg.mlpNorm === "batchnorm") {
-      z = batchNorm(model, b + "norm2", h2, !!opts.training, bnStats);
-    } else {
-      z = layerNorm(h2, P[b + "norm2.weight"], P[b + "norm2.bias"], cfg.lnEps) as tf.Tensor2D;
+    const x0 = h;
+    // One tidy per block: without a gradient tape its intermediates are freed as soon as the
+    // block is done (a deep forward would otherwise hold every block's activations at once);
+    // under a tape, tfjs keeps its own copies of what backprop needs.
+    const out = tf.tidy(() => {
+      const stats: NonNullable<ForwardResult["bnStats"]> = [];
+      // Attention: x + proj(softmax(q k^T / sqrt(hd)) v), all heads as one batched matmul.
+      const y = tf.reshape(
+        layerNorm(x0, P[b + "norm1.weight"], P[b + "norm1.bias"], cfg.lnEps),
+        [B * T, D],
+      ) as tf.Tensor2D;
+      const qkv = linear(y, P[b + "attn.qkv.weight"], P[b + "attn.qkv.bias"]);
+      const [q, k, v] = tf.split(qkv, 3, 1).map((t) =>
+        tf.transpose(tf.reshape(t, [B, T, heads, hd]), [0, 2, 1, 3])
+      );
+      const probs = tf.softmax(tf.mul(tf.matMul(q, k, false, true), scale)) as tf.Tensor4D;
+      const ctx = tf.reshape(tf.transpose(tf.matMul(probs, v), [0, 2, 1, 3]), [B * T, D]);
+      const a = linear(ctx as tf.Tensor2D, P[b + "attn.proj.weight"], P[b + "attn.proj.bias"]);
+      const x1 = tf.add(x0, tf.reshape(a, [B, T, D]));
+      // MLP: x + fc2(gelu(fc1(norm2(x)))).
+      const h2 = tf.reshape(x1, [B * T, D]) as tf.Tensor2D;
+      const z = cfg.mlpNorm === "batchnorm"
+        ? batchNorm(model, b + "norm2", h2, !!opts.training, stats)
+        : layerNorm(h2, P[b + "norm2.weight"], P[b + "norm2.bias"], cfg.lnEps) as tf.Tensor2D;
+      const m = linear(
+        gelu(linear(z, P[b + "mlp.fc1.weight"], P[b + "mlp.fc1.bias"])) as tf.Tensor2D,
+        P[b + "mlp.fc2.weight"],
+        P[b + "mlp.fc2.bias"],
+      );
+      const kept: tf.Tensor[] = [tf.add(x1, tf.reshape(m, [B, T, D]))];
+      if (opts.returnAttention) kept.push(probs);
+      if (stats.length) kept.push(stats[0].mean, stats[0].variance);
+      return kept;
+    });
+    h = out[0];
+    if (opts.returnAttention) attention.push(out[1] as tf.Tensor4D);
+    if (out.length > (opts.returnAttention ? 2 : 1)) {
+      const [mean, variance] = out.slice(-2) as tf.Tensor1D[];
+      bnStats.push({ name: b + "norm2", mean, variance });
     }
-    const m = linear(
-      gelu(linear(z, P[b + "mlp.fc1.weight"], P[b + "mlp.fc1.bias"])) as tf.Tensor2D,
-      P[b + "mlp.fc2.weight"],
-      P[b + "mlp.fc2.bias"],
-    );
-    h = tf.add(h, tf.reshape(m, [B, T, D]));
   }
 
   let features: tf.Tensor2D;
