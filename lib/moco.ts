@@ -253,12 +253,32 @@ export function twoViewGrads(
 }
 
 /**
- * One MoCo v3 step on two views `x1, x2 [B, H, W, C]`:
- * momentum update, then k1, k2 = momentum encoder(x1|x2) without gradient;
- * q1, q2 = predictor(projector(backbone(x1|x2)));
- * loss = ctr(q1, k2) + ctr(q2, k1).
+ * One step of a framework with a momentum target (MoCo v3, BYOL) on two views `x1, x2
+ * [B, H, W, C]`: momentum update, then t1, t2 = momentum encoder(x1|x2) without gradient;
+ * p1, p2 = predictor(projector(backbone(x1|x2))); loss = pair(p1, t2) + pair(p2, t1).
  * Returns the loss and the gradients of {@link mocoTrainable}; does not apply them.
  */
+export function symmetricMomentumStep(
+  model: MoCo,
+  x1: tf.Tensor4D,
+  x2: tf.Tensor4D,
+  opts: StepOptions,
+  pair: (p: tf.Tensor2D, target: tf.Tensor2D) => tf.Scalar,
+): StepResult {
+  const [t1, t2] = momentumTargets(model, x1, x2, opts.momentum);
+  const predict = (h: tf.Tensor2D) => mlpForward(model.predictor, mlpForward(model.projector, h));
+  const result = twoViewGrads(
+    model.backbone,
+    mocoTrainable(model),
+    x1,
+    x2,
+    (h1, h2) => tf.add(pair(predict(h1), t2), pair(predict(h2), t1)) as tf.Scalar,
+  );
+  tf.dispose([t1, t2]);
+  return result;
+}
+
+/** One MoCo v3 step: {@link symmetricMomentumStep} with loss = ctr(q1, k2) + ctr(q2, k1). */
 export function mocoStep(
   model: MoCo,
   x1: tf.Tensor4D,
@@ -266,16 +286,5 @@ export function mocoStep(
   opts: StepOptions,
 ): StepResult {
   const T = model.config.temperature;
-  const [k1, k2] = momentumTargets(model, x1, x2, opts.momentum);
-  const predict = (h: tf.Tensor2D) => mlpForward(model.predictor, mlpForward(model.projector, h));
-  const result = twoViewGrads(
-    model.backbone,
-    mocoTrainable(model),
-    x1,
-    x2,
-    (h1, h2) =>
-      tf.add(contrastiveLoss(predict(h1), k2, T), contrastiveLoss(predict(h2), k1, T)) as tf.Scalar,
-  );
-  tf.dispose([k1, k2]);
-  return result;
+  return symmetricMomentumStep(model, x1, x2, opts, (q, k) => contrastiveLoss(q, k, T));
 }

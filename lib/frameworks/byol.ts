@@ -20,16 +20,13 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs-core";
-import { mlpForward } from "../heads.ts";
 import {
   createMoCo,
   l2normalize,
   type MoCo,
-  mocoTrainable,
-  momentumTargets,
   type StepOptions,
   type StepResult,
-  twoViewGrads,
+  symmetricMomentumStep,
 } from "../moco.ts";
 
 /** A BYOL model: the same networks as MoCo v3 (see the module doc). */
@@ -63,15 +60,5 @@ export function byolStep(
   x2: tf.Tensor4D,
   opts: StepOptions,
 ): StepResult {
-  const [z1, z2] = momentumTargets(model, x1, x2, opts.momentum);
-  const predict = (h: tf.Tensor2D) => mlpForward(model.predictor, mlpForward(model.projector, h));
-  const result = twoViewGrads(
-    model.backbone,
-    mocoTrainable(model),
-    x1,
-    x2,
-    (h1, h2) => tf.add(byolLoss(predict(h1), z2), byolLoss(predict(h2), z1)) as tf.Scalar,
-  );
-  tf.dispose([z1, z2]);
-  return result;
+  return symmetricMomentumStep(model, x1, x2, opts, byolLoss);
 }
