@@ -24,7 +24,10 @@ import { main } from "../lib/cli/pretrain.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const CLI = new URL("../lib/cli/pretrain.ts", import.meta.url).pathname;
-/** 6 epochs of 256 / 32 = 48 steps; a checkpoint every 2 steps, kNN monitor every 8. */
+/**
+ * 16 epochs of 256 / 32 = 128 steps; a checkpoint every 2 steps, kNN monitor every 8. Long enough
+ * that ten kills cannot use it up on an idle machine (with 48 steps the last child could finish).
+ */
 const FLAGS = [
   "--preset",
   "smoke",
@@ -33,10 +36,10 @@ const FLAGS = [
   "--ckpt-every",
   "2",
   "--epochs",
-  "6",
+  "16",
   "--no-final-knn",
 ];
-const TOTAL = 48;
+const TOTAL = 128;
 const CKPT = "checkpoint.safetensors";
 
 /** `deno run -A --unstable-webgpu lib/cli/pretrain.ts ...args` (= `deno task pretrain`). */
