@@ -21,6 +21,7 @@ import * as tf from "@tensorflow/tfjs-core";
 import "@tensorflow/tfjs";
 import { createRequire } from "node:module";
 import { installWasmMatMulFastPath } from "./wasm_matmul.ts";
+import { installWasmKernels } from "./wasm_kernels.ts";
 import { useDefaultWasm, useThreadedWasm } from "./wasm_threads.ts";
 
 /** Backend names that {@link initBackend} accepts. */
@@ -100,6 +101,8 @@ async function tryWasm(threads: number): Promise<BackendInfo> {
   }
   // Send transposed and rank-3 matmuls (most of a training step's backward) to XNNPACK: ~10x.
   installWasmMatMulFastPath();
+  // Fused LayerNorm, GELU and leading-axis sums, and batched matmuls (lib/kernels/kernels.c).
+  installWasmKernels();
   const simd = threads > 1 || await tf.env().getAsync("WASM_HAS_SIMD_SUPPORT");
   const n = wasm.getThreadsCount();
   return info("wasm", simd ? "SIMD" : "no SIMD", n);

@@ -27,6 +27,7 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs-core";
+import { fusedAdamW } from "./wasm_kernels.ts";
 
 /** Optimisers that {@link applyGradients} implements. */
 export type OptimizerName = "adamw" | "lamb" | "sgd";
@@ -291,6 +292,23 @@ export function applyGradients(
       }
       const m = state.slots[`exp_avg/${name}`];
       const v = state.slots[`exp_avg_sq/${name}`];
+      const fused = c.name === "adamw" && fusedAdamW(p, g, m, v, {
+        c1m: 1 - b1,
+        b2,
+        c2: 1 - b2,
+        sbc2: sqrtBc2,
+        eps: c.eps,
+        decay: 1 - lr * wd,
+        step: lr / bc1,
+        hasDecay: wd > 0,
+      });
+      if (fused) {
+        // One kernel on wasm, the same float32 operations as below.
+        m.assign(fused[1]);
+        v.assign(fused[2]);
+        p.assign(fused[0]);
+        continue;
+      }
       // lerp as PyTorch computes it for weight < 0.5: m + w (g - m).
       const m1 = tf.add(m, tf.mul(tf.sub(g, m), s(1 - b1)));
       const v1 = tf.add(tf.mul(v, s(b2)), tf.mul(tf.square(g), s(1 - b2)));

@@ -18,6 +18,7 @@
 import * as tf from "@tensorflow/tfjs-core";
 import { linear } from "./ops.ts";
 import { createRng, type Rng } from "./rng.ts";
+import { fusedGelu, fusedLayerNorm } from "./wasm_kernels.ts";
 
 /** How tokens learn where they are. */
 export type PosEmb = "sincos" | "learned" | "none";
@@ -305,15 +306,17 @@ export interface ForwardResult {
   bnStats?: { name: string; mean: tf.Tensor1D; variance: tf.Tensor1D }[];
 }
 
-/** LayerNorm over the last axis of `[..., D]`. */
+/** LayerNorm over the last axis of `[..., D]` (one fused kernel each way on wasm). */
 export function layerNorm(x: tf.Tensor, w: tf.Tensor, b: tf.Tensor, eps: number): tf.Tensor {
+  const fused = fusedLayerNorm(x, w, b, eps);
+  if (fused) return fused;
   const { mean, variance } = tf.moments(x, -1, true);
   return tf.add(tf.mul(tf.mul(tf.sub(x, mean), tf.rsqrt(tf.add(variance, eps))), w), b);
 }
 
-/** Exact (erf) GELU, as PyTorch's nn.GELU. */
+/** Exact (erf) GELU, as PyTorch's nn.GELU (one fused kernel each way on wasm). */
 export function gelu(x: tf.Tensor): tf.Tensor {
-  return tf.mul(tf.mul(x, 0.5), tf.add(tf.erf(tf.mul(x, Math.SQRT1_2)), 1));
+  return fusedGelu(x) ?? tf.mul(tf.mul(x, 0.5), tf.add(tf.erf(tf.mul(x, Math.SQRT1_2)), 1));
 }
 
 /**

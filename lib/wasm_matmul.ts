@@ -22,6 +22,7 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs-core";
+import { transposeInto, type WasmBackendLike, wasmKernelsFor } from "./wasm_kernels.ts";
 
 type KernelFunc = tf.KernelConfig["kernelFunc"];
 interface Args {
@@ -31,6 +32,80 @@ interface Args {
 }
 
 let installed = false;
+
+type Cache = Map<tf.DataId, { key: string; t: tf.TensorInfo }[]>;
+const caches = new WeakMap<object, Cache>();
+
+/**
+ * The per-backend cache of transposed `b`s of `x @ b^T` products, keyed by `b`'s data (tensor
+ * data never changes in place). A forward `linear` multiplies by `w^T` four times a step (two
+ * views, online and momentum weights); each fresh transposed copy also made XNNPACK re-pack its
+ * weights (it caches packed weights per tensor), which cost as much as the product for the
+ * projector's 1024x1024 layer. Entries are freed with the data they were made from: the
+ * backend's `disposeData` is wrapped once.
+ */
+function transposeCache(backend: WasmBackendLike): Cache {
+  let cache = caches.get(backend);
+  if (cache) return cache;
+  const c: Cache = cache = new Map();
+  caches.set(backend, c);
+  const be = backend as unknown as {
+    disposeData(id: tf.DataId, force?: boolean): boolean;
+    dataIdMap: { has(id: tf.DataId): boolean };
+  };
+  const dispose = be.disposeData.bind(be);
+  be.disposeData = (id: tf.DataId, force?: boolean) => {
+    const done = dispose(id, force);
+    if (c.size && !be.dataIdMap.has(id)) {
+      const entries = c.get(id);
+      if (entries) {
+        c.delete(id);
+        for (const e of entries) dispose(e.t.dataId, true);
+      }
+    }
+    return done;
+  };
+  return cache;
+}
+
+/**
+ * A batched product (both sides batched, or `a` batched with `transposeA`) by the SIMD kernel of
+ * lib/kernels/kernels.c, or `undefined` where it does not apply (batch shapes that broadcast in
+ * other ways, no kernels for this backend).
+ */
+function batchedMatMul({ inputs: { a, b }, backend, attrs }: Args): tf.TensorInfo | undefined {
+  const k = wasmKernelsFor(backend);
+  if (!k) return undefined;
+  const ra = a.shape.length, rb = b.shape.length;
+  const shapeA = a.shape.slice(0, -2), shapeB = b.shape.slice(0, -2);
+  const batchA = shapeA.reduce((p, q) => p * q, 1), batchB = shapeB.reduce((p, q) => p * q, 1);
+  const same = shapeA.length === shapeB.length && shapeA.every((d, i) => d === shapeB[i]);
+  if (!same && batchA !== 1 && batchB !== 1) return undefined;
+  const { transposeA: ta, transposeB: tb } = attrs;
+  const m = ta ? a.shape[ra - 1] : a.shape[ra - 2];
+  const kk = ta ? a.shape[ra - 2] : a.shape[ra - 1];
+  const n = tb ? b.shape[rb - 2] : b.shape[rb - 1];
+  if (kk !== (tb ? b.shape[rb - 1] : b.shape[rb - 2])) return undefined; // origFn reports it
+  const batchShape = batchA >= batchB ? (batchA === 1 ? shapeB : shapeA) : shapeB;
+  const batch = Math.max(batchA, batchB);
+  const w = backend as unknown as WasmBackendLike;
+  const out = w.makeOutput([...batchShape, m, n], "float32");
+  const at = (t: tf.TensorInfo) => w.dataIdMap.get(t.dataId).memoryOffset;
+  k.bmm(
+    at(a),
+    at(b),
+    at(out),
+    batch,
+    m,
+    kk,
+    n,
+    ta ? 1 : 0,
+    tb ? 1 : 0,
+    batchA === 1 ? 0 : m * kk,
+    batchB === 1 ? 0 : kk * n,
+  );
+  return out;
+}
 
 /**
  * Replaces the wasm `BatchMatMul` kernel with one that sends transposed and rank-3-by-rank-2
@@ -51,16 +126,48 @@ export function installWasmMatMulFastPath(): void {
   const origFn = orig.kernelFunc as KernelFunc;
   const reshape = (x: tf.TensorInfo, shape: number[], backend: Args["backend"]) =>
     reshapeK.kernelFunc({ inputs: { x }, backend, attrs: { shape } }) as tf.TensorInfo;
-  const transpose2d = (x: tf.TensorInfo, backend: Args["backend"]) =>
-    transposeK.kernelFunc({ inputs: { x }, backend, attrs: { perm: [1, 0] } }) as tf.TensorInfo;
+  const transpose2d = (x: tf.TensorInfo, backend: Args["backend"]): tf.TensorInfo => {
+    const k = wasmKernelsFor(backend);
+    if (!k) {
+      return transposeK.kernelFunc({
+        inputs: { x },
+        backend,
+        attrs: { perm: [1, 0] },
+      }) as tf.TensorInfo;
+    }
+    const [r, c] = x.shape;
+    return transposeInto(backend as unknown as WasmBackendLike, k, x, [c, r], [1, r, c, 1]);
+  };
+  const cachedTranspose = (
+    b: tf.TensorInfo,
+    shape2d: [number, number],
+    backend: Args["backend"],
+  ) => {
+    const k = wasmKernelsFor(backend);
+    if (!k) return undefined;
+    const cache = transposeCache(backend as unknown as WasmBackendLike);
+    const key = shape2d.join("x");
+    let entries = cache.get(b.dataId);
+    const hit = entries?.find((e) => e.key === key);
+    if (hit) return hit.t;
+    const [r, c] = shape2d;
+    const t = transposeInto(backend as unknown as WasmBackendLike, k, b, [c, r], [1, r, c, 1]);
+    if (!entries) cache.set(b.dataId, entries = []);
+    entries.push({ key, t });
+    return t;
+  };
 
   const fast = (args: Args): tf.TensorInfo => {
     const { inputs: { a, b }, backend, attrs: { transposeA, transposeB } } = args;
     const ra = a.shape.length, rb = b.shape.length;
     const batchA = a.shape.slice(0, -2).reduce((p, q) => p * q, 1);
     const batchB = b.shape.slice(0, -2).reduce((p, q) => p * q, 1);
-    const slow = batchB !== 1 || (transposeA && batchA !== 1) || a.dtype !== "float32" ||
-      b.dtype !== "float32";
+    const f32 = a.dtype === "float32" && b.dtype === "float32";
+    if (f32 && (batchB !== 1 || (transposeA && batchA !== 1))) {
+      const out = batchedMatMul(args);
+      if (out) return out;
+    }
+    const slow = batchB !== 1 || (transposeA && batchA !== 1) || !f32;
     if (slow || (!transposeA && !transposeB && batchA === 1)) {
       return origFn(args as unknown as Parameters<KernelFunc>[0]) as tf.TensorInfo; // XNNPACK or batched
     }
@@ -77,9 +184,13 @@ export function installWasmMatMulFastPath(): void {
     const temps: tf.TensorInfo[] = [];
     const keep = (t: tf.TensorInfo) => (temps.push(t), t);
     const a2 = keep(reshape(a, transposeA ? [k, m] : [batchA * m, k], backend));
-    const b2 = keep(reshape(b, transposeB ? [n, k] : [k, n], backend));
     const aN = transposeA ? keep(transpose2d(a2, backend)) : a2;
-    const bN = transposeB ? keep(transpose2d(b2, backend)) : b2;
+    let bN: tf.TensorInfo;
+    if (transposeB) {
+      // b^T is cached per b's data, so XNNPACK also keeps its packed weights (see below).
+      bN = cachedTranspose(b, [n, k], backend) ??
+        keep(transpose2d(keep(reshape(b, [n, k], backend)), backend));
+    } else bN = keep(reshape(b, [k, n], backend));
     const out2 = origFn(
       {
         inputs: { a: aN, b: bN },

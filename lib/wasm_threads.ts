@@ -136,6 +136,7 @@ async function loadThreadedModule(
   threads: number,
 ): Promise<BackendWasmModule> {
   let aborted: unknown;
+  let memory: WebAssembly.Memory | undefined;
   const module = await evalGlue(source, threads)({
     mainScriptUrlOrBlob: source, // the workers evaluate the same glue
     locateFile: (path: string) => path,
@@ -143,6 +144,9 @@ async function loadThreadedModule(
       imports: WebAssembly.Imports,
       receive: (i: WebAssembly.Instance, m: WebAssembly.Module) => void,
     ) => {
+      // The shared memory is an import; lib/wasm_kernels.ts instantiates on it too.
+      memory = Object.values(imports).flatMap((ns) => Object.values(ns))
+        .find((v): v is WebAssembly.Memory => v instanceof WebAssembly.Memory);
       WebAssembly.instantiate(compiled, imports).then((inst) => receive(inst, compiled));
       return {};
     },
@@ -155,6 +159,7 @@ async function loadThreadedModule(
     },
   });
   if (aborted !== undefined) throw new Error(`the threaded wasm module aborted: ${aborted}`);
+  module.wasmMemory = memory;
   module.tfjs = {
     init: module.cwrap("init", null, []),
     initWithThreadsCount: module.cwrap("init_with_threads_count", null, ["number"]),

@@ -1,0 +1,381 @@
+// Fused float32 kernels for tfjs-backend-wasm, compiled to WebAssembly SIMD128 by build.sh.
+//
+// The module imports tfjs-backend-wasm's own linear memory and works in place on tensors that
+// the wasm backend allocated (pointers are the backend's `memoryOffset`s), so no data is copied.
+// It must not use linear memory of its own: no globals, no static data, no stack (build.sh checks
+// that the binary defines no data segment and never touches `__stack_pointer`).
+//
+// Every function is exported under its own name; see lib/wasm_kernels.ts for the tfjs side.
+#include <wasm_simd128.h>
+
+#define EXPORT __attribute__((visibility("default")))
+typedef float f32;
+
+// ---------------------------------------------------------------------------------------------
+// Batched matmul: C[b] = op(A[b]) @ op(B[b]) for b < batch, C contiguous [batch, m, n].
+// A[b] starts at A + b * sa and B[b] at B + b * sb (a stride of 0 broadcasts one matrix).
+// op(A) is [m, k]: A is stored [m, k] (ta = 0) or [k, m] (ta = 1); op(B) is [k, n]: B is
+// stored [k, n] (tb = 0) or [n, k] (tb = 1). Sized for attention's many small products
+// ([B*H, T, hd]), which tfjs-backend-wasm 4.22 runs in a scalar loop.
+// ---------------------------------------------------------------------------------------------
+
+// C[m, n] = sum_p a(i, p) B[p, :] where a(i, p) = A[i * ai + p * ap]: rows of C accumulate
+// scaled rows of B, four columns at a time.
+static void mm_rows(const f32* A, int ai, int ap, const f32* restrict B, f32* restrict C, int m,
+                    int k, int n) {
+  int n4 = n & ~3;
+  for (int i = 0; i < m; i++) {
+    f32* c = C + i * n;
+    for (int j = 0; j < n; j++) c[j] = 0.f;
+    for (int p = 0; p < k; p++) {
+      f32 a = A[i * ai + p * ap];
+      v128_t av = wasm_f32x4_splat(a);
+      const f32* b = B + p * n;
+      int j = 0;
+      for (; j < n4; j += 4) {
+        v128_t cv = wasm_v128_load(c + j);
+        cv = wasm_f32x4_add(cv, wasm_f32x4_mul(av, wasm_v128_load(b + j)));
+        wasm_v128_store(c + j, cv);
+      }
+      for (; j < n; j++) c[j] += a * b[j];
+    }
+  }
+}
+
+static inline f32 hsum(v128_t v) {
+  return wasm_f32x4_extract_lane(v, 0) + wasm_f32x4_extract_lane(v, 1) +
+         wasm_f32x4_extract_lane(v, 2) + wasm_f32x4_extract_lane(v, 3);
+}
+
+// C[m, n] = A[m, k] @ B[n, k]^T: dot products of rows, four B rows per A row.
+static void mm_nt(const f32* restrict A, const f32* restrict B, f32* restrict C, int m, int k,
+                  int n) {
+  int k4 = k & ~3;
+  for (int i = 0; i < m; i++) {
+    const f32* a = A + i * k;
+    int j = 0;
+    for (; j + 4 <= n; j += 4) {
+      const f32 *b0 = B + j * k, *b1 = b0 + k, *b2 = b1 + k, *b3 = b2 + k;
+      v128_t s0 = wasm_f32x4_splat(0.f), s1 = s0, s2 = s0, s3 = s0;
+      int p = 0;
+      for (; p < k4; p += 4) {
+        v128_t av = wasm_v128_load(a + p);
+        s0 = wasm_f32x4_add(s0, wasm_f32x4_mul(av, wasm_v128_load(b0 + p)));
+        s1 = wasm_f32x4_add(s1, wasm_f32x4_mul(av, wasm_v128_load(b1 + p)));
+        s2 = wasm_f32x4_add(s2, wasm_f32x4_mul(av, wasm_v128_load(b2 + p)));
+        s3 = wasm_f32x4_add(s3, wasm_f32x4_mul(av, wasm_v128_load(b3 + p)));
+      }
+      f32 r0 = hsum(s0), r1 = hsum(s1), r2 = hsum(s2), r3 = hsum(s3);
+      for (; p < k; p++) {
+        r0 += a[p] * b0[p];
+        r1 += a[p] * b1[p];
+        r2 += a[p] * b2[p];
+        r3 += a[p] * b3[p];
+      }
+      C[i * n + j] = r0;
+      C[i * n + j + 1] = r1;
+      C[i * n + j + 2] = r2;
+      C[i * n + j + 3] = r3;
+    }
+    for (; j < n; j++) {
+      const f32* b = B + j * k;
+      v128_t s = wasm_f32x4_splat(0.f);
+      int p = 0;
+      for (; p < k4; p += 4) s = wasm_f32x4_add(s, wasm_f32x4_mul(wasm_v128_load(a + p), wasm_v128_load(b + p)));
+      f32 r = hsum(s);
+      for (; p < k; p++) r += a[p] * b[p];
+      C[i * n + j] = r;
+    }
+  }
+}
+
+// C[m, n] = A[k, m]^T @ B[n, k]^T (rare: scalar).
+static void mm_tt(const f32* A, const f32* B, f32* C, int m, int k, int n) {
+  for (int i = 0; i < m; i++)
+    for (int j = 0; j < n; j++) {
+      f32 s = 0.f;
+      for (int p = 0; p < k; p++) s += A[p * m + i] * B[j * k + p];
+      C[i * n + j] = s;
+    }
+}
+
+EXPORT void bmm(const f32* A, const f32* B, f32* C, int batch, int m, int k, int n, int ta, int tb,
+                int sa, int sb) {
+  for (int b = 0; b < batch; b++) {
+    const f32* a = A + b * sa;
+    const f32* bb = B + b * sb;
+    f32* c = C + b * m * n;
+    if (!ta && !tb) mm_rows(a, k, 1, bb, c, m, k, n);
+    else if (ta && !tb) mm_rows(a, 1, m, bb, c, m, k, n);
+    else if (!ta && tb) mm_nt(a, bb, c, m, k, n);
+    else mm_tt(a, bb, c, m, k, n);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Transpose of [batch, rows, cols, inner] to [batch, cols, rows, inner]: every 2D transpose and
+// attention's [B, T, H, hd] <-> [B, H, T, hd]. inner == 1 goes through 4x4 SIMD blocks.
+// ---------------------------------------------------------------------------------------------
+static void transpose_scalar(const f32* src, f32* dst, int rows, int cols, int r0, int c0) {
+  for (int r = r0; r < rows; r++)
+    for (int c = 0; c < cols; c++) dst[c * rows + r] = src[r * cols + c];
+  for (int r = 0; r < r0; r++)
+    for (int c = c0; c < cols; c++) dst[c * rows + r] = src[r * cols + c];
+}
+
+static void transpose_2d(const f32* restrict src, f32* restrict dst, int rows, int cols) {
+  int r4 = rows & ~3, c4 = cols & ~3;
+  for (int r = 0; r < r4; r += 4) {
+    for (int c = 0; c < c4; c += 4) {
+      v128_t a = wasm_v128_load(src + r * cols + c);
+      v128_t b = wasm_v128_load(src + (r + 1) * cols + c);
+      v128_t e = wasm_v128_load(src + (r + 2) * cols + c);
+      v128_t d = wasm_v128_load(src + (r + 3) * cols + c);
+      v128_t ab_lo = wasm_i32x4_shuffle(a, b, 0, 4, 1, 5), ab_hi = wasm_i32x4_shuffle(a, b, 2, 6, 3, 7);
+      v128_t ed_lo = wasm_i32x4_shuffle(e, d, 0, 4, 1, 5), ed_hi = wasm_i32x4_shuffle(e, d, 2, 6, 3, 7);
+      wasm_v128_store(dst + c * rows + r, wasm_i32x4_shuffle(ab_lo, ed_lo, 0, 1, 4, 5));
+      wasm_v128_store(dst + (c + 1) * rows + r, wasm_i32x4_shuffle(ab_lo, ed_lo, 2, 3, 6, 7));
+      wasm_v128_store(dst + (c + 2) * rows + r, wasm_i32x4_shuffle(ab_hi, ed_hi, 0, 1, 4, 5));
+      wasm_v128_store(dst + (c + 3) * rows + r, wasm_i32x4_shuffle(ab_hi, ed_hi, 2, 3, 6, 7));
+    }
+  }
+  transpose_scalar(src, dst, rows, cols, r4, c4);
+}
+
+EXPORT void transpose(const f32* restrict src, f32* restrict dst, int batch, int rows, int cols,
+                      int inner) {
+  int plane = rows * cols * inner;
+  for (int b = 0; b < batch; b++) {
+    const f32* s = src + b * plane;
+    f32* d = dst + b * plane;
+    if (inner == 1) {
+      transpose_2d(s, d, rows, cols);
+      continue;
+    }
+    int i4 = inner & ~3;
+    for (int r = 0; r < rows; r++)
+      for (int c = 0; c < cols; c++) {
+        const f32* from = s + (r * cols + c) * inner;
+        f32* to = d + (c * rows + r) * inner;
+        int i = 0;
+        for (; i < i4; i += 4) wasm_v128_store(to + i, wasm_v128_load(from + i));
+        for (; i < inner; i++) to[i] = from[i];
+      }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Column sums: out[c] = sum_r x[r, c] for x [rows, cols] (bias gradients: tfjs-backend-wasm
+// transposes before every reduction over a leading axis).
+// ---------------------------------------------------------------------------------------------
+EXPORT void colsum(const f32* restrict x, f32* restrict out, int rows, int cols) {
+  int c4 = cols & ~3;
+  for (int c = 0; c < cols; c++) out[c] = 0.f;
+  for (int r = 0; r < rows; r++) {
+    const f32* row = x + r * cols;
+    int c = 0;
+    for (; c < c4; c += 4)
+      wasm_v128_store(out + c, wasm_f32x4_add(wasm_v128_load(out + c), wasm_v128_load(row + c)));
+    for (; c < cols; c++) out[c] += row[c];
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// LayerNorm over the last axis of x [rows, d]: y = (x - mean) / sqrt(var + eps) * g + b, with
+// the biased variance (as PyTorch and tf.moments).
+// ---------------------------------------------------------------------------------------------
+static inline f32 rsqrt_f(f32 v) { return 1.f / __builtin_sqrtf(v); }
+
+static inline void row_stats(const f32* x, int d, f32 eps, f32* mean, f32* rstd) {
+  int d4 = d & ~3;
+  v128_t s = wasm_f32x4_splat(0.f);
+  int j = 0;
+  for (; j < d4; j += 4) s = wasm_f32x4_add(s, wasm_v128_load(x + j));
+  f32 sum = hsum(s);
+  for (; j < d; j++) sum += x[j];
+  f32 mu = sum / (f32)d;
+  v128_t mv = wasm_f32x4_splat(mu);
+  v128_t q = wasm_f32x4_splat(0.f);
+  for (j = 0; j < d4; j += 4) {
+    v128_t c = wasm_f32x4_sub(wasm_v128_load(x + j), mv);
+    q = wasm_f32x4_add(q, wasm_f32x4_mul(c, c));
+  }
+  f32 sq = hsum(q);
+  for (; j < d; j++) sq += (x[j] - mu) * (x[j] - mu);
+  *mean = mu;
+  *rstd = rsqrt_f(sq / (f32)d + eps);
+}
+
+EXPORT void layernorm(const f32* restrict x, const f32* restrict g, const f32* restrict b,
+                      f32* restrict y, int rows, int d, f32 eps) {
+  for (int r = 0; r < rows; r++) {
+    const f32* xr = x + r * d;
+    f32* yr = y + r * d;
+    f32 mu, rs;
+    row_stats(xr, d, eps, &mu, &rs);
+    for (int j = 0; j < d; j++) yr[j] = (xr[j] - mu) * rs * g[j] + b[j];
+  }
+}
+
+// Gradients of layernorm: dx [rows, d], dg [d], db [d] from dy [rows, d]. With xh the normalised
+// input and gy = dy * g: dx = rstd * (gy - mean(gy) - xh * mean(gy * xh)).
+EXPORT void layernorm_grad(const f32* restrict dy, const f32* restrict x, const f32* restrict g,
+                           f32* restrict dx, f32* restrict dg, f32* restrict db, int rows, int d,
+                           f32 eps) {
+  for (int j = 0; j < d; j++) dg[j] = db[j] = 0.f;
+  for (int r = 0; r < rows; r++) {
+    const f32* xr = x + r * d;
+    const f32* dyr = dy + r * d;
+    f32* dxr = dx + r * d;
+    f32 mu, rs;
+    row_stats(xr, d, eps, &mu, &rs);
+    f32 s1 = 0.f, s2 = 0.f;
+    for (int j = 0; j < d; j++) {
+      f32 xh = (xr[j] - mu) * rs;
+      f32 gy = dyr[j] * g[j];
+      s1 += gy;
+      s2 += gy * xh;
+      dg[j] += dyr[j] * xh;
+      db[j] += dyr[j];
+    }
+    s1 /= (f32)d;
+    s2 /= (f32)d;
+    for (int j = 0; j < d; j++) {
+      f32 xh = (xr[j] - mu) * rs;
+      dxr[j] = rs * (dyr[j] * g[j] - s1 - xh * s2);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Exact GELU: y = x/2 (1 + erf(x / sqrt 2)), and its gradient. erf as tfjs computes it
+// (Abramowitz & Stegun 7.1.26, |error| < 1.5e-7); exp by range reduction and a polynomial.
+// Written branch-free so that clang vectorises the loops.
+// ---------------------------------------------------------------------------------------------
+static inline f32 exp_f(f32 x) {
+  // exp(x) = 2^n exp(r), n = round(x / ln 2), |r| <= ln2 / 2; inputs here are <= 0.
+  x = x < -87.f ? -87.f : (x > 88.f ? 88.f : x);
+  f32 n = __builtin_rintf(x * 1.44269504088896341f);
+  f32 r = x - n * 0.693145751953125f - n * 1.428606765330187e-06f;
+  f32 p = 1.f + r * (1.f + r * (0.5f + r * (0.166666672f + r * (0.0416666679f +
+                      r * (0.00833333377f + r * 0.00138888892f)))));
+  union { f32 f; int i; } s;
+  s.i = ((int)n + 127) << 23;
+  return p * s.f;
+}
+
+static inline f32 erf_f(f32 x) {
+  const f32 p = 0.3275911f, a1 = 0.254829592f, a2 = -0.284496736f, a3 = 1.421413741f,
+            a4 = -1.453152027f, a5 = 1.061405429f;
+  f32 ax = __builtin_fabsf(x);
+  f32 t = 1.f / (1.f + p * ax);
+  f32 y = 1.f - (((((a5 * t + a4) * t) + a3) * t + a2) * t + a1) * t * exp_f(-ax * ax);
+  return __builtin_copysignf(y, x);
+}
+
+// Four lanes of exp_f and erf_f, the same arithmetic.
+static inline v128_t exp4(v128_t x) {
+  x = wasm_f32x4_min(wasm_f32x4_max(x, wasm_f32x4_splat(-87.f)), wasm_f32x4_splat(88.f));
+  // n = round(x / ln 2) by the 1.5 * 2^23 trick (f32x4.nearest would be scalarised by clang 16);
+  // the low bits of the shifted value hold n as an integer.
+  const v128_t magic = wasm_f32x4_splat(12582912.f);
+  v128_t shifted = wasm_f32x4_add(wasm_f32x4_mul(x, wasm_f32x4_splat(1.44269504088896341f)), magic);
+  v128_t n = wasm_f32x4_sub(shifted, magic);
+  v128_t r = wasm_f32x4_sub(x, wasm_f32x4_mul(n, wasm_f32x4_splat(0.693145751953125f)));
+  r = wasm_f32x4_sub(r, wasm_f32x4_mul(n, wasm_f32x4_splat(1.428606765330187e-06f)));
+  v128_t p = wasm_f32x4_splat(0.00138888892f);
+  p = wasm_f32x4_add(wasm_f32x4_mul(p, r), wasm_f32x4_splat(0.00833333377f));
+  p = wasm_f32x4_add(wasm_f32x4_mul(p, r), wasm_f32x4_splat(0.0416666679f));
+  p = wasm_f32x4_add(wasm_f32x4_mul(p, r), wasm_f32x4_splat(0.166666672f));
+  p = wasm_f32x4_add(wasm_f32x4_mul(p, r), wasm_f32x4_splat(0.5f));
+  p = wasm_f32x4_add(wasm_f32x4_mul(p, r), wasm_f32x4_splat(1.f));
+  p = wasm_f32x4_add(wasm_f32x4_mul(p, r), wasm_f32x4_splat(1.f));
+  v128_t ni = wasm_i32x4_sub(shifted, magic);  // bit patterns: the integer n
+  v128_t e = wasm_i32x4_shl(wasm_i32x4_add(ni, wasm_i32x4_splat(127)), 23);
+  return wasm_f32x4_mul(p, e);
+}
+
+// erf(x) given e = exp(-x^2), which gelu_grad shares with the normal density.
+static inline v128_t erf4_e(v128_t x, v128_t e) {
+  v128_t ax = wasm_f32x4_abs(x);
+  v128_t one = wasm_f32x4_splat(1.f);
+  v128_t t = wasm_f32x4_div(one, wasm_f32x4_add(one, wasm_f32x4_mul(wasm_f32x4_splat(0.3275911f), ax)));
+  v128_t p = wasm_f32x4_splat(1.061405429f);
+  p = wasm_f32x4_add(wasm_f32x4_mul(p, t), wasm_f32x4_splat(-1.453152027f));
+  p = wasm_f32x4_add(wasm_f32x4_mul(p, t), wasm_f32x4_splat(1.421413741f));
+  p = wasm_f32x4_add(wasm_f32x4_mul(p, t), wasm_f32x4_splat(-0.284496736f));
+  p = wasm_f32x4_add(wasm_f32x4_mul(p, t), wasm_f32x4_splat(0.254829592f));
+  p = wasm_f32x4_mul(p, t);
+  v128_t y = wasm_f32x4_sub(one, wasm_f32x4_mul(p, e));
+  v128_t sign = wasm_i32x4_splat((int)0x80000000);
+  return wasm_v128_or(wasm_v128_andnot(y, sign), wasm_v128_and(x, sign));
+}
+
+static inline v128_t erf4(v128_t x) {
+  return erf4_e(x, exp4(wasm_f32x4_neg(wasm_f32x4_mul(x, x))));
+}
+
+EXPORT void gelu(const f32* restrict x, f32* restrict y, int n) {
+  int i = 0;
+  const v128_t half = wasm_f32x4_splat(0.5f), one = wasm_f32x4_splat(1.f);
+  const v128_t s = wasm_f32x4_splat(0.70710678118654752f);
+  for (; i + 4 <= n; i += 4) {
+    v128_t v = wasm_v128_load(x + i);
+    v128_t e = erf4(wasm_f32x4_mul(v, s));
+    wasm_v128_store(y + i, wasm_f32x4_mul(wasm_f32x4_mul(half, v), wasm_f32x4_add(one, e)));
+  }
+  for (; i < n; i++) {
+    f32 v = x[i];
+    y[i] = 0.5f * v * (1.f + erf_f(v * 0.70710678118654752f));
+  }
+}
+
+// dx = dy * (Phi(x) + x phi(x)), Phi(x) = (1 + erf(x / sqrt 2)) / 2, phi(x) = exp(-x^2/2)/sqrt(2 pi).
+EXPORT void gelu_grad(const f32* restrict dy, const f32* restrict x, f32* restrict dx, int n) {
+  int i = 0;
+  const v128_t half = wasm_f32x4_splat(0.5f), one = wasm_f32x4_splat(1.f);
+  const v128_t s = wasm_f32x4_splat(0.70710678118654752f);
+  const v128_t c = wasm_f32x4_splat(0.3989422804014327f);
+  for (; i + 4 <= n; i += 4) {
+    v128_t v = wasm_v128_load(x + i);
+    v128_t z = wasm_f32x4_mul(v, s);
+    v128_t e = exp4(wasm_f32x4_neg(wasm_f32x4_mul(z, z)));  // exp(-x^2 / 2)
+    v128_t cdf = wasm_f32x4_mul(half, wasm_f32x4_add(one, erf4_e(z, e)));
+    v128_t pdf = wasm_f32x4_mul(c, e);
+    v128_t d = wasm_f32x4_add(cdf, wasm_f32x4_mul(v, pdf));
+    wasm_v128_store(dx + i, wasm_f32x4_mul(wasm_v128_load(dy + i), d));
+  }
+  for (; i < n; i++) {
+    f32 v = x[i];
+    f32 cdf = 0.5f * (1.f + erf_f(v * 0.70710678118654752f));
+    f32 pdf = 0.3989422804014327f * exp_f(-0.5f * v * v);
+    dx[i] = dy[i] * (cdf + v * pdf);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// AdamW (torch.optim.AdamW) for one parameter, in the exact float32 operation order of
+// lib/optim.ts's unfused path, so both give bit-identical results:
+//   m1 = m + (g - m) * c1m;  v1 = v * b2 + g^2 * c2;  denom = sqrt(v1) / sbc2 + eps;
+//   p1 = p * decay - (m1 / denom) * step     (decay = 1 - lr wd, step = lr / bc1)
+// ---------------------------------------------------------------------------------------------
+EXPORT void adamw(const f32* restrict p, const f32* restrict g, const f32* restrict m,
+                  const f32* restrict v, f32* restrict p1, f32* restrict m1, f32* restrict v1, int n,
+                  f32 c1m, f32 b2, f32 c2, f32 sbc2, f32 eps, f32 decay, f32 step, int has_decay) {
+  for (int i = 0; i < n; i++) {
+    f32 gi = g[i];
+    f32 mi = m[i] + (gi - m[i]) * c1m;
+    f32 vi = v[i] * b2 + (gi * gi) * c2;
+    f32 denom = __builtin_sqrtf(vi) / sbc2 + eps;
+    f32 pi = has_decay ? p[i] * decay : p[i];
+    p1[i] = pi - (mi / denom) * step;
+    m1[i] = mi;
+    v1[i] = vi;
+  }
+}
+
+// EMA: t1 = t * mom + s * (1 - mom), the order of lib/moco.ts's emaUpdate.
+EXPORT void ema(const f32* restrict t, const f32* restrict s, f32* restrict t1, int n, f32 mom,
+                f32 one_minus) {
+  for (int i = 0; i < n; i++) t1[i] = t[i] * mom + s[i] * one_minus;
+}

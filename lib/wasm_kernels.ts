@@ -1,0 +1,465 @@
+/**
+ * Fused float32 kernels for the wasm backend, from `lib/kernels/kernels.c` (WebAssembly SIMD128,
+ * built by `lib/kernels/build.sh`; the binaries are committed).
+ *
+ * tfjs-backend-wasm 4.22 runs a ViT training step as thousands of small kernels, and several of
+ * the hot ones on a scalar path: batched matmuls (attention) in a scalar loop at ~3 GFLOP/s,
+ * reductions over a leading axis (bias gradients) behind a transpose, LayerNorm as ~10 kernels
+ * each way and exact GELU as 4 (Erf alone ~4 ns per element). This module instantiates the C
+ * kernels on the backend's own linear memory (they work in place on its tensors, no copies) and
+ * registers:
+ *
+ * - `VitsslLayerNorm` / `VitsslLayerNormGrad` and `VitsslGelu` / `VitsslGeluGrad`, with
+ *   gradients, behind {@link fusedLayerNorm} and {@link fusedGelu} (which `layerNorm` and
+ *   `gelu` of `lib/vit.ts` use when the active backend has them);
+ * - `VitsslAdamW` and `VitsslEma` behind {@link fusedAdamW} and {@link fusedEma} (used by
+ *   `applyGradients` of `lib/optim.ts` and `emaUpdate` of `lib/moco.ts`), bit-identical to the
+ *   unfused ops;
+ * - a `Sum` that reduces leading axes in one pass (other reductions keep tfjs's kernel);
+ * - {@link wasmKernelsFor}, which `lib/wasm_matmul.ts` uses for batched matmuls.
+ *
+ * @example
+ * ```ts
+ * import * as tf from "@tensorflow/tfjs-core";
+ * import { initBackend } from "./backend.ts";
+ * import { fusedGelu } from "./wasm_kernels.ts";
+ * await initBackend({ backend: "wasm" }); // installs the kernels
+ * fusedGelu(tf.tensor1d([-1, 0, 1]))?.print(); // [-0.1587, 0, 0.8413]
+ * ```
+ * @module
+ */
+import * as tf from "@tensorflow/tfjs-core";
+
+/** The C kernels' exports (pointers are byte offsets into the backend's memory). */
+export interface WasmKernels {
+  /** C[b] = op(A[b]) @ op(B[b]); strides in elements (0 broadcasts); see kernels.c. */
+  bmm(
+    a: number,
+    b: number,
+    c: number,
+    batch: number,
+    m: number,
+    k: number,
+    n: number,
+    ta: number,
+    tb: number,
+    sa: number,
+    sb: number,
+  ): void;
+  colsum(x: number, out: number, rows: number, cols: number): void;
+  /** `[batch, rows, cols, inner]` to `[batch, cols, rows, inner]`. */
+  transpose(
+    src: number,
+    dst: number,
+    batch: number,
+    rows: number,
+    cols: number,
+    inner: number,
+  ): void;
+  layernorm(x: number, g: number, b: number, y: number, rows: number, d: number, eps: number): void;
+  layernorm_grad(
+    dy: number,
+    x: number,
+    g: number,
+    dx: number,
+    dg: number,
+    db: number,
+    rows: number,
+    d: number,
+    eps: number,
+  ): void;
+  gelu(x: number, y: number, n: number): void;
+  adamw(
+    p: number,
+    g: number,
+    m: number,
+    v: number,
+    p1: number,
+    m1: number,
+    v1: number,
+    n: number,
+    c1m: number,
+    b2: number,
+    c2: number,
+    sbc2: number,
+    eps: number,
+    decay: number,
+    step: number,
+    hasDecay: number,
+  ): void;
+  ema(t: number, s: number, t1: number, n: number, mom: number, oneMinus: number): void;
+  gelu_grad(dy: number, x: number, dx: number, n: number): void;
+}
+
+/** The parts of tfjs-backend-wasm's `BackendWasm` the kernels use. */
+export interface WasmBackendLike extends tf.KernelBackend {
+  wasm: Record<string, unknown>;
+  dataIdMap: { get(id: tf.DataId): { memoryOffset: number } };
+  makeOutput(shape: number[], dtype: tf.DataType): tf.TensorInfo;
+}
+
+const BINARIES = {
+  plain: new URL("./kernels/kernels.wasm", import.meta.url),
+  shared: new URL("./kernels/kernels_shared.wasm", import.meta.url),
+};
+const compiled = new Map<keyof typeof BINARIES, WebAssembly.Module>();
+const instances = new WeakMap<object, WasmKernels | null>();
+
+/** The backend module's linear memory, wherever this build of the glue keeps it. */
+function findMemory(mod: Record<string, unknown>): WebAssembly.Memory | undefined {
+  if (mod.wasmMemory instanceof WebAssembly.Memory) return mod.wasmMemory;
+  const asm = (mod.asm ?? mod.wasmExports) as Record<string, unknown> | undefined;
+  if (asm) {
+    if (asm.memory instanceof WebAssembly.Memory) return asm.memory;
+    for (const v of Object.values(asm)) if (v instanceof WebAssembly.Memory) return v;
+  }
+  return undefined;
+}
+
+/**
+ * The C kernels instantiated on `backend`'s memory (cached per backend), or `undefined` if this
+ * backend is not tfjs-backend-wasm or its memory cannot be found.
+ */
+export function wasmKernelsFor(backend: tf.KernelBackend): WasmKernels | undefined {
+  const mod = (backend as Partial<WasmBackendLike>).wasm;
+  if (!mod) return undefined;
+  let k = instances.get(mod);
+  if (k === undefined) {
+    const memory = findMemory(mod);
+    k = null;
+    if (memory) {
+      const kind = memory.buffer instanceof SharedArrayBuffer ? "shared" : "plain";
+      let m = compiled.get(kind);
+      if (!m) {
+        m = new WebAssembly.Module(Deno.readFileSync(BINARIES[kind]));
+        compiled.set(kind, m);
+      }
+      k = new WebAssembly.Instance(m, { env: { memory } }).exports as unknown as WasmKernels;
+    }
+    instances.set(mod, k);
+  }
+  return k ?? undefined;
+}
+
+function ptr(backend: WasmBackendLike, t: tf.TensorInfo): number {
+  return backend.dataIdMap.get(t.dataId).memoryOffset;
+}
+
+function kernelsOf(backend: WasmBackendLike): WasmKernels {
+  const k = wasmKernelsFor(backend);
+  if (!k) throw new Error("wasm_kernels.ts: the wasm backend's memory was not found");
+  return k;
+}
+
+interface KArgs {
+  inputs: Record<string, tf.TensorInfo>;
+  backend: WasmBackendLike;
+  attrs: Record<string, number>;
+}
+
+/** Names of the custom kernels (registered for the wasm backend only). */
+const LN = "VitsslLayerNorm", LN_GRAD = "VitsslLayerNormGrad";
+const GELU = "VitsslGelu", GELU_GRAD = "VitsslGeluGrad";
+const ADAMW = "VitsslAdamW", EMA = "VitsslEma";
+
+function float32(name: string, ...ts: tf.TensorInfo[]): void {
+  for (const t of ts) {
+    if (t.dtype !== "float32") throw new Error(`${name}: expected float32 tensors, got ${t.dtype}`);
+  }
+}
+
+const kernels: Array<{ name: string; fn: (args: KArgs) => tf.TensorInfo | tf.TensorInfo[] }> = [
+  {
+    name: LN,
+    fn: ({ inputs: { x, gamma, beta }, backend, attrs: { eps } }) => {
+      float32(LN, x, gamma, beta);
+      const d = gamma.shape[0];
+      const y = backend.makeOutput(x.shape, "float32");
+      const rows = tf.util.sizeFromShape(x.shape) / d;
+      kernelsOf(backend).layernorm(
+        ptr(backend, x),
+        ptr(backend, gamma),
+        ptr(backend, beta),
+        ptr(backend, y),
+        rows,
+        d,
+        eps,
+      );
+      return y;
+    },
+  },
+  {
+    name: LN_GRAD,
+    fn: ({ inputs: { dy, x, gamma }, backend, attrs: { eps } }) => {
+      float32(LN_GRAD, dy, x, gamma);
+      const d = gamma.shape[0];
+      const dx = backend.makeOutput(x.shape, "float32");
+      const dg = backend.makeOutput([d], "float32");
+      const db = backend.makeOutput([d], "float32");
+      const rows = tf.util.sizeFromShape(x.shape) / d;
+      kernelsOf(backend).layernorm_grad(
+        ptr(backend, dy),
+        ptr(backend, x),
+        ptr(backend, gamma),
+        ptr(backend, dx),
+        ptr(backend, dg),
+        ptr(backend, db),
+        rows,
+        d,
+        eps,
+      );
+      return [dx, dg, db];
+    },
+  },
+  {
+    name: GELU,
+    fn: ({ inputs: { x }, backend }) => {
+      float32(GELU, x);
+      const y = backend.makeOutput(x.shape, "float32");
+      kernelsOf(backend).gelu(ptr(backend, x), ptr(backend, y), tf.util.sizeFromShape(x.shape));
+      return y;
+    },
+  },
+  {
+    name: GELU_GRAD,
+    fn: ({ inputs: { dy, x }, backend }) => {
+      float32(GELU_GRAD, dy, x);
+      const dx = backend.makeOutput(x.shape, "float32");
+      kernelsOf(backend).gelu_grad(
+        ptr(backend, dy),
+        ptr(backend, x),
+        ptr(backend, dx),
+        tf.util.sizeFromShape(x.shape),
+      );
+      return dx;
+    },
+  },
+  {
+    name: ADAMW,
+    fn: ({ inputs: { p, g, m, v }, backend, attrs: a }) => {
+      float32(ADAMW, p, g, m, v);
+      const [p1, m1, v1] = [p, m, v].map(() => backend.makeOutput(p.shape, "float32"));
+      kernelsOf(backend).adamw(
+        ptr(backend, p),
+        ptr(backend, g),
+        ptr(backend, m),
+        ptr(backend, v),
+        ptr(backend, p1),
+        ptr(backend, m1),
+        ptr(backend, v1),
+        tf.util.sizeFromShape(p.shape),
+        a.c1m,
+        a.b2,
+        a.c2,
+        a.sbc2,
+        a.eps,
+        a.decay,
+        a.step,
+        a.hasDecay,
+      );
+      return [p1, m1, v1];
+    },
+  },
+  {
+    name: EMA,
+    fn: ({ inputs: { t, s }, backend, attrs: { mom } }) => {
+      float32(EMA, t, s);
+      const t1 = backend.makeOutput(t.shape, "float32");
+      const n = tf.util.sizeFromShape(t.shape);
+      kernelsOf(backend).ema(ptr(backend, t), ptr(backend, s), ptr(backend, t1), n, mom, 1 - mom);
+      return t1;
+    },
+  },
+];
+
+let installed = false;
+
+/**
+ * Registers the fused kernels (and their gradients) for the wasm backend and its leading-axis
+ * `Sum`. Idempotent; call after tfjs-backend-wasm is imported. `initBackend` calls it.
+ */
+export function installWasmKernels(): void {
+  if (installed) return;
+  for (const { name, fn } of kernels) {
+    tf.registerKernel({ kernelName: name, backendName: "wasm", kernelFunc: fn as never });
+  }
+  tf.registerGradient({
+    kernelName: LN,
+    inputsToSave: ["x", "gamma"],
+    gradFunc: (dy, saved, attrs) => {
+      const [x, gamma] = saved;
+      const [dx, dg, db] = tf.engine().runKernel(
+        LN_GRAD,
+        { dy: dy as tf.Tensor, x, gamma },
+        attrs as unknown as tf.NamedAttrMap,
+      ) as tf.Tensor[];
+      return { x: () => dx, gamma: () => dg, beta: () => db };
+    },
+  });
+  tf.registerGradient({
+    kernelName: GELU,
+    inputsToSave: ["x"],
+    gradFunc: (dy, [x]) => ({
+      x: () => tf.engine().runKernel(GELU_GRAD, { dy: dy as tf.Tensor, x }) as tf.Tensor,
+    }),
+  });
+  installLeadingSum();
+  installTranspose();
+  installed = true;
+}
+
+/** Replaces the wasm `Sum` with one that reduces leading axes (`[0..j)`) in one pass. */
+function installLeadingSum(): void {
+  const orig = tf.getKernel("Sum", "wasm");
+  if (!orig) throw new Error('wasm_kernels.ts: import "@tensorflow/tfjs-backend-wasm" first');
+  const origFn = orig.kernelFunc;
+  const fast = (args: KArgs & { attrs: { axis: number | number[]; keepDims: boolean } }) => {
+    const { inputs: { x }, backend, attrs: { axis, keepDims } } = args;
+    const rank = x.shape.length;
+    const axes = tf.util.parseAxisParam(axis, x.shape).sort((a, b) => a - b);
+    const leading = axes.length > 0 && axes.length < rank && axes.every((a, i) => a === i);
+    const k = leading && x.dtype === "float32" ? wasmKernelsFor(backend) : undefined;
+    if (!k) return origFn(args as never);
+    const rows = x.shape.slice(0, axes.length).reduce((p, q) => p * q, 1);
+    const rest = x.shape.slice(axes.length);
+    const cols = rest.reduce((p, q) => p * q, 1);
+    const out = backend.makeOutput(keepDims ? [...axes.map(() => 1), ...rest] : rest, "float32");
+    if (rows * cols > 0) k.colsum(ptr(backend, x), ptr(backend, out), rows, cols);
+    return out;
+  };
+  tf.unregisterKernel("Sum", "wasm");
+  tf.registerKernel({ ...orig, kernelFunc: fast as never });
+}
+
+/**
+ * `[batch, rows, cols, inner]` sizes of a transpose `perm` of `shape` that swaps two adjacent
+ * groups of axes (`[0..a) [b..c) [a..b) [c..r)`), or `undefined` for other permutations.
+ */
+export function swapGroups(
+  shape: readonly number[],
+  perm: readonly number[],
+): [number, number, number, number] | undefined {
+  const r = shape.length;
+  const prod = (i: number, j: number) => shape.slice(i, j).reduce((p, q) => p * q, 1);
+  for (let a = 0; a < r; a++) {
+    if (perm[a] !== a) {
+      const b = perm[a];
+      const c = b + perm.indexOf(a) - a;
+      const want = [
+        ...Array.from({ length: a }, (_, i) => i),
+        ...Array.from({ length: Math.max(c - b, 0) }, (_, i) => b + i),
+        ...Array.from({ length: Math.max(b - a, 0) }, (_, i) => a + i),
+        ...Array.from({ length: Math.max(r - c, 0) }, (_, i) => c + i),
+      ];
+      if (want.length !== r || want.some((v, i) => v !== perm[i])) return undefined;
+      return [prod(0, a), prod(a, b), prod(b, c), prod(c, r)];
+    }
+  }
+  return [prod(0, r), 1, 1, 1]; // identity
+}
+
+/**
+ * Transposes `x` as `[batch, rows, cols, inner]` to `[batch, cols, rows, inner]` into a new
+ * tensor of shape `outShape` with the SIMD kernel. The caller owns the result.
+ */
+export function transposeInto(
+  backend: WasmBackendLike,
+  k: WasmKernels,
+  x: tf.TensorInfo,
+  outShape: number[],
+  [batch, rows, cols, inner]: [number, number, number, number],
+): tf.TensorInfo {
+  const out = backend.makeOutput(outShape, x.dtype);
+  if (batch * rows * cols * inner > 0) {
+    k.transpose(ptr(backend, x), ptr(backend, out), batch, rows, cols, inner);
+  }
+  return out;
+}
+
+/** Replaces the wasm `Transpose` of 4-byte tensors by the SIMD kernel where the perm allows. */
+function installTranspose(): void {
+  const orig = tf.getKernel("Transpose", "wasm");
+  if (!orig) throw new Error('wasm_kernels.ts: import "@tensorflow/tfjs-backend-wasm" first');
+  const origFn = orig.kernelFunc;
+  const fast = (args: KArgs & { attrs: { perm: number[] } }) => {
+    const { inputs: { x }, backend, attrs: { perm } } = args;
+    const groups = x.dtype === "float32" || x.dtype === "int32"
+      ? swapGroups(x.shape, perm)
+      : undefined;
+    const k = groups ? wasmKernelsFor(backend) : undefined;
+    if (!k || !groups) return origFn(args as never);
+    return transposeInto(backend, k, x, perm.map((p) => x.shape[p]), groups);
+  };
+  tf.unregisterKernel("Transpose", "wasm");
+  tf.registerKernel({ ...orig, kernelFunc: fast as never });
+}
+
+/** Whether the fused kernel `name` is available on the active backend. */
+function active(name: string): boolean {
+  return tf.getKernel(name, tf.getBackend()) !== undefined &&
+    wasmKernelsFor(tf.backend()) !== undefined;
+}
+
+/**
+ * LayerNorm over the last axis of `x [..., D]` with `gamma, beta [D]` as one fused kernel each
+ * way, or `undefined` where the fused kernel is not available (then use plain tfjs ops).
+ */
+export function fusedLayerNorm(
+  x: tf.Tensor,
+  gamma: tf.Tensor,
+  beta: tf.Tensor,
+  eps: number,
+): tf.Tensor | undefined {
+  if (!active(LN) || x.dtype !== "float32") return undefined;
+  return tf.engine().runKernel(LN, { x, gamma, beta }, { eps }) as tf.Tensor;
+}
+
+/** Exact (erf) GELU as one fused kernel each way, or `undefined` where it is not available. */
+export function fusedGelu(x: tf.Tensor): tf.Tensor | undefined {
+  if (!active(GELU) || x.dtype !== "float32") return undefined;
+  return tf.engine().runKernel(GELU, { x }) as tf.Tensor;
+}
+
+/** Coefficients of one AdamW update (see {@link fusedAdamW}). */
+export interface AdamWCoefficients {
+  /** 1 - beta1. */
+  c1m: number;
+  /** beta2. */
+  b2: number;
+  /** 1 - beta2. */
+  c2: number;
+  /** sqrt(1 - beta2^t). */
+  sbc2: number;
+  eps: number;
+  /** 1 - lr * wd, applied when `hasDecay`. */
+  decay: number;
+  /** lr / (1 - beta1^t). */
+  step: number;
+  hasDecay: boolean;
+}
+
+/**
+ * One AdamW update of a parameter `p` with gradient `g` and moments `m`, `v` (same shape) as one
+ * kernel: `[p1, m1, v1]`, bit-identical to the unfused ops of `applyGradients` (lib/optim.ts), or
+ * `undefined` where the fused kernel is not available.
+ */
+export function fusedAdamW(
+  p: tf.Tensor,
+  g: tf.Tensor,
+  m: tf.Tensor,
+  v: tf.Tensor,
+  c: AdamWCoefficients,
+): [tf.Tensor, tf.Tensor, tf.Tensor] | undefined {
+  if (!active(ADAMW) || [p, g, m, v].some((t) => t.dtype !== "float32")) return undefined;
+  const attrs = { ...c, hasDecay: c.hasDecay ? 1 : 0 };
+  return tf.engine().runKernel(ADAMW, { p, g, m, v }, attrs) as [tf.Tensor, tf.Tensor, tf.Tensor];
+}
+
+/**
+ * `t * mom + s * (1 - mom)` as one kernel (bit-identical to the unfused ops), or `undefined` where
+ * the fused kernel is not available.
+ */
+export function fusedEma(t: tf.Tensor, s: tf.Tensor, mom: number): tf.Tensor | undefined {
+  if (!active(EMA) || t.dtype !== "float32" || s.dtype !== "float32") return undefined;
+  return tf.engine().runKernel(EMA, { t, s }, { mom }) as tf.Tensor;
+}
