@@ -88,11 +88,21 @@ export interface WasmKernels {
     hasDecay: number,
   ): void;
   ema(t: number, s: number, t1: number, n: number, mom: number, oneMinus: number): void;
+  /** For r < rows: copies `len` elements from `src + r * srcStride` to `dst + r * dstStride`. */
+  copy_rows(
+    src: number,
+    dst: number,
+    rows: number,
+    len: number,
+    srcStride: number,
+    dstStride: number,
+  ): void;
   gelu_grad(dy: number, x: number, dx: number, n: number): void;
 }
 
 /** The parts of tfjs-backend-wasm's `BackendWasm` the kernels use. */
 export interface WasmBackendLike extends tf.KernelBackend {
+  incRef(dataId: tf.DataId): void;
   wasm: Record<string, unknown>;
   dataIdMap: { get(id: tf.DataId): { memoryOffset: number } };
   makeOutput(shape: number[], dtype: tf.DataType): tf.TensorInfo;
@@ -305,6 +315,7 @@ export function installWasmKernels(): void {
   });
   installLeadingSum();
   installTranspose();
+  installCopies();
   installed = true;
 }
 
@@ -392,6 +403,97 @@ function installTranspose(): void {
   };
   tf.unregisterKernel("Transpose", "wasm");
   tf.registerKernel({ ...orig, kernelFunc: fast as never });
+}
+
+/**
+ * Replaces three wasm kernels that copy memory slowly or needlessly:
+ * - `Identity` shares the input's data (tensor data is immutable; tfjs-backend-wasm copied it,
+ *   and tfjs clones every tensor it saves for the backward pass through `Identity`);
+ * - `SplitV` and `Concat` of 4-byte tensors become one strided block copy per part (wasm's
+ *   `Concat` copied row by row from JavaScript; `SplitV` went through generic `Slice`s).
+ */
+function installCopies(): void {
+  const orig = ["Identity", "SplitV", "Concat"].map((name) => {
+    const k = tf.getKernel(name, "wasm");
+    if (!k) throw new Error('wasm_kernels.ts: import "@tensorflow/tfjs-backend-wasm" first');
+    return k;
+  });
+  const fourBytes = (t: tf.TensorInfo) => t.dtype === "float32" || t.dtype === "int32";
+  const identity = (args: KArgs) => {
+    const { inputs: { x }, backend } = args;
+    if (x.dtype === "string") return orig[0].kernelFunc(args as never);
+    backend.incRef(x.dataId);
+    return { dataId: x.dataId, shape: x.shape, dtype: x.dtype };
+  };
+  /** `[outer, axis, inner]` sizes of `shape` around `axis`. */
+  const around = (shape: number[], axis: number) => [
+    tf.util.sizeFromShape(shape.slice(0, axis)),
+    shape[axis],
+    tf.util.sizeFromShape(shape.slice(axis + 1)),
+  ];
+  const splitV = (
+    args: KArgs & { attrs: { numOrSizeSplits: number | number[]; axis: number } },
+  ) => {
+    const { inputs: { x }, backend, attrs: { numOrSizeSplits, axis } } = args;
+    const k = fourBytes(x) ? wasmKernelsFor(backend) : undefined;
+    if (!k) return orig[1].kernelFunc(args as never);
+    const ax = tf.util.parseAxisParam(axis, x.shape)[0];
+    const sizes = tf.backend_util.prepareSplitSize(x as tf.Tensor, numOrSizeSplits, ax);
+    const [outer, len, inner] = around(x.shape, ax);
+    let start = 0;
+    return sizes.map((size) => {
+      const shape = x.shape.slice();
+      shape[ax] = size;
+      const out = backend.makeOutput(shape, x.dtype);
+      if (outer * size * inner > 0) {
+        k.copy_rows(
+          ptr(backend, x) + 4 * start * inner,
+          ptr(backend, out),
+          outer,
+          size * inner,
+          len * inner,
+          size * inner,
+        );
+      }
+      start += size;
+      return out;
+    });
+  };
+  const concat = (
+    args: { inputs: tf.TensorInfo[]; backend: WasmBackendLike; attrs: { axis: number } },
+  ) => {
+    const { inputs, backend } = args;
+    const k = inputs.length > 1 && inputs.every(fourBytes) &&
+        inputs.every((t) => t.dtype === inputs[0].dtype)
+      ? wasmKernelsFor(backend)
+      : undefined;
+    if (!k) return orig[2].kernelFunc(args as never);
+    const ax = tf.util.parseAxisParam(args.attrs.axis, inputs[0].shape)[0];
+    tf.backend_util.assertParamsConsistent(inputs.map((t) => t.shape), ax);
+    const outShape = tf.backend_util.computeOutShape(inputs.map((t) => t.shape), ax);
+    const out = backend.makeOutput(outShape, inputs[0].dtype);
+    const [outer, total, inner] = around(outShape, ax);
+    let start = 0;
+    for (const t of inputs) {
+      const size = t.shape[ax];
+      if (outer * size * inner > 0) {
+        k.copy_rows(
+          ptr(backend, t),
+          ptr(backend, out) + 4 * start * inner,
+          outer,
+          size * inner,
+          size * inner,
+          total * inner,
+        );
+      }
+      start += size;
+    }
+    return out;
+  };
+  for (const [i, fn] of [identity, splitV, concat].entries()) {
+    tf.unregisterKernel(orig[i].kernelName, "wasm");
+    tf.registerKernel({ ...orig[i], kernelFunc: fn as never });
+  }
 }
 
 /** Whether the fused kernel `name` is available on the active backend. */

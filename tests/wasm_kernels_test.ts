@@ -245,6 +245,52 @@ Deno.test("fused GELU: exact erf GELU and its gradient", () => {
   assertClose(dx, expected, 1e-5);
 });
 
+Deno.test("split and concat along every axis, uneven parts, float32 and int32", () => {
+  const shape = [3, 4, 5];
+  const src = values(60, 17);
+  for (const dtype of ["float32", "int32"] as const) {
+    const data = dtype === "int32" ? Int32Array.from(src, (v) => Math.round(v * 1000)) : src;
+    const get = (i: number, j: number, l: number) => data[i * 20 + j * 5 + l];
+    for (let axis = 0; axis < 3; axis++) {
+      const sizes = [[1, 2], [1, 3], [2, 0, 3]][axis];
+      const before = tf.memory().numTensors;
+      tf.tidy(() => {
+        const x = tf.tensor(data, shape, dtype);
+        const parts = tf.split(x, sizes, axis);
+        let start = 0;
+        for (const [p, part] of parts.entries()) {
+          const want: number[] = [];
+          for (let i = 0; i < 3; i++) {
+            for (let j = 0; j < 4; j++) {
+              for (let l = 0; l < 5; l++) {
+                const c = [i, j, l][axis];
+                if (c >= start && c < start + sizes[p]) want.push(get(i, j, l));
+              }
+            }
+          }
+          assertEquals(part.shape[axis], sizes[p]);
+          assertEquals(Array.from(part.dataSync()), want);
+          start += sizes[p];
+        }
+        assertEquals(Array.from(tf.concat(parts, axis).dataSync()), Array.from(data));
+      });
+      assertEquals(tf.memory().numTensors, before);
+    }
+  }
+});
+
+Deno.test("Identity (tf.clone) shares data and survives the original's disposal", () => {
+  const x = tf.tensor1d([1, 2, 3]);
+  const y = tf.clone(x);
+  const be = tf.backend() as unknown as {
+    dataIdMap: { get(id: unknown): { memoryOffset: number } };
+  };
+  assertEquals(be.dataIdMap.get(y.dataId).memoryOffset, be.dataIdMap.get(x.dataId).memoryOffset);
+  x.dispose();
+  assertEquals(Array.from(y.dataSync()), [1, 2, 3]);
+  y.dispose();
+});
+
 Deno.test("fused AdamW and EMA equal the unfused float32 ops bit for bit", () => {
   const n = 37, lr = 3e-3, wd = 0.1, [b1, b2, eps] = [0.9, 0.999, 1e-8];
   const p0 = values(n, 13), g0 = values(n, 14);

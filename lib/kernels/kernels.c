@@ -19,25 +19,47 @@ typedef float f32;
 // ([B*H, T, hd]), which tfjs-backend-wasm 4.22 runs in a scalar loop.
 // ---------------------------------------------------------------------------------------------
 
-// C[m, n] = sum_p a(i, p) B[p, :] where a(i, p) = A[i * ai + p * ap]: rows of C accumulate
-// scaled rows of B, four columns at a time.
+// C[m, n] = sum_p a(i, p) B[p, :] where a(i, p) = A[i * ai + p * ap]. Blocks of 4 rows x 4
+// columns of C stay in registers over the whole k loop (one B load feeds four products).
 static void mm_rows(const f32* A, int ai, int ap, const f32* restrict B, f32* restrict C, int m,
                     int k, int n) {
   int n4 = n & ~3;
-  for (int i = 0; i < m; i++) {
-    f32* c = C + i * n;
-    for (int j = 0; j < n; j++) c[j] = 0.f;
-    for (int p = 0; p < k; p++) {
-      f32 a = A[i * ai + p * ap];
-      v128_t av = wasm_f32x4_splat(a);
-      const f32* b = B + p * n;
-      int j = 0;
-      for (; j < n4; j += 4) {
-        v128_t cv = wasm_v128_load(c + j);
-        cv = wasm_f32x4_add(cv, wasm_f32x4_mul(av, wasm_v128_load(b + j)));
-        wasm_v128_store(c + j, cv);
+  int i = 0;
+  for (; i + 4 <= m; i += 4) {
+    const f32 *a0 = A + i * ai, *a1 = a0 + ai, *a2 = a1 + ai, *a3 = a2 + ai;
+    for (int j = 0; j < n4; j += 4) {
+      v128_t c0 = wasm_f32x4_splat(0.f), c1 = c0, c2 = c0, c3 = c0;
+      for (int p = 0; p < k; p++) {
+        v128_t b = wasm_v128_load(B + p * n + j);
+        c0 = wasm_f32x4_add(c0, wasm_f32x4_mul(wasm_f32x4_splat(a0[p * ap]), b));
+        c1 = wasm_f32x4_add(c1, wasm_f32x4_mul(wasm_f32x4_splat(a1[p * ap]), b));
+        c2 = wasm_f32x4_add(c2, wasm_f32x4_mul(wasm_f32x4_splat(a2[p * ap]), b));
+        c3 = wasm_f32x4_add(c3, wasm_f32x4_mul(wasm_f32x4_splat(a3[p * ap]), b));
       }
-      for (; j < n; j++) c[j] += a * b[j];
+      wasm_v128_store(C + i * n + j, c0);
+      wasm_v128_store(C + (i + 1) * n + j, c1);
+      wasm_v128_store(C + (i + 2) * n + j, c2);
+      wasm_v128_store(C + (i + 3) * n + j, c3);
+    }
+    for (int r = i; r < i + 4; r++)
+      for (int j = n4; j < n; j++) {
+        f32 acc = 0.f;
+        for (int p = 0; p < k; p++) acc += A[r * ai + p * ap] * B[p * n + j];
+        C[r * n + j] = acc;
+      }
+  }
+  for (; i < m; i++) {
+    const f32* a = A + i * ai;
+    for (int j = 0; j < n4; j += 4) {
+      v128_t c = wasm_f32x4_splat(0.f);
+      for (int p = 0; p < k; p++)
+        c = wasm_f32x4_add(c, wasm_f32x4_mul(wasm_f32x4_splat(a[p * ap]), wasm_v128_load(B + p * n + j)));
+      wasm_v128_store(C + i * n + j, c);
+    }
+    for (int j = n4; j < n; j++) {
+      f32 acc = 0.f;
+      for (int p = 0; p < k; p++) acc += a[p * ap] * B[p * n + j];
+      C[i * n + j] = acc;
     }
   }
 }
@@ -378,4 +400,18 @@ EXPORT void adamw(const f32* restrict p, const f32* restrict g, const f32* restr
 EXPORT void ema(const f32* restrict t, const f32* restrict s, f32* restrict t1, int n, f32 mom,
                 f32 one_minus) {
   for (int i = 0; i < n; i++) t1[i] = t[i] * mom + s[i] * one_minus;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Strided block copy of 4-byte elements: for r < rows, dst[r * dst_stride + i] = src[r *
+// src_stride + i], i < len. One call per part of a split (src offset by the part's start) or of a
+// concat (dst offset likewise) along any axis.
+// ---------------------------------------------------------------------------------------------
+EXPORT void copy_rows(const f32* restrict src, f32* restrict dst, int rows, int len,
+                      int src_stride, int dst_stride) {
+  for (int r = 0; r < rows; r++) {
+    const f32* s = src + r * src_stride;
+    f32* d = dst + r * dst_stride;
+    for (int i = 0; i < len; i++) d[i] = s[i];
+  }
 }
