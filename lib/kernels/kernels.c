@@ -270,9 +270,11 @@ EXPORT void layernorm_grad(const f32* restrict dy, const f32* restrict x, const 
 }
 
 // ---------------------------------------------------------------------------------------------
-// Exact GELU: y = x/2 (1 + erf(x / sqrt 2)), and its gradient. erf as tfjs computes it
-// (Abramowitz & Stegun 7.1.26, |error| < 1.5e-7); exp by range reduction and a polynomial.
-// Written branch-free so that clang vectorises the loops.
+// Exact GELU: y = x/2 (1 + erf(x / sqrt 2)), and its gradient. The forward pass takes erf from a
+// rational approximation (erf4_rational); the gradient, which needs exp(-x^2/2) anyway, from
+// Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7, as tfjs's own Erf) sharing that exponential.
+// Both are within 1e-6 of the exact values (tests/wasm_kernels_test.ts). The scalar tails (n % 4
+// elements) use the Abramowitz & Stegun form for both.
 // ---------------------------------------------------------------------------------------------
 static inline f32 exp_f(f32 x) {
   // exp(x) = 2^n exp(r), n = round(x / ln 2), |r| <= ln2 / 2; inputs here are <= 0.
@@ -333,8 +335,26 @@ static inline v128_t erf4_e(v128_t x, v128_t e) {
   return wasm_v128_or(wasm_v128_andnot(y, sign), wasm_v128_and(x, sign));
 }
 
-static inline v128_t erf4(v128_t x) {
-  return erf4_e(x, exp4(wasm_f32x4_neg(wasm_f32x4_mul(x, x))));
+
+// erf(x) as x P(x^2) / Q(x^2) on [-4, 4] (the rational form of Eigen and XLA; |error| < 5e-7,
+// checked against Python's math.erf on 200,001 points of [-6, 6]): no exp, about 25 operations
+// against 40 for erf4.
+static inline v128_t erf4_rational(v128_t x) {
+  x = wasm_f32x4_min(wasm_f32x4_max(x, wasm_f32x4_splat(-4.f)), wasm_f32x4_splat(4.f));
+  v128_t x2 = wasm_f32x4_mul(x, x);
+  v128_t p = wasm_f32x4_splat(-2.72614225801306e-10f);
+  p = wasm_f32x4_add(wasm_f32x4_mul(p, x2), wasm_f32x4_splat(2.77068142495902e-08f));
+  p = wasm_f32x4_add(wasm_f32x4_mul(p, x2), wasm_f32x4_splat(-2.10102402082508e-06f));
+  p = wasm_f32x4_add(wasm_f32x4_mul(p, x2), wasm_f32x4_splat(-5.69250639462346e-05f));
+  p = wasm_f32x4_add(wasm_f32x4_mul(p, x2), wasm_f32x4_splat(-7.34990630326855e-04f));
+  p = wasm_f32x4_add(wasm_f32x4_mul(p, x2), wasm_f32x4_splat(-2.95459980854025e-03f));
+  p = wasm_f32x4_add(wasm_f32x4_mul(p, x2), wasm_f32x4_splat(-1.60960333262415e-02f));
+  v128_t q = wasm_f32x4_splat(-1.45660718464996e-05f);
+  q = wasm_f32x4_add(wasm_f32x4_mul(q, x2), wasm_f32x4_splat(-2.13374055278905e-04f));
+  q = wasm_f32x4_add(wasm_f32x4_mul(q, x2), wasm_f32x4_splat(-1.68282697438203e-03f));
+  q = wasm_f32x4_add(wasm_f32x4_mul(q, x2), wasm_f32x4_splat(-7.37332916720468e-03f));
+  q = wasm_f32x4_add(wasm_f32x4_mul(q, x2), wasm_f32x4_splat(-1.42647390514189e-02f));
+  return wasm_f32x4_div(wasm_f32x4_mul(x, p), q);
 }
 
 EXPORT void gelu(const f32* restrict x, f32* restrict y, int n) {
@@ -343,7 +363,7 @@ EXPORT void gelu(const f32* restrict x, f32* restrict y, int n) {
   const v128_t s = wasm_f32x4_splat(0.70710678118654752f);
   for (; i + 4 <= n; i += 4) {
     v128_t v = wasm_v128_load(x + i);
-    v128_t e = erf4(wasm_f32x4_mul(v, s));
+    v128_t e = erf4_rational(wasm_f32x4_mul(v, s));
     wasm_v128_store(y + i, wasm_f32x4_mul(wasm_f32x4_mul(half, v), wasm_f32x4_add(one, e)));
   }
   for (; i < n; i++) {
