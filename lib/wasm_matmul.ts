@@ -183,6 +183,30 @@ export function installWasmMatMulFastPath(): void {
     }
     const temps: tf.TensorInfo[] = [];
     const keep = (t: tf.TensorInfo) => (temps.push(t), t);
+    const batchShape = tf.backend_util.assertAndGetBroadcastShape(
+      a.shape.slice(0, -2),
+      b.shape.slice(0, -2),
+    );
+    const outShape = [...batchShape, m, n];
+    if (transposeA && !transposeB && n > m) {
+      // a^T b = (b^T a)^T (weight gradients x^T dy): XNNPACK packs its right operand afresh for
+      // every new tensor, so let it pack the narrower a [k, m] rather than b [k, n].
+      const bT = keep(transpose2d(keep(reshape(b, [k, n], backend)), backend));
+      const prod = keep(
+        origFn(
+          {
+            inputs: { a: bT, b: keep(reshape(a, [k, m], backend)) },
+            backend,
+            attrs: { transposeA: false, transposeB: false },
+          } as unknown as Parameters<KernelFunc>[0],
+        ) as tf.TensorInfo,
+      );
+      const t = transpose2d(prod, backend);
+      const out = reshape(t, outShape, backend);
+      backend.disposeData(t.dataId);
+      for (const x of temps) backend.disposeData(x.dataId);
+      return out;
+    }
     const a2 = keep(reshape(a, transposeA ? [k, m] : [batchA * m, k], backend));
     const aN = transposeA ? keep(transpose2d(a2, backend)) : a2;
     let bN: tf.TensorInfo;
@@ -198,11 +222,6 @@ export function installWasmMatMulFastPath(): void {
         attrs: { transposeA: false, transposeB: false },
       } as unknown as Parameters<KernelFunc>[0],
     ) as tf.TensorInfo;
-    const batchShape = tf.backend_util.assertAndGetBroadcastShape(
-      a.shape.slice(0, -2),
-      b.shape.slice(0, -2),
-    );
-    const outShape = [...batchShape, m, n];
     const out = reshape(out2, outShape, backend);
     backend.disposeData(out2.dataId);
     for (const t of temps) backend.disposeData(t.dataId);
