@@ -105,7 +105,14 @@ export function blurKernelSizeFor(size: number): number {
  * ```
  */
 export function defaultAugmentConfig(
-  opts: { outSize: number; channels: number; mean?: number[]; std?: number[] },
+  opts: {
+    outSize: number;
+    channels: number;
+    mean?: number[];
+    std?: number[];
+    /** Smallest crop area of the random resized crop (default 0.08, the paper's). */
+    cropMin?: number;
+  },
 ): AugmentConfig {
   const { outSize, channels } = opts;
   const rgb = channels === 3;
@@ -113,7 +120,7 @@ export function defaultAugmentConfig(
   const std = opts.std ?? (rgb ? IMAGENET_STD.slice() : new Array(channels).fill(0.5));
   const cfg: AugmentConfig = {
     outSize,
-    scale: [0.08, 1],
+    scale: [opts.cropMin ?? 0.08, 1],
     ratio: [3 / 4, 4 / 3],
     flipP: 0.5,
     jitterP: 0.8,

@@ -21,6 +21,7 @@
 import * as tf from "@tensorflow/tfjs-core";
 import { buildMlp, type Mlp, mlpForward } from "./heads.ts";
 import { createRng } from "./rng.ts";
+import { fusedEma } from "./wasm_kernels.ts";
 import {
   createViT,
   trainableParams,
@@ -135,18 +136,33 @@ export function disposeMoCo(model: MoCo): void {
 }
 
 /**
- * The MoCo v3 contrastive loss of queries `q [B, C]` against keys `k [B, C]`:
- * CrossEntropy(normalize(q) normalize(k)^T / T, labels = diagonal) * 2T. The 2T factor makes
- * the gradient scale independent of T; at chance the value is about 2T ln(B).
+ * The MoCo v3 contrastive loss of queries `q [B, C]` against keys `k [K, C]`:
+ * CrossEntropy(normalize(q) normalize(k)^T / T, labels) * 2T, where the positive of query i is
+ * key `labelOffset + i` (the diagonal when `labelOffset` is 0 and K = B). The 2T factor makes
+ * the gradient scale independent of T; at chance the value is about 2T ln(K).
+ *
+ * With keys gathered from every data-parallel shard (`K = N * B`), shard w passes
+ * `labelOffset = w * B`, as the official code does with `concat_all_gather`.
  */
-export function contrastiveLoss(q: tf.Tensor2D, k: tf.Tensor2D, temperature: number): tf.Scalar {
+export function contrastiveLoss(
+  q: tf.Tensor2D,
+  k: tf.Tensor2D,
+  temperature: number,
+  labelOffset = 0,
+): tf.Scalar {
+  const B = q.shape[0], K = k.shape[0];
+  if (!(Number.isInteger(labelOffset) && labelOffset >= 0 && labelOffset + B <= K)) {
+    throw new Error(
+      `moco.contrastiveLoss: positives ${labelOffset}..${labelOffset + B - 1} of ${B} queries ` +
+        `must index the ${K} keys; pass keys [K >= labelOffset + B, C]`,
+    );
+  }
   return tf.tidy(() => {
     const logits = tf.div(
       tf.matMul(l2normalize(q), l2normalize(k), false, true),
       temperature,
     ) as tf.Tensor2D;
-    const B = q.shape[0];
-    const labels = tf.oneHot(tf.range(0, B, 1, "int32"), B);
+    const labels = tf.oneHot(tf.range(labelOffset, labelOffset + B, 1, "int32"), K);
     const ce = tf.neg(tf.mean(tf.sum(tf.mul(labels, tf.logSoftmax(logits)), 1)));
     return tf.mul(ce, 2 * temperature) as tf.Scalar;
   });
@@ -167,7 +183,7 @@ export function emaUpdate(
   tf.tidy(() => {
     for (const [k, t] of Object.entries(target)) {
       const s = source[rename(k)];
-      t.assign(tf.add(tf.mul(t, m), tf.mul(s, 1 - m)));
+      t.assign(fusedEma(t, s, m) ?? tf.add(tf.mul(t, m), tf.mul(s, 1 - m)));
     }
   });
 }
@@ -266,16 +282,33 @@ export function symmetricMomentumStep(
   pair: (p: tf.Tensor2D, target: tf.Tensor2D) => tf.Scalar,
 ): StepResult {
   const [t1, t2] = momentumTargets(model, x1, x2, opts.momentum);
+  const result = onlineGrads(model, x1, x2, t1, t2, pair);
+  tf.dispose([t1, t2]);
+  return result;
+}
+
+/**
+ * The online half of {@link symmetricMomentumStep}: p1, p2 = predictor(projector(backbone(x1|x2)))
+ * on views `x1, x2 [B, H, W, C]`, loss = pair(p1, t2) + pair(p2, t1) against given targets
+ * `t1, t2` (no gradient; `[B, C]`, or `[K, C]` keys gathered from several shards). Returns the loss
+ * and the gradients of {@link mocoTrainable}; does not touch the momentum encoder.
+ */
+export function onlineGrads(
+  model: MoCo,
+  x1: tf.Tensor4D,
+  x2: tf.Tensor4D,
+  t1: tf.Tensor2D,
+  t2: tf.Tensor2D,
+  pair: (p: tf.Tensor2D, target: tf.Tensor2D) => tf.Scalar,
+): StepResult {
   const predict = (h: tf.Tensor2D) => mlpForward(model.predictor, mlpForward(model.projector, h));
-  const result = twoViewGrads(
+  return twoViewGrads(
     model.backbone,
     mocoTrainable(model),
     x1,
     x2,
     (h1, h2) => tf.add(pair(predict(h1), t2), pair(predict(h2), t1)) as tf.Scalar,
   );
-  tf.dispose([t1, t2]);
-  return result;
 }
 
 /** One MoCo v3 step: {@link symmetricMomentumStep} with loss = ctr(q1, k2) + ctr(q2, k1). */

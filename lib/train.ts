@@ -21,10 +21,10 @@
  */
 import * as tf from "@tensorflow/tfjs-core";
 import { initBackend } from "./backend.ts";
-import { defaultAugmentConfig, twoViews } from "./augment.ts";
+import { type AugmentConfig, defaultAugmentConfig, twoViews } from "./augment.ts";
 import { CONFIG_KEY, saveBackbone, saveTensors } from "./checkpoint.ts";
 import { type Dataset, getBatch, loadDataset, toFloatTensor } from "./data/mod.ts";
-import { datasetStats, extractFeatures } from "./features.ts";
+import { type ChannelStats, datasetStats, extractFeatures } from "./features.ts";
 import { knnClassify } from "./eval/knn.ts";
 import { createFramework, type SslModel } from "./frameworks/mod.ts";
 import {
@@ -44,6 +44,7 @@ import { assignTensors } from "./checkpoint.ts";
 import { ConfigError, vitConfig } from "./vit.ts";
 import { PRESETS, type PretrainConfig, validateConfig } from "./config.ts";
 import { appendRows, truncateRows } from "./runlog.ts";
+import { assignArrays, createDataParallel, type DataParallel, readArrays } from "./parallel/mod.ts";
 
 export type { PretrainConfig } from "./config.ts";
 
@@ -204,7 +205,7 @@ export async function versions(backend: string): Promise<Record<string, string>>
 }
 
 /** Group gradient norms for logging and for finding the first layer that went non-finite. */
-function gradGroups(grads: Record<string, tf.Tensor>, depth: number): string[][] {
+function gradGroups(grads: Record<string, unknown>, depth: number): string[][] {
   const groups: string[][] = [[], ...Array.from({ length: depth }, () => []), []];
   for (const name of Object.keys(grads)) {
     const m = /^base_encoder\.blocks\.(\d+)\./.exec(name);
@@ -228,6 +229,7 @@ export async function pretrain(cfg: PretrainConfig, hooks: RunHooks = {}): Promi
   const signal = hooks.signal ?? { stop: false };
   const backendInfo = await initBackend({ backend: cfg.backend, threads: cfg.threads });
   print(`backend: ${backendInfo.summary}`);
+  if (cfg.workers > 1) checkWorkers(cfg, backendInfo.name);
 
   // Data.
   const [train, test] = await loadSplits(cfg);
@@ -241,12 +243,7 @@ export async function pretrain(cfg: PretrainConfig, hooks: RunHooks = {}): Promi
   const totalSteps = cfg.epochs * stepsPerEpoch;
   const lastStep = cfg.maxSteps > 0 ? Math.min(cfg.maxSteps, totalSteps) : totalSteps;
   const stats = datasetStats(train);
-  const aug = defaultAugmentConfig({
-    outSize: train.height,
-    channels: train.channels,
-    mean: stats.mean,
-    std: stats.std,
-  });
+  const aug = pretrainAugmentConfig(cfg, train, stats);
 
   // Model and optimiser.
   const vit = backboneConfig(cfg, train);
@@ -264,6 +261,22 @@ export async function pretrain(cfg: PretrainConfig, hooks: RunHooks = {}): Promi
     skipDecay: cfg.skipDecay,
   };
   const opt = createOptimizerState(optCfg, params);
+  // With --workers > 1 the workers hold the training state; `ssl` and `opt` here are synced from
+  // worker 0 for checkpoints and kNN (pull), and pushed to the workers after a restore (push).
+  let dp: DataParallel | undefined;
+  const allVars = () => ({
+    ...ssl.state(),
+    ...optimizerStateTensors(opt) as Record<string, tf.Variable>,
+  });
+  const pull = async () => {
+    if (!dp) return;
+    const s = await dp.getState();
+    assignArrays(allVars(), s.tensors, "data-parallel worker 0");
+    opt.step = s.optimizerStep;
+  };
+  const push = async () => {
+    if (dp) await dp.setState({ tensors: readArrays(allVars()), optimizerStep: opt.step });
+  };
   // The model and the optimiser state are freed however the run ends (done, stopped, error).
   try {
     const schedule = {
@@ -296,9 +309,23 @@ export async function pretrain(cfg: PretrainConfig, hooks: RunHooks = {}): Promi
       );
       await writeFileAtomic(`${dir}/config.json`, new TextEncoder().encode(json + "\n"));
     }
+    if (cfg.workers > 1) {
+      dp = await createDataParallel({
+        workers: cfg.workers,
+        vit,
+        moco: { hidden: cfg.hidden, outDim: cfg.outDim, temperature: cfg.temperature },
+        optimizer: optCfg,
+        seed: cfg.seed,
+        backend: backendInfo.name as "wasm" | "cpu",
+        threads: backendInfo.threads,
+      });
+      await push();
+      print(`data-parallel: ${cfg.workers} workers, each ${dp.backend}`);
+    }
 
     let savedStep = -1;
     const save = async () => {
+      await pull();
       savedStep = step;
       const tensors = { ...ssl.state(), ...optimizerStateTensors(opt) };
       const meta = {
@@ -314,6 +341,7 @@ export async function pretrain(cfg: PretrainConfig, hooks: RunHooks = {}): Promi
     };
 
     const monitor = async (epoch: number) => {
+      await pull();
       const row = await knnMonitor(ssl, train, test, stats, cfg, step, epoch);
       await appendRows(`${dir}/knn.csv`, KNN_COLUMNS, [row]);
       hooks.onKnn?.(row);
@@ -352,27 +380,45 @@ export async function pretrain(cfg: PretrainConfig, hooks: RunHooks = {}): Promi
         x1.dispose();
         x1 = poisoned;
       }
-      const { loss, grads } = ssl.step(x1, x2, { momentum: m });
-      tf.dispose([x1, x2]);
-      const norms = tf.tidy(() => {
-        const groups = gradGroups(grads, depth);
-        const parts = groups.map((g) =>
-          g.length ? tf.sum(tf.stack(g.map((n) => tf.sum(tf.square(grads[n]))))) : tf.scalar(0)
+      // `finish(true)` applies the update (the workers already did, unless non-finite).
+      let lossValue: number, nv: number[], finish: (apply: boolean) => void;
+      if (dp) {
+        const r = await dp.step(x1, x2, { lr, momentum: m });
+        tf.dispose([x1, x2]);
+        lossValue = r.loss;
+        const parts = gradGroups(r.gradSquares, depth).map((g) =>
+          g.reduce((sum, n) => sum + r.gradSquares[n], 0)
         );
-        return tf.sqrt(tf.stack([...parts, tf.addN(parts)]));
-      });
-      const [lossValue] = await loss.data();
-      const nv = await norms.data();
-      norms.dispose();
-      const badGroup = [...nv].findIndex((v) => !Number.isFinite(v));
+        nv = [...parts, parts.reduce((a, b) => a + b, 0)].map(Math.sqrt);
+        finish = () => {};
+      } else {
+        const { loss, grads } = ssl.step(x1, x2, { momentum: m });
+        tf.dispose([x1, x2]);
+        const norms = tf.tidy(() => {
+          const groups = gradGroups(grads, depth);
+          const parts = groups.map((g) =>
+            g.length ? tf.sum(tf.stack(g.map((n) => tf.sum(tf.square(grads[n]))))) : tf.scalar(0)
+          );
+          return tf.sqrt(tf.stack([...parts, tf.addN(parts)]));
+        });
+        [lossValue] = await loss.data();
+        nv = Array.from(await norms.data());
+        norms.dispose();
+        finish = (apply) => {
+          if (apply) applyGradients(params, grads, opt, optCfg, lr);
+          tf.dispose([loss, ...Object.values(grads)]);
+        };
+      }
+      const badGroup = nv.findIndex((v) => !Number.isFinite(v));
       if (!Number.isFinite(lossValue) || badGroup >= 0) {
-        tf.dispose([loss, ...Object.values(grads)]);
+        finish(false);
         const where = badGroup >= 0 && badGroup <= depth + 1
           ? `the gradient norm of ${groupLabel(badGroup, depth)} went non-finite first`
           : "the loss is non-finite";
         const msg = `non-finite loss (${lossValue}) at step ${step} (epoch ${epoch}): ${where}`;
         if (cfg.onNan === "rollback" && await exists(ckptPath)) {
           ({ step, lrScale } = await restore(ssl, opt, ckptPath));
+          await push();
           lrScale *= cfg.nanLrFactor;
           savedStep = -1; // the checkpoint holds the old lr scale
           await truncateLogs(dir, step);
@@ -384,8 +430,7 @@ export async function pretrain(cfg: PretrainConfig, hooks: RunHooks = {}): Promi
             "or run with --on-nan rollback.",
         );
       }
-      applyGradients(params, grads, opt, optCfg, lr);
-      tf.dispose([loss, ...Object.values(grads)]);
+      finish(true);
 
       const row: LogRow = {
         step,
@@ -428,6 +473,7 @@ export async function pretrain(cfg: PretrainConfig, hooks: RunHooks = {}): Promi
     if (cfg.finalKnn) {
       const full = { ...cfg, knnTrainSize: 0, knnTestSize: 0 };
       const epochsDone = Math.floor(step / stepsPerEpoch);
+      await pull();
       const row = await knnMonitor(ssl, train, test, stats, full, step, epochsDone);
       await appendRows(`${dir}/knn.csv`, KNN_COLUMNS, [row]);
       hooks.onKnn?.(row);
@@ -441,8 +487,31 @@ export async function pretrain(cfg: PretrainConfig, hooks: RunHooks = {}): Promi
     print(`run directory: ${dir}`);
     return { runDir: dir, steps: step, knnTop1, knnTop5, status: "done" };
   } finally {
+    dp?.close();
     ssl.dispose();
     disposeOptimizerState(opt);
+  }
+}
+
+/** Refuses `workers > 1` where the data-parallel runner cannot run it. */
+function checkWorkers(cfg: PretrainConfig, backend: string): void {
+  if (cfg.framework !== "mocov3") {
+    throw new ConfigError(
+      `--workers ${cfg.workers} supports framework mocov3 only, got "${cfg.framework}": ` +
+        "use --workers 1",
+    );
+  }
+  if (backend !== "wasm" && backend !== "cpu") {
+    throw new ConfigError(
+      `--workers ${cfg.workers} runs each worker on wasm or cpu, but the backend is ${backend}: ` +
+        "pass --backend wasm (or --workers 1)",
+    );
+  }
+  if (cfg.batchSize % cfg.workers !== 0) {
+    throw new ConfigError(
+      `batch size ${cfg.batchSize} does not split across ${cfg.workers} workers: choose a ` +
+        "--batch that is a multiple of --workers",
+    );
   }
 }
 
@@ -495,6 +564,29 @@ const RESUMABLE = new Set<keyof PretrainConfig>([
   "checkTensorLeaks",
 ]);
 
+/**
+ * The augmentation of a run: the paper's recipe at the dataset's size and statistics, with the
+ * config's crop scale (`--crop-min`).
+ *
+ * @example
+ * ```ts
+ * pretrainAugmentConfig({ ...cfg, cropMin: 0.25 }, trainDs, datasetStats(trainDs)).scale; // [0.25, 1]
+ * ```
+ */
+export function pretrainAugmentConfig(
+  cfg: Pick<PretrainConfig, "cropMin">,
+  train: Pick<Dataset, "height" | "channels">,
+  stats: ChannelStats,
+): AugmentConfig {
+  return defaultAugmentConfig({
+    outSize: train.height,
+    channels: train.channels,
+    mean: stats.mean,
+    std: stats.std,
+    cropMin: cfg.cropMin,
+  });
+}
+
 /** Refuses to resume a run directory whose config differs in a field that shapes the run. */
 async function checkSameConfig(dir: string, cfg: PretrainConfig, force: boolean): Promise<void> {
   let saved: PretrainConfig;
@@ -506,8 +598,11 @@ async function checkSameConfig(dir: string, cfg: PretrainConfig, force: boolean)
         "use a new --out directory",
     );
   }
+  // A field added after the run was made (absent from its config.json) at its default is no change.
+  const defaults: Partial<PretrainConfig> = PRESETS[cfg.preset] ?? {};
   const diffs = (Object.keys({ ...saved, ...cfg }) as (keyof PretrainConfig)[])
     .filter((k) => !RESUMABLE.has(k))
+    .filter((k) => k in saved || JSON.stringify(defaults[k]) !== JSON.stringify(cfg[k]))
     .filter((k) => JSON.stringify(saved[k]) !== JSON.stringify(cfg[k]))
     .map((k) => `${k}: run has ${JSON.stringify(saved[k])}, now ${JSON.stringify(cfg[k])}`);
   if (diffs.length && !force) {

@@ -9,7 +9,7 @@ import { assert, assertAlmostEquals, assertEquals, assertStringIncludes } from "
 import { initBackend } from "../lib/backend.ts";
 import { median, timeLoop } from "../lib/bench/measure.ts";
 import { matmulFlops, profileTable } from "../lib/bench/profile.ts";
-import { defaultMode } from "../lib/bench/run.ts";
+import { defaultMode, defaultWorkers } from "../lib/bench/run.ts";
 import { createStepRunner } from "../lib/bench/step.ts";
 import { benchTable, parseLines } from "../lib/bench/table.ts";
 import { headFlops, resolveWorkload, stepFlops, type Workload } from "../lib/bench/workloads.ts";
@@ -112,6 +112,17 @@ Deno.test("vit_small224 runs a forward on CPUs (software WebGPU included) and a 
   assertEquals(defaultMode(resolveWorkload("small28"), b("wasm", "SIMD")), "step");
 });
 
+Deno.test("defaultWorkers: one worker per core for single-threaded CPU steps, else the main thread", () => {
+  assertEquals(defaultWorkers("step", "wasm", 1, false, 128, 2), 2);
+  assertEquals(defaultWorkers("step", "cpu", 1, false, 6, 4), 3); // the largest divisor <= cores
+  assertEquals(defaultWorkers("step", "wasm", 1, false, 7, 2), 1);
+  assertEquals(defaultWorkers("step", "wasm", 2, false, 128, 2), 1); // threaded wasm
+  assertEquals(defaultWorkers("forward", "wasm", 1, false, 32, 2), 1);
+  assertEquals(defaultWorkers("step", "webgpu", 1, false, 128, 2), 1);
+  assertEquals(defaultWorkers("step", "wasm", 1, true, 128, 2), 1); // --profile, --smoke
+  assertEquals(defaultWorkers("step", "wasm", 1, false, 128, 1), 1);
+});
+
 Deno.test("benchTable divides images/s by the mean PyTorch images/s of the same workload", () => {
   const line = (backend: string, ips: number, batch = 128) =>
     JSON.stringify({
@@ -136,10 +147,11 @@ Deno.test("benchTable divides images/s by the mean PyTorch images/s of the same 
   // 25 / mean(40, 60) = 0.5; the batch-8 run has no PyTorch row of its batch.
   assertStringIncludes(
     table[4],
-    "| wasm | 1 | 3 | 25.0 | 5120 | 1.00 | 0.50 | 1.00 GiB | 1.0 / ? |",
+    "| wasm | 1 | 1 | 3 | 25.0 | 5120 | 1.00 | 0.50 | 1.00 GiB | 1.0 / ? |",
   );
   assertStringIncludes(table[5], "| 8 | wasm |");
   assertStringIncludes(table[5], "| - |");
+  assertStringIncludes(table[2], "| pytorch | - | 1 |");
 });
 
 Deno.test("timeLoop counts warm-up and timed iterations", async () => {

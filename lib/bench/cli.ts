@@ -8,7 +8,8 @@
  *
  * ```sh
  * deno task bench                                      # every workload, wasm, 10 s each
- * deno task bench --workload small28 --backend wasm --threads 2 --json
+ * deno task bench --workload small28 --backend wasm --json  # a worker per core (default)
+ * deno task bench --workload small28 --backend wasm --workers 1 --threads 2 --json
  * deno task bench --workload small28 --profile          # + the top kernels of one step
  * deno task bench --workload tiny32 --steps 200 --json  # memory check: tf_bytes_growth 0
  * deno task bench --smoke --json                        # seconds: the harness still works
@@ -37,6 +38,13 @@ const SPECS: FlagSpec[] = [
     help: `${BACKENDS.join(", ")} (default wasm)`,
   },
   { key: "threads", flag: "threads", kind: "int", help: "backend threads (wasm; default 1)" },
+  {
+    key: "workers",
+    flag: "workers",
+    kind: "int",
+    help: "data-parallel Deno workers of a step, each with its own backend (default: one per " +
+      "core on wasm/cpu with 1 thread, else 1)",
+  },
   { key: "json", flag: "json", kind: "bool", help: "one JSON line per workload on stdout" },
   { key: "seconds", flag: "seconds", kind: "number", help: "minimum timed seconds (default 10)" },
   { key: "warmup", flag: "warmup", kind: "int", help: "untimed warm-up steps (default 2)" },
@@ -79,7 +87,8 @@ const SPECS: FlagSpec[] = [
 export function formatResult(r: BenchResult, top = 15): string {
   const mb = (b: number) => `${(b / 2 ** 20).toFixed(0)} MiB`;
   const lines = [
-    `${r.workload} [${r.mode}] on ${r.backend} (${r.device}, ${r.threads} thread(s)), batch ` +
+    `${r.workload} [${r.mode}] on ${r.backend} (${r.device}, ${r.threads} thread(s)` +
+    `${r.workers > 1 ? `, ${r.workers} workers` : ""}), batch ` +
     `${r.batch}: ${r.images_per_s.toFixed(1)} images/s, ${r.ms_per_step.toFixed(0)} ms/step ` +
     `(median ${r.ms_per_step_median.toFixed(0)}), ${
       (r.flops_per_step / 1e9).toFixed(2)
@@ -133,6 +142,10 @@ export async function main(args: string[]): Promise<number> {
   if (steps !== undefined && steps < 1) throw new UsageError(`--steps must be >= 1, got ${steps}`);
   const threads = (v.threads as number | undefined) ?? 1;
   if (threads < 1) throw new UsageError(`--threads must be >= 1, got ${threads}`);
+  const workers = v.workers as number | undefined;
+  if (workers !== undefined && workers < 1) {
+    throw new UsageError(`--workers must be >= 1, got ${workers}`);
+  }
 
   const info = await initBackend({ backend: backend as BackendName, threads });
   const log = (s: string) => console.error(s);
@@ -150,10 +163,12 @@ export async function main(args: string[]): Promise<number> {
       auxSeconds: v.auxSeconds as number | undefined,
       profile: !!v.profile,
       smoke: !!v.smoke,
+      workers,
       log,
     }).catch((e) => {
-      // Emscripten aborts when malloc fails: the 32-bit wasm heap stops at 4 GiB.
-      if (info.name === "wasm" && /Aborted\(\)/.test(String(e))) {
+      // Emscripten aborts (or, once the heap is at 4 GiB, its malloc faults) when memory runs
+      // out: the 32-bit wasm heap stops at 4 GiB.
+      if (info.name === "wasm" && /Aborted\(\)|memory access out of bounds/.test(String(e))) {
         throw new BackendError(
           `wasm aborted during ${workload}: most likely its heap reached the 4 GiB limit of ` +
             "32-bit WebAssembly (a training step keeps every forward intermediate for the " +

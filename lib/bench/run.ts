@@ -25,7 +25,8 @@ import { type Dataset, getBatch, syntheticDataset, toFloatTensor } from "../data
 import { createRng, permutation } from "../rng.ts";
 import { loadAverage, median, peakRss, resetPeakRss, timeLoop } from "./measure.ts";
 import { profileStep, type StepProfile } from "./profile.ts";
-import { createStepRunner } from "./step.ts";
+import { createParallelStepRunner, createStepRunner } from "./step.ts";
+import { ConfigError } from "../vit.ts";
 import { type BenchMode, resolveWorkload, stepFlops, type Workload } from "./workloads.ts";
 
 /** Options of {@link benchWorkload}. */
@@ -54,6 +55,11 @@ export interface BenchOptions {
   smoke?: boolean;
   /** Model and data seed. Default 0. */
   seed?: number;
+  /**
+   * Data-parallel Deno workers of the step (`parallel/mod.ts`), each on its own single backend
+   * (wasm or cpu); 1 (the default) runs the step in this thread.
+   */
+  workers?: number;
   /** Progress lines (stderr in the CLI). */
   log?: (line: string) => void;
 }
@@ -65,6 +71,8 @@ export interface BenchResult {
   backend: string;
   device: string;
   threads: number;
+  /** Data-parallel workers of the step (1: the step runs in the main thread). */
+  workers: number;
   batch: number;
   warmup_steps: number;
   steps: number;
@@ -148,6 +156,26 @@ export async function benchAugment(
   return (x.shape[0] * t.iters) / t.seconds;
 }
 
+/**
+ * Workers of a step when `--workers` is not given: on wasm and cpu with one thread, training steps
+ * run data-parallel on one Deno worker per core (the largest divisor of the batch not above
+ * `navigator.hardwareConcurrency`), the fastest way to use this machine's cores; otherwise
+ * (forward mode, threaded wasm, a GPU backend, `--profile`, `--smoke`) in the main thread.
+ */
+export function defaultWorkers(
+  mode: BenchMode,
+  backend: string,
+  threads: number,
+  mainThreadOnly: boolean,
+  batch: number,
+  cores = navigator.hardwareConcurrency ?? 1,
+): number {
+  if (mode !== "step" || mainThreadOnly || threads !== 1) return 1;
+  if (backend !== "wasm" && backend !== "cpu") return 1;
+  for (let n = Math.min(cores, batch); n > 1; n--) if (batch % n === 0) return n;
+  return 1;
+}
+
 /** Runs one workload (see the module doc) on the active backend. */
 export async function benchWorkload(opts: BenchOptions): Promise<BenchResult> {
   const log = opts.log ?? (() => {});
@@ -180,7 +208,21 @@ export async function benchWorkload(opts: BenchOptions): Promise<BenchResult> {
   tf.dispose(batches);
 
   // The timed steps.
-  const runner = createStepRunner(w, mode, seed);
+  const workers = opts.workers ??
+    defaultWorkers(mode, opts.backend.name, opts.backend.threads, !!opts.profile || smoke, B);
+  if (workers > 1 && mode !== "step") {
+    throw new ConfigError(`workers > 1 runs training steps only; got mode "${mode}"`);
+  }
+  if (workers > 1 && opts.profile) {
+    throw new ConfigError("--profile sees the main thread only: drop it or --workers");
+  }
+  const be = opts.backend.name;
+  if (workers > 1 && be !== "wasm" && be !== "cpu") {
+    throw new ConfigError(`workers > 1 runs on the wasm or cpu backend; got "${be}"`);
+  }
+  const runner = workers > 1
+    ? await createParallelStepRunner(w, workers, seed, be as "wasm" | "cpu", opts.backend.threads)
+    : createStepRunner(w, mode, seed);
   let k = 0, last = NaN;
   const step = async () => {
     const [x1, x2] = views[k++ % views.length];
@@ -210,6 +252,7 @@ export async function benchWorkload(opts: BenchOptions): Promise<BenchResult> {
     backend: opts.backend.name,
     device: opts.backend.device,
     threads: opts.backend.threads,
+    workers,
     batch: B,
     warmup_steps: warmup,
     steps: t.iters,

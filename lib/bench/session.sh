@@ -28,27 +28,26 @@ bench() {
 
 has() { [[ " $PARTS " == *" $1 "* ]]; }
 
-# 32-bit wasm has a 4 GiB heap, and a tfjs training step keeps every forward intermediate and
-# every backward gradient alive until the gradient call returns: about 21 MB per image for small28,
-# 210 MB for tiny32 and (forward only, one tidy scope) 290 MB for vit_small224. A tiny32 step at
-# batch 64 (even 32) and a vit_small224 forward at batch 32 do not fit: 1 thread aborts, 2 threads
-# hang. Their wasm rows use batch 8, with PyTorch at the same batch for the ratio (and at the
-# standard batch as well). The pure-JS cpu backend and llvmpipe have no such limit but the
-# machine's 24 GiB is shared: tiny32 batch 16, vit_small224 batch 8 there.
+# 32-bit wasm has a 4 GiB heap per module, and a tfjs training step keeps every forward
+# intermediate and every backward gradient alive until the gradient call returns. With one worker
+# per core (the default) each worker has its own heap and half the batch, so tiny32 fits at its
+# standard batch 64; in one module (--workers 1) it fits up to batch 32, and the vit_small224
+# forward at batch 32. PyTorch runs the same batches.
 if has ratio; then
   # PyTorch and wasm back-to-back, PyTorch again at the end to bracket the load.
   torch --workload small28
-  bench --workload small28 --backend wasm --threads 1
-  bench --workload small28 --backend wasm --threads 2
+  bench --workload small28 --backend wasm
+  bench --workload small28 --backend wasm --workers 1 --threads 1
+  bench --workload small28 --backend wasm --workers 1 --threads 2
   torch --workload small28
   torch --workload tiny32
+  bench --workload tiny32 --backend wasm --warmup 1 --steps 3
   torch --workload tiny32 --batch 8
-  bench --workload tiny32 --batch 8 --backend wasm --threads 1 --warmup 1
-  bench --workload tiny32 --batch 8 --backend wasm --threads 2 --warmup 1
+  bench --workload tiny32 --batch 8 --backend wasm --workers 1 --threads 1 --warmup 1
+  bench --workload tiny32 --batch 8 --backend wasm --workers 1 --threads 2 --warmup 1
   torch --workload vit_small224
-  torch --workload vit_small224 --batch 8
-  bench --workload vit_small224 --batch 8 --backend wasm --threads 1 --warmup 1
-  bench --workload vit_small224 --batch 8 --backend wasm --threads 2 --warmup 1
+  bench --workload vit_small224 --backend wasm --warmup 1 --steps 3
+  bench --workload vit_small224 --backend wasm --threads 2 --warmup 1 --steps 3
 fi
 
 if has slow; then
@@ -62,9 +61,10 @@ if has slow; then
 fi
 
 if has memory; then
-  # tf.memory() must be flat over 200 steps (reduced batches: a leak shows at any batch).
-  bench --workload small28 --backend wasm --steps 200 --batch 16 --aux-seconds 0
-  bench --workload tiny32 --backend wasm --steps 200 --batch 4 --aux-seconds 0
+  # tf.memory() must be flat over 200 steps (reduced batches: a leak shows at any batch), in the
+  # main thread (--workers 1), where tf.memory() sees the step's tensors.
+  bench --workload small28 --backend wasm --workers 1 --steps 200 --batch 16 --aux-seconds 0
+  bench --workload tiny32 --backend wasm --workers 1 --steps 200 --batch 4 --aux-seconds 0
   bench --workload vit_small224 --backend wasm --steps 200 --batch 2 --aux-seconds 0
 fi
 

@@ -26,7 +26,8 @@ import {
   type OptimizerConfig,
   scaledLr,
 } from "../optim.ts";
-import { createViT, disposeViT, vitForward } from "../vit.ts";
+import { createDataParallel } from "../parallel/mod.ts";
+import { ConfigError, createViT, disposeViT, vitForward } from "../vit.ts";
 import type { BenchMode, Workload } from "./workloads.ts";
 
 /** A built model that runs the timed unit; {@link StepRunner.dispose} frees everything. */
@@ -43,6 +44,9 @@ export interface StepRunner {
 
 /** The EMA momentum of every benchmark step (the paper's m0). */
 export const BENCH_MOMENTUM = 0.99;
+
+/** The optimiser of every benchmark step. */
+const BENCH_OPTIMIZER: OptimizerConfig = { name: "adamw", weightDecay: 0.1 };
 
 /** Builds the model (and optimiser) of workload `w` for `mode`, seeded by `seed`. */
 export function createStepRunner(w: Workload, mode: BenchMode, seed = 0): StepRunner {
@@ -65,8 +69,8 @@ export function createStepRunner(w: Workload, mode: BenchMode, seed = 0): StepRu
     temperature: w.temperature,
   }, seed);
   const params = mocoTrainable(model);
-  const optCfg: OptimizerConfig = { name: "adamw", weightDecay: 0.1 };
-  const opt = createOptimizerState(optCfg, params);
+  const opt = createOptimizerState(BENCH_OPTIMIZER, params);
+  const optCfg = BENCH_OPTIMIZER;
   const lr = scaledLr(1.5e-4, w.batch);
   return {
     mode,
@@ -82,5 +86,47 @@ export function createStepRunner(w: Workload, mode: BenchMode, seed = 0): StepRu
       disposeOptimizerState(opt);
       disposeMoCo(model);
     },
+  };
+}
+
+/**
+ * The `step` unit of workload `w` run data-parallel by `workers` Deno workers (see
+ * `parallel/mod.ts`), each on its own `backend` with `threads` threads: the same step (same
+ * model, seed, optimiser, lr, momentum), with the batch split across the workers.
+ *
+ * @example
+ * ```ts
+ * const runner = await createParallelStepRunner(resolveWorkload("small28"), 2);
+ * const loss = await runner.run(x1, x2);
+ * runner.dispose(); // terminates the workers
+ * ```
+ */
+export async function createParallelStepRunner(
+  w: Workload,
+  workers: number,
+  seed = 0,
+  backend: "wasm" | "cpu" = "wasm",
+  threads = 1,
+): Promise<StepRunner> {
+  if (w.batch % workers !== 0) {
+    throw new ConfigError(
+      `batch ${w.batch} of ${w.name} does not split across ${workers} workers: choose --workers ` +
+        "that divides the batch (or --batch)",
+    );
+  }
+  const dp = await createDataParallel({
+    workers,
+    vit: w.vit,
+    moco: { hidden: w.hidden, outDim: w.outDim, temperature: w.temperature },
+    optimizer: BENCH_OPTIMIZER,
+    seed,
+    backend,
+    threads,
+  });
+  const lr = scaledLr(1.5e-4, w.batch);
+  return {
+    mode: "step",
+    run: async (x1, x2) => (await dp.step(x1, x2, { lr, momentum: BENCH_MOMENTUM })).loss,
+    dispose: () => dp.close(),
   };
 }

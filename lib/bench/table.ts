@@ -14,6 +14,8 @@ export interface ResultLine {
   workload: string;
   mode: string;
   backend: string;
+  /** Data-parallel Deno workers (absent in PyTorch lines and older sessions: 1). */
+  workers?: number;
   threads: number;
   batch: number;
   steps: number;
@@ -33,7 +35,8 @@ export function parseLines(text: string): ResultLine[] {
 const key = (r: ResultLine) => `${r.workload}/${r.mode}/${r.batch}`;
 
 /**
- * A Markdown table of `rows`: workload, mode, batch, backend, threads, steps, images/s, ms/step,
+ * A Markdown table of `rows`: workload, mode, batch, backend, workers, threads, steps, images/s,
+ * ms/step,
  * GFLOP/s, the ratio to PyTorch (mean images/s of the PyTorch rows with the same workload, mode
  * and batch; "-" without one), peak RSS and the load average at start / end.
  *
@@ -48,15 +51,16 @@ export function benchTable(rows: ResultLine[]): string {
     if (r.backend === "pytorch") torch.set(key(r), [...(torch.get(key(r)) ?? []), r.images_per_s]);
   }
   const out = [
-    "| workload | mode | batch | backend | threads | steps | images/s | ms/step | GFLOP/s | x PyTorch | peak RSS | load |",
-    "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|",
+    "| workload | mode | batch | backend | workers | threads | steps | images/s | ms/step | GFLOP/s | x PyTorch | peak RSS | load |",
+    "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
   ];
   for (const r of rows) {
     const ref = torch.get(key(r));
     const ratio = ref ? r.images_per_s / (ref.reduce((a, b) => a + b, 0) / ref.length) : undefined;
     const load = [r.load_avg_start, r.load_avg_end].map((l) => l === null ? "?" : l.toFixed(1));
     out.push(
-      `| ${r.workload} | ${r.mode} | ${r.batch} | ${r.backend} | ${r.threads} | ${r.steps} | ` +
+      `| ${r.workload} | ${r.mode} | ${r.batch} | ${r.backend} | ` +
+        `${r.backend === "pytorch" ? "-" : r.workers ?? 1} | ${r.threads} | ${r.steps} | ` +
         `${fmt(r.images_per_s)} | ${r.ms_per_step.toFixed(0)} | ${r.gflops_per_s.toFixed(2)} | ` +
         `${ratio === undefined ? "-" : ratio.toFixed(ratio < 0.1 ? 3 : 2)} | ${
           (r.peak_rss_bytes / 2 ** 30).toFixed(2)
