@@ -33,3 +33,4 @@ export * from "./eval/results.ts";
 export * from "./eval/run.ts";
 export * from "./eval/metrics.ts";
 export * from "./stability.ts";
+export * from "./parallel/mod.ts";
