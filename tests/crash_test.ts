@@ -15,6 +15,7 @@
  * checkpoint), tests/safetensors_test.ts (atomic write with a failing writer).
  */
 import { assert, assertEquals, assertStringIncludes } from "@std/assert";
+import { logSteps, spawnPretrain } from "./pretrain_child.ts";
 import { loadBackbone } from "../lib/checkpoint.ts";
 import { createRng } from "../lib/rng.ts";
 import { readSafetensors } from "../lib/safetensors.ts";
@@ -22,8 +23,6 @@ import { disposeViT } from "../lib/vit.ts";
 import { pretrain, resolveConfig } from "../lib/train.ts";
 import { main } from "../lib/cli/pretrain.ts";
 
-const ROOT = new URL("..", import.meta.url).pathname;
-const CLI = new URL("../lib/cli/pretrain.ts", import.meta.url).pathname;
 /**
  * 16 epochs of 256 / 32 = 128 steps; a checkpoint every 2 steps, kNN monitor every 8. Long enough
  * that ten kills cannot use it up on an idle machine (with 48 steps the last child could finish).
@@ -42,29 +41,7 @@ const FLAGS = [
 const TOTAL = 128;
 const CKPT = "checkpoint.safetensors";
 
-/** `deno run -A --unstable-webgpu lib/cli/pretrain.ts ...args` (= `deno task pretrain`). */
-function spawn(args: string[]): Deno.ChildProcess {
-  return new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "--unstable-webgpu", CLI, ...args],
-    cwd: ROOT,
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-}
-
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-/** Steps of the complete (newline-terminated) rows of a log; a torn last line is ignored. */
-async function logSteps(path: string): Promise<number[]> {
-  let text: string;
-  try {
-    text = await Deno.readTextFile(path);
-  } catch {
-    return [];
-  }
-  const lines = text.split("\n").slice(1, -1); // header ... last complete line
-  return lines.map((l) => Number(l.split(",")[0]));
-}
 
 async function inode(path: string): Promise<number | null> {
   try {
@@ -169,7 +146,7 @@ Deno.test("crash: 10 SIGKILLs at random points (incl. checkpoint writes), resume
         ? watchCreate(dir, ".backbone.safetensors.tmp-")
         : undefined;
       const logIno = await inode(`${dir}/log.csv`);
-      const child = spawn(i === 0 ? [...FLAGS, "--out", dir] : ["--resume", dir]);
+      const child = spawnPretrain(i === 0 ? [...FLAGS, "--out", dir] : ["--resume", dir]);
       const output = child.output();
       const exited = child.status;
       let detail = "";
@@ -232,7 +209,7 @@ Deno.test("crash: 10 SIGKILLs at random points (incl. checkpoint writes), resume
     }
 
     // The last resume runs to the end.
-    const last = await spawn(["--resume", dir]).output();
+    const last = await spawnPretrain(["--resume", dir]).output();
     const stdout = new TextDecoder().decode(last.stdout);
     assertEquals(last.code, 0, new TextDecoder().decode(last.stderr));
     assertStringIncludes(stdout, `resumed ${dir} at step ${Math.max(ckptStep, 0)}/${TOTAL}`);

@@ -9,37 +9,17 @@
  * tests/train_test.ts.
  */
 import { assert, assertEquals, assertStringIncludes } from "@std/assert";
+import { logSteps, spawnPretrain } from "./pretrain_child.ts";
 import { readSafetensors } from "../lib/safetensors.ts";
 
-const ROOT = new URL("..", import.meta.url).pathname;
-const CLI = new URL("../lib/cli/pretrain.ts", import.meta.url).pathname;
 /** 6 epochs of 256 / 32 = 48 steps, far more than run before the signal. */
 const FLAGS = ["--preset", "smoke", "--backend", "wasm", "--epochs", "6", "--ckpt-every", "1000"];
 const TOTAL = 48;
 
-function spawn(args: string[]): Deno.ChildProcess {
-  return new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "--unstable-webgpu", CLI, ...args],
-    cwd: ROOT,
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-}
-
-/** Steps of the complete rows of log.csv. */
-async function logSteps(path: string): Promise<number[]> {
-  try {
-    const lines = (await Deno.readTextFile(path)).split("\n").slice(1, -1);
-    return lines.map((l) => Number(l.split(",")[0]));
-  } catch {
-    return [];
-  }
-}
-
 async function stopWith(sig: "SIGINT" | "SIGTERM"): Promise<void> {
   const dir = await Deno.makeTempDir({ prefix: `vitssl_${sig}_` });
   try {
-    const child = spawn([...FLAGS, "--out", dir]);
+    const child = spawnPretrain([...FLAGS, "--out", dir]);
     const output = child.output();
     // Signal once three steps are logged: mid-run, between or inside steps.
     const t0 = performance.now();
@@ -69,7 +49,7 @@ async function stopWith(sig: "SIGINT" | "SIGTERM"): Promise<void> {
     assertEquals((await readSafetensors(`${dir}/backbone.safetensors`)).metadata.step, `${step}`);
 
     // The printed command resumes there (two more steps, then it stops at --max-steps).
-    const resumed = await spawn(["--resume", dir, "--max-steps", `${step + 2}`]).output();
+    const resumed = await spawnPretrain(["--resume", dir, "--max-steps", `${step + 2}`]).output();
     assertEquals(resumed.code, 0, new TextDecoder().decode(resumed.stderr));
     assertStringIncludes(
       new TextDecoder().decode(resumed.stdout),
