@@ -319,27 +319,47 @@ export function installWasmKernels(): void {
   installed = true;
 }
 
+/**
+ * Replaces the wasm kernel `name` by `make(original)`, whose fast path falls back to the original
+ * kernel function where it does not apply. Throws if tfjs-backend-wasm is not imported yet.
+ */
+export function replaceWasmKernel(
+  name: string,
+  make: (orig: tf.KernelConfig["kernelFunc"]) => (args: never) => unknown,
+): void {
+  const orig = tf.getKernel(name, "wasm");
+  if (!orig) {
+    throw new Error(
+      `the wasm kernel ${name} is not registered: import "@tensorflow/tfjs-backend-wasm" (or ` +
+        'initBackend({ backend: "wasm" })) first',
+    );
+  }
+  tf.unregisterKernel(name, "wasm");
+  tf.registerKernel({
+    ...orig,
+    kernelFunc: make(orig.kernelFunc) as tf.KernelConfig["kernelFunc"],
+  });
+}
+
 /** Replaces the wasm `Sum` with one that reduces leading axes (`[0..j)`) in one pass. */
 function installLeadingSum(): void {
-  const orig = tf.getKernel("Sum", "wasm");
-  if (!orig) throw new Error('wasm_kernels.ts: import "@tensorflow/tfjs-backend-wasm" first');
-  const origFn = orig.kernelFunc;
-  const fast = (args: KArgs & { attrs: { axis: number | number[]; keepDims: boolean } }) => {
-    const { inputs: { x }, backend, attrs: { axis, keepDims } } = args;
-    const rank = x.shape.length;
-    const axes = tf.util.parseAxisParam(axis, x.shape).sort((a, b) => a - b);
-    const leading = axes.length > 0 && axes.length < rank && axes.every((a, i) => a === i);
-    const k = leading && x.dtype === "float32" ? wasmKernelsFor(backend) : undefined;
-    if (!k) return origFn(args as never);
-    const rows = x.shape.slice(0, axes.length).reduce((p, q) => p * q, 1);
-    const rest = x.shape.slice(axes.length);
-    const cols = rest.reduce((p, q) => p * q, 1);
-    const out = backend.makeOutput(keepDims ? [...axes.map(() => 1), ...rest] : rest, "float32");
-    if (rows * cols > 0) k.colsum(ptr(backend, x), ptr(backend, out), rows, cols);
-    return out;
-  };
-  tf.unregisterKernel("Sum", "wasm");
-  tf.registerKernel({ ...orig, kernelFunc: fast as never });
+  replaceWasmKernel(
+    "Sum",
+    (origFn) => (args: KArgs & { attrs: { axis: number | number[]; keepDims: boolean } }) => {
+      const { inputs: { x }, backend, attrs: { axis, keepDims } } = args;
+      const rank = x.shape.length;
+      const axes = tf.util.parseAxisParam(axis, x.shape).sort((a, b) => a - b);
+      const leading = axes.length > 0 && axes.length < rank && axes.every((a, i) => a === i);
+      const k = leading && x.dtype === "float32" ? wasmKernelsFor(backend) : undefined;
+      if (!k) return origFn(args as never);
+      const rows = x.shape.slice(0, axes.length).reduce((p, q) => p * q, 1);
+      const rest = x.shape.slice(axes.length);
+      const cols = rest.reduce((p, q) => p * q, 1);
+      const out = backend.makeOutput(keepDims ? [...axes.map(() => 1), ...rest] : rest, "float32");
+      if (rows * cols > 0) k.colsum(ptr(backend, x), ptr(backend, out), rows, cols);
+      return out;
+    },
+  );
 }
 
 /**
@@ -389,10 +409,7 @@ export function transposeInto(
 
 /** Replaces the wasm `Transpose` of 4-byte tensors by the SIMD kernel where the perm allows. */
 function installTranspose(): void {
-  const orig = tf.getKernel("Transpose", "wasm");
-  if (!orig) throw new Error('wasm_kernels.ts: import "@tensorflow/tfjs-backend-wasm" first');
-  const origFn = orig.kernelFunc;
-  const fast = (args: KArgs & { attrs: { perm: number[] } }) => {
+  replaceWasmKernel("Transpose", (origFn) => (args: KArgs & { attrs: { perm: number[] } }) => {
     const { inputs: { x }, backend, attrs: { perm } } = args;
     const groups = x.dtype === "float32" || x.dtype === "int32"
       ? swapGroups(x.shape, perm)
@@ -400,9 +417,7 @@ function installTranspose(): void {
     const k = groups ? wasmKernelsFor(backend) : undefined;
     if (!k || !groups) return origFn(args as never);
     return transposeInto(backend, k, x, perm.map((p) => x.shape[p]), groups);
-  };
-  tf.unregisterKernel("Transpose", "wasm");
-  tf.registerKernel({ ...orig, kernelFunc: fast as never });
+  });
 }
 
 /**
@@ -413,30 +428,26 @@ function installTranspose(): void {
  *   `Concat` copied row by row from JavaScript; `SplitV` went through generic `Slice`s).
  */
 function installCopies(): void {
-  const orig = ["Identity", "SplitV", "Concat"].map((name) => {
-    const k = tf.getKernel(name, "wasm");
-    if (!k) throw new Error('wasm_kernels.ts: import "@tensorflow/tfjs-backend-wasm" first');
-    return k;
-  });
   const fourBytes = (t: tf.TensorInfo) => t.dtype === "float32" || t.dtype === "int32";
-  const identity = (args: KArgs) => {
+  replaceWasmKernel("Identity", (origFn) => (args: KArgs) => {
     const { inputs: { x }, backend } = args;
-    if (x.dtype === "string") return orig[0].kernelFunc(args as never);
+    if (x.dtype === "string") return origFn(args as never);
     backend.incRef(x.dataId);
     return { dataId: x.dataId, shape: x.shape, dtype: x.dtype };
-  };
+  });
   /** `[outer, axis, inner]` sizes of `shape` around `axis`. */
   const around = (shape: number[], axis: number) => [
     tf.util.sizeFromShape(shape.slice(0, axis)),
     shape[axis],
     tf.util.sizeFromShape(shape.slice(axis + 1)),
   ];
-  const splitV = (
+  replaceWasmKernel("SplitV", (origFn) =>
+  (
     args: KArgs & { attrs: { numOrSizeSplits: number | number[]; axis: number } },
   ) => {
     const { inputs: { x }, backend, attrs: { numOrSizeSplits, axis } } = args;
     const k = fourBytes(x) ? wasmKernelsFor(backend) : undefined;
-    if (!k) return orig[1].kernelFunc(args as never);
+    if (!k) return origFn(args as never);
     const ax = tf.util.parseAxisParam(axis, x.shape)[0];
     const sizes = tf.backend_util.prepareSplitSize(x as tf.Tensor, numOrSizeSplits, ax);
     const [outer, len, inner] = around(x.shape, ax);
@@ -458,8 +469,9 @@ function installCopies(): void {
       start += size;
       return out;
     });
-  };
-  const concat = (
+  });
+  replaceWasmKernel("Concat", (origFn) =>
+  (
     args: { inputs: tf.TensorInfo[]; backend: WasmBackendLike; attrs: { axis: number } },
   ) => {
     const { inputs, backend } = args;
@@ -467,7 +479,7 @@ function installCopies(): void {
         inputs.every((t) => t.dtype === inputs[0].dtype)
       ? wasmKernelsFor(backend)
       : undefined;
-    if (!k) return orig[2].kernelFunc(args as never);
+    if (!k) return origFn(args as never);
     const ax = tf.util.parseAxisParam(args.attrs.axis, inputs[0].shape)[0];
     tf.backend_util.assertParamsConsistent(inputs.map((t) => t.shape), ax);
     const outShape = tf.backend_util.computeOutShape(inputs.map((t) => t.shape), ax);
@@ -489,11 +501,7 @@ function installCopies(): void {
       start += size;
     }
     return out;
-  };
-  for (const [i, fn] of [identity, splitV, concat].entries()) {
-    tf.unregisterKernel(orig[i].kernelName, "wasm");
-    tf.registerKernel({ ...orig[i], kernelFunc: fn as never });
-  }
+  });
 }
 
 /** Whether the fused kernel `name` is available on the active backend. */

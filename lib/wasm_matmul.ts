@@ -8,9 +8,9 @@
  * hits the slow loop for most of its matmul FLOPs.
  *
  * {@link installWasmMatMulFastPath} re-registers the wasm `BatchMatMul` kernel so that, when `b`
- * has batch size 1, transposes are materialised (wasm `Transpose` kernel) and `a`'s batch dims
- * are folded into its rows, then XNNPACK runs. Batched `b` (attention's `q @ k^T`) still takes
- * the slow loop.
+ * has batch size 1, transposes are materialised (the SIMD transpose; `w^T` of `x @ w^T` is cached
+ * per weight) and `a`'s batch dims are folded into its rows, then XNNPACK runs. Products with a batched `b` (attention's
+ * `q @ k^T`) go to the SIMD kernel of `lib/kernels/kernels.c` (see `lib/wasm_kernels.ts`).
  *
  * @example
  * ```ts
@@ -22,7 +22,12 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs-core";
-import { transposeInto, type WasmBackendLike, wasmKernelsFor } from "./wasm_kernels.ts";
+import {
+  replaceWasmKernel,
+  transposeInto,
+  type WasmBackendLike,
+  wasmKernelsFor,
+} from "./wasm_kernels.ts";
 
 type KernelFunc = tf.KernelConfig["kernelFunc"];
 interface Args {
@@ -86,7 +91,7 @@ function batchedMatMul({ inputs: { a, b }, backend, attrs }: Args): tf.TensorInf
   const kk = ta ? a.shape[ra - 2] : a.shape[ra - 1];
   const n = tb ? b.shape[rb - 2] : b.shape[rb - 1];
   if (kk !== (tb ? b.shape[rb - 1] : b.shape[rb - 2])) return undefined; // origFn reports it
-  const batchShape = batchA >= batchB ? (batchA === 1 ? shapeB : shapeA) : shapeB;
+  const batchShape = batchA === 1 ? shapeB : shapeA;
   const batch = Math.max(batchA, batchB);
   const w = backend as unknown as WasmBackendLike;
   const out = w.makeOutput([...batchShape, m, n], "float32");
@@ -114,16 +119,14 @@ function batchedMatMul({ inputs: { a, b }, backend, attrs }: Args): tf.TensorInf
  */
 export function installWasmMatMulFastPath(): void {
   if (installed) return;
-  const orig = tf.getKernel("BatchMatMul", "wasm");
   const reshapeK = tf.getKernel("Reshape", "wasm");
   const transposeK = tf.getKernel("Transpose", "wasm");
-  if (!orig || !reshapeK || !transposeK) {
+  if (!reshapeK || !transposeK) {
     throw new Error(
-      "wasm_matmul.ts: the wasm kernels BatchMatMul/Reshape/Transpose are not registered: " +
+      "wasm_matmul.ts: the wasm kernels Reshape/Transpose are not registered: " +
         'import "@tensorflow/tfjs-backend-wasm" (or initBackend({ backend: "wasm" })) first',
     );
   }
-  const origFn = orig.kernelFunc as KernelFunc;
   const reshape = (x: tf.TensorInfo, shape: number[], backend: Args["backend"]) =>
     reshapeK.kernelFunc({ inputs: { x }, backend, attrs: { shape } }) as tf.TensorInfo;
   const transpose2d = (x: tf.TensorInfo, backend: Args["backend"]): tf.TensorInfo => {
@@ -157,7 +160,7 @@ export function installWasmMatMulFastPath(): void {
     return t;
   };
 
-  const fast = (args: Args): tf.TensorInfo => {
+  const fast = (origFn: KernelFunc) => (args: Args): tf.TensorInfo => {
     const { inputs: { a, b }, backend, attrs: { transposeA, transposeB } } = args;
     const ra = a.shape.length, rb = b.shape.length;
     const batchA = a.shape.slice(0, -2).reduce((p, q) => p * q, 1);
@@ -227,7 +230,6 @@ export function installWasmMatMulFastPath(): void {
     for (const t of temps) backend.disposeData(t.dataId);
     return out;
   };
-  tf.unregisterKernel("BatchMatMul", "wasm");
-  tf.registerKernel({ ...orig, kernelFunc: fast as unknown as KernelFunc });
+  replaceWasmKernel("BatchMatMul", fast);
   installed = true;
 }
