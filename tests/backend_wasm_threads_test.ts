@@ -1,21 +1,11 @@
 import * as tf from "@tensorflow/tfjs-core";
-import { assert, assertEquals } from "@std/assert";
+import { assertEquals } from "@std/assert";
 import { initBackend } from "../lib/backend.ts";
 import { wasmThreadsUnsupportedReason } from "../lib/wasm_threads.ts";
+import { assertClose, values } from "./numeric.ts";
 
 const reason = wasmThreadsUnsupportedReason();
 if (reason) console.log(`backend_wasm_threads_test: skipped, ${reason}`);
-
-/** Deterministic pseudo-random values in [-1, 1) (a tiny LCG: the test needs no RNG module). */
-function values(n: number, seed: number): Float32Array {
-  const out = new Float32Array(n);
-  let s = seed >>> 0;
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    out[i] = s / 2 ** 31 - 1;
-  }
-  return out;
-}
 
 /** Reference matmul in float64: `[m, k] @ [k, n]`, optional `b` transposed (`[n, k]`). */
 function refMatMul(
@@ -35,15 +25,6 @@ function refMatMul(
     }
   }
   return out;
-}
-
-function assertClose(actual: ArrayLike<number>, expected: ArrayLike<number>, tol: number) {
-  assertEquals(actual.length, expected.length);
-  let worst = 0;
-  for (let i = 0; i < actual.length; i++) {
-    worst = Math.max(worst, Math.abs(actual[i] - expected[i]) / (1 + Math.abs(expected[i])));
-  }
-  assert(worst <= tol, `max relative error ${worst} > ${tol}`);
 }
 
 Deno.test({

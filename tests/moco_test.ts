@@ -21,6 +21,7 @@ import {
 import { applyGradients, createOptimizerState, disposeOptimizerState } from "../lib/optim.ts";
 import { createRng, type Rng } from "../lib/rng.ts";
 import { vitForward } from "../lib/vit.ts";
+import { maxAbsDiff } from "./numeric.ts";
 
 await initBackend({ backend: "cpu" });
 
@@ -71,13 +72,6 @@ function images(B: number, seed: number): tf.Tensor4D {
   const v = new Float32Array(B * 8 * 8);
   for (let i = 0; i < v.length; i++) v[i] = rng.normal();
   return tf.tensor4d(v, [B, 8, 8, 1]);
-}
-
-function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  assertEquals(a.length, b.length);
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
-  return m;
 }
 
 // ---------- loss ----------

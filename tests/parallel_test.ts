@@ -31,6 +31,7 @@ import { createRng } from "../lib/rng.ts";
 import { pretrain, resolveConfig } from "../lib/train.ts";
 import { readSafetensors, toFloat32 } from "../lib/safetensors.ts";
 import { benchWorkload } from "../lib/bench/run.ts";
+import { maxAbsDiff } from "./numeric.ts";
 
 // The workers run wasm; so does the reference here, for bit-exact comparisons.
 await initBackend({ backend: "wasm" });
@@ -50,13 +51,6 @@ function images(B: number, seed: number): tf.Tensor4D {
 function maxAbs(a: ArrayLike<number>): number {
   let m = 0;
   for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]));
-  return m;
-}
-
-function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  assertEquals(a.length, b.length);
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
   return m;
 }
 

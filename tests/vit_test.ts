@@ -24,6 +24,7 @@ import {
   vitFlops,
   vitForward,
 } from "../lib/vit.ts";
+import { maxAbsDiff } from "./numeric.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Independent helpers: a plain-JS float64 ViT written from PAPER.md ("Backbone") and timm's
@@ -250,13 +251,6 @@ function randomArray(n: number, rng: Rng, scale = 1): Float32Array {
   const a = new Float32Array(n);
   for (let i = 0; i < n; i++) a[i] = scale * rng.normal();
   return a;
-}
-
-function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  assertEquals(a.length, b.length);
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
-  return m;
 }
 
 /** A tiny ViT for exact checks: 12x12 RGB, patch 4 (3x3 grid, 10 tokens), width 8, 2 heads. */

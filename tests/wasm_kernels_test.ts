@@ -8,26 +8,7 @@ import { gelu, layerNorm } from "../lib/vit.ts";
 import { swapGroups, wasmKernelsFor } from "../lib/wasm_kernels.ts";
 import { applyGradients, createOptimizerState } from "../lib/optim.ts";
 import { emaUpdate } from "../lib/moco.ts";
-
-/** Deterministic values in [-2, 2). */
-function values(n: number, seed: number): Float32Array {
-  let s = seed * 2654435761 >>> 0;
-  return Float32Array.from({ length: n }, () => {
-    s = (s * 1664525 + 1013904223) >>> 0;
-    return (s / 2 ** 32) * 4 - 2;
-  });
-}
-
-function assertClose(actual: ArrayLike<number>, expected: ArrayLike<number>, tol: number) {
-  assertEquals(actual.length, expected.length);
-  for (let i = 0; i < actual.length; i++) {
-    const err = Math.abs(actual[i] - expected[i]);
-    assert(
-      err <= tol * Math.max(1, Math.abs(expected[i])),
-      `[${i}] ${actual[i]} vs ${expected[i]}`,
-    );
-  }
-}
+import { assertClose, values } from "./numeric.ts";
 
 /** erf by its Maclaurin series (float64; error < 1e-13 for |x| <= 3, where it is used). */
 function erf64(x: number): number {

@@ -2,17 +2,7 @@ import * as tf from "@tensorflow/tfjs-core";
 import { assert, assertEquals } from "@std/assert";
 import { initBackend } from "../lib/backend.ts";
 import { installWasmMatMulFastPath } from "../lib/wasm_matmul.ts";
-
-/** Deterministic values in [-1, 1) from a tiny LCG. */
-function values(n: number, seed: number): Float32Array {
-  const out = new Float32Array(n);
-  let s = seed >>> 0;
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    out[i] = s / 2 ** 31 - 1;
-  }
-  return out;
-}
+import { values } from "./numeric.ts";
 
 Deno.test("wasm matmul fast path: transposes and [B,N,D]@[D,E] match a float64 loop", async () => {
   await initBackend({ backend: "wasm" });

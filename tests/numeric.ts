@@ -1,0 +1,44 @@
+/**
+ * Numeric helpers shared by the tests that compare tensors with references computed in the test:
+ * deterministic inputs without an RNG module, and element-wise comparisons.
+ * @module
+ */
+import { assert, assertEquals } from "@std/assert";
+
+/** Deterministic pseudo-random values in [-1, 1) (a tiny LCG). */
+export function values(n: number, seed: number): Float32Array {
+  const out = new Float32Array(n);
+  let s = seed >>> 0;
+  for (let i = 0; i < n; i++) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    out[i] = s / 2 ** 31 - 1;
+  }
+  return out;
+}
+
+/** The largest |a[i] - b[i]| (asserts equal lengths). */
+export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  assertEquals(a.length, b.length);
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
+  return m;
+}
+
+/**
+ * Asserts |actual[i] - expected[i]| <= tol * max(1, |expected[i]|) for every i: absolute near
+ * zero, relative for large values; the message names the first element that fails.
+ */
+export function assertClose(
+  actual: ArrayLike<number>,
+  expected: ArrayLike<number>,
+  tol: number,
+): void {
+  assertEquals(actual.length, expected.length);
+  for (let i = 0; i < actual.length; i++) {
+    const err = Math.abs(actual[i] - expected[i]);
+    assert(
+      err <= tol * Math.max(1, Math.abs(expected[i])),
+      `[${i}] ${actual[i]} vs ${expected[i]}`,
+    );
+  }
+}
