@@ -151,6 +151,55 @@ export interface ExtractOptions {
    * for caching: a cache without it could serve features of other weights.
    */
   cacheKey?: string;
+  /** Which tokens make the features (see {@link Readout}). Default `pooled`. */
+  readout?: Readout;
+}
+
+/** The feature readouts {@link extractFeatures} offers. */
+export const READOUTS = ["pooled", "cls+mean"] as const;
+
+/**
+ * Which tokens make a backbone's features:
+ * - `pooled`: what the backbone outputs, the class token after the final LayerNorm (MoCo v3's
+ *   protocol), or the mean patch token for `pool: "mean"` backbones; D features.
+ * - `cls+mean`: the class token concatenated with the mean of the patch tokens, both after the
+ *   final LayerNorm (DINO's linear-probe variant for small models); 2D features, `pool: "cls"`
+ *   backbones only.
+ */
+export type Readout = typeof READOUTS[number];
+
+/**
+ * The features of images `x [B, H, W, C]` under a readout, `[B, D]` or `[B, 2D]`.
+ *
+ * @example
+ * ```ts
+ * const f = readoutFeatures(model, x, "cls+mean"); // [B, 2 * model.config.dim]
+ * ```
+ */
+export function readoutFeatures(model: ViT, x: tf.Tensor4D, readout: Readout): tf.Tensor2D {
+  readoutDim(model, readout); // validates the readout
+  return tf.tidy(() => {
+    if (readout === "pooled") return vitForward(model, x, { training: false }).features;
+    const { features, tokens } = vitForward(model, x, { training: false, returnTokens: true });
+    const [B, T, D] = tokens!.shape;
+    const mean = tf.mean(tf.slice(tokens!, [0, 1, 0], [B, T - 1, D]), 1) as tf.Tensor2D;
+    return tf.concat([features, mean], 1);
+  });
+}
+
+/** The feature width of a readout; throws a clear error for a readout the backbone lacks. */
+export function readoutDim(model: ViT, readout: Readout): number {
+  if (!(READOUTS as readonly string[]).includes(readout)) {
+    throw new RangeError(`unknown readout "${readout}": expected ${READOUTS.join(" or ")}`);
+  }
+  if (readout === "pooled") return model.config.dim;
+  if (model.config.pool !== "cls") {
+    throw new RangeError(
+      `readout "${readout}" needs a backbone with a class token (pool "cls"); this one has pool ` +
+        `"${model.config.pool}": use the pooled readout`,
+    );
+  }
+  return 2 * model.config.dim;
 }
 
 /** What {@link extractFeatures} returns. */
@@ -163,7 +212,8 @@ export interface ExtractedFeatures extends FeatureSet {
 
 /**
  * Runs the backbone in eval mode over every image of `ds` and returns its features `[N, D]`
- * (class token after the final LN, or the mean patch token) with the labels.
+ * (the {@link Readout}: by default the class token after the final LN, or the mean patch token)
+ * with the labels.
  *
  * Batches run under `tf.tidy`; images are normalised by `mean`/`std` and resized to the model's
  * size when they differ. With `cacheDir` and `cacheKey`, the result is stored as a small binary
@@ -186,7 +236,8 @@ export async function extractFeatures(
   }
   const defaults = opts.mean && opts.std ? undefined : datasetStats(ds);
   const stats = { mean: opts.mean ?? defaults!.mean, std: opts.std ?? defaults!.std };
-  const dim = model.config.dim;
+  const readout = opts.readout ?? "pooled";
+  const dim = readoutDim(model, readout);
   const n = ds.length;
 
   let cacheFile: string | undefined;
@@ -208,6 +259,8 @@ export async function extractFeatures(
       mean: stats.mean,
       std: stats.std,
       dim,
+      // The pooled readout's key is unchanged, so older caches stay valid.
+      ...(readout === "pooled" ? {} : { readout }),
     });
     const hash = (await sha256Hex(keyText)).slice(0, 16);
     cacheFile = `${opts.cacheDir}/${ds.name.replace(/[^\w.-]/g, "_")}-${ds.split}-${hash}.feat`;
@@ -223,7 +276,7 @@ export async function extractFeatures(
     const count = Math.min(batchSize, n - start);
     const f = tf.tidy(() => {
       const x = prepareImages(ds, start, count, model.config.imageSize, stats);
-      return vitForward(model, x, { training: false }).features;
+      return readoutFeatures(model, x, readout);
     });
     try {
       features.set(await f.data() as Float32Array, start * dim);

@@ -18,7 +18,7 @@
 import * as tf from "@tensorflow/tfjs-core";
 import { linear } from "./ops.ts";
 import { createRng, type Rng } from "./rng.ts";
-import { fusedGelu, fusedLayerNorm } from "./wasm_kernels.ts";
+import { fusedAttention, fusedGelu, fusedLayerNorm } from "./wasm_kernels.ts";
 
 /** How tokens learn where they are. */
 export type PosEmb = "sincos" | "learned" | "none";
@@ -320,6 +320,29 @@ export function gelu(x: tf.Tensor): tf.Tensor {
 }
 
 /**
+ * Multi-head self-attention of `qkv [B * T, 3D]` (the qkv projection; head h in columns
+ * `h * hd ..` of q, k and v): the heads' `softmax(q k^T * scale) v` side by side `[B * T, D]`, and
+ * the probabilities `[B, heads, T, T]`. One fused kernel each way on wasm, else all heads as
+ * batched matmuls.
+ */
+export function multiHeadAttention(
+  qkv: tf.Tensor2D,
+  B: number,
+  heads: number,
+  scale: number,
+): [tf.Tensor2D, tf.Tensor4D] {
+  const fused = fusedAttention(qkv, B, heads, scale);
+  if (fused) return fused;
+  const [rows, d3] = qkv.shape, T = rows / B, D = d3 / 3, hd = D / heads;
+  const [q, k, v] = tf.split(qkv, 3, 1).map((t) =>
+    tf.transpose(tf.reshape(t, [B, T, heads, hd]), [0, 2, 1, 3])
+  );
+  const probs = tf.softmax(tf.mul(tf.matMul(q, k, false, true), scale)) as tf.Tensor4D;
+  const ctx = tf.reshape(tf.transpose(tf.matMul(probs, v), [0, 2, 1, 3]), [rows, D]);
+  return [ctx as tf.Tensor2D, probs];
+}
+
+/**
  * Splits `[B, H, W, C]` images into flattened patches `[B, N, C * p * p]`, each patch flattened
  * in (channel, row, column) order, the order of a conv kernel `[D, C, p, p]`.
  */
@@ -365,18 +388,14 @@ export function vitForward(model: ViT, x: tf.Tensor4D, opts: ForwardOptions = {}
     // under a tape, tfjs keeps its own copies of what backprop needs.
     const out = tf.tidy(() => {
       const stats: NonNullable<ForwardResult["bnStats"]> = [];
-      // Attention: x + proj(softmax(q k^T / sqrt(hd)) v), all heads as one batched matmul.
+      // Attention: x + proj(softmax(q k^T / sqrt(hd)) v), all heads at once.
       const y = tf.reshape(
         layerNorm(x0, P[b + "norm1.weight"], P[b + "norm1.bias"], cfg.lnEps),
         [B * T, D],
       ) as tf.Tensor2D;
       const qkv = linear(y, P[b + "attn.qkv.weight"], P[b + "attn.qkv.bias"]);
-      const [q, k, v] = tf.split(qkv, 3, 1).map((t) =>
-        tf.transpose(tf.reshape(t, [B, T, heads, hd]), [0, 2, 1, 3])
-      );
-      const probs = tf.softmax(tf.mul(tf.matMul(q, k, false, true), scale)) as tf.Tensor4D;
-      const ctx = tf.reshape(tf.transpose(tf.matMul(probs, v), [0, 2, 1, 3]), [B * T, D]);
-      const a = linear(ctx as tf.Tensor2D, P[b + "attn.proj.weight"], P[b + "attn.proj.bias"]);
+      const [ctx, probs] = multiHeadAttention(qkv, B, heads, scale);
+      const a = linear(ctx, P[b + "attn.proj.weight"], P[b + "attn.proj.bias"]);
       const x1 = tf.add(x0, tf.reshape(a, [B, T, D]));
       // MLP: x + fc2(gelu(fc1(norm2(x)))).
       const h2 = tf.reshape(x1, [B * T, D]) as tf.Tensor2D;

@@ -12,6 +12,8 @@
  * - `VitsslLayerNorm` / `VitsslLayerNormGrad` and `VitsslGelu` / `VitsslGeluGrad`, with
  *   gradients, behind {@link fusedLayerNorm} and {@link fusedGelu} (which `layerNorm` and
  *   `gelu` of `lib/vit.ts` use when the active backend has them);
+ * - `VitsslAttention` / `VitsslAttentionGrad`: all heads of self-attention from the qkv
+ *   projection in one kernel each way, behind {@link fusedAttention} (`vitForward`'s blocks);
  * - `VitsslAdamW` and `VitsslEma` behind {@link fusedAdamW} and {@link fusedEma} (used by
  *   `applyGradients` of `lib/optim.ts` and `emaUpdate` of `lib/moco.ts`), bit-identical to the
  *   unfused ops;
@@ -98,6 +100,30 @@ export interface WasmKernels {
     dstStride: number,
   ): void;
   gelu_grad(dy: number, x: number, dx: number, n: number): void;
+  attention(
+    qkv: number,
+    out: number,
+    probs: number,
+    scratch: number,
+    B: number,
+    T: number,
+    H: number,
+    hd: number,
+    scale: number,
+  ): void;
+  attention_grad(
+    dout: number,
+    dprobs: number,
+    qkv: number,
+    probs: number,
+    dqkv: number,
+    scratch: number,
+    B: number,
+    T: number,
+    H: number,
+    hd: number,
+    scale: number,
+  ): void;
 }
 
 /** The parts of tfjs-backend-wasm's `BackendWasm` the kernels use. */
@@ -171,6 +197,7 @@ interface KArgs {
 const LN = "VitsslLayerNorm", LN_GRAD = "VitsslLayerNormGrad";
 const GELU = "VitsslGelu", GELU_GRAD = "VitsslGeluGrad";
 const ADAMW = "VitsslAdamW", EMA = "VitsslEma";
+const ATTN = "VitsslAttention", ATTN_GRAD = "VitsslAttentionGrad";
 
 function float32(name: string, ...ts: tf.TensorInfo[]): void {
   for (const t of ts) {
@@ -280,6 +307,65 @@ const kernels: Array<{ name: string; fn: (args: KArgs) => tf.TensorInfo | tf.Ten
       return t1;
     },
   },
+  {
+    name: ATTN,
+    fn: ({ inputs: { qkv }, backend, attrs: { batch, heads, scale } }) => {
+      float32(ATTN, qkv);
+      const [rows, d3] = qkv.shape, T = rows / batch, D = d3 / 3;
+      const out = backend.makeOutput([rows, D], "float32");
+      const probs = backend.makeOutput([batch, heads, T, T], "float32");
+      const hd = D / heads, Tp = Math.ceil(T / 4) * 4;
+      const scratch = backend.makeOutput([hd * Tp + Tp], "float32");
+      try {
+        if (rows > 0) {
+          kernelsOf(backend).attention(
+            ptr(backend, qkv),
+            ptr(backend, out),
+            ptr(backend, probs),
+            ptr(backend, scratch),
+            batch,
+            T,
+            heads,
+            hd,
+            scale,
+          );
+        }
+      } finally {
+        backend.disposeData(scratch.dataId);
+      }
+      return [out, probs];
+    },
+  },
+  {
+    name: ATTN_GRAD,
+    fn: ({ inputs: { dout, dprobs, qkv, probs }, backend, attrs: { batch, heads, scale } }) => {
+      float32(ATTN_GRAD, dout, dprobs, qkv, probs);
+      const [rows, d3] = qkv.shape, T = rows / batch, D = d3 / 3;
+      const dqkv = backend.makeOutput(qkv.shape, "float32");
+      const hd = D / heads, Tp = Math.ceil(T / 4) * 4;
+      const scratch = backend.makeOutput([hd * Tp + T * Tp], "float32");
+      try {
+        if (rows > 0) {
+          kernelsOf(backend).attention_grad(
+            ptr(backend, dout),
+            ptr(backend, dprobs),
+            ptr(backend, qkv),
+            ptr(backend, probs),
+            ptr(backend, dqkv),
+            ptr(backend, scratch),
+            batch,
+            T,
+            heads,
+            hd,
+            scale,
+          );
+        }
+      } finally {
+        backend.disposeData(scratch.dataId);
+      }
+      return dqkv;
+    },
+  },
 ];
 
 let installed = false;
@@ -312,6 +398,22 @@ export function installWasmKernels(): void {
     gradFunc: (dy, [x]) => ({
       x: () => tf.engine().runKernel(GELU_GRAD, { dy: dy as tf.Tensor, x }) as tf.Tensor,
     }),
+  });
+  tf.registerGradient({
+    kernelName: ATTN,
+    inputsToSave: ["qkv"],
+    outputsToSave: [false, true],
+    gradFunc: (dys, [qkv, probs], attrs) => {
+      const [dout, dprobs] = dys as tf.Tensor[];
+      return {
+        qkv: () =>
+          tf.engine().runKernel(
+            ATTN_GRAD,
+            { dout, dprobs, qkv, probs },
+            attrs as unknown as tf.NamedAttrMap,
+          ) as tf.Tensor,
+      };
+    },
   });
   installLeadingSum();
   installTranspose();
@@ -528,6 +630,36 @@ export function fusedLayerNorm(
 export function fusedGelu(x: tf.Tensor): tf.Tensor | undefined {
   if (!active(GELU) || x.dtype !== "float32") return undefined;
   return tf.engine().runKernel(GELU, { x }) as tf.Tensor;
+}
+
+/**
+ * Multi-head self-attention of `qkv [B * T, 3D]` (the qkv projection of B sequences of T tokens:
+ * columns q | k | v, head h in columns `h * D / heads ..` of each) as one kernel each way:
+ * `[out [B * T, D], probs [B, heads, T, T]]` with `probs = softmax(q k^T * scale)` per head and
+ * `out` the heads' `probs @ v` side by side; or `undefined` where the fused kernel is not
+ * available (or the head width is not a multiple of 4), then use plain tfjs ops.
+ *
+ * @example
+ * ```ts
+ * const r = fusedAttention(qkv, 2, 4, 1 / Math.sqrt(8)); // qkv [2 * 17, 96]: D 32, 4 heads of 8
+ * if (r) { const [ctx, probs] = r; }                     // [34, 32], [2, 4, 17, 17]
+ * ```
+ */
+export function fusedAttention(
+  qkv: tf.Tensor2D,
+  batch: number,
+  heads: number,
+  scale: number,
+): [tf.Tensor2D, tf.Tensor4D] | undefined {
+  const [rows, d3] = qkv.shape;
+  const hd = d3 / 3 / heads;
+  if (!active(ATTN) || qkv.dtype !== "float32" || hd % 4 !== 0 || rows % batch !== 0) {
+    return undefined;
+  }
+  return tf.engine().runKernel(ATTN, { qkv }, { batch, heads, scale }) as [
+    tf.Tensor2D,
+    tf.Tensor4D,
+  ];
 }
 
 /** Coefficients of one AdamW update (see {@link fusedAdamW}). */

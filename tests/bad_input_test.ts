@@ -216,6 +216,15 @@ Deno.test("bad input: a results CSV with a missing column", async () => {
   );
 });
 
+Deno.test("bad input: an unknown feature readout for the probes", async () => {
+  expect(
+    await error(() => evalMain(["--baselines", "--readout", "cls+max"])),
+    "UsageError",
+    `unknown readout "cls+max"`,
+    "choose pooled or cls+mean",
+  );
+});
+
 // ---------------------------------------------------------------- run directories, checkpoints
 
 Deno.test("bad input: --resume of a run directory of a different config is refused unless --force", async () => {

@@ -1,12 +1,12 @@
 import * as tf from "@tensorflow/tfjs-core";
-import { assert, assertAlmostEquals, assertEquals } from "@std/assert";
+import { assert, assertAlmostEquals, assertEquals, assertRejects } from "@std/assert";
 import { initBackend } from "../lib/backend.ts";
 import type { Dataset } from "../lib/data/dataset.ts";
 import { finetune, layerDecayScales, layerId } from "../lib/eval/finetune.ts";
 import { linearProbe } from "../lib/eval/linear.ts";
-import { extractFeatures, rawPixelFeatures } from "../lib/features.ts";
+import { extractFeatures, prepareImages, rawPixelFeatures } from "../lib/features.ts";
 import { createRng } from "../lib/rng.ts";
-import { createViT, disposeViT } from "../lib/vit.ts";
+import { createViT, disposeViT, vitForward } from "../lib/vit.ts";
 
 await initBackend({ backend: "cpu" });
 
@@ -164,6 +164,53 @@ Deno.test("features + augmented linear probe on a frozen tiny ViT; cache round t
   assert(Number.isFinite(res.trainLoss[1]));
   assertEquals(tf.memory().numTensors, before);
   disposeViT(model);
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("readout cls+mean: class token then the mean patch token, its own cache entry", async () => {
+  const ds = patterns(6, 8, 5);
+  const model = createViT(tiny, 0);
+  const dir = await Deno.makeTempDir();
+  const before = tf.memory().numTensors;
+  const stats = { mean: [0.3], std: [0.3] };
+  const opts = { batchSize: 4, ...stats, cacheDir: dir, cacheKey: "ckpt-A" };
+  const pooled = await extractFeatures(model, ds, opts);
+  const both = await extractFeatures(model, ds, { ...opts, readout: "cls+mean" });
+  assertEquals(both.fromCache, false); // not the pooled entry of the same key
+  assertEquals([both.dim, both.features.length], [64, 6 * 64]);
+  // Expected: tokens after the final LN; row 0 is the class token, rows 1..4 the patches.
+  const tok = tf.tidy(() => {
+    const x = prepareImages(ds, 0, 6, 8, stats);
+    return vitForward(model, x, { training: false, returnTokens: true }).tokens!.arraySync();
+  });
+  for (let i = 0; i < 6; i++) {
+    for (let d = 0; d < 32; d++) {
+      assertAlmostEquals(both.features[i * 64 + d], pooled.features[i * 32 + d], 1e-6);
+      assertAlmostEquals(both.features[i * 64 + d], tok[i][0][d], 1e-5);
+      const mean = (tok[i][1][d] + tok[i][2][d] + tok[i][3][d] + tok[i][4][d]) / 4;
+      assertAlmostEquals(both.features[i * 64 + 32 + d], mean, 1e-5);
+    }
+  }
+  const again = await extractFeatures(model, ds, { ...opts, readout: "cls+mean" });
+  assertEquals([again.fromCache, again.dim], [true, 64]);
+  assertEquals(again.features, both.features);
+  // The augmented probe reads the same features from its crops.
+  const res = await linearProbe(both, both, {
+    epochs: 1,
+    batchSize: 4,
+    augment: { model, dataset: ds, stats, readout: "cls+mean" },
+  });
+  assert(Number.isFinite(res.trainLoss[0]));
+  assertEquals(tf.memory().numTensors, before);
+  disposeViT(model);
+  // A backbone without a class token has no cls+mean readout.
+  const meanPool = createViT({ ...tiny, pool: "mean" }, 0);
+  await assertRejects(
+    () => extractFeatures(meanPool, ds, { readout: "cls+mean" }),
+    RangeError,
+    "class token",
+  );
+  disposeViT(meanPool);
   await Deno.remove(dir, { recursive: true });
 });
 

@@ -4,8 +4,8 @@
 import * as tf from "@tensorflow/tfjs-core";
 import { assert, assertEquals } from "@std/assert";
 import { initBackend } from "../lib/backend.ts";
-import { gelu, layerNorm } from "../lib/vit.ts";
-import { swapGroups, wasmKernelsFor } from "../lib/wasm_kernels.ts";
+import { gelu, layerNorm, multiHeadAttention } from "../lib/vit.ts";
+import { fusedAttention, swapGroups, wasmKernelsFor } from "../lib/wasm_kernels.ts";
 import { applyGradients, createOptimizerState } from "../lib/optim.ts";
 import { emaUpdate } from "../lib/moco.ts";
 import { assertClose, values } from "./numeric.ts";
@@ -32,6 +32,44 @@ function layerNorm64(x: ArrayLike<number>, g: ArrayLike<number>, b: ArrayLike<nu
     }
   }
   return y;
+}
+
+/**
+ * Multi-head attention in float64: out [B*T, D] and probs [B, H, T, T] from qkv [B*T, 3D], plus
+ * sum(out * r) + sum(probs * rp), the scalar whose gradient the test checks.
+ */
+function attention64(
+  qkv: ArrayLike<number>,
+  [B, T, H, hd]: number[],
+  scale: number,
+  r: ArrayLike<number>,
+  rp: ArrayLike<number>,
+) {
+  const D = H * hd, out = new Float64Array(B * T * D), probs = new Float64Array(B * H * T * T);
+  const at = (b: number, t: number, part: number, h: number, c: number) =>
+    qkv[(b * T + t) * 3 * D + part * D + h * hd + c];
+  let loss = 0;
+  for (let b = 0; b < B; b++) {
+    for (let h = 0; h < H; h++) {
+      for (let i = 0; i < T; i++) {
+        const s = Array.from({ length: T }, (_, j) => {
+          let dot = 0;
+          for (let c = 0; c < hd; c++) dot += at(b, i, 0, h, c) * at(b, j, 1, h, c);
+          return dot * scale;
+        });
+        const mx = Math.max(...s), e = s.map((v) => Math.exp(v - mx));
+        const z = e.reduce((a, v) => a + v, 0);
+        for (let j = 0; j < T; j++) {
+          const p = e[j] / z, pi = ((b * H + h) * T + i) * T + j;
+          probs[pi] = p;
+          loss += p * rp[pi];
+          for (let c = 0; c < hd; c++) out[(b * T + i) * D + h * hd + c] += p * at(b, j, 2, h, c);
+        }
+      }
+    }
+  }
+  for (let i = 0; i < out.length; i++) loss += out[i] * r[i];
+  return { out, probs, loss };
 }
 
 await initBackend({ backend: "wasm" });
@@ -224,6 +262,49 @@ Deno.test("fused GELU: exact erf GELU and its gradient", () => {
   const h = 1e-4;
   const expected = Array.from(xs, (v, i) => dy[i] * (gelu64(v + h) - gelu64(v - h)) / (2 * h));
   assertClose(dx, expected, 1e-5);
+});
+
+Deno.test("fused attention: outputs by float64 loops, gradient by finite differences", () => {
+  // [B, T, H, hd]: padded rows (T = 5) and narrow heads; then ViT-like sizes (T = 17: a 16-wide
+  // score block and a tail; hd = 32: 16-wide output blocks), gradient checked on 60 entries.
+  for (const [dims, checked] of [[[3, 5, 2, 8], Infinity], [[2, 17, 2, 32], 60]] as const) {
+    const [B, T, H, hd] = dims, D = H * hd, scale = 1 / Math.sqrt(hd);
+    const qkv = values(B * T * 3 * D, 11), r = values(B * T * D, 12);
+    const rp = values(B * H * T * T, 13);
+    const ref = attention64(qkv, [...dims], scale, r, rp);
+    const before = tf.memory().numTensors;
+    const [out, probs, grad] = tf.tidy(() => {
+      const x = tf.tensor2d(qkv, [B * T, 3 * D]);
+      const fused = fusedAttention(x, B, H, scale);
+      if (!fused) throw new Error(`the fused kernel must apply to a head width of ${hd}`);
+      const loss = (t: tf.Tensor) => {
+        const [o, p] = multiHeadAttention(t as tf.Tensor2D, B, H, scale);
+        const ro = tf.tensor2d(r, o.shape), rpt = tf.tensor(rp, p.shape);
+        return tf.add(tf.sum(tf.mul(o, ro)), tf.sum(tf.mul(p, rpt)));
+      };
+      return [fused[0].dataSync(), fused[1].dataSync(), tf.grad(loss)(x).dataSync()];
+    });
+    assertEquals(tf.memory().numTensors, before);
+    assertClose(out, ref.out, 1e-5);
+    assertClose(probs, ref.probs, 1e-6);
+    // The gradient reaches qkv through both outputs (probs too: attention maps under a tape).
+    const x64 = Float64Array.from(qkv), h = 1e-5;
+    const step = Math.max(1, Math.floor(qkv.length / checked));
+    const at: number[] = [], fd: number[] = [];
+    for (let i = 0; i < qkv.length; i += step) {
+      const v = x64[i];
+      x64[i] = v + h;
+      const up = attention64(x64, [...dims], scale, r, rp).loss;
+      x64[i] = v - h;
+      const down = attention64(x64, [...dims], scale, r, rp).loss;
+      x64[i] = v;
+      at.push(grad[i]);
+      fd.push((up - down) / (2 * h));
+    }
+    assertClose(at, fd, 1e-4);
+  }
+  // A head width that is not a multiple of 4 takes the unfused path.
+  tf.tidy(() => assertEquals(fusedAttention(tf.zeros([2 * 3, 3 * 6]), 2, 2, 1), undefined));
 });
 
 Deno.test("split and concat along every axis, uneven parts, float32 and int32", () => {

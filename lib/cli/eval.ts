@@ -12,6 +12,7 @@ import { initBackend } from "../backend.ts";
 import { type DatasetName, DATASETS } from "../data/mod.ts";
 import { RESULTS_FILE, summaryTable } from "../eval/results.ts";
 import { evaluate, type Protocol, PROTOCOLS } from "../eval/run.ts";
+import { type Readout, READOUTS } from "../features.ts";
 import { type FlagSpec, helpText, parseFlags, UsageError } from "./args.ts";
 import { runMain } from "./main.ts";
 
@@ -27,6 +28,12 @@ const SPECS: FlagSpec[] = [
   { key: "dataRoot", flag: "data-root", kind: "string", help: "cifar10/imagefolder directory" },
   { key: "prefix", flag: "prefix", kind: "string", help: "name prefix to strip" },
   { key: "baselines", flag: "baselines", kind: "bool", help: "raw pixels and random init too" },
+  {
+    key: "readout",
+    flag: "readout",
+    kind: "string",
+    help: `kNN/linear features: ${READOUTS.join("|")} (pooled: class token)`,
+  },
   { key: "k", flag: "k", kind: "string", help: "kNN neighbour counts, e.g. 20,200" },
   { key: "linearEpochs", flag: "linear-epochs", kind: "int", help: "linear-probe epochs (90)" },
   { key: "linearLr", flag: "linear-lr", kind: "number", help: "linear-probe lr (0.1)" },
@@ -75,6 +82,10 @@ export async function main(args: string[]): Promise<number> {
   if (k?.some((x) => !(Number.isInteger(x) && x > 0))) {
     throw new UsageError(`--k must be positive whole numbers separated by commas, got "${v.k}"`);
   }
+  const readout = (v.readout as string) ?? "pooled";
+  if (!(READOUTS as readonly string[]).includes(readout)) {
+    throw new UsageError(`unknown readout "${readout}": choose ${READOUTS.join(" or ")}`);
+  }
   const info = await initBackend({ backend: (v.backend as "auto") ?? "auto" });
   console.log(`backend: ${info.summary}`);
   await evaluate({
@@ -85,6 +96,7 @@ export async function main(args: string[]): Promise<number> {
     dataRoot: v.dataRoot as string | undefined,
     baselines: Boolean(v.baselines),
     k,
+    readout: readout as Readout,
     linearEpochs: v.linearEpochs as number | undefined,
     linearLr: v.linearLr as number | undefined,
     finetuneEpochs: v.finetuneEpochs as number | undefined,

@@ -25,7 +25,14 @@
 import * as tf from "@tensorflow/tfjs-core";
 import { augmentView } from "../augment.ts";
 import { type Dataset, getBatch, toFloatTensor } from "../data/dataset.ts";
-import { type ChannelStats, cropFlipConfig, datasetStats, type FeatureSet } from "../features.ts";
+import {
+  type ChannelStats,
+  cropFlipConfig,
+  datasetStats,
+  type FeatureSet,
+  type Readout,
+  readoutFeatures,
+} from "../features.ts";
 import {
   applyGradients,
   createOptimizerState,
@@ -35,7 +42,7 @@ import {
 } from "../optim.ts";
 import { createRng, permutation, type Rng } from "../rng.ts";
 import { linear } from "../ops.ts";
-import { type ViT, vitForward } from "../vit.ts";
+import type { ViT } from "../vit.ts";
 import { type Accuracy, inferNumClasses, topkAccuracy } from "./metrics.ts";
 
 /** Augmented-probe inputs: the frozen backbone and the images behind `train`'s rows. */
@@ -48,6 +55,8 @@ export interface LinearProbeAugment {
   stats?: ChannelStats;
   /** Crop area range of the random resized crop. Default [0.08, 1] (torchvision's). */
   scale?: [number, number];
+  /** The features `train` was extracted with (`extractFeatures`'s readout). Default `pooled`. */
+  readout?: Readout;
 }
 
 /** Options of {@link linearProbe}. */
@@ -207,7 +216,7 @@ export async function linearProbe(
             const ds = aug.dataset;
             const raw = toFloatTensor(images, idxArr.length, ds.height, ds.width, ds.channels);
             const view = augmentView(raw, 1, augRng, augCfg!);
-            return standardize(vitForward(aug.model, view, { training: false }).features);
+            return standardize(readoutFeatures(aug.model, view, aug.readout ?? "pooled"));
           })
           : tf.gather(xs!, idx);
         const y = tf.gather(ys, idx);

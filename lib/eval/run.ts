@@ -20,6 +20,7 @@ import {
   extractFeatures,
   type FeatureSet,
   rawPixelFeatures,
+  type Readout,
 } from "../features.ts";
 import { createViT, disposeViT, type ViT } from "../vit.ts";
 import { finetune } from "./finetune.ts";
@@ -47,6 +48,11 @@ export interface EvaluateOptions {
   baselines?: boolean;
   /** kNN neighbour counts. Default [20, 200]. */
   k?: number[];
+  /**
+   * Features of kNN and the linear probe (`extractFeatures`); default `pooled`, MoCo v3's class
+   * token. Recorded in the rows' params when not `pooled`; raw pixels ignore it.
+   */
+  readout?: Readout;
   /** Linear-probe epochs (paper: 90) and lr. */
   linearEpochs?: number;
   linearLr?: number;
@@ -76,6 +82,7 @@ export async function evaluate(opts: EvaluateOptions): Promise<EvalRow[]> {
     ),
   );
   const stats = datasetStats(train);
+  const readout = opts.readout ?? "pooled";
   const rows: EvalRow[] = [];
   const record = async (row: Omit<EvalRow, "dataset" | "backend">) => {
     const full = { ...row, dataset, backend };
@@ -92,6 +99,7 @@ export async function evaluate(opts: EvaluateOptions): Promise<EvalRow[]> {
     checkpoint: string,
     tr: FeatureSet,
     te: FeatureSet,
+    readoutParam: { readout?: Readout } = {},
   ) => {
     if (protocols.includes("knn")) {
       const t0 = performance.now();
@@ -102,7 +110,7 @@ export async function evaluate(opts: EvaluateOptions): Promise<EvalRow[]> {
           run_id: runId,
           checkpoint,
           protocol: `knn-${r.k}`,
-          params: { k: r.k, temperature: 0.07 },
+          params: { k: r.k, temperature: 0.07, ...readoutParam },
           top1: r.top1,
           top5: r.top5,
           seconds,
@@ -117,7 +125,7 @@ export async function evaluate(opts: EvaluateOptions): Promise<EvalRow[]> {
         run_id: runId,
         checkpoint,
         protocol: "linear",
-        params: { epochs, lr, batch: 256, momentum: 0.9 },
+        params: { epochs, lr, batch: 256, momentum: 0.9, ...readoutParam },
         top1: res.top1,
         top5: res.top5,
         seconds: res.seconds,
@@ -132,9 +140,11 @@ export async function evaluate(opts: EvaluateOptions): Promise<EvalRow[]> {
         std: stats.std,
         cacheDir: cacheKey ? cacheDir : undefined,
         cacheKey,
+        readout,
       });
     if (protocols.includes("knn") || protocols.includes("linear")) {
-      await runFeatures(runId, checkpoint, await feats(train), await feats(test));
+      const param = readout === "pooled" ? {} : { readout };
+      await runFeatures(runId, checkpoint, await feats(train), await feats(test), param);
     }
     if (protocols.includes("finetune")) {
       const epochs = opts.finetuneEpochs ?? 5;

@@ -435,3 +435,150 @@ EXPORT void copy_rows(const f32* restrict src, f32* restrict dst, int rows, int 
     for (int i = 0; i < len; i++) d[i] = s[i];
   }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Multi-head self-attention in one pass, and its gradient. qkv is the qkv projection [B*T, 3D]
+// (columns q | k | v, head h in columns h*hd .. (h+1)*hd of each), out is [B*T, D] with the
+// heads side by side (what the output projection reads), probs [B, H, T, T] the attention
+// probabilities softmax(q k^T * scale), kept for the backward pass. hd must be a multiple of 4.
+// This replaces the split, four transposes, two batched products, the scale and the softmax of
+// the unfused graph (and twice as many kernels backward), which cost more than the products.
+// Per head, k (forward) or v (backward) is first transposed into scratch as [hd, Tp] (Tp = T
+// rounded up to 4, zero-padded), so that a row of scores is a SIMD combination of its rows;
+// every product keeps its accumulators in registers.
+// ---------------------------------------------------------------------------------------------
+
+// row[0..Tp) = sum_c v[c] * M[c * Tp + 0..Tp), Tp a multiple of 4.
+static void row_times(const f32* restrict v, const f32* restrict M, int hd, int Tp,
+                      f32* restrict row) {
+  int j = 0;
+  for (; j + 16 <= Tp; j += 16) {
+    v128_t a0 = wasm_f32x4_splat(0.f), a1 = a0, a2 = a0, a3 = a0;
+    for (int c = 0; c < hd; c++) {
+      v128_t s = wasm_f32x4_splat(v[c]);
+      const f32* m = M + c * Tp + j;
+      a0 = wasm_f32x4_add(a0, wasm_f32x4_mul(s, wasm_v128_load(m)));
+      a1 = wasm_f32x4_add(a1, wasm_f32x4_mul(s, wasm_v128_load(m + 4)));
+      a2 = wasm_f32x4_add(a2, wasm_f32x4_mul(s, wasm_v128_load(m + 8)));
+      a3 = wasm_f32x4_add(a3, wasm_f32x4_mul(s, wasm_v128_load(m + 12)));
+    }
+    wasm_v128_store(row + j, a0);
+    wasm_v128_store(row + j + 4, a1);
+    wasm_v128_store(row + j + 8, a2);
+    wasm_v128_store(row + j + 12, a3);
+  }
+  for (; j < Tp; j += 4) {
+    v128_t a = wasm_f32x4_splat(0.f);
+    for (int c = 0; c < hd; c++)
+      a = wasm_f32x4_add(a, wasm_f32x4_mul(wasm_f32x4_splat(v[c]), wasm_v128_load(M + c * Tp + j)));
+    wasm_v128_store(row + j, a);
+  }
+}
+
+// out[0..hd) = sum_{j<n} w[j * ws] * X[j * xs + 0..hd), hd a multiple of 4.
+static void combine_rows(const f32* restrict w, int ws, const f32* restrict X, int xs, int n,
+                         f32* restrict out, int hd) {
+  int c = 0;
+  for (; c + 16 <= hd; c += 16) {
+    v128_t a0 = wasm_f32x4_splat(0.f), a1 = a0, a2 = a0, a3 = a0;
+    for (int j = 0; j < n; j++) {
+      v128_t s = wasm_f32x4_splat(w[j * ws]);
+      const f32* x = X + j * xs + c;
+      a0 = wasm_f32x4_add(a0, wasm_f32x4_mul(s, wasm_v128_load(x)));
+      a1 = wasm_f32x4_add(a1, wasm_f32x4_mul(s, wasm_v128_load(x + 4)));
+      a2 = wasm_f32x4_add(a2, wasm_f32x4_mul(s, wasm_v128_load(x + 8)));
+      a3 = wasm_f32x4_add(a3, wasm_f32x4_mul(s, wasm_v128_load(x + 12)));
+    }
+    wasm_v128_store(out + c, a0);
+    wasm_v128_store(out + c + 4, a1);
+    wasm_v128_store(out + c + 8, a2);
+    wasm_v128_store(out + c + 12, a3);
+  }
+  for (; c < hd; c += 4) {
+    v128_t a = wasm_f32x4_splat(0.f);
+    for (int j = 0; j < n; j++)
+      a = wasm_f32x4_add(a, wasm_f32x4_mul(wasm_f32x4_splat(w[j * ws]), wasm_v128_load(X + j * xs + c)));
+    wasm_v128_store(out + c, a);
+  }
+}
+
+// M[c * Tp + j] = X[j * xs + c] for j < T, zero for T <= j < Tp.
+static void transpose_head(const f32* restrict X, int xs, int T, int Tp, int hd, f32* restrict M) {
+  for (int c = 0; c < hd; c++) {
+    for (int j = 0; j < T; j++) M[c * Tp + j] = X[j * xs + c];
+    for (int j = T; j < Tp; j++) M[c * Tp + j] = 0.f;
+  }
+}
+
+// scratch: hd * Tp + Tp floats.
+EXPORT void attention(const f32* restrict qkv, f32* restrict out, f32* restrict probs,
+                      f32* restrict scratch, int B, int T, int H, int hd, f32 scale) {
+  const int D = H * hd, D3 = 3 * D, Tp = (T + 3) & ~3;
+  f32* kt = scratch;
+  f32* row = scratch + hd * Tp;
+  for (int b = 0; b < B; b++)
+    for (int h = 0; h < H; h++) {
+      const f32* base = qkv + b * T * D3 + h * hd;  // q of token 0; k at + D, v at + 2D
+      f32* P = probs + (b * H + h) * T * T;
+      transpose_head(base + D, D3, T, Tp, hd, kt);
+      for (int i = 0; i < T; i++) {
+        row_times(base + i * D3, kt, hd, Tp, row);
+        f32 mx = -3.4e38f;
+        for (int j = 0; j < T; j++) {
+          row[j] *= scale;
+          mx = row[j] > mx ? row[j] : mx;
+        }
+        const v128_t vm = wasm_f32x4_splat(mx);
+        v128_t vsum = wasm_f32x4_splat(0.f);
+        for (int j = 0; j < Tp; j += 4) {
+          v128_t e = exp4(wasm_f32x4_sub(wasm_v128_load(row + j), vm));
+          wasm_v128_store(row + j, e);
+          if (j + 4 > T) {  // zero the padding lanes
+            for (int l = T; l < j + 4; l++) row[l] = 0.f;
+            e = wasm_v128_load(row + j);
+          }
+          vsum = wasm_f32x4_add(vsum, e);
+        }
+        f32 inv = 1.f / hsum(vsum);
+        for (int j = 0; j < T; j++) P[i * T + j] = row[j] *= inv;
+        combine_rows(row, 1, base + 2 * D, D3, T, out + (b * T + i) * D + h * hd, hd);
+      }
+    }
+}
+
+// dqkv [B*T, 3D] from dout [B*T, D] and dprobs [B, H, T, T] (the gradient reaching the probs
+// output directly; zeros when only out is used). scratch: hd * Tp + T * Tp floats. With P the
+// probs and dP = dout v^T + dprobs: dS = P * (dP - rowsum(P * dP)) * scale, dq = dS k,
+// dk = dS^T q, dv = P^T dout.
+EXPORT void attention_grad(const f32* restrict dout, const f32* restrict dprobs,
+                           const f32* restrict qkv, const f32* restrict probs, f32* restrict dqkv,
+                           f32* restrict scratch, int B, int T, int H, int hd, f32 scale) {
+  const int D = H * hd, D3 = 3 * D, Tp = (T + 3) & ~3;
+  f32* vt = scratch;
+  f32* ds = scratch + hd * Tp;  // [T, Tp]
+  for (int b = 0; b < B; b++)
+    for (int h = 0; h < H; h++) {
+      const f32* base = qkv + b * T * D3 + h * hd;
+      f32* dbase = dqkv + b * T * D3 + h * hd;
+      const f32* dO = dout + b * T * D + h * hd;  // row stride D
+      const f32* P = probs + (b * H + h) * T * T;
+      const f32* dPin = dprobs + (b * H + h) * T * T;
+      transpose_head(base + 2 * D, D3, T, Tp, hd, vt);
+      for (int i = 0; i < T; i++) {
+        f32* d = ds + i * Tp;
+        row_times(dO + i * D, vt, hd, Tp, d);
+        const f32* p = P + i * T;
+        f32 rs = 0.f;
+        for (int j = 0; j < T; j++) {
+          d[j] += dPin[i * T + j];
+          rs += p[j] * d[j];
+        }
+        for (int j = 0; j < T; j++) d[j] = scale * p[j] * (d[j] - rs);
+        combine_rows(d, 1, base + D, D3, T, dbase + i * D3, hd);  // dq_i = sum_j dS_ij k_j
+      }
+      for (int j = 0; j < T; j++) {
+        combine_rows(ds + j, Tp, base, D3, T, dbase + j * D3 + D, hd);  // dk_j = sum_i dS_ij q_i
+        combine_rows(P + j, T, dO, D, T, dbase + j * D3 + 2 * D, hd);  // dv_j = sum_i P_ij dO_i
+      }
+    }
+}
