@@ -199,6 +199,16 @@ const GELU = "VitsslGelu", GELU_GRAD = "VitsslGeluGrad";
 const ADAMW = "VitsslAdamW", EMA = "VitsslEma";
 const ATTN = "VitsslAttention", ATTN_GRAD = "VitsslAttentionGrad";
 
+/** Runs `f` with a pointer to `n` floats of scratch memory on the backend, freed afterwards. */
+function withScratch(backend: WasmBackendLike, n: number, f: (pointer: number) => void): void {
+  const scratch = backend.makeOutput([n], "float32");
+  try {
+    f(ptr(backend, scratch));
+  } finally {
+    backend.disposeData(scratch.dataId);
+  }
+}
+
 function float32(name: string, ...ts: tf.TensorInfo[]): void {
   for (const t of ts) {
     if (t.dtype !== "float32") throw new Error(`${name}: expected float32 tensors, got ${t.dtype}`);
@@ -315,23 +325,19 @@ const kernels: Array<{ name: string; fn: (args: KArgs) => tf.TensorInfo | tf.Ten
       const out = backend.makeOutput([rows, D], "float32");
       const probs = backend.makeOutput([batch, heads, T, T], "float32");
       const hd = D / heads, Tp = Math.ceil(T / 4) * 4;
-      const scratch = backend.makeOutput([hd * Tp + Tp], "float32");
-      try {
-        if (rows > 0) {
+      if (rows > 0) {
+        withScratch(backend, hd * Tp + Tp, (scratch) =>
           kernelsOf(backend).attention(
             ptr(backend, qkv),
             ptr(backend, out),
             ptr(backend, probs),
-            ptr(backend, scratch),
+            scratch,
             batch,
             T,
             heads,
             hd,
             scale,
-          );
-        }
-      } finally {
-        backend.disposeData(scratch.dataId);
+          ));
       }
       return [out, probs];
     },
@@ -343,25 +349,21 @@ const kernels: Array<{ name: string; fn: (args: KArgs) => tf.TensorInfo | tf.Ten
       const [rows, d3] = qkv.shape, T = rows / batch, D = d3 / 3;
       const dqkv = backend.makeOutput(qkv.shape, "float32");
       const hd = D / heads, Tp = Math.ceil(T / 4) * 4;
-      const scratch = backend.makeOutput([hd * Tp + T * Tp], "float32");
-      try {
-        if (rows > 0) {
+      if (rows > 0) {
+        withScratch(backend, hd * Tp + T * Tp, (scratch) =>
           kernelsOf(backend).attention_grad(
             ptr(backend, dout),
             ptr(backend, dprobs),
             ptr(backend, qkv),
             ptr(backend, probs),
             ptr(backend, dqkv),
-            ptr(backend, scratch),
+            scratch,
             batch,
             T,
             heads,
             hd,
             scale,
-          );
-        }
-      } finally {
-        backend.disposeData(scratch.dataId);
+          ));
       }
       return dqkv;
     },

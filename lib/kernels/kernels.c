@@ -444,42 +444,16 @@ EXPORT void copy_rows(const f32* restrict src, f32* restrict dst, int rows, int 
 // This replaces the split, four transposes, two batched products, the scale and the softmax of
 // the unfused graph (and twice as many kernels backward), which cost more than the products.
 // Per head, k (forward) or v (backward) is first transposed into scratch as [hd, Tp] (Tp = T
-// rounded up to 4, zero-padded), so that a row of scores is a SIMD combination of its rows;
-// every product keeps its accumulators in registers.
+// rounded up to 4, zero-padded), so that a row of scores is a SIMD combination of its rows; every
+// product is one combine_rows, whose accumulators stay in registers.
 // ---------------------------------------------------------------------------------------------
 
-// row[0..Tp) = sum_c v[c] * M[c * Tp + 0..Tp), Tp a multiple of 4.
-static void row_times(const f32* restrict v, const f32* restrict M, int hd, int Tp,
-                      f32* restrict row) {
-  int j = 0;
-  for (; j + 16 <= Tp; j += 16) {
-    v128_t a0 = wasm_f32x4_splat(0.f), a1 = a0, a2 = a0, a3 = a0;
-    for (int c = 0; c < hd; c++) {
-      v128_t s = wasm_f32x4_splat(v[c]);
-      const f32* m = M + c * Tp + j;
-      a0 = wasm_f32x4_add(a0, wasm_f32x4_mul(s, wasm_v128_load(m)));
-      a1 = wasm_f32x4_add(a1, wasm_f32x4_mul(s, wasm_v128_load(m + 4)));
-      a2 = wasm_f32x4_add(a2, wasm_f32x4_mul(s, wasm_v128_load(m + 8)));
-      a3 = wasm_f32x4_add(a3, wasm_f32x4_mul(s, wasm_v128_load(m + 12)));
-    }
-    wasm_v128_store(row + j, a0);
-    wasm_v128_store(row + j + 4, a1);
-    wasm_v128_store(row + j + 8, a2);
-    wasm_v128_store(row + j + 12, a3);
-  }
-  for (; j < Tp; j += 4) {
-    v128_t a = wasm_f32x4_splat(0.f);
-    for (int c = 0; c < hd; c++)
-      a = wasm_f32x4_add(a, wasm_f32x4_mul(wasm_f32x4_splat(v[c]), wasm_v128_load(M + c * Tp + j)));
-    wasm_v128_store(row + j, a);
-  }
-}
-
-// out[0..hd) = sum_{j<n} w[j * ws] * X[j * xs + 0..hd), hd a multiple of 4.
+// out[0..len) = sum_{j<n} w[j * ws] * X[j * xs + 0..len), len a multiple of 4: a weighted sum of
+// rows (probs @ v, dS @ k ...) or, with X a transposed head [hd, Tp], a row of scores.
 static void combine_rows(const f32* restrict w, int ws, const f32* restrict X, int xs, int n,
-                         f32* restrict out, int hd) {
+                         f32* restrict out, int len) {
   int c = 0;
-  for (; c + 16 <= hd; c += 16) {
+  for (; c + 16 <= len; c += 16) {
     v128_t a0 = wasm_f32x4_splat(0.f), a1 = a0, a2 = a0, a3 = a0;
     for (int j = 0; j < n; j++) {
       v128_t s = wasm_f32x4_splat(w[j * ws]);
@@ -494,7 +468,7 @@ static void combine_rows(const f32* restrict w, int ws, const f32* restrict X, i
     wasm_v128_store(out + c + 8, a2);
     wasm_v128_store(out + c + 12, a3);
   }
-  for (; c < hd; c += 4) {
+  for (; c < len; c += 4) {
     v128_t a = wasm_f32x4_splat(0.f);
     for (int j = 0; j < n; j++)
       a = wasm_f32x4_add(a, wasm_f32x4_mul(wasm_f32x4_splat(w[j * ws]), wasm_v128_load(X + j * xs + c)));
@@ -522,7 +496,7 @@ EXPORT void attention(const f32* restrict qkv, f32* restrict out, f32* restrict 
       f32* P = probs + (b * H + h) * T * T;
       transpose_head(base + D, D3, T, Tp, hd, kt);
       for (int i = 0; i < T; i++) {
-        row_times(base + i * D3, kt, hd, Tp, row);
+        combine_rows(base + i * D3, 1, kt, Tp, hd, row, Tp);  // q_i k^T
         f32 mx = -3.4e38f;
         for (int j = 0; j < T; j++) {
           row[j] *= scale;
@@ -566,7 +540,7 @@ EXPORT void attention_grad(const f32* restrict dout, const f32* restrict dprobs,
       transpose_head(base + 2 * D, D3, T, Tp, hd, vt);
       for (int i = 0; i < T; i++) {
         f32* d = ds + i * Tp;
-        row_times(dO + i * D, vt, hd, Tp, d);
+        combine_rows(dO + i * D, 1, vt, Tp, hd, d, Tp);  // dout_i v^T
         const f32* p = P + i * T;
         f32 rs = 0.f;
         for (int j = 0; j < T; j++) {
