@@ -1,8 +1,8 @@
 import * as tf from "@tensorflow/tfjs-core";
-import { assert, assertAlmostEquals, assertEquals, assertRejects } from "@std/assert";
+import { assert, assertAlmostEquals, assertEquals, assertRejects, assertThrows } from "@std/assert";
 import { initBackend } from "../lib/backend.ts";
 import type { Dataset } from "../lib/data/dataset.ts";
-import { finetune, layerDecayScales, layerId } from "../lib/eval/finetune.ts";
+import { finetune, finetuneSchedule, layerDecayScales, layerId } from "../lib/eval/finetune.ts";
 import { linearProbe } from "../lib/eval/linear.ts";
 import { extractFeatures, prepareImages, rawPixelFeatures } from "../lib/features.ts";
 import { createRng } from "../lib/rng.ts";
@@ -77,6 +77,24 @@ Deno.test("layer decay: scales by hand for depth 2, decay 0.5", () => {
     "norm.bias": 1,
     "head.weight": 1,
   });
+});
+
+Deno.test("finetune schedule: 5 warmup epochs, at most a tenth of a short run; bad warmup refused", () => {
+  // 100 epochs of 10 iterations: DeiT's 5 epochs = 50 steps. 5 epochs: half an epoch = 5 steps
+  // (the whole run was warmup before). An explicit warmup is kept, clamped below the total.
+  assertEquals(finetuneSchedule(100, 10, {}), {
+    peakLr: 1e-3,
+    minLr: 1e-6,
+    warmupSteps: 50,
+    totalSteps: 1000,
+  });
+  assertEquals(finetuneSchedule(5, 10, { lr: 2e-3 }).warmupSteps, 5);
+  assertEquals(finetuneSchedule(5, 10, { warmupEpochs: 2 }).warmupSteps, 20);
+  assertEquals(finetuneSchedule(5, 10, { warmupEpochs: 9 }).warmupSteps, 49);
+  assertEquals(finetuneSchedule(5, 10, { warmupEpochs: 0 }).warmupSteps, 0);
+  for (const bad of [-1, NaN]) {
+    assertThrows(() => finetuneSchedule(5, 10, { warmupEpochs: bad }), RangeError, "warmupEpochs");
+  }
 });
 
 Deno.test("finetune: a tiny ViT overfits 32 pattern images; frozen weights stay; no leak", async () => {

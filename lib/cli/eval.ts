@@ -40,6 +40,12 @@ const SPECS: FlagSpec[] = [
   { key: "finetuneEpochs", flag: "ft-epochs", kind: "int", help: "fine-tuning epochs (5)" },
   { key: "finetuneLr", flag: "ft-lr", kind: "number", help: "fine-tuning lr (1e-3)" },
   {
+    key: "finetuneWarmup",
+    flag: "ft-warmup",
+    kind: "number",
+    help: "fine-tuning warmup epochs (5, at most a tenth of the epochs)",
+  },
+  {
     key: "finetuneTrainSize",
     flag: "ft-train-size",
     kind: "int",
@@ -101,6 +107,7 @@ export async function main(args: string[]): Promise<number> {
     linearLr: v.linearLr as number | undefined,
     finetuneEpochs: v.finetuneEpochs as number | undefined,
     finetuneLr: v.finetuneLr as number | undefined,
+    finetuneWarmup: v.finetuneWarmup as number | undefined,
     finetuneTrainSize: v.finetuneTrainSize as number | undefined,
     resultsFile,
     backend: info.name,

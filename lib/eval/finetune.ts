@@ -28,6 +28,7 @@ import {
   createOptimizerState,
   disposeOptimizerState,
   lrAt,
+  type LrScheduleOptions,
   type OptimizerConfig,
   type OptimizerState,
 } from "../optim.ts";
@@ -54,7 +55,10 @@ export interface FinetuneOptions {
   lr?: number;
   /** Floor of the cosine. Default 1e-6. */
   minLr?: number;
-  /** Epochs of linear warmup from 0. Default 5 (clamped below the total). */
+  /**
+   * Epochs of linear warmup from 0. Default 5 (DeiT's), but at most a tenth of the run, so that a
+   * short fine-tune still has its cosine decay; an explicit value is clamped below the total.
+   */
   warmupEpochs?: number;
   /** AdamW's decoupled weight decay (skipping biases, norms, tokens). Default 0.05. */
   weightDecay?: number;
@@ -82,6 +86,39 @@ export interface FinetuneOptions {
   evalBatchSize?: number;
   /** Called after each epoch with its index (0-based) and mean train loss. */
   onEpoch?: (epoch: number, loss: number) => void;
+}
+
+/** Fine-tuning warmup epochs by default: DeiT's 5, but at most a tenth of `epochs`. */
+export function defaultWarmupEpochs(epochs: number): number {
+  return Math.min(5, epochs / 10);
+}
+
+/**
+ * The per-iteration lr schedule of a fine-tune ({@link lrAt}'s options): `lr` (default 1e-3) after
+ * `warmupEpochs` of linear warmup (default 5, DeiT's, but at most a tenth of the run so that a short
+ * fine-tune still decays; clamped below the total), then a cosine to `minLr` (default 1e-6).
+ *
+ * @example
+ * ```ts
+ * finetuneSchedule(5, 100, {}); // { peakLr: 1e-3, minLr: 1e-6, warmupSteps: 50, totalSteps: 500 }
+ * ```
+ */
+export function finetuneSchedule(
+  epochs: number,
+  itersPerEpoch: number,
+  opts: Pick<FinetuneOptions, "lr" | "minLr" | "warmupEpochs">,
+): LrScheduleOptions {
+  const warmup = opts.warmupEpochs ?? defaultWarmupEpochs(epochs);
+  if (!(Number.isFinite(warmup) && warmup >= 0)) {
+    throw new RangeError(`finetune: warmupEpochs must be a number >= 0, got ${warmup}`);
+  }
+  const totalSteps = epochs * itersPerEpoch;
+  return {
+    peakLr: opts.lr ?? 1e-3,
+    minLr: opts.minLr ?? 1e-6,
+    warmupSteps: Math.min(Math.round(warmup * itersPerEpoch), totalSteps - 1),
+    totalSteps,
+  };
 }
 
 /** What {@link finetune} returns: test accuracy (fractions) and the training curve. */
@@ -162,14 +199,7 @@ export async function finetune(
     : undefined;
   const rng = createRng(opts.seed ?? 0);
   const initRng = rng.fork(), shuffleRng = rng.fork(), augRng = rng.fork();
-  const itersPerEpoch = Math.ceil(n / batchSize);
-  const totalSteps = epochs * itersPerEpoch;
-  const sched = {
-    peakLr: opts.lr ?? 1e-3,
-    minLr: opts.minLr ?? 1e-6,
-    warmupSteps: Math.min(Math.round((opts.warmupEpochs ?? 5) * itersPerEpoch), totalSteps - 1),
-    totalSteps,
-  };
+  const sched = finetuneSchedule(epochs, Math.ceil(n / batchSize), opts);
   const cfg: OptimizerConfig = {
     name: "adamw",
     weightDecay: opts.weightDecay ?? 0.05,

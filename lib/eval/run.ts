@@ -23,7 +23,7 @@ import {
   type Readout,
 } from "../features.ts";
 import { createViT, disposeViT, type ViT } from "../vit.ts";
-import { finetune } from "./finetune.ts";
+import { defaultWarmupEpochs, finetune } from "./finetune.ts";
 import { knnClassify } from "./knn.ts";
 import { linearProbe } from "./linear.ts";
 import { appendResult, type EvalRow, RESULTS_FILE } from "./results.ts";
@@ -60,6 +60,8 @@ export interface EvaluateOptions {
   finetuneEpochs?: number;
   finetuneLr?: number;
   finetuneTrainSize?: number;
+  /** Fine-tuning warmup epochs (default: 5, at most a tenth of the epochs). */
+  finetuneWarmup?: number;
   /** Feature cache directory. Default `data/cache/features`. */
   cacheDir?: string;
   resultsFile?: string;
@@ -150,6 +152,7 @@ export async function evaluate(opts: EvaluateOptions): Promise<EvalRow[]> {
       const epochs = opts.finetuneEpochs ?? 5;
       const lr = opts.finetuneLr ?? 1e-3;
       const n = opts.finetuneTrainSize ?? 0;
+      const warmup = opts.finetuneWarmup ?? defaultWarmupEpochs(epochs);
       const sub = n > 0 && n < train.length
         ? {
           ...train,
@@ -161,6 +164,7 @@ export async function evaluate(opts: EvaluateOptions): Promise<EvalRow[]> {
       const res = await finetune(model, sub, test, {
         epochs,
         lr,
+        warmupEpochs: warmup,
         mean: stats.mean,
         std: stats.std,
       });
@@ -168,7 +172,7 @@ export async function evaluate(opts: EvaluateOptions): Promise<EvalRow[]> {
         run_id: runId,
         checkpoint,
         protocol: "finetune",
-        params: { epochs, lr, train_size: sub.length },
+        params: { epochs, lr, warmup, train_size: sub.length },
         top1: res.top1,
         top5: res.top5,
         seconds: res.seconds,
