@@ -236,6 +236,11 @@ export const FIELDS: Field[] = [
   { key: "checkTensorLeaks", flag: "check-leaks", kind: "bool", help: "(testing)" },
 ];
 
+/**
+ * The default of every field, which every preset starts from. It is also what a run made before a
+ * field existed did for that field (new fields default to the old behaviour), so it fills the
+ * fields a run's config.json lacks: see {@link savedRunConfig}.
+ */
 const BASE: Omit<PretrainConfig, "preset"> = {
   dataset: "fmnist",
   model: "vit_micro",
@@ -274,6 +279,20 @@ const BASE: Omit<PretrainConfig, "preset"> = {
   injectNanAt: -1,
   checkTensorLeaks: false,
 };
+
+/**
+ * The config a run was made with, from the `config` of its config.json: fields it lacks were added
+ * later (or, like `dim`, left unset) and take {@link BASE}'s values, what the code did when the run
+ * was made. Never the current preset's values, which may have changed since.
+ *
+ * @example
+ * ```ts
+ * savedRunConfig({ preset: "fmnist-long", epochs: 8 }).cropMin; // 0.08: made before --crop-min
+ * ```
+ */
+export function savedRunConfig(saved: Partial<PretrainConfig>): Partial<PretrainConfig> {
+  return { ...BASE, ...saved };
+}
 
 /**
  * Named starting points. `fmnist` is the default CPU recipe: vit_micro/7 (D 64, depth 4, 16

@@ -42,7 +42,7 @@ import { createRng, permutation } from "./rng.ts";
 import { readSafetensors, toFloat32, writeFileAtomic } from "./safetensors.ts";
 import { assignTensors } from "./checkpoint.ts";
 import { ConfigError, vitConfig } from "./vit.ts";
-import { PRESETS, type PretrainConfig, validateConfig } from "./config.ts";
+import { PRESETS, type PretrainConfig, savedRunConfig, validateConfig } from "./config.ts";
 import { appendRows, truncateRows } from "./runlog.ts";
 import { assignArrays, createDataParallel, type DataParallel, readArrays } from "./parallel/mod.ts";
 
@@ -58,18 +58,42 @@ export function resolveConfig(
   partial: Partial<PretrainConfig> & { preset?: string },
 ): PretrainConfig {
   const presetName = partial.preset ?? "fmnist";
-  const preset = PRESETS[presetName];
-  if (!preset) {
-    throw new ConfigError(
-      `unknown preset "${presetName}": choose one of ${Object.keys(PRESETS).join(", ")}`,
-    );
-  }
-  const defined = Object.fromEntries(
-    Object.entries(partial).filter(([, v]) => v !== undefined),
-  );
-  const cfg = { ...preset, ...defined, preset: presetName } as PretrainConfig;
+  const cfg = {
+    ...presetDefaults(presetName),
+    ...definedFields(partial),
+    preset: presetName,
+  } as PretrainConfig;
   validateConfig(cfg);
   return cfg;
+}
+
+/**
+ * The config to resume a run with: the `config` of its config.json ({@link savedRunConfig}: fields
+ * it lacks take the base defaults, not today's preset), then `overrides` (e.g. flags); validated.
+ */
+export function resumeConfig(
+  saved: Partial<PretrainConfig>,
+  overrides: Partial<PretrainConfig> = {},
+): PretrainConfig {
+  const cfg = { ...savedRunConfig(saved), ...definedFields(overrides) } as PretrainConfig;
+  cfg.preset ??= "fmnist";
+  presetDefaults(cfg.preset); // a known name
+  validateConfig(cfg);
+  return cfg;
+}
+
+function presetDefaults(name: string): Omit<PretrainConfig, "preset"> {
+  const preset = PRESETS[name];
+  if (!preset) {
+    throw new ConfigError(
+      `unknown preset "${name}": choose one of ${Object.keys(PRESETS).join(", ")}`,
+    );
+  }
+  return preset;
+}
+
+function definedFields(partial: Partial<PretrainConfig>): Partial<PretrainConfig> {
+  return Object.fromEntries(Object.entries(partial).filter(([, v]) => v !== undefined));
 }
 
 /** What {@link pretrain} returns. */
@@ -598,13 +622,12 @@ async function checkSameConfig(dir: string, cfg: PretrainConfig, force: boolean)
         "use a new --out directory",
     );
   }
-  // A field added after the run was made (absent from its config.json) at its default is no change.
-  const defaults: Partial<PretrainConfig> = PRESETS[cfg.preset] ?? {};
-  const diffs = (Object.keys({ ...saved, ...cfg }) as (keyof PretrainConfig)[])
+  // Fields added after the run was made are absent from its config.json: it ran their defaults.
+  const was = savedRunConfig(saved);
+  const diffs = (Object.keys({ ...was, ...cfg }) as (keyof PretrainConfig)[])
     .filter((k) => !RESUMABLE.has(k))
-    .filter((k) => k in saved || JSON.stringify(defaults[k]) !== JSON.stringify(cfg[k]))
-    .filter((k) => JSON.stringify(saved[k]) !== JSON.stringify(cfg[k]))
-    .map((k) => `${k}: run has ${JSON.stringify(saved[k])}, now ${JSON.stringify(cfg[k])}`);
+    .filter((k) => JSON.stringify(was[k]) !== JSON.stringify(cfg[k]))
+    .map((k) => `${k}: run has ${JSON.stringify(was[k])}, now ${JSON.stringify(cfg[k])}`);
   if (diffs.length && !force) {
     throw new ConfigError(
       `${dir} belongs to a different config:\n  ${diffs.join("\n  ")}\n` +

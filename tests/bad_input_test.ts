@@ -14,7 +14,8 @@ import { assert, assertEquals, assertRejects, assertStringIncludes } from "@std/
 import { join } from "node:path";
 import { loadBackbone, saveTensors } from "../lib/checkpoint.ts";
 import { readSafetensors, writeSafetensors } from "../lib/safetensors.ts";
-import { pretrain, resolveConfig } from "../lib/train.ts";
+import { pretrain, resolveConfig, resumeConfig } from "../lib/train.ts";
+import type { PretrainConfig } from "../lib/config.ts";
 import { main as pretrainMain } from "../lib/cli/pretrain.ts";
 import { main as evalMain } from "../lib/cli/eval.ts";
 import { RESULT_COLUMNS } from "../lib/eval/results.ts";
@@ -257,6 +258,34 @@ Deno.test("bad input: --resume of a run directory of a different config is refus
     console.log = logFn;
   }
   assert(lines.some((l) => l.includes(`resumed ${dir} at step 2/3`)), lines.join("\n"));
+});
+
+Deno.test("a run older than a field keeps that field's old default, whatever the preset says now", async () => {
+  // As if made with fmnist-long before --crop-min and --workers existed, without --dim: its
+  // config.json lacks them. Today's fmnist-long has crop-min 0.4 and D 128; the run had 0.08, 1, 64.
+  const saved = { ...resolveConfig({ preset: "fmnist-long" }) } as Partial<PretrainConfig>;
+  delete saved.cropMin;
+  delete saved.workers;
+  delete saved.dim;
+  const resumed = resumeConfig(saved, { maxSteps: 3 });
+  assertEquals([resumed.cropMin, resumed.workers, resumed.dim], [0.08, 1, undefined]);
+  assertEquals([resumed.maxSteps, resumed.epochs], [3, 10]);
+
+  // Into a run directory made before --crop-min, without --dim (a smoke run whose config.json
+  // lost cropMin), a fresh fmnist-long run is refused: its crops and width differ from the run's.
+  const dir = await copyRun();
+  const file = join(dir, "config.json");
+  const json = JSON.parse(await Deno.readTextFile(file));
+  delete json.config.cropMin;
+  await Deno.writeTextFile(file, JSON.stringify(json));
+  const e = await error(() => pretrainMain(["--preset", "fmnist-long", "--out", dir]));
+  expect(
+    e,
+    "ConfigError",
+    `${dir} belongs to a different config`,
+    "cropMin: run has 0.08, now 0.4",
+    "dim: run has undefined, now 128",
+  );
 });
 
 Deno.test("bad input: --resume of a directory that is not a run, --config of a file that is not JSON", async () => {

@@ -13,7 +13,7 @@
  * @module
  */
 import { FIELDS, PRESETS, type PretrainConfig } from "../config.ts";
-import { pretrain, resolveConfig } from "../train.ts";
+import { pretrain, resolveConfig, resumeConfig } from "../train.ts";
 import { type FlagSpec, helpText, parseFlags } from "./args.ts";
 import { runMain } from "./main.ts";
 import { ConfigError } from "../vit.ts";
@@ -67,18 +67,17 @@ export async function main(args: string[]): Promise<number> {
     return 0;
   }
   const { preset, config, resume, force, help: _, ...overrides } = values;
-  let base: Partial<PretrainConfig> = {};
+  const chosen = { ...(preset ? { preset: String(preset) } : {}), ...overrides } as Partial<
+    PretrainConfig
+  >;
+  let cfg: PretrainConfig;
   if (resume) {
-    base = {
-      ...(await readRunConfig(`${resume}/config.json`, "--resume")),
-      outDir: String(resume),
-    };
-  } else if (config) base = { ...(await readRunConfig(String(config), "--config")), outDir: "" };
-  const cfg = resolveConfig({
-    ...base,
-    ...(preset ? { preset: String(preset) } : {}),
-    ...overrides,
-  } as Partial<PretrainConfig>);
+    const saved = await readRunConfig(`${resume}/config.json`, "--resume");
+    cfg = resumeConfig({ ...saved, outDir: String(resume) }, chosen);
+  } else {
+    const base = config ? { ...(await readRunConfig(String(config), "--config")), outDir: "" } : {};
+    cfg = resolveConfig({ ...base, ...chosen });
+  }
   if (!cfg.outDir) {
     const stamp = new Date().toISOString().replace(/[-:]/g, "").replace(/\..*/, "");
     cfg.outDir = `data/runs/${cfg.preset}-${stamp}`;
