@@ -9,8 +9,9 @@
  *
  * {@link installWasmMatMulFastPath} re-registers the wasm `BatchMatMul` kernel so that, when `b`
  * has batch size 1, transposes are materialised (the SIMD transpose; `w^T` of `x @ w^T` is cached
- * per weight) and `a`'s batch dims are folded into its rows, then XNNPACK runs. Products with a batched `b` (attention's
- * `q @ k^T`) go to the SIMD kernel of `lib/kernels/kernels.c` (see `lib/wasm_kernels.ts`).
+ * per weight) and `a`'s batch dims are folded into its rows, then XNNPACK runs. Products with a
+ * batched `b` go to the SIMD kernel of `lib/kernels/kernels.c` (see `lib/wasm_kernels.ts`); ViT
+ * attention itself is one fused kernel there where its head width allows.
  *
  * @example
  * ```ts
