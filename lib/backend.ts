@@ -116,12 +116,35 @@ async function tryCpu(): Promise<BackendInfo> {
   return info("cpu", "JavaScript", 1);
 }
 
+/**
+ * Mesa's Vulkan drivers look for a Wayland display when an adapter is requested, and without
+ * `XDG_RUNTIME_DIR` libwayland prints "error: XDG_RUNTIME_DIR is invalid or not set in the
+ * environment." although nothing is wrong (compute needs no display). Where the variable is unset,
+ * point it at a private empty folder, so that the probe finds no display and says nothing.
+ * Called before every adapter request here; call it before requesting an adapter yourself.
+ *
+ * @example
+ * ```ts
+ * quietWaylandProbe();
+ * const adapter = await navigator.gpu.requestAdapter();
+ * ```
+ */
+export function quietWaylandProbe(): void {
+  if (Deno.build.os !== "linux" || Deno.env.get("XDG_RUNTIME_DIR")) return;
+  const dir = `${Deno.env.get("TMPDIR") ?? "/tmp"}/vitssl-runtime-${Deno.uid() ?? 0}`;
+  try {
+    Deno.mkdirSync(dir, { recursive: true, mode: 0o700 });
+    Deno.env.set("XDG_RUNTIME_DIR", dir);
+  } catch { /* no such folder: the probe may print its line, nothing else changes */ }
+}
+
 /** Returns the WebGPU adapter, or a reason why there is none. */
 async function webgpuAdapter(): Promise<{ adapter?: GPUAdapter; reason?: string }> {
   const gpu = (navigator as Navigator & { gpu?: GPU }).gpu;
   if (!gpu) {
     return { reason: "navigator.gpu is missing: run Deno with --unstable-webgpu" };
   }
+  quietWaylandProbe();
   const adapter = await gpu.requestAdapter({ powerPreference: "high-performance" });
   if (!adapter) {
     return {

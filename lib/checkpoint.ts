@@ -25,8 +25,8 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs-core";
+import type { AtomicWriteOptions } from "./io/atomic.ts";
 import {
-  type AtomicWriteOptions,
   readSafetensors,
   type SafeTensor,
   SafetensorsError,

@@ -13,7 +13,9 @@
  */
 import { BACKENDS } from "./backend.ts";
 import { type DatasetName, DATASETS } from "./data/mod.ts";
-import { ConfigError, type PosEmb } from "./vit.ts";
+import { ConfigError, type PosEmb, VIT_CONFIGS } from "./vit.ts";
+import { FRAMEWORKS } from "./frameworks/mod.ts";
+import { flagProblem, type FlagSpec } from "./cli/args.ts";
 
 /** Everything that defines a pretraining run. */
 export interface PretrainConfig {
@@ -84,21 +86,9 @@ export interface PretrainConfig {
   checkTensorLeaks: boolean;
 }
 
-type Kind = "int" | "number" | "string" | "bool";
-
 /** One config field: its command-line flag, type, allowed values and a line of help. */
-export interface Field {
+export interface Field extends FlagSpec {
   key: keyof PretrainConfig;
-  flag: string;
-  kind: Kind;
-  help: string;
-  /** Allowed values of a string field. */
-  choices?: readonly (string | number)[];
-  /** Smallest allowed value of a number field. */
-  min?: number;
-  /** Whether the minimum itself is excluded (lr > 0). */
-  exclusive?: boolean;
-  max?: number;
 }
 
 /** Every field of {@link PretrainConfig}, with its flag. */
@@ -114,7 +104,13 @@ export const FIELDS: Field[] = [
     min: 8,
     help: "synthetic: train images",
   },
-  { key: "model", flag: "model", kind: "string", help: "ViT preset (vit_micro ... vit_huge)" },
+  {
+    key: "model",
+    flag: "model",
+    kind: "string",
+    choices: Object.keys(VIT_CONFIGS),
+    help: "ViT preset",
+  },
   { key: "patchSize", flag: "patch-size", kind: "int", min: 1, help: "patch side in pixels" },
   { key: "dim", flag: "dim", kind: "int", min: 1, help: "override the width D" },
   { key: "depth", flag: "depth", kind: "int", min: 1, help: "override the number of blocks" },
@@ -140,7 +136,13 @@ export const FIELDS: Field[] = [
     kind: "bool",
     help: "random, frozen patch projection (the paper's stability trick)",
   },
-  { key: "framework", flag: "framework", kind: "string", help: "mocov3 (simclr, byol)" },
+  {
+    key: "framework",
+    flag: "framework",
+    kind: "string",
+    choices: FRAMEWORKS,
+    help: "self-supervised method",
+  },
   { key: "hidden", flag: "hidden", kind: "int", min: 1, help: "head hidden width" },
   { key: "outDim", flag: "out-dim", kind: "int", min: 1, help: "head output width" },
   {
@@ -152,7 +154,13 @@ export const FIELDS: Field[] = [
     help: "T",
   },
   { key: "m0", flag: "momentum", kind: "number", min: 0, max: 1, help: "base momentum m0" },
-  { key: "batchSize", flag: "batch", kind: "int", min: 2, help: "images per step (>= 2)" },
+  {
+    key: "batchSize",
+    flag: "batch",
+    kind: "int",
+    min: 2,
+    help: "images per step (BatchNorm in the heads needs at least 2 images per view)",
+  },
   { key: "epochs", flag: "epochs", kind: "int", min: 1, help: "epochs" },
   { key: "warmupEpochs", flag: "warmup", kind: "number", min: 0, help: "warmup epochs" },
   {
@@ -355,31 +363,8 @@ export function validateConfig(cfg: PretrainConfig): void {
   for (const f of FIELDS) {
     const v = cfg[f.key] as unknown;
     if (v === undefined || v === "") continue;
-    const flag = `--${f.flag}`;
-    if (f.kind === "int" || f.kind === "number") {
-      if (typeof v !== "number" || !Number.isFinite(v)) {
-        throw new ConfigError(`${flag} must be a number, got "${v}"`);
-      }
-      if (f.kind === "int" && !Number.isInteger(v)) {
-        throw new ConfigError(`${flag} must be a whole number, got ${v}`);
-      }
-      if (f.min !== undefined && (f.exclusive ? v <= f.min : v < f.min)) {
-        throw new ConfigError(
-          `${flag} must be ${f.exclusive ? ">" : ">="} ${f.min}, got ${v}` +
-            (f.key === "batchSize"
-              ? " (BatchNorm in the heads needs at least 2 images per view)"
-              : ""),
-        );
-      }
-      if (f.max !== undefined && v > f.max) {
-        throw new ConfigError(`${flag} must be <= ${f.max}, got ${v}`);
-      }
-    } else if (f.kind === "bool" && typeof v !== "boolean") {
-      throw new ConfigError(`${flag} is a switch (true/false), got "${v}"`);
-    }
-    if (f.choices && !f.choices.includes(v as string | number)) {
-      throw new ConfigError(`${flag} must be one of ${f.choices.join(", ")}, got "${v}"`);
-    }
+    const problem = flagProblem(f, v);
+    if (problem) throw new ConfigError(problem);
   }
   if ((cfg.dataset === "cifar10" || cfg.dataset === "imagefolder") && !cfg.dataRoot) {
     throw new ConfigError(

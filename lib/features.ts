@@ -23,7 +23,7 @@
 import * as tf from "@tensorflow/tfjs-core";
 import { type AugmentConfig, defaultAugmentConfig, normalize } from "./augment.ts";
 import { type Dataset, toFloatTensor } from "./data/dataset.ts";
-import { writeFileAtomic } from "./safetensors.ts";
+import { writeFileAtomic } from "./io/atomic.ts";
 import { type ViT, vitForward } from "./vit.ts";
 
 /** Row-major features `[N, D]` with one label per row: what kNN and the linear probe consume. */

@@ -23,6 +23,8 @@ export * from "./config.ts";
 export * from "./train.ts";
 export * from "./runlog.ts";
 export * from "./safetensors.ts";
+export * from "./io/atomic.ts";
+export * from "./io/lock.ts";
 export * from "./checkpoint.ts";
 export * from "./data/mod.ts";
 export * from "./features.ts";

@@ -12,7 +12,7 @@
  * ```
  * @module
  */
-import { writeFileAtomic } from "./safetensors.ts";
+import { diskFullOr, writeFileAtomic } from "./io/atomic.ts";
 
 /** Appends rows (objects keyed by column) to a CSV, writing the header first if it is new. */
 export async function appendRows<T extends object>(
@@ -29,7 +29,12 @@ export async function appendRows<T extends object>(
   for (const row of rows) {
     text += columns.map((c) => formatCell((row as Record<string, unknown>)[c])).join(",") + "\n";
   }
-  await Deno.writeTextFile(path, text, { append: true });
+  try {
+    await Deno.writeTextFile(path, text, { append: true });
+  } catch (e) {
+    // A torn last line is cut by truncateRows when the run resumes.
+    throw await diskFullOr(e, path);
+  }
 }
 
 /**

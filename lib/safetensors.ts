@@ -21,6 +21,7 @@
  * ```
  * @module
  */
+import { type AtomicWriteOptions, writeFileAtomic } from "./io/atomic.ts";
 
 /** Element types supported here (a subset of the safetensors dtypes). */
 export type SafeDType = "F32" | "F16" | "BF16" | "I32" | "I64" | "U8" | "F64";
@@ -390,79 +391,6 @@ export function decodeSafetensors(bytes: Uint8Array, source = "<bytes>"): Safete
     setOwn(tensors, e.name, { dtype: e.dtype, shape: e.shape, data });
   }
   return { tensors, metadata };
-}
-
-/** Options for {@linkcode writeFileAtomic}. */
-export interface AtomicWriteOptions {
-  /**
-   * Writes all of `bytes` to the open temp file. Default: `file.write` until done. Tests replace
-   * it to simulate failures (disk full) mid-write.
-   */
-  writer?: (file: Deno.FsFile, bytes: Uint8Array) => Promise<void>;
-}
-
-async function writeAll(file: Deno.FsFile, bytes: Uint8Array): Promise<void> {
-  let done = 0;
-  while (done < bytes.length) done += await file.write(bytes.subarray(done));
-}
-
-/** Splits a path into its directory (`"."` for a bare name) and a hidden temp-file path beside it. */
-function tempPathFor(path: string): { dir: string; tmp: string } {
-  const i = Math.max(path.lastIndexOf("/"), path.lastIndexOf("\\"));
-  const dir = i < 0 ? "." : i === 0 ? path.slice(0, 1) : path.slice(0, i);
-  const tmp = `${path.slice(0, i + 1)}.${path.slice(i + 1)}.tmp-${crypto.randomUUID().slice(0, 8)}`;
-  return { dir, tmp };
-}
-
-/**
- * Writes `bytes` to `path` atomically: a temp file in the same directory is written, fsynced and
- * renamed over `path`, then the directory is fsynced where the OS allows. Readers see either the
- * old file or the complete new one. On failure the temp file is removed, any existing file at
- * `path` is left untouched, and an error naming `path` is thrown (original error as `cause`).
- *
- * @example
- * ```ts
- * await writeFileAtomic("run/config.json", new TextEncoder().encode("{}"));
- * ```
- */
-export async function writeFileAtomic(
-  path: string,
-  bytes: Uint8Array,
-  options: AtomicWriteOptions = {},
-): Promise<void> {
-  const { dir, tmp } = tempPathFor(path);
-  let file: Deno.FsFile | undefined;
-  try {
-    file = await Deno.open(tmp, { write: true, createNew: true, mode: 0o644 });
-    await (options.writer ?? writeAll)(file, bytes);
-    await file.sync();
-    file.close();
-    file = undefined;
-    await Deno.rename(tmp, path);
-  } catch (e) {
-    try {
-      file?.close();
-    } catch { /* already closed */ }
-    await Deno.remove(tmp).catch(() => {});
-    const why = (e as Error).message;
-    const fix = /no space left|os error 28|ENOSPC|quota/i.test(why)
-      ? ": the disk is full. Free some space (or write to another disk) and try again"
-      : "";
-    throw new Error(
-      `writeFileAtomic: could not write ${path} (${why}); ` +
-        `any existing file there was left unchanged${fix}`,
-      { cause: e },
-    );
-  }
-  // Persist the rename itself. Directories cannot be opened/synced on every OS: best effort.
-  try {
-    const d = await Deno.open(dir, { read: true });
-    try {
-      await d.sync();
-    } finally {
-      d.close();
-    }
-  } catch { /* not supported here */ }
 }
 
 /**

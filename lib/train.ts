@@ -39,7 +39,9 @@ import {
   scaledLr,
 } from "./optim.ts";
 import { createRng, permutation } from "./rng.ts";
-import { readSafetensors, toFloat32, writeFileAtomic } from "./safetensors.ts";
+import { readSafetensors, toFloat32 } from "./safetensors.ts";
+import { DiskFullError, isAtomicTempFile, writeFileAtomic } from "./io/atomic.ts";
+import { lockRunDir, type RunLock } from "./io/lock.ts";
 import { assignTensors } from "./checkpoint.ts";
 import { ConfigError, vitConfig } from "./vit.ts";
 import { PRESETS, type PretrainConfig, savedRunConfig, validateConfig } from "./config.ts";
@@ -122,6 +124,11 @@ export interface RunHooks {
   signal?: { stop: boolean };
   /** Resume an existing run directory even if its config differs. */
   force?: boolean;
+  /**
+   * The lock of `cfg.outDir`, when the caller holds it already (an experiment run locks its
+   * directory for training and evaluation). Default: {@link pretrain} takes it itself.
+   */
+  lock?: RunLock;
 }
 
 /** One row of `log.csv`. */
@@ -246,9 +253,41 @@ function groupLabel(i: number, depth: number): string {
 
 /**
  * Runs (or resumes) a pretraining run. Resumes when `cfg.outDir` already holds a checkpoint;
- * refuses if that run's config differs (unless `hooks.force`).
+ * refuses if that run's config differs (unless `hooks.force`), and refuses at once (a
+ * `RunLockedError`) while another process holds the directory. A full disk ends the run with a
+ * `DiskFullError` that says how to resume; the last checkpoint and the logs stay intact.
  */
 export async function pretrain(cfg: PretrainConfig, hooks: RunHooks = {}): Promise<PretrainResult> {
+  if (hooks.lock && hooks.lock.dir !== cfg.outDir) {
+    throw new Error(`pretrain: the lock given is for ${hooks.lock.dir}, not ${cfg.outDir}`);
+  }
+  // One process per run directory: a second one is refused before it changes anything, here
+  // when the directory exists, else where the run creates it (after the config is checked).
+  let lock = hooks.lock ?? await lockRunDir(cfg.outDir, { create: false });
+  const takeLock = async () => {
+    lock ??= await lockRunDir(cfg.outDir);
+  };
+  try {
+    return await pretrainLocked(cfg, hooks, takeLock);
+  } catch (e) {
+    if (!(e instanceof DiskFullError)) throw e;
+    throw new DiskFullError(
+      e.detail,
+      e.path,
+      `the last checkpoint and log of ${cfg.outDir} are intact: free some space, then resume ` +
+        `with: deno task pretrain --resume ${cfg.outDir}`,
+      { cause: e },
+    );
+  } finally {
+    if (!hooks.lock) lock?.release();
+  }
+}
+
+async function pretrainLocked(
+  cfg: PretrainConfig,
+  hooks: RunHooks,
+  takeLock: () => Promise<void>,
+): Promise<PretrainResult> {
   const print = hooks.print ?? ((s: string) => console.log(s));
   const signal = hooks.signal ?? { stop: false };
   const backendInfo = await initBackend({ backend: cfg.backend, threads: cfg.threads });
@@ -311,7 +350,7 @@ export async function pretrain(cfg: PretrainConfig, hooks: RunHooks = {}): Promi
 
     // Run directory: new, or resumed from its checkpoint.
     const dir = cfg.outDir;
-    await Deno.mkdir(dir, { recursive: true });
+    await takeLock(); // creates the directory
     const ckptPath = `${dir}/checkpoint.safetensors`;
     let step = 0;
     let lrScale = 1;
@@ -555,7 +594,7 @@ async function truncateLogs(dir: string, step: number): Promise<void> {
  */
 async function removeStaleTempFiles(dir: string): Promise<void> {
   for await (const e of Deno.readDir(dir)) {
-    if (e.isFile && /^\..+\.tmp-[0-9a-f]{8}$/.test(e.name)) {
+    if (e.isFile && isAtomicTempFile(e.name)) {
       await Deno.remove(`${dir}/${e.name}`).catch(() => {});
     }
   }

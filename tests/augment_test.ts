@@ -2,6 +2,7 @@ import * as tf from "@tensorflow/tfjs-core";
 import { assert, assertAlmostEquals, assertEquals, assertThrows } from "@std/assert";
 import { initBackend } from "../lib/backend.ts";
 import { createRng } from "../lib/rng.ts";
+import { requireTool, webgpuStatus } from "./system_tools.ts";
 import {
   adjustBrightness,
   adjustContrast,
@@ -496,12 +497,15 @@ Deno.test("previewViews: uint8 views of the right size, deterministic by seed", 
   assertThrows(() => previewViews(bytes, n, 12, 12, 1, 5), Error, "bytes");
 });
 
-const gpu = (navigator as Navigator & { gpu?: GPU }).gpu;
-const hasWebgpu = !!gpu && !!(await gpu.requestAdapter());
+const noWebgpu = requireTool(
+  "WebGPU augmentation",
+  await webgpuStatus(),
+  "apt-get install mesa-vulkan-drivers, and run deno with --unstable-webgpu",
+);
 
 Deno.test({
   name: "webgpu backend (if an adapter exists): same views as cpu (to float tolerance)",
-  ignore: !hasWebgpu,
+  ignore: noWebgpu,
   fn: async () => {
     const data = pixels(4 * 32 * 32 * 3, 43);
     const cfg = defaultAugmentConfig({ outSize: 24, channels: 3 });

@@ -7,7 +7,7 @@ import {
   assertStringIncludes,
 } from "@std/assert";
 import * as tf from "@tensorflow/tfjs-core";
-import { BackendError, BACKENDS, initBackend } from "../lib/backend.ts";
+import { BackendError, BACKENDS, initBackend, quietWaylandProbe } from "../lib/backend.ts";
 
 // The wasm module and the WebGPU device stay alive for the whole process, by design.
 const opts = { sanitizeOps: false, sanitizeResources: false };
@@ -26,6 +26,7 @@ async function computesCorrectly(): Promise<void> {
 async function probeWebgpu(): Promise<{ adapter: boolean; software: boolean; why: string }> {
   const gpu = (navigator as Navigator & { gpu?: GPU }).gpu;
   if (!gpu) return { adapter: false, software: false, why: "navigator.gpu is missing" };
+  quietWaylandProbe();
   const adapter = await gpu.requestAdapter();
   if (!adapter) return { adapter: false, software: false, why: "no WebGPU adapter" };
   const info = (adapter as GPUAdapter & { info?: GPUAdapterInfo }).info;

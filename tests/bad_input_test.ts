@@ -19,6 +19,8 @@ import type { PretrainConfig } from "../lib/config.ts";
 import { main as pretrainMain } from "../lib/cli/pretrain.ts";
 import { main as evalMain } from "../lib/cli/eval.ts";
 import { RESULT_COLUMNS } from "../lib/eval/results.ts";
+import { logSteps, spawnPretrain } from "./pretrain_child.ts";
+import { requireTool, smallDisk, smallDiskStatus } from "./system_tools.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const CLI = new URL("../lib/cli/pretrain.ts", import.meta.url).pathname;
@@ -101,6 +103,23 @@ Deno.test("bad input: an unknown or misspelled flag (suggests the right one)", a
   assert(!e.message.includes("did you mean"), e.message);
 });
 
+Deno.test("bad input: an unknown --framework exits 2 with one line (did you mean), before any work", async () => {
+  const out = join(await tempDir(), "run");
+  const child = spawnPretrain([...SMOKE, "--framework", "mocov4", "--out", out]);
+  const res = await child.output();
+  const stderr = new TextDecoder().decode(res.stderr).trim();
+  assertEquals(res.code, 2, stderr);
+  assertEquals(
+    stderr,
+    'error: unknown --framework "mocov4": did you mean mocov3? (choose one of mocov3, simclr, byol)',
+  );
+  assertEquals(new TextDecoder().decode(res.stdout), "", "nothing ran: no backend line");
+  assert(!(await exists(out)), "no run directory");
+  // Every enumerated flag is checked the same way.
+  expect(await pretrainError(["--model", "vit_mikro"]), "UsageError", "did you mean vit_micro?");
+  expect(await pretrainError(["--optimizer", "adam"]), "UsageError", "did you mean adamw?");
+});
+
 Deno.test("bad input: a non-numeric value", async () => {
   expect(await pretrainError(["--lr", "fast"]), "UsageError", '--lr must be a number, got "fast"');
   expect(await pretrainError(["--epochs", "2.5"]), "UsageError", "--epochs must be a whole number");
@@ -115,7 +134,7 @@ Deno.test("bad input: a zero or negative batch, epochs or lr", async () => {
     [["--lr", "0"], "--lr must be > 0, got 0"],
     [["--lr", "-1e-3"], "--lr must be > 0, got -0.001"],
   ];
-  for (const [args, text] of cases) expect(await pretrainError(args), "ConfigError", text);
+  for (const [args, text] of cases) expect(await pretrainError(args), "UsageError", text);
 });
 
 Deno.test("bad input: an image size not divisible by the patch size", async () => {
@@ -146,8 +165,9 @@ Deno.test("bad input: a backend named but unavailable (no silent fallback)", asy
   );
   expect(
     await pretrainError(["--backend", "cuda"]),
-    "ConfigError",
-    '--backend must be one of auto, tensorflow, webgpu, wasm, cpu, got "cuda"',
+    "UsageError",
+    'unknown --backend "cuda" (choose one of auto, ',
+    "wasm, cpu",
   );
 });
 
@@ -221,8 +241,8 @@ Deno.test("bad input: an unknown feature readout for the probes", async () => {
   expect(
     await error(() => evalMain(["--baselines", "--readout", "cls+max"])),
     "UsageError",
-    `unknown readout "cls+max"`,
-    "choose pooled or cls+mean",
+    `unknown --readout "cls+max": did you mean cls+mean?`,
+    "(choose one of pooled, cls+mean)",
   );
 });
 
@@ -415,11 +435,10 @@ Deno.test("bad input: a full disk during a checkpoint write keeps the old checkp
       const e = await error(write);
       expect(
         e,
-        "Error",
-        path,
-        "No space left on device",
-        "any existing file there was left unchanged",
-        "the disk is full. Free some space (or write to another disk) and try again",
+        "DiskFullError",
+        `the disk is full: could not write ${path}`,
+        "the file that was there before is unchanged",
+        "free some space (or write to another disk) and try again",
       );
       assertEquals(await Deno.readFile(path), old, "the old checkpoint is intact");
       const names = [];
@@ -430,6 +449,52 @@ Deno.test("bad input: a full disk during a checkpoint write keeps the old checkp
   } finally {
     tf.dispose([w, w2]);
   }
+});
+
+const noSmallDisk = requireTool(
+  "full-disk pretraining",
+  await smallDiskStatus(),
+  "run the tests as root on Linux, where mount -t tmpfs works",
+  { optionalInCi: true },
+);
+
+Deno.test({
+  name:
+    "bad input: the disk fills up mid-run: one line naming the file and the free space; --resume works",
+  ignore: noSmallDisk,
+  fn: async () => {
+    // The smoke run's first save (checkpoint 0.64 MB + backbone 0.11 MB) fits in 1100 KiB; the
+    // second cannot, since the new checkpoint is written beside the old one before the rename.
+    const disk = await smallDisk(1100);
+    const dir = `${disk.path}/run`;
+    const flags = ["--preset", "smoke", "--backend", "wasm", "--seed", "5", "--no-final-knn"];
+    try {
+      const out = await spawnPretrain([...flags, "--out", dir]).output();
+      const stderr = new TextDecoder().decode(out.stderr).trim();
+      assertEquals(out.code, 1, stderr);
+      assertEquals(stderr.split("\n").length, 1, `one line, no stack trace:\n${stderr}`);
+      assertStringIncludes(
+        stderr,
+        `error: the disk is full: could not write ${dir}/checkpoint.safetensors (`,
+      );
+      assert(/\d KiB free\)/.test(stderr), stderr);
+      assertStringIncludes(stderr, `then resume with: deno task pretrain --resume ${dir}`);
+      // The last good checkpoint (step 4) and the log are intact.
+      const ckpt = await readSafetensors(`${dir}/checkpoint.safetensors`);
+      assertEquals(ckpt.metadata.step, "4");
+      const steps = await logSteps(`${dir}/log.csv`);
+      assertEquals(steps.slice(0, 8), [0, 1, 2, 3, 4, 5, 6, 7]);
+      assert(steps.every((s, i) => s === i), `log steps ${steps}`);
+
+      await disk.resize(8192);
+      const resumed = await spawnPretrain(["--resume", dir]).output();
+      assertEquals(resumed.code, 0, new TextDecoder().decode(resumed.stderr));
+      assertEquals(await logSteps(`${dir}/log.csv`), Array.from({ length: 16 }, (_, i) => i));
+      assertEquals((await readSafetensors(`${dir}/checkpoint.safetensors`)).metadata.step, "16");
+    } finally {
+      await disk.close();
+    }
+  },
 });
 
 Deno.test("bad input: cleanup", async () => {

@@ -91,6 +91,47 @@ async function rawClass(c: number): Promise<number[][]> {
   return data.filter((a) => a.length > 0);
 }
 
+Deno.test("fmnist: loads that find no cache at once all succeed, in one process and in two", async () => {
+  const cacheDir = await Deno.makeTempDir();
+  try {
+    // In one process: one build serves all three (the two train loads share its buffer).
+    const [a, b, c] = await Promise.all([
+      loadFmnist("train", { cacheDir }),
+      loadFmnist("test", { cacheDir }),
+      loadFmnist("train", { cacheDir }),
+    ]);
+    assertEquals([a.length, b.length, c.length], [60000, 10000, 60000]);
+    assert(a.images.buffer === c.images.buffer, "the cache was built once");
+    assertEquals([...Deno.readDirSync(cacheDir)].map((e) => e.name), ["fmnist-v1.bin"]);
+
+    // Two processes that build a fresh cache at the same moment.
+    await Deno.remove(join(cacheDir, "fmnist-v1.bin"));
+    const mod = new URL("../lib/data/fmnist.ts", import.meta.url).href;
+    const code = `const { loadFmnist } = await import(${JSON.stringify(mod)});
+      const o = { cacheDir: ${JSON.stringify(cacheDir)} };
+      const [tr, te] = await Promise.all([loadFmnist("train", o), loadFmnist("test", o)]);
+      console.log(tr.length + te.length);`;
+    const outs = await Promise.all(
+      [0, 1].map(() =>
+        new Deno.Command(Deno.execPath(), {
+          args: ["eval", code],
+          stdout: "piped",
+          stderr: "piped",
+        })
+          .output()
+      ),
+    );
+    for (const out of outs) {
+      assertEquals(out.code, 0, new TextDecoder().decode(out.stderr));
+      assertEquals(new TextDecoder().decode(out.stdout).trim(), "70000");
+    }
+    assertEquals([...Deno.readDirSync(cacheDir)].map((e) => e.name), ["fmnist-v1.bin"]);
+    assertEquals((await loadFmnist("test", { cacheDir })).length, 10000);
+  } finally {
+    await Deno.remove(cacheDir, { recursive: true });
+  }
+});
+
 Deno.test("fmnist: split sizes, per-class counts, pixels, cache round trip", async () => {
   const cacheDir = await Deno.makeTempDir();
   try {

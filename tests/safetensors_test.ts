@@ -16,7 +16,6 @@ import {
   type SafeTensor,
   SafetensorsError,
   toFloat32,
-  writeFileAtomic,
   writeSafetensors,
 } from "../lib/safetensors.ts";
 
@@ -514,66 +513,6 @@ Deno.test("readSafetensors: missing and corrupt files name the path", async () =
     const e3 = await assertRejects(() => readSafetensors(dir), SafetensorsError);
     assertStringIncludes(e3.message, dir);
   } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-});
-
-Deno.test("writeFileAtomic: a failing write leaves the old file intact and no temp file", async () => {
-  const dir = await Deno.makeTempDir();
-  try {
-    const path = `${dir}/model.safetensors`;
-    await Deno.writeTextFile(path, "old contents");
-    const diskFull = new Error("No space left on device (os error 28), simulated");
-    let wrote = 0;
-    const e = await assertRejects(
-      () =>
-        writeFileAtomic(path, new Uint8Array(1000).fill(7), {
-          // Writes part of the data, then fails as a full disk would.
-          writer: async (file, bytes) => {
-            wrote = await file.write(bytes.subarray(0, 100));
-            throw diskFull;
-          },
-        }),
-      Error,
-    );
-    assertEquals(wrote, 100);
-    assertStringIncludes(e.message, path);
-    assertStringIncludes(e.message, "No space left");
-    assertEquals(e.cause, diskFull);
-    assertEquals(await Deno.readTextFile(path), "old contents");
-    assertEquals(await listDir(dir), ["model.safetensors"]);
-
-    // Same without an existing file: nothing is left behind at all.
-    const fresh = `${dir}/fresh.bin`;
-    await assertRejects(() =>
-      writeFileAtomic(fresh, new Uint8Array(10), {
-        writer: () => Promise.reject(new Error("boom")),
-      })
-    );
-    assertEquals(await listDir(dir), ["model.safetensors"]);
-
-    // A missing directory fails cleanly too.
-    await assertRejects(() => writeFileAtomic(`${dir}/no/such/dir/x.bin`, new Uint8Array(1)));
-
-    // And the default writer succeeds, replacing the file.
-    await writeFileAtomic(path, enc.encode("new"));
-    assertEquals(await Deno.readTextFile(path), "new");
-    assertEquals(await listDir(dir), ["model.safetensors"]);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-});
-
-Deno.test("writeFileAtomic: relative path in the current directory", async () => {
-  const dir = await Deno.makeTempDir();
-  const cwd = Deno.cwd();
-  try {
-    Deno.chdir(dir);
-    await writeFileAtomic("plain.bin", new Uint8Array([1, 2]));
-    assertEquals(Array.from(await Deno.readFile(`${dir}/plain.bin`)), [1, 2]);
-    assertEquals(await listDir(dir), ["plain.bin"]);
-  } finally {
-    Deno.chdir(cwd);
     await Deno.remove(dir, { recursive: true });
   }
 });

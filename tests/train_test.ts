@@ -365,14 +365,18 @@ async function cliError(args: string[]): Promise<Error> {
 
 Deno.test("CLI: bad input gives an error naming the cause and the fix", async () => {
   const cases: [string[], string, string[]][] = [
-    [["--dataset", "imagenet"], "ConfigError", ["--dataset", '"imagenet"', "fmnist, cifar10"]],
+    [["--dataset", "imagenet"], "UsageError", ["--dataset", '"imagenet"', "fmnist, cifar10"]],
     [["--bacth", "64"], "UsageError", ["--bacth", "did you mean --batch?", "--help"]],
     [["--batch", "abc"], "UsageError", ["--batch must be a number", '"abc"']],
-    [["--batch", "1"], "ConfigError", ["--batch must be >= 2", "BatchNorm"]],
-    [["--lr", "-1"], "ConfigError", ["--lr must be > 0", "-1"]],
-    [["--lr=-0.5"], "ConfigError", ["--lr must be > 0", "-0.5"]],
+    [["--batch", "1"], "UsageError", ["--batch must be >= 2", "BatchNorm"]],
+    [["--lr", "-1"], "UsageError", ["--lr must be > 0", "-1"]],
+    [["--lr=-0.5"], "UsageError", ["--lr must be > 0", "-0.5"]],
     [["--epochs", "2.5"], "UsageError", ["--epochs must be a whole number"]],
-    [["--preset", "nope"], "ConfigError", ['unknown preset "nope"', "smoke"]],
+    [["--preset", "nope"], "UsageError", ['unknown --preset "nope"', "smoke"]],
+    [["--framework", "mocov4"], "UsageError", [
+      'unknown --framework "mocov4"',
+      "did you mean mocov3?",
+    ]],
     [["--dataset", "cifar10"], "ConfigError", ["--data-root DIR", "data_batch_1.bin"]],
     [
       ["--dataset", "cifar10", "--data-root", "/nonexistent/cifar"],

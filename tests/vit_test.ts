@@ -8,6 +8,7 @@ import {
 } from "@std/assert";
 import * as tf from "@tensorflow/tfjs-core";
 import { initBackend } from "../lib/backend.ts";
+import { webgpuStatus } from "./system_tools.ts";
 import { createRng, type Rng } from "../lib/rng.ts";
 import {
   ConfigError,
@@ -619,10 +620,8 @@ Deno.test("vitFlops matches a hand count", () => {
 
 /** The WebGPU adapter, or why there is none. */
 async function webgpuAvailable(): Promise<string | null> {
-  const gpu = (navigator as Navigator & { gpu?: GPU }).gpu;
-  if (!gpu) return "navigator.gpu is missing (run with --unstable-webgpu)";
-  const adapter = await gpu.requestAdapter();
-  return adapter ? null : "no WebGPU adapter on this machine";
+  const status = await webgpuStatus();
+  return status.ok ? null : status.why;
 }
 
 Deno.test({

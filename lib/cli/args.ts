@@ -14,12 +14,75 @@
  */
 import { parseArgs } from "@std/cli";
 
-/** A flag: where its value goes, its type and a line of help. */
+/**
+ * A flag: where its value goes, its type, a line of help, and what values it allows. Values are
+ * checked when the flag is parsed, before any work starts.
+ *
+ * @example
+ * ```ts
+ * const spec: FlagSpec = {
+ *   key: "framework", flag: "framework", kind: "string", choices: ["mocov3", "simclr", "byol"],
+ *   help: "self-supervised method",
+ * };
+ * ```
+ */
 export interface FlagSpec {
   key: string;
   flag: string;
   kind: "int" | "number" | "string" | "bool";
   help: string;
+  /** The allowed values (of a string or number flag). */
+  choices?: readonly (string | number)[];
+  /** A comma-separated list of values, each one of `choices` (`--protocol knn,linear`). */
+  list?: boolean;
+  /** Smallest allowed value of a number flag. */
+  min?: number;
+  /** Whether the minimum itself is excluded (lr > 0). */
+  exclusive?: boolean;
+  /** Largest allowed value of a number flag. */
+  max?: number;
+}
+
+/**
+ * What is wrong with `value` for `spec` (type, bounds, allowed values, with a did-you-mean for a
+ * near miss), or `undefined` when it is fine. Shared by the flag parser and the config check.
+ *
+ * @example
+ * ```ts
+ * flagProblem({ key: "f", flag: "framework", kind: "string", choices: ["mocov3"], help: "" },
+ *   "mocov4"); // 'unknown --framework "mocov4": did you mean mocov3? (choose one of mocov3)'
+ * ```
+ */
+export function flagProblem(spec: FlagSpec, value: unknown): string | undefined {
+  const flag = `--${spec.flag}`;
+  if (spec.kind === "int" || spec.kind === "number") {
+    if (typeof value !== "number" || !Number.isFinite(value)) {
+      return `${flag} must be a number, got "${value}"`;
+    }
+    if (spec.kind === "int" && !Number.isInteger(value)) {
+      return `${flag} must be a whole number, got ${value}`;
+    }
+    if (spec.min !== undefined && (spec.exclusive ? value <= spec.min : value < spec.min)) {
+      return `${flag} must be ${
+        spec.exclusive ? ">" : ">="
+      } ${spec.min}, got ${value} (${spec.help})`;
+    }
+    if (spec.max !== undefined && value > spec.max) {
+      return `${flag} must be <= ${spec.max}, got ${value} (${spec.help})`;
+    }
+  } else if (spec.kind === "bool" && typeof value !== "boolean") {
+    return `${flag} is a switch (true/false), got "${value}"`;
+  }
+  if (!spec.choices) return undefined;
+  const items = spec.list ? String(value).split(",").map((s) => s.trim()) : [value];
+  for (const item of items) {
+    if (spec.choices.includes(item as string | number)) continue;
+    const names = spec.choices.map(String);
+    const near = suggest(String(item), names);
+    return `unknown ${flag} "${item}"` + (near ? `: did you mean ${near}?` : "") +
+      ` (choose ${spec.list ? "from" : "one of"} ${names.join(", ")})`;
+  }
+  return undefined;
 }
 
 /** Bad command-line input; the message names the flag and the fix. */
@@ -126,6 +189,8 @@ export function parseFlags(
     } else {
       values[spec.key] = text;
     }
+    const problem = flagProblem(spec, values[spec.key]);
+    if (problem) throw new UsageError(problem);
   }
   return { values, positional: parsed._.map(String) };
 }
@@ -134,7 +199,8 @@ export function parseFlags(
 export function helpText(title: string, specs: FlagSpec[]): string {
   const rows = specs.map((s) => {
     const arg = s.kind === "bool" ? "" : s.kind === "string" ? " TEXT" : " N";
-    return `  --${s.flag}${arg}`.padEnd(30) + s.help;
+    const allowed = s.choices ? ` (${s.list ? "from" : "one of"}: ${s.choices.join(", ")})` : "";
+    return `  --${s.flag}${arg}`.padEnd(30) + s.help + allowed;
   });
   return `${title}\n\nFlags:\n${rows.join("\n")}`;
 }

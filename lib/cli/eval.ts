@@ -8,7 +8,7 @@
  * ```
  * @module
  */
-import { initBackend } from "../backend.ts";
+import { BACKENDS, initBackend } from "../backend.ts";
 import { type DatasetName, DATASETS } from "../data/mod.ts";
 import { RESULTS_FILE, summaryTable } from "../eval/results.ts";
 import { evaluate, type Protocol, PROTOCOLS } from "../eval/run.ts";
@@ -22,9 +22,11 @@ const SPECS: FlagSpec[] = [
     key: "protocol",
     flag: "protocol",
     kind: "string",
-    help: `${PROTOCOLS.join("|")}|all (comma-separated)`,
+    choices: [...PROTOCOLS, "all"],
+    list: true,
+    help: "evaluation protocol(s), comma-separated, or all",
   },
-  { key: "dataset", flag: "dataset", kind: "string", help: DATASETS.join("|") },
+  { key: "dataset", flag: "dataset", kind: "string", choices: DATASETS, help: "dataset" },
   { key: "dataRoot", flag: "data-root", kind: "string", help: "cifar10/imagefolder directory" },
   { key: "prefix", flag: "prefix", kind: "string", help: "name prefix to strip" },
   { key: "baselines", flag: "baselines", kind: "bool", help: "raw pixels and random init too" },
@@ -32,7 +34,8 @@ const SPECS: FlagSpec[] = [
     key: "readout",
     flag: "readout",
     kind: "string",
-    help: `kNN/linear features: ${READOUTS.join("|")} (pooled: class token)`,
+    choices: READOUTS,
+    help: "kNN/linear features (pooled: class token)",
   },
   { key: "k", flag: "k", kind: "string", help: "kNN neighbour counts, e.g. 20,200" },
   { key: "linearEpochs", flag: "linear-epochs", kind: "int", help: "linear-probe epochs (90)" },
@@ -51,7 +54,7 @@ const SPECS: FlagSpec[] = [
     kind: "int",
     help: "fine-tune on the first N train images (0: all)",
   },
-  { key: "backend", flag: "backend", kind: "string", help: "tensor backend" },
+  { key: "backend", flag: "backend", kind: "string", choices: BACKENDS, help: "tensor backend" },
   { key: "results", flag: "results", kind: "string", help: `results CSV (${RESULTS_FILE})` },
   { key: "summary", flag: "summary", kind: "bool", help: "print the results table and exit" },
   { key: "help", flag: "help", kind: "bool", help: "show this help" },
@@ -75,23 +78,12 @@ export async function main(args: string[]): Promise<number> {
   }
   const names = String(v.protocol ?? "knn").split(",").map((s) => s.trim());
   const protocols = (names.includes("all") ? [...PROTOCOLS] : names) as Protocol[];
-  for (const p of protocols) {
-    if (!PROTOCOLS.includes(p)) {
-      throw new UsageError(`unknown protocol "${p}": choose ${PROTOCOLS.join(", ")} or all`);
-    }
-  }
   const dataset = (v.dataset as string) ?? "fmnist";
-  if (!(DATASETS as readonly string[]).includes(dataset)) {
-    throw new UsageError(`unknown dataset "${dataset}": choose one of ${DATASETS.join(", ")}`);
-  }
   const k = v.k ? String(v.k).split(",").map(Number) : undefined;
   if (k?.some((x) => !(Number.isInteger(x) && x > 0))) {
     throw new UsageError(`--k must be positive whole numbers separated by commas, got "${v.k}"`);
   }
   const readout = (v.readout as string) ?? "pooled";
-  if (!(READOUTS as readonly string[]).includes(readout)) {
-    throw new UsageError(`unknown readout "${readout}": choose ${READOUTS.join(" or ")}`);
-  }
   const info = await initBackend({ backend: (v.backend as "auto") ?? "auto" });
   console.log(`backend: ${info.summary}`);
   await evaluate({

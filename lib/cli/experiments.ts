@@ -22,10 +22,18 @@ const FLAGS: FlagSpec[] = [
     key: "suite",
     flag: "suite",
     kind: "string",
-    help: `suite(s), comma-separated, or all: ${SUITE_NAMES.join(", ")}`,
+    choices: [...SUITE_NAMES, "all"],
+    list: true,
+    help: "suite(s), comma-separated, or all",
   },
-  { key: "budget", flag: "budget", kind: "string", help: `${BUDGETS.join(" | ")} (default smoke)` },
-  { key: "backend", flag: "backend", kind: "string", help: `${BACKENDS.join(" | ")}` },
+  {
+    key: "budget",
+    flag: "budget",
+    kind: "string",
+    choices: BUDGETS,
+    help: "runs' size (default smoke)",
+  },
+  { key: "backend", flag: "backend", kind: "string", choices: BACKENDS, help: "tensor backend" },
   {
     key: "resultsDir",
     flag: "results-dir",
@@ -72,9 +80,6 @@ export async function main(args: string[]): Promise<number> {
     throw new UsageError((e as Error).message);
   }
   const backend = values.backend as BackendName | undefined;
-  if (backend !== undefined && !(BACKENDS as readonly string[]).includes(backend)) {
-    throw new UsageError(`--backend must be one of ${BACKENDS.join(", ")}, got "${backend}"`);
-  }
   const resultsDir = String(values.resultsDir ?? RESULTS_DIR);
   const runsDir = String(values.runsDir ?? RUNS_DIR);
 

@@ -1,7 +1,7 @@
 /**
  * Runs a task's `main` and turns the project's errors into one readable line and an exit
- * code: 2 for bad input (flags, config, data, checkpoints, backends), 1 for a diverged run or
- * anything unexpected (with its stack).
+ * code: 2 for bad input (flags, config, data, checkpoints, backends, a run directory in use), 1
+ * for a diverged run or a full disk (one line each), or anything unexpected (with its stack).
  *
  * @example
  * ```ts
@@ -20,6 +20,7 @@ const USER_ERRORS = new Set([
   "CheckpointError",
   "SafetensorsError",
   "ResultsError",
+  "RunLockedError",
 ]);
 
 /** Calls `main(Deno.args)` and exits with its code, printing errors as `error: ...`. */
@@ -32,7 +33,7 @@ export function runMain(main: (args: string[]) => Promise<number>): void {
         console.error(`error: ${e.message}`);
         Deno.exit(2);
       }
-      if (name === "DivergenceError") {
+      if (name === "DivergenceError" || name === "DiskFullError") {
         console.error(`error: ${e.message}`);
         Deno.exit(1);
       }

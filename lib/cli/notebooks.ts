@@ -179,7 +179,8 @@ const SPECS: FlagSpec[] = [
     key: "budget",
     flag: "budget",
     kind: "string",
-    help: `${BUDGETS.join("|")} (default: $VITSSL_BUDGET, else cpu)`,
+    choices: BUDGETS,
+    help: "runs' size (default: $VITSSL_BUDGET, else cpu)",
   },
   { key: "only", flag: "only", kind: "string", help: "comma-separated name prefixes (02,05)" },
   {

@@ -33,6 +33,7 @@ import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { DataError, type Dataset, type Split } from "./dataset.ts";
+import { writeFileAtomic } from "../io/atomic.ts";
 
 /** Fashion-MNIST class names, index = label. */
 export const FMNIST_CLASSES = [
@@ -184,32 +185,30 @@ function header(nTrain: number, nTest: number): Uint8Array {
   return h;
 }
 
-/** Writes the cache file atomically (a temporary file in the same directory, then rename). */
-async function writeCache(path: string, all: FmnistAll): Promise<void> {
-  await Deno.mkdir(dirname(path), { recursive: true });
-  const tmp = `${path}.tmp-${Deno.pid}-${Date.now()}`;
-  try {
-    const f = await Deno.open(tmp, { write: true, create: true, truncate: true });
-    try {
-      const parts = [
+/**
+ * Builds the cache file once per process: loads that find it missing at the same moment share one
+ * parse and one write (a second process writes its own temp file, and both renames succeed).
+ */
+const building = new Map<string, Promise<FmnistAll>>();
+
+function buildCache(path: string): Promise<FmnistAll> {
+  let pending = building.get(path);
+  if (!pending) {
+    pending = (async () => {
+      const all = await parseSource();
+      await Deno.mkdir(dirname(path), { recursive: true });
+      await writeFileAtomic(path, [
         header(all.train.labels.length, all.test.labels.length),
         all.train.images,
         all.train.labels,
         all.test.images,
         all.test.labels,
-      ];
-      for (const part of parts) {
-        let done = 0;
-        while (done < part.length) done += await f.write(part.subarray(done));
-      }
-    } finally {
-      f.close();
-    }
-    await Deno.rename(tmp, path);
-  } catch (e) {
-    await Deno.remove(tmp).catch(() => {});
-    throw e;
+      ]);
+      return all;
+    })().finally(() => building.delete(path));
+    building.set(path, pending);
   }
+  return pending;
 }
 
 async function readExact(f: Deno.FsFile, buf: Uint8Array): Promise<boolean> {
@@ -307,8 +306,7 @@ export async function loadFmnist(split: Split, opts: FmnistOptions = {}): Promis
       console.warn(`fmnist: ${path} is not a valid version-${VERSION} cache; rebuilding it`);
     }
   }
-  const all = await parseSource();
-  if (useCache) await writeCache(path, all);
+  const all = useCache ? await buildCache(path) : await parseSource();
   const part = all[split];
   return makeDataset(split, part.images, Int32Array.from(part.labels));
 }

@@ -18,7 +18,7 @@
  * @module
  */
 import * as aq from "arquero";
-import { writeFileAtomic } from "../safetensors.ts";
+import { writeFileAtomic } from "../io/atomic.ts";
 
 /** Default location of the results table. */
 export const RESULTS_FILE = "data/results/eval.csv";

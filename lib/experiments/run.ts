@@ -24,7 +24,8 @@ import { type Dataset, getBatch } from "../data/mod.ts";
 import { knnClassify } from "../eval/knn.ts";
 import { datasetStats, extractFeatures } from "../features.ts";
 import { createRng, permutation } from "../rng.ts";
-import { writeFileAtomic } from "../safetensors.ts";
+import { writeFileAtomic } from "../io/atomic.ts";
+import { lockRunDir, type RunLock } from "../io/lock.ts";
 import { appendTableRows, curvesFile, readTable, suiteFile } from "./tables.ts";
 import { dipReport } from "../stability.ts";
 import { loadSplits, pretrain, type PretrainConfig, resolveConfig } from "../train.ts";
@@ -231,9 +232,29 @@ async function trainAndEvaluate(
   signal: { stop: boolean },
 ): Promise<SuiteRow | null> {
   const cfg = resolveConfig({ ...run.config, outDir: dir, ...(backend ? { backend } : {}) });
+  // Held through training, evaluation and result.json: a second process is refused at once.
+  const lock = await lockRunDir(dir);
+  try {
+    return await trainAndEvaluateLocked(suite, budget, run, cfg, lock, print, signal);
+  } finally {
+    lock.release();
+  }
+}
+
+async function trainAndEvaluateLocked(
+  suite: string,
+  budget: Budget,
+  run: PlannedRun,
+  cfg: PretrainConfig,
+  lock: RunLock,
+  print: (s: string) => void,
+  signal: { stop: boolean },
+): Promise<SuiteRow | null> {
+  const dir = cfg.outDir;
   const t0 = performance.now();
   let backendSummary = "";
   const res = await pretrain(cfg, {
+    lock,
     signal,
     print: (line) => {
       if (line.startsWith("backend: ")) backendSummary = line.slice("backend: ".length);

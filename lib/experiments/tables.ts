@@ -11,7 +11,7 @@
  * @module
  */
 import * as aq from "arquero";
-import { writeFileAtomic } from "../safetensors.ts";
+import { writeFileAtomic } from "../io/atomic.ts";
 
 /** An arquero table (the type of `aq.table(...)`). */
 export type Table = ReturnType<typeof aq.table>;
