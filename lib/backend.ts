@@ -25,7 +25,7 @@ import { installWasmKernels } from "./wasm_kernels.ts";
 import { useDefaultWasm, useThreadedWasm } from "./wasm_threads.ts";
 
 /** Backend names that {@link initBackend} accepts. */
-export const BACKENDS = ["auto", "tensorflow", "webgpu", "wasm", "cpu"] as const;
+export const BACKENDS = ["auto", "tensorflow", "webgpu", "native", "wasm", "cpu"] as const;
 /** A backend name, or `auto`. */
 export type BackendName = typeof BACKENDS[number];
 
@@ -33,7 +33,10 @@ export type BackendName = typeof BACKENDS[number];
 export interface BackendOptions {
   /** Which backend to start; `auto` (the default) picks the fastest that starts. */
   backend?: BackendName;
-  /** WASM threads (only the threaded build uses more than 1). */
+  /**
+   * Threads: wasm's (only the threaded build uses more than 1; default 1), or the native
+   * library's pool (default: every core).
+   */
   threads?: number;
   /** Accept a software WebGPU adapter (Mesa's lavapipe) in `auto` mode. Default false. */
   allowSoftwareWebGPU?: boolean;
@@ -43,7 +46,7 @@ export interface BackendOptions {
 
 /** What {@link initBackend} started, and why. */
 export interface BackendInfo {
-  /** The tfjs backend name now active: `tensorflow`, `webgpu`, `wasm` or `cpu`. */
+  /** The tfjs backend name now active: `tensorflow`, `webgpu`, `native`, `wasm` or `cpu`. */
   name: Exclude<BackendName, "auto">;
   /** Device or adapter description (GPU name, "SIMD" ...). */
   device: string;
@@ -106,6 +109,18 @@ async function tryWasm(threads: number): Promise<BackendInfo> {
   const simd = threads > 1 || await tf.env().getAsync("WASM_HAS_SIMD_SUPPORT");
   const n = wasm.getThreadsCount();
   return info("wasm", simd ? "SIMD" : "no SIMD", n);
+}
+
+async function tryNative(threads: number | undefined): Promise<BackendInfo> {
+  const { startNative } = await import("./backends/native/backend.ts");
+  const { NativeLoadError } = await import("./backends/native/ffi.ts");
+  try {
+    const r = await startNative({ threads });
+    return info("native", `C, ${r.isa}`, r.threads);
+  } catch (e) {
+    if (e instanceof NativeLoadError) throw new BackendError(e.message);
+    throw e;
+  }
 }
 
 async function tryCpu(): Promise<BackendInfo> {
@@ -234,6 +249,7 @@ export async function initBackend(opts: BackendOptions = {}): Promise<BackendInf
   const start: Record<Exclude<BackendName, "auto">, () => Promise<BackendInfo>> = {
     tensorflow: tryTensorflow,
     webgpu: () => tryWebgpu(backend === "webgpu" || !!opts.allowSoftwareWebGPU),
+    native: () => tryNative(opts.threads),
     wasm: () => tryWasm(threads),
     cpu: tryCpu,
   };

@@ -11,11 +11,11 @@
  *
  * - `VitsslLayerNorm` / `VitsslLayerNormGrad` and `VitsslGelu` / `VitsslGeluGrad`, with
  *   gradients, behind {@link fusedLayerNorm} and {@link fusedGelu} (which `layerNorm` and
- *   `gelu` of `lib/vit.ts` use when the active backend has them);
+ *   `gelu` of `lib/model/vit.ts` use when the active backend has them);
  * - `VitsslAttention` / `VitsslAttentionGrad`: all heads of self-attention from the qkv
  *   projection in one kernel each way, behind {@link fusedAttention} (`vitForward`'s blocks);
  * - `VitsslAdamW` and `VitsslEma` behind {@link fusedAdamW} and {@link fusedEma} (used by
- *   `applyGradients` of `lib/optim.ts` and `emaUpdate` of `lib/moco.ts`), bit-identical to the
+ *   `applyGradients` of `lib/train/optim.ts` and `emaUpdate` of `lib/methods/mocov3.ts`), bit-identical to the
  *   unfused ops;
  * - a `Sum` that reduces leading axes in one pass (other reductions keep tfjs's kernel);
  * - {@link wasmKernelsFor}, which `lib/wasm_matmul.ts` uses for batched matmuls.
@@ -193,11 +193,31 @@ interface KArgs {
   attrs: Record<string, number>;
 }
 
-/** Names of the custom kernels (registered for the wasm backend only). */
+/** Names of the custom kernels (registered for wasm here, for native by lib/backends/native). */
 const LN = "VitsslLayerNorm", LN_GRAD = "VitsslLayerNormGrad";
 const GELU = "VitsslGelu", GELU_GRAD = "VitsslGeluGrad";
 const ADAMW = "VitsslAdamW", EMA = "VitsslEma";
 const ATTN = "VitsslAttention", ATTN_GRAD = "VitsslAttentionGrad";
+
+/**
+ * The fused kernels' names, for another backend that implements them (its kernels take the same
+ * inputs and attributes as the wasm ones above).
+ *
+ * @example
+ * ```ts
+ * tf.registerKernel({ kernelName: FUSED_KERNELS.gelu, backendName: "native", kernelFunc });
+ * ```
+ */
+export const FUSED_KERNELS = {
+  layerNorm: LN,
+  layerNormGrad: LN_GRAD,
+  gelu: GELU,
+  geluGrad: GELU_GRAD,
+  adamw: ADAMW,
+  ema: EMA,
+  attention: ATTN,
+  attentionGrad: ATTN_GRAD,
+} as const;
 
 /** Runs `f` with a pointer to `n` floats of scratch memory on the backend, freed afterwards. */
 function withScratch(backend: WasmBackendLike, n: number, f: (pointer: number) => void): void {
@@ -381,6 +401,27 @@ export function installWasmKernels(): void {
   for (const { name, fn } of kernels) {
     tf.registerKernel({ kernelName: name, backendName: "wasm", kernelFunc: fn as never });
   }
+  installFusedGradients();
+  installLeadingSum();
+  installTranspose();
+  installCopies();
+  installed = true;
+}
+
+let gradientsInstalled = false;
+
+/**
+ * Registers the gradients of the fused LayerNorm, GELU and attention kernels (global in tfjs,
+ * for every backend that has the kernels). Idempotent; `installWasmKernels` and the native
+ * backend call it.
+ *
+ * @example
+ * ```ts
+ * installFusedGradients();
+ * ```
+ */
+export function installFusedGradients(): void {
+  if (gradientsInstalled) return;
   tf.registerGradient({
     kernelName: LN,
     inputsToSave: ["x", "gamma"],
@@ -417,10 +458,7 @@ export function installWasmKernels(): void {
       };
     },
   });
-  installLeadingSum();
-  installTranspose();
-  installCopies();
-  installed = true;
+  gradientsInstalled = true;
 }
 
 /**
@@ -610,8 +648,9 @@ function installCopies(): void {
 
 /** Whether the fused kernel `name` is available on the active backend. */
 function active(name: string): boolean {
-  return tf.getKernel(name, tf.getBackend()) !== undefined &&
-    wasmKernelsFor(tf.backend()) !== undefined;
+  const be = tf.getBackend();
+  return tf.getKernel(name, be) !== undefined &&
+    (be !== "wasm" || wasmKernelsFor(tf.backend()) !== undefined);
 }
 
 /**
@@ -684,7 +723,7 @@ export interface AdamWCoefficients {
 
 /**
  * One AdamW update of a parameter `p` with gradient `g` and moments `m`, `v` (same shape) as one
- * kernel: `[p1, m1, v1]`, bit-identical to the unfused ops of `applyGradients` (lib/optim.ts), or
+ * kernel: `[p1, m1, v1]`, bit-identical to the unfused ops of `applyGradients` (lib/train/optim.ts), or
  * `undefined` where the fused kernel is not available.
  */
 export function fusedAdamW(

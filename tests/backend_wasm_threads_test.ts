@@ -2,7 +2,7 @@ import * as tf from "@tensorflow/tfjs-core";
 import { assertEquals } from "@std/assert";
 import { initBackend } from "../lib/backend.ts";
 import { wasmThreadsUnsupportedReason } from "../lib/wasm_threads.ts";
-import { assertClose, values } from "./numeric.ts";
+import { assertClose, values } from "./_helpers/numeric.ts";
 
 const reason = wasmThreadsUnsupportedReason();
 if (reason) console.log(`backend_wasm_threads_test: skipped, ${reason}`);

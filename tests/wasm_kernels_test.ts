@@ -4,11 +4,11 @@
 import * as tf from "@tensorflow/tfjs-core";
 import { assert, assertEquals } from "@std/assert";
 import { initBackend } from "../lib/backend.ts";
-import { gelu, layerNorm, multiHeadAttention } from "../lib/vit.ts";
+import { gelu, layerNorm, multiHeadAttention } from "../lib/model/vit.ts";
 import { fusedAttention, swapGroups, wasmKernelsFor } from "../lib/wasm_kernels.ts";
-import { applyGradients, createOptimizerState } from "../lib/optim.ts";
-import { emaUpdate } from "../lib/moco.ts";
-import { assertClose, values } from "./numeric.ts";
+import { applyGradients, createOptimizerState } from "../lib/train/optim.ts";
+import { emaUpdate } from "../lib/methods/mocov3.ts";
+import { assertClose, values } from "./_helpers/numeric.ts";
 
 /** erf by its Maclaurin series (float64; error < 1e-13 for |x| <= 3, where it is used). */
 function erf64(x: number): number {

@@ -2,7 +2,7 @@ import * as tf from "@tensorflow/tfjs-core";
 import { assert, assertEquals } from "@std/assert";
 import { initBackend } from "../lib/backend.ts";
 import { installWasmMatMulFastPath } from "../lib/wasm_matmul.ts";
-import { values } from "./numeric.ts";
+import { values } from "./_helpers/numeric.ts";
 
 Deno.test("wasm matmul fast path: transposes and [B,N,D]@[D,E] match a float64 loop", async () => {
   await initBackend({ backend: "wasm" });

@@ -8,8 +8,8 @@
  */
 import { assert, assertEquals, assertMatch } from "@std/assert";
 import { initBackend } from "../lib/backend.ts";
-import { pretrain, resolveConfig } from "../lib/train.ts";
-import { requireTool, webgpuStatus } from "./system_tools.ts";
+import { pretrain, resolveConfig } from "../lib/train/pretrain.ts";
+import { requireTool, webgpuStatus } from "./_helpers/system_tools.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
 

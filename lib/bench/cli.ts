@@ -17,7 +17,7 @@
  * @module
  */
 import { BackendError, type BackendName, BACKENDS, initBackend } from "../backend.ts";
-import { ConfigError } from "../vit.ts";
+import { ConfigError } from "../model/vit.ts";
 import { type FlagSpec, helpText, parseFlags, UsageError } from "../cli/args.ts";
 import { runMain } from "../cli/main.ts";
 import { profileTable } from "./profile.ts";
@@ -37,7 +37,12 @@ const SPECS: FlagSpec[] = [
     kind: "string",
     help: `${BACKENDS.join(", ")} (default wasm)`,
   },
-  { key: "threads", flag: "threads", kind: "int", help: "backend threads (wasm; default 1)" },
+  {
+    key: "threads",
+    flag: "threads",
+    kind: "int",
+    help: "backend threads (wasm: default 1; native: default every core)",
+  },
   {
     key: "workers",
     flag: "workers",
@@ -140,8 +145,11 @@ export async function main(args: string[]): Promise<number> {
   }
   const steps = v.steps as number | undefined;
   if (steps !== undefined && steps < 1) throw new UsageError(`--steps must be >= 1, got ${steps}`);
-  const threads = (v.threads as number | undefined) ?? 1;
-  if (threads < 1) throw new UsageError(`--threads must be >= 1, got ${threads}`);
+  // native's pool defaults to every core (undefined); wasm's build to one thread.
+  const threads = (v.threads as number | undefined) ?? (backend === "native" ? undefined : 1);
+  if (threads !== undefined && threads < 1) {
+    throw new UsageError(`--threads must be >= 1, got ${threads}`);
+  }
   const workers = v.workers as number | undefined;
   if (workers !== undefined && workers < 1) {
     throw new UsageError(`--workers must be >= 1, got ${workers}`);

@@ -20,13 +20,13 @@
  */
 import * as tf from "@tensorflow/tfjs-core";
 import type { BackendInfo } from "../backend.ts";
-import { type AugmentConfig, defaultAugmentConfig, twoViews } from "../augment.ts";
+import { type AugmentConfig, defaultAugmentConfig, twoViews } from "../data/augment.ts";
 import { type Dataset, getBatch, syntheticDataset, toFloatTensor } from "../data/mod.ts";
-import { createRng, permutation } from "../rng.ts";
+import { createRng, permutation } from "../core/rng.ts";
 import { loadAverage, median, peakRss, resetPeakRss, timeLoop } from "./measure.ts";
 import { profileStep, type StepProfile } from "./profile.ts";
 import { createParallelStepRunner, createStepRunner } from "./step.ts";
-import { ConfigError } from "../vit.ts";
+import { ConfigError } from "../model/vit.ts";
 import { type BenchMode, resolveWorkload, stepFlops, type Workload } from "./workloads.ts";
 
 /** Options of {@link benchWorkload}. */

@@ -18,16 +18,16 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs-core";
-import { createMoCo, disposeMoCo, mocoStep, mocoTrainable } from "../moco.ts";
+import { createMoCo, disposeMoCo, mocoStep, mocoTrainable } from "../methods/mocov3.ts";
 import {
   applyGradients,
   createOptimizerState,
   disposeOptimizerState,
   type OptimizerConfig,
   scaledLr,
-} from "../optim.ts";
+} from "../train/optim.ts";
 import { createDataParallel } from "../parallel/mod.ts";
-import { ConfigError, createViT, disposeViT, vitForward } from "../vit.ts";
+import { ConfigError, createViT, disposeViT, vitForward } from "../model/vit.ts";
 import type { BenchMode, Workload } from "./workloads.ts";
 
 /** A built model that runs the timed unit; {@link StepRunner.dispose} frees everything. */

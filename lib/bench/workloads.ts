@@ -21,7 +21,7 @@
  * ```
  * @module
  */
-import { ConfigError, type ViTConfig, vitConfig, vitFlops } from "../vit.ts";
+import { ConfigError, type ViTConfig, vitConfig, vitFlops } from "../model/vit.ts";
 
 /** What a workload measures: a full training step, or one backbone forward. */
 export type BenchMode = "step" | "forward";

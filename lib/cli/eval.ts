@@ -12,7 +12,7 @@ import { BACKENDS, initBackend } from "../backend.ts";
 import { type DatasetName, DATASETS } from "../data/mod.ts";
 import { RESULTS_FILE, summaryTable } from "../eval/results.ts";
 import { evaluate, type Protocol, PROTOCOLS } from "../eval/run.ts";
-import { type Readout, READOUTS } from "../features.ts";
+import { type Readout, READOUTS } from "../eval/features.ts";
 import { type FlagSpec, helpText, parseFlags, UsageError } from "./args.ts";
 import { runMain } from "./main.ts";
 

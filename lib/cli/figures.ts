@@ -10,7 +10,7 @@
  * ```
  * @module
  */
-import { buildFigures, writeFigure } from "../plots.ts";
+import { buildFigures, writeFigure } from "../viz/figures.ts";
 import { compareWithPaper, comparisonMarkdown } from "../experiments/summary.ts";
 import { type FlagSpec, helpText, parseFlags, UsageError } from "./args.ts";
 import { runMain } from "./main.ts";

@@ -17,7 +17,7 @@
  * @module
  */
 import { fileURLToPath } from "node:url";
-import { type Budget, BUDGETS, NOTEBOOKS } from "../notebook.ts";
+import { type Budget, BUDGETS, NOTEBOOKS } from "../viz/notebook.ts";
 import { type FlagSpec, helpText, parseFlags, UsageError } from "./args.ts";
 import { runMain } from "./main.ts";
 

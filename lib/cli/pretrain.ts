@@ -12,11 +12,11 @@
  * ```
  * @module
  */
-import { FIELDS, PRESETS, type PretrainConfig } from "../config.ts";
-import { pretrain, resolveConfig, resumeConfig } from "../train.ts";
+import { FIELDS, PRESETS, type PretrainConfig } from "../train/config.ts";
+import { pretrain, resolveConfig, resumeConfig } from "../train/pretrain.ts";
 import { type FlagSpec, helpText, parseFlags } from "./args.ts";
 import { runMain } from "./main.ts";
-import { ConfigError } from "../vit.ts";
+import { ConfigError } from "../model/vit.ts";
 
 const EXTRA: FlagSpec[] = [
   {

@@ -13,7 +13,7 @@
  *
  * Order within a split: classes interleaved, `label = i % 10` and image `i` is the
  * `floor(i / 10)`-th image of that class in the split, so every prefix of 10k images is balanced.
- * Shuffle with `permutation` from `lib/rng.ts` for training.
+ * Shuffle with `permutation` from `lib/core/rng.ts` for training.
  *
  * Cache: the first load parses the JSON (about 2 s, a few hundred MB transiently) and writes
  * `<cacheDir>/fmnist-v1.bin` atomically; later loads read only the requested split from it.

@@ -20,7 +20,7 @@
  * ```
  * @module
  */
-import { createRng } from "../rng.ts";
+import { createRng } from "../core/rng.ts";
 import { DataError, type Dataset, type Split } from "./dataset.ts";
 
 /** Shape names of the synthetic classes, in label order (the first `numClasses` are used). */

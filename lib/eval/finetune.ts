@@ -20,9 +20,9 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs-core";
-import { augmentView } from "../augment.ts";
+import { augmentView } from "../data/augment.ts";
 import { type Dataset, getBatch, toFloatTensor } from "../data/dataset.ts";
-import { cropFlipConfig, datasetStats, extractFeatures, prepareImages } from "../features.ts";
+import { cropFlipConfig, datasetStats, extractFeatures, prepareImages } from "./features.ts";
 import {
   applyGradients,
   createOptimizerState,
@@ -31,9 +31,9 @@ import {
   type LrScheduleOptions,
   type OptimizerConfig,
   type OptimizerState,
-} from "../optim.ts";
-import { linear } from "../ops.ts";
-import { createRng, permutation } from "../rng.ts";
+} from "../train/optim.ts";
+import { linear } from "../model/layers.ts";
+import { createRng, permutation } from "../core/rng.ts";
 import {
   type ForwardResult,
   numPatches,
@@ -41,7 +41,7 @@ import {
   updateBnBuffers,
   type ViT,
   vitForward,
-} from "../vit.ts";
+} from "../model/vit.ts";
 import { crossEntropy, normalInit } from "./linear.ts";
 import { type Accuracy, inferNumClasses, topkAccuracy } from "./metrics.ts";
 

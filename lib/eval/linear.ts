@@ -23,7 +23,7 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs-core";
-import { augmentView } from "../augment.ts";
+import { augmentView } from "../data/augment.ts";
 import { type Dataset, getBatch, toFloatTensor } from "../data/dataset.ts";
 import {
   type ChannelStats,
@@ -32,17 +32,17 @@ import {
   type FeatureSet,
   type Readout,
   readoutFeatures,
-} from "../features.ts";
+} from "./features.ts";
 import {
   applyGradients,
   createOptimizerState,
   disposeOptimizerState,
   lrAt,
   type OptimizerConfig,
-} from "../optim.ts";
-import { createRng, permutation, type Rng } from "../rng.ts";
-import { linear } from "../ops.ts";
-import type { ViT } from "../vit.ts";
+} from "../train/optim.ts";
+import { createRng, permutation, type Rng } from "../core/rng.ts";
+import { linear } from "../model/layers.ts";
+import type { ViT } from "../model/vit.ts";
 import { type Accuracy, inferNumClasses, topkAccuracy } from "./metrics.ts";
 
 /** Augmented-probe inputs: the frozen backbone and the images behind `train`'s rows. */

@@ -12,7 +12,7 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs-core";
-import { loadBackbone } from "../checkpoint.ts";
+import { loadBackbone } from "../train/checkpoint.ts";
 import { type Dataset, type DatasetName, loadDataset } from "../data/mod.ts";
 import {
   checkpointCacheKey,
@@ -21,8 +21,8 @@ import {
   type FeatureSet,
   rawPixelFeatures,
   type Readout,
-} from "../features.ts";
-import { createViT, disposeViT, type ViT } from "../vit.ts";
+} from "./features.ts";
+import { createViT, disposeViT, type ViT } from "../model/vit.ts";
 import { defaultWarmupEpochs, finetune } from "./finetune.ts";
 import { knnClassify } from "./knn.ts";
 import { linearProbe } from "./linear.ts";

@@ -19,17 +19,17 @@
 import * as aq from "arquero";
 import * as tf from "@tensorflow/tfjs-core";
 import type { BackendName } from "../backend.ts";
-import { loadBackbone } from "../checkpoint.ts";
+import { loadBackbone } from "../train/checkpoint.ts";
 import { type Dataset, getBatch } from "../data/mod.ts";
 import { knnClassify } from "../eval/knn.ts";
-import { datasetStats, extractFeatures } from "../features.ts";
-import { createRng, permutation } from "../rng.ts";
+import { datasetStats, extractFeatures } from "../eval/features.ts";
+import { createRng, permutation } from "../core/rng.ts";
 import { writeFileAtomic } from "../io/atomic.ts";
 import { lockRunDir, type RunLock } from "../io/lock.ts";
 import { appendTableRows, curvesFile, readTable, suiteFile } from "./tables.ts";
-import { dipReport } from "../stability.ts";
-import { loadSplits, pretrain, type PretrainConfig, resolveConfig } from "../train.ts";
-import { ConfigError, countParams, disposeViT, vitFlops } from "../vit.ts";
+import { dipReport } from "./stability.ts";
+import { loadSplits, pretrain, type PretrainConfig, resolveConfig } from "../train/pretrain.ts";
+import { ConfigError, countParams, disposeViT, vitFlops } from "../model/vit.ts";
 import {
   type Budget,
   BUDGET_SPECS,

@@ -17,7 +17,7 @@
  * ```
  * @module
  */
-import { PRESETS, type PretrainConfig } from "../config.ts";
+import { PRESETS, type PretrainConfig } from "../train/config.ts";
 
 /** The budgets every suite defines. */
 export const BUDGETS = ["smoke", "cpu", "gpu"] as const;

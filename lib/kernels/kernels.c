@@ -397,7 +397,7 @@ EXPORT void gelu_grad(const f32* restrict dy, const f32* restrict x, f32* restri
 
 // ---------------------------------------------------------------------------------------------
 // AdamW (torch.optim.AdamW) for one parameter, in the exact float32 operation order of
-// lib/optim.ts's unfused path, so both give bit-identical results:
+// lib/train/optim.ts's unfused path, so both give bit-identical results:
 //   m1 = m + (g - m) * c1m;  v1 = v * b2 + g^2 * c2;  denom = sqrt(v1) / sbc2 + eps;
 //   p1 = p * decay - (m1 / denom) * step     (decay = 1 - lr wd, step = lr / bc1)
 // ---------------------------------------------------------------------------------------------
@@ -416,7 +416,7 @@ EXPORT void adamw(const f32* restrict p, const f32* restrict g, const f32* restr
   }
 }
 
-// EMA: t1 = t * mom + s * (1 - mom), the order of lib/moco.ts's emaUpdate.
+// EMA: t1 = t * mom + s * (1 - mom), the order of lib/methods/mocov3.ts's emaUpdate.
 EXPORT void ema(const f32* restrict t, const f32* restrict s, f32* restrict t1, int n, f32 mom,
                 f32 one_minus) {
   for (int i = 0; i < n; i++) t1[i] = t[i] * mom + s[i] * one_minus;

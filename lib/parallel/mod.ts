@@ -36,9 +36,9 @@
  * @module
  */
 import type * as tf from "@tensorflow/tfjs-core";
-import type { MocoConfig } from "../moco.ts";
-import type { OptimizerConfig } from "../optim.ts";
-import type { ViTConfig } from "../vit.ts";
+import type { MocoConfig } from "../methods/mocov3.ts";
+import type { OptimizerConfig } from "../train/optim.ts";
+import type { ViTConfig } from "../model/vit.ts";
 import type { Layout, Reply, Request, ShapedArray } from "./protocol.ts";
 
 export { assignArrays, readArrays, type ShapedArray } from "./protocol.ts";

@@ -8,9 +8,9 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs-core";
-import type { MocoConfig } from "../moco.ts";
-import type { OptimizerConfig } from "../optim.ts";
-import type { ViTConfig } from "../vit.ts";
+import type { MocoConfig } from "../methods/mocov3.ts";
+import type { OptimizerConfig } from "../train/optim.ts";
+import type { ViTConfig } from "../model/vit.ts";
 
 /** A float32 array and its shape. */
 export interface ShapedArray {

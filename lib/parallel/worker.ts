@@ -14,14 +14,14 @@ import {
   mocoTrainable,
   momentumTargets,
   onlineGrads,
-} from "../moco.ts";
+} from "../methods/mocov3.ts";
 import {
   applyGradients,
   createOptimizerState,
   type OptimizerConfig,
   type OptimizerState,
   optimizerStateTensors,
-} from "../optim.ts";
+} from "../train/optim.ts";
 import { assignArrays, type Layout, readArrays, type Reply, type Request } from "./protocol.ts";
 
 interface WorkerScope {

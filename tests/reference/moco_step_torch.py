@@ -9,7 +9,7 @@ torch, so `deno task bench` can be compared with native PyTorch on the same CPU:
   EMA update of the momentum encoder. Inputs are pre-augmented float32 batches (two pairs of random
   views, alternated). `vit_small224` runs a backbone forward only on the CPU.
 
-The ViT matches lib/vit.ts: conv patch embedding, class token, fixed 2D sin-cos position
+The ViT matches lib/model/vit.ts: conv patch embedding, class token, fixed 2D sin-cos position
 embedding, pre-norm blocks (LayerNorm eps 1e-6, qkv with bias, exact GELU), final LayerNorm,
 class-token pooling. Heads match the official `_build_mlp`: Linear without bias, BN, ReLU; the
 last layer Linear -> BN without affine.
@@ -128,7 +128,7 @@ def ctr(q, k, T):
 
 
 def vit_flops(w):
-    """Forward FLOPs per image, as lib/vit.ts vitFlops (a multiply-add counts 2)."""
+    """Forward FLOPs per image, as lib/model/vit.ts vitFlops (a multiply-add counts 2)."""
     D, n = w["dim"], (w["image"] // w["patch"]) ** 2
     T, hidden = n + 1, 4 * w["dim"]
     patch = 2 * n * w["channels"] * w["patch"] ** 2 * D

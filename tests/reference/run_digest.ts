@@ -9,7 +9,7 @@
  * ```
  * @module
  */
-import { readSafetensors } from "../../lib/safetensors.ts";
+import { readSafetensors } from "../../lib/io/safetensors.ts";
 
 async function sha256(bytes: Uint8Array): Promise<string> {
   const d = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes as Uint8Array<ArrayBuffer>));

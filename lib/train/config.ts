@@ -1,0 +1,378 @@
+/**
+ * The pretraining config: one flat object with defaults (presets), a table of its fields that
+ * drives both validation and the command line (`--batch 256` sets `batchSize`), and the
+ * presets. Add a field by adding a row to {@link FIELDS}.
+ *
+ * @example
+ * ```ts
+ * import { PRESETS, validateConfig } from "./config.ts";
+ * const cfg = { ...PRESETS.smoke, batchSize: 16 };
+ * validateConfig(cfg); // throws ConfigError with the fix on bad values
+ * ```
+ * @module
+ */
+import { BACKENDS } from "../backend.ts";
+import { type DatasetName, DATASETS } from "../data/mod.ts";
+import { ConfigError, type PosEmb, VIT_CONFIGS } from "../model/vit.ts";
+import { FRAMEWORKS } from "../methods/mod.ts";
+import { flagProblem, type FlagSpec } from "../cli/args.ts";
+
+/** Everything that defines a pretraining run. */
+export interface PretrainConfig {
+  /** The preset the defaults came from. */
+  preset: string;
+  dataset: DatasetName;
+  /** cifar10 / imagefolder: where the files are. */
+  dataRoot?: string;
+  /** Resize images to this square side (default: the dataset's own). */
+  imageSize?: number;
+  /** Convert images to 1 or 3 channels (default: the dataset's own). */
+  channels?: 1 | 3;
+  /** synthetic: number of training images (test: a fifth of it). */
+  syntheticSize?: number;
+  /** Backbone preset (a key of VIT_CONFIGS). */
+  model: string;
+  patchSize?: number;
+  dim?: number;
+  depth?: number;
+  heads?: number;
+  posEmb: PosEmb;
+  pool: "cls" | "mean";
+  mlpNorm: "layernorm" | "batchnorm";
+  freezePatchEmbed: boolean;
+  framework: string;
+  /** Projector/predictor hidden width (4096 in the paper). */
+  hidden: number;
+  /** Projector/predictor output width (256 in the paper). */
+  outDim: number;
+  temperature: number;
+  /** Base momentum m0 of the momentum encoder (cosine-increased to 1). */
+  m0: number;
+  batchSize: number;
+  epochs: number;
+  warmupEpochs: number;
+  /** Base learning rate; the peak lr is baseLr * batch / 256. */
+  baseLr: number;
+  optimizer: "adamw" | "lamb";
+  weightDecay: number;
+  skipDecay: boolean;
+  /** Smallest crop area (fraction of the image) of the random resized crop. Paper: 0.08. */
+  cropMin: number;
+  /** Stop after this many steps (0: run all epochs); the schedule still spans all epochs. */
+  maxSteps: number;
+  seed: number;
+  backend: typeof BACKENDS[number];
+  threads: number;
+  /** Data-parallel Deno workers of each step (mocov3 on wasm/cpu); 1 runs in this thread. */
+  workers: number;
+  /** Run directory (default: data/runs/<preset>-<time>). */
+  outDir: string;
+  checkpointEvery: number;
+  /** kNN monitor every this many steps (0: at the end of every epoch). */
+  knnEvery: number;
+  /** Images of the train split used as the monitor's kNN bank (0: all). */
+  knnTrainSize: number;
+  /** Images of the test split the monitor classifies (0: all). */
+  knnTestSize: number;
+  knnK: number;
+  /** After training, kNN of the whole test split against the whole train split. */
+  finalKnn: boolean;
+  onNan: "stop" | "rollback";
+  /** On rollback, the lr is multiplied by this. */
+  nanLrFactor: number;
+  /** Testing aid: poison the inputs of this step with NaN (-1: never). */
+  injectNanAt: number;
+  /** Testing aid: fail if tf.memory().numTensors grows across a step. */
+  checkTensorLeaks: boolean;
+}
+
+/** One config field: its command-line flag, type, allowed values and a line of help. */
+export interface Field extends FlagSpec {
+  key: keyof PretrainConfig;
+}
+
+/** Every field of {@link PretrainConfig}, with its flag. */
+export const FIELDS: Field[] = [
+  { key: "dataset", flag: "dataset", kind: "string", choices: DATASETS, help: "dataset" },
+  { key: "dataRoot", flag: "data-root", kind: "string", help: "cifar10/imagefolder directory" },
+  { key: "imageSize", flag: "image-size", kind: "int", min: 1, help: "resize images to this" },
+  { key: "channels", flag: "channels", kind: "int", choices: [1, 3], help: "1 or 3 channels" },
+  {
+    key: "syntheticSize",
+    flag: "synthetic-size",
+    kind: "int",
+    min: 8,
+    help: "synthetic: train images",
+  },
+  {
+    key: "model",
+    flag: "model",
+    kind: "string",
+    choices: Object.keys(VIT_CONFIGS),
+    help: "ViT preset",
+  },
+  { key: "patchSize", flag: "patch-size", kind: "int", min: 1, help: "patch side in pixels" },
+  { key: "dim", flag: "dim", kind: "int", min: 1, help: "override the width D" },
+  { key: "depth", flag: "depth", kind: "int", min: 1, help: "override the number of blocks" },
+  { key: "heads", flag: "heads", kind: "int", min: 1, help: "override the number of heads" },
+  {
+    key: "posEmb",
+    flag: "pos-emb",
+    kind: "string",
+    choices: ["sincos", "learned", "none"],
+    help: "position embedding",
+  },
+  { key: "pool", flag: "pool", kind: "string", choices: ["cls", "mean"], help: "pooling" },
+  {
+    key: "mlpNorm",
+    flag: "mlp-norm",
+    kind: "string",
+    choices: ["layernorm", "batchnorm"],
+    help: "norm before each MLP (batchnorm = ViT-BN)",
+  },
+  {
+    key: "freezePatchEmbed",
+    flag: "freeze-patch-embed",
+    kind: "bool",
+    help: "random, frozen patch projection (the paper's stability trick)",
+  },
+  {
+    key: "framework",
+    flag: "framework",
+    kind: "string",
+    choices: FRAMEWORKS,
+    help: "self-supervised method",
+  },
+  { key: "hidden", flag: "hidden", kind: "int", min: 1, help: "head hidden width" },
+  { key: "outDim", flag: "out-dim", kind: "int", min: 1, help: "head output width" },
+  {
+    key: "temperature",
+    flag: "temperature",
+    kind: "number",
+    min: 0,
+    exclusive: true,
+    help: "T",
+  },
+  { key: "m0", flag: "momentum", kind: "number", min: 0, max: 1, help: "base momentum m0" },
+  {
+    key: "batchSize",
+    flag: "batch",
+    kind: "int",
+    min: 2,
+    help: "images per step (BatchNorm in the heads needs at least 2 images per view)",
+  },
+  { key: "epochs", flag: "epochs", kind: "int", min: 1, help: "epochs" },
+  { key: "warmupEpochs", flag: "warmup", kind: "number", min: 0, help: "warmup epochs" },
+  {
+    key: "baseLr",
+    flag: "lr",
+    kind: "number",
+    min: 0,
+    exclusive: true,
+    help: "base lr (x batch/256)",
+  },
+  {
+    key: "optimizer",
+    flag: "optimizer",
+    kind: "string",
+    choices: ["adamw", "lamb"],
+    help: "optimiser",
+  },
+  { key: "weightDecay", flag: "wd", kind: "number", min: 0, help: "weight decay" },
+  {
+    key: "skipDecay",
+    flag: "skip-decay",
+    kind: "bool",
+    help: "no decay on biases, norms, tokens",
+  },
+  {
+    key: "cropMin",
+    flag: "crop-min",
+    kind: "number",
+    min: 0,
+    exclusive: true,
+    max: 1,
+    help: "smallest crop area of the random resized crop (paper 0.08)",
+  },
+  { key: "maxSteps", flag: "max-steps", kind: "int", min: 0, help: "stop after N steps (0: all)" },
+  { key: "seed", flag: "seed", kind: "int", min: 0, help: "random seed" },
+  { key: "backend", flag: "backend", kind: "string", choices: BACKENDS, help: "tensor backend" },
+  { key: "threads", flag: "threads", kind: "int", min: 1, help: "wasm threads" },
+  {
+    key: "workers",
+    flag: "workers",
+    kind: "int",
+    min: 1,
+    help: "data-parallel Deno workers per step (mocov3; batch must divide)",
+  },
+  { key: "outDir", flag: "out", kind: "string", help: "run directory" },
+  {
+    key: "checkpointEvery",
+    flag: "ckpt-every",
+    kind: "int",
+    min: 1,
+    help: "checkpoint every N steps",
+  },
+  {
+    key: "knnEvery",
+    flag: "knn-every",
+    kind: "int",
+    min: 0,
+    help: "kNN monitor every N steps (0: each epoch)",
+  },
+  { key: "knnTrainSize", flag: "knn-train", kind: "int", min: 0, help: "monitor bank (0: all)" },
+  { key: "knnTestSize", flag: "knn-test", kind: "int", min: 0, help: "monitor queries (0: all)" },
+  { key: "knnK", flag: "knn-k", kind: "int", min: 1, help: "neighbours of the kNN monitor" },
+  { key: "finalKnn", flag: "final-knn", kind: "bool", help: "full kNN at the end" },
+  {
+    key: "onNan",
+    flag: "on-nan",
+    kind: "string",
+    choices: ["stop", "rollback"],
+    help: "on a non-finite loss",
+  },
+  {
+    key: "nanLrFactor",
+    flag: "nan-lr-factor",
+    kind: "number",
+    min: 0,
+    exclusive: true,
+    max: 1,
+    help: "lr factor after a rollback",
+  },
+  { key: "injectNanAt", flag: "inject-nan-at", kind: "int", min: -1, help: "(testing)" },
+  { key: "checkTensorLeaks", flag: "check-leaks", kind: "bool", help: "(testing)" },
+];
+
+/**
+ * The default of every field, which every preset starts from. It is also what a run made before a
+ * field existed did for that field (new fields default to the old behaviour), so it fills the
+ * fields a run's config.json lacks: see {@link savedRunConfig}.
+ */
+const BASE: Omit<PretrainConfig, "preset"> = {
+  dataset: "fmnist",
+  model: "vit_micro",
+  patchSize: 7,
+  posEmb: "sincos",
+  pool: "cls",
+  mlpNorm: "layernorm",
+  freezePatchEmbed: false,
+  framework: "mocov3",
+  hidden: 1024,
+  outDim: 256,
+  temperature: 0.2,
+  m0: 0.99,
+  batchSize: 256,
+  epochs: 1,
+  warmupEpochs: 0.2,
+  baseLr: 1.5e-3,
+  optimizer: "adamw",
+  weightDecay: 0.1,
+  skipDecay: false,
+  cropMin: 0.08,
+  maxSteps: 0,
+  seed: 0,
+  backend: "auto",
+  threads: 1,
+  workers: 1,
+  outDir: "",
+  checkpointEvery: 50,
+  knnEvery: 0,
+  knnTrainSize: 10000,
+  knnTestSize: 2000,
+  knnK: 20,
+  finalKnn: true,
+  onNan: "stop",
+  nanLrFactor: 0.5,
+  injectNanAt: -1,
+  checkTensorLeaks: false,
+};
+
+/**
+ * The config a run was made with, from the `config` of its config.json: fields it lacks were added
+ * later (or, like `dim`, left unset) and take {@link BASE}'s values, what the code did when the run
+ * was made. Never the current preset's values, which may have changed since.
+ *
+ * @example
+ * ```ts
+ * savedRunConfig({ preset: "fmnist-long", epochs: 8 }).cropMin; // 0.08: made before --crop-min
+ * ```
+ */
+export function savedRunConfig(saved: Partial<PretrainConfig>): Partial<PretrainConfig> {
+  return { ...BASE, ...saved };
+}
+
+/**
+ * Named starting points. `fmnist` is the default CPU recipe: vit_micro/7 (D 64, depth 4, 16
+ * tokens) with MoCo v3 heads 1024/256, batch 256, one epoch (it must finish within 15 minutes on
+ * a 2-core CPU), peak lr 1.5e-3 (AdamW, wd 0.1); see README.md for its measured numbers;
+ * `fmnist-long` the longer CPU recipe (D 128, 10 epochs, base lr 3e-3, crops of at least 40% of
+ * the image: 28x28 images leave too little in the paper's 8% crops; about 45 minutes with
+ * `--workers 2`); `cifar10` for 32x32 RGB; `smoke` runs in seconds on the
+ * synthetic set (tests); `paper-vit-small` is the paper's ViT-S recipe for a GPU.
+ */
+export const PRESETS: Record<string, Omit<PretrainConfig, "preset">> = {
+  fmnist: BASE,
+  "fmnist-long": {
+    ...BASE,
+    dim: 128,
+    epochs: 10,
+    warmupEpochs: 1,
+    baseLr: 3e-3,
+    cropMin: 0.4,
+    checkpointEvery: 100,
+  },
+  cifar10: { ...BASE, dataset: "cifar10", model: "vit_tiny", patchSize: 4, epochs: 100 },
+  smoke: {
+    ...BASE,
+    dataset: "synthetic",
+    syntheticSize: 256,
+    model: "vit_nano",
+    patchSize: 7,
+    hidden: 64,
+    outDim: 32,
+    batchSize: 32,
+    epochs: 2,
+    warmupEpochs: 0.5,
+    checkpointEvery: 4,
+    knnTrainSize: 0,
+    knnTestSize: 0,
+  },
+  "paper-vit-small": {
+    ...BASE,
+    dataset: "imagefolder",
+    model: "vit_small",
+    patchSize: 16,
+    imageSize: 224,
+    channels: 3,
+    hidden: 4096,
+    outDim: 256,
+    batchSize: 1024,
+    epochs: 300,
+    warmupEpochs: 40,
+    baseLr: 1.5e-4,
+    checkpointEvery: 1000,
+  },
+};
+
+/**
+ * Checks every field against {@link FIELDS} (types, ranges, choices) and throws a
+ * {@link ConfigError} naming the flag and the fix.
+ */
+export function validateConfig(cfg: PretrainConfig): void {
+  for (const f of FIELDS) {
+    const v = cfg[f.key] as unknown;
+    if (v === undefined || v === "") continue;
+    const problem = flagProblem(f, v);
+    if (problem) throw new ConfigError(problem);
+  }
+  if ((cfg.dataset === "cifar10" || cfg.dataset === "imagefolder") && !cfg.dataRoot) {
+    throw new ConfigError(
+      `--dataset ${cfg.dataset} needs --data-root DIR (` +
+        (cfg.dataset === "cifar10"
+          ? "the folder of data_batch_1.bin ... test_batch.bin"
+          : "a folder of <class>/<image>.png|jpg") +
+        ")",
+    );
+  }
+}

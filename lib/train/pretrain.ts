@@ -1,0 +1,785 @@
+/**
+ * The pretraining loop, read top to bottom: config, data, model, optimiser, then a loop that
+ * augments, steps, logs, monitors kNN accuracy and checkpoints at fixed intervals, and resumes
+ * from the same checkpoint format.
+ *
+ * Reproducibility by construction: the data order of epoch e is a permutation seeded by
+ * (seed, e) and the augmentation of step t is seeded by (seed, t), so a resumed run needs only
+ * the step count and the tensors in the checkpoint to continue exactly where it stopped.
+ *
+ * A run directory holds `config.json` (the resolved config and versions), `log.csv` (one row per
+ * iteration), `knn.csv` (monitor rows), `checkpoint.safetensors` (everything needed to resume)
+ * and `backbone.safetensors` (timm names only, for evaluation and PyTorch).
+ *
+ * @example
+ * ```ts
+ * import { pretrain, resolveConfig } from "./pretrain.ts";
+ * const result = await pretrain(resolveConfig({ preset: "smoke", outDir: "/tmp/run" }));
+ * console.log(result.knnTop1);
+ * ```
+ * @module
+ */
+import * as tf from "@tensorflow/tfjs-core";
+import { initBackend } from "../backend.ts";
+import { type AugmentConfig, defaultAugmentConfig, twoViews } from "../data/augment.ts";
+import { CONFIG_KEY, saveBackbone, saveTensors } from "./checkpoint.ts";
+import { type Dataset, getBatch, loadDataset, toFloatTensor } from "../data/mod.ts";
+import { type ChannelStats, datasetStats, extractFeatures } from "../eval/features.ts";
+import { knnClassify } from "../eval/knn.ts";
+import { createFramework, type SslModel } from "../methods/mod.ts";
+import {
+  applyGradients,
+  createOptimizerState,
+  disposeOptimizerState,
+  loadOptimizerState,
+  lrAt,
+  momentumAt,
+  type OptimizerConfig,
+  optimizerStateTensors,
+  scaledLr,
+} from "./optim.ts";
+import { createRng, permutation } from "../core/rng.ts";
+import { readSafetensors, toFloat32 } from "../io/safetensors.ts";
+import { DiskFullError, isAtomicTempFile, writeFileAtomic } from "../io/atomic.ts";
+import { lockRunDir, type RunLock } from "../io/lock.ts";
+import { assignTensors } from "./checkpoint.ts";
+import { ConfigError, vitConfig } from "../model/vit.ts";
+import { PRESETS, type PretrainConfig, savedRunConfig, validateConfig } from "./config.ts";
+import { appendRows, truncateRows } from "./runlog.ts";
+import {
+  assignArrays,
+  createDataParallel,
+  type DataParallel,
+  readArrays,
+} from "../parallel/mod.ts";
+
+export type { PretrainConfig } from "./config.ts";
+
+/** Training stopped on a non-finite loss or gradient; the message names the step and layer. */
+export class DivergenceError extends Error {
+  override name = "DivergenceError";
+}
+
+/** Resolves a partial config: preset defaults, then the given fields; validated. */
+export function resolveConfig(
+  partial: Partial<PretrainConfig> & { preset?: string },
+): PretrainConfig {
+  const presetName = partial.preset ?? "fmnist";
+  const cfg = {
+    ...presetDefaults(presetName),
+    ...definedFields(partial),
+    preset: presetName,
+  } as PretrainConfig;
+  validateConfig(cfg);
+  return cfg;
+}
+
+/**
+ * The config to resume a run with: the `config` of its config.json ({@link savedRunConfig}: fields
+ * it lacks take the base defaults, not today's preset), then `overrides` (e.g. flags); validated.
+ */
+export function resumeConfig(
+  saved: Partial<PretrainConfig>,
+  overrides: Partial<PretrainConfig> = {},
+): PretrainConfig {
+  const cfg = { ...savedRunConfig(saved), ...definedFields(overrides) } as PretrainConfig;
+  cfg.preset ??= "fmnist";
+  presetDefaults(cfg.preset); // a known name
+  validateConfig(cfg);
+  return cfg;
+}
+
+function presetDefaults(name: string): Omit<PretrainConfig, "preset"> {
+  const preset = PRESETS[name];
+  if (!preset) {
+    throw new ConfigError(
+      `unknown preset "${name}": choose one of ${Object.keys(PRESETS).join(", ")}`,
+    );
+  }
+  return preset;
+}
+
+function definedFields(partial: Partial<PretrainConfig>): Partial<PretrainConfig> {
+  return Object.fromEntries(Object.entries(partial).filter(([, v]) => v !== undefined));
+}
+
+/** What {@link pretrain} returns. */
+export interface PretrainResult {
+  runDir: string;
+  steps: number;
+  /** Final kNN top-1 / top-5 on the test split (percent), if the final evaluation ran. */
+  knnTop1?: number;
+  knnTop5?: number;
+  /**
+   * Why the run ended: `stopped` by `hooks.signal` (SIGINT/SIGTERM in the CLI) with a checkpoint
+   * to resume from, or `done` (all epochs, or `maxSteps`, then the final evaluation).
+   */
+  status: "done" | "stopped";
+}
+
+/** Options that steer a run without being part of its config. */
+export interface RunHooks {
+  /** Prints progress (default: console). */
+  print?: (line: string) => void;
+  /** Live progress for notebooks: called after every step. */
+  onStep?: (row: LogRow) => void;
+  /** Called after every kNN monitor evaluation. */
+  onKnn?: (row: KnnRow) => void;
+  /** Set `.stop = true` to finish the current step, checkpoint and return. */
+  signal?: { stop: boolean };
+  /** Resume an existing run directory even if its config differs. */
+  force?: boolean;
+  /**
+   * The lock of `cfg.outDir`, when the caller holds it already (an experiment run locks its
+   * directory for training and evaluation). Default: {@link pretrain} takes it itself.
+   */
+  lock?: RunLock;
+}
+
+/** One row of `log.csv`. */
+export interface LogRow {
+  step: number;
+  epoch: number;
+  loss: number;
+  lr: number;
+  momentum: number;
+  grad_patch: number;
+  grad_first_block: number;
+  grad_last_block: number;
+  grad_heads: number;
+  grad_total: number;
+  images_per_s: number;
+}
+
+/** One row of `knn.csv`. */
+export interface KnnRow {
+  step: number;
+  epoch: number;
+  top1: number;
+  top5: number;
+  k: number;
+  train_size: number;
+  test_size: number;
+}
+
+const LOG_COLUMNS: (keyof LogRow)[] = [
+  "step",
+  "epoch",
+  "loss",
+  "lr",
+  "momentum",
+  "grad_patch",
+  "grad_first_block",
+  "grad_last_block",
+  "grad_heads",
+  "grad_total",
+  "images_per_s",
+];
+const KNN_COLUMNS: (keyof KnnRow)[] = [
+  "step",
+  "epoch",
+  "top1",
+  "top5",
+  "k",
+  "train_size",
+  "test_size",
+];
+
+/** Seeds derived from the run seed, so that each stream is a pure function of (seed, index). */
+function subSeed(seed: number, stream: number, index: number): number {
+  return (Math.imul(seed + 1, 0x9e3779b1) ^ Math.imul(stream + 1, 0x85ebca77) ^
+    Math.imul(index + 1, 0xc2b2ae3d)) >>> 0;
+}
+
+/** Loads the train and test splits a config names. */
+export async function loadSplits(cfg: PretrainConfig): Promise<[Dataset, Dataset]> {
+  const common = {
+    name: cfg.dataset,
+    root: cfg.dataRoot,
+    imageSize: cfg.imageSize,
+    channels: cfg.channels,
+    seed: cfg.seed,
+  } as const;
+  return await Promise.all([
+    loadDataset({ ...common, split: "train", n: cfg.syntheticSize }),
+    loadDataset({
+      ...common,
+      split: "test",
+      n: cfg.syntheticSize && Math.ceil(cfg.syntheticSize / 5),
+    }),
+  ]);
+}
+
+/** The backbone config a pretraining config implies for a dataset. */
+export function backboneConfig(cfg: PretrainConfig, ds: Dataset) {
+  return vitConfig({
+    name: cfg.model,
+    imageSize: ds.height,
+    channels: ds.channels,
+    patchSize: cfg.patchSize,
+    dim: cfg.dim,
+    depth: cfg.depth,
+    heads: cfg.heads,
+    posEmb: cfg.posEmb,
+    pool: cfg.pool,
+    mlpNorm: cfg.mlpNorm,
+    freezePatchEmbed: cfg.freezePatchEmbed,
+  });
+}
+
+/** Library versions and the git commit, recorded with every run. */
+export async function versions(backend: string): Promise<Record<string, string>> {
+  let commit = "unknown";
+  try {
+    // The commit of the code that runs, not of the working directory's repository.
+    const cwd = new URL(".", import.meta.url);
+    const out = await new Deno.Command("git", { args: ["rev-parse", "HEAD"], cwd, stderr: "null" })
+      .output();
+    if (out.success) commit = new TextDecoder().decode(out.stdout).trim();
+  } catch { /* not a git checkout */ }
+  return { deno: Deno.version.deno, tfjs: tf.version_core, backend, commit };
+}
+
+/** Group gradient norms for logging and for finding the first layer that went non-finite. */
+function gradGroups(grads: Record<string, unknown>, depth: number): string[][] {
+  const groups: string[][] = [[], ...Array.from({ length: depth }, () => []), []];
+  for (const name of Object.keys(grads)) {
+    const m = /^base_encoder\.blocks\.(\d+)\./.exec(name);
+    if (name.startsWith("base_encoder.patch_embed.")) groups[0].push(name);
+    else if (m) groups[1 + Number(m[1])].push(name);
+    else groups[depth + 1].push(name);
+  }
+  return groups;
+}
+
+function groupLabel(i: number, depth: number): string {
+  return i === 0 ? "patch_embed" : i <= depth ? `blocks.${i - 1}` : "heads";
+}
+
+/**
+ * Runs (or resumes) a pretraining run. Resumes when `cfg.outDir` already holds a checkpoint;
+ * refuses if that run's config differs (unless `hooks.force`), and refuses at once (a
+ * `RunLockedError`) while another process holds the directory. A full disk ends the run with a
+ * `DiskFullError` that says how to resume; the last checkpoint and the logs stay intact.
+ */
+export async function pretrain(cfg: PretrainConfig, hooks: RunHooks = {}): Promise<PretrainResult> {
+  if (hooks.lock && hooks.lock.dir !== cfg.outDir) {
+    throw new Error(`pretrain: the lock given is for ${hooks.lock.dir}, not ${cfg.outDir}`);
+  }
+  // One process per run directory: a second one is refused before it changes anything, here
+  // when the directory exists, else where the run creates it (after the config is checked).
+  let lock = hooks.lock ?? await lockRunDir(cfg.outDir, { create: false });
+  const takeLock = async () => {
+    lock ??= await lockRunDir(cfg.outDir);
+  };
+  try {
+    return await pretrainLocked(cfg, hooks, takeLock);
+  } catch (e) {
+    if (!(e instanceof DiskFullError)) throw e;
+    throw new DiskFullError(
+      e.detail,
+      e.path,
+      `the last checkpoint and log of ${cfg.outDir} are intact: free some space, then resume ` +
+        `with: deno task pretrain --resume ${cfg.outDir}`,
+      { cause: e },
+    );
+  } finally {
+    if (!hooks.lock) lock?.release();
+  }
+}
+
+async function pretrainLocked(
+  cfg: PretrainConfig,
+  hooks: RunHooks,
+  takeLock: () => Promise<void>,
+): Promise<PretrainResult> {
+  const print = hooks.print ?? ((s: string) => console.log(s));
+  const signal = hooks.signal ?? { stop: false };
+  const backendInfo = await initBackend({ backend: cfg.backend, threads: cfg.threads });
+  print(`backend: ${backendInfo.summary}`);
+  if (cfg.workers > 1) checkWorkers(cfg, backendInfo.name);
+
+  // Data.
+  const [train, test] = await loadSplits(cfg);
+  const B = cfg.batchSize;
+  if (train.length < B) {
+    throw new ConfigError(
+      `batch size ${B} is larger than the training set (${train.length} images): lower --batch`,
+    );
+  }
+  const stepsPerEpoch = Math.floor(train.length / B);
+  const totalSteps = cfg.epochs * stepsPerEpoch;
+  const lastStep = cfg.maxSteps > 0 ? Math.min(cfg.maxSteps, totalSteps) : totalSteps;
+  const stats = datasetStats(train);
+  const aug = pretrainAugmentConfig(cfg, train, stats);
+
+  // Model and optimiser.
+  const vit = backboneConfig(cfg, train);
+  const ssl = createFramework(cfg.framework, vit, {
+    hidden: cfg.hidden,
+    outDim: cfg.outDim,
+    temperature: cfg.temperature,
+  }, cfg.seed);
+  const params = ssl.trainable();
+  const peakLr = scaledLr(cfg.baseLr, B);
+  const optCfg: OptimizerConfig = {
+    name: cfg.optimizer,
+    lr: peakLr,
+    weightDecay: cfg.weightDecay,
+    skipDecay: cfg.skipDecay,
+  };
+  const opt = createOptimizerState(optCfg, params);
+  // With --workers > 1 the workers hold the training state; `ssl` and `opt` here are synced from
+  // worker 0 for checkpoints and kNN (pull), and pushed to the workers after a restore (push).
+  let dp: DataParallel | undefined;
+  const allVars = () => ({
+    ...ssl.state(),
+    ...optimizerStateTensors(opt) as Record<string, tf.Variable>,
+  });
+  const pull = async () => {
+    if (!dp) return;
+    const s = await dp.getState();
+    assignArrays(allVars(), s.tensors, "data-parallel worker 0");
+    opt.step = s.optimizerStep;
+  };
+  const push = async () => {
+    if (dp) await dp.setState({ tensors: readArrays(allVars()), optimizerStep: opt.step });
+  };
+  // The model and the optimiser state are freed however the run ends (done, stopped, error).
+  try {
+    const schedule = {
+      peakLr,
+      warmupSteps: Math.min(cfg.warmupEpochs * stepsPerEpoch, totalSteps - 1),
+      totalSteps,
+    };
+
+    // Run directory: new, or resumed from its checkpoint.
+    const dir = cfg.outDir;
+    await takeLock(); // creates the directory
+    const ckptPath = `${dir}/checkpoint.safetensors`;
+    let step = 0;
+    let lrScale = 1;
+    const resolved = { ...cfg, backbone: vit, stepsPerEpoch, totalSteps, peakLr };
+    await removeStaleTempFiles(dir);
+    if (await exists(ckptPath)) {
+      await checkSameConfig(dir, cfg, hooks.force ?? false);
+      ({ step, lrScale } = await restore(ssl, opt, ckptPath));
+      await truncateLogs(dir, step);
+      print(`resumed ${dir} at step ${step}/${lastStep}`);
+    } else {
+      // A fresh start: rows of an earlier attempt killed before its first checkpoint would
+      // otherwise be followed by the same steps again.
+      for (const log of ["log.csv", "knn.csv"]) await Deno.remove(`${dir}/${log}`).catch(() => {});
+      const json = JSON.stringify(
+        { config: cfg, resolved, versions: await versions(backendInfo.summary) },
+        null,
+        2,
+      );
+      await writeFileAtomic(`${dir}/config.json`, new TextEncoder().encode(json + "\n"));
+    }
+    if (cfg.workers > 1) {
+      dp = await createDataParallel({
+        workers: cfg.workers,
+        vit,
+        moco: { hidden: cfg.hidden, outDim: cfg.outDim, temperature: cfg.temperature },
+        optimizer: optCfg,
+        seed: cfg.seed,
+        backend: backendInfo.name as "wasm" | "cpu",
+        threads: backendInfo.threads,
+      });
+      await push();
+      print(`data-parallel: ${cfg.workers} workers, each ${dp.backend}`);
+    }
+
+    let savedStep = -1;
+    const save = async () => {
+      await pull();
+      savedStep = step;
+      const tensors = { ...ssl.state(), ...optimizerStateTensors(opt) };
+      const meta = {
+        format: "vitssl-checkpoint-v1",
+        step: String(step),
+        lr_scale: String(lrScale),
+        optimizer_step: String(opt.step),
+        config: JSON.stringify(cfg),
+        [CONFIG_KEY]: JSON.stringify(vit),
+      };
+      await saveTensors(ckptPath, tensors, meta);
+      await saveBackbone(`${dir}/backbone.safetensors`, ssl.backbone, { step: String(step) });
+    };
+
+    const monitor = async (epoch: number) => {
+      await pull();
+      const row = await knnMonitor(ssl, train, test, stats, cfg, step, epoch);
+      await appendRows(`${dir}/knn.csv`, KNN_COLUMNS, [row]);
+      hooks.onKnn?.(row);
+      print(
+        `knn @ step ${step}: top-1 ${row.top1.toFixed(2)}% top-5 ${row.top5.toFixed(2)}% ` +
+          `(k=${row.k}, ${row.train_size} train / ${row.test_size} test)`,
+      );
+    };
+
+    // The loop.
+    const progress = progressPrinter(print, lastStep, stepsPerEpoch);
+    let perm: Int32Array | undefined;
+    let permEpoch = -1;
+    const depth = vit.depth;
+    const n0 = tf.memory().numTensors;
+    // The fault injection fires once per call, so that a rollback can get past it.
+    let injectAt = cfg.injectNanAt;
+    while (step < lastStep && !signal.stop) {
+      const t0 = performance.now();
+      const epoch = Math.floor(step / stepsPerEpoch);
+      if (epoch !== permEpoch) {
+        perm = permutation(train.length, createRng(subSeed(cfg.seed, 0, epoch)));
+        permEpoch = epoch;
+      }
+      const i = step % stepsPerEpoch;
+      const batch = getBatch(train, perm!.subarray(i * B, (i + 1) * B));
+      const lr = lrAt(step, schedule) * lrScale;
+      const m = momentumAt(step, totalSteps, cfg.m0);
+      const x = toFloatTensor(batch.images, B, train.height, train.width, train.channels);
+      let [x1, x2] = twoViews(x, createRng(subSeed(cfg.seed, 1, step)), aug);
+      x.dispose();
+      if (injectAt === step) {
+        // Fault injection for tests of the divergence guard: poison view 1 of this step.
+        injectAt = -1;
+        const poisoned = tf.mul(x1, NaN) as tf.Tensor4D;
+        x1.dispose();
+        x1 = poisoned;
+      }
+      // `finish(true)` applies the update (the workers already did, unless non-finite).
+      let lossValue: number, nv: number[], finish: (apply: boolean) => void;
+      if (dp) {
+        const r = await dp.step(x1, x2, { lr, momentum: m });
+        tf.dispose([x1, x2]);
+        lossValue = r.loss;
+        const parts = gradGroups(r.gradSquares, depth).map((g) =>
+          g.reduce((sum, n) => sum + r.gradSquares[n], 0)
+        );
+        nv = [...parts, parts.reduce((a, b) => a + b, 0)].map(Math.sqrt);
+        finish = () => {};
+      } else {
+        const { loss, grads } = ssl.step(x1, x2, { momentum: m });
+        tf.dispose([x1, x2]);
+        const norms = tf.tidy(() => {
+          const groups = gradGroups(grads, depth);
+          const parts = groups.map((g) =>
+            g.length ? tf.sum(tf.stack(g.map((n) => tf.sum(tf.square(grads[n]))))) : tf.scalar(0)
+          );
+          return tf.sqrt(tf.stack([...parts, tf.addN(parts)]));
+        });
+        [lossValue] = await loss.data();
+        nv = Array.from(await norms.data());
+        norms.dispose();
+        finish = (apply) => {
+          if (apply) applyGradients(params, grads, opt, optCfg, lr);
+          tf.dispose([loss, ...Object.values(grads)]);
+        };
+      }
+      const badGroup = nv.findIndex((v) => !Number.isFinite(v));
+      if (!Number.isFinite(lossValue) || badGroup >= 0) {
+        finish(false);
+        const where = badGroup >= 0 && badGroup <= depth + 1
+          ? `the gradient norm of ${groupLabel(badGroup, depth)} went non-finite first`
+          : "the loss is non-finite";
+        const msg = `non-finite loss (${lossValue}) at step ${step} (epoch ${epoch}): ${where}`;
+        if (cfg.onNan === "rollback" && await exists(ckptPath)) {
+          ({ step, lrScale } = await restore(ssl, opt, ckptPath));
+          await push();
+          lrScale *= cfg.nanLrFactor;
+          savedStep = -1; // the checkpoint holds the old lr scale
+          await truncateLogs(dir, step);
+          print(`${msg}; rolled back to the checkpoint at step ${step} with lr x${lrScale}`);
+          continue;
+        }
+        throw new DivergenceError(
+          `${msg}. The last good checkpoint is kept in ${ckptPath}. Lower --lr, raise --warmup, ` +
+            "or run with --on-nan rollback.",
+        );
+      }
+      finish(true);
+
+      const row: LogRow = {
+        step,
+        epoch,
+        loss: lossValue,
+        lr,
+        momentum: m,
+        grad_patch: nv[0],
+        grad_first_block: nv[1],
+        grad_last_block: nv[depth],
+        grad_heads: nv[depth + 1],
+        grad_total: nv[depth + 2],
+        images_per_s: B / ((performance.now() - t0) / 1000),
+      };
+      step++;
+      await appendRows(`${dir}/log.csv`, LOG_COLUMNS, [row]);
+      hooks.onStep?.(row);
+      progress(row);
+      if (cfg.checkTensorLeaks && tf.memory().numTensors !== n0) {
+        throw new Error(`tensor leak: ${tf.memory().numTensors - n0} tensors after step ${step}`);
+      }
+
+      const endOfEpoch = step % stepsPerEpoch === 0;
+      const knnDue = cfg.knnEvery > 0 ? step % cfg.knnEvery === 0 : endOfEpoch;
+      if (knnDue && step < lastStep) await monitor(Math.floor(step / stepsPerEpoch));
+      if (step % cfg.checkpointEvery === 0 || step === lastStep) await save();
+    }
+
+    if (step < lastStep) {
+      if (savedStep !== step) await save();
+      print(
+        `stopped at step ${step}/${lastStep}; checkpoint written. Resume with: ` +
+          `deno task pretrain --resume ${dir}`,
+      );
+      return { runDir: dir, steps: step, status: "stopped" };
+    }
+
+    // Final evaluation: kNN of the whole test split against the whole training split.
+    let knnTop1: number | undefined, knnTop5: number | undefined;
+    if (cfg.finalKnn) {
+      const full = { ...cfg, knnTrainSize: 0, knnTestSize: 0 };
+      const epochsDone = Math.floor(step / stepsPerEpoch);
+      await pull();
+      const row = await knnMonitor(ssl, train, test, stats, full, step, epochsDone);
+      await appendRows(`${dir}/knn.csv`, KNN_COLUMNS, [row]);
+      hooks.onKnn?.(row);
+      knnTop1 = row.top1;
+      knnTop5 = row.top5;
+      print(
+        `final kNN (k=${row.k}, ${row.train_size} train images, ${row.test_size} test images): ` +
+          `top-1 ${row.top1.toFixed(2)}%, top-5 ${row.top5.toFixed(2)}%`,
+      );
+    }
+    print(`run directory: ${dir}`);
+    return { runDir: dir, steps: step, knnTop1, knnTop5, status: "done" };
+  } finally {
+    dp?.close();
+    ssl.dispose();
+    disposeOptimizerState(opt);
+  }
+}
+
+/** Refuses `workers > 1` where the data-parallel runner cannot run it. */
+function checkWorkers(cfg: PretrainConfig, backend: string): void {
+  if (cfg.framework !== "mocov3") {
+    throw new ConfigError(
+      `--workers ${cfg.workers} supports framework mocov3 only, got "${cfg.framework}": ` +
+        "use --workers 1",
+    );
+  }
+  if (backend !== "wasm" && backend !== "cpu") {
+    throw new ConfigError(
+      `--workers ${cfg.workers} runs each worker on wasm or cpu, but the backend is ${backend}: ` +
+        "pass --backend wasm (or --workers 1)",
+    );
+  }
+  if (cfg.batchSize % cfg.workers !== 0) {
+    throw new ConfigError(
+      `batch size ${cfg.batchSize} does not split across ${cfg.workers} workers: choose a ` +
+        "--batch that is a multiple of --workers",
+    );
+  }
+}
+
+/**
+ * Cuts the logs back to a checkpoint at `step`: `log.csv` rows are iterations (row s is the
+ * update from s to s + 1, so rows < step stay); `knn.csv` rows are measured after `step`
+ * updates (rows <= step stay, the checkpoint holds those weights).
+ */
+async function truncateLogs(dir: string, step: number): Promise<void> {
+  await truncateRows(`${dir}/log.csv`, LOG_COLUMNS, step);
+  await truncateRows(`${dir}/knn.csv`, KNN_COLUMNS, step + 1);
+}
+
+/**
+ * Removes the hidden temp files (`.checkpoint.safetensors.tmp-1a2b3c4d`, ...) that an atomic
+ * write killed before its rename leaves behind; the files they were meant to replace are intact.
+ */
+async function removeStaleTempFiles(dir: string): Promise<void> {
+  for await (const e of Deno.readDir(dir)) {
+    if (e.isFile && isAtomicTempFile(e.name)) {
+      await Deno.remove(`${dir}/${e.name}`).catch(() => {});
+    }
+  }
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.stat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Fields that may change when a run is resumed (they do not change its result). */
+const RESUMABLE = new Set<keyof PretrainConfig>([
+  "maxSteps",
+  "backend",
+  "threads",
+  "outDir",
+  "checkpointEvery",
+  "knnEvery",
+  "knnTrainSize",
+  "knnTestSize",
+  "knnK",
+  "finalKnn",
+  "onNan",
+  "nanLrFactor",
+  "injectNanAt",
+  "checkTensorLeaks",
+]);
+
+/**
+ * The augmentation of a run: the paper's recipe at the dataset's size and statistics, with the
+ * config's crop scale (`--crop-min`).
+ *
+ * @example
+ * ```ts
+ * pretrainAugmentConfig({ ...cfg, cropMin: 0.25 }, trainDs, datasetStats(trainDs)).scale; // [0.25, 1]
+ * ```
+ */
+export function pretrainAugmentConfig(
+  cfg: Pick<PretrainConfig, "cropMin">,
+  train: Pick<Dataset, "height" | "channels">,
+  stats: ChannelStats,
+): AugmentConfig {
+  return defaultAugmentConfig({
+    outSize: train.height,
+    channels: train.channels,
+    mean: stats.mean,
+    std: stats.std,
+    cropMin: cfg.cropMin,
+  });
+}
+
+/** Refuses to resume a run directory whose config differs in a field that shapes the run. */
+async function checkSameConfig(dir: string, cfg: PretrainConfig, force: boolean): Promise<void> {
+  let saved: PretrainConfig;
+  try {
+    saved = JSON.parse(await Deno.readTextFile(`${dir}/config.json`)).config;
+  } catch (e) {
+    throw new ConfigError(
+      `${dir} has a checkpoint but no readable config.json (${(e as Error).message}); ` +
+        "use a new --out directory",
+    );
+  }
+  // Fields added after the run was made are absent from its config.json: it ran their defaults.
+  const was = savedRunConfig(saved);
+  const diffs = (Object.keys({ ...was, ...cfg }) as (keyof PretrainConfig)[])
+    .filter((k) => !RESUMABLE.has(k))
+    .filter((k) => JSON.stringify(was[k]) !== JSON.stringify(cfg[k]))
+    .map((k) => `${k}: run has ${JSON.stringify(was[k])}, now ${JSON.stringify(cfg[k])}`);
+  if (diffs.length && !force) {
+    throw new ConfigError(
+      `${dir} belongs to a different config:\n  ${diffs.join("\n  ")}\n` +
+        "Resume it with its own config (deno task pretrain --resume DIR), choose a new --out, " +
+        "or pass --force to resume with the new config anyway.",
+    );
+  }
+}
+
+/** Loads a training checkpoint into the model and optimiser; returns its step and lr scale. */
+async function restore(
+  ssl: SslModel,
+  opt: ReturnType<typeof createOptimizerState>,
+  path: string,
+): Promise<{ step: number; lrScale: number }> {
+  const { tensors, metadata } = await readSafetensors(path);
+  const state = ssl.state();
+  const model: typeof tensors = {};
+  const optim: Record<string, tf.Tensor> = {};
+  for (const [k, t] of Object.entries(tensors)) {
+    if (k.startsWith("optim.")) optim[k] = tf.tensor(toFloat32(t), t.shape);
+    else model[k] = t;
+  }
+  try {
+    assignTensors(state, model, path);
+    loadOptimizerState(opt, optim, Number(metadata.optimizer_step));
+  } finally {
+    tf.dispose(Object.values(optim));
+  }
+  return { step: Number(metadata.step), lrScale: Number(metadata.lr_scale ?? 1) };
+}
+
+/** A deterministic subset of a split (the first `n` of a fixed permutation); 0 = all. */
+function subset(ds: Dataset, n: number): Dataset {
+  if (n <= 0 || n >= ds.length) return ds;
+  const idx = permutation(ds.length, createRng(12345)).subarray(0, n);
+  const { images, labels } = getBatch(ds, idx);
+  return { ...ds, length: n, images, labels };
+}
+
+/** kNN accuracy of the online backbone's features (eval mode): test subset vs train bank. */
+async function knnMonitor(
+  ssl: SslModel,
+  train: Dataset,
+  test: Dataset,
+  stats: { mean: number[]; std: number[] },
+  cfg: PretrainConfig,
+  step: number,
+  epoch: number,
+): Promise<KnnRow> {
+  const bank = subset(train, cfg.knnTrainSize);
+  const queries = subset(test, cfg.knnTestSize);
+  const opts = { batchSize: 256, mean: stats.mean, std: stats.std };
+  const f1 = await extractFeatures(ssl.backbone, bank, opts);
+  const f2 = await extractFeatures(ssl.backbone, queries, opts);
+  const [res] = await knnClassify(f1, f2, {
+    k: [cfg.knnK],
+    temperature: 0.07,
+    numClasses: train.classes.length,
+  });
+  return {
+    step,
+    epoch,
+    top1: 100 * res.top1,
+    top5: 100 * res.top5,
+    k: cfg.knnK,
+    train_size: bank.length,
+    test_size: queries.length,
+  };
+}
+
+/** A progress display: an in-place bar on a terminal, a plain line every 10 s elsewhere. */
+function progressPrinter(
+  print: (s: string) => void,
+  lastStep: number,
+  stepsPerEpoch: number,
+): (row: LogRow) => void {
+  const tty = print === console.log && Deno.stdout.isTerminal();
+  const start = performance.now();
+  let first = -1;
+  let lastPrint = 0;
+  return (row) => {
+    if (first < 0) first = row.step;
+    const done = row.step + 1;
+    const elapsed = (performance.now() - start) / 1000;
+    const rate = (done - first) / Math.max(elapsed, 1e-9);
+    const eta = (lastStep - done) / Math.max(rate, 1e-9);
+    const pct = done / lastStep;
+    const epochs = Math.ceil(lastStep / stepsPerEpoch);
+    const text = `epoch ${row.epoch + 1}/${epochs} step ${done}/${lastStep} loss ` +
+      `${row.loss.toFixed(4)} lr ${row.lr.toExponential(2)} ${row.images_per_s.toFixed(0)} img/s ` +
+      `ETA ${formatSeconds(eta)}`;
+    if (tty) {
+      const width = 24;
+      const bar = "#".repeat(Math.round(pct * width)).padEnd(width, ".");
+      Deno.stdout.writeSync(new TextEncoder().encode(`\r[${bar}] ${text}\x1b[K`));
+      if (done === lastStep) Deno.stdout.writeSync(new TextEncoder().encode("\n"));
+    } else if (elapsed - lastPrint >= 10 || done === lastStep || done === first + 1) {
+      lastPrint = elapsed;
+      print(text);
+    }
+  };
+}
+
+function formatSeconds(s: number): string {
+  if (!Number.isFinite(s)) return "?";
+  const m = Math.floor(s / 60), sec = Math.round(s % 60);
+  return m >= 60
+    ? `${Math.floor(m / 60)}h${String(m % 60).padStart(2, "0")}m`
+    : `${m}m${String(sec).padStart(2, "0")}s`;
+}

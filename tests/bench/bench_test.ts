@@ -1,0 +1,289 @@
+/**
+ * Tests of the benchmark harness (lib/bench/): the analytic FLOP count against a hand count, the
+ * fixed workloads, the timing loop's counting, the step runner's tensor hygiene, and a `--smoke`
+ * run of the CLI (seconds) whose JSON line must carry every field, consistent with itself.
+ * No timing asserts: the machine is shared.
+ */
+import * as tf from "@tensorflow/tfjs-core";
+import { assert, assertAlmostEquals, assertEquals, assertStringIncludes } from "@std/assert";
+import { initBackend } from "../../lib/backend.ts";
+import { median, timeLoop } from "../../lib/bench/measure.ts";
+import { matmulFlops, profileTable } from "../../lib/bench/profile.ts";
+import { defaultMode, defaultWorkers } from "../../lib/bench/run.ts";
+import { createStepRunner } from "../../lib/bench/step.ts";
+import { benchTable, parseLines } from "../../lib/bench/table.ts";
+import { headFlops, resolveWorkload, stepFlops, type Workload } from "../../lib/bench/workloads.ts";
+import { vitConfig } from "../../lib/model/vit.ts";
+
+await initBackend({ backend: "cpu" });
+
+/** dim 8, depth 1, heads 2, patch 2 on 4x4x1 images: N = 4 patches, T = 5 tokens, MLP 32. */
+const tiny: Workload = {
+  name: "tiny-test",
+  vit: vitConfig({
+    name: "vit_nano",
+    dim: 8,
+    depth: 1,
+    heads: 2,
+    patchSize: 2,
+    imageSize: 4,
+    channels: 1,
+  }),
+  batch: 3,
+  hidden: 16,
+  outDim: 4,
+  temperature: 0.2,
+  cpuMode: "step",
+};
+
+Deno.test("stepFlops matches a hand count of a small config", () => {
+  // Backbone forward per image (multiply-add = 2):
+  //   patch projection 4 patches x (1*2*2 -> 8): 2*4*4*8            =  256
+  //   qkv 5 tokens x (8 -> 24): 2*5*8*24                            = 1920
+  //   scores q k^T and mixing p v: 2 * (2*5*5*8)                    =  800
+  //   attention projection 5 x (8 -> 8): 2*5*8*8                    =  640
+  //   MLP 5 x (8 -> 32 -> 8): 2 * (2*5*8*32)                        = 5120
+  const backbone = 256 + 1920 + 800 + 640 + 5120; // 8736
+  // Projector 8 -> 16 -> 16 -> 4: 2*(128 + 256 + 64) = 896; predictor 4 -> 16 -> 4: 2*(64 + 64) = 256.
+  assertEquals(headFlops(8, 16, 4), { projector: 896, predictor: 256 });
+  // Online branch (x3 for forward + backward) and momentum branch (x1), 2 views x 3 images.
+  const perImageView = 3 * (backbone + 896 + 256) + (backbone + 896); // 29664 + 9632 = 39296
+  const lossFlops = 3 * 2 * (2 * 3 * 3 * 4); // two [3, 4] @ [4, 3] logits, x3 = 432
+  const f = stepFlops(tiny, "step");
+  assertEquals(f.backbone, 2 * 3 * 4 * backbone);
+  assertEquals(f.loss, lossFlops);
+  assertEquals(f.total, 2 * 3 * perImageView + lossFlops); // 236208
+  assertEquals(f.total, 236208);
+  assertEquals(f.backbone + f.heads + f.loss, f.total);
+  // Forward mode: one backbone forward of the batch.
+  assertEquals(stepFlops(tiny, "forward").total, 3 * 8736);
+});
+
+Deno.test("the standard workloads are the issue's fixed configs", () => {
+  const s = resolveWorkload("small28");
+  assertEquals(
+    [s.vit.dim, s.vit.depth, s.vit.heads, s.vit.patchSize, s.vit.imageSize, s.vit.channels],
+    [128, 6, 4, 7, 28, 1],
+  );
+  assertEquals([s.batch, s.hidden, s.outDim, s.temperature, s.cpuMode], [
+    128,
+    1024,
+    256,
+    0.2,
+    "step",
+  ]);
+  const t = resolveWorkload("tiny32");
+  assertEquals(
+    [t.vit.dim, t.vit.depth, t.vit.heads, t.vit.patchSize, t.vit.imageSize, t.vit.channels],
+    [192, 12, 3, 4, 32, 3],
+  );
+  assertEquals(t.batch, 64);
+  const v = resolveWorkload("vit_small224");
+  assertEquals([v.vit.dim, v.vit.depth, v.vit.heads, v.vit.patchSize, v.vit.imageSize], [
+    384,
+    12,
+    12,
+    16,
+    224,
+  ]);
+  assertEquals([v.batch, v.cpuMode], [32, "forward"]);
+  // ViT-S/16 forward is about 4.6 G multiply-adds per image (the usual "4.6 GFLOPs" figure).
+  assertAlmostEquals(stepFlops(v, "forward").total / 2 / 32 / 1e9, 4.6, 0.05);
+  assertEquals(resolveWorkload("tiny32", { batch: 4 }).batch, 4);
+});
+
+Deno.test("vit_small224 runs a forward on CPUs (software WebGPU included) and a step on GPUs", () => {
+  const w = resolveWorkload("vit_small224");
+  const b = (name: "wasm" | "cpu" | "webgpu" | "tensorflow", device: string) => ({
+    name,
+    device,
+    threads: 1,
+    summary: "",
+    skipped: [],
+  });
+  assertEquals(defaultMode(w, b("wasm", "SIMD")), "forward");
+  assertEquals(defaultMode(w, b("webgpu", "llvmpipe (LLVM 15.0.6, 256 bits)")), "forward");
+  assertEquals(defaultMode(w, b("webgpu", "NVIDIA H100")), "step");
+  assertEquals(defaultMode(w, b("tensorflow", "libtensorflow 2.9.1, CUDA GPU")), "step");
+  assertEquals(
+    defaultMode(w, b("tensorflow", "libtensorflow 2.9.1, CPU only: CUDA libraries not found")),
+    "forward",
+  );
+  assertEquals(defaultMode(resolveWorkload("small28"), b("wasm", "SIMD")), "step");
+});
+
+Deno.test("defaultWorkers: one worker per core for single-threaded CPU steps, else the main thread", () => {
+  assertEquals(defaultWorkers("step", "wasm", 1, false, 128, 2), 2);
+  assertEquals(defaultWorkers("step", "cpu", 1, false, 6, 4), 3); // the largest divisor <= cores
+  assertEquals(defaultWorkers("step", "wasm", 1, false, 7, 2), 1);
+  assertEquals(defaultWorkers("step", "wasm", 2, false, 128, 2), 1); // threaded wasm
+  assertEquals(defaultWorkers("forward", "wasm", 1, false, 32, 2), 1);
+  assertEquals(defaultWorkers("step", "webgpu", 1, false, 128, 2), 1);
+  assertEquals(defaultWorkers("step", "wasm", 1, true, 128, 2), 1); // --profile, --smoke
+  assertEquals(defaultWorkers("step", "wasm", 1, false, 128, 1), 1);
+});
+
+Deno.test("benchTable divides images/s by the mean PyTorch images/s of the same workload", () => {
+  const line = (backend: string, ips: number, batch = 128) =>
+    JSON.stringify({
+      workload: "small28",
+      mode: "step",
+      backend,
+      threads: 1,
+      batch,
+      steps: 3,
+      images_per_s: ips,
+      ms_per_step: (1000 * batch) / ips,
+      gflops_per_s: 1,
+      peak_rss_bytes: 2 ** 30,
+      load_avg_start: 1,
+      load_avg_end: null,
+    });
+  const text = [line("pytorch", 40), "progress line", line("pytorch", 60), line("wasm", 25)]
+    .concat([line("wasm", 5, 8)]).join("\n");
+  const rows = parseLines(text);
+  assertEquals(rows.length, 4);
+  const table = benchTable(rows).split("\n");
+  // 25 / mean(40, 60) = 0.5; the batch-8 run has no PyTorch row of its batch.
+  assertStringIncludes(
+    table[4],
+    "| wasm | 1 | 1 | 3 | 25.0 | 5120 | 1.00 | 0.50 | 1.00 GiB | 1.0 / ? |",
+  );
+  assertStringIncludes(table[5], "| 8 | wasm |");
+  assertStringIncludes(table[5], "| - |");
+  assertStringIncludes(table[2], "| pytorch | - | 1 |");
+});
+
+Deno.test("timeLoop counts warm-up and timed iterations", async () => {
+  let calls = 0;
+  const t = await timeLoop(async () => {
+    calls++;
+    await Promise.resolve();
+  }, { warmup: 2, minSeconds: 0, minIters: 5, maxIters: 5 });
+  assertEquals([calls, t.iters, t.iterMs.length], [7, 5, 5]);
+  assert(t.seconds >= 0);
+  assertEquals(median([3, 1, 2]), 2);
+  assertEquals(median([4, 1, 3, 2]), 2.5);
+});
+
+Deno.test("profileTable prints the top rows as Markdown; matmul FLOPs from shapes", () => {
+  const table = profileTable([
+    { kernel: "BatchMatMul", calls: 3, ms: 30, pct: 75, gflops: 2.5 },
+    { kernel: "Add", calls: 9, ms: 10, pct: 25 },
+  ], 2);
+  assertEquals(table.split("\n"), [
+    "| kernel | calls | ms | % | GFLOP/s |",
+    "|---|---:|---:|---:|---:|",
+    "| BatchMatMul | 3 | 30.0 | 75.0 | 2.5 |",
+    "| Add | 9 | 10.0 | 25.0 |  |",
+  ]);
+  // [2176, 128] @ [512, 128]^T -> [2176, 512]: 2 * 2176 * 512 * 128 multiply-adds.
+  assertEquals(matmulFlops("BatchMatMul", [2176, 128], [2176, 512]), 2 * 2176 * 512 * 128);
+  // x^T @ dy of a linear layer: [2176, 128]^T @ [2176, 512] -> [128, 512], inner 2176.
+  assertEquals(matmulFlops("BatchMatMul", [2176, 128], [128, 512]), 2 * 128 * 512 * 2176);
+  // Attention scores [B, H, T, hd] @ [B, H, T, hd]^T -> [B, H, T, T], inner hd.
+  assertEquals(
+    matmulFlops("BatchMatMul", [8, 4, 17, 32], [8, 4, 17, 17]),
+    2 * 8 * 4 * 17 * 17 * 32,
+  );
+  assertEquals(matmulFlops("Add", [4, 4], [4, 4]), 0);
+});
+
+Deno.test("a benchmark step leaves no tensors behind and learns", async () => {
+  const x1 = tf.randomNormal([3, 4, 4, 1], 0, 1, "float32", 1) as tf.Tensor4D;
+  const x2 = tf.randomNormal([3, 4, 4, 1], 0, 1, "float32", 2) as tf.Tensor4D;
+  for (const mode of ["step", "forward"] as const) {
+    const before = tf.memory().numTensors;
+    const runner = createStepRunner(tiny, mode, 0);
+    const during = tf.memory().numTensors;
+    const values = [];
+    for (let i = 0; i < 3; i++) values.push(await runner.run(x1, x2));
+    assertEquals(tf.memory().numTensors, during, `${mode}: tensors leaked per step`);
+    runner.dispose();
+    assertEquals(tf.memory().numTensors, before, `${mode}: tensors left after dispose`);
+    assert(values.every(Number.isFinite));
+    // A training step changes the weights, so the same views give a new loss; a forward does not.
+    if (mode === "step") assert(values[2] !== values[0]);
+    else assertEquals(values[2], values[0]);
+  }
+  tf.dispose([x1, x2]);
+});
+
+async function runCli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "--unstable-webgpu", "lib/bench/cli.ts", ...args],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const dec = new TextDecoder();
+  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+}
+
+Deno.test("deno task bench --smoke prints one complete JSON line", async () => {
+  const r = await runCli([
+    "--smoke",
+    "--json",
+    "--profile",
+    "--workload",
+    "small28",
+    "--backend",
+    "wasm",
+  ]);
+  assertEquals(r.code, 0, r.stderr);
+  const lines = r.stdout.trim().split("\n");
+  assertEquals(lines.length, 1, r.stdout);
+  const j = JSON.parse(lines[0]);
+  for (
+    const k of [
+      "images_per_s",
+      "ms_per_step",
+      "flops_per_step",
+      "gflops_per_s",
+      "peak_rss_bytes",
+      "tf_bytes",
+      "tf_bytes_growth",
+      "augment_images_per_s",
+      "loader_images_per_s",
+      "threads",
+    ]
+  ) {
+    assertEquals(typeof j[k], "number", `field ${k}`);
+  }
+  assertEquals([j.workload, j.mode, j.backend, j.threads, j.batch, j.steps, j.smoke], [
+    "small28",
+    "step",
+    "wasm",
+    1,
+    8,
+    1,
+    true,
+  ]);
+  // The small28 step at batch 8, from the same hand-checked formula: 2 views x 8 images.
+  assertEquals(j.flops_per_step, stepFlops(resolveWorkload("small28", { batch: 8 }), "step").total);
+  assertAlmostEquals(j.images_per_s, (8 * j.steps) / j.seconds, 0.05 * j.images_per_s);
+  assertAlmostEquals(j.gflops_per_s, j.flops_per_step / 1e6 / j.ms_per_step, 0.01 * j.gflops_per_s);
+  assert(j.images_per_s > 0 && j.augment_images_per_s > 0 && j.loader_images_per_s > 0);
+  assert(j.peak_rss_bytes > 1e7, `peak RSS ${j.peak_rss_bytes}`);
+  assert(j.tf_bytes > 0);
+  assertEquals([j.tf_bytes_growth, j.tf_tensors_growth], [0, 0]);
+  // The profile: every kernel of the step, matmuls among them, shares summing to 100%.
+  const p = j.profile;
+  const mm = p.byKernel.find((row: { kernel: string }) => row.kernel === "BatchMatMul");
+  assert(mm && mm.calls > 0 && mm.ms > 0 && mm.gflops > 0, JSON.stringify(p.byKernel.slice(0, 3)));
+  const pct = p.byKernel.reduce((s: number, row: { pct: number }) => s + row.pct, 0);
+  assertAlmostEquals(pct, 100, 1e-6);
+  assertEquals(
+    p.byKernel.reduce((s: number, row: { calls: number }) => s + row.calls, 0),
+    p.kernels,
+  );
+});
+
+Deno.test("bench rejects an unknown workload and a misspelled flag", async () => {
+  const w = await runCli(["--workload", "small32", "--smoke"]);
+  assertEquals(w.code, 2);
+  assertStringIncludes(w.stderr, 'unknown workload "small32"');
+  assertStringIncludes(w.stderr, "small28, tiny32, vit_small224");
+  const f = await runCli(["--workloads", "small28"]);
+  assertEquals(f.code, 2);
+  assertStringIncludes(f.stderr, "did you mean --workload?");
+});
