@@ -235,8 +235,9 @@ function info(name: BackendInfo["name"], device: string, threads: number): Backe
  * Starts a tfjs backend and makes it the active one.
  *
  * `auto` prefers `tensorflow` (only if its native binding loads), then a hardware WebGPU
- * adapter, then `wasm`, then `cpu`. A backend named explicitly must start, or this throws a
- * {@link BackendError} that says what to install.
+ * adapter, then `native` (if its C library loads and passes its self-check), then `wasm`, then
+ * `cpu`. A backend named explicitly must start, or this throws a {@link BackendError} that says
+ * what to install.
  */
 export async function initBackend(opts: BackendOptions = {}): Promise<BackendInfo> {
   const backend = opts.backend ?? "auto";
@@ -259,7 +260,7 @@ export async function initBackend(opts: BackendOptions = {}): Promise<BackendInf
   } else {
     const skipped: string[] = [];
     let found: BackendInfo | undefined;
-    for (const name of ["tensorflow", "webgpu", "wasm", "cpu"] as const) {
+    for (const name of ["tensorflow", "webgpu", "native", "wasm", "cpu"] as const) {
       try {
         found = await start[name]();
         break;

@@ -11,17 +11,24 @@
  * @module
  */
 export * from "./backend.ts";
+export * from "./backends/native/mod.ts";
+export * from "./core/errors.ts";
 export * from "./core/rng.ts";
+export * from "./model/fused.ts";
 export * from "./model/layers.ts";
 export * from "./model/vit.ts";
 export * from "./model/heads.ts";
+export * from "./methods/losses.ts";
+export * from "./methods/two_view.ts";
 export * from "./methods/mocov3.ts";
+export * from "./methods/simclr.ts";
+export * from "./methods/byol.ts";
 export * from "./methods/mod.ts";
 export * from "./data/augment.ts";
 export * from "./train/optim.ts";
 export * from "./train/config.ts";
 export * from "./train/pretrain.ts";
-export * from "./train/runlog.ts";
+export * from "./train/rundir.ts";
 export * from "./io/safetensors.ts";
 export * from "./io/atomic.ts";
 export * from "./io/lock.ts";

@@ -9,14 +9,12 @@
  * kernels on the backend's own linear memory (they work in place on its tensors, no copies) and
  * registers:
  *
- * - `VitsslLayerNorm` / `VitsslLayerNormGrad` and `VitsslGelu` / `VitsslGeluGrad`, with
- *   gradients, behind {@link fusedLayerNorm} and {@link fusedGelu} (which `layerNorm` and
- *   `gelu` of `lib/model/vit.ts` use when the active backend has them);
- * - `VitsslAttention` / `VitsslAttentionGrad`: all heads of self-attention from the qkv
- *   projection in one kernel each way, behind {@link fusedAttention} (`vitForward`'s blocks);
- * - `VitsslAdamW` and `VitsslEma` behind {@link fusedAdamW} and {@link fusedEma} (used by
- *   `applyGradients` of `lib/train/optim.ts` and `emaUpdate` of `lib/methods/mocov3.ts`), bit-identical to the
- *   unfused ops;
+ * - `VitsslLayerNorm` / `VitsslLayerNormGrad`, `VitsslGelu` / `VitsslGeluGrad` and
+ *   `VitsslAttention` / `VitsslAttentionGrad` (all heads of self-attention from the qkv projection),
+ *   with gradients, and `VitsslAdamW` and `VitsslEma` (bit-identical to the unfused ops), and
+ *   registers them as the `wasm` backend's fast paths ({@link KERNEL_FAST_PATHS}) in the registry
+ *   of `lib/model/fused.ts`, which the layer primitives of `lib/model/layers.ts` and
+ *   `applyGradients` of `lib/train/optim.ts` consult; nothing else calls them;
  * - a `Sum` that reduces leading axes in one pass (other reductions keep tfjs's kernel);
  * - {@link wasmKernelsFor}, which `lib/wasm_matmul.ts` uses for batched matmuls.
  *
@@ -24,13 +22,16 @@
  * ```ts
  * import * as tf from "@tensorflow/tfjs-core";
  * import { initBackend } from "./backend.ts";
- * import { fusedGelu } from "./wasm_kernels.ts";
- * await initBackend({ backend: "wasm" }); // installs the kernels
- * fusedGelu(tf.tensor1d([-1, 0, 1]))?.print(); // [-0.1587, 0, 0.8413]
+ * import { gelu } from "./model/layers.ts";
+ * await initBackend({ backend: "wasm" }); // installs the kernels and their fast paths
+ * gelu(tf.tensor1d([-1, 0, 1])).print(); // [-0.1587, 0, 0.8413], one fused kernel
  * ```
  * @module
  */
 import * as tf from "@tensorflow/tfjs-core";
+import { type AdamWCoefficients, type FastPaths, registerFastPaths } from "./model/fused.ts";
+
+export type { AdamWCoefficients };
 
 /** The C kernels' exports (pointers are byte offsets into the backend's memory). */
 export interface WasmKernels {
@@ -402,6 +403,7 @@ export function installWasmKernels(): void {
     tf.registerKernel({ kernelName: name, backendName: "wasm", kernelFunc: fn as never });
   }
   installFusedGradients();
+  registerKernelFastPaths("wasm");
   installLeadingSum();
   installTranspose();
   installCopies();
@@ -654,95 +656,60 @@ function active(name: string): boolean {
 }
 
 /**
- * LayerNorm over the last axis of `x [..., D]` with `gamma, beta [D]` as one fused kernel each
- * way, or `undefined` where the fused kernel is not available (then use plain tfjs ops).
- */
-export function fusedLayerNorm(
-  x: tf.Tensor,
-  gamma: tf.Tensor,
-  beta: tf.Tensor,
-  eps: number,
-): tf.Tensor | undefined {
-  if (!active(LN) || x.dtype !== "float32") return undefined;
-  return tf.engine().runKernel(LN, { x, gamma, beta }, { eps }) as tf.Tensor;
-}
-
-/** Exact (erf) GELU as one fused kernel each way, or `undefined` where it is not available. */
-export function fusedGelu(x: tf.Tensor): tf.Tensor | undefined {
-  if (!active(GELU) || x.dtype !== "float32") return undefined;
-  return tf.engine().runKernel(GELU, { x }) as tf.Tensor;
-}
-
-/**
- * Multi-head self-attention of `qkv [B * T, 3D]` (the qkv projection of B sequences of T tokens:
- * columns q | k | v, head h in columns `h * D / heads ..` of each) as one kernel each way:
- * `[out [B * T, D], probs [B, heads, T, T]]` with `probs = softmax(q k^T * scale)` per head and
- * `out` the heads' `probs @ v` side by side; or `undefined` where the fused kernel is not
- * available (or the head width is not a multiple of 4), then use plain tfjs ops.
+ * The fast paths of a backend that registers the fused kernels {@link FUSED_KERNELS} (the wasm
+ * ones here, or another backend's with the same inputs and attributes). Each declines
+ * (`undefined`) where its kernel is not available or does not apply: non-float32 inputs, or a
+ * head width that is not a multiple of 4 (attention).
  *
  * @example
  * ```ts
- * const r = fusedAttention(qkv, 2, 4, 1 / Math.sqrt(8)); // qkv [2 * 17, 96]: D 32, 4 heads of 8
- * if (r) { const [ctx, probs] = r; }                     // [34, 32], [2, 4, 17, 17]
+ * registerFastPaths("native", KERNEL_FAST_PATHS); // or registerKernelFastPaths("native")
  * ```
  */
-export function fusedAttention(
-  qkv: tf.Tensor2D,
-  batch: number,
-  heads: number,
-  scale: number,
-): [tf.Tensor2D, tf.Tensor4D] | undefined {
-  const [rows, d3] = qkv.shape;
-  const hd = d3 / 3 / heads;
-  if (!active(ATTN) || qkv.dtype !== "float32" || hd % 4 !== 0 || rows % batch !== 0) {
-    return undefined;
-  }
-  return tf.engine().runKernel(ATTN, { qkv }, { batch, heads, scale }) as [
-    tf.Tensor2D,
-    tf.Tensor4D,
-  ];
-}
-
-/** Coefficients of one AdamW update (see {@link fusedAdamW}). */
-export interface AdamWCoefficients {
-  /** 1 - beta1. */
-  c1m: number;
-  /** beta2. */
-  b2: number;
-  /** 1 - beta2. */
-  c2: number;
-  /** sqrt(1 - beta2^t). */
-  sbc2: number;
-  eps: number;
-  /** 1 - lr * wd, applied when `hasDecay`. */
-  decay: number;
-  /** lr / (1 - beta1^t). */
-  step: number;
-  hasDecay: boolean;
-}
-
-/**
- * One AdamW update of a parameter `p` with gradient `g` and moments `m`, `v` (same shape) as one
- * kernel: `[p1, m1, v1]`, bit-identical to the unfused ops of `applyGradients` (lib/train/optim.ts), or
- * `undefined` where the fused kernel is not available.
- */
-export function fusedAdamW(
-  p: tf.Tensor,
-  g: tf.Tensor,
-  m: tf.Tensor,
-  v: tf.Tensor,
-  c: AdamWCoefficients,
-): [tf.Tensor, tf.Tensor, tf.Tensor] | undefined {
-  if (!active(ADAMW) || [p, g, m, v].some((t) => t.dtype !== "float32")) return undefined;
-  const attrs = { ...c, hasDecay: c.hasDecay ? 1 : 0 };
-  return tf.engine().runKernel(ADAMW, { p, g, m, v }, attrs) as [tf.Tensor, tf.Tensor, tf.Tensor];
-}
+export const KERNEL_FAST_PATHS: Required<FastPaths> = {
+  layerNorm(x, gamma, beta, eps) {
+    if (!active(LN) || x.dtype !== "float32") return undefined;
+    return tf.engine().runKernel(LN, { x, gamma, beta }, { eps }) as tf.Tensor;
+  },
+  gelu(x) {
+    if (!active(GELU) || x.dtype !== "float32") return undefined;
+    return tf.engine().runKernel(GELU, { x }) as tf.Tensor;
+  },
+  attention(qkv, batch, heads, scale) {
+    const [rows, d3] = qkv.shape;
+    const hd = d3 / 3 / heads;
+    if (!active(ATTN) || qkv.dtype !== "float32" || hd % 4 !== 0 || rows % batch !== 0) {
+      return undefined;
+    }
+    return tf.engine().runKernel(ATTN, { qkv }, { batch, heads, scale }) as [
+      tf.Tensor2D,
+      tf.Tensor4D,
+    ];
+  },
+  ema(t, s, mom) {
+    if (!active(EMA) || t.dtype !== "float32" || s.dtype !== "float32") return undefined;
+    return tf.engine().runKernel(EMA, { t, s }, { mom }) as tf.Tensor;
+  },
+  adamw(p, g, m, v, c) {
+    if (!active(ADAMW) || [p, g, m, v].some((t) => t.dtype !== "float32")) return undefined;
+    const attrs = { ...c, hasDecay: c.hasDecay ? 1 : 0 };
+    return tf.engine().runKernel(ADAMW, { p, g, m, v }, attrs) as [
+      tf.Tensor,
+      tf.Tensor,
+      tf.Tensor,
+    ];
+  },
+};
 
 /**
- * `t * mom + s * (1 - mom)` as one kernel (bit-identical to the unfused ops), or `undefined` where
- * the fused kernel is not available.
+ * Registers {@link KERNEL_FAST_PATHS} as the fast paths of the backend `backendName`, which must
+ * register the kernels of {@link FUSED_KERNELS} (`installWasmKernels` does this for `wasm`).
+ *
+ * @example
+ * ```ts
+ * registerKernelFastPaths("native");
+ * ```
  */
-export function fusedEma(t: tf.Tensor, s: tf.Tensor, mom: number): tf.Tensor | undefined {
-  if (!active(EMA) || t.dtype !== "float32" || s.dtype !== "float32") return undefined;
-  return tf.engine().runKernel(EMA, { t, s }, { mom }) as tf.Tensor;
+export function registerKernelFastPaths(backendName: string): void {
+  registerFastPaths(backendName, KERNEL_FAST_PATHS);
 }

@@ -39,6 +39,27 @@ interface Args {
 
 let installed = false;
 
+/** Calls of the replaced `BatchMatMul`, by the route each took (see {@link wasmMatMulRoutes}). */
+const routes = { xnnpack: 0, simd: 0, unchanged: 0 };
+
+/**
+ * How many `BatchMatMul` calls on wasm took each route since {@link installWasmMatMulFastPath}:
+ * `xnnpack` (transposes materialised or batch dims folded, then XNNPACK), `simd` (batched
+ * products by the kernel of `kernels.c`), `unchanged` (tfjs-backend-wasm's own kernel: plain
+ * `[M, K] @ [K, N]`, which it already sends to XNNPACK, and what no fast path covers). Tests
+ * read it before and after a product to see which route it took.
+ *
+ * @example
+ * ```ts
+ * const before = wasmMatMulRoutes().xnnpack;
+ * tf.matMul(x, w, false, true);
+ * const rerouted = wasmMatMulRoutes().xnnpack === before + 1;
+ * ```
+ */
+export function wasmMatMulRoutes(): Readonly<typeof routes> {
+  return { ...routes };
+}
+
 type Cache = Map<tf.DataId, { key: string; t: tf.TensorInfo }[]>;
 const caches = new WeakMap<object, Cache>();
 
@@ -169,10 +190,14 @@ export function installWasmMatMulFastPath(): void {
     const f32 = a.dtype === "float32" && b.dtype === "float32";
     if (f32 && (batchB !== 1 || (transposeA && batchA !== 1))) {
       const out = batchedMatMul(args);
-      if (out) return out;
+      if (out) {
+        routes.simd++;
+        return out;
+      }
     }
     const slow = batchB !== 1 || (transposeA && batchA !== 1) || !f32;
     if (slow || (!transposeA && !transposeB && batchA === 1)) {
+      routes.unchanged++;
       return origFn(args as unknown as Parameters<KernelFunc>[0]) as tf.TensorInfo; // XNNPACK or batched
     }
     const m = transposeA ? a.shape[ra - 1] : a.shape[ra - 2];
@@ -185,6 +210,7 @@ export function installWasmMatMulFastPath(): void {
           `b ${b.shape} (transposeB=${transposeB})`,
       );
     }
+    routes.xnnpack++;
     const temps: tf.TensorInfo[] = [];
     const keep = (t: tf.TensorInfo) => (temps.push(t), t);
     const batchShape = tf.backend_util.assertAndGetBroadcastShape(

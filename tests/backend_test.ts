@@ -37,6 +37,18 @@ async function probeWebgpu(): Promise<{ adapter: boolean; software: boolean; why
 }
 
 /** Whether tfjs-node-gpu's native binding loads in this process. */
+/** Whether the native C library (lib/backends/native) opens and passes its self-check here. */
+async function nativeLibraryLoads(): Promise<boolean> {
+  const { openNative } = await import("../lib/backends/native/ffi.ts");
+  const { selfCheck } = await import("../lib/backends/native/backend.ts");
+  try {
+    selfCheck(openNative());
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 async function nativeBindingLoads(): Promise<boolean> {
   try {
     await import("@tensorflow/tfjs-node-gpu");
@@ -87,10 +99,10 @@ Deno.test({
       BackendError,
     );
     assertStringIncludes(e.message, '"cuda"');
-    for (const b of ["auto", "tensorflow", "webgpu", "wasm", "cpu"]) {
+    for (const b of ["auto", "tensorflow", "webgpu", "native", "wasm", "cpu"]) {
       assertStringIncludes(e.message, b);
     }
-    assertEquals([...BACKENDS], ["auto", "tensorflow", "webgpu", "wasm", "cpu"]);
+    assertEquals([...BACKENDS], ["auto", "tensorflow", "webgpu", "native", "wasm", "cpu"]);
     assertEquals(tf.getBackend(), "cpu");
   },
 });
@@ -147,10 +159,11 @@ Deno.test({
 
 Deno.test({
   ...opts,
-  name: "auto: tries tensorflow, webgpu, wasm, cpu in order and says why it skipped each",
+  name: "auto: tries tensorflow, webgpu, native, wasm, cpu in order and says why it skipped each",
   fn: async () => {
     await initBackend({ backend: "cpu" });
-    const order = ["tensorflow", "webgpu", "wasm", "cpu"];
+    const order = ["tensorflow", "webgpu", "native", "wasm", "cpu"];
+    const c = await nativeLibraryLoads();
     const native = await nativeBindingLoads();
     const probe = await probeWebgpu();
     for (const allowSoftwareWebGPU of [false, true]) {
@@ -162,7 +175,7 @@ Deno.test({
       assertEquals(info.skipped.map((s) => s.split(":")[0]), order.slice(0, pos));
       for (const s of info.skipped) assert(s.split(": ").slice(1).join(": ").length > 10, s);
       // What this machine should give, from independent probes.
-      let expected = "wasm";
+      let expected = c ? "native" : "wasm";
       if (native) expected = "tensorflow";
       else if (probe.adapter && (!probe.software || allowSoftwareWebGPU)) expected = "webgpu";
       assertEquals(info.name, expected, info.skipped.join("\n"));

@@ -4,10 +4,11 @@
 import * as tf from "@tensorflow/tfjs-core";
 import { assert, assertEquals } from "@std/assert";
 import { initBackend } from "../lib/backend.ts";
-import { gelu, layerNorm, multiHeadAttention } from "../lib/model/vit.ts";
-import { fusedAttention, swapGroups, wasmKernelsFor } from "../lib/wasm_kernels.ts";
+import { ema, gelu, layerNorm, multiHeadAttention } from "../lib/model/layers.ts";
+import { fastPathCalls, type FastPathName } from "../lib/model/fused.ts";
+import { swapGroups, wasmKernelsFor } from "../lib/wasm_kernels.ts";
+import { wasmMatMulRoutes } from "../lib/wasm_matmul.ts";
 import { applyGradients, createOptimizerState } from "../lib/train/optim.ts";
-import { emaUpdate } from "../lib/methods/mocov3.ts";
 import { assertClose, values } from "./_helpers/numeric.ts";
 
 /** erf by its Maclaurin series (float64; error < 1e-13 for |x| <= 3, where it is used). */
@@ -72,6 +73,14 @@ function attention64(
   return { out, probs, loss };
 }
 
+/** Runs `f` and asserts that it took the fused route `name` exactly `times` times. */
+function fusedCalls<T>(name: FastPathName, times: number, f: () => T): T {
+  const before = fastPathCalls()[name];
+  const out = f();
+  assertEquals(fastPathCalls()[name] - before, times, `fused ${name} calls`);
+  return out;
+}
+
 await initBackend({ backend: "wasm" });
 
 Deno.test("the kernels are instantiated on the wasm backend's memory", () => {
@@ -99,6 +108,7 @@ Deno.test("batched matmul: every transpose pair, broadcast batches, odd sizes", 
         }
       }
       const before = tf.memory().numTensors;
+      const simd = wasmMatMulRoutes().simd;
       const got = tf.tidy(() =>
         tf.matMul(
           tf.tensor3d(a, [ba, ta ? k : m, ta ? m : k]),
@@ -108,6 +118,7 @@ Deno.test("batched matmul: every transpose pair, broadcast batches, odd sizes", 
         ).dataSync()
       );
       assertEquals(tf.memory().numTensors, before);
+      assertEquals(wasmMatMulRoutes().simd, simd + 1, "the product took the SIMD kernel");
       assertClose(got, expected, 1e-5);
     }
   }
@@ -217,8 +228,13 @@ Deno.test("sum over leading axes (bias gradients), keepDims, and other axes unch
 Deno.test("fused LayerNorm: forward by formula, gradients by finite differences", () => {
   const [rows, d] = [6, 9];
   const x = values(rows * d, 6), g = values(d, 7), b = values(d, 8), r = values(rows * d, 9);
-  const y = tf.tidy(() =>
-    layerNorm(tf.tensor2d(x, [rows, d]), tf.tensor1d(g), tf.tensor1d(b), 1e-6).dataSync()
+  const y = fusedCalls(
+    "layerNorm",
+    1,
+    () =>
+      tf.tidy(() =>
+        layerNorm(tf.tensor2d(x, [rows, d]), tf.tensor1d(g), tf.tensor1d(b), 1e-6).dataSync()
+      ),
   );
   assertClose(y, layerNorm64(x, g, b, d), 2e-5);
 
@@ -238,26 +254,35 @@ Deno.test("fused LayerNorm: forward by formula, gradients by finite differences"
     });
   };
   const before = tf.memory().numTensors;
-  const grads = tf.tidy(() => {
-    const f = tf.grads((xs: tf.Tensor, gs: tf.Tensor, bs: tf.Tensor) =>
-      tf.sum(tf.mul(layerNorm(xs, gs, bs, 1e-6), tf.tensor2d(r, [rows, d])))
-    );
-    return f([tf.tensor2d(x, [rows, d]), tf.tensor1d(g), tf.tensor1d(b)]).map((t) => t.dataSync());
-  });
+  const grads = fusedCalls("layerNorm", 1, () =>
+    tf.tidy(() => {
+      const f = tf.grads((xs: tf.Tensor, gs: tf.Tensor, bs: tf.Tensor) =>
+        tf.sum(tf.mul(layerNorm(xs, gs, bs, 1e-6), tf.tensor2d(r, [rows, d])))
+      );
+      return f([tf.tensor2d(x, [rows, d]), tf.tensor1d(g), tf.tensor1d(b)]).map((t) =>
+        t.dataSync()
+      );
+    }));
   assertEquals(tf.memory().numTensors, before);
   for (const which of [0, 1, 2] as const) assertClose(grads[which], fd(which), 1e-3);
 });
 
 Deno.test("fused GELU: exact erf GELU and its gradient", () => {
   const xs = Float32Array.from({ length: 203 }, (_, i) => -4 + i * 0.04); // 203: a scalar tail
-  const y = tf.tidy(() => gelu(tf.tensor1d(xs)).dataSync());
+  const y = fusedCalls("gelu", 1, () => tf.tidy(() => gelu(tf.tensor1d(xs)).dataSync()));
   assertClose(y, Array.from(xs, gelu64), 2e-6);
   // Far tails: GELU(x) = x Phi(x) is x or 0 to float32 precision.
   const tails = tf.tidy(() => gelu(tf.tensor1d([-30, -10, 10, 30])).dataSync());
   assertClose(tails, [0, 0, 10, 30], 1e-6);
   const dy = values(xs.length, 10);
-  const dx = tf.tidy(() =>
-    tf.grad((t: tf.Tensor) => tf.sum(tf.mul(gelu(t), tf.tensor1d(dy))))(tf.tensor1d(xs)).dataSync()
+  const dx = fusedCalls(
+    "gelu",
+    1,
+    () =>
+      tf.tidy(() =>
+        tf.grad((t: tf.Tensor) => tf.sum(tf.mul(gelu(t), tf.tensor1d(dy))))(tf.tensor1d(xs))
+          .dataSync()
+      ),
   );
   const h = 1e-4;
   const expected = Array.from(xs, (v, i) => dy[i] * (gelu64(v + h) - gelu64(v - h)) / (2 * h));
@@ -273,17 +298,18 @@ Deno.test("fused attention: outputs by float64 loops, gradient by finite differe
     const rp = values(B * H * T * T, 13);
     const ref = attention64(qkv, [...dims], scale, r, rp);
     const before = tf.memory().numTensors;
-    const [out, probs, grad] = tf.tidy(() => {
-      const x = tf.tensor2d(qkv, [B * T, 3 * D]);
-      const fused = fusedAttention(x, B, H, scale);
-      if (!fused) throw new Error(`the fused kernel must apply to a head width of ${hd}`);
-      const loss = (t: tf.Tensor) => {
-        const [o, p] = multiHeadAttention(t as tf.Tensor2D, B, H, scale);
-        const ro = tf.tensor2d(r, o.shape), rpt = tf.tensor(rp, p.shape);
-        return tf.add(tf.sum(tf.mul(o, ro)), tf.sum(tf.mul(p, rpt)));
-      };
-      return [fused[0].dataSync(), fused[1].dataSync(), tf.grad(loss)(x).dataSync()];
-    });
+    // The forward once, and once more under the tape: both take the fused kernel.
+    const [out, probs, grad] = fusedCalls("attention", 2, () =>
+      tf.tidy(() => {
+        const x = tf.tensor2d(qkv, [B * T, 3 * D]);
+        const fused = multiHeadAttention(x, B, H, scale);
+        const loss = (t: tf.Tensor) => {
+          const [o, p] = multiHeadAttention(t as tf.Tensor2D, B, H, scale);
+          const ro = tf.tensor2d(r, o.shape), rpt = tf.tensor(rp, p.shape);
+          return tf.add(tf.sum(tf.mul(o, ro)), tf.sum(tf.mul(p, rpt)));
+        };
+        return [fused[0].dataSync(), fused[1].dataSync(), tf.grad(loss)(x).dataSync()];
+      }));
     assertEquals(tf.memory().numTensors, before);
     assertClose(out, ref.out, 1e-5);
     assertClose(probs, ref.probs, 1e-6);
@@ -303,8 +329,19 @@ Deno.test("fused attention: outputs by float64 loops, gradient by finite differe
     }
     assertClose(at, fd, 1e-4);
   }
-  // A head width that is not a multiple of 4 takes the unfused path.
-  tf.tidy(() => assertEquals(fusedAttention(tf.zeros([2 * 3, 3 * 6]), 2, 2, 1), undefined));
+  // A head width that is not a multiple of 4 (6) takes the unfused path, which is right too.
+  const dims = [2, 3, 2, 6], qkv = values(2 * 3 * 3 * 12, 14);
+  const ref = attention64(qkv, dims, 0.5, new Float32Array(2 * 3 * 12), new Float32Array(72));
+  const [out, probs] = fusedCalls(
+    "attention",
+    0,
+    () =>
+      tf.tidy(() =>
+        multiHeadAttention(tf.tensor2d(qkv, [6, 36]), 2, 2, 0.5).map((t: tf.Tensor) => t.dataSync())
+      ),
+  );
+  assertClose(out, ref.out, 1e-5);
+  assertClose(probs, ref.probs, 1e-6);
 });
 
 Deno.test("split and concat along every axis, uneven parts, float32 and int32", () => {
@@ -365,7 +402,11 @@ Deno.test("fused AdamW and EMA equal the unfused float32 ops bit for bit", () =>
   let [pr, mr, vr] = [tf.tensor2d(p0, [1, n]), tf.zeros([1, n]), tf.zeros([1, n])];
   for (let t = 1; t <= 2; t++) {
     const g = tf.tensor2d(g0.map((x) => x * t), [1, n]);
-    applyGradients(params, { "blocks.0.mlp.fc1.weight": g }, state, cfg, lr);
+    fusedCalls(
+      "adamw",
+      1,
+      () => applyGradients(params, { "blocks.0.mlp.fc1.weight": g }, state, cfg, lr),
+    );
     const [pn, mn, vn] = tf.tidy(() => {
       const m1 = tf.add(mr, tf.mul(tf.sub(g, mr), 1 - b1));
       const v1 = tf.add(tf.mul(vr, b2), tf.mul(tf.square(g), 1 - b2));
@@ -391,14 +432,11 @@ Deno.test("fused AdamW and EMA equal the unfused float32 ops bit for bit", () =>
   tf.dispose([pr, mr, vr]);
   assertEquals(tf.memory().numTensors, before);
 
-  const target = { w: tf.variable(tf.tensor1d(values(n, 15)), false) };
-  const source = { w: tf.tensor1d(values(n, 16)) };
-  const expected = tf.tidy(() =>
-    tf.add(tf.mul(target.w, 0.99), tf.mul(source.w, 1 - 0.99)).dataSync()
-  );
-  emaUpdate(target, source, 0.99);
-  assertEquals(Array.from(target.w.dataSync()), Array.from(expected));
-  tf.dispose([p, target.w, source.w, ...Object.values(state.slots)]);
+  const target = tf.tensor1d(values(n, 15)), source = tf.tensor1d(values(n, 16));
+  const expected = tf.tidy(() => tf.add(tf.mul(target, 0.99), tf.mul(source, 1 - 0.99)).dataSync());
+  const got = fusedCalls("ema", 1, () => tf.tidy(() => ema(target, source, 0.99).dataSync()));
+  assertEquals(Array.from(got), Array.from(expected));
+  tf.dispose([p, target, source, ...Object.values(state.slots)]);
 });
 
 Deno.test({
@@ -412,7 +450,8 @@ Deno.test({
       assert(mem.buffer instanceof SharedArrayBuffer);
       assert(wasmKernelsFor(tf.backend()) !== undefined);
       const xs = Float32Array.from([-2, -0.5, 0, 0.5, 2]);
-      assertClose(tf.tidy(() => gelu(tf.tensor1d(xs)).dataSync()), Array.from(xs, gelu64), 2e-6);
+      const y = fusedCalls("gelu", 1, () => tf.tidy(() => gelu(tf.tensor1d(xs)).dataSync()));
+      assertClose(y, Array.from(xs, gelu64), 2e-6);
       const a = values(2 * 3 * 4, 11), b = values(2 * 4 * 5, 12);
       const got = tf.tidy(() =>
         tf.matMul(tf.tensor3d(a, [2, 3, 4]), tf.tensor3d(b, [2, 4, 5])).dataSync()

@@ -1,10 +1,10 @@
 import * as tf from "@tensorflow/tfjs-core";
 import { assert, assertEquals } from "@std/assert";
 import { initBackend } from "../lib/backend.ts";
-import { installWasmMatMulFastPath } from "../lib/wasm_matmul.ts";
+import { installWasmMatMulFastPath, wasmMatMulRoutes } from "../lib/wasm_matmul.ts";
 import { values } from "./_helpers/numeric.ts";
 
-Deno.test("wasm matmul fast path: transposes and [B,N,D]@[D,E] match a float64 loop", async () => {
+Deno.test("wasm matmul fast path: transposes and [B,N,D]@[D,E] take XNNPACK, match a float64 loop", async () => {
   await initBackend({ backend: "wasm" });
   installWasmMatMulFastPath();
   // [batchA, m, k] (stored transposed if ta) @ [k, n] (stored transposed if tb)
@@ -15,13 +15,16 @@ Deno.test("wasm matmul fast path: transposes and [B,N,D]@[D,E] match a float64 l
     [3, 9, 20, 17, false, false],
     [3, 9, 20, 17, false, true],
   ];
-  const before = tf.memory().numTensors;
+  const tensors = tf.memory().numTensors;
   for (const [batch, m, k, n, ta, tb] of cases) {
     const a = values(batch * m * k, 7), b = values(k * n, 8);
     const aShape = ta ? [k, m] : batch === 1 ? [m, k] : [batch, m, k];
+    const before = wasmMatMulRoutes();
     const y = tf.tidy(() =>
       tf.matMul(tf.tensor(a, aShape), tf.tensor(b, tb ? [n, k] : [k, n]), ta, tb)
     );
+    // Exactly one product, and it took the rerouted XNNPACK path (not tfjs's scalar loop).
+    assertEquals(wasmMatMulRoutes(), { ...before, xnnpack: before.xnnpack + 1 });
     assertEquals(y.shape, batch === 1 ? [m, n] : [batch, m, n]);
     const got = y.dataSync();
     y.dispose();
@@ -40,5 +43,17 @@ Deno.test("wasm matmul fast path: transposes and [B,N,D]@[D,E] match a float64 l
       }
     }
   }
-  assertEquals(tf.memory().numTensors, before);
+  assertEquals(tf.memory().numTensors, tensors);
+});
+
+Deno.test("wasm matmul fast path: a plain [M, K] @ [K, N] keeps tfjs's kernel", async () => {
+  await initBackend({ backend: "wasm" });
+  installWasmMatMulFastPath();
+  const a = values(5 * 4, 9), b = values(4 * 3, 10);
+  const before = wasmMatMulRoutes();
+  const got = tf.tidy(() => tf.matMul(tf.tensor2d(a, [5, 4]), tf.tensor2d(b, [4, 3])).dataSync());
+  assertEquals(wasmMatMulRoutes(), { ...before, unchanged: before.unchanged + 1 });
+  let s = 0;
+  for (let q = 0; q < 4; q++) s += a[q] * b[q * 3];
+  assert(Math.abs(got[0] - s) < 1e-6, `${got[0]} vs ${s}`);
 });

@@ -17,7 +17,7 @@
  * @module
  */
 import { BackendError, type BackendName, BACKENDS, initBackend } from "../backend.ts";
-import { ConfigError } from "../model/vit.ts";
+import { ConfigError } from "../core/errors.ts";
 import { type FlagSpec, helpText, parseFlags, UsageError } from "../cli/args.ts";
 import { runMain } from "../cli/main.ts";
 import { profileTable } from "./profile.ts";

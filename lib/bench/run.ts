@@ -26,7 +26,7 @@ import { createRng, permutation } from "../core/rng.ts";
 import { loadAverage, median, peakRss, resetPeakRss, timeLoop } from "./measure.ts";
 import { profileStep, type StepProfile } from "./profile.ts";
 import { createParallelStepRunner, createStepRunner } from "./step.ts";
-import { ConfigError } from "../model/vit.ts";
+import { ConfigError } from "../core/errors.ts";
 import { type BenchMode, resolveWorkload, stepFlops, type Workload } from "./workloads.ts";
 
 /** Options of {@link benchWorkload}. */

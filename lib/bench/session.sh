@@ -7,12 +7,12 @@
 #   lib/bench/session.sh                 # everything
 #   PARTS="ratio" lib/bench/session.sh   # only the PyTorch / wasm pairs (a few minutes)
 #
-# PARTS: any of ratio, slow, memory, profile (default all). PYTHON: the interpreter that has
-# Debian's python3-torch (default /usr/bin/python3).
+# PARTS: any of native, ratio, slow, memory, profile (default all). PYTHON: the interpreter that
+# has Debian's python3-torch (default /usr/bin/python3).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-bench-session.jsonl}
-PARTS=${PARTS:-"ratio slow memory profile"}
+PARTS=${PARTS:-"native ratio slow memory profile"}
 PYTHON=${PYTHON:-/usr/bin/python3}
 LOG="$OUT.log"
 
@@ -20,6 +20,10 @@ LOG="$OUT.log"
 torch() {
   "$PYTHON" tests/reference/moco_step_torch.py --threads 2 "$@" >>"$OUT" 2>>"$LOG" ||
     echo "FAILED: torch $*" | tee -a "$LOG"
+}
+torch1() {
+  "$PYTHON" tests/reference/moco_step_torch.py --threads 1 "$@" >>"$OUT" 2>>"$LOG" ||
+    echo "FAILED: torch --threads 1 $*" | tee -a "$LOG"
 }
 bench() {
   deno run -A --unstable-webgpu lib/bench/cli.ts --json "$@" >>"$OUT" 2>>"$LOG" ||
@@ -33,6 +37,23 @@ has() { [[ " $PARTS " == *" $1 "* ]]; }
 # per core (the default) each worker has its own heap and half the batch, so tiny32 fits at its
 # standard batch 64; in one module (--workers 1) it fits up to batch 32, and the vit_small224
 # forward at batch 32. PyTorch runs the same batches.
+if has native; then
+  # The native backend (every core by default, and one thread) between PyTorch runs at 2 and 1
+  # threads, each workload at its standard batch; then its profile and its memory check.
+  for w in small28 tiny32; do
+    torch --workload "$w"
+    bench --workload "$w" --backend native
+    bench --workload "$w" --backend native --threads 1
+    torch1 --workload "$w"
+    torch --workload "$w"
+  done
+  torch --workload vit_small224
+  bench --workload vit_small224 --backend native --warmup 1 --steps 3
+  bench --workload small28 --backend native --warmup 2 --steps 1 --aux-seconds 0 --profile
+  bench --workload tiny32 --backend native --warmup 1 --steps 1 --aux-seconds 0 --profile
+  bench --workload small28 --backend native --steps 200 --batch 16 --aux-seconds 0
+fi
+
 if has ratio; then
   # PyTorch and wasm back-to-back, PyTorch again at the end to bracket the load.
   torch --workload small28

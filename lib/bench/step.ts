@@ -27,7 +27,8 @@ import {
   scaledLr,
 } from "../train/optim.ts";
 import { createDataParallel } from "../parallel/mod.ts";
-import { ConfigError, createViT, disposeViT, vitForward } from "../model/vit.ts";
+import { createViT, disposeViT, vitForward } from "../model/vit.ts";
+import { ConfigError } from "../core/errors.ts";
 import type { BenchMode, Workload } from "./workloads.ts";
 
 /** A built model that runs the timed unit; {@link StepRunner.dispose} frees everything. */

@@ -21,7 +21,8 @@
  * ```
  * @module
  */
-import { ConfigError, type ViTConfig, vitConfig, vitFlops } from "../model/vit.ts";
+import { type ViTConfig, vitConfig, vitFlops } from "../model/vit.ts";
+import { ConfigError } from "../core/errors.ts";
 
 /** What a workload measures: a full training step, or one backbone forward. */
 export type BenchMode = "step" | "forward";

@@ -13,6 +13,7 @@
  * @module
  */
 import { parseArgs } from "@std/cli";
+import { BACKENDS } from "../backend.ts";
 
 /**
  * A flag: where its value goes, its type, a line of help, and what values it allows. Values are
@@ -42,6 +43,22 @@ export interface FlagSpec {
   /** Largest allowed value of a number flag. */
   max?: number;
 }
+
+/**
+ * `--backend`, the same flag in every task.
+ *
+ * @example
+ * ```ts
+ * parseFlags(["--backend", "wasm"], [BACKEND_FLAG]).values.backend; // "wasm"
+ * ```
+ */
+export const BACKEND_FLAG: FlagSpec = {
+  key: "backend",
+  flag: "backend",
+  kind: "string",
+  choices: BACKENDS,
+  help: "tensor backend (auto: the fastest that starts)",
+};
 
 /**
  * What is wrong with `value` for `spec` (type, bounds, allowed values, with a did-you-mean for a

@@ -8,12 +8,12 @@
  * ```
  * @module
  */
-import { BACKENDS, initBackend } from "../backend.ts";
+import { initBackend } from "../backend.ts";
 import { type DatasetName, DATASETS } from "../data/mod.ts";
 import { RESULTS_FILE, summaryTable } from "../eval/results.ts";
 import { evaluate, type Protocol, PROTOCOLS } from "../eval/run.ts";
 import { type Readout, READOUTS } from "../eval/features.ts";
-import { type FlagSpec, helpText, parseFlags, UsageError } from "./args.ts";
+import { BACKEND_FLAG, type FlagSpec, helpText, parseFlags, UsageError } from "./args.ts";
 import { runMain } from "./main.ts";
 
 const SPECS: FlagSpec[] = [
@@ -38,23 +38,45 @@ const SPECS: FlagSpec[] = [
     help: "kNN/linear features (pooled: class token)",
   },
   { key: "k", flag: "k", kind: "string", help: "kNN neighbour counts, e.g. 20,200" },
-  { key: "linearEpochs", flag: "linear-epochs", kind: "int", help: "linear-probe epochs (90)" },
-  { key: "linearLr", flag: "linear-lr", kind: "number", help: "linear-probe lr (0.1)" },
-  { key: "finetuneEpochs", flag: "ft-epochs", kind: "int", help: "fine-tuning epochs (5)" },
-  { key: "finetuneLr", flag: "ft-lr", kind: "number", help: "fine-tuning lr (1e-3)" },
+  {
+    key: "linearEpochs",
+    flag: "linear-epochs",
+    kind: "int",
+    min: 1,
+    help: "linear-probe epochs (90)",
+  },
+  {
+    key: "linearLr",
+    flag: "linear-lr",
+    kind: "number",
+    min: 0,
+    exclusive: true,
+    help: "linear-probe lr (0.1)",
+  },
+  { key: "finetuneEpochs", flag: "ft-epochs", kind: "int", min: 1, help: "fine-tuning epochs (5)" },
+  {
+    key: "finetuneLr",
+    flag: "ft-lr",
+    kind: "number",
+    min: 0,
+    exclusive: true,
+    help: "fine-tuning lr (1e-3)",
+  },
   {
     key: "finetuneWarmup",
     flag: "ft-warmup",
     kind: "number",
+    min: 0,
     help: "fine-tuning warmup epochs (5, at most a tenth of the epochs)",
   },
   {
     key: "finetuneTrainSize",
     flag: "ft-train-size",
     kind: "int",
+    min: 0,
     help: "fine-tune on the first N train images (0: all)",
   },
-  { key: "backend", flag: "backend", kind: "string", choices: BACKENDS, help: "tensor backend" },
+  BACKEND_FLAG,
   { key: "results", flag: "results", kind: "string", help: `results CSV (${RESULTS_FILE})` },
   { key: "summary", flag: "summary", kind: "bool", help: "print the results table and exit" },
   { key: "help", flag: "help", kind: "bool", help: "show this help" },

@@ -11,11 +11,12 @@
  * ```
  * @module
  */
-import { type BackendName, BACKENDS } from "../backend.ts";
+import type { BackendName } from "../backend.ts";
 import { recordSuiteTime, RESULTS_DIR, RUNS_DIR, runSuite, suiteList } from "../experiments/run.ts";
 import { BUDGET_SPECS, BUDGETS, checkBudget, SUITE_NAMES, SUITES } from "../experiments/suites.ts";
-import { type FlagSpec, helpText, parseFlags, UsageError } from "./args.ts";
+import { BACKEND_FLAG, type FlagSpec, helpText, parseFlags, UsageError } from "./args.ts";
 import { runMain } from "./main.ts";
+import { withStopSignal } from "./stop_signal.ts";
 
 const FLAGS: FlagSpec[] = [
   {
@@ -33,7 +34,7 @@ const FLAGS: FlagSpec[] = [
     choices: BUDGETS,
     help: "runs' size (default smoke)",
   },
-  { key: "backend", flag: "backend", kind: "string", choices: BACKENDS, help: "tensor backend" },
+  BACKEND_FLAG,
   {
     key: "resultsDir",
     flag: "results-dir",
@@ -83,32 +84,26 @@ export async function main(args: string[]): Promise<number> {
   const resultsDir = String(values.resultsDir ?? RESULTS_DIR);
   const runsDir = String(values.runsDir ?? RUNS_DIR);
 
-  const signal = { stop: false };
-  const onSignal = () => {
-    if (signal.stop) Deno.exit(130);
-    signal.stop = true;
-    console.error("\nstopping after this step (Ctrl-C again quits at once); re-run to resume...");
-  };
-  Deno.addSignalListener("SIGINT", onSignal);
-  Deno.addSignalListener("SIGTERM", onSignal);
   const times: string[] = [];
-  try {
-    for (const name of suites) {
-      const res = await runSuite(name, budget, { resultsDir, runsDir, backend, signal });
-      await recordSuiteTime(resultsDir, res);
-      const line = `${name} (${budget}): ${res.rows.length} runs, ${res.ran.length} trained, ` +
-        `${res.skipped.length} skipped, ${res.seconds.toFixed(0)} s -> ${resultsDir}/${name}.csv`;
-      times.push(line);
-      console.log(line);
-      if (!res.complete) {
-        console.log("stopped; run the same command again to resume");
-        return 130;
+  const code = await withStopSignal(
+    "stopping after this step; re-run to resume",
+    async (signal) => {
+      for (const name of suites) {
+        const res = await runSuite(name, budget, { resultsDir, runsDir, backend, signal });
+        await recordSuiteTime(resultsDir, res);
+        const line = `${name} (${budget}): ${res.rows.length} runs, ${res.ran.length} trained, ` +
+          `${res.skipped.length} skipped, ${res.seconds.toFixed(0)} s -> ${resultsDir}/${name}.csv`;
+        times.push(line);
+        console.log(line);
+        if (!res.complete) {
+          console.log("stopped; run the same command again to resume");
+          return 130;
+        }
       }
-    }
-  } finally {
-    Deno.removeSignalListener("SIGINT", onSignal);
-    Deno.removeSignalListener("SIGTERM", onSignal);
-  }
+      return 0;
+    },
+  );
+  if (code) return code;
   if (times.length > 1) console.log(`\n${times.join("\n")}`);
   return 0;
 }

@@ -17,7 +17,8 @@
  * @module
  */
 import { fileURLToPath } from "node:url";
-import { type Budget, BUDGETS, NOTEBOOKS } from "../viz/notebook.ts";
+import { type Budget, BUDGETS } from "../experiments/suites.ts";
+import { NOTEBOOKS } from "../viz/budget.ts";
 import { type FlagSpec, helpText, parseFlags, UsageError } from "./args.ts";
 import { runMain } from "./main.ts";
 

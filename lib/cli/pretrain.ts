@@ -16,7 +16,8 @@ import { FIELDS, PRESETS, type PretrainConfig } from "../train/config.ts";
 import { pretrain, resolveConfig, resumeConfig } from "../train/pretrain.ts";
 import { type FlagSpec, helpText, parseFlags } from "./args.ts";
 import { runMain } from "./main.ts";
-import { ConfigError } from "../model/vit.ts";
+import { withStopSignal } from "./stop_signal.ts";
+import { ConfigError } from "../core/errors.ts";
 
 const EXTRA: FlagSpec[] = [
   {
@@ -83,22 +84,12 @@ export async function main(args: string[]): Promise<number> {
     const stamp = new Date().toISOString().replace(/[-:]/g, "").replace(/\..*/, "");
     cfg.outDir = `data/runs/${cfg.preset}-${stamp}`;
   }
-  const signal = { stop: false };
-  const onSignal = () => {
-    if (signal.stop) Deno.exit(130);
-    signal.stop = true;
-    console.error("\nstopping after this step (press Ctrl-C again to quit at once)...");
-  };
-  Deno.addSignalListener("SIGINT", onSignal);
-  Deno.addSignalListener("SIGTERM", onSignal);
-  try {
-    const result = await pretrain(cfg, { signal, force: Boolean(force) });
-    if (result.status === "done" && result.knnTop1 !== undefined) {
-      console.log(`kNN top-1: ${result.knnTop1.toFixed(2)}% (${result.runDir})`);
-    }
-  } finally {
-    Deno.removeSignalListener("SIGINT", onSignal);
-    Deno.removeSignalListener("SIGTERM", onSignal);
+  const result = await withStopSignal(
+    "stopping after this step",
+    (signal) => pretrain(cfg, { signal, force: Boolean(force) }),
+  );
+  if (result.status === "done" && result.knnTop1 !== undefined) {
+    console.log(`kNN top-1: ${result.knnTop1.toFixed(2)}% (${result.runDir})`);
   }
   return 0;
 }

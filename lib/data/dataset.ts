@@ -17,6 +17,7 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs-core";
+import { createRng, permutation } from "../core/rng.ts";
 
 /** Which part of a dataset: the one to learn from, or the held-out one. */
 export type Split = "train" | "test";
@@ -123,4 +124,21 @@ export function classCounts(ds: Dataset): number[] {
   const counts = new Array<number>(ds.classes.length).fill(0);
   for (let i = 0; i < ds.length; i++) counts[ds.labels[i]]++;
   return counts;
+}
+
+/**
+ * A fixed subset of a split: its first `n` images in one fixed permutation (seed 12345), the
+ * same for every caller, so that the kNN monitor of training and of the experiments use the same
+ * images; `n <= 0` or `n >= length` gives the whole split.
+ *
+ * @example
+ * ```ts
+ * const bank = fixedSubset(train, 10_000); // the same 10,000 images every time
+ * ```
+ */
+export function fixedSubset(ds: Dataset, n: number): Dataset {
+  if (n <= 0 || n >= ds.length) return ds;
+  const idx = permutation(ds.length, createRng(12345)).subarray(0, n);
+  const { images, labels } = getBatch(ds, idx);
+  return { ...ds, length: n, images, labels };
 }

@@ -33,7 +33,8 @@ import {
   type OptimizerState,
 } from "../train/optim.ts";
 import { linear } from "../model/layers.ts";
-import { createRng, permutation } from "../core/rng.ts";
+import { createRng } from "../core/rng.ts";
+import { trainEpochs } from "./epochs.ts";
 import {
   type ForwardResult,
   numPatches,
@@ -223,58 +224,47 @@ export async function finetune(
     groups.set(scales[name], g);
   }
   const states: [number, Record<string, tf.Variable>, OptimizerState][] = [];
-  const trainLoss: number[] = [];
   const tokens = numPatches(model.config) + 1;
   try {
     for (const [scale, g] of groups) states.push([scale, g, createOptimizerState(cfg, g)]);
-    let step = 0;
-    for (let epoch = 0; epoch < epochs; epoch++) {
-      const perm = permutation(n, shuffleRng);
-      let lossSum: tf.Tensor = tf.scalar(0);
-      for (let s = 0; s < n; s += batchSize) {
-        const idx = perm.subarray(s, Math.min(s + batchSize, n));
-        const b = idx.length;
-        const { images, labels } = getBatch(train, idx);
-        const x = tf.tidy(() => {
-          if (augCfg) {
-            const raw = toFloatTensor(images, b, train.height, train.width, train.channels);
-            return augmentView(raw, 1, augRng, augCfg);
-          }
-          const sub = { ...train, length: b, images, labels };
-          return prepareImages(sub, 0, b, S, stats);
-        });
-        const y = tf.tensor1d(labels, "int32");
-        let bnStats: ForwardResult["bnStats"];
-        const { value, grads } = tf.variableGrads(() => {
-          const out = vitForward(model, x, { training: true });
-          bnStats = out.bnStats?.map((st) => ({
-            name: st.name,
-            mean: tf.keep(st.mean),
-            variance: tf.keep(st.variance),
-          }));
-          const logits = linear(out.features, head["head.weight"], head["head.bias"]);
-          return crossEntropy(logits, y, smoothing);
-        }, Object.values(params));
-        const lr = lrAt(step++, sched);
-        for (const [scale, g, state] of states) {
-          const gg: Record<string, tf.Tensor> = {};
-          // variableGrads keys gradients by tfjs variable name; the optimiser wants ours.
-          for (const [name, v] of Object.entries(g)) if (grads[v.name]) gg[name] = grads[v.name];
-          applyGradients(g, gg, state, cfg, lr * scale);
+    const epochOpts = { n, batchSize, epochs, rng: shuffleRng, onEpoch: opts.onEpoch };
+    const trainLoss = await trainEpochs(epochOpts, (idx, step) => {
+      const b = idx.length;
+      const { images, labels } = getBatch(train, idx);
+      const x = tf.tidy(() => {
+        if (augCfg) {
+          const raw = toFloatTensor(images, b, train.height, train.width, train.channels);
+          return augmentView(raw, 1, augRng, augCfg);
         }
-        if (bnStats) {
-          updateBnBuffers(model, bnStats, b * tokens);
-          tf.dispose(bnStats.flatMap((st) => [st.mean, st.variance]));
-        }
-        const next = tf.tidy(() => tf.add(lossSum, tf.mul(value, b)));
-        tf.dispose([lossSum, value, ...Object.values(grads), x, y]);
-        lossSum = next;
+        const sub = { ...train, length: b, images, labels };
+        return prepareImages(sub, 0, b, S, stats);
+      });
+      const y = tf.tensor1d(labels, "int32");
+      let bnStats: ForwardResult["bnStats"];
+      const { value, grads } = tf.variableGrads(() => {
+        const out = vitForward(model, x, { training: true });
+        bnStats = out.bnStats?.map((st) => ({
+          name: st.name,
+          mean: tf.keep(st.mean),
+          variance: tf.keep(st.variance),
+        }));
+        const logits = linear(out.features, head["head.weight"], head["head.bias"]);
+        return crossEntropy(logits, y, smoothing);
+      }, Object.values(params));
+      const lr = lrAt(step, sched);
+      for (const [scale, g, state] of states) {
+        const gg: Record<string, tf.Tensor> = {};
+        // variableGrads keys gradients by tfjs variable name; the optimiser wants ours.
+        for (const [name, v] of Object.entries(g)) if (grads[v.name]) gg[name] = grads[v.name];
+        applyGradients(g, gg, state, cfg, lr * scale);
       }
-      const epochLoss = (await lossSum.data())[0] / n;
-      lossSum.dispose();
-      trainLoss.push(epochLoss);
-      opts.onEpoch?.(epoch, epochLoss);
-    }
+      if (bnStats) {
+        updateBnBuffers(model, bnStats, b * tokens);
+        tf.dispose(bnStats.flatMap((st) => [st.mean, st.variance]));
+      }
+      tf.dispose([...Object.values(grads), x, y]);
+      return value;
+    });
     const acc = await evaluateHead(model, head["head.weight"], head["head.bias"], test, {
       ...stats,
       batchSize: opts.evalBatchSize ?? 256,

@@ -18,6 +18,12 @@
  */
 import * as tf from "@tensorflow/tfjs-core";
 import { type Accuracy, inferNumClasses, labelRank } from "./metrics.ts";
+import type { Dataset } from "../data/dataset.ts";
+import type { ViT } from "../model/vit.ts";
+import { type ChannelStats, extractFeatures } from "./features.ts";
+
+/** The vote temperature T of every kNN evaluation here (InstDisc's and DINO's 0.07). */
+export const KNN_TEMPERATURE = 0.07;
 
 /** Features `[N, D]` (row-major array, or a tensor that stays the caller's) and labels `[N]`. */
 export interface KnnFeatures {
@@ -33,7 +39,7 @@ export interface KnnFeatures {
 export interface KnnOptions {
   /** Neighbour count(s); each is clamped to the train size. Default [20, 200]. */
   k?: number | number[];
-  /** Vote temperature T in exp(sim / T). Default 0.07. */
+  /** Vote temperature T in exp(sim / T). Default {@link KNN_TEMPERATURE}. */
   temperature?: number;
   /** Number of classes. Default 1 + the largest label seen. */
   numClasses?: number;
@@ -88,7 +94,7 @@ export async function knnClassify(
   opts: KnnOptions = {},
 ): Promise<KnnResult[]> {
   const ks = opts.k === undefined ? [20, 200] : Array.isArray(opts.k) ? opts.k : [opts.k];
-  const temperature = opts.temperature ?? 0.07;
+  const temperature = opts.temperature ?? KNN_TEMPERATURE;
   const chunk = opts.chunkSize ?? 512;
   if (train.dim !== test.dim) {
     throw new RangeError(`knnClassify: train dim ${train.dim} != test dim ${test.dim}`);
@@ -159,4 +165,32 @@ export async function knnClassify(
     top1: m ? hits1[i] / m : 0,
     top5: m ? hits5[i] / m : 0,
   }));
+}
+
+/**
+ * kNN accuracy of a backbone: the features (eval mode, class token after the final norm) of
+ * `queries` against those of the `bank`, with `k` neighbours and T = {@link KNN_TEMPERATURE}. The
+ * one kNN evaluation of images that training's monitor and the experiments use.
+ *
+ * @example
+ * ```ts
+ * const r = await knnOfBackbone(vit, train, test, { k: 20, stats: datasetStats(train) });
+ * console.log(100 * r.top1); // percent
+ * ```
+ */
+export async function knnOfBackbone(
+  backbone: ViT,
+  bank: Dataset,
+  queries: Dataset,
+  opts: { k: number; stats: ChannelStats; batchSize?: number },
+): Promise<KnnResult> {
+  const extract = { batchSize: opts.batchSize ?? 256, mean: opts.stats.mean, std: opts.stats.std };
+  const f1 = await extractFeatures(backbone, bank, extract);
+  const f2 = await extractFeatures(backbone, queries, extract);
+  const [res] = await knnClassify(f1, f2, {
+    k: [opts.k],
+    temperature: KNN_TEMPERATURE,
+    numClasses: bank.classes.length,
+  });
+  return res;
 }

@@ -40,8 +40,9 @@ import {
   lrAt,
   type OptimizerConfig,
 } from "../train/optim.ts";
-import { createRng, permutation, type Rng } from "../core/rng.ts";
-import { linear } from "../model/layers.ts";
+import { createRng, type Rng } from "../core/rng.ts";
+import { trainEpochs } from "./epochs.ts";
+import { initNormal, linear } from "../model/layers.ts";
 import type { ViT } from "../model/vit.ts";
 import { type Accuracy, inferNumClasses, topkAccuracy } from "./metrics.ts";
 
@@ -113,11 +114,9 @@ export function crossEntropy(
   });
 }
 
-/** Normal(0, std) `[rows, cols]` drawn from `rng`. */
+/** @deprecated `initNormal([rows, cols], std, rng)` of `lib/model/layers.ts`. */
 export function normalInit(rows: number, cols: number, std: number, rng: Rng): tf.Tensor2D {
-  const v = new Float32Array(rows * cols);
-  for (let i = 0; i < v.length; i++) v[i] = rng.normal() * std;
-  return tf.tensor2d(v, [rows, cols]);
+  return initNormal([rows, cols], std, rng) as tf.Tensor2D;
 }
 
 function positiveInt(name: string, v: number): number {
@@ -201,44 +200,33 @@ export async function linearProbe(
     bias: tf.tidy(() => tf.variable(tf.zeros([C]))),
   };
   const state = createOptimizerState(cfg, params);
-  const trainLoss: number[] = [];
   try {
-    let step = 0;
-    for (let epoch = 0; epoch < epochs; epoch++) {
-      const perm = permutation(n, shuffleRng);
-      let lossSum: tf.Tensor = tf.scalar(0);
-      for (let s = 0; s < n; s += batchSize) {
-        const idxArr = perm.subarray(s, Math.min(s + batchSize, n));
-        const idx = tf.tensor1d(idxArr, "int32");
-        const x = aug
-          ? tf.tidy(() => {
-            const { images } = getBatch(aug.dataset, idxArr);
-            const ds = aug.dataset;
-            const raw = toFloatTensor(images, idxArr.length, ds.height, ds.width, ds.channels);
-            const view = augmentView(raw, 1, augRng, augCfg!);
-            return standardize(readoutFeatures(aug.model, view, aug.readout ?? "pooled"));
-          })
-          : tf.gather(xs!, idx);
-        const y = tf.gather(ys, idx);
-        const { value, grads } = tf.valueAndGrads((w: tf.Tensor, b: tf.Tensor) =>
-          crossEntropy(linear(x, w, b), y as tf.Tensor1D)
-        )([params.weight, params.bias]);
-        applyGradients(
-          params,
-          { weight: grads[0], bias: grads[1] },
-          state,
-          cfg,
-          lrAt(step++, sched),
-        );
-        const next = tf.tidy(() => tf.add(lossSum, tf.mul(value, idxArr.length)));
-        tf.dispose([lossSum, value, ...grads, idx, x, y]);
-        lossSum = next;
-      }
-      const epochLoss = (await lossSum.data())[0] / n;
-      lossSum.dispose();
-      trainLoss.push(epochLoss);
-      opts.onEpoch?.(epoch, epochLoss);
-    }
+    const epochOpts = { n, batchSize, epochs, rng: shuffleRng, onEpoch: opts.onEpoch };
+    const trainLoss = await trainEpochs(epochOpts, (idxArr, step) => {
+      const idx = tf.tensor1d(idxArr, "int32");
+      const x = aug
+        ? tf.tidy(() => {
+          const { images } = getBatch(aug.dataset, idxArr);
+          const ds = aug.dataset;
+          const raw = toFloatTensor(images, idxArr.length, ds.height, ds.width, ds.channels);
+          const view = augmentView(raw, 1, augRng, augCfg!);
+          return standardize(readoutFeatures(aug.model, view, aug.readout ?? "pooled"));
+        })
+        : tf.gather(xs!, idx);
+      const y = tf.gather(ys, idx);
+      const { value, grads } = tf.valueAndGrads((w: tf.Tensor, b: tf.Tensor) =>
+        crossEntropy(linear(x, w, b), y as tf.Tensor1D)
+      )([params.weight, params.bias]);
+      applyGradients(
+        params,
+        { weight: grads[0], bias: grads[1] },
+        state,
+        cfg,
+        lrAt(step, sched),
+      );
+      tf.dispose([...grads, idx, x, y]);
+      return value;
+    });
     // Test: logits of standardised features, a chunk of rows at a time.
     const logits = new Float32Array(m * C);
     const chunk = 4096;

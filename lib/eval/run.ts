@@ -24,7 +24,7 @@ import {
 } from "./features.ts";
 import { createViT, disposeViT, type ViT } from "../model/vit.ts";
 import { defaultWarmupEpochs, finetune } from "./finetune.ts";
-import { knnClassify } from "./knn.ts";
+import { KNN_TEMPERATURE, knnClassify } from "./knn.ts";
 import { linearProbe } from "./linear.ts";
 import { appendResult, type EvalRow, RESULTS_FILE } from "./results.ts";
 
@@ -105,14 +105,17 @@ export async function evaluate(opts: EvaluateOptions): Promise<EvalRow[]> {
   ) => {
     if (protocols.includes("knn")) {
       const t0 = performance.now();
-      const res = await knnClassify(tr, te, { k: opts.k ?? [20, 200], temperature: 0.07 });
+      const res = await knnClassify(tr, te, {
+        k: opts.k ?? [20, 200],
+        temperature: KNN_TEMPERATURE,
+      });
       const seconds = (performance.now() - t0) / 1000;
       for (const r of res) {
         await record({
           run_id: runId,
           checkpoint,
           protocol: `knn-${r.k}`,
-          params: { k: r.k, temperature: 0.07, ...readoutParam },
+          params: { k: r.k, temperature: KNN_TEMPERATURE, ...readoutParam },
           top1: r.top1,
           top5: r.top5,
           seconds,

@@ -17,19 +17,19 @@
  * @module
  */
 import * as aq from "arquero";
-import * as tf from "@tensorflow/tfjs-core";
 import type { BackendName } from "../backend.ts";
 import { loadBackbone } from "../train/checkpoint.ts";
-import { type Dataset, getBatch } from "../data/mod.ts";
-import { knnClassify } from "../eval/knn.ts";
-import { datasetStats, extractFeatures } from "../eval/features.ts";
-import { createRng, permutation } from "../core/rng.ts";
+import { fixedSubset } from "../data/mod.ts";
+import { knnOfBackbone } from "../eval/knn.ts";
+import { datasetStats } from "../eval/features.ts";
+import { readRunLogs, RUN_FILES } from "../train/rundir.ts";
 import { writeFileAtomic } from "../io/atomic.ts";
 import { lockRunDir, type RunLock } from "../io/lock.ts";
 import { appendTableRows, curvesFile, readTable, suiteFile } from "./tables.ts";
 import { dipReport } from "./stability.ts";
 import { loadSplits, pretrain, type PretrainConfig, resolveConfig } from "../train/pretrain.ts";
-import { ConfigError, countParams, disposeViT, vitFlops } from "../model/vit.ts";
+import { countParams, disposeViT, vitFlops } from "../model/vit.ts";
+import { ConfigError } from "../core/errors.ts";
 import {
   type Budget,
   BUDGET_SPECS,
@@ -172,7 +172,7 @@ export async function runSuite(
   };
   for (const [i, run] of plan.entries()) {
     const dir = `${runsDir}/${run.runId}`;
-    let row = await readJson<SuiteRow>(`${dir}/result.json`);
+    let row = await readJson<SuiteRow>(`${dir}/${RUN_FILES.result}`);
     if (row) await checkPlanned(dir, run);
     if (row) {
       result.skipped.push(run.runId);
@@ -206,7 +206,7 @@ const FREE = new Set(["backend", "threads", "outDir", "checkpointEvery"]);
  * was edited since): its row would describe another experiment.
  */
 async function checkPlanned(dir: string, run: PlannedRun): Promise<void> {
-  const saved = (await readJson<{ config: Record<string, unknown> }>(`${dir}/config.json`))
+  const saved = (await readJson<{ config: Record<string, unknown> }>(`${dir}/${RUN_FILES.config}`))
     ?.config;
   if (!saved) return;
   const diffs = Object.entries(run.config)
@@ -252,20 +252,12 @@ async function trainAndEvaluateLocked(
 ): Promise<SuiteRow | null> {
   const dir = cfg.outDir;
   const t0 = performance.now();
-  let backendSummary = "";
-  const res = await pretrain(cfg, {
-    lock,
-    signal,
-    print: (line) => {
-      if (line.startsWith("backend: ")) backendSummary = line.slice("backend: ".length);
-      print(`  ${line}`);
-    },
-  });
+  const res = await pretrain(cfg, { lock, signal, print: (line) => print(`  ${line}`) });
   if (res.status !== "done") return null;
   const spec = BUDGET_SPECS[budget];
   const knn = await finalKnn(cfg, dir, spec.finalKnnTrain, spec.finalKnnTest);
   const seconds = (performance.now() - t0) / 1000;
-  const { log, knnRows } = await readRunLogs(dir);
+  const { log, knn: knnRows } = await readRunLogs(dir);
   const curve = knnRows.map((r) => ({ step: r.step, acc: r.top1 }));
   const report = curve.length >= 3 && log.length > 0
     ? dipReport(curve, log)
@@ -290,7 +282,7 @@ async function trainAndEvaluateLocked(
     images: res.steps * cfg.batchSize,
     seconds: round(seconds, 1),
     images_per_s: round(median(log.map((r) => r.images_per_s)), 1),
-    backend: backendSummary || tf.getBackend(),
+    backend: res.backend,
     dips: report.dips.length,
     max_dip: round(Math.max(0, ...report.dips.map((d) => d.depth)), 2),
     knn_noise: round(report.noise, 3),
@@ -299,36 +291,22 @@ async function trainAndEvaluateLocked(
     date: new Date().toISOString(),
   };
   await writeFileAtomic(
-    `${dir}/result.json`,
+    `${dir}/${RUN_FILES.result}`,
     new TextEncoder().encode(JSON.stringify(row, null, 2) + "\n"),
   );
   return row;
 }
 
-/** A deterministic subset of a split (the first `n` of a fixed permutation); 0 = all. */
-function subset(ds: Dataset, n: number): Dataset {
-  if (n <= 0 || n >= ds.length) return ds;
-  // The same permutation as the training loop's kNN monitor, so the subsets agree.
-  const idx = permutation(ds.length, createRng(12345)).subarray(0, n);
-  const { images, labels } = getBatch(ds, idx);
-  return { ...ds, length: n, images, labels };
-}
-
 /** kNN of the saved backbone: test subset against train bank; also params and FLOPs. */
 async function finalKnn(cfg: PretrainConfig, dir: string, trainSize: number, testSize: number) {
   const [train, test] = await loadSplits(cfg);
-  const model = await loadBackbone(`${dir}/backbone.safetensors`);
+  const model = await loadBackbone(`${dir}/${RUN_FILES.backbone}`);
   try {
-    const stats = datasetStats(train);
-    const bank = subset(train, trainSize);
-    const queries = subset(test, testSize);
-    const opts = { batchSize: 256, mean: stats.mean, std: stats.std };
-    const f1 = await extractFeatures(model, bank, opts);
-    const f2 = await extractFeatures(model, queries, opts);
-    const [r] = await knnClassify(f1, f2, {
-      k: [cfg.knnK],
-      temperature: 0.07,
-      numClasses: train.classes.length,
+    const bank = fixedSubset(train, trainSize);
+    const queries = fixedSubset(test, testSize);
+    const r = await knnOfBackbone(model, bank, queries, {
+      k: cfg.knnK,
+      stats: datasetStats(train),
     });
     const learnedOrFrozen = Object.fromEntries(
       Object.entries(model.params).filter(([n]) => !(n === "pos_embed" && cfg.posEmb === "sincos")),
@@ -346,45 +324,11 @@ async function finalKnn(cfg: PretrainConfig, dir: string, trainSize: number, tes
   }
 }
 
-interface LogPoint {
-  step: number;
-  loss: number;
-  grad_patch: number;
-  grad_first_block: number;
-  grad_last_block: number;
-  grad_total: number;
-  images_per_s: number;
-}
-
-/** The run's `log.csv` and `knn.csv` rows (numbers parsed; missing files give no rows). */
-async function readRunLogs(dir: string): Promise<{
-  log: LogPoint[];
-  knnRows: { step: number; top1: number; top5: number }[];
-}> {
-  const read = async (file: string) => {
-    try {
-      const text = await Deno.readTextFile(file);
-      return aq.fromCSV(text, { autoType: true }).objects() as Record<string, number>[];
-    } catch (e) {
-      if (e instanceof Deno.errors.NotFound) return [];
-      throw e;
-    }
-  };
-  return {
-    log: (await read(`${dir}/log.csv`)) as unknown as LogPoint[],
-    knnRows: (await read(`${dir}/knn.csv`)) as unknown as {
-      step: number;
-      top1: number;
-      top5: number;
-    }[],
-  };
-}
-
 /** A run's kNN curve and per-step gradient trace as {@link CurveRow}s. */
 async function runCurves(runId: string, dir: string): Promise<CurveRow[]> {
-  const cfg = (await readJson<{ config: PretrainConfig }>(`${dir}/config.json`))?.config;
+  const cfg = (await readJson<{ config: PretrainConfig }>(`${dir}/${RUN_FILES.config}`))?.config;
   const batch = cfg?.batchSize ?? 0;
-  const { log, knnRows } = await readRunLogs(dir);
+  const { log, knn: knnRows } = await readRunLogs(dir);
   const none = {
     top1: null,
     top5: null,

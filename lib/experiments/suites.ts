@@ -19,7 +19,7 @@
  */
 import { PRESETS, type PretrainConfig } from "../train/config.ts";
 
-/** The budgets every suite defines. */
+/** The budgets every suite defines (and every notebook runs at: `lib/viz/budget.ts`). */
 export const BUDGETS = ["smoke", "cpu", "gpu"] as const;
 /** A budget name. */
 export type Budget = typeof BUDGETS[number];

@@ -1,11 +1,10 @@
 /**
- * BYOL (Grill et al. 2020) on the shared ViT backbone. Its networks are exactly MoCo v3's
- * (online backbone + projector + predictor; target = EMA of backbone + projector): MoCo v3 is
- * BYOL's architecture with a contrastive loss. So this file reuses `createMoCo`, `mocoState`,
- * `mocoTrainable` and `emaUpdate`, and only brings BYOL's loss: each online prediction regresses
- * the other view's target projection, with no negatives. Names are MoCo's
- * (`base_encoder.*`, `base_encoder.head.*`, `predictor.*`, `momentum_encoder.*`); the config's
- * `temperature` is unused.
+ * BYOL (Grill et al. 2020) on the shared ViT backbone. Its networks are MoCo v3's (online
+ * backbone + projector + predictor; target = EMA of backbone + projector: MoCo v3 is BYOL's
+ * architecture with a contrastive loss), built by the shared `createMomentumNetworks`; only the
+ * loss differs: each online prediction regresses the other view's target projection, with no
+ * negatives. Names are MoCo's (`base_encoder.*`, `base_encoder.head.*`, `predictor.*`,
+ * `momentum_encoder.*`).
  *
  * @example
  * ```ts
@@ -20,39 +19,42 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs-core";
+import { byolLoss } from "./losses.ts";
 import {
-  createMoCo,
-  l2normalize,
-  type MoCo,
+  createMomentumNetworks,
+  type HeadConfig,
+  momentumEmbed,
+  type MomentumNetworks,
+  momentumTrainable,
+  momentumUpdate,
+  predict,
   type StepOptions,
   type StepResult,
-  symmetricMomentumStep,
-} from "./mocov3.ts";
+  twoViewGrads,
+} from "./two_view.ts";
 
-/** A BYOL model: the same networks as MoCo v3 (see the module doc). */
-export type BYOL = MoCo;
+export { byolLoss };
+
+/** BYOL's head settings: projector and predictor widths (no temperature: no negatives). */
+export type ByolConfig = Pick<HeadConfig, "hidden" | "outDim">;
+
+/** A BYOL model: online networks and their target (momentum) copies. */
+export type BYOL = MomentumNetworks;
 
 /** Builds BYOL around a new backbone; the target starts as an exact copy of the online net. */
-export const createBYOL: typeof createMoCo = createMoCo;
-
-/**
- * BYOL's normalised MSE between predictions `p [B, C]` and targets `z [B, C]`:
- * mean over the batch of ||p/|p| - z/|z|||^2 = 2 - 2 cos(p, z). 0 when aligned, 2 when
- * orthogonal, 4 when opposite.
- */
-export function byolLoss(p: tf.Tensor2D, z: tf.Tensor2D): tf.Scalar {
-  return tf.tidy(() => {
-    const cos = tf.sum(tf.mul(l2normalize(p), l2normalize(z)), 1);
-    return tf.mean(tf.sub(2, tf.mul(cos, 2))) as tf.Scalar;
-  });
+export function createBYOL(
+  vit: Parameters<typeof createMomentumNetworks>[0],
+  config: Partial<ByolConfig> = {},
+  seed = 0,
+): BYOL {
+  return createMomentumNetworks(vit, config, seed);
 }
 
 /**
- * One BYOL step on two views `x1, x2 [B, H, W, C]`:
- * p1, p2 = predictor(projector(backbone(x1|x2)));
- * EMA update of the target, then z1, z2 = target(x1|x2) without gradient;
- * loss = byol(p1, z2) + byol(p2, z1).
- * Returns the loss and the gradients of `mocoTrainable`; does not apply them.
+ * One BYOL step on two views `x1, x2 [B, H, W, C]`: momentum update of the target, then
+ * z1, z2 = target(x1|x2) without gradient; p1, p2 = predictor(projector(backbone(x1|x2)));
+ * loss = byol(p1, z2) + byol(p2, z1). Each data-parallel shard regresses its own targets (no
+ * negatives: nothing to gather). Returns the loss and the gradients; does not apply them.
  */
 export function byolStep(
   model: BYOL,
@@ -60,5 +62,15 @@ export function byolStep(
   x2: tf.Tensor4D,
   opts: StepOptions,
 ): StepResult {
-  return symmetricMomentumStep(model, x1, x2, opts, byolLoss);
+  momentumUpdate(model, opts.momentum);
+  const [z1, z2] = [momentumEmbed(model, x1), momentumEmbed(model, x2)];
+  const result = twoViewGrads(
+    model.backbone,
+    momentumTrainable(model),
+    x1,
+    x2,
+    (h1, h2) => tf.add(byolLoss(predict(model, h1), z2), byolLoss(predict(model, h2), z1)),
+  );
+  tf.dispose([z1, z2]);
+  return result;
 }

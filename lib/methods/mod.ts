@@ -1,7 +1,9 @@
 /**
- * Self-supervised frameworks behind one interface, so that the training loop, checkpoints and
- * experiments treat MoCo v3, SimCLR and BYOL alike. Each shares the ViT backbone, the MLP heads
- * of `heads.ts` and the augmentation; only the loss and the target network differ.
+ * The self-supervised methods behind one interface, so that the training loop, the data-parallel
+ * workers, checkpoints and experiments treat MoCo v3, SimCLR and BYOL alike: a registry of one row
+ * per method. Each shares the ViT backbone, the MLP heads and the two-view machinery of
+ * `two_view.ts`; only the loss (`losses.ts`) and the target network differ. A new method is a new
+ * file plus a row of {@link METHODS}.
  *
  * Every framework names its backbone `base_encoder.<timm name>` in its state, so checkpoints of
  * all three load with `loadBackbone`.
@@ -15,27 +17,17 @@
  * @module
  */
 import type * as tf from "@tensorflow/tfjs-core";
-import {
-  createMoCo,
-  disposeMoCo,
-  type MocoConfig,
-  mocoState,
-  mocoStep,
-  mocoTrainable,
-  type StepOptions,
-  type StepResult,
-} from "./mocov3.ts";
 import type { ViT, ViTConfig } from "../model/vit.ts";
+import { createMoCo, disposeMoCo, mocoState, mocoStep, mocoTrainable } from "./mocov3.ts";
 import { byolStep, createBYOL } from "./byol.ts";
 import { createSimCLR, disposeSimCLR, simclrState, simclrStep, simclrTrainable } from "./simclr.ts";
+import type { HeadConfig, StepOptions, StepResult } from "./two_view.ts";
 
-/** The framework names {@link createFramework} accepts. */
-export const FRAMEWORKS = ["mocov3", "simclr", "byol"] as const;
-/** A framework name. */
-export type FrameworkName = typeof FRAMEWORKS[number];
+export type { HeadConfig };
 
-/** Head and loss settings shared by the frameworks (each uses the fields it needs). */
-export type HeadConfig = MocoConfig;
+import { type FrameworkName, FRAMEWORKS } from "./names.ts";
+
+export { type FrameworkName, FRAMEWORKS };
 
 /** One self-supervised model, as the training loop sees it. */
 export interface SslModel {
@@ -52,8 +44,48 @@ export interface SslModel {
   dispose(): void;
 }
 
+type Build = (
+  vit: Partial<ViTConfig> & { name: string },
+  heads: Partial<HeadConfig>,
+  seed: number,
+) => Omit<SslModel, "name">;
+
+/** One row per method: how to build it behind the {@link SslModel} interface. */
+export const METHODS: Record<FrameworkName, Build> = {
+  mocov3: (vit, heads, seed) => {
+    const m = createMoCo(vit, heads, seed);
+    return {
+      backbone: m.backbone,
+      state: () => mocoState(m),
+      trainable: () => mocoTrainable(m),
+      step: (x1, x2, opts) => mocoStep(m, x1, x2, opts),
+      dispose: () => disposeMoCo(m),
+    };
+  },
+  simclr: (vit, heads, seed) => {
+    const m = createSimCLR(vit, heads, seed);
+    return {
+      backbone: m.backbone,
+      state: () => simclrState(m),
+      trainable: () => simclrTrainable(m),
+      step: (x1, x2, opts) => simclrStep(m, x1, x2, opts),
+      dispose: () => disposeSimCLR(m),
+    };
+  },
+  byol: (vit, heads, seed) => {
+    const m = createBYOL(vit, heads, seed);
+    return {
+      backbone: m.backbone,
+      state: () => mocoState(m),
+      trainable: () => mocoTrainable(m),
+      step: (x1, x2, opts) => byolStep(m, x1, x2, opts),
+      dispose: () => disposeMoCo(m),
+    };
+  },
+};
+
 /**
- * Builds a framework by name around a new backbone (same `seed`, same initial backbone for all
+ * Builds a method by name around a new backbone (same `seed`, same initial backbone for all
  * three). SimCLR uses `hidden`, `outDim`, `temperature`; BYOL uses `hidden`, `outDim`.
  */
 export function createFramework(
@@ -62,39 +94,8 @@ export function createFramework(
   heads: Partial<HeadConfig>,
   seed: number,
 ): SslModel {
-  if (name === "mocov3") {
-    const moco = createMoCo(vit, heads, seed);
-    return {
-      name,
-      backbone: moco.backbone,
-      state: () => mocoState(moco),
-      trainable: () => mocoTrainable(moco),
-      step: (x1, x2, opts) => mocoStep(moco, x1, x2, opts),
-      dispose: () => disposeMoCo(moco),
-    };
+  if (!(FRAMEWORKS as readonly string[]).includes(name)) {
+    throw new Error(`unknown framework "${name}": choose one of ${FRAMEWORKS.join(", ")}`);
   }
-  if (name === "simclr") {
-    const simclr = createSimCLR(vit, heads, seed);
-    return {
-      name,
-      backbone: simclr.backbone,
-      state: () => simclrState(simclr),
-      trainable: () => simclrTrainable(simclr),
-      // No target network: the momentum of the step options is unused.
-      step: (x1, x2) => simclrStep(simclr, x1, x2),
-      dispose: () => disposeSimCLR(simclr),
-    };
-  }
-  if (name === "byol") {
-    const byol = createBYOL(vit, heads, seed);
-    return {
-      name,
-      backbone: byol.backbone,
-      state: () => mocoState(byol),
-      trainable: () => mocoTrainable(byol),
-      step: (x1, x2, opts) => byolStep(byol, x1, x2, opts),
-      dispose: () => disposeMoCo(byol),
-    };
-  }
-  throw new Error(`unknown framework "${name}": choose one of ${FRAMEWORKS.join(", ")}`);
+  return { name: name as FrameworkName, ...METHODS[name as FrameworkName](vit, heads, seed) };
 }

@@ -10,6 +10,9 @@
  * Temperature: the head config's `temperature` (0.2 by default, MoCo v3's ViT value). SimCLR
  * used 0.1 to 0.5 (0.5 at small batch, 0.1 at large); lower sharpens the softmax over negatives.
  *
+ * Data-parallel shards (`--workers N`) take their negatives within the shard (2B/N - 2 per row),
+ * where one process takes them from the whole batch: the two are different objectives.
+ *
  * @example
  * ```ts
  * import * as tf from "@tensorflow/tfjs-core";
@@ -23,19 +26,23 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs-core";
-import { buildMlp, type Mlp, mlpForward } from "../model/heads.ts";
+import { type Mlp, mlpForward } from "../model/heads.ts";
+import { ntXentLoss } from "./losses.ts";
 import {
-  l2normalize,
-  MOCO_DEFAULTS,
-  type MocoConfig,
+  buildProjector,
+  HEAD_DEFAULTS,
+  type HeadConfig,
+  type StepOptions,
   type StepResult,
   twoViewGrads,
-} from "./mocov3.ts";
+} from "./two_view.ts";
 import { createRng } from "../core/rng.ts";
 import { createViT, trainableParams, type ViT, type ViTConfig } from "../model/vit.ts";
 
+export { ntXentLoss };
+
 /** SimCLR head and loss settings: projector widths and the NT-Xent temperature. */
-export type SimclrConfig = MocoConfig;
+export type SimclrConfig = HeadConfig;
 
 /** A SimCLR model: backbone and projector, nothing else. */
 export interface SimCLR {
@@ -53,13 +60,9 @@ export function createSimCLR(
   config: Partial<SimclrConfig> = {},
   seed = 0,
 ): SimCLR {
-  const cfg = { ...MOCO_DEFAULTS, ...config };
+  const cfg = { ...HEAD_DEFAULTS, ...config };
   const backbone = createViT(vit, seed);
-  const projector = buildMlp(
-    { numLayers: 3, inDim: backbone.config.dim, hidden: cfg.hidden, outDim: cfg.outDim },
-    createRng(seed + 1),
-    "base_encoder.head.",
-  );
+  const projector = buildProjector(backbone.config.dim, cfg, createRng(seed + 1));
   return { config: cfg, backbone, projector };
 }
 
@@ -82,33 +85,17 @@ export function simclrTrainable(model: SimCLR): Record<string, tf.Variable> {
 }
 
 /**
- * NT-Xent of two views' embeddings `z1, z2 [B, C]`. With z = normalize([z1; z2]) `[2B, C]` and
- * s = z z^T / T, row i's positive is its pair (i + B mod 2B), its negatives the other 2B - 2
- * rows; self-similarity is masked out. Loss = mean over the 2B rows of
- * -log(exp(s_ip) / sum_{j != i} exp(s_ij)). At chance it is about ln(2B - 1). No 2T factor
- * (unlike MoCo v3's `contrastiveLoss`), as in SimCLR.
- */
-export function ntXentLoss(z1: tf.Tensor2D, z2: tf.Tensor2D, temperature: number): tf.Scalar {
-  return tf.tidy(() => {
-    const n = 2 * z1.shape[0];
-    const z = l2normalize(tf.concat([z1, z2], 0));
-    // A large negative on the diagonal: exp() of it is 0, so i never counts as its own negative.
-    const logits = tf.sub(
-      tf.div(tf.matMul(z, z, false, true), temperature),
-      tf.mul(tf.eye(n), 1e9),
-    );
-    const pair = Int32Array.from({ length: n }, (_, i) => (i + n / 2) % n);
-    const labels = tf.oneHot(tf.tensor1d(pair, "int32"), n);
-    return tf.neg(tf.mean(tf.sum(tf.mul(labels, tf.logSoftmax(logits)), 1))) as tf.Scalar;
-  });
-}
-
-/**
  * One SimCLR step on two views `x1, x2 [B, H, W, C]`:
- * z1, z2 = projector(backbone(x1|x2)); loss = NT-Xent(z1, z2).
+ * z1, z2 = projector(backbone(x1|x2)); loss = NT-Xent(z1, z2). No target network, so the
+ * step's momentum is unused, and negatives come from this batch (or shard) only.
  * Returns the loss and the gradients of {@link simclrTrainable}; does not apply them.
  */
-export function simclrStep(model: SimCLR, x1: tf.Tensor4D, x2: tf.Tensor4D): StepResult {
+export function simclrStep(
+  model: SimCLR,
+  x1: tf.Tensor4D,
+  x2: tf.Tensor4D,
+  _opts?: StepOptions,
+): StepResult {
   return twoViewGrads(
     model.backbone,
     simclrTrainable(model),

@@ -18,7 +18,7 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs-core";
-import { linear } from "./layers.ts";
+import { batchNorm, initUniform, linear } from "./layers.ts";
 import type { Rng } from "../core/rng.ts";
 
 /** Shape of an MLP head. */
@@ -38,12 +38,14 @@ export interface Mlp {
   params: Record<string, tf.Variable>;
 }
 
-/** BN epsilon of PyTorch's BatchNorm1d. */
-const BN_EPS = 1e-5;
-
 /**
  * Builds an MLP head. Linear weights `[out, in]` get PyTorch's default init,
  * uniform(+-1/sqrt(in)); BN weights 1, biases 0.
+ *
+ * @example
+ * ```ts
+ * const projector = buildMlp({ numLayers: 3, inDim: 64, hidden: 256, outDim: 32 }, createRng(1), "base_encoder.head.");
+ * ```
  */
 export function buildMlp(config: MlpConfig, rng: Rng, prefix = ""): Mlp {
   const cfg = { lastBn: true, ...config };
@@ -51,12 +53,10 @@ export function buildMlp(config: MlpConfig, rng: Rng, prefix = ""): Mlp {
   for (let l = 0; l < cfg.numLayers; l++) {
     const dIn = l === 0 ? cfg.inDim : cfg.hidden;
     const dOut = l === cfg.numLayers - 1 ? cfg.outDim : cfg.hidden;
-    const bound = 1 / Math.sqrt(dIn);
-    const w = new Float32Array(dIn * dOut);
-    for (let i = 0; i < w.length; i++) w[i] = (2 * rng.uniform() - 1) * bound;
     // Under tidy, so that the initial tensors are freed (a variable keeps its own reference).
     tf.tidy(() => {
-      params[`${prefix}${3 * l}.weight`] = tf.variable(tf.tensor2d(w, [dOut, dIn]));
+      const w = initUniform([dOut, dIn], 1 / Math.sqrt(dIn), rng);
+      params[`${prefix}${3 * l}.weight`] = tf.variable(w);
       if (l < cfg.numLayers - 1) {
         params[`${prefix}${3 * l + 1}.weight`] = tf.variable(tf.ones([dOut]));
         params[`${prefix}${3 * l + 1}.bias`] = tf.variable(tf.zeros([dOut]));
@@ -66,17 +66,14 @@ export function buildMlp(config: MlpConfig, rng: Rng, prefix = ""): Mlp {
   return { config: cfg, prefix, params };
 }
 
-/** BatchNorm over the batch axis of `[B, D]` with batch statistics (training mode). */
-function batchNorm(x: tf.Tensor2D, w?: tf.Tensor, b?: tf.Tensor): tf.Tensor2D {
-  const { mean, variance } = tf.moments(x, 0);
-  let y: tf.Tensor2D = tf.mul(tf.sub(x, mean), tf.rsqrt(tf.add(variance, BN_EPS)));
-  if (w && b) y = tf.add(tf.mul(y, w), b);
-  return y;
-}
-
 /**
- * Runs a head on `x [B, inDim]` and returns `[B, outDim]`. BN always uses the statistics of
- * this batch: each view is its own BN batch, as in the paper (the heads are never used at eval).
+ * Runs a head on `x [B, inDim]` and returns `[B, outDim]`. BN ({@link batchNorm}, eps 1e-5)
+ * always uses the statistics of this batch: each view is its own BN batch, as in the paper (the heads are never used at eval).
+ *
+ * @example
+ * ```ts
+ * const z = mlpForward(projector, features); // [B, 64] -> [B, 32]
+ * ```
  */
 export function mlpForward(mlp: Mlp, x: tf.Tensor2D): tf.Tensor2D {
   const { numLayers, lastBn } = mlp.config;
@@ -85,9 +82,10 @@ export function mlpForward(mlp: Mlp, x: tf.Tensor2D): tf.Tensor2D {
   for (let l = 0; l < numLayers; l++) {
     h = linear(h, P[`${p}${3 * l}.weight`]);
     if (l < numLayers - 1) {
-      h = tf.relu(batchNorm(h, P[`${p}${3 * l + 1}.weight`], P[`${p}${3 * l + 1}.bias`]));
+      const bn = { weight: P[`${p}${3 * l + 1}.weight`], bias: P[`${p}${3 * l + 1}.bias`] };
+      h = tf.relu(batchNorm(h, bn).y);
     } else if (lastBn) {
-      h = batchNorm(h);
+      h = batchNorm(h).y;
     }
   }
   return h;

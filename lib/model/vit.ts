@@ -16,9 +16,18 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs-core";
-import { linear } from "./layers.ts";
-import { createRng, type Rng } from "../core/rng.ts";
-import { fusedAttention, fusedGelu, fusedLayerNorm } from "../wasm_kernels.ts";
+import { ConfigError } from "../core/errors.ts";
+import {
+  batchNorm,
+  gelu,
+  initNormal,
+  initUniform,
+  layerNorm,
+  linear,
+  multiHeadAttention,
+  xavierUniform,
+} from "./layers.ts";
+import { createRng } from "../core/rng.ts";
 
 /** How tokens learn where they are. */
 export type PosEmb = "sincos" | "learned" | "none";
@@ -63,15 +72,15 @@ export const VIT_CONFIGS: Record<string, Size> = {
   vit_nano: { dim: 32, depth: 2, heads: 2, patchSize: 4, imageSize: 32, channels: 3 },
 };
 
-/** A config error (unknown preset, indivisible sizes); the message says what to change. */
-export class ConfigError extends Error {
-  override name = "ConfigError";
-}
-
 /**
  * Resolves a preset name plus overrides into a full, validated config.
  * Throws {@link ConfigError} for an unknown preset, a patch size that does not divide the image
  * size, or a width that the head count does not divide.
+ *
+ * @example
+ * ```ts
+ * const cfg = vitConfig({ name: "vit_micro", imageSize: 28, patchSize: 7, channels: 1 }); // dim 64
+ * ```
  */
 export function vitConfig(overrides: Partial<ViTConfig> & { name: string }): ViTConfig {
   const base = VIT_CONFIGS[overrides.name];
@@ -131,7 +140,14 @@ function divisors(n: number): number[] {
   return out;
 }
 
-/** Number of patch tokens N = (imageSize / patchSize)^2. */
+/**
+ * Number of patch tokens N = (imageSize / patchSize)^2.
+ *
+ * @example
+ * ```ts
+ * numPatches(vitConfig({ name: "vit_micro", imageSize: 28, patchSize: 7 })); // 16
+ * ```
+ */
 export function numPatches(cfg: ViTConfig): number {
   return (cfg.imageSize / cfg.patchSize) ** 2;
 }
@@ -151,6 +167,11 @@ export interface ViT {
  * The fixed 2D sin-cos position table of the paper, `[1, N + 1, D]` as a Float32Array with a
  * zero row for the class token. With d = D/4 and omega_k = 1 / 10000^(k/d), patch (r, c) gets
  * [sin(r omega), cos(r omega), sin(c omega), cos(c omega)].
+ *
+ * @example
+ * ```ts
+ * const table = sincosTable(4, 64); // 17 rows of 64: [1, 17, 64] flattened
+ * ```
  */
 export function sincosTable(gridSize: number, dim: number, temperature = 10000): Float32Array {
   const d = dim / 4;
@@ -170,34 +191,16 @@ export function sincosTable(gridSize: number, dim: number, temperature = 10000):
   return out;
 }
 
-function uniform(shape: number[], bound: number, rng: Rng): tf.Tensor {
-  const n = shape.reduce((a, b) => a * b, 1);
-  const v = new Float32Array(n);
-  for (let i = 0; i < n; i++) v[i] = (2 * rng.uniform() - 1) * bound;
-  return tf.tensor(v, shape);
-}
-
-function normal(shape: number[], std: number, rng: Rng, truncate = Infinity): tf.Tensor {
-  const n = shape.reduce((a, b) => a * b, 1);
-  const v = new Float32Array(n);
-  for (let i = 0; i < n; i++) {
-    let z = rng.normal();
-    while (Math.abs(z) > truncate) z = rng.normal();
-    v[i] = z * std;
-  }
-  return tf.tensor(v, shape);
-}
-
-/** Xavier-uniform weight `[out, in]`: bound sqrt(6 / (in + out)). */
-export function xavierUniform(out: number, inp: number, rng: Rng): tf.Tensor {
-  return uniform([out, inp], Math.sqrt(6 / (inp + out)), rng);
-}
-
 /**
  * Builds a ViT with the paper's initialisation, reproducible from `seed`.
  * Patch projection uniform(+-sqrt(6 / (C p p + D))), bias 0; linears xavier-uniform with zero
  * bias, the qkv weight as three separate D x D blocks; class token normal(1e-6); learned position
  * embedding normal(0.02) truncated at 2 std.
+ *
+ * @example
+ * ```ts
+ * const vit = createViT({ name: "vit_nano", imageSize: 8, patchSize: 4, channels: 1 }, 0);
+ * ```
  */
 export function createViT(config: Partial<ViTConfig> & { name: string }, seed = 0): ViT {
   const cfg = vitConfig(config);
@@ -208,14 +211,14 @@ export function createViT(config: Partial<ViTConfig> & { name: string }, seed = 
   const t: Record<string, tf.Tensor> = {};
   const frozen = new Set<string>();
 
-  t["cls_token"] = normal([1, 1, D], 1e-6, rng);
+  t["cls_token"] = initNormal([1, 1, D], 1e-6, rng);
   if (cfg.posEmb === "sincos") {
     t["pos_embed"] = tf.tensor(sincosTable(cfg.imageSize / p, D), [1, N + 1, D]);
     frozen.add("pos_embed");
   } else if (cfg.posEmb === "learned") {
-    t["pos_embed"] = normal([1, N + 1, D], 0.02, rng, 2);
+    t["pos_embed"] = initNormal([1, N + 1, D], 0.02, rng, 2);
   }
-  t["patch_embed.proj.weight"] = uniform([D, C, p, p], Math.sqrt(6 / (C * p * p + D)), rng);
+  t["patch_embed.proj.weight"] = initUniform([D, C, p, p], Math.sqrt(6 / (C * p * p + D)), rng);
   t["patch_embed.proj.bias"] = tf.zeros([D]);
   if (cfg.freezePatchEmbed) {
     frozen.add("patch_embed.proj.weight");
@@ -255,7 +258,14 @@ export function createViT(config: Partial<ViTConfig> & { name: string }, seed = 
   };
 }
 
-/** Wraps tensors as variables (disposing the originals); names in `frozen` are non-trainable. */
+/**
+ * Wraps tensors as variables (disposing the originals); names in `frozen` are non-trainable.
+ *
+ * @example
+ * ```ts
+ * const vars = toVariables({ w: tf.ones([2, 3]) }, new Set()); // vars.w trainable
+ * ```
+ */
 export function toVariables(
   t: Record<string, tf.Tensor>,
   frozen: Set<string>,
@@ -268,19 +278,40 @@ export function toVariables(
   return out;
 }
 
-/** The parameters that receive gradients (all but {@link ViT.frozen}), by name. */
+/**
+ * The parameters that receive gradients (all but {@link ViT.frozen}), by name.
+ *
+ * @example
+ * ```ts
+ * const params = trainableParams(vit); // without pos_embed when sin-cos
+ * ```
+ */
 export function trainableParams(model: ViT): Record<string, tf.Variable> {
   return Object.fromEntries(
     Object.entries(model.params).filter(([name]) => !model.frozen.has(name)),
   );
 }
 
-/** Number of scalars in a set of parameters. */
+/**
+ * Number of scalars in a set of parameters.
+ *
+ * @example
+ * ```ts
+ * countParams(trainableParams(vit));
+ * ```
+ */
 export function countParams(params: Record<string, tf.Tensor>): number {
   return Object.values(params).reduce((s, p) => s + p.size, 0);
 }
 
-/** Frees every variable of a model. */
+/**
+ * Frees every variable of a model.
+ *
+ * @example
+ * ```ts
+ * disposeViT(vit);
+ * ```
+ */
 export function disposeViT(model: ViT): void {
   tf.dispose(Object.values(model.params));
   tf.dispose(Object.values(model.buffers));
@@ -306,45 +337,14 @@ export interface ForwardResult {
   bnStats?: { name: string; mean: tf.Tensor1D; variance: tf.Tensor1D }[];
 }
 
-/** LayerNorm over the last axis of `[..., D]` (one fused kernel each way on wasm). */
-export function layerNorm(x: tf.Tensor, w: tf.Tensor, b: tf.Tensor, eps: number): tf.Tensor {
-  const fused = fusedLayerNorm(x, w, b, eps);
-  if (fused) return fused;
-  const { mean, variance } = tf.moments(x, -1, true);
-  return tf.add(tf.mul(tf.mul(tf.sub(x, mean), tf.rsqrt(tf.add(variance, eps))), w), b);
-}
-
-/** Exact (erf) GELU, as PyTorch's nn.GELU (one fused kernel each way on wasm). */
-export function gelu(x: tf.Tensor): tf.Tensor {
-  return fusedGelu(x) ?? tf.mul(tf.mul(x, 0.5), tf.add(tf.erf(tf.mul(x, Math.SQRT1_2)), 1));
-}
-
-/**
- * Multi-head self-attention of `qkv [B * T, 3D]` (the qkv projection; head h in columns
- * `h * hd ..` of q, k and v): the heads' `softmax(q k^T * scale) v` side by side `[B * T, D]`, and
- * the probabilities `[B, heads, T, T]`. One fused kernel each way on wasm, else all heads as
- * batched matmuls.
- */
-export function multiHeadAttention(
-  qkv: tf.Tensor2D,
-  B: number,
-  heads: number,
-  scale: number,
-): [tf.Tensor2D, tf.Tensor4D] {
-  const fused = fusedAttention(qkv, B, heads, scale);
-  if (fused) return fused;
-  const [rows, d3] = qkv.shape, T = rows / B, D = d3 / 3, hd = D / heads;
-  const [q, k, v] = tf.split(qkv, 3, 1).map((t) =>
-    tf.transpose(tf.reshape(t, [B, T, heads, hd]), [0, 2, 1, 3])
-  );
-  const probs = tf.softmax(tf.mul(tf.matMul(q, k, false, true), scale)) as tf.Tensor4D;
-  const ctx = tf.reshape(tf.transpose(tf.matMul(probs, v), [0, 2, 1, 3]), [rows, D]);
-  return [ctx as tf.Tensor2D, probs];
-}
-
 /**
  * Splits `[B, H, W, C]` images into flattened patches `[B, N, C * p * p]`, each patch flattened
  * in (channel, row, column) order, the order of a conv kernel `[D, C, p, p]`.
+ *
+ * @example
+ * ```ts
+ * const patches = patchify(tf.zeros([2, 28, 28, 1]) as tf.Tensor4D, 7); // [2, 16, 49]
+ * ```
  */
 export function patchify(x: tf.Tensor4D, p: number): tf.Tensor3D {
   const [B, H, W, C] = x.shape;
@@ -356,6 +356,11 @@ export function patchify(x: tf.Tensor4D, p: number): tf.Tensor3D {
 /**
  * Runs the backbone on normalised images `x [B, H, W, C]` and returns the features `[B, D]`
  * (and, when asked, all tokens and attention maps). Call inside `tf.tidy`.
+ *
+ * @example
+ * ```ts
+ * const { features } = tf.tidy(() => vitForward(vit, x)); // x [B, H, W, C] -> [B, D]
+ * ```
  */
 export function vitForward(model: ViT, x: tf.Tensor4D, opts: ForwardOptions = {}): ForwardResult {
   const cfg = model.config;
@@ -400,7 +405,7 @@ export function vitForward(model: ViT, x: tf.Tensor4D, opts: ForwardOptions = {}
       // MLP: x + fc2(gelu(fc1(norm2(x)))).
       const h2 = tf.reshape(x1, [B * T, D]) as tf.Tensor2D;
       const z = cfg.mlpNorm === "batchnorm"
-        ? batchNorm(model, b + "norm2", h2, !!opts.training, stats)
+        ? blockBatchNorm(model, b + "norm2", h2, !!opts.training, stats)
         : layerNorm(h2, P[b + "norm2.weight"], P[b + "norm2.bias"], cfg.lnEps) as tf.Tensor2D;
       const m = linear(
         gelu(linear(z, P[b + "mlp.fc1.weight"], P[b + "mlp.fc1.bias"])) as tf.Tensor2D,
@@ -437,29 +442,40 @@ export function vitForward(model: ViT, x: tf.Tensor4D, opts: ForwardOptions = {}
   return result;
 }
 
-/** BatchNorm over the rows of `[M, D]` (ViT-BN), batch statistics in training. */
-function batchNorm(
+/**
+ * ViT-BN's norm2 on `x [B * T, D]` -> `[B * T, D]`: the shared {@link batchNorm} with this
+ * block's affine parameters, over batch statistics in training (recorded in `stats` for the
+ * running averages) and the running statistics otherwise.
+ */
+function blockBatchNorm(
   model: ViT,
   name: string,
   x: tf.Tensor2D,
   training: boolean,
   stats: NonNullable<ForwardResult["bnStats"]>,
 ): tf.Tensor2D {
-  let mean: tf.Tensor, variance: tf.Tensor;
-  if (training) {
-    ({ mean, variance } = tf.moments(x, 0));
-    stats.push({ name, mean: mean as tf.Tensor1D, variance: variance as tf.Tensor1D });
-  } else {
-    mean = model.buffers[name + ".running_mean"];
-    variance = model.buffers[name + ".running_var"];
+  const weight = model.params[name + ".weight"], bias = model.params[name + ".bias"];
+  if (!training) {
+    const running = {
+      mean: model.buffers[name + ".running_mean"],
+      variance: model.buffers[name + ".running_var"],
+    };
+    return batchNorm(x, { weight, bias, stats: running }).y;
   }
-  const norm = tf.mul(tf.sub(x, mean), tf.rsqrt(tf.add(variance, 1e-5)));
-  return tf.add(tf.mul(norm, model.params[name + ".weight"]), model.params[name + ".bias"]);
+  const { y, mean, variance } = batchNorm(x, { weight, bias });
+  stats.push({ name, mean, variance });
+  return y;
 }
 
 /**
  * Updates ViT-BN running statistics from a training forward's `bnStats` (PyTorch's momentum 0.1,
  * unbiased variance over `count` rows). No-op for LayerNorm models.
+ *
+ * @example
+ * ```ts
+ * const out = vitForward(vit, x, { training: true });
+ * updateBnBuffers(vit, out.bnStats, x.shape[0] * 17); // B images of 17 tokens
+ * ```
  */
 export function updateBnBuffers(
   model: ViT,
@@ -482,6 +498,11 @@ export function updateBnBuffers(
 /**
  * Analytic forward FLOPs per image (a multiply-add counts 2): patch projection, qkv, attention
  * scores and mixing, output projection and MLP of every block. Norms and softmax are ignored.
+ *
+ * @example
+ * ```ts
+ * vitFlops(vitConfig({ name: "vit_small" })); // about 9.2e9 (4.6 GMACs)
+ * ```
  */
 export function vitFlops(cfg: ViTConfig): number {
   const D = cfg.dim, N = numPatches(cfg), T = N + 1;

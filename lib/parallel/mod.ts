@@ -1,33 +1,33 @@
 /**
- * Data-parallel MoCo v3 steps across Deno Web Workers: each worker has its own single-threaded
- * tfjs backend and a full copy of the model and optimiser state, and processes `B / N` images of
- * every batch. On a machine with N cores this runs the kernels that tfjs-backend-wasm would run on
- * one thread on N.
+ * Data-parallel steps across Deno Web Workers, for every method: each worker has its own
+ * single-threaded tfjs backend and a full copy of the model and optimiser state, and processes
+ * `B / N` images of every batch. On a machine with N cores this runs the kernels that
+ * tfjs-backend-wasm would run on one thread on N.
  *
- * One step, exactly as the official multi-GPU MoCo v3 code (`concat_all_gather`):
- * 1. worker w EMA-updates its momentum encoder (identical in all workers) and computes the keys
- *    `k1_w, k2_w [B/N, C]` of its shard of both views;
- * 2. the main thread concatenates the keys in worker order (`[B, C]`) and sends them to all;
- * 3. worker w computes its queries with gradient and loss = ctr(q1_w, k2_all) + ctr(q2_w, k1_all),
- *    the positive of its query i being key `w * B/N + i`, and writes its gradients (and ViT-BN
- *    running buffers) into a SharedArrayBuffer;
- * 4. the main thread averages gradients, buffers and losses over the workers into a shared mean
+ * One step, as the official multi-GPU MoCo v3 code:
+ * 1. worker w runs the method's own step (`SslModel.step`) on its shard; MoCo v3's key gather
+ *    (`concat_all_gather`) writes the shard's keys `[B/N, C]` into shared memory and waits at a
+ *    barrier for the other workers, so each shard's queries see the keys of the whole batch, the
+ *    positive of its query i being key `w * B/N + i`; BYOL gathers nothing (no negatives), and
+ *    SimCLR takes its negatives within the shard;
+ * 2. each worker writes its gradients (and ViT-BN running buffers) into a SharedArrayBuffer;
+ * 3. the main thread averages gradients, buffers and losses over the workers into a shared mean
  *    buffer; every worker applies the same optimiser update, so the copies stay bit-identical.
  *
  * One difference from the official code: BatchNorm in the projector and predictor normalises
  * each shard with its own batch statistics (per-GPU BN), where the official code uses SyncBN over
  * the whole batch. The loss is therefore not the single-process loss of the whole batch; with one
- * worker it is exactly that. ViT-BN running statistics (`mlpNorm: "bn"`) are averaged over the
- * workers after every step (the mean of the shard means is the batch mean; the variance misses
+ * worker it is exactly that. ViT-BN running statistics (`mlpNorm: "batchnorm"`) are averaged over
+ * the workers after every step (the mean of the shard means is the batch mean; the variance misses
  * the spread between shard means).
  *
  * @example
  * ```ts
  * import { createDataParallel } from "./parallel/mod.ts";
  * const dp = await createDataParallel({
- *   workers: 2, seed: 0, optimizer: { name: "adamw", weightDecay: 0.1 },
+ *   workers: 2, seed: 0, optimizer: { name: "adamw", weightDecay: 0.1 }, framework: "mocov3",
  *   vit: { name: "vit_nano", imageSize: 8, patchSize: 4, channels: 1 },
- *   moco: { hidden: 64, outDim: 16 },
+ *   heads: { hidden: 64, outDim: 16 },
  * });
  * const { loss } = await dp.step(x1, x2, { lr: 1e-3, momentum: 0.99 }); // x1, x2: [B, 8, 8, 1]
  * const state = await dp.getState(); // for a checkpoint
@@ -36,7 +36,8 @@
  * @module
  */
 import type * as tf from "@tensorflow/tfjs-core";
-import type { MocoConfig } from "../methods/mocov3.ts";
+import type { FrameworkName, HeadConfig } from "../methods/mod.ts";
+import { HEAD_DEFAULTS } from "../methods/two_view.ts";
 import type { OptimizerConfig } from "../train/optim.ts";
 import type { ViTConfig } from "../model/vit.ts";
 import type { Layout, Reply, Request, ShapedArray } from "./protocol.ts";
@@ -47,13 +48,17 @@ export { assignArrays, readArrays, type ShapedArray } from "./protocol.ts";
 export interface DataParallelOptions {
   /** Number of workers N (>= 1); every batch size must be a multiple of N. */
   workers: number;
-  /** Backbone config (as `createMoCo`). */
+  /** The method (default `mocov3`). */
+  framework?: FrameworkName;
+  /** Backbone config (as `createFramework`). */
   vit: Partial<ViTConfig> & { name: string };
-  /** Heads and loss (as `createMoCo`). */
-  moco?: Partial<MocoConfig>;
+  /** Heads and loss (as `createFramework`). */
+  heads?: Partial<HeadConfig>;
+  /** @deprecated The old name of {@link DataParallelOptions.heads}. */
+  moco?: Partial<HeadConfig>;
   /** Optimiser of every worker (`applyGradients`). */
   optimizer: OptimizerConfig;
-  /** Model seed: all workers start from `createMoCo(vit, moco, seed)`. Default 0. */
+  /** Model seed: all workers start from `createFramework(framework, vit, heads, seed)`. */
   seed?: number;
   /** Backend of every worker. Default `wasm`. */
   backend?: "wasm" | "cpu";
@@ -95,8 +100,20 @@ export interface DataParallel {
   /** The backend summary of worker 0 (e.g. "wasm (SIMD, 1 thread)"). */
   backend: string;
   /**
-   * One MoCo v3 step on views `x1, x2 [B, H, W, C]` (B a multiple of `workers`): EMA update,
-   * loss and gradients per shard, mean over workers, optimiser update in every worker.
+   * The first half of a step on views `x1, x2 [B, H, W, C]` (B a multiple of `workers`): the
+   * method's step on every shard; returns the mean loss and the mean gradients by trainable name
+   * (copies). Follow it with {@link DataParallel.apply}.
+   */
+  grads(
+    x1: tf.Tensor4D,
+    x2: tf.Tensor4D,
+    opts: { momentum: number },
+  ): Promise<{ loss: number; grads: Record<string, Float32Array> }>;
+  /** The second half of a step: every worker applies the mean gradient (if `apply`) at `lr`. */
+  apply(opts: { lr: number; apply: boolean }): Promise<void>;
+  /**
+   * One whole step: {@link DataParallel.grads}, then {@link DataParallel.apply} unless the loss
+   * or a gradient is non-finite.
    */
   step(
     x1: tf.Tensor4D,
@@ -204,8 +221,9 @@ export async function createDataParallel(opts: DataParallelOptions): Promise<Dat
       type: "init",
       rank,
       workers: N,
+      framework: opts.framework ?? "mocov3",
       vit: opts.vit,
-      moco: opts.moco ?? {},
+      heads: opts.heads ?? opts.moco ?? {},
       optimizer: opts.optimizer,
       seed: opts.seed ?? 0,
       backend,
@@ -220,17 +238,20 @@ export async function createDataParallel(opts: DataParallelOptions): Promise<Dat
     const meanSab = new SharedArrayBuffer(4 * total);
     gradBufs = sabs.map((s) => new Float32Array(s));
     mean = new Float32Array(meanSab);
-    await all("ok", (rank) => [{ type: "buffers", grad: sabs[rank], mean: meanSab }]);
+    const barrier = new SharedArrayBuffer(8);
+    await all("ok", (rank) => [{ type: "buffers", grad: sabs[rank], mean: meanSab, barrier }]);
   } catch (e) {
     fail(e as Error);
     throw e;
   }
 
   let closed = false;
-  return {
+  const outDim = { ...HEAD_DEFAULTS, ...(opts.heads ?? opts.moco) }.outDim;
+  let gathered: SharedArrayBuffer | undefined;
+  const dp: DataParallel = {
     workers: N,
     backend: backendSummary,
-    async step(x1, x2, stepOpts) {
+    async grads(x1, x2, stepOpts) {
       const [B, H, W, C] = x1.shape;
       if (x2.shape.join(",") !== x1.shape.join(",") || B % N !== 0) {
         throw new Error(
@@ -239,25 +260,27 @@ export async function createDataParallel(opts: DataParallelOptions): Promise<Dat
         );
       }
       const b = B / N, per = b * H * W * C;
+      // Room for two gathered key sets [B, outDim] (MoCo v3's k1 and k2).
+      const keyFloats = 2 * B * outDim;
+      if (!gathered || gathered.byteLength < 4 * keyFloats) {
+        gathered = new SharedArrayBuffer(4 * keyFloats);
+      }
+      const room = gathered;
       const [d1, d2] = await Promise.all([x1.data(), x2.data()]) as Float32Array[];
-      // Phase 1: keys of every shard.
-      const keys = await all("keys", (r) => {
+      const replies = await all("grads", (r) => {
         const s1 = d1.slice(r * per, (r + 1) * per), s2 = d2.slice(r * per, (r + 1) * per);
         return [
-          { type: "keys", shape: [b, H, W, C], x1: s1, x2: s2, momentum: stepOpts.momentum },
+          {
+            type: "step",
+            shape: [b, H, W, C],
+            x1: s1,
+            x2: s2,
+            momentum: stepOpts.momentum,
+            gathered: room,
+          },
           [s1.buffer, s2.buffer],
         ];
       });
-      const kdim = keys[0].shape[1];
-      const k1 = new Float32Array(B * kdim), k2 = new Float32Array(B * kdim);
-      keys.forEach((k, r) => {
-        k1.set(k.k1, r * b * kdim);
-        k2.set(k.k2, r * b * kdim);
-      });
-      // Phase 2: gradients of every shard against all keys.
-      const grads = await all("grads", () => [
-        { type: "grads", keyShape: [B, kdim], k1, k2 },
-      ]);
       // Mean over workers, in worker order (the same sums whatever the timing).
       const total = mean.length;
       mean.set(gradBufs[0]);
@@ -266,22 +289,25 @@ export async function createDataParallel(opts: DataParallelOptions): Promise<Dat
         for (let i = 0; i < total; i++) mean[i] += g[i];
       }
       if (N > 1) { for (let i = 0; i < total; i++) mean[i] /= N; }
+      let loss = 0;
+      for (const g of replies) loss += g.loss;
+      return { loss: loss / N, grads: dp.lastGradients() };
+    },
+    async apply({ lr, apply }) {
+      await all("ok", () => [{ type: "apply", apply, lr }]);
+    },
+    async step(x1, x2, stepOpts) {
+      const { loss, grads } = await dp.grads(x1, x2, stepOpts);
       const gradSquares: Record<string, number> = {};
-      let off = 0, finite = true;
-      for (const { name, shape } of layout.params) {
-        const n = shape.reduce((a, c) => a * c, 1);
+      let finite = Number.isFinite(loss);
+      for (const [name, g] of Object.entries(grads)) {
         let s = 0;
-        for (let i = off; i < off + n; i++) s += mean[i] * mean[i];
+        for (let i = 0; i < g.length; i++) s += g[i] * g[i];
         gradSquares[name] = s;
         if (!Number.isFinite(s)) finite = false;
-        off += n;
       }
-      let loss = 0;
-      for (const g of grads) loss += g.loss;
-      loss /= N;
-      const applied = (finite && Number.isFinite(loss)) || !!stepOpts.applyNonFinite;
-      // Phase 3: the same update everywhere.
-      await all("ok", () => [{ type: "apply", apply: applied, lr: stepOpts.lr }]);
+      const applied = finite || !!stepOpts.applyNonFinite;
+      await dp.apply({ lr: stepOpts.lr, apply: applied });
       return { loss, applied, gradSquares };
     },
     lastGradients() {
@@ -312,4 +338,5 @@ export async function createDataParallel(opts: DataParallelOptions): Promise<Dat
       fail(new Error("parallel: the workers were closed"));
     },
   };
+  return dp;
 }

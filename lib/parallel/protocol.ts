@@ -1,14 +1,16 @@
 /**
- * What crosses the thread boundary of the data-parallel runner: the messages between the data-parallel main thread (`mod.ts`) and its workers (`worker.ts`).
- * Every request gets exactly one reply, in order: the reply of its type, or `error`.
+ * What crosses the thread boundary of the data-parallel runner: the messages between the
+ * data-parallel main thread (`mod.ts`) and its workers (`worker.ts`). Every request gets exactly
+ * one reply, in order: the reply of its type, or `error`.
  *
- * One step is three requests per worker: `keys` (EMA update, keys of the shard), `grads` (loss
- * and gradients against the keys of all shards, written into the worker's shared gradient
- * buffer), `apply` (the mean gradient from the shared mean buffer, and the mean ViT-BN buffers).
+ * One step is two requests per worker: `step` (the method's own step on the worker's shard, whose
+ * key gather meets the other workers at a barrier on shared memory; its gradients go into the
+ * worker's shared gradient buffer), then `apply` (the mean gradient from the shared mean buffer,
+ * and the mean ViT-BN buffers).
  * @module
  */
 import * as tf from "@tensorflow/tfjs-core";
-import type { MocoConfig } from "../methods/mocov3.ts";
+import type { FrameworkName, HeadConfig } from "../methods/mod.ts";
 import type { OptimizerConfig } from "../train/optim.ts";
 import type { ViTConfig } from "../model/vit.ts";
 
@@ -20,9 +22,9 @@ export interface ShapedArray {
 
 /** Names and shapes of what a step exchanges, in buffer order: gradients, then ViT-BN buffers. */
 export interface Layout {
-  /** Trainable parameters (`mocoTrainable` names and order). */
+  /** Trainable parameters (the method's `trainable()` names and order). */
   params: { name: string; shape: number[] }[];
-  /** ViT-BN running buffers of the online backbone (empty without `mlpNorm: "bn"`). */
+  /** ViT-BN running buffers of the online backbone (empty without `mlpNorm: "batchnorm"`). */
   buffers: { name: string; shape: number[] }[];
 }
 
@@ -32,16 +34,29 @@ export type Request =
     type: "init";
     rank: number;
     workers: number;
+    framework: FrameworkName;
     vit: Partial<ViTConfig> & { name: string };
-    moco: Partial<MocoConfig>;
+    heads: Partial<HeadConfig>;
     optimizer: OptimizerConfig;
     seed: number;
     backend: "wasm" | "cpu";
     threads: number;
   }
-  | { type: "buffers"; grad: SharedArrayBuffer; mean: SharedArrayBuffer }
-  | { type: "keys"; shape: number[]; x1: Float32Array; x2: Float32Array; momentum: number }
-  | { type: "grads"; keyShape: [number, number]; k1: Float32Array; k2: Float32Array }
+  | {
+    type: "buffers";
+    grad: SharedArrayBuffer;
+    mean: SharedArrayBuffer;
+    barrier: SharedArrayBuffer;
+  }
+  | {
+    type: "step";
+    shape: number[];
+    x1: Float32Array;
+    x2: Float32Array;
+    momentum: number;
+    /** Room for the gathered keys of every shard (float32). */
+    gathered: SharedArrayBuffer;
+  }
   | { type: "apply"; apply: boolean; lr: number }
   | { type: "getState" }
   | { type: "setState"; tensors: Record<string, ShapedArray>; optimizerStep: number };
@@ -50,10 +65,30 @@ export type Request =
 export type Reply =
   | { type: "ready"; layout: Layout; backend: string }
   | { type: "ok" }
-  | { type: "keys"; shape: [number, number]; k1: Float32Array; k2: Float32Array }
   | { type: "grads"; loss: number }
   | { type: "state"; tensors: Record<string, ShapedArray>; optimizerStep: number }
   | { type: "error"; message: string };
+
+/**
+ * Waits until all `workers` have arrived (a sense-reversing barrier on `ctrl = [arrived,
+ * generation]` in shared memory; blocks the worker thread, which only workers may do).
+ *
+ * @example
+ * ```ts
+ * const ctrl = new Int32Array(new SharedArrayBuffer(8)); // shared by the N workers
+ * barrier(ctrl, N); // in each worker: returns once all N have called it
+ * ```
+ */
+export function barrier(ctrl: Int32Array, workers: number): void {
+  const generation = Atomics.load(ctrl, 1);
+  if (Atomics.add(ctrl, 0, 1) === workers - 1) {
+    Atomics.store(ctrl, 0, 0);
+    Atomics.add(ctrl, 1, 1);
+    Atomics.notify(ctrl, 1);
+  } else {
+    while (Atomics.load(ctrl, 1) === generation) Atomics.wait(ctrl, 1, generation);
+  }
+}
 
 /**
  * Copies variables out as float32 arrays (each its own buffer, so it can be transferred).

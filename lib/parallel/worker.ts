@@ -1,20 +1,15 @@
 /**
  * One data-parallel worker (a Deno Web Worker started by `mod.ts`): its own tfjs backend, a full
- * MoCo v3 model and optimiser state, and shard `rank` of every batch. It answers the requests of
- * `protocol.ts` one at a time, in order; any exception becomes an `error` reply.
+ * copy of the method's model and optimiser state, and shard `rank` of every batch. It runs the
+ * method's own step, whose key gather meets the other workers at a barrier in shared memory
+ * (`concat_all_gather`). It answers the requests of `protocol.ts` one at a time, in order; any
+ * exception becomes an `error` reply.
  * @module
  */
 import * as tf from "@tensorflow/tfjs-core";
 import { initBackend } from "../backend.ts";
-import {
-  contrastiveLoss,
-  createMoCo,
-  type MoCo,
-  mocoState,
-  mocoTrainable,
-  momentumTargets,
-  onlineGrads,
-} from "../methods/mocov3.ts";
+import { createFramework, type SslModel } from "../methods/mod.ts";
+import type { Gather } from "../methods/two_view.ts";
 import {
   applyGradients,
   createOptimizerState,
@@ -22,7 +17,14 @@ import {
   type OptimizerState,
   optimizerStateTensors,
 } from "../train/optim.ts";
-import { assignArrays, type Layout, readArrays, type Reply, type Request } from "./protocol.ts";
+import {
+  assignArrays,
+  barrier,
+  type Layout,
+  readArrays,
+  type Reply,
+  type Request,
+} from "./protocol.ts";
 
 interface WorkerScope {
   onmessage: ((e: MessageEvent<Request>) => void) | null;
@@ -31,15 +33,15 @@ interface WorkerScope {
 const scope = self as unknown as WorkerScope;
 
 let rank = 0;
-let model: MoCo | undefined;
+let workers = 1;
+let model: SslModel | undefined;
 let params: Record<string, tf.Variable> = {};
 let opt: OptimizerState | undefined;
 let optCfg: OptimizerConfig | undefined;
 let layout: Layout = { params: [], buffers: [] };
 let gradView: Float32Array | undefined;
 let meanView: Float32Array | undefined;
-/** This step's shard of both views, kept from `keys` to `apply`. */
-let views: [tf.Tensor4D, tf.Tensor4D] | undefined;
+let barrierCtrl: Int32Array | undefined;
 
 function need<T>(x: T | undefined, what: string): T {
   if (x === undefined) throw new Error(`worker ${rank}: ${what} before init`);
@@ -49,23 +51,39 @@ function need<T>(x: T | undefined, what: string): T {
 /** Every tensor a checkpoint holds: model state and optimiser slots (`optim.*`). */
 function allState(): Record<string, tf.Variable> {
   return {
-    ...mocoState(need(model, "state")),
+    ...need(model, "state").state(),
     ...optimizerStateTensors(need(opt, "state")) as Record<string, tf.Variable>,
   };
 }
 
-function dropViews(): void {
-  if (views) tf.dispose(views);
-  views = undefined;
+/**
+ * concat_all_gather over the workers: each writes its keys `[b, C]` into its rows of the shared
+ * buffer, waits for all, and reads the keys of every shard `[N * b, C]`.
+ */
+function shardGather(room: Float32Array): Gather {
+  return (keys) => {
+    const [b, C] = keys[0].shape;
+    const rows = workers * b;
+    if (keys.length * rows * C > room.length) {
+      throw new Error(`worker ${rank}: ${keys.length} key sets [${rows}, ${C}] do not fit`);
+    }
+    keys.forEach((k, j) => room.set(k.dataSync() as Float32Array, (j * rows + rank * b) * C));
+    barrier(need(barrierCtrl, "gather"), workers);
+    const all = keys.map((_, j) =>
+      tf.tensor2d(room.slice(j * rows * C, (j + 1) * rows * C), [rows, C])
+    );
+    return { all, offset: rank * b };
+  };
 }
 
 async function handle(msg: Request): Promise<[Reply, Transferable[]]> {
   switch (msg.type) {
     case "init": {
       rank = msg.rank;
+      workers = msg.workers;
       const info = await initBackend({ backend: msg.backend, threads: msg.threads });
-      model = createMoCo(msg.vit, msg.moco, msg.seed);
-      params = mocoTrainable(model);
+      model = createFramework(msg.framework, msg.vit, msg.heads, msg.seed);
+      params = model.trainable();
       optCfg = msg.optimizer;
       opt = createOptimizerState(optCfg, params);
       layout = {
@@ -80,36 +98,21 @@ async function handle(msg: Request): Promise<[Reply, Transferable[]]> {
     case "buffers":
       gradView = new Float32Array(msg.grad);
       meanView = new Float32Array(msg.mean);
+      barrierCtrl = new Int32Array(msg.barrier);
       return [{ type: "ok" }, []];
-    case "keys": {
-      const m = need(model, "keys");
-      dropViews();
+    case "step": {
+      const m = need(model, "step");
+      const out = need(gradView, "step");
       const shape = msg.shape as [number, number, number, number];
-      views = [tf.tensor4d(msg.x1, shape), tf.tensor4d(msg.x2, shape)];
-      const [k1, k2] = momentumTargets(m, views[0], views[1], msg.momentum);
-      const d1 = new Float32Array(k1.dataSync()), d2 = new Float32Array(k2.dataSync());
-      const kshape = k1.shape.slice() as [number, number];
-      tf.dispose([k1, k2]);
-      return [{ type: "keys", shape: kshape, k1: d1, k2: d2 }, [d1.buffer, d2.buffer]];
-    }
-    case "grads": {
-      const m = need(model, "grads");
-      const out = need(gradView, "grads");
-      if (!views) throw new Error(`worker ${rank}: grads without the keys request of this step`);
-      const [x1, x2] = views;
-      const k1 = tf.tensor2d(msg.k1, msg.keyShape), k2 = tf.tensor2d(msg.k2, msg.keyShape);
-      // The positives of this shard's queries are its own keys inside the gathered ones.
-      const offset = rank * x1.shape[0];
-      const T = m.config.temperature;
-      const { loss, grads } = onlineGrads(
-        m,
-        x1,
-        x2,
-        k1,
-        k2,
-        (q, k) => contrastiveLoss(q, k, T, offset),
-      );
-      tf.dispose([k1, k2]);
+      const x1 = tf.tensor4d(msg.x1, shape), x2 = tf.tensor4d(msg.x2, shape);
+      const gather = shardGather(new Float32Array(msg.gathered));
+      let result;
+      try {
+        result = m.step(x1, x2, { momentum: msg.momentum, gather });
+      } finally {
+        tf.dispose([x1, x2]);
+      }
+      const { loss, grads } = result;
       try {
         let off = 0;
         for (const { name } of layout.params) {
@@ -131,7 +134,6 @@ async function handle(msg: Request): Promise<[Reply, Transferable[]]> {
     case "apply": {
       const m = need(model, "apply");
       const mean = need(meanView, "apply");
-      dropViews();
       let off = 0;
       const grads: Record<string, tf.Tensor> = {};
       for (const { name, shape } of layout.params) {

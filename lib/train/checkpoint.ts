@@ -33,14 +33,8 @@ import {
   toFloat32,
   writeSafetensors,
 } from "../io/safetensors.ts";
-import {
-  ConfigError,
-  createViT,
-  disposeViT,
-  type ViT,
-  type ViTConfig,
-  vitConfig,
-} from "../model/vit.ts";
+import { createViT, disposeViT, type ViT, type ViTConfig, vitConfig } from "../model/vit.ts";
+import { ConfigError } from "../core/errors.ts";
 
 /** A checkpoint does not fit the model it is loaded into; the message lists every mismatch. */
 export class CheckpointError extends Error {

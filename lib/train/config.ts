@@ -13,9 +13,11 @@
  */
 import { BACKENDS } from "../backend.ts";
 import { type DatasetName, DATASETS } from "../data/mod.ts";
-import { ConfigError, type PosEmb, VIT_CONFIGS } from "../model/vit.ts";
-import { FRAMEWORKS } from "../methods/mod.ts";
-import { flagProblem, type FlagSpec } from "../cli/args.ts";
+import { type PosEmb, VIT_CONFIGS } from "../model/vit.ts";
+import { ConfigError } from "../core/errors.ts";
+import { FRAMEWORKS } from "../methods/names.ts";
+import { BACKEND_FLAG, flagProblem, type FlagSpec } from "../cli/args.ts";
+import { RUN_FILES } from "./rundir.ts";
 
 /** Everything that defines a pretraining run. */
 export interface PretrainConfig {
@@ -196,7 +198,7 @@ export const FIELDS: Field[] = [
   },
   { key: "maxSteps", flag: "max-steps", kind: "int", min: 0, help: "stop after N steps (0: all)" },
   { key: "seed", flag: "seed", kind: "int", min: 0, help: "random seed" },
-  { key: "backend", flag: "backend", kind: "string", choices: BACKENDS, help: "tensor backend" },
+  { ...BACKEND_FLAG, key: "backend" },
   { key: "threads", flag: "threads", kind: "int", min: 1, help: "wasm threads" },
   {
     key: "workers",
@@ -373,6 +375,119 @@ export function validateConfig(cfg: PretrainConfig): void {
           ? "the folder of data_batch_1.bin ... test_batch.bin"
           : "a folder of <class>/<image>.png|jpg") +
         ")",
+    );
+  }
+}
+
+/**
+ * Resolves a partial config: preset defaults, then the given fields; validated.
+ *
+ * @example
+ * ```ts
+ * resolveConfig({ preset: "smoke", batchSize: 16 }).epochs; // 2, from the smoke preset
+ * ```
+ */
+export function resolveConfig(
+  partial: Partial<PretrainConfig> & { preset?: string },
+): PretrainConfig {
+  const presetName = partial.preset ?? "fmnist";
+  const cfg = {
+    ...presetDefaults(presetName),
+    ...definedFields(partial),
+    preset: presetName,
+  } as PretrainConfig;
+  validateConfig(cfg);
+  return cfg;
+}
+
+/**
+ * The config to resume a run with: the `config` of its config.json ({@link savedRunConfig}: fields
+ * it lacks take the base defaults, not today's preset), then `overrides` (e.g. flags); validated.
+ *
+ * @example
+ * ```ts
+ * const saved = JSON.parse(await Deno.readTextFile("data/runs/demo/config.json")).config;
+ * const cfg = resumeConfig({ ...saved, outDir: "data/runs/demo" }, { maxSteps: 100 });
+ * ```
+ */
+export function resumeConfig(
+  saved: Partial<PretrainConfig>,
+  overrides: Partial<PretrainConfig> = {},
+): PretrainConfig {
+  const cfg = { ...savedRunConfig(saved), ...definedFields(overrides) } as PretrainConfig;
+  cfg.preset ??= "fmnist";
+  presetDefaults(cfg.preset); // a known name
+  validateConfig(cfg);
+  return cfg;
+}
+
+function presetDefaults(name: string): Omit<PretrainConfig, "preset"> {
+  const preset = PRESETS[name];
+  if (!preset) {
+    throw new ConfigError(
+      `unknown preset "${name}": choose one of ${Object.keys(PRESETS).join(", ")}`,
+    );
+  }
+  return preset;
+}
+
+function definedFields(partial: Partial<PretrainConfig>): Partial<PretrainConfig> {
+  return Object.fromEntries(Object.entries(partial).filter(([, v]) => v !== undefined));
+}
+
+/** Fields that may change when a run is resumed (they do not change its result). */
+/** (see checkSameConfig) */
+const RESUMABLE = new Set<keyof PretrainConfig>([
+  "maxSteps",
+  "backend",
+  "threads",
+  "outDir",
+  "checkpointEvery",
+  "knnEvery",
+  "knnTrainSize",
+  "knnTestSize",
+  "knnK",
+  "finalKnn",
+  "onNan",
+  "nanLrFactor",
+  "injectNanAt",
+  "checkTensorLeaks",
+]);
+
+/**
+ * Refuses to resume a run directory whose config (its config.json) differs from `cfg` in a field
+ * that shapes the run, unless `force`; the error lists the differences and the ways out.
+ *
+ * @example
+ * ```ts
+ * await checkSameConfig("data/runs/demo", resolveConfig({ preset: "smoke" }), false);
+ * ```
+ */
+export async function checkSameConfig(
+  dir: string,
+  cfg: PretrainConfig,
+  force: boolean,
+): Promise<void> {
+  let saved: PretrainConfig;
+  try {
+    saved = JSON.parse(await Deno.readTextFile(`${dir}/${RUN_FILES.config}`)).config;
+  } catch (e) {
+    throw new ConfigError(
+      `${dir} has a checkpoint but no readable config.json (${(e as Error).message}); ` +
+        "use a new --out directory",
+    );
+  }
+  // Fields added after the run was made are absent from its config.json: it ran their defaults.
+  const was = savedRunConfig(saved);
+  const diffs = (Object.keys({ ...was, ...cfg }) as (keyof PretrainConfig)[])
+    .filter((k) => !RESUMABLE.has(k))
+    .filter((k) => JSON.stringify(was[k]) !== JSON.stringify(cfg[k]))
+    .map((k) => `${k}: run has ${JSON.stringify(was[k])}, now ${JSON.stringify(cfg[k])}`);
+  if (diffs.length && !force) {
+    throw new ConfigError(
+      `${dir} belongs to a different config:\n  ${diffs.join("\n  ")}\n` +
+        "Resume it with its own config (deno task pretrain --resume DIR), choose a new --out, " +
+        "or pass --force to resume with the new config anyway.",
     );
   }
 }

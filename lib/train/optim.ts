@@ -27,7 +27,7 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs-core";
-import { fusedAdamW } from "../wasm_kernels.ts";
+import { fastPath } from "../model/fused.ts";
 
 /** Optimisers that {@link applyGradients} implements. */
 export type OptimizerName = "adamw" | "lamb" | "sgd";
@@ -292,7 +292,7 @@ export function applyGradients(
       }
       const m = state.slots[`exp_avg/${name}`];
       const v = state.slots[`exp_avg_sq/${name}`];
-      const fused = c.name === "adamw" && fusedAdamW(p, g, m, v, {
+      const fused = c.name === "adamw" && fastPath("adamw")?.(p, g, m, v, {
         c1m: 1 - b1,
         b2,
         c2: 1 - b2,
@@ -303,7 +303,7 @@ export function applyGradients(
         hasDecay: wd > 0,
       });
       if (fused) {
-        // One kernel on wasm, the same float32 operations as below.
+        // One kernel where the backend has it, the same float32 operations as below.
         m.assign(fused[1]);
         v.assign(fused[2]);
         p.assign(fused[0]);

@@ -22,11 +22,20 @@
 import * as tf from "@tensorflow/tfjs-core";
 import { initBackend } from "../backend.ts";
 import { type AugmentConfig, defaultAugmentConfig, twoViews } from "../data/augment.ts";
-import { CONFIG_KEY, saveBackbone, saveTensors } from "./checkpoint.ts";
-import { type Dataset, getBatch, loadDataset, toFloatTensor } from "../data/mod.ts";
-import { type ChannelStats, datasetStats, extractFeatures } from "../eval/features.ts";
-import { knnClassify } from "../eval/knn.ts";
+import { type Dataset, fixedSubset, getBatch, loadDataset, toFloatTensor } from "../data/mod.ts";
+import { type ChannelStats, datasetStats } from "../eval/features.ts";
+import { knnOfBackbone } from "../eval/knn.ts";
 import { createFramework, type SslModel } from "../methods/mod.ts";
+import { createRng, permutation } from "../core/rng.ts";
+import { readSafetensors, toFloat32 } from "../io/safetensors.ts";
+import { DiskFullError, writeFileAtomic } from "../io/atomic.ts";
+import { lockRunDir, type RunLock } from "../io/lock.ts";
+import { vitConfig } from "../model/vit.ts";
+import { ConfigError } from "../core/errors.ts";
+import { createDataParallel, type DataParallel } from "../parallel/mod.ts";
+import { assignArrays, readArrays } from "../parallel/protocol.ts";
+import { assignTensors, CONFIG_KEY, saveBackbone, saveTensors } from "./checkpoint.ts";
+import { checkSameConfig, type PretrainConfig } from "./config.ts";
 import {
   applyGradients,
   createOptimizerState,
@@ -35,24 +44,22 @@ import {
   lrAt,
   momentumAt,
   type OptimizerConfig,
+  type OptimizerState,
   optimizerStateTensors,
   scaledLr,
 } from "./optim.ts";
-import { createRng, permutation } from "../core/rng.ts";
-import { readSafetensors, toFloat32 } from "../io/safetensors.ts";
-import { DiskFullError, isAtomicTempFile, writeFileAtomic } from "../io/atomic.ts";
-import { lockRunDir, type RunLock } from "../io/lock.ts";
-import { assignTensors } from "./checkpoint.ts";
-import { ConfigError, vitConfig } from "../model/vit.ts";
-import { PRESETS, type PretrainConfig, savedRunConfig, validateConfig } from "./config.ts";
-import { appendRows, truncateRows } from "./runlog.ts";
 import {
-  assignArrays,
-  createDataParallel,
-  type DataParallel,
-  readArrays,
-} from "../parallel/mod.ts";
+  appendRows,
+  KNN_COLUMNS,
+  type KnnRow,
+  LOG_COLUMNS,
+  type LogRow,
+  removeStaleTempFiles,
+  RUN_FILES,
+  truncateLogs,
+} from "./rundir.ts";
 
+export { resolveConfig, resumeConfig } from "./config.ts";
 export type { PretrainConfig } from "./config.ts";
 
 /** Training stopped on a non-finite loss or gradient; the message names the step and layer. */
@@ -60,53 +67,12 @@ export class DivergenceError extends Error {
   override name = "DivergenceError";
 }
 
-/** Resolves a partial config: preset defaults, then the given fields; validated. */
-export function resolveConfig(
-  partial: Partial<PretrainConfig> & { preset?: string },
-): PretrainConfig {
-  const presetName = partial.preset ?? "fmnist";
-  const cfg = {
-    ...presetDefaults(presetName),
-    ...definedFields(partial),
-    preset: presetName,
-  } as PretrainConfig;
-  validateConfig(cfg);
-  return cfg;
-}
-
-/**
- * The config to resume a run with: the `config` of its config.json ({@link savedRunConfig}: fields
- * it lacks take the base defaults, not today's preset), then `overrides` (e.g. flags); validated.
- */
-export function resumeConfig(
-  saved: Partial<PretrainConfig>,
-  overrides: Partial<PretrainConfig> = {},
-): PretrainConfig {
-  const cfg = { ...savedRunConfig(saved), ...definedFields(overrides) } as PretrainConfig;
-  cfg.preset ??= "fmnist";
-  presetDefaults(cfg.preset); // a known name
-  validateConfig(cfg);
-  return cfg;
-}
-
-function presetDefaults(name: string): Omit<PretrainConfig, "preset"> {
-  const preset = PRESETS[name];
-  if (!preset) {
-    throw new ConfigError(
-      `unknown preset "${name}": choose one of ${Object.keys(PRESETS).join(", ")}`,
-    );
-  }
-  return preset;
-}
-
-function definedFields(partial: Partial<PretrainConfig>): Partial<PretrainConfig> {
-  return Object.fromEntries(Object.entries(partial).filter(([, v]) => v !== undefined));
-}
-
 /** What {@link pretrain} returns. */
 export interface PretrainResult {
   runDir: string;
   steps: number;
+  /** The backend it ran on, as `initBackend` describes it ("wasm (SIMD, 1 thread)"). */
+  backend: string;
   /** Final kNN top-1 / top-5 on the test split (percent), if the final evaluation ran. */
   knnTop1?: number;
   knnTop5?: number;
@@ -136,54 +102,7 @@ export interface RunHooks {
   lock?: RunLock;
 }
 
-/** One row of `log.csv`. */
-export interface LogRow {
-  step: number;
-  epoch: number;
-  loss: number;
-  lr: number;
-  momentum: number;
-  grad_patch: number;
-  grad_first_block: number;
-  grad_last_block: number;
-  grad_heads: number;
-  grad_total: number;
-  images_per_s: number;
-}
-
-/** One row of `knn.csv`. */
-export interface KnnRow {
-  step: number;
-  epoch: number;
-  top1: number;
-  top5: number;
-  k: number;
-  train_size: number;
-  test_size: number;
-}
-
-const LOG_COLUMNS: (keyof LogRow)[] = [
-  "step",
-  "epoch",
-  "loss",
-  "lr",
-  "momentum",
-  "grad_patch",
-  "grad_first_block",
-  "grad_last_block",
-  "grad_heads",
-  "grad_total",
-  "images_per_s",
-];
-const KNN_COLUMNS: (keyof KnnRow)[] = [
-  "step",
-  "epoch",
-  "top1",
-  "top5",
-  "k",
-  "train_size",
-  "test_size",
-];
+export type { KnnRow, LogRow } from "./rundir.ts";
 
 /** Seeds derived from the run seed, so that each stream is a pure function of (seed, index). */
 function subSeed(seed: number, stream: number, index: number): number {
@@ -315,12 +234,8 @@ async function pretrainLocked(
 
   // Model and optimiser.
   const vit = backboneConfig(cfg, train);
-  const ssl = createFramework(cfg.framework, vit, {
-    hidden: cfg.hidden,
-    outDim: cfg.outDim,
-    temperature: cfg.temperature,
-  }, cfg.seed);
-  const params = ssl.trainable();
+  const heads = { hidden: cfg.hidden, outDim: cfg.outDim, temperature: cfg.temperature };
+  const ssl = createFramework(cfg.framework, vit, heads, cfg.seed);
   const peakLr = scaledLr(cfg.baseLr, B);
   const optCfg: OptimizerConfig = {
     name: cfg.optimizer,
@@ -328,23 +243,8 @@ async function pretrainLocked(
     weightDecay: cfg.weightDecay,
     skipDecay: cfg.skipDecay,
   };
-  const opt = createOptimizerState(optCfg, params);
-  // With --workers > 1 the workers hold the training state; `ssl` and `opt` here are synced from
-  // worker 0 for checkpoints and kNN (pull), and pushed to the workers after a restore (push).
-  let dp: DataParallel | undefined;
-  const allVars = () => ({
-    ...ssl.state(),
-    ...optimizerStateTensors(opt) as Record<string, tf.Variable>,
-  });
-  const pull = async () => {
-    if (!dp) return;
-    const s = await dp.getState();
-    assignArrays(allVars(), s.tensors, "data-parallel worker 0");
-    opt.step = s.optimizerStep;
-  };
-  const push = async () => {
-    if (dp) await dp.setState({ tensors: readArrays(allVars()), optimizerStep: opt.step });
-  };
+  const opt = createOptimizerState(optCfg, ssl.trainable());
+  let stepper: Stepper | undefined;
   // The model and the optimiser state are freed however the run ends (done, stopped, error).
   try {
     const schedule = {
@@ -356,10 +256,9 @@ async function pretrainLocked(
     // Run directory: new, or resumed from its checkpoint.
     const dir = cfg.outDir;
     await takeLock(); // creates the directory
-    const ckptPath = `${dir}/checkpoint.safetensors`;
+    const ckptPath = `${dir}/${RUN_FILES.checkpoint}`;
     let step = 0;
     let lrScale = 1;
-    const resolved = { ...cfg, backbone: vit, stepsPerEpoch, totalSteps, peakLr };
     await removeStaleTempFiles(dir);
     if (await exists(ckptPath)) {
       await checkSameConfig(dir, cfg, hooks.force ?? false);
@@ -369,31 +268,24 @@ async function pretrainLocked(
     } else {
       // A fresh start: rows of an earlier attempt killed before its first checkpoint would
       // otherwise be followed by the same steps again.
-      for (const log of ["log.csv", "knn.csv"]) await Deno.remove(`${dir}/${log}`).catch(() => {});
+      for (const log of [RUN_FILES.log, RUN_FILES.knn]) {
+        await Deno.remove(`${dir}/${log}`).catch(() => {});
+      }
+      const resolved = { ...cfg, backbone: vit, stepsPerEpoch, totalSteps, peakLr };
       const json = JSON.stringify(
         { config: cfg, resolved, versions: await versions(backendInfo.summary) },
         null,
         2,
       );
-      await writeFileAtomic(`${dir}/config.json`, new TextEncoder().encode(json + "\n"));
+      await writeFileAtomic(`${dir}/${RUN_FILES.config}`, new TextEncoder().encode(json + "\n"));
     }
-    if (cfg.workers > 1) {
-      dp = await createDataParallel({
-        workers: cfg.workers,
-        vit,
-        moco: { hidden: cfg.hidden, outDim: cfg.outDim, temperature: cfg.temperature },
-        optimizer: optCfg,
-        seed: cfg.seed,
-        backend: backendInfo.name as "wasm" | "cpu",
-        threads: backendInfo.threads,
-      });
-      await push();
-      print(`data-parallel: ${cfg.workers} workers, each ${dp.backend}`);
-    }
+    stepper = cfg.workers > 1
+      ? await dataParallelStepper(cfg, vit, heads, optCfg, backendInfo, ssl, opt, print)
+      : localStepper(ssl, opt, optCfg);
 
     let savedStep = -1;
     const save = async () => {
-      await pull();
+      await stepper!.pull();
       savedStep = step;
       const tensors = { ...ssl.state(), ...optimizerStateTensors(opt) };
       const meta = {
@@ -405,37 +297,48 @@ async function pretrainLocked(
         [CONFIG_KEY]: JSON.stringify(vit),
       };
       await saveTensors(ckptPath, tensors, meta);
-      await saveBackbone(`${dir}/backbone.safetensors`, ssl.backbone, { step: String(step) });
+      await saveBackbone(`${dir}/${RUN_FILES.backbone}`, ssl.backbone, { step: String(step) });
     };
-
-    const monitor = async (epoch: number) => {
-      await pull();
-      const row = await knnMonitor(ssl, train, test, stats, cfg, step, epoch);
-      await appendRows(`${dir}/knn.csv`, KNN_COLUMNS, [row]);
+    const monitor = async (run: PretrainConfig, epoch: number, what: (r: KnnRow) => string) => {
+      await stepper!.pull();
+      const row = await knnMonitor(ssl, train, test, stats, run, step, epoch);
+      await appendRows(`${dir}/${RUN_FILES.knn}`, KNN_COLUMNS, [row]);
       hooks.onKnn?.(row);
-      print(
-        `knn @ step ${step}: top-1 ${row.top1.toFixed(2)}% top-5 ${row.top5.toFixed(2)}% ` +
-          `(k=${row.k}, ${row.train_size} train / ${row.test_size} test)`,
+      print(what(row));
+      return row;
+    };
+    /** After a non-finite step: roll back to the checkpoint with a lower lr, or stop. */
+    const recover = async (lossValue: number, norms: number[], epoch: number) => {
+      const badGroup = norms.findIndex((v) => !Number.isFinite(v));
+      const where = badGroup >= 0 && badGroup <= vit.depth + 1
+        ? `the gradient norm of ${groupLabel(badGroup, vit.depth)} went non-finite first`
+        : "the loss is non-finite";
+      const msg = `non-finite loss (${lossValue}) at step ${step} (epoch ${epoch}): ${where}`;
+      if (cfg.onNan === "rollback" && await exists(ckptPath)) {
+        ({ step, lrScale } = await restore(ssl, opt, ckptPath));
+        await stepper!.push();
+        lrScale *= cfg.nanLrFactor;
+        savedStep = -1; // the checkpoint holds the old lr scale
+        await truncateLogs(dir, step);
+        print(`${msg}; rolled back to the checkpoint at step ${step} with lr x${lrScale}`);
+        return;
+      }
+      throw new DivergenceError(
+        `${msg}. The last good checkpoint is kept in ${ckptPath}. Lower --lr, raise --warmup, ` +
+          "or run with --on-nan rollback.",
       );
     };
 
-    // The loop.
+    // The loop: batch, step, log, monitor, checkpoint.
     const progress = progressPrinter(print, lastStep, stepsPerEpoch);
-    let perm: Int32Array | undefined;
-    let permEpoch = -1;
-    const depth = vit.depth;
+    const batches = batchOrder(cfg, train, stepsPerEpoch);
     const n0 = tf.memory().numTensors;
     // The fault injection fires once per call, so that a rollback can get past it.
     let injectAt = cfg.injectNanAt;
     while (step < lastStep && !signal.stop) {
       const t0 = performance.now();
       const epoch = Math.floor(step / stepsPerEpoch);
-      if (epoch !== permEpoch) {
-        perm = permutation(train.length, createRng(subSeed(cfg.seed, 0, epoch)));
-        permEpoch = epoch;
-      }
-      const i = step % stepsPerEpoch;
-      const batch = getBatch(train, perm!.subarray(i * B, (i + 1) * B));
+      const batch = batches(step);
       const lr = lrAt(step, schedule) * lrScale;
       const m = momentumAt(step, totalSteps, cfg.m0);
       const x = toFloatTensor(batch.images, B, train.height, train.width, train.channels);
@@ -448,73 +351,31 @@ async function pretrainLocked(
         x1.dispose();
         x1 = poisoned;
       }
-      // `finish(true)` applies the update (the workers already did, unless non-finite).
-      let lossValue: number, nv: number[], finish: (apply: boolean) => void;
-      if (dp) {
-        const r = await dp.step(x1, x2, { lr, momentum: m });
-        tf.dispose([x1, x2]);
-        lossValue = r.loss;
-        const parts = gradGroups(r.gradSquares, depth).map((g) =>
-          g.reduce((sum, n) => sum + r.gradSquares[n], 0)
-        );
-        nv = [...parts, parts.reduce((a, b) => a + b, 0)].map(Math.sqrt);
-        finish = () => {};
-      } else {
-        const { loss, grads } = ssl.step(x1, x2, { momentum: m });
-        tf.dispose([x1, x2]);
-        const norms = tf.tidy(() => {
-          const groups = gradGroups(grads, depth);
-          const parts = groups.map((g) =>
-            g.length ? tf.sum(tf.stack(g.map((n) => tf.sum(tf.square(grads[n]))))) : tf.scalar(0)
-          );
-          return tf.sqrt(tf.stack([...parts, tf.addN(parts)]));
-        });
-        [lossValue] = await loss.data();
-        nv = Array.from(await norms.data());
-        norms.dispose();
-        finish = (apply) => {
-          if (apply) applyGradients(params, grads, opt, optCfg, lr);
-          tf.dispose([loss, ...Object.values(grads)]);
-        };
+      const { loss, grads } = await stepper.grads(x1, x2, m);
+      tf.dispose([x1, x2]);
+      const norms = await gradNorms(grads, vit.depth);
+      const finite = Number.isFinite(loss) && norms.every(Number.isFinite);
+      await stepper.apply(grads, finite, lr);
+      if (!finite) {
+        await recover(loss, norms, epoch);
+        continue;
       }
-      const badGroup = nv.findIndex((v) => !Number.isFinite(v));
-      if (!Number.isFinite(lossValue) || badGroup >= 0) {
-        finish(false);
-        const where = badGroup >= 0 && badGroup <= depth + 1
-          ? `the gradient norm of ${groupLabel(badGroup, depth)} went non-finite first`
-          : "the loss is non-finite";
-        const msg = `non-finite loss (${lossValue}) at step ${step} (epoch ${epoch}): ${where}`;
-        if (cfg.onNan === "rollback" && await exists(ckptPath)) {
-          ({ step, lrScale } = await restore(ssl, opt, ckptPath));
-          await push();
-          lrScale *= cfg.nanLrFactor;
-          savedStep = -1; // the checkpoint holds the old lr scale
-          await truncateLogs(dir, step);
-          print(`${msg}; rolled back to the checkpoint at step ${step} with lr x${lrScale}`);
-          continue;
-        }
-        throw new DivergenceError(
-          `${msg}. The last good checkpoint is kept in ${ckptPath}. Lower --lr, raise --warmup, ` +
-            "or run with --on-nan rollback.",
-        );
-      }
-      finish(true);
 
       const row: LogRow = {
         step,
         epoch,
-        loss: lossValue,
+        loss,
         lr,
         momentum: m,
-        grad_patch: nv[0],
-        grad_first_block: nv[1],
-        grad_last_block: nv[depth],
-        grad_heads: nv[depth + 1],
-        grad_total: nv[depth + 2],
+        grad_patch: norms[0],
+        grad_first_block: norms[1],
+        grad_last_block: norms[vit.depth],
+        grad_heads: norms[vit.depth + 1],
+        grad_total: norms[vit.depth + 2],
         images_per_s: B / ((performance.now() - t0) / 1000),
       };
       step++;
-      await appendRows(`${dir}/log.csv`, LOG_COLUMNS, [row]);
+      await appendRows(`${dir}/${RUN_FILES.log}`, LOG_COLUMNS, [row]);
       hooks.onStep?.(row);
       progress(row);
       if (cfg.checkTensorLeaks && tf.memory().numTensors !== n0) {
@@ -523,52 +384,184 @@ async function pretrainLocked(
 
       const endOfEpoch = step % stepsPerEpoch === 0;
       const knnDue = cfg.knnEvery > 0 ? step % cfg.knnEvery === 0 : endOfEpoch;
-      if (knnDue && step < lastStep) await monitor(Math.floor(step / stepsPerEpoch));
+      if (knnDue && step < lastStep) {
+        await monitor(
+          cfg,
+          Math.floor(step / stepsPerEpoch),
+          (r) =>
+            `knn @ step ${step}: top-1 ${r.top1.toFixed(2)}% top-5 ${r.top5.toFixed(2)}% ` +
+            `(k=${r.k}, ${r.train_size} train / ${r.test_size} test)`,
+        );
+      }
       if (step % cfg.checkpointEvery === 0 || step === lastStep) await save();
     }
 
+    const backend = backendInfo.summary;
     if (step < lastStep) {
       if (savedStep !== step) await save();
       print(
         `stopped at step ${step}/${lastStep}; checkpoint written. Resume with: ` +
           `deno task pretrain --resume ${dir}`,
       );
-      return { runDir: dir, steps: step, status: "stopped" };
+      return { runDir: dir, steps: step, backend, status: "stopped" };
     }
 
     // Final evaluation: kNN of the whole test split against the whole training split.
     let knnTop1: number | undefined, knnTop5: number | undefined;
     if (cfg.finalKnn) {
       const full = { ...cfg, knnTrainSize: 0, knnTestSize: 0 };
-      const epochsDone = Math.floor(step / stepsPerEpoch);
-      await pull();
-      const row = await knnMonitor(ssl, train, test, stats, full, step, epochsDone);
-      await appendRows(`${dir}/knn.csv`, KNN_COLUMNS, [row]);
-      hooks.onKnn?.(row);
+      const row = await monitor(
+        full,
+        Math.floor(step / stepsPerEpoch),
+        (r) =>
+          `final kNN (k=${r.k}, ${r.train_size} train images, ${r.test_size} test images): ` +
+          `top-1 ${r.top1.toFixed(2)}%, top-5 ${r.top5.toFixed(2)}%`,
+      );
       knnTop1 = row.top1;
       knnTop5 = row.top5;
-      print(
-        `final kNN (k=${row.k}, ${row.train_size} train images, ${row.test_size} test images): ` +
-          `top-1 ${row.top1.toFixed(2)}%, top-5 ${row.top5.toFixed(2)}%`,
-      );
     }
     print(`run directory: ${dir}`);
-    return { runDir: dir, steps: step, knnTop1, knnTop5, status: "done" };
+    return { runDir: dir, steps: step, backend, knnTop1, knnTop5, status: "done" };
   } finally {
-    dp?.close();
+    stepper?.close();
     ssl.dispose();
     disposeOptimizerState(opt);
   }
 }
 
+/** The images of step t: batch t mod E of epoch t div E, in a permutation seeded by the epoch. */
+function batchOrder(cfg: PretrainConfig, train: Dataset, stepsPerEpoch: number) {
+  const B = cfg.batchSize;
+  let perm: Int32Array | undefined;
+  let permEpoch = -1;
+  return (step: number) => {
+    const epoch = Math.floor(step / stepsPerEpoch);
+    if (epoch !== permEpoch) {
+      perm = permutation(train.length, createRng(subSeed(cfg.seed, 0, epoch)));
+      permEpoch = epoch;
+    }
+    const i = step % stepsPerEpoch;
+    return getBatch(train, perm!.subarray(i * B, (i + 1) * B));
+  };
+}
+
+/**
+ * One training step in two halves, on one process or on data-parallel workers, so that the loop
+ * has one path: the loss and gradients, then the update (skipped after a non-finite step).
+ */
+interface Stepper {
+  /** The method's step: loss and gradients by trainable name (the caller passes them on). */
+  grads(
+    x1: tf.Tensor4D,
+    x2: tf.Tensor4D,
+    momentum: number,
+  ): Promise<{ loss: number; grads: Record<string, tf.Tensor> }>;
+  /** Applies the gradients at `lr` if `ok`, and frees them. */
+  apply(grads: Record<string, tf.Tensor>, ok: boolean, lr: number): Promise<void>;
+  /** Copies the training state into `ssl` and `opt` (from worker 0; nothing to do locally). */
+  pull(): Promise<void>;
+  /** Copies `ssl` and `opt` into the workers (after a restore). */
+  push(): Promise<void>;
+  close(): void;
+}
+
+function localStepper(ssl: SslModel, opt: OptimizerState, optCfg: OptimizerConfig): Stepper {
+  const params = ssl.trainable();
+  return {
+    async grads(x1, x2, momentum) {
+      const { loss, grads } = ssl.step(x1, x2, { momentum });
+      const [value] = await loss.data();
+      loss.dispose();
+      return { loss: value, grads };
+    },
+    apply(grads, ok, lr) {
+      if (ok) applyGradients(params, grads, opt, optCfg, lr);
+      tf.dispose(Object.values(grads));
+      return Promise.resolve();
+    },
+    pull: () => Promise.resolve(),
+    push: () => Promise.resolve(),
+    close() {},
+  };
+}
+
+/**
+ * `--workers N`: the workers hold the training state and each runs the method's own step on its
+ * shard; `ssl` and `opt` here are synced from worker 0 for checkpoints and kNN (pull), and
+ * pushed to the workers after a restore (push).
+ */
+async function dataParallelStepper(
+  cfg: PretrainConfig,
+  vit: ReturnType<typeof backboneConfig>,
+  heads: { hidden: number; outDim: number; temperature: number },
+  optCfg: OptimizerConfig,
+  backendInfo: { name: string; threads: number },
+  ssl: SslModel,
+  opt: OptimizerState,
+  print: (s: string) => void,
+): Promise<Stepper> {
+  const dp: DataParallel = await createDataParallel({
+    workers: cfg.workers,
+    framework: ssl.name,
+    vit,
+    heads,
+    optimizer: optCfg,
+    seed: cfg.seed,
+    backend: backendInfo.name as "wasm" | "cpu",
+    threads: backendInfo.threads,
+  });
+  const shapes = Object.fromEntries(
+    Object.entries(ssl.trainable()).map(([k, v]) => [k, v.shape]),
+  );
+  const allVars = () => ({
+    ...ssl.state(),
+    ...optimizerStateTensors(opt) as Record<string, tf.Variable>,
+  });
+  const stepper: Stepper = {
+    async grads(x1, x2, momentum) {
+      const r = await dp.grads(x1, x2, { momentum });
+      const grads = Object.fromEntries(
+        Object.entries(r.grads).map(([k, g]) => [k, tf.tensor(g, shapes[k])]),
+      );
+      return { loss: r.loss, grads };
+    },
+    async apply(grads, ok, lr) {
+      tf.dispose(Object.values(grads));
+      await dp.apply({ lr, apply: ok });
+    },
+    async pull() {
+      const s = await dp.getState();
+      assignArrays(allVars(), s.tensors, "data-parallel worker 0");
+      opt.step = s.optimizerStep;
+    },
+    async push() {
+      await dp.setState({ tensors: readArrays(allVars()), optimizerStep: opt.step });
+    },
+    close: () => dp.close(),
+  };
+  await stepper.push();
+  print(`data-parallel: ${cfg.workers} workers, each ${dp.backend}`);
+  return stepper;
+}
+
+/**
+ * Gradient norms by group for the log and for finding the first layer that went non-finite:
+ * patch projection, each block, heads, and the total (`depth + 3` values).
+ */
+async function gradNorms(grads: Record<string, tf.Tensor>, depth: number): Promise<number[]> {
+  const norms = tf.tidy(() => {
+    const parts = gradGroups(grads, depth).map((g) =>
+      g.length ? tf.sum(tf.stack(g.map((n) => tf.sum(tf.square(grads[n]))))) : tf.scalar(0)
+    );
+    return tf.sqrt(tf.stack([...parts, tf.addN(parts)]));
+  });
+  const values = Array.from(await norms.data());
+  norms.dispose();
+  return values;
+}
+
 /** Refuses `workers > 1` where the data-parallel runner cannot run it. */
 function checkWorkers(cfg: PretrainConfig, backend: string): void {
-  if (cfg.framework !== "mocov3") {
-    throw new ConfigError(
-      `--workers ${cfg.workers} supports framework mocov3 only, got "${cfg.framework}": ` +
-        "use --workers 1",
-    );
-  }
   if (backend !== "wasm" && backend !== "cpu") {
     throw new ConfigError(
       `--workers ${cfg.workers} runs each worker on wasm or cpu, but the backend is ${backend}: ` +
@@ -583,28 +576,6 @@ function checkWorkers(cfg: PretrainConfig, backend: string): void {
   }
 }
 
-/**
- * Cuts the logs back to a checkpoint at `step`: `log.csv` rows are iterations (row s is the
- * update from s to s + 1, so rows < step stay); `knn.csv` rows are measured after `step`
- * updates (rows <= step stay, the checkpoint holds those weights).
- */
-async function truncateLogs(dir: string, step: number): Promise<void> {
-  await truncateRows(`${dir}/log.csv`, LOG_COLUMNS, step);
-  await truncateRows(`${dir}/knn.csv`, KNN_COLUMNS, step + 1);
-}
-
-/**
- * Removes the hidden temp files (`.checkpoint.safetensors.tmp-1a2b3c4d`, ...) that an atomic
- * write killed before its rename leaves behind; the files they were meant to replace are intact.
- */
-async function removeStaleTempFiles(dir: string): Promise<void> {
-  for await (const e of Deno.readDir(dir)) {
-    if (e.isFile && isAtomicTempFile(e.name)) {
-      await Deno.remove(`${dir}/${e.name}`).catch(() => {});
-    }
-  }
-}
-
 async function exists(path: string): Promise<boolean> {
   try {
     await Deno.stat(path);
@@ -613,24 +584,6 @@ async function exists(path: string): Promise<boolean> {
     return false;
   }
 }
-
-/** Fields that may change when a run is resumed (they do not change its result). */
-const RESUMABLE = new Set<keyof PretrainConfig>([
-  "maxSteps",
-  "backend",
-  "threads",
-  "outDir",
-  "checkpointEvery",
-  "knnEvery",
-  "knnTrainSize",
-  "knnTestSize",
-  "knnK",
-  "finalKnn",
-  "onNan",
-  "nanLrFactor",
-  "injectNanAt",
-  "checkTensorLeaks",
-]);
 
 /**
  * The augmentation of a run: the paper's recipe at the dataset's size and statistics, with the
@@ -655,36 +608,10 @@ export function pretrainAugmentConfig(
   });
 }
 
-/** Refuses to resume a run directory whose config differs in a field that shapes the run. */
-async function checkSameConfig(dir: string, cfg: PretrainConfig, force: boolean): Promise<void> {
-  let saved: PretrainConfig;
-  try {
-    saved = JSON.parse(await Deno.readTextFile(`${dir}/config.json`)).config;
-  } catch (e) {
-    throw new ConfigError(
-      `${dir} has a checkpoint but no readable config.json (${(e as Error).message}); ` +
-        "use a new --out directory",
-    );
-  }
-  // Fields added after the run was made are absent from its config.json: it ran their defaults.
-  const was = savedRunConfig(saved);
-  const diffs = (Object.keys({ ...was, ...cfg }) as (keyof PretrainConfig)[])
-    .filter((k) => !RESUMABLE.has(k))
-    .filter((k) => JSON.stringify(was[k]) !== JSON.stringify(cfg[k]))
-    .map((k) => `${k}: run has ${JSON.stringify(was[k])}, now ${JSON.stringify(cfg[k])}`);
-  if (diffs.length && !force) {
-    throw new ConfigError(
-      `${dir} belongs to a different config:\n  ${diffs.join("\n  ")}\n` +
-        "Resume it with its own config (deno task pretrain --resume DIR), choose a new --out, " +
-        "or pass --force to resume with the new config anyway.",
-    );
-  }
-}
-
 /** Loads a training checkpoint into the model and optimiser; returns its step and lr scale. */
 async function restore(
   ssl: SslModel,
-  opt: ReturnType<typeof createOptimizerState>,
+  opt: OptimizerState,
   path: string,
 ): Promise<{ step: number; lrScale: number }> {
   const { tensors, metadata } = await readSafetensors(path);
@@ -704,34 +631,19 @@ async function restore(
   return { step: Number(metadata.step), lrScale: Number(metadata.lr_scale ?? 1) };
 }
 
-/** A deterministic subset of a split (the first `n` of a fixed permutation); 0 = all. */
-function subset(ds: Dataset, n: number): Dataset {
-  if (n <= 0 || n >= ds.length) return ds;
-  const idx = permutation(ds.length, createRng(12345)).subarray(0, n);
-  const { images, labels } = getBatch(ds, idx);
-  return { ...ds, length: n, images, labels };
-}
-
-/** kNN accuracy of the online backbone's features (eval mode): test subset vs train bank. */
+/** The kNN monitor: the online backbone on a fixed test subset against a fixed train bank. */
 async function knnMonitor(
   ssl: SslModel,
   train: Dataset,
   test: Dataset,
-  stats: { mean: number[]; std: number[] },
+  stats: ChannelStats,
   cfg: PretrainConfig,
   step: number,
   epoch: number,
 ): Promise<KnnRow> {
-  const bank = subset(train, cfg.knnTrainSize);
-  const queries = subset(test, cfg.knnTestSize);
-  const opts = { batchSize: 256, mean: stats.mean, std: stats.std };
-  const f1 = await extractFeatures(ssl.backbone, bank, opts);
-  const f2 = await extractFeatures(ssl.backbone, queries, opts);
-  const [res] = await knnClassify(f1, f2, {
-    k: [cfg.knnK],
-    temperature: 0.07,
-    numClasses: train.classes.length,
-  });
+  const bank = fixedSubset(train, cfg.knnTrainSize);
+  const queries = fixedSubset(test, cfg.knnTestSize);
+  const res = await knnOfBackbone(ssl.backbone, bank, queries, { k: cfg.knnK, stats });
   return {
     step,
     epoch,

@@ -1,7 +1,8 @@
 /**
  * The paper's figures at workbench scale, as plotly figure specs (plain JSON `{data, layout}`)
- * built from the experiments' tables (`data/results/<suite>.csv` and `<suite>.curves.csv`), and
- * a writer that turns a spec into a self-contained HTML file and a PNG (headless Chromium).
+ * built from the experiments' tables (`data/results/<suite>.csv` and `<suite>.curves.csv`), the
+ * notebooks' compact curves of a suite and its table beside the paper, and a writer that turns a
+ * spec into a self-contained HTML file and a PNG (through the one renderer, `render.ts`).
  *
  * Building and writing are separate: the same spec shows inline in Jupyter through the
  * `application/vnd.plotly.v1+json` MIME type ({@link mimeBundle}). Each figure puts the paper's
@@ -18,18 +19,24 @@
  * ```
  * @module
  */
-import { createRequire } from "node:module";
+import * as aq from "arquero";
 import { findDips, gradientSpikes } from "../experiments/stability.ts";
 import { type Budget, BUDGET_SPECS, type PaperNumber, SUITES } from "../experiments/suites.ts";
 import { curvesFile, readTable, suiteFile } from "../experiments/tables.ts";
 import { vitConfig, vitFlops } from "../model/vit.ts";
+import {
+  figureHtml,
+  figureTitle,
+  type PlotSpec,
+  type RenderOptions,
+  renderPng,
+  type Trace,
+} from "./render.ts";
 
-/** A plotly trace (plain JSON). */
-export type Trace = Record<string, unknown>;
+export { mimeBundle, type Trace } from "./render.ts";
 
-/** A plotly figure: traces and layout, plain JSON (what `Plotly.newPlot` takes). */
-export interface FigureSpec {
-  data: Trace[];
+/** A figure of the paper's studies: a plotly spec whose layout is always set (size included). */
+export interface FigureSpec extends PlotSpec {
   layout: Record<string, unknown>;
 }
 
@@ -178,7 +185,7 @@ function paperPanel(
 /** kNN points of one run from the curves table, sorted by step. */
 function knnCurve(curves: Record<string, unknown>[], runId: string) {
   return curves
-    .filter((c) => c.run_id === runId && c.kind === "knn")
+    .filter((c) => String(c.run_id) === runId && c.kind === "knn")
     .map((c) => ({ step: num(c.step), images: num(c.images), acc: num(c.top1) }))
     .sort((a, b) => a.step - b.step);
 }
@@ -186,7 +193,7 @@ function knnCurve(curves: Record<string, unknown>[], runId: string) {
 /** Per-step rows of one run from the curves table, sorted by step. */
 function stepRows(curves: Record<string, unknown>[], runId: string) {
   return curves
-    .filter((c) => c.run_id === runId && c.kind === "step")
+    .filter((c) => String(c.run_id) === runId && c.kind === "step")
     .map((c) => ({
       step: num(c.step),
       images: num(c.images),
@@ -387,6 +394,154 @@ export function gradientTraces(
   layout.shapes = shapes;
   layout.annotations = annotations;
   return { data, layout };
+}
+
+/** A suite's tables as a notebook holds them: `<suite>.csv` rows and `<suite>.curves.csv` rows. */
+export interface SuiteTables {
+  results: TableLike;
+  curves: TableLike;
+}
+
+/** The notebooks' compact layout (plotly's default size, legend below). */
+function notebookLayout(title: string, yaxis: Record<string, unknown>): Record<string, unknown> {
+  return {
+    title: { text: title },
+    xaxis: { title: { text: "training images seen" } },
+    yaxis,
+    margin: { t: 50, r: 30, b: 50, l: 60 },
+    legend: { orientation: "h", y: -0.2 },
+  };
+}
+
+/** A markers-only trace of points, with their texts as hover text when `hover`. */
+function markedPoints(
+  name: string,
+  points: { x: number; y: number; text?: string }[],
+  marker: Record<string, unknown>,
+  hover = false,
+): Trace {
+  const trace: Trace = {
+    type: "scatter",
+    mode: "markers",
+    name,
+    x: points.map((p) => p.x),
+    y: points.map((p) => p.y),
+  };
+  if (hover) trace.hovertext = points.map((p) => p.text);
+  trace.marker = marker;
+  return trace;
+}
+
+/**
+ * The notebooks' kNN monitor curves of a suite's runs (one line per run, named by `label`)
+ * against training images seen, with the bottom of every dip ({@link findDips}, `minDepth`
+ * points, default 1) marked by a red x.
+ *
+ * @example
+ * ```ts
+ * const spec = dipCurvesSpec(await suiteData("stability"), (r) => `batch ${r.batchSize}`);
+ * ```
+ */
+export function dipCurvesSpec(
+  data: SuiteTables,
+  label: (row: Record<string, unknown>) => string,
+  opts: { title?: string; minDepth?: number } = {},
+): PlotSpec {
+  const cur = rowsOf(data.curves);
+  const traces: Trace[] = [];
+  const dips: { x: number; y: number; text: string }[] = [];
+  for (const r of rowsOf(data.results)) {
+    const pts = knnCurve(cur, String(r.run_id));
+    if (pts.length === 0) continue;
+    const name = label(r);
+    traces.push({
+      type: "scatter",
+      mode: "lines+markers",
+      name,
+      x: pts.map((p) => p.images),
+      y: pts.map((p) => p.acc),
+      marker: { size: 4 },
+    });
+    for (const d of findDips(pts, { minDepth: opts.minDepth ?? 1 })) {
+      const at = pts.find((p) => p.step === d.bottomStep)!;
+      dips.push({ x: at.images, y: d.bottomAcc, text: `${name}: -${d.depth.toFixed(1)}` });
+    }
+  }
+  traces.push(
+    markedPoints(`dips (${dips.length})`, dips, { symbol: "x", size: 12, color: "#d00" }, true),
+  );
+  return {
+    data: traces,
+    layout: notebookLayout(opts.title ?? "kNN top-1 during training (x: dips)", {
+      title: { text: "kNN top-1 (%)" },
+    }),
+  };
+}
+
+/**
+ * The notebooks' gradient-norm traces of a suite's runs: the patch projection's (solid) and the
+ * last block's (dotted, same colour) against training images seen, log scale, with the patch
+ * projection's spikes ({@link gradientSpikes}, >= 3x its median) marked.
+ *
+ * @example
+ * ```ts
+ * const spec = gradientSpec(await suiteData("stability"), (r) => `lr ${r.baseLr}`);
+ * ```
+ */
+export function gradientSpec(
+  data: SuiteTables,
+  label: (row: Record<string, unknown>) => string,
+  opts: { title?: string } = {},
+): PlotSpec {
+  const cur = rowsOf(data.curves);
+  const traces: Trace[] = [];
+  const spikes: { x: number; y: number }[] = [];
+  rowsOf(data.results).forEach((r, i) => {
+    const pts = stepRows(cur, String(r.run_id));
+    if (pts.length === 0) return;
+    const color = COLORS[i % COLORS.length];
+    const x = pts.map((p) => p.images);
+    // One legend entry per run: the solid patch-projection line; its dotted last-block line
+    // toggles with it.
+    const group = String(r.run_id);
+    traces.push({
+      type: "scatter",
+      mode: "lines",
+      name: label(r),
+      legendgroup: group,
+      x,
+      y: pts.map((p) => p.grad_patch),
+      line: { color, width: 1.5 },
+    });
+    traces.push({
+      type: "scatter",
+      mode: "lines",
+      name: `${label(r)}: last block`,
+      legendgroup: group,
+      showlegend: false,
+      x,
+      y: pts.map((p) => p.grad_last_block),
+      line: { color, width: 1, dash: "dot" },
+    });
+    for (const sp of gradientSpikes(pts)) {
+      spikes.push({ x: x[pts.findIndex((t) => t.step === sp.step)], y: sp.value });
+    }
+  });
+  traces.push(
+    markedPoints(`spikes (${spikes.length})`, spikes, {
+      symbol: "circle-open",
+      size: 11,
+      color: "#d00",
+      line: { width: 2 },
+    }),
+  );
+  return {
+    data: traces,
+    layout: notebookLayout(opts.title ?? "gradient norms: patch projection vs last block", {
+      title: { text: "gradient norm" },
+      type: "log",
+    }),
+  };
 }
 
 const FRAMEWORK_LABEL: Record<string, string> = {
@@ -793,6 +948,49 @@ export function optimizerCurves(
 }
 
 /**
+ * Our results beside the paper's numbers: every run of the suite (its varied fields, kNN top-1,
+ * dips, parameters, MFLOPs) with the paper number whose `match` it satisfies, then the paper
+ * numbers no run matches. Ours are Fashion-MNIST kNN top-1, the paper's ImageNet linear top-1
+ * (or gains in points): read trends, not levels.
+ *
+ * @example
+ * ```ts
+ * const table = paperComparison("posemb", (await suiteData("posemb")).results);
+ * ```
+ */
+export function paperComparison(suite: string, results: TableLike): aq.ColumnTable {
+  const s = SUITES[suite];
+  if (!s) throw new Error(`paperComparison: unknown suite "${suite}"`);
+  const used = new Set<PaperNumber>();
+  const paperValue = (p: PaperNumber) => `${p.value}${p.unit === "points" ? " pts" : "%"}`;
+  const out: Record<string, unknown>[] = rowsOf(results).map((r) => {
+    const p = s.paper.find((q) => q.match && matches(r, q.match as Record<string, unknown>));
+    if (p) used.add(p);
+    return {
+      ...Object.fromEntries(s.fields.map((f) => [f, r[f]])),
+      "kNN top-1 (ours, %)": r.knn_top1,
+      dips: r.dips,
+      params: r.params,
+      MFLOPs: num(r.flops) / 1e6,
+      paper: p ? p.label : "",
+      [PAPER_NAME]: p ? paperValue(p) : "",
+    };
+  });
+  for (const p of s.paper.filter((q) => !used.has(q))) {
+    out.push({
+      ...Object.fromEntries(s.fields.map((f) => [f, ""])),
+      "kNN top-1 (ours, %)": null,
+      dips: null,
+      params: p.params ?? null,
+      MFLOPs: null,
+      paper: p.label + (p.note ? ` (${p.note})` : ""),
+      [PAPER_NAME]: paperValue(p),
+    });
+  }
+  return aq.from(out);
+}
+
+/**
  * Every figure the tables in `resultsDir` allow, by file name: `stability-curves`,
  * `stability-gradients`, `patch-projection`, `posemb`, `patch-size`, `scaling`, `optimizer`.
  * Suites without a table are left out. Under every title: `note(suite)`, by default the
@@ -837,52 +1035,10 @@ export async function buildFigures(
   return out;
 }
 
-/**
- * A spec as a Jupyter MIME bundle: `Deno.jupyter.display(mimeBundle(spec), { raw: true })`
- * shows it inline (the plotly renderer of JupyterLab / VS Code).
- */
-export function mimeBundle(spec: FigureSpec): Record<string, unknown> {
-  return { "application/vnd.plotly.v1+json": spec };
-}
-
-let plotlySource: string | undefined;
-
-/** The plotly.js bundle's source (read once from the `plotly.js-dist` package). */
-export function plotlyJs(): string {
-  if (plotlySource === undefined) {
-    const path = createRequire(import.meta.url).resolve("plotly.js-dist/plotly.js");
-    plotlySource = Deno.readTextFileSync(path);
-  }
-  return plotlySource;
-}
-
-/** A self-contained HTML page that draws `spec` (plotly.js inlined, no external script). */
-export function figureHtml(spec: FigureSpec, title = "figure"): string {
-  const w = num(spec.layout.width ?? WIDTH), h = num(spec.layout.height ?? HEIGHT);
-  // "<" escaped so that no string in the spec can close the script element.
-  const json = JSON.stringify(spec).replaceAll("<", "\\u003c");
-  const safeTitle = title.replace(/[<>&"]/g, (c) => `&#${c.charCodeAt(0)};`);
-  return `<!doctype html>
-<html><head><meta charset="utf-8"><title>${safeTitle}</title>
-<script>${plotlyJs()}</script>
-</head><body style="margin:0;background:#fff">
-<div id="figure" style="width:${w}px;height:${h}px"></div>
-<script>
-const spec = ${json};
-Plotly.newPlot("figure", spec.data, spec.layout, { displaylogo: false, displayModeBar: false, responsive: false });
-</script>
-</body></html>
-`;
-}
-
-/** Options of {@link writeFigure}. */
-export interface WriteFigureOptions {
+/** Options of {@link writeFigure}: whether to write a PNG, and how to render it. */
+export interface WriteFigureOptions extends Omit<RenderOptions, "width" | "height"> {
   /** Also write a PNG with headless Chromium. Default true. */
   png?: boolean;
-  /** Chromium executable. Default `$CHROMIUM` or `chromium`. */
-  chromium?: string;
-  /** Seconds before the screenshot is abandoned. Default 90. */
-  timeoutSeconds?: number;
 }
 
 /** What {@link writeFigure} wrote. */
@@ -896,8 +1052,8 @@ export interface WrittenFigure {
 
 /**
  * Writes `<outDir>/<name>.html` (self-contained: plotly.js inlined) and, unless `png: false`,
- * `<outDir>/<name>.png` by screenshotting that page with headless Chromium at the layout's size.
- * Without Chromium the HTML is still written and `warning` says what to install.
+ * `<outDir>/<name>.png` rendered by headless Chromium at the layout's size (both through
+ * `render.ts`). Without Chromium the HTML is still written and `warning` says what to install.
  *
  * @example
  * ```ts
@@ -914,60 +1070,13 @@ export async function writeFigure(
     throw new Error(`writeFigure: the name "${name}" must be a plain file name (letters, -, _)`);
   }
   await Deno.mkdir(outDir, { recursive: true });
-  const title = String((spec.layout.title as { text?: string } | undefined)?.text ?? name);
   const html = `${outDir}/${name}.html`;
-  await Deno.writeTextFile(html, figureHtml(spec, title));
+  await Deno.writeTextFile(html, figureHtml(spec, figureTitle(spec, name)));
   if (opts.png === false) return { html };
   const png = `${outDir}/${name}.png`;
-  const warning = await screenshot(html, png, spec, opts);
-  return warning ? { html, warning } : { html, png };
-}
-
-/** Screenshots an HTML file with headless Chromium; returns a warning instead of throwing. */
-async function screenshot(
-  html: string,
-  png: string,
-  spec: FigureSpec,
-  opts: WriteFigureOptions,
-): Promise<string | undefined> {
-  const chromium = opts.chromium ?? Deno.env.get("CHROMIUM") ?? "chromium";
-  const w = Math.round(num(spec.layout.width ?? WIDTH));
-  const h = Math.round(num(spec.layout.height ?? HEIGHT));
-  const abs = (p: string) => (p.startsWith("/") ? p : `${Deno.cwd()}/${p}`);
-  const profile = await Deno.makeTempDir({ prefix: "vitssl-chromium-" });
-  try {
-    await Deno.remove(png).catch(() => {});
-    const cmd = new Deno.Command(chromium, {
-      args: [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        `--user-data-dir=${profile}`,
-        `--window-size=${w},${h}`,
-        "--hide-scrollbars",
-        "--virtual-time-budget=5000",
-        `--screenshot=${abs(png)}`,
-        `file://${abs(html)}`,
-      ],
-      stdout: "null",
-      stderr: "piped",
-      signal: AbortSignal.timeout((opts.timeoutSeconds ?? 90) * 1000),
-    });
-    const out = await cmd.output();
-    const ok = await Deno.stat(png).then((s) => s.size > 0).catch(() => false);
-    if (!out.success || !ok) {
-      const err = new TextDecoder().decode(out.stderr).trim().split("\n").slice(-3).join(" | ");
-      return `${chromium} did not write ${png} (exit ${out.code}: ${err}); the HTML is written`;
-    }
-    return undefined;
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) {
-      return `no PNG for ${html}: Chromium ("${chromium}") is not installed. Install it ` +
-        "(apt-get install chromium), set CHROMIUM to its path, or pass --no-png; the HTML is written";
-    }
-    return `no PNG for ${html}: ${(e as Error).message}; the HTML is written`;
-  } finally {
-    await Deno.remove(profile, { recursive: true }).catch(() => {});
-  }
+  await Deno.remove(png).catch(() => {});
+  const r = await renderPng(spec, opts);
+  if (!r.png) return { html, warning: `${r.warning}; ${html} is written (--no-png skips PNGs)` };
+  await Deno.writeFile(png, r.png);
+  return { html, png };
 }

@@ -21,6 +21,7 @@ export interface ToolStatus {
 }
 
 import { quietWaylandProbe } from "../../lib/backend.ts";
+import { findChromium } from "../../lib/viz/render.ts";
 
 const CI = Deno.env.get("CI") === "true";
 
@@ -42,9 +43,12 @@ export async function commandStatus(cmd: string, args: string[]): Promise<ToolSt
   }
 }
 
-/** The Chromium that figures render with (`$VITSSL_CHROMIUM`, else `chromium` on PATH). */
+/** The Chromium that figures render with (the renderer's own lookup, `findChromium`). */
 export function chromiumStatus(): Promise<ToolStatus> {
-  return commandStatus(Deno.env.get("VITSSL_CHROMIUM") ?? "chromium", ["--version"]);
+  const path = findChromium();
+  return path
+    ? commandStatus(path, ["--version"])
+    : Promise.resolve({ ok: false, why: "Chromium is not installed" });
 }
 
 /** Whether a WebGPU adapter (a Vulkan driver; Mesa's lavapipe counts) is available. */

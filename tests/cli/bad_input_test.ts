@@ -21,12 +21,14 @@ import { main as evalMain } from "../../lib/cli/eval.ts";
 import { RESULT_COLUMNS } from "../../lib/eval/results.ts";
 import { logSteps, spawnPretrain } from "../_helpers/pretrain_child.ts";
 import { requireTool, smallDisk, smallDiskStatus } from "../_helpers/system_tools.ts";
+import { removeOnUnload } from "../_helpers/temp.ts";
 
 const ROOT = new URL("../..", import.meta.url).pathname;
 const CLI = new URL("../../lib/cli/pretrain.ts", import.meta.url).pathname;
 const SMOKE = ["--preset", "smoke", "--backend", "wasm", "--no-final-knn"];
 
 const dirs: string[] = [];
+removeOnUnload(dirs);
 async function tempDir(): Promise<string> {
   const d = await Deno.makeTempDir({ prefix: "vitssl_bad_input_" });
   dirs.push(d);
@@ -495,8 +497,4 @@ Deno.test({
       await disk.close();
     }
   },
-});
-
-Deno.test("bad input: cleanup", async () => {
-  for (const d of dirs) await Deno.remove(d, { recursive: true }).catch(() => {});
 });

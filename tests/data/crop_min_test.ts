@@ -9,7 +9,7 @@ import { parseFlags } from "../../lib/cli/args.ts";
 import { FIELDS, type PretrainConfig } from "../../lib/train/config.ts";
 import { createRng } from "../../lib/core/rng.ts";
 import { pretrain, pretrainAugmentConfig, resolveConfig } from "../../lib/train/pretrain.ts";
-import { ConfigError } from "../../lib/model/vit.ts";
+import { ConfigError } from "../../lib/core/errors.ts";
 
 const SIZE = 28;
 const STATS = { mean: [0.5], std: [0.5] };

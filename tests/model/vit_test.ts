@@ -11,7 +11,6 @@ import { initBackend } from "../../lib/backend.ts";
 import { webgpuStatus } from "../_helpers/system_tools.ts";
 import { createRng, type Rng } from "../../lib/core/rng.ts";
 import {
-  ConfigError,
   countParams,
   createViT,
   disposeViT,
@@ -25,6 +24,7 @@ import {
   vitFlops,
   vitForward,
 } from "../../lib/model/vit.ts";
+import { ConfigError } from "../../lib/core/errors.ts";
 import { maxAbsDiff } from "../_helpers/numeric.ts";
 
 // ---------------------------------------------------------------------------------------------

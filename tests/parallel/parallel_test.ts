@@ -9,16 +9,15 @@ import * as tf from "@tensorflow/tfjs-core";
 import { assert, assertAlmostEquals, assertEquals, assertRejects } from "@std/assert";
 import { initBackend } from "../../lib/backend.ts";
 import {
-  contrastiveLoss,
   createMoCo,
   disposeMoCo,
   type MoCo,
   mocoState,
   mocoStep,
   mocoTrainable,
-  momentumTargets,
-  onlineGrads,
 } from "../../lib/methods/mocov3.ts";
+import { ctr } from "../../lib/methods/losses.ts";
+import { momentumEmbed, momentumUpdate } from "../../lib/methods/two_view.ts";
 import {
   applyGradients,
   createOptimizerState,
@@ -27,6 +26,7 @@ import {
   optimizerStateTensors,
 } from "../../lib/train/optim.ts";
 import { createDataParallel, type DataParallelState } from "../../lib/parallel/mod.ts";
+import { createFramework } from "../../lib/methods/mod.ts";
 import { createRng } from "../../lib/core/rng.ts";
 import { pretrain, resolveConfig } from "../../lib/train/pretrain.ts";
 import { readSafetensors, toFloat32 } from "../../lib/io/safetensors.ts";
@@ -78,7 +78,7 @@ function assertSameState(a: DataParallelState, b: DataParallelState, what: strin
   }
 }
 
-Deno.test("contrastiveLoss with a label offset matches CE against gathered keys by hand", () => {
+Deno.test("ctr with a label offset matches CE against gathered keys by hand", () => {
   const rng = createRng(3);
   const B = 3, K = 7, C = 5, T = 0.2, offset = 4;
   const q = Array.from({ length: B }, () => Array.from({ length: C }, () => rng.normal()));
@@ -91,12 +91,12 @@ Deno.test("contrastiveLoss with a label offset matches CE against gathered keys 
     ce += mx + Math.log(logits.reduce((s, l) => s + Math.exp(l - mx), 0)) - logits[offset + i];
   }
   const expected = (ce / B) * 2 * T;
-  const loss = contrastiveLoss(tf.tensor2d(q), tf.tensor2d(k), T, offset);
+  const loss = ctr(tf.tensor2d(q), tf.tensor2d(k), T, offset);
   assertAlmostEquals(loss.dataSync()[0], expected, 1e-5);
   loss.dispose();
   let msg = "";
   try {
-    contrastiveLoss(tf.tensor2d(q), tf.tensor2d(k), T, 5);
+    ctr(tf.tensor2d(q), tf.tensor2d(k), T, 5);
   } catch (e) {
     msg = (e as Error).message;
   }
@@ -134,7 +134,7 @@ Deno.test("one worker equals mocoStep + applyGradients exactly over two steps", 
 
 Deno.test("two workers: mean of per-shard losses and gradients against all keys; copies identical", async () => {
   const n0 = tf.memory().numTensors;
-  const N = 2, B = 8, b = B / N, T = heads.temperature;
+  const N = 2, B = 8, b = B / N;
   const dp = await createDataParallel({ workers: N, vit, moco: heads, optimizer, seed: 7 });
   const model = createMoCo(vit, heads, 7);
   try {
@@ -143,11 +143,16 @@ Deno.test("two workers: mean of per-shard losses and gradients against all keys;
     // Reference: the EMA update once (shard 1 then uses m = 1, which keeps the encoder as is),
     // keys of each shard, then each shard's loss against all keys, with its own BN statistics.
     const shards = [0, 1].map((w) => [x1, x2].map((x) => x.slice(w * b, b)) as tf.Tensor4D[]);
-    const keys = shards.map(([s1, s2], w) => momentumTargets(model, s1, s2, w === 0 ? M : 1));
+    momentumUpdate(model, M);
+    const keys = shards.map(([s1, s2]) => [momentumEmbed(model, s1), momentumEmbed(model, s2)]);
     const k1 = tf.concat(keys.map((k) => k[0])) as tf.Tensor2D;
     const k2 = tf.concat(keys.map((k) => k[1])) as tf.Tensor2D;
+    // Each shard's step with the keys of both shards (momentum 1: the encoder stays as updated).
     const perShard = shards.map(([s1, s2], w) =>
-      onlineGrads(model, s1, s2, k1, k2, (q, k) => contrastiveLoss(q, k, T, w * b))
+      mocoStep(model, s1, s2, {
+        momentum: 1,
+        gather: () => ({ all: [k1.clone(), k2.clone()], offset: w * b }),
+      })
     );
     const refLoss = perShard.reduce((s, p) => s + p.loss.dataSync()[0], 0) / N;
     assertAlmostEquals(r.loss, refLoss, 1e-5);
@@ -263,15 +268,63 @@ Deno.test("pretrain with 2 workers: runs, checkpoints, and a resumed run equals 
   }
 });
 
-Deno.test("pretrain refuses workers > 1 for other frameworks and indivisible batches", async () => {
+Deno.test("pretrain with 2 workers runs SimCLR and BYOL; an indivisible batch is refused", async () => {
   const root = await Deno.makeTempDir({ prefix: "vitssl-parallel-" });
   try {
-    const simclr = { ...smoke(`${root}/a`, 1), framework: "simclr" as const };
-    await assertRejects(() => pretrain(simclr, quiet), Error, "mocov3 only");
+    for (const framework of ["simclr", "byol"] as const) {
+      const lines: string[] = [];
+      const cfg = { ...smoke(`${root}/${framework}`, 3), framework };
+      const res = await pretrain(cfg, { print: (l) => lines.push(l) });
+      assertEquals(res.steps, 3);
+      assert(lines.some((l) => /data-parallel: 2 workers/.test(l)), lines.join("\n"));
+      const rows = (await Deno.readTextFile(`${root}/${framework}/log.csv`)).trim().split("\n");
+      assertEquals(rows.length, 4, "header and 3 steps");
+      assert(rows.slice(1).every((r) => Number.isFinite(Number(r.split(",")[2]))), "finite losses");
+      const names = Object.keys(await checkpointOf(`${root}/${framework}`));
+      assertEquals(names.some((n) => n.startsWith("momentum_encoder.")), framework === "byol");
+    }
     const odd = { ...smoke(`${root}/b`, 1, 3) };
     await assertRejects(() => pretrain(odd, quiet), Error, "multiple of --workers");
   } finally {
     await Deno.remove(root, { recursive: true });
+  }
+});
+
+Deno.test("two workers of SimCLR and BYOL: the mean of each shard's own step", async () => {
+  const N = 2, B = 8, b = B / N;
+  for (const framework of ["simclr", "byol"] as const) {
+    const n0 = tf.memory().numTensors;
+    const dp = await createDataParallel({ workers: N, framework, vit, heads, optimizer, seed: 5 });
+    const model = createFramework(framework, vit, heads, 5);
+    try {
+      const x1 = images(B, 3), x2 = images(B, 4);
+      const r = await dp.step(x1, x2, { lr: LR, momentum: M });
+      // Reference: each shard's step on one model; the target's EMA once (then m = 1 keeps it).
+      const shards = [0, 1].map((w) => [x1, x2].map((x) => x.slice(w * b, b)) as tf.Tensor4D[]);
+      const perShard = shards.map(([s1, s2], w) =>
+        model.step(s1, s2, { momentum: w === 0 ? M : 1 })
+      );
+      const refLoss = perShard.reduce((sum, p) => sum + p.loss.dataSync()[0], 0) / N;
+      assertAlmostEquals(r.loss, refLoss, 1e-5);
+      const mean = dp.lastGradients();
+      assertEquals(Object.keys(mean).sort(), Object.keys(perShard[0].grads).sort());
+      for (const name of Object.keys(mean)) {
+        const g0 = perShard[0].grads[name].dataSync(), g1 = perShard[1].grads[name].dataSync();
+        const ref = g0.map((v, i) => (v + g1[i]) / 2);
+        const tol = 1e-5 * Math.max(1, maxAbs(ref));
+        assert(maxAbsDiff(mean[name], ref) <= tol, `${framework} ${name}`);
+      }
+      tf.dispose([
+        x1,
+        x2,
+        ...shards.flat(),
+        ...perShard.flatMap((p) => [p.loss, ...Object.values(p.grads)]),
+      ]);
+    } finally {
+      dp.close();
+      model.dispose();
+    }
+    assertEquals(tf.memory().numTensors, n0, framework);
   }
 });
 

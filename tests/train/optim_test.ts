@@ -14,6 +14,7 @@ import {
   optimizerStateTensors,
   scaledLr,
 } from "../../lib/train/optim.ts";
+import { fastPathCalls, registerFastPaths } from "../../lib/model/fused.ts";
 
 await initBackend({ backend: "cpu" });
 
@@ -429,6 +430,49 @@ Deno.test("adamw: a fixed, small number of kernels per parameter", async () => {
   assert(info.kernels.length <= 2 * 15, `${info.kernels.length} kernels for 2 params`);
   disposeAll(params, grads);
   disposeOptimizerState(state);
+});
+
+Deno.test("adamw: a backend's fused AdamW is used (and only for adamw), with its coefficients", () => {
+  const seen: Record<string, number | boolean>[] = [];
+  try {
+    // A stand-in fused kernel whose outputs are visibly not an Adam step.
+    registerFastPaths("cpu", {
+      adamw: (p, _g, _m, _v, c) => {
+        seen.push({ ...c });
+        return [tf.fill(p.shape, 7), tf.fill(p.shape, 8), tf.fill(p.shape, 9)];
+      },
+    });
+    for (const name of ["adamw", "lamb", "sgd"] as const) {
+      const params = makeParams({ w: [1, 2] }, { w: [2] });
+      const cfg: OptimizerConfig = { name, weightDecay: 0.1 };
+      const state = createOptimizerState(cfg, params);
+      const grads = makeGrads({ w: [0.5, -0.5] }, { w: [2] });
+      const before = fastPathCalls().adamw;
+      applyGradients(params, grads, state, cfg, 0.01);
+      const fused = name === "adamw";
+      assertEquals(fastPathCalls().adamw, before + (fused ? 1 : 0));
+      assertEquals(Array.from(params.w.dataSync()).every((v) => v === 7), fused);
+      if (fused) {
+        assertEquals(Array.from(state.slots["exp_avg/w"].dataSync()), [8, 8]);
+        assertEquals(Array.from(state.slots["exp_avg_sq/w"].dataSync()), [9, 9]);
+      }
+      disposeAll(params, grads);
+      disposeOptimizerState(state);
+    }
+  } finally {
+    registerFastPaths("cpu", {});
+  }
+  // Step 1, betas (0.9, 0.999), lr 0.01, wd 0.1: the coefficients of torch.optim.AdamW.
+  assertEquals(seen.length, 1);
+  const c = seen[0];
+  assertAlmostEquals(c.c1m as number, 0.1, 1e-15);
+  assertAlmostEquals(c.b2 as number, 0.999, 1e-15);
+  assertAlmostEquals(c.c2 as number, 0.001, 1e-15);
+  assertAlmostEquals(c.sbc2 as number, Math.sqrt(0.001), 1e-15);
+  assertAlmostEquals(c.decay as number, 1 - 0.01 * 0.1, 1e-15);
+  assertAlmostEquals(c.step as number, 0.01 / 0.1, 1e-12);
+  assertEquals(c.eps, 1e-8);
+  assertEquals(c.hasDecay, true);
 });
 
 Deno.test("applyGradients: errors name the problem", () => {

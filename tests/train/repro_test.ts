@@ -16,12 +16,14 @@ import { createRng } from "../../lib/core/rng.ts";
 import { readSafetensors } from "../../lib/io/safetensors.ts";
 import { type LogRow, pretrain, resolveConfig } from "../../lib/train/pretrain.ts";
 import { main } from "../../lib/cli/pretrain.ts";
+import { removeOnUnload } from "../_helpers/temp.ts";
 
 const ROOT = new URL("../..", import.meta.url).pathname;
 /** Steps per run: the cpu backend is about 20x slower than wasm, so its runs are shorter. */
 const STEPS = { wasm: 6, cpu: 2 };
 const quiet = { print: () => {} };
 const dirs: string[] = [];
+removeOnUnload(dirs);
 async function tempDir(): Promise<string> {
   const d = await Deno.makeTempDir({ prefix: "vitssl_repro_" });
   dirs.push(d);
@@ -187,8 +189,4 @@ Deno.test("repro: config.json records versions and the resolved config; --config
   );
   const repeated = JSON.parse(await Deno.readTextFile(`${b}/config.json`)).config;
   assertEquals({ ...repeated, outDir: "" }, { ...json.config, outDir: "" });
-});
-
-Deno.test("repro: cleanup", async () => {
-  for (const d of dirs) await Deno.remove(d, { recursive: true }).catch(() => {});
 });

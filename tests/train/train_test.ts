@@ -32,6 +32,7 @@ import {
   resolveConfig,
 } from "../../lib/train/pretrain.ts";
 import { main } from "../../lib/cli/pretrain.ts";
+import { removeOnUnload } from "../_helpers/temp.ts";
 
 const BACKEND = "wasm" as const;
 /** The repository root and the CLI script, whatever the working directory. */
@@ -124,6 +125,7 @@ function smokeLr(step: number): number {
 }
 
 const tmpDirs: string[] = [];
+removeOnUnload(tmpDirs);
 async function tempDir(): Promise<string> {
   const d = await Deno.makeTempDir({ prefix: "vitssl_train_test_" });
   tmpDirs.push(d);
@@ -469,10 +471,4 @@ Deno.test("CLI: SIGKILL after a checkpoint, then --resume, ends as an uninterrup
   assertSameRows(knnRows, await readCsv(`${whole}/knn.csv`), "knn.csv");
   await assertSameTensors(ckpt, `${whole}/checkpoint.safetensors`);
   await assertSameTensors(`${killed}/backbone.safetensors`, `${whole}/backbone.safetensors`);
-});
-
-// ---------- cleanup ----------
-
-Deno.test("cleanup: remove the temp run directories", async () => {
-  for (const d of tmpDirs) await Deno.remove(d, { recursive: true }).catch(() => {});
 });

@@ -1,10 +1,14 @@
+import * as aq from "arquero";
 import { assert, assertEquals, assertStringIncludes } from "@std/assert";
 import { chromiumStatus, requireTool } from "../_helpers/system_tools.ts";
+import { figureHtml } from "../../lib/viz/render.ts";
 import {
-  figureHtml,
+  dipCurvesSpec,
+  gradientSpec,
   gradientTraces,
   mimeBundle,
   PAPER_NAME,
+  paperComparison,
   patchProjectionBars,
   patchSizeFigure,
   posembBars,
@@ -171,6 +175,54 @@ Deno.test("patchSizeFigure and scalingFigure: FLOPs and params on the axes", () 
   assertEquals((sc.layout.xaxis as { type: string }).type, "log");
 });
 
+Deno.test("paperComparison: each run beside the paper number it matches, then the rest", () => {
+  const results = aq.from([
+    { run_id: "a", posEmb: "sincos", pool: "cls", knn_top1: 70, dips: 0, params: 10, flops: 2e6 },
+    { run_id: "b", posEmb: "none", pool: "cls", knn_top1: 60, dips: 1, params: 9, flops: 2e6 },
+  ]);
+  const rows = paperComparison("posemb", results).objects() as Record<string, unknown>[];
+  assertEquals(rows.length, 4); // 2 runs + learned and mean-pool paper rows without a run
+  assertEquals(rows[0].paper, "sin-cos");
+  assertEquals(rows[0]["paper (ImageNet)"], "76.5%");
+  assertEquals(rows[0].MFLOPs, 2);
+  assertEquals(rows[1].paper, "none");
+  assertEquals(rows[1]["paper (ImageNet)"], "74.9%");
+  assertEquals(rows.slice(2).map((r) => r["kNN top-1 (ours, %)"]), [null, null]);
+  assertStringIncludes(String(rows[2].paper), "learned");
+});
+
+Deno.test("dipCurvesSpec and gradientSpec: the notebooks' curves of a suite, dips and spikes marked", () => {
+  const results = aq.from([{ run_id: "r1", lr: 1 }, { run_id: "r2", lr: 2 }]);
+  // r1: peak 60 at step 2, bottom 55 at step 3, recovered to 59 at step 4 (a dip of 5 points).
+  const knn = [50, 60, 55, 59].map((top1, i) => ({
+    run_id: "r1",
+    kind: "knn",
+    step: i + 1,
+    images: (i + 1) * 100,
+    top1,
+  }));
+  // r2: gradients 1, 1, 6, 1 (median 1): a spike at step 2 (300 images).
+  const steps = [1, 1, 6, 1].map((g, step) => ({
+    run_id: "r2",
+    kind: "step",
+    step,
+    images: (step + 1) * 100,
+    grad_patch: g,
+    grad_last_block: 0.5,
+  }));
+  const curves = [...knn, ...steps]; // rows (aq.from would take the first row's columns only)
+  const dips = dipCurvesSpec({ results, curves }, (r) => `lr ${r.lr}`);
+  assertEquals(dips.data.map((d) => d.name), ["lr 1", "dips (1)"]); // r2 has no kNN points
+  assertEquals(dips.data[0].x, [100, 200, 300, 400]);
+  assertEquals([dips.data[1].x, dips.data[1].y], [[300], [55]]);
+  assertEquals(dips.data[1].hovertext, ["lr 1: -5.0"]);
+  const grads = gradientSpec({ results, curves }, (r) => `lr ${r.lr}`);
+  assertEquals(grads.data.map((d) => d.name), ["lr 2", "lr 2: last block", "spikes (1)"]);
+  assertEquals(grads.data[0].y, [1, 1, 6, 1]);
+  assertEquals([grads.data[2].x, grads.data[2].y], [[300], [6]]);
+  assertEquals((grads.layout?.yaxis as { type: string }).type, "log");
+});
+
 Deno.test("figureHtml / writeFigure: self-contained HTML, and a warning without Chromium", async () => {
   const spec = posembBars([{ run_id: "a", posEmb: "sincos", pool: "cls", knn_top1: 70 }]);
   const html = figureHtml(spec, "t");
@@ -183,6 +235,7 @@ Deno.test("figureHtml / writeFigure: self-contained HTML, and a warning without 
   try {
     const missing = await writeFigure(spec, "nochrome", dir, { chromium: "/nonexistent/chromium" });
     assert(missing.warning && missing.warning.includes("not installed"), missing.warning);
+    assertStringIncludes(missing.warning, `${dir}/nochrome.html is written`);
     assert((await Deno.stat(`${dir}/nochrome.html`)).size > 1_000_000, "plotly inlined");
     assertEquals(missing.png, undefined);
   } finally {

@@ -1,0 +1,331 @@
+/**
+ * libvitssl_native through Deno's FFI: finding and opening the shared library, and typed
+ * wrappers of its kernels (TypedArrays are passed without copies).
+ *
+ * The library is `libvitssl_native.linux-x86_64.so` beside this file (built by `build.sh` from
+ * `src/`); `VITSSL_NATIVE_LIB` names another file. {@link openNative} throws a
+ * {@link NativeLoadError} that says why it cannot load (another platform, no `--allow-ffi`, a
+ * missing or incompatible file), so callers can fall back to wasm.
+ *
+ * @example
+ * ```ts
+ * import { openNative } from "./ffi.ts";
+ * const lib = openNative();
+ * lib.setThreads(2);
+ * const c = new Float32Array(4);
+ * lib.bmm(new Float32Array([1, 2, 3, 4]), new Float32Array([1, 0, 0, 1]), c, 1, 2, 2, 2, false, false, 0, 0);
+ * console.log(c); // Float32Array [1, 2, 3, 4]
+ * ```
+ * @module
+ */
+
+/** The library cannot be opened here; the message says why and what to do. */
+export class NativeLoadError extends Error {
+  override name = "NativeLoadError";
+}
+
+/** The API version this module speaks (`vn_version()` of the library). */
+export const NATIVE_API_VERSION = 1;
+
+/** Instruction sets of the kernels, by the number `vn_isa` returns. */
+export const ISA_NAMES = ["base", "avx2", "avx512"] as const;
+/** An instruction set: `base` (SSE2), `avx2` (AVX2 + FMA) or `avx512`. */
+export type IsaName = typeof ISA_NAMES[number];
+
+/** Binary ops of {@link NativeLib.binary}, by code. */
+export const BINARY_OPS = {
+  add: 0,
+  sub: 1,
+  mul: 2,
+  div: 3,
+  max: 4,
+  min: 5,
+  sqdiff: 6,
+  pow: 7,
+} as const;
+/** Unary ops of {@link NativeLib.unary}, by code. */
+export const UNARY_OPS = {
+  neg: 0,
+  square: 1,
+  sqrt: 2,
+  rsqrt: 3,
+  relu: 4,
+  exp: 5,
+  abs: 6,
+  scale: 7,
+  step: 8,
+  reciprocal: 9,
+} as const;
+
+const B = "buffer", I = "i32", F = "f32", L = "i64";
+const SYMBOLS = {
+  vn_version: { parameters: [], result: I },
+  vn_isa_supported: { parameters: [], result: I },
+  vn_isa: { parameters: [], result: I },
+  vn_set_isa: { parameters: [I], result: I },
+  vn_set_threads: { parameters: [I], result: I },
+  vn_threads: { parameters: [], result: I },
+  vn_cpus: { parameters: [], result: I },
+  vn_bmm: { parameters: [B, B, B, I, I, I, I, I, I, L, L], result: "void" },
+  vn_attention: { parameters: [B, B, B, I, I, I, I, F], result: "void" },
+  vn_attention_grad: { parameters: [B, B, B, B, B, I, I, I, I, F], result: "void" },
+  vn_binary: { parameters: [I, B, B, B, B], result: "void" },
+  vn_unary: { parameters: [I, B, B, I, F], result: "void" },
+  vn_sum_rows: { parameters: [B, B, I, I, F], result: "void" },
+  vn_sum_cols: { parameters: [B, B, I, I, F], result: "void" },
+  vn_transpose: { parameters: [B, B, I, I, I, I], result: "void" },
+  vn_clip: { parameters: [B, B, I, F, F], result: "void" },
+  vn_gather_idx: { parameters: [B, B, I, B, B], result: "void" },
+  vn_dwconv: { parameters: [B, B, B, B], result: "void" },
+  vn_crop_and_resize: { parameters: [B, B, B, B, B, F], result: "void" },
+  vn_transpose_nd: { parameters: [B, B, I, B], result: "void" },
+  vn_copy_rows: { parameters: [B, I, B, I, I, I, I, I], result: "void" },
+  vn_layernorm: { parameters: [B, B, B, B, I, I, F], result: "void" },
+  vn_layernorm_grad: { parameters: [B, B, B, B, B, B, I, I, F], result: "void" },
+  vn_gelu: { parameters: [B, B, I], result: "void" },
+  vn_gelu_grad: { parameters: [B, B, B, I], result: "void" },
+  vn_adamw: {
+    parameters: [B, B, B, B, B, B, B, I, F, F, F, F, F, F, F, I],
+    result: "void",
+  },
+  vn_ema: { parameters: [B, B, B, I, F, F], result: "void" },
+} as const;
+
+/** A 4-byte TypedArray that the kernels read or write. */
+export type Buf = Float32Array | Int32Array;
+
+/** The kernels of the library (see `src/api.c`; sizes in elements). */
+export interface NativeLib {
+  /** Where the library was loaded from. */
+  path: string;
+  /** The instruction set in use, and the best one this CPU supports. */
+  isa(): IsaName;
+  isaSupported(): IsaName;
+  /** Uses `isa` (at most {@link NativeLib.isaSupported}); throws if the CPU lacks it. */
+  setIsa(isa: IsaName): void;
+  /** Runs kernels on `n` threads (the calling thread is one of them); returns the count. */
+  setThreads(n: number): number;
+  threads(): number;
+  /** Online processors. */
+  cpus(): number;
+  /** `c[b] = op(a[b]) @ op(b[b])` for b < batch, `a[b]` at `a + b * sa` (sa 0 broadcasts). */
+  bmm(
+    a: Buf,
+    b: Buf,
+    c: Buf,
+    batch: number,
+    m: number,
+    k: number,
+    n: number,
+    ta: boolean,
+    tb: boolean,
+    sa: number,
+    sb: number,
+  ): void;
+  attention(
+    qkv: Buf,
+    out: Buf,
+    probs: Buf,
+    batch: number,
+    T: number,
+    heads: number,
+    hd: number,
+    scale: number,
+  ): void;
+  attentionGrad(
+    dout: Buf,
+    dprobs: Buf,
+    qkv: Buf,
+    probs: Buf,
+    dqkv: Buf,
+    batch: number,
+    T: number,
+    heads: number,
+    hd: number,
+    scale: number,
+  ): void;
+  /** `out = a op b`; `meta` holds shape[4], a's strides[4], b's strides[4] (0 broadcasts). */
+  binary(op: number, a: Buf, b: Buf, out: Buf, meta: Int32Array): void;
+  unary(op: number, x: Buf, y: Buf, n: number, alpha: number): void;
+  /** `out[r] = sum_c x[r, c] / div` (a double accumulator). */
+  sumRows(x: Buf, out: Buf, rows: number, cols: number, div: number): void;
+  /** `out[c] = sum_r x[r, c] / div` (a double accumulator). */
+  sumCols(x: Buf, out: Buf, rows: number, cols: number, div: number): void;
+  /** `[batch, rows, cols, inner]` to `[batch, cols, rows, inner]`. */
+  transpose(src: Buf, dst: Buf, batch: number, rows: number, cols: number, inner: number): void;
+  /** `y = min(max(x, lo), hi)`, NaN kept. */
+  clip(x: Buf, y: Buf, n: number, lo: number, hi: number): void;
+  /** `out[i..] = src[sum_a idx_a[i_a]]`; `meta` = out shape, `idx` the per-axis offsets. */
+  gatherIdx(src: Buf, dst: Buf, rank: number, meta: Int32Array, idx: Int32Array): void;
+  /**
+   * Depthwise conv, NHWC, filter `[fh, fw, C, mult]`; `meta`: B, H, W, C, mult, fh, fw, oh, ow,
+   * strides h w, dilations h w, pad top left.
+   */
+  dwconv(x: Buf, f: Buf, y: Buf, meta: Int32Array): void;
+  /** Bilinear crop-and-resize; `meta`: B, H, W, C, boxes, crop h, crop w. */
+  cropAndResize(
+    img: Buf,
+    boxes: Buf,
+    ind: Int32Array,
+    out: Buf,
+    meta: Int32Array,
+    extrapolation: number,
+  ): void;
+  /** Any permutation: `meta` = out shape[rank], then the source stride of each out axis. */
+  transposeNd(src: Buf, dst: Buf, rank: number, meta: Int32Array): void;
+  /** For r < rows: `len` elements from `src[so + r * ss]` to `dst[dof + r * ds]`. */
+  copyRows(
+    src: Buf,
+    so: number,
+    dst: Buf,
+    dof: number,
+    rows: number,
+    len: number,
+    ss: number,
+    ds: number,
+  ): void;
+  layernorm(x: Buf, g: Buf, b: Buf, y: Buf, rows: number, d: number, eps: number): void;
+  layernormGrad(
+    dy: Buf,
+    x: Buf,
+    g: Buf,
+    dx: Buf,
+    dg: Buf,
+    db: Buf,
+    rows: number,
+    d: number,
+    eps: number,
+  ): void;
+  gelu(x: Buf, y: Buf, n: number): void;
+  geluGrad(dy: Buf, x: Buf, dx: Buf, n: number): void;
+  adamw(
+    p: Buf,
+    g: Buf,
+    m: Buf,
+    v: Buf,
+    p1: Buf,
+    m1: Buf,
+    v1: Buf,
+    n: number,
+    c1m: number,
+    b2: number,
+    c2: number,
+    sbc2: number,
+    eps: number,
+    decay: number,
+    step: number,
+    hasDecay: boolean,
+  ): void;
+  ema(t: Buf, s: Buf, t1: Buf, n: number, mom: number, oneMinus: number): void;
+}
+
+/** The file name of the committed library for this platform, or why there is none. */
+export function libraryName(
+  os: string = Deno.build.os,
+  arch: string = Deno.build.arch,
+): { name?: string; reason?: string } {
+  if (os === "linux" && arch === "x86_64") return { name: "libvitssl_native.linux-x86_64.so" };
+  return {
+    reason: `no native library for ${os}-${arch} (only linux-x86_64 is built; ` +
+      "build one with lib/backends/native/build.sh and set VITSSL_NATIVE_LIB)",
+  };
+}
+
+/** Where the library is looked for: `VITSSL_NATIVE_LIB`, else the committed file. */
+export function libraryPath(): string {
+  const env = Deno.env.get("VITSSL_NATIVE_LIB");
+  if (env) return env;
+  const { name, reason } = libraryName();
+  if (!name) throw new NativeLoadError(reason);
+  return new URL(`./${name}`, import.meta.url).pathname;
+}
+
+let opened: NativeLib | undefined;
+let openedPath: string | undefined;
+
+/**
+ * Opens the library (once per path; later calls return the same object). Throws
+ * {@link NativeLoadError} with the reason when it cannot.
+ */
+export function openNative(path?: string): NativeLib {
+  let where: string;
+  try {
+    where = path ?? libraryPath();
+  } catch (e) {
+    if (e instanceof NativeLoadError) throw e;
+    throw new NativeLoadError(`cannot read VITSSL_NATIVE_LIB: ${(e as Error).message}`);
+  }
+  if (opened && openedPath === where) return opened;
+  try {
+    Deno.statSync(where);
+  } catch (e) {
+    throw new NativeLoadError(
+      `the native library ${where} is missing (${(e as Error).message.split("\n")[0]}): ` +
+        "build it with `bash lib/backends/native/build.sh` (needs gcc)",
+    );
+  }
+  let dl: Deno.DynamicLibrary<typeof SYMBOLS>;
+  try {
+    dl = Deno.dlopen(where, SYMBOLS);
+  } catch (e) {
+    const msg = (e as Error).message.split("\n")[0];
+    const hint = e instanceof Deno.errors.NotCapable || /--allow-ffi|permission/i.test(msg)
+      ? "run Deno with --allow-ffi (or -A)"
+      : "rebuild it with `bash lib/backends/native/build.sh`";
+    throw new NativeLoadError(`cannot open the native library ${where} (${msg}): ${hint}`);
+  }
+  const s = dl.symbols;
+  const version = s.vn_version();
+  if (version !== NATIVE_API_VERSION) {
+    dl.close();
+    throw new NativeLoadError(
+      `the native library ${where} speaks API version ${version}, this vitssl needs ` +
+        `${NATIVE_API_VERSION}: rebuild it with \`bash lib/backends/native/build.sh\``,
+    );
+  }
+  const isaName = (i: number): IsaName => ISA_NAMES[i] ?? "base";
+  const lib: NativeLib = {
+    path: where,
+    isa: () => isaName(s.vn_isa()),
+    isaSupported: () => isaName(s.vn_isa_supported()),
+    setIsa(isa) {
+      if (s.vn_set_isa(ISA_NAMES.indexOf(isa)) < 0) {
+        throw new NativeLoadError(`this CPU has no ${isa} (best: ${lib.isaSupported()})`);
+      }
+    },
+    setThreads: (n) => s.vn_set_threads(n),
+    threads: () => s.vn_threads(),
+    cpus: () => s.vn_cpus(),
+    bmm: (a, b, c, batch, m, k, n, ta, tb, sa, sb) =>
+      s.vn_bmm(a, b, c, batch, m, k, n, ta ? 1 : 0, tb ? 1 : 0, BigInt(sa), BigInt(sb)),
+    attention: (qkv, out, probs, batch, T, heads, hd, scale) =>
+      s.vn_attention(qkv, out, probs, batch, T, heads, hd, scale),
+    attentionGrad: (dout, dprobs, qkv, probs, dqkv, batch, T, heads, hd, scale) =>
+      s.vn_attention_grad(dout, dprobs, qkv, probs, dqkv, batch, T, heads, hd, scale),
+    binary: (op, a, b, out, meta) => s.vn_binary(op, a, b, out, meta),
+    unary: (op, x, y, n, alpha) => s.vn_unary(op, x, y, n, alpha),
+    sumRows: (x, out, rows, cols, div) => s.vn_sum_rows(x, out, rows, cols, div),
+    sumCols: (x, out, rows, cols, div) => s.vn_sum_cols(x, out, rows, cols, div),
+    transpose: (src, dst, batch, rows, cols, inner) =>
+      s.vn_transpose(src, dst, batch, rows, cols, inner),
+    clip: (x, y, n, lo, hi) => s.vn_clip(x, y, n, lo, hi),
+    gatherIdx: (src, dst, rank, meta, idx) => s.vn_gather_idx(src, dst, rank, meta, idx),
+    dwconv: (x, f, y, meta) => s.vn_dwconv(x, f, y, meta),
+    cropAndResize: (img, boxes, ind, out, meta, ex) =>
+      s.vn_crop_and_resize(img, boxes, ind, out, meta, ex),
+    transposeNd: (src, dst, rank, meta) => s.vn_transpose_nd(src, dst, rank, meta),
+    copyRows: (src, so, dst, dof, rows, len, ss, ds) =>
+      s.vn_copy_rows(src, so, dst, dof, rows, len, ss, ds),
+    layernorm: (x, g, b, y, rows, d, eps) => s.vn_layernorm(x, g, b, y, rows, d, eps),
+    layernormGrad: (dy, x, g, dx, dg, db, rows, d, eps) =>
+      s.vn_layernorm_grad(dy, x, g, dx, dg, db, rows, d, eps),
+    gelu: (x, y, n) => s.vn_gelu(x, y, n),
+    geluGrad: (dy, x, dx, n) => s.vn_gelu_grad(dy, x, dx, n),
+    adamw: (p, g, m, v, p1, m1, v1, n, c1m, b2, c2, sbc2, eps, decay, step, hasDecay) =>
+      s.vn_adamw(p, g, m, v, p1, m1, v1, n, c1m, b2, c2, sbc2, eps, decay, step, hasDecay ? 1 : 0),
+    ema: (t, src, t1, n, mom, oneMinus) => s.vn_ema(t, src, t1, n, mom, oneMinus),
+  };
+  opened = lib;
+  openedPath = where;
+  return lib;
+}

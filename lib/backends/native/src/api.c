@@ -1,0 +1,346 @@
+// libvitssl_native: the exported C API that lib/backends/native/ffi.ts calls through Deno's FFI,
+// the thread pool, and the choice of instruction set.
+//
+// Every exported kernel takes the API lock (so calls from several Deno workers in one process
+// run one at a time), then runs the chosen instruction set's implementation, which splits its
+// work with vn_parallel. The pool has vn_set_threads(n) - 1 worker threads plus the caller; idle
+// workers spin briefly, then sleep on a futex.
+#define _GNU_SOURCE
+#include <limits.h>
+#include <linux/futex.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "vn.h"
+
+#define EXPORT __attribute__((visibility("default")))
+#define VN_VERSION 1
+#define MAXT 64
+
+extern const struct vn_impl vn_dense_avx512, vn_ops_avx512, vn_dense_avx2, vn_ops_avx2,
+    vn_dense_base, vn_ops_base;
+
+static pthread_mutex_t api_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_once_t once = PTHREAD_ONCE_INIT;
+static struct vn_impl impls[3];  // 0 base (SSE2), 1 AVX2 + FMA, 2 AVX-512
+static int isa_supported, isa;
+
+// ---------------------------------------------------------------------------------------------
+// Thread pool.
+// ---------------------------------------------------------------------------------------------
+static int nthreads = 1;
+// Pause loops an idle worker spins before it sleeps (VITSSL_NATIVE_SPIN; default 2000, tens of
+// microseconds: enough to catch the next kernel of a training step on an idle machine, short
+// enough that a worker on a busy machine sleeps instead of burning the time slice it needs).
+static int spins_before_sleep = 2000;
+static pthread_t workers[MAXT];
+static _Atomic unsigned gen;
+static _Atomic int sleepers, pending, next_task, quit;
+static unsigned start_gen;  // gen when the workers were started (no job runs meanwhile)
+static int job_ntasks;
+static vn_task job_fn;
+static void* job_ctx;
+
+static void futex_wait(_Atomic unsigned* addr, unsigned val) {
+  syscall(SYS_futex, addr, FUTEX_WAIT_PRIVATE, val, NULL, NULL, 0);
+}
+static void futex_wake(_Atomic unsigned* addr) {
+  syscall(SYS_futex, addr, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
+}
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  __asm__ volatile("yield");
+#endif
+}
+
+static void run_tasks(int tid) {
+  int t;
+  while ((t = atomic_fetch_add_explicit(&next_task, 1, memory_order_relaxed)) < job_ntasks)
+    job_fn(job_ctx, t, tid);
+}
+
+static void* worker_main(void* arg) {
+  int tid = (int)(intptr_t)arg;
+  unsigned seen = start_gen;
+  for (;;) {
+    unsigned g;
+    int spins = 0;
+    while ((g = atomic_load_explicit(&gen, memory_order_acquire)) == seen) {
+      if (++spins < spins_before_sleep) {
+        cpu_relax();
+      } else {
+        atomic_fetch_add(&sleepers, 1);
+        futex_wait(&gen, seen);
+        atomic_fetch_sub(&sleepers, 1);
+        spins = 0;
+      }
+    }
+    seen = g;
+    if (atomic_load(&quit)) return NULL;
+    run_tasks(tid);
+    atomic_fetch_sub_explicit(&pending, 1, memory_order_release);
+  }
+}
+
+void vn_parallel(int ntasks, vn_task fn, void* ctx) {
+  if (ntasks <= 0) return;
+  if (nthreads == 1 || ntasks == 1) {
+    for (int t = 0; t < ntasks; t++) fn(ctx, t, 0);
+    return;
+  }
+  job_ntasks = ntasks;
+  job_fn = fn;
+  job_ctx = ctx;
+  atomic_store(&next_task, 0);
+  atomic_store(&pending, nthreads - 1);
+  atomic_fetch_add(&gen, 1);
+  if (atomic_load(&sleepers) > 0) futex_wake(&gen);
+  run_tasks(0);
+  // A worker may be descheduled mid-task on a busy machine: spin a little, then yield the core.
+  for (int spins = 0; atomic_load_explicit(&pending, memory_order_acquire) > 0; spins++) {
+    if (spins < 2000) cpu_relax();
+    else sched_yield();
+  }
+}
+
+int vn_nthreads(void) { return nthreads; }
+
+static void stop_workers(void) {
+  if (nthreads <= 1) return;
+  atomic_store(&quit, 1);
+  atomic_fetch_add(&gen, 1);
+  futex_wake(&gen);
+  for (int i = 1; i < nthreads; i++) pthread_join(workers[i], NULL);
+  atomic_store(&quit, 0);
+  nthreads = 1;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scratch memory.
+// ---------------------------------------------------------------------------------------------
+static float* thread_buf[MAXT];
+static size_t thread_cap[MAXT];
+static float* shared_buf[4];
+static size_t shared_cap[4];
+
+static float* grow(float** buf, size_t* cap, size_t n) {
+  if (n > *cap) {
+    free(*buf);
+    size_t want = n + n / 4 + 1024;
+    void* p = NULL;
+    if (posix_memalign(&p, 64, want * sizeof(float))) abort();
+    *buf = p;
+    *cap = want;
+  }
+  return *buf;
+}
+
+float* vn_thread_scratch(int tid, size_t n) { return grow(&thread_buf[tid], &thread_cap[tid], n); }
+float* vn_shared_scratch(int slot, size_t n) { return grow(&shared_buf[slot], &shared_cap[slot], n); }
+
+// ---------------------------------------------------------------------------------------------
+// Instruction sets: the best one the CPU (and OS) supports, unless VITSSL_NATIVE_ISA
+// (base|avx2|avx512) asks for a lower one.
+// ---------------------------------------------------------------------------------------------
+static void init(void) {
+  const struct vn_impl* dense[3] = {&vn_dense_base, &vn_dense_avx2, &vn_dense_avx512};
+  const struct vn_impl* ops[3] = {&vn_ops_base, &vn_ops_avx2, &vn_ops_avx512};
+  for (int i = 0; i < 3; i++) {
+    impls[i] = *ops[i];
+    impls[i].bmm = dense[i]->bmm;
+    impls[i].attention = dense[i]->attention;
+    impls[i].attention_grad = dense[i]->attention_grad;
+  }
+  isa_supported = 0;
+#if defined(__x86_64__)
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) isa_supported = 1;
+  if (isa_supported == 1 && __builtin_cpu_supports("avx512f") &&
+      __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
+      __builtin_cpu_supports("avx512vl"))
+    isa_supported = 2;
+#endif
+  isa = isa_supported;
+  const char* spin = getenv("VITSSL_NATIVE_SPIN");
+  if (spin) spins_before_sleep = atoi(spin) < 0 ? 0 : atoi(spin);
+  const char* want = getenv("VITSSL_NATIVE_ISA");
+  if (want) {
+    int w = !strcmp(want, "base") ? 0 : !strcmp(want, "avx2") ? 1 : !strcmp(want, "avx512") ? 2 : -1;
+    if (w >= 0 && w < isa) isa = w;
+  }
+}
+
+static inline const struct vn_impl* lock(void) {
+  pthread_once(&once, init);
+  pthread_mutex_lock(&api_lock);
+  return &impls[isa];
+}
+static inline void unlock(void) { pthread_mutex_unlock(&api_lock); }
+
+/** The API version (ffi.ts refuses a library of another version). */
+EXPORT int vn_version(void) { return VN_VERSION; }
+
+/** The best instruction set this CPU supports: 0 base (SSE2), 1 AVX2 + FMA, 2 AVX-512. */
+EXPORT int vn_isa_supported(void) {
+  pthread_once(&once, init);
+  return isa_supported;
+}
+
+/** The instruction set in use. */
+EXPORT int vn_isa(void) {
+  pthread_once(&once, init);
+  return isa;
+}
+
+/** Uses instruction set `level` (see vn_isa_supported); returns it, or -1 if unsupported. */
+EXPORT int vn_set_isa(int level) {
+  lock();
+  int r = -1;
+  if (level >= 0 && level <= isa_supported) isa = r = level;
+  unlock();
+  return r;
+}
+
+/** Runs kernels on n threads (1 .. 64; the caller is one of them); returns the count. */
+EXPORT int vn_set_threads(int n) {
+  lock();
+  n = n < 1 ? 1 : n > MAXT ? MAXT : n;
+  if (n != nthreads) {
+    stop_workers();
+    start_gen = atomic_load(&gen);
+    int started = 1;
+    for (int i = 1; i < n; i++) {
+      if (pthread_create(&workers[i], NULL, worker_main, (void*)(intptr_t)i)) break;
+      started++;
+    }
+    nthreads = started;
+  }
+  n = nthreads;
+  unlock();
+  return n;
+}
+
+EXPORT int vn_threads(void) { return nthreads; }
+
+/** Online processors (sysconf), the default thread count. */
+EXPORT int vn_cpus(void) {
+  long n = sysconf(_SC_NPROCESSORS_ONLN);
+  return n < 1 ? 1 : (int)n;
+}
+
+#define CALL(expr)                     \
+  do {                                 \
+    const struct vn_impl* impl_ = lock(); \
+    impl_->expr;                       \
+    unlock();                          \
+  } while (0)
+
+/** C[b] = op(A[b]) @ op(B[b]), b < batch; A[b] at A + b * sa, B[b] at B + b * sb (0: shared). */
+EXPORT void vn_bmm(const float* A, const float* B, float* C, int batch, int m, int k, int n,
+                   int ta, int tb, int64_t sa, int64_t sb) {
+  CALL(bmm(A, B, C, batch, m, k, n, ta, tb, sa, sb));
+}
+
+/** out [B*T, D], probs [B, H, T, T] of multi-head self-attention from qkv [B*T, 3D]. */
+EXPORT void vn_attention(const float* qkv, float* out, float* probs, int B, int T, int H, int hd,
+                         float scale) {
+  CALL(attention(qkv, out, probs, B, T, H, hd, scale));
+}
+
+/** dqkv [B*T, 3D] from dout [B*T, D], dprobs and probs [B, H, T, T] and qkv. */
+EXPORT void vn_attention_grad(const float* dout, const float* dprobs, const float* qkv,
+                              const float* probs, float* dqkv, int B, int T, int H, int hd,
+                              float scale) {
+  CALL(attention_grad(dout, dprobs, qkv, probs, dqkv, B, T, H, hd, scale));
+}
+
+/** out = a op b with broadcasting; meta = shape[4], a strides[4], b strides[4]. */
+EXPORT void vn_binary(int op, const float* a, const float* b, float* out, const int32_t* meta) {
+  CALL(binary(op, a, b, out, meta));
+}
+
+/** y = op(x) elementwise (see ops.c for the ops). */
+EXPORT void vn_unary(int op, const float* x, float* y, int n, float alpha) {
+  CALL(unary(op, x, y, n, alpha));
+}
+
+/** out[r] = sum_c x[r, c] / div (a double accumulator). */
+EXPORT void vn_sum_rows(const float* x, float* out, int rows, int cols, float div) {
+  CALL(sum_rows(x, out, rows, cols, div));
+}
+
+/** out[c] = sum_r x[r, c] / div (a double accumulator). */
+EXPORT void vn_sum_cols(const float* x, float* out, int rows, int cols, float div) {
+  CALL(sum_cols(x, out, rows, cols, div));
+}
+
+/** [batch, rows, cols, inner] to [batch, cols, rows, inner] (any 4-byte elements). */
+EXPORT void vn_transpose(const float* src, float* dst, int batch, int rows, int cols, int inner) {
+  CALL(transpose(src, dst, batch, rows, cols, inner));
+}
+
+/** Any permutation of up to 8 axes: meta = out shape[rank], source strides per out axis. */
+EXPORT void vn_transpose_nd(const float* src, float* dst, int rank, const int32_t* meta) {
+  CALL(transpose_nd(src, dst, rank, meta));
+}
+
+/** For r < rows: len elements from src + so + r * ss to dst + do + r * ds (4-byte elements). */
+EXPORT void vn_copy_rows(const float* src, int so, float* dst, int dof, int rows, int len, int ss,
+                         int ds) {
+  CALL(copy_rows(src + so, dst + dof, rows, len, ss, ds));
+}
+
+/** y = clip(x, lo, hi) (NaN kept). */
+EXPORT void vn_clip(const float* x, float* y, int n, float lo, float hi) {
+  CALL(clip(x, y, n, lo, hi));
+}
+
+/** out[i..] = src[sum_a idx_a[i_a]]: per-axis source offsets (see ops.c). */
+EXPORT void vn_gather_idx(const float* src, float* dst, int rank, const int32_t* meta,
+                          const int32_t* idx) {
+  CALL(gather_idx(src, dst, rank, meta, idx));
+}
+
+/** Depthwise 2D convolution, NHWC (meta: see ops.c). */
+EXPORT void vn_dwconv(const float* x, const float* f, float* y, const int32_t* meta) {
+  CALL(dwconv(x, f, y, meta));
+}
+
+/** Bilinear crop-and-resize of NHWC images (meta: see ops.c). */
+EXPORT void vn_crop_and_resize(const float* img, const float* boxes, const int32_t* ind,
+                               float* out, const int32_t* meta, float extrapolation) {
+  CALL(crop_and_resize(img, boxes, ind, out, meta, extrapolation));
+}
+
+EXPORT void vn_layernorm(const float* x, const float* g, const float* b, float* y, int rows, int d,
+                         float eps) {
+  CALL(layernorm(x, g, b, y, rows, d, eps));
+}
+
+EXPORT void vn_layernorm_grad(const float* dy, const float* x, const float* g, float* dx,
+                              float* dg, float* db, int rows, int d, float eps) {
+  CALL(layernorm_grad(dy, x, g, dx, dg, db, rows, d, eps));
+}
+
+EXPORT void vn_gelu(const float* x, float* y, int n) { CALL(gelu(x, y, n)); }
+
+EXPORT void vn_gelu_grad(const float* dy, const float* x, float* dx, int n) {
+  CALL(gelu_grad(dy, x, dx, n));
+}
+
+EXPORT void vn_adamw(const float* p, const float* g, const float* m, const float* v, float* p1,
+                     float* m1, float* v1, int n, float c1m, float b2, float c2, float sbc2,
+                     float eps, float decay, float step, int has_decay) {
+  CALL(adamw(p, g, m, v, p1, m1, v1, n, c1m, b2, c2, sbc2, eps, decay, step, has_decay));
+}
+
+EXPORT void vn_ema(const float* t, const float* s, float* t1, int n, float mom, float one_minus) {
+  CALL(ema(t, s, t1, n, mom, one_minus));
+}

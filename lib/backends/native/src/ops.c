@@ -1,0 +1,782 @@
+// Elementwise kernels, reductions, copies, LayerNorm, GELU, AdamW and EMA of libvitssl_native,
+// compiled once per instruction set (see vn.h) with FMA contraction off, so that every
+// elementwise result is the correctly rounded float32 of each operation, as tfjs's own kernels.
+//
+// Work is split in fixed chunks (CHUNK elements, or rows) that do not depend on the thread
+// count, and an element's arithmetic does not depend on where its chunk starts: tails go through
+// the same vector code on a padded copy. Reductions over rows are summed per fixed chunk of rows
+// and the chunk partials added in order, so every result is bit-identical for any thread count.
+#include <math.h>
+#include <string.h>
+
+#include "vn.h"
+
+// Work per task: at least CHUNK elements (or rows of about that many elements), so that small
+// ops run in the calling thread alone (each parallel region costs a wake-up, and on a busy
+// machine a descheduled worker holding a task stalls the region).
+#define CHUNK 131072
+#define ROWS 32
+static inline int rows_per_task(int d) {
+  int r = CHUNK / (d > 0 ? d : 1);
+  return r < ROWS ? ROWS : r;
+}
+
+static inline int chunks(int64_t n, int64_t c) { return (int)((n + c - 1) / c); }
+
+// Runs vec(x..) over [lo, hi) in vectors of VL; the tail through padded copies (of up to four
+// input streams), so each element gets the same arithmetic wherever it lies.
+#define ELEMENTWISE(lo, hi, NIN, INS, OUTS, NOUT, BODY)                        \
+  do {                                                                           \
+    int64_t i_ = (lo);                                                           \
+    for (; i_ + VL <= (hi); i_ += VL) {                                          \
+      const int64_t at = i_;                                                     \
+      BODY                                                                       \
+    }                                                                            \
+    if (i_ < (hi)) {                                                             \
+      int rem_ = (int)((hi) - i_);                                               \
+      float bin_[NIN][VL] __attribute__((aligned(64)));                          \
+      float bout_[NOUT][VL] __attribute__((aligned(64)));                        \
+      memset(bin_, 0, sizeof bin_);                                              \
+      for (int s_ = 0; s_ < NIN; s_++) memcpy(bin_[s_], INS[s_] + i_, rem_ * 4); \
+      const float* in_save_[NIN];                                                \
+      float* out_save_[NOUT];                                                    \
+      for (int s_ = 0; s_ < NIN; s_++) in_save_[s_] = INS[s_], INS[s_] = bin_[s_] - i_; \
+      for (int s_ = 0; s_ < NOUT; s_++) out_save_[s_] = OUTS[s_], OUTS[s_] = bout_[s_] - i_; \
+      {                                                                          \
+        const int64_t at = i_;                                                   \
+        BODY                                                                     \
+      }                                                                          \
+      for (int s_ = 0; s_ < NIN; s_++) INS[s_] = in_save_[s_];                   \
+      for (int s_ = 0; s_ < NOUT; s_++) OUTS[s_] = out_save_[s_], memcpy(OUTS[s_] + i_, bout_[s_], rem_ * 4); \
+    }                                                                            \
+  } while (0)
+
+// ---------------------------------------------------------------------------------------------
+// Binary ops with broadcasting. meta: shape[4], a strides[4], b strides[4] (elements; 0 on a
+// broadcast axis); out is contiguous. op: 0 add, 1 sub, 2 mul, 3 div, 4 max, 5 min,
+// 6 squared difference, 7 pow.
+// ---------------------------------------------------------------------------------------------
+static inline vf bin_v(int op, vf a, vf b) {
+  switch (op) {
+    case 0: return a + b;
+    case 1: return a - b;
+    case 2: return a * b;
+    case 3: return a / b;
+    case 4: return vmax(a, b);
+    case 5: return vmin(a, b);
+    default: { vf d = a - b; return d * d; }
+  }
+}
+static inline float bin_s(int op, float a, float b) {
+  switch (op) {
+    case 0: return a + b;
+    case 1: return a - b;
+    case 2: return a * b;
+    case 3: return a / b;
+    case 4: return a > b ? a : (a != a ? a : b);
+    case 5: return a < b ? a : (a != a ? a : b);
+    case 7: return b == 2.f ? (float)((double)a * a) : (float)pow((double)a, (double)b);
+    default: { double d = (double)a - b; return (float)(d * d); }  // as tfjs: one rounding
+  }
+}
+
+struct binary {
+  int op;
+  const float *a, *b;
+  float* out;
+  int32_t s[4], sa[4], sb[4];
+};
+
+// One task per row of the three outer axes (a row is the innermost axis), grouped in chunks.
+static void binary_row(const struct binary* x, int64_t row) {
+  int n3 = x->s[3];
+  int64_t i2 = row % x->s[2], i1 = row / x->s[2] % x->s[1], i0 = row / x->s[2] / x->s[1];
+  const float* a = x->a + i0 * x->sa[0] + i1 * x->sa[1] + i2 * x->sa[2];
+  const float* b = x->b + i0 * x->sb[0] + i1 * x->sb[1] + i2 * x->sb[2];
+  float* o = x->out + row * n3;
+  int as = x->sa[3], bs = x->sb[3], op = x->op;
+  int j = 0;
+  if (op >= 6) {  // squared difference, pow: scalar, in double (as tfjs's JS kernels)
+  } else if (as == 1 && bs == 1) {
+    for (; j + VL <= n3; j += VL) vst(o + j, bin_v(op, vld(a + j), vld(b + j)));
+  } else if (as == 1 && bs == 0) {
+    vf bv = vsplat(b[0]);
+    for (; j + VL <= n3; j += VL) vst(o + j, bin_v(op, vld(a + j), bv));
+  } else if (as == 0 && bs == 1) {
+    vf av = vsplat(a[0]);
+    for (; j + VL <= n3; j += VL) vst(o + j, bin_v(op, av, vld(b + j)));
+  }
+  for (; j < n3; j++) o[j] = bin_s(op, a[(int64_t)j * as], b[(int64_t)j * bs]);
+}
+
+static void binary_task(void* ctx, int t, int tid) {
+  (void)tid;
+  const struct binary* x = ctx;
+  int64_t rows = (int64_t)x->s[0] * x->s[1] * x->s[2];
+  int64_t per = x->s[3] >= CHUNK ? 1 : CHUNK / (x->s[3] ? x->s[3] : 1);
+  int64_t r0 = t * per, r1 = r0 + per < rows ? r0 + per : rows;
+  for (int64_t r = r0; r < r1; r++) binary_row(x, r);
+}
+
+static void binary(int op, const float* a, const float* b, float* out, const int32_t* meta) {
+  struct binary x = {op, a, b, out};
+  for (int i = 0; i < 4; i++) x.s[i] = meta[i], x.sa[i] = meta[4 + i], x.sb[i] = meta[8 + i];
+  int64_t rows = (int64_t)x.s[0] * x.s[1] * x.s[2];
+  if (rows == 0 || x.s[3] == 0) return;
+  int64_t per = x.s[3] >= CHUNK ? 1 : CHUNK / x.s[3];
+  vn_parallel(chunks(rows, per), binary_task, &x);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Unary ops: 0 neg, 1 square, 2 sqrt, 3 rsqrt, 4 relu, 5 exp (float), 6 abs, 7 scale by alpha,
+// 8 step (x > 0), 9 reciprocal. Scalar loops that GCC vectorises; correctly rounded where tfjs's
+// are (exp uses libm expf, as precise as tfjs's Math.exp rounded to float32 in all but ties).
+// ---------------------------------------------------------------------------------------------
+struct unary {
+  int op;
+  const float* x;
+  float* y;
+  int64_t n;
+  float alpha;
+};
+
+static void unary_task(void* ctx, int t, int tid) {
+  (void)tid;
+  const struct unary* u = ctx;
+  int64_t lo = (int64_t)t * CHUNK, hi = lo + CHUNK < u->n ? lo + CHUNK : u->n;
+  const float* restrict x = u->x;
+  float* restrict y = u->y;
+  switch (u->op) {
+    case 0: for (int64_t i = lo; i < hi; i++) y[i] = -x[i]; break;
+    case 1: for (int64_t i = lo; i < hi; i++) y[i] = x[i] * x[i]; break;
+    case 2: for (int64_t i = lo; i < hi; i++) y[i] = sqrtf(x[i]); break;
+    case 3: for (int64_t i = lo; i < hi; i++) y[i] = 1.f / sqrtf(x[i]); break;
+    case 4: for (int64_t i = lo; i < hi; i++) y[i] = x[i] > 0.f ? x[i] : (x[i] != x[i] ? x[i] : 0.f); break;
+    case 5: for (int64_t i = lo; i < hi; i++) y[i] = (float)exp((double)x[i]); break;
+    case 6: for (int64_t i = lo; i < hi; i++) y[i] = fabsf(x[i]); break;
+    case 7: for (int64_t i = lo; i < hi; i++) y[i] = x[i] * u->alpha; break;
+    case 8: for (int64_t i = lo; i < hi; i++) y[i] = x[i] > 0.f ? 1.f : (x[i] != x[i] ? x[i] : u->alpha); break;
+    default: for (int64_t i = lo; i < hi; i++) y[i] = 1.f / x[i]; break;
+  }
+}
+
+static void unary(int op, const float* x, float* y, int n, float alpha) {
+  struct unary u = {op, x, y, n, alpha};
+  if (n > 0) vn_parallel(chunks(n, CHUNK), unary_task, &u);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sums over the last axis (sum_rows: out[r] = sum_c x[r, c] / div) or the first (sum_cols:
+// out[c] = sum_r x[r, c] / div), accumulated in double (as tfjs's cpu kernels, in JS numbers).
+// ---------------------------------------------------------------------------------------------
+struct sum {
+  const float* x;
+  float* out;
+  int rows, cols;
+  float div;
+};
+
+static void sum_rows_task(void* ctx, int t, int tid) {
+  (void)tid;
+  const struct sum* s = ctx;
+  int per = s->cols >= CHUNK ? 1 : CHUNK / s->cols;
+  int r0 = t * per, r1 = r0 + per < s->rows ? r0 + per : s->rows;
+  for (int r = r0; r < r1; r++) {
+    const float* x = s->x + (int64_t)r * s->cols;
+    double acc = 0.0;
+    for (int c = 0; c < s->cols; c++) acc += x[c];
+    s->out[r] = (float)(acc / (double)s->div);
+  }
+}
+
+static void sum_rows(const float* x, float* out, int rows, int cols, float div) {
+  struct sum s = {x, out, rows, cols, div};
+  if (rows <= 0) return;
+  if (cols <= 0) {
+    for (int r = 0; r < rows; r++) out[r] = 0.f;
+    return;
+  }
+  int per = cols >= CHUNK ? 1 : CHUNK / cols;
+  vn_parallel(chunks(rows, per), sum_rows_task, &s);
+}
+
+// A task per block of 256 columns: every column summed over all rows in order.
+#define COLS 256
+static void sum_cols_task(void* ctx, int t, int tid) {
+  (void)tid;
+  const struct sum* s = ctx;
+  int c0 = t * COLS, w = s->cols - c0 < COLS ? s->cols - c0 : COLS;
+  double acc[COLS];
+  for (int c = 0; c < w; c++) acc[c] = 0.0;
+  for (int r = 0; r < s->rows; r++) {
+    const float* x = s->x + (int64_t)r * s->cols + c0;
+    for (int c = 0; c < w; c++) acc[c] += x[c];
+  }
+  for (int c = 0; c < w; c++) s->out[c0 + c] = (float)(acc[c] / (double)s->div);
+}
+
+static void sum_cols(const float* x, float* out, int rows, int cols, float div) {
+  struct sum s = {x, out, rows, cols, div};
+  if (cols > 0) vn_parallel(chunks(cols, COLS), sum_cols_task, &s);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Transpose of [batch, rows, cols, inner] to [batch, cols, rows, inner]; tasks are blocks of
+// 32 source rows of one batch item.
+// ---------------------------------------------------------------------------------------------
+struct transpose {
+  const float* src;
+  float* dst;
+  int batch, rows, cols, inner;
+};
+
+static void transpose_task(void* ctx, int t, int tid) {
+  (void)tid;
+  const struct transpose* x = ctx;
+  int per = rows_per_task(x->cols * x->inner), rblocks = chunks(x->rows, per);
+  int b = t / rblocks, r0 = t % rblocks * per;
+  int r1 = r0 + per < x->rows ? r0 + per : x->rows;
+  int64_t plane = (int64_t)x->rows * x->cols * x->inner;
+  const float* s = x->src + b * plane;
+  float* d = x->dst + b * plane;
+  int inner = x->inner, rows = x->rows, cols = x->cols;
+  if (inner == 1) {
+    for (int c0 = 0; c0 < cols; c0 += 32) {
+      int c1 = c0 + 32 < cols ? c0 + 32 : cols;
+      for (int r = r0; r < r1; r++)
+        for (int c = c0; c < c1; c++) d[(int64_t)c * rows + r] = s[(int64_t)r * cols + c];
+    }
+    return;
+  }
+  for (int r = r0; r < r1; r++)
+    for (int c = 0; c < cols; c++)
+      memcpy(d + ((int64_t)c * rows + r) * inner, s + ((int64_t)r * cols + c) * inner,
+             (size_t)inner * 4);
+}
+
+// Any permutation: out[i0, .., i_{r-1}] = src[sum_a i_a * strides[a]], meta = out shape[rank],
+// then the source strides of each output axis (rank <= 8). Tasks are chunks of output rows.
+struct transpose_nd {
+  const float* src;
+  float* dst;
+  int rank;
+  int32_t shape[8], strides[8];
+  int64_t rows;
+};
+
+static void transpose_nd_task(void* ctx, int t, int tid) {
+  (void)tid;
+  const struct transpose_nd* x = ctx;
+  int last = x->shape[x->rank - 1], ls = x->strides[x->rank - 1];
+  int64_t per = last >= CHUNK ? 1 : CHUNK / last;
+  int64_t r0 = t * per, r1 = r0 + per < x->rows ? r0 + per : x->rows;
+  for (int64_t r = r0; r < r1; r++) {
+    int64_t rest = r, off = 0;
+    for (int a = x->rank - 2; a >= 0; a--) {
+      off += rest % x->shape[a] * x->strides[a];
+      rest /= x->shape[a];
+    }
+    const float* s = x->src + off;
+    float* d = x->dst + r * last;
+    if (ls == 1) memcpy(d, s, (size_t)last * 4);
+    else
+      for (int j = 0; j < last; j++) d[j] = s[(int64_t)j * ls];
+  }
+}
+
+static void transpose_nd(const float* src, float* dst, int rank, const int32_t* meta) {
+  struct transpose_nd x = {src, dst, rank};
+  x.rows = 1;
+  for (int a = 0; a < rank; a++) {
+    x.shape[a] = meta[a];
+    x.strides[a] = meta[rank + a];
+    if (a < rank - 1) x.rows *= meta[a];
+  }
+  int last = x.shape[rank - 1];
+  if (x.rows == 0 || last == 0) return;
+  vn_parallel(chunks(x.rows, last >= CHUNK ? 1 : CHUNK / last), transpose_nd_task, &x);
+}
+
+static void transpose(const float* src, float* dst, int batch, int rows, int cols, int inner) {
+  struct transpose x = {src, dst, batch, rows, cols, inner};
+  if ((int64_t)batch * rows * cols * inner > 0)
+    vn_parallel(batch * chunks(rows, rows_per_task(cols * inner)), transpose_task, &x);
+}
+
+// For r < rows: copies len floats from src + r * src_stride to dst + r * dst_stride.
+struct copy {
+  const float* src;
+  float* dst;
+  int rows, len, ss, ds;
+};
+
+static void copy_task(void* ctx, int t, int tid) {
+  (void)tid;
+  const struct copy* c = ctx;
+  int per = c->len >= CHUNK ? 1 : CHUNK / c->len;
+  int r0 = t * per, r1 = r0 + per < c->rows ? r0 + per : c->rows;
+  for (int r = r0; r < r1; r++)
+    memcpy(c->dst + (int64_t)r * c->ds, c->src + (int64_t)r * c->ss, (size_t)c->len * 4);
+}
+
+static void copy_rows(const float* src, float* dst, int rows, int len, int ss, int ds) {
+  struct copy c = {src, dst, rows, len, ss, ds};
+  if (rows > 0 && len > 0) vn_parallel(chunks(rows, len >= CHUNK ? 1 : CHUNK / len), copy_task, &c);
+}
+
+// ---------------------------------------------------------------------------------------------
+// LayerNorm over the last axis of x [rows, d]: y = (x - mean) / sqrt(var + eps) * g + b, biased
+// variance. Statistics in vectors of VL lanes summed in order, then the scalar tail.
+// ---------------------------------------------------------------------------------------------
+struct ln {
+  const float *x, *g, *b, *dy;
+  float *y, *dx, *dg, *db, *part;
+  int rows, d;
+  float eps;
+};
+
+static inline void row_stats(const float* x, int d, float eps, float* mean, float* rstd) {
+  vf s = {0};
+  int j = 0;
+  for (; j + VL <= d; j += VL) s += vld(x + j);
+  float sum = vhsum(s);
+  for (; j < d; j++) sum += x[j];
+  float mu = sum / (float)d;
+  vf q = {0};
+  for (j = 0; j + VL <= d; j += VL) {
+    vf c = vld(x + j) - mu;
+    q += c * c;
+  }
+  float sq = vhsum(q);
+  for (; j < d; j++) sq += (x[j] - mu) * (x[j] - mu);
+  *mean = mu;
+  *rstd = 1.f / sqrtf(sq / (float)d + eps);
+}
+
+static void ln_task(void* ctx, int t, int tid) {
+  (void)tid;
+  const struct ln* l = ctx;
+  int d = l->d, per = rows_per_task(d), r1 = (t + 1) * per < l->rows ? (t + 1) * per : l->rows;
+  for (int r = t * per; r < r1; r++) {
+    const float* x = l->x + (int64_t)r * d;
+    float* y = l->y + (int64_t)r * d;
+    float mu, rs;
+    row_stats(x, d, l->eps, &mu, &rs);
+    int j = 0;
+    for (; j + VL <= d; j += VL) vst(y + j, (vld(x + j) - mu) * rs * vld(l->g + j) + vld(l->b + j));
+    for (; j < d; j++) y[j] = (x[j] - mu) * rs * l->g[j] + l->b[j];
+  }
+}
+
+static void layernorm(const float* x, const float* g, const float* b, float* y, int rows, int d,
+                      float eps) {
+  struct ln l = {x, g, b, 0, y, 0, 0, 0, 0, rows, d, eps};
+  if (rows > 0 && d > 0) vn_parallel(chunks(rows, rows_per_task(d)), ln_task, &l);
+}
+
+// With xh the normalised input and gy = dy * g: dx = rstd * (gy - mean(gy) - xh * mean(gy xh)).
+// dg and db: per chunk of rows_per_task(d) rows into part[chunk][2d], then summed over chunks in
+// order (the chunks depend on d only, never on the thread count).
+static void ln_grad_task(void* ctx, int t, int tid) {
+  (void)tid;
+  const struct ln* l = ctx;
+  int d = l->d, per = rows_per_task(d), r1 = (t + 1) * per < l->rows ? (t + 1) * per : l->rows;
+  float* pg = l->part + (int64_t)t * 2 * d;
+  float* pb = pg + d;
+  for (int j = 0; j < d; j++) pg[j] = pb[j] = 0.f;
+  for (int r = t * per; r < r1; r++) {
+    const float* x = l->x + (int64_t)r * d;
+    const float* dy = l->dy + (int64_t)r * d;
+    float* dx = l->dx + (int64_t)r * d;
+    float mu, rs;
+    row_stats(x, d, l->eps, &mu, &rs);
+    vf v1 = {0}, v2 = {0};
+    int j = 0;
+    for (; j + VL <= d; j += VL) {
+      vf xh = (vld(x + j) - mu) * rs, dyv = vld(dy + j), gy = dyv * vld(l->g + j);
+      v1 += gy;
+      v2 += gy * xh;
+      vst(pg + j, vld(pg + j) + dyv * xh);
+      vst(pb + j, vld(pb + j) + dyv);
+    }
+    float s1 = vhsum(v1), s2 = vhsum(v2);
+    for (; j < d; j++) {
+      float xh = (x[j] - mu) * rs, gy = dy[j] * l->g[j];
+      s1 += gy;
+      s2 += gy * xh;
+      pg[j] += dy[j] * xh;
+      pb[j] += dy[j];
+    }
+    s1 /= (float)d;
+    s2 /= (float)d;
+    for (j = 0; j + VL <= d; j += VL) {
+      vf xh = (vld(x + j) - mu) * rs;
+      vst(dx + j, (vld(dy + j) * vld(l->g + j) - s1 - xh * s2) * rs);
+    }
+    for (; j < d; j++) {
+      float xh = (x[j] - mu) * rs;
+      dx[j] = (dy[j] * l->g[j] - s1 - xh * s2) * rs;
+    }
+  }
+}
+
+static void layernorm_grad(const float* dy, const float* x, const float* g, float* dx, float* dg,
+                           float* db, int rows, int d, float eps) {
+  if (d <= 0) return;
+  int n = chunks(rows, rows_per_task(d));
+  struct ln l = {x, g, 0, dy, 0, dx, dg, db, vn_shared_scratch(1, (size_t)n * 2 * d + 1), rows,
+                 d, eps};
+  if (rows > 0) vn_parallel(n, ln_grad_task, &l);
+  for (int j = 0; j < d; j++) dg[j] = db[j] = 0.f;
+  for (int c = 0; c < n; c++) {
+    const float* pg = l.part + (int64_t)c * 2 * d;
+    for (int j = 0; j < d; j++) dg[j] += pg[j], db[j] += pg[d + j];
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Exact GELU, y = x/2 (1 + erf(x / sqrt 2)), and its gradient dy (Phi(x) + x phi(x)). The forward
+// takes erf from the rational form of Eigen and XLA (|error| < 5e-7 on [-4, 4]), the gradient,
+// which needs exp(-x^2/2) anyway, from Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7).
+// ---------------------------------------------------------------------------------------------
+static inline vf erf_rational(vf x) {
+  x = vmin(vmax(x, vsplat(-4.f)), vsplat(4.f));
+  vf x2 = x * x;
+  vf p = vsplat(-2.72614225801306e-10f);
+  p = p * x2 + 2.77068142495902e-08f;
+  p = p * x2 + -2.10102402082508e-06f;
+  p = p * x2 + -5.69250639462346e-05f;
+  p = p * x2 + -7.34990630326855e-04f;
+  p = p * x2 + -2.95459980854025e-03f;
+  p = p * x2 + -1.60960333262415e-02f;
+  vf q = vsplat(-1.45660718464996e-05f);
+  q = q * x2 + -2.13374055278905e-04f;
+  q = q * x2 + -1.68282697438203e-03f;
+  q = q * x2 + -7.37332916720468e-03f;
+  q = q * x2 + -1.42647390514189e-02f;
+  return x * p / q;
+}
+
+// erf(x) given e = exp(-x^2).
+static inline vf erf_as(vf x, vf e) {
+  const vi sign = (vi){0} + (int32_t)0x80000000;
+  vf ax = (vf)((vi)x & ~sign);
+  vf t = 1.f / (1.f + 0.3275911f * ax);
+  vf p = vsplat(1.061405429f);
+  p = p * t + -1.453152027f;
+  p = p * t + 1.421413741f;
+  p = p * t + -0.284496736f;
+  p = p * t + 0.254829592f;
+  p = p * t;
+  vf y = 1.f - p * e;
+  return (vf)(((vi)y & ~sign) | ((vi)x & sign));
+}
+
+struct gelu {
+  const float *x, *dy;
+  float *y, *dx;
+  int64_t n;
+};
+
+static void gelu_task(void* ctx, int t, int tid) {
+  (void)tid;
+  const struct gelu* g = ctx;
+  int64_t lo = (int64_t)t * CHUNK, hi = lo + CHUNK < g->n ? lo + CHUNK : g->n;
+  const float* ins[1] = {g->x};
+  float* outs[1] = {g->y};
+  ELEMENTWISE(lo, hi, 1, ins, outs, 1, {
+    vf v = vld(ins[0] + at);
+    vst(outs[0] + at, 0.5f * v * (1.f + erf_rational(v * 0.70710678118654752f)));
+  });
+}
+
+static void gelu_grad_task(void* ctx, int t, int tid) {
+  (void)tid;
+  const struct gelu* g = ctx;
+  int64_t lo = (int64_t)t * CHUNK, hi = lo + CHUNK < g->n ? lo + CHUNK : g->n;
+  const float* ins[2] = {g->x, g->dy};
+  float* outs[1] = {g->dx};
+  ELEMENTWISE(lo, hi, 2, ins, outs, 1, {
+    vf v = vld(ins[0] + at);
+    vf z = v * 0.70710678118654752f;
+    vf e = vexp(-(z * z));  // exp(-x^2 / 2)
+    vf cdf = 0.5f * (1.f + erf_as(z, e));
+    vf pdf = 0.3989422804014327f * e;
+    vst(outs[0] + at, vld(ins[1] + at) * (cdf + v * pdf));
+  });
+}
+
+static void gelu(const float* x, float* y, int n) {
+  struct gelu g = {x, 0, y, 0, n};
+  if (n > 0) vn_parallel(chunks(n, CHUNK), gelu_task, &g);
+}
+
+static void gelu_grad(const float* dy, const float* x, float* dx, int n) {
+  struct gelu g = {x, dy, 0, dx, n};
+  if (n > 0) vn_parallel(chunks(n, CHUNK), gelu_grad_task, &g);
+}
+
+// ---------------------------------------------------------------------------------------------
+// AdamW (torch.optim.AdamW) in the exact float32 operation order of lib/train/optim.ts's unfused path:
+//   m1 = m + (g - m) * c1m;  v1 = v * b2 + g^2 * c2;  denom = sqrt(v1) / sbc2 + eps;
+//   p1 = p * decay - (m1 / denom) * step     (decay = 1 - lr wd, step = lr / bc1)
+// and EMA t1 = t * mom + s * (1 - mom) (lib/methods/mocov3.ts). Scalar loops, vectorised by GCC.
+// ---------------------------------------------------------------------------------------------
+struct adamw {
+  const float *p, *g, *m, *v, *t, *s;
+  float *p1, *m1, *v1, *t1;
+  int64_t n;
+  float c1m, b2, c2, sbc2, eps, decay, step, mom, one_minus;
+  int has_decay;
+};
+
+static void adamw_task(void* ctx, int t, int tid) {
+  (void)tid;
+  const struct adamw* a = ctx;
+  int64_t lo = (int64_t)t * CHUNK, hi = lo + CHUNK < a->n ? lo + CHUNK : a->n;
+  const float *restrict p = a->p, *restrict g = a->g, *restrict m = a->m, *restrict v = a->v;
+  float *restrict p1 = a->p1, *restrict m1 = a->m1, *restrict v1 = a->v1;
+  const float c1m = a->c1m, b2 = a->b2, c2 = a->c2, sbc2 = a->sbc2, eps = a->eps;
+  const float decay = a->has_decay ? a->decay : 1.f, step = a->step;
+  if (a->has_decay) {
+    for (int64_t i = lo; i < hi; i++) {
+      float gi = g[i], mi = m[i] + (gi - m[i]) * c1m, vi = v[i] * b2 + (gi * gi) * c2;
+      float denom = sqrtf(vi) / sbc2 + eps;
+      p1[i] = p[i] * decay - (mi / denom) * step;
+      m1[i] = mi;
+      v1[i] = vi;
+    }
+  } else {
+    for (int64_t i = lo; i < hi; i++) {
+      float gi = g[i], mi = m[i] + (gi - m[i]) * c1m, vi = v[i] * b2 + (gi * gi) * c2;
+      float denom = sqrtf(vi) / sbc2 + eps;
+      p1[i] = p[i] - (mi / denom) * step;
+      m1[i] = mi;
+      v1[i] = vi;
+    }
+  }
+}
+
+static void adamw(const float* p, const float* g, const float* m, const float* v, float* p1,
+                  float* m1, float* v1, int n, float c1m, float b2, float c2, float sbc2, float eps,
+                  float decay, float step, int has_decay) {
+  struct adamw a = {p, g, m, v, 0, 0, p1, m1, v1, 0, n, c1m, b2, c2, sbc2, eps, decay, step, 0,
+                    0, has_decay};
+  if (n > 0) vn_parallel(chunks(n, CHUNK), adamw_task, &a);
+}
+
+static void ema_task(void* ctx, int t, int tid) {
+  (void)tid;
+  const struct adamw* a = ctx;
+  int64_t lo = (int64_t)t * CHUNK, hi = lo + CHUNK < a->n ? lo + CHUNK : a->n;
+  const float *restrict x = a->t, *restrict s = a->s;
+  float* restrict y = a->t1;
+  const float mom = a->mom, om = a->one_minus;
+  for (int64_t i = lo; i < hi; i++) y[i] = x[i] * mom + s[i] * om;
+}
+
+static void ema(const float* t, const float* s, float* t1, int n, float mom, float one_minus) {
+  struct adamw a = {0};
+  a.t = t, a.s = s, a.t1 = t1, a.n = n, a.mom = mom, a.one_minus = one_minus;
+  if (n > 0) vn_parallel(chunks(n, CHUNK), ema_task, &a);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Image ops of the augmentation (tfjs-backend-cpu's arithmetic, in double as its JS numbers).
+// ---------------------------------------------------------------------------------------------
+
+// y = min(max(x, lo), hi), NaN kept (tfjs's ClipByValue).
+struct clip {
+  const float* x;
+  float* y;
+  int64_t n;
+  float lo, hi;
+};
+
+static void clip_task(void* ctx, int t, int tid) {
+  (void)tid;
+  const struct clip* c = ctx;
+  int64_t lo = (int64_t)t * CHUNK, hi = lo + CHUNK < c->n ? lo + CHUNK : c->n;
+  const float* restrict x = c->x;
+  float* restrict y = c->y;
+  for (int64_t i = lo; i < hi; i++) {
+    float v = x[i];
+    y[i] = v > c->hi ? c->hi : (v < c->lo ? c->lo : v);
+  }
+}
+
+static void clip(const float* x, float* y, int n, float lo, float hi) {
+  struct clip c = {x, y, n, lo, hi};
+  if (n > 0) vn_parallel(chunks(n, CHUNK), clip_task, &c);
+}
+
+// out[i_0, .., i_{r-1}] = src[sum_a idx_a[i_a]]: per-axis tables of source offsets (element
+// strides already applied), meta = out shape[rank] (rank <= 8), idx concatenated by axis. Any
+// slice, transpose, tile, reverse or mirror pad.
+struct gather {
+  const float* src;
+  float* dst;
+  int rank;
+  int32_t shape[8];
+  const int32_t* idx[8];
+  int64_t rows;
+};
+
+static void gather_task(void* ctx, int t, int tid) {
+  (void)tid;
+  const struct gather* g = ctx;
+  int last = g->shape[g->rank - 1];
+  int64_t per = last >= CHUNK ? 1 : CHUNK / last;
+  int64_t r0 = t * per, r1 = r0 + per < g->rows ? r0 + per : g->rows;
+  const int32_t* li = g->idx[g->rank - 1];
+  for (int64_t r = r0; r < r1; r++) {
+    int64_t rest = r, off = 0;
+    for (int a = g->rank - 2; a >= 0; a--) {
+      off += g->idx[a][rest % g->shape[a]];
+      rest /= g->shape[a];
+    }
+    const float* s = g->src + off;
+    float* d = g->dst + r * last;
+    for (int j = 0; j < last; j++) d[j] = s[li[j]];
+  }
+}
+
+static void gather_idx(const float* src, float* dst, int rank, const int32_t* meta,
+                       const int32_t* idx) {
+  struct gather g = {src, dst, rank};
+  g.rows = 1;
+  const int32_t* p = idx;
+  for (int a = 0; a < rank; a++) {
+    g.shape[a] = meta[a];
+    g.idx[a] = p;
+    p += meta[a];
+    if (a < rank - 1) g.rows *= meta[a];
+  }
+  int last = g.shape[rank - 1];
+  if (g.rows == 0 || last == 0) return;
+  vn_parallel(chunks(g.rows, last >= CHUNK ? 1 : CHUNK / last), gather_task, &g);
+}
+
+// Depthwise 2D convolution, NHWC, filter [fh, fw, C, mult]; meta: B, H, W, C, mult, fh, fw,
+// oh, ow, stride h, w, dilation h, w, pad top, left. One task per output row (b, oy).
+struct dwconv {
+  const float *x, *f;
+  float* y;
+  int32_t m[15];
+};
+
+static void dwconv_task(void* ctx, int t, int tid) {
+  (void)tid;
+  const struct dwconv* d = ctx;
+  const int32_t* m = d->m;
+  int H = m[1], W = m[2], C = m[3], mult = m[4], fh = m[5], fw = m[6], oh = m[7], ow = m[8];
+  int sh = m[9], sw = m[10], dh = m[11], dw = m[12], top = m[13], left = m[14];
+  int b = t / oh, oy = t % oh, OC = C * mult;
+  const float* xb = d->x + (int64_t)b * H * W * C;
+  float* yr = d->y + ((int64_t)b * oh + oy) * ow * OC;
+  for (int ox = 0; ox < ow; ox++) {
+    for (int c = 0; c < C; c++) {
+      for (int q = 0; q < mult; q++) {
+        double acc = 0.0;
+        for (int fy = 0; fy < fh; fy++) {
+          int iy = oy * sh - top + fy * dh;
+          if (iy < 0 || iy >= H) continue;
+          for (int fx = 0; fx < fw; fx++) {
+            int ix = ox * sw - left + fx * dw;
+            if (ix < 0 || ix >= W) continue;
+            acc += (double)xb[((int64_t)iy * W + ix) * C + c] *
+                   d->f[((int64_t)(fy * fw + fx) * C + c) * mult + q];
+          }
+        }
+        yr[(int64_t)ox * OC + c * mult + q] = (float)acc;
+      }
+    }
+  }
+}
+
+static void dwconv(const float* x, const float* f, float* y, const int32_t* meta) {
+  struct dwconv d = {x, f, y};
+  for (int i = 0; i < 15; i++) d.m[i] = meta[i];
+  int64_t rows = (int64_t)meta[0] * meta[7];
+  if (rows > 0 && meta[8] > 0) vn_parallel((int)rows, dwconv_task, &d);
+}
+
+// Bilinear crop-and-resize (tfjs's CropAndResize, method "bilinear"); meta: B, H, W, C, boxes,
+// crop h, crop w. Boxes whose index is out of range give zeros (tfjs's zero-filled buffer).
+struct crop {
+  const float *img, *boxes;
+  const int32_t* ind;
+  float* out;
+  int32_t m[7];
+  float extrapolation;
+};
+
+static void crop_task(void* ctx, int t, int tid) {
+  (void)tid;
+  const struct crop* k = ctx;
+  int batch = k->m[0], H = k->m[1], W = k->m[2], C = k->m[3], ch = k->m[5], cw = k->m[6];
+  int b = t / ch, y = t % ch;
+  float* row = k->out + ((int64_t)b * ch + y) * cw * C;
+  double y1 = k->boxes[b * 4], x1 = k->boxes[b * 4 + 1], y2 = k->boxes[b * 4 + 2],
+         x2 = k->boxes[b * 4 + 3];
+  int bi = k->ind[b];
+  if (bi >= batch) {
+    memset(row, 0, (size_t)cw * C * 4);
+    return;
+  }
+  double hs = ch > 1 ? (y2 - y1) * (H - 1) / (ch - 1) : 0;
+  double ws = cw > 1 ? (x2 - x1) * (W - 1) / (cw - 1) : 0;
+  double yi = ch > 1 ? y1 * (H - 1) + y * hs : 0.5 * (y1 + y2) * (H - 1);
+  if (yi < 0 || yi > H - 1) {
+    for (int i = 0; i < cw * C; i++) row[i] = k->extrapolation;
+    return;
+  }
+  int ty = (int)floor(yi), by = (int)ceil(yi);
+  double yl = yi - ty;
+  const float* im = k->img + (int64_t)bi * H * W * C;
+  for (int x = 0; x < cw; x++) {
+    double xi = cw > 1 ? x1 * (W - 1) + x * ws : 0.5 * (x1 + x2) * (W - 1);
+    float* o = row + (int64_t)x * C;
+    if (xi < 0 || xi > W - 1) {
+      for (int c = 0; c < C; c++) o[c] = k->extrapolation;
+      continue;
+    }
+    int lx = (int)floor(xi), rx = (int)ceil(xi);
+    double xl = xi - lx;
+    for (int c = 0; c < C; c++) {
+      double tl = im[((int64_t)ty * W + lx) * C + c], tr = im[((int64_t)ty * W + rx) * C + c];
+      double bl = im[((int64_t)by * W + lx) * C + c], br = im[((int64_t)by * W + rx) * C + c];
+      double top = tl + (tr - tl) * xl, bottom = bl + (br - bl) * xl;
+      o[c] = (float)(top + (bottom - top) * yl);
+    }
+  }
+}
+
+static void crop_and_resize(const float* img, const float* boxes, const int32_t* ind, float* out,
+                            const int32_t* meta, float extrapolation) {
+  struct crop k = {img, boxes, ind, out};
+  for (int i = 0; i < 7; i++) k.m[i] = meta[i];
+  k.extrapolation = extrapolation;
+  int64_t rows = (int64_t)meta[4] * meta[5];
+  if (rows > 0 && meta[6] > 0) vn_parallel((int)rows, crop_task, &k);
+}
+
+const struct vn_impl SFX(vn_ops) = {
+    .binary = binary,
+    .unary = unary,
+    .sum_rows = sum_rows,
+    .sum_cols = sum_cols,
+    .transpose = transpose,
+    .transpose_nd = transpose_nd,
+    .copy_rows = copy_rows,
+    .layernorm = layernorm,
+    .layernorm_grad = layernorm_grad,
+    .gelu = gelu,
+    .gelu_grad = gelu_grad,
+    .adamw = adamw,
+    .ema = ema,
+    .clip = clip,
+    .gather_idx = gather_idx,
+    .dwconv = dwconv,
+    .crop_and_resize = crop_and_resize,
+};

@@ -1,0 +1,113 @@
+// Shared declarations of libvitssl_native: the thread pool (api.c), the per-ISA kernel tables
+// (dense.c and ops.c, each compiled once per instruction set by build.sh) and generic vectors.
+//
+// Each kernel file is compiled three times: -DVN_AVX512 (16 float lanes), -DVN_AVX2 (8 lanes,
+// FMA) and with neither (SSE2, 4 lanes: the x86-64 baseline, or any other target). GCC's vector
+// extensions keep one source for all three; SFX() gives each build's symbols their own names.
+#pragma once
+#include <stddef.h>
+#include <stdint.h>
+
+#if defined(VN_AVX512)
+#define VL 16
+#define SFX(name) name##_avx512
+#elif defined(VN_AVX2)
+#define VL 8
+#define SFX(name) name##_avx2
+#else
+#define VL 4
+#define SFX(name) name##_base
+#endif
+
+typedef float vf __attribute__((vector_size(VL * 4)));
+typedef float vfu __attribute__((vector_size(VL * 4), aligned(4), may_alias));
+typedef int32_t vi __attribute__((vector_size(VL * 4)));
+
+static inline vf vld(const float* p) { return *(const vfu*)p; }
+static inline void vst(float* p, vf v) { *(vfu*)p = v; }
+// x - 0 is exactly x (also for -0), so GCC folds it to one broadcast; x + 0 is not (-0 + 0).
+static inline vf vsplat(float x) { return x - (vf){0}; }
+static inline vf vsel(vi m, vf a, vf b) { return (vf)(((vi)a & m) | ((vi)b & ~m)); }
+static inline vf vmin(vf a, vf b) { return vsel(a < b, a, b); }
+static inline vf vmax(vf a, vf b) { return vsel(a > b, a, b); }
+static inline float vhsum(vf v) {
+  float s = 0.f;
+  for (int i = 0; i < VL; i++) s += v[i];
+  return s;
+}
+static inline float vhmax(vf v) {
+  float s = v[0];
+  for (int i = 1; i < VL; i++) s = v[i] > s ? v[i] : s;
+  return s;
+}
+
+// exp(x) for x <= 88: 2^n p(r), n = round(x / ln 2) by the 1.5 * 2^23 trick, |r| <= ln 2 / 2.
+static inline vf vexp(vf x) {
+  x = vmin(vmax(x, vsplat(-87.f)), vsplat(88.f));
+  const vf magic = vsplat(12582912.f);
+  vf shifted = x * 1.44269504088896341f + magic;
+  vf n = shifted - magic;
+  vf r = x - n * 0.693145751953125f;
+  r = r - n * 1.428606765330187e-06f;
+  vf p = vsplat(0.00138888892f);
+  p = p * r + 0.00833333377f;
+  p = p * r + 0.0416666679f;
+  p = p * r + 0.166666672f;
+  p = p * r + 0.5f;
+  p = p * r + 1.f;
+  p = p * r + 1.f;
+  vi ni = (vi)shifted - (vi)magic;
+  vi e = (ni + 127) << 23;
+  return p * (vf)e;
+}
+
+// The thread pool (api.c). vn_parallel runs fn(ctx, t, tid) for every t < ntasks on the pool's
+// threads (tid < vn_nthreads(); the caller is tid 0) and returns when all are done. Tasks must
+// write disjoint outputs, so the result never depends on which thread ran which task.
+typedef void (*vn_task)(void* ctx, int task, int tid);
+void vn_parallel(int ntasks, vn_task fn, void* ctx);
+int vn_nthreads(void);
+// Grow-only 64-byte-aligned scratch: per thread (called by that thread only), or shared (called
+// by the caller of vn_parallel before it starts; slot < 4).
+float* vn_thread_scratch(int tid, size_t nfloats);
+float* vn_shared_scratch(int slot, size_t nfloats);
+
+// Every kernel, in one table per instruction set (see api.c for the meaning of each).
+struct vn_impl {
+  void (*bmm)(const float* A, const float* B, float* C, int batch, int m, int k, int n, int ta,
+              int tb, int64_t sa, int64_t sb);
+  void (*attention)(const float* qkv, float* out, float* probs, int B, int T, int H, int hd,
+                    float scale);
+  void (*attention_grad)(const float* dout, const float* dprobs, const float* qkv,
+                         const float* probs, float* dqkv, int B, int T, int H, int hd,
+                         float scale);
+  void (*binary)(int op, const float* a, const float* b, float* out, const int32_t* meta);
+  void (*sum_rows)(const float* x, float* out, int rows, int cols, float div);
+  void (*sum_cols)(const float* x, float* out, int rows, int cols, float div);
+  void (*transpose)(const float* src, float* dst, int batch, int rows, int cols, int inner);
+  void (*transpose_nd)(const float* src, float* dst, int rank, const int32_t* meta);
+  void (*copy_rows)(const float* src, float* dst, int rows, int len, int src_stride,
+                    int dst_stride);
+  void (*layernorm)(const float* x, const float* g, const float* b, float* y, int rows, int d,
+                    float eps);
+  void (*layernorm_grad)(const float* dy, const float* x, const float* g, float* dx, float* dg,
+                         float* db, int rows, int d, float eps);
+  void (*gelu)(const float* x, float* y, int n);
+  void (*gelu_grad)(const float* dy, const float* x, float* dx, int n);
+  void (*adamw)(const float* p, const float* g, const float* m, const float* v, float* p1,
+                float* m1, float* v1, int n, float c1m, float b2, float c2, float sbc2, float eps,
+                float decay, float step, int has_decay);
+  void (*ema)(const float* t, const float* s, float* t1, int n, float mom, float one_minus);
+  void (*unary)(int op, const float* x, float* y, int n, float alpha);
+  void (*clip)(const float* x, float* y, int n, float lo, float hi);
+  void (*gather_idx)(const float* src, float* dst, int rank, const int32_t* meta,
+                     const int32_t* idx);
+  void (*dwconv)(const float* x, const float* f, float* y, const int32_t* meta);
+  void (*crop_and_resize)(const float* img, const float* boxes, const int32_t* ind, float* out,
+                          const int32_t* meta, float extrapolation);
+};
+
+// Each build defines its half of the table as static data (no code of a wider instruction set
+// runs before the CPU check): dense.c (FMA contraction on) the products, ops.c (contraction off,
+// so that elementwise results equal tfjs's unfused float32 ops) the rest.
+extern const struct vn_impl SFX(vn_dense), SFX(vn_ops);

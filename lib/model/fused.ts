@@ -1,0 +1,141 @@
+/**
+ * The one place where a backend's fused kernels meet the model: a registry of optional fast
+ * paths, per tfjs backend name. A backend that has fused kernels registers them here when it
+ * installs them (`lib/wasm_kernels.ts` for `wasm`); the layer primitives of `layers.ts` and the
+ * optimiser ask {@link fastPath} for the active backend's and fall back to plain tfjs ops where
+ * there is none, or where it declines (returns `undefined`, e.g. for an input it does not cover).
+ * Model, method and optimiser code never name a backend.
+ *
+ * Every fast path that returns a result is counted ({@link fastPathCalls}), so a test can check
+ * that the route it means to test was taken.
+ *
+ * @example
+ * ```ts
+ * import * as tf from "@tensorflow/tfjs-core";
+ * import { fastPath, registerFastPaths } from "./fused.ts";
+ * registerFastPaths("cpu", { gelu: (x) => tf.mul(x, tf.sigmoid(tf.mul(x, 1.702))) });
+ * const y = fastPath("gelu")?.(tf.ones([2])); // the active backend's, if it registered one
+ * ```
+ * @module
+ */
+import * as tf from "@tensorflow/tfjs-core";
+
+/** Coefficients of one AdamW update (see {@link FastPaths.adamw}). */
+export interface AdamWCoefficients {
+  /** 1 - beta1. */
+  c1m: number;
+  /** beta2. */
+  b2: number;
+  /** 1 - beta2. */
+  c2: number;
+  /** sqrt(1 - beta2^t). */
+  sbc2: number;
+  eps: number;
+  /** 1 - lr * wd, applied when `hasDecay`. */
+  decay: number;
+  /** lr / (1 - beta1^t). */
+  step: number;
+  hasDecay: boolean;
+}
+
+/**
+ * Fast paths a backend may provide; each returns `undefined` where it does not apply (then the
+ * caller runs its plain tfjs ops). Each must compute what its caller's plain ops compute.
+ */
+export interface FastPaths {
+  /** LayerNorm over the last axis: `x [..., D]`, `gamma, beta [D]` -> `[..., D]`. */
+  layerNorm?: (
+    x: tf.Tensor,
+    gamma: tf.Tensor,
+    beta: tf.Tensor,
+    eps: number,
+  ) => tf.Tensor | undefined;
+  /** Exact (erf) GELU, same shape as `x`. */
+  gelu?: (x: tf.Tensor) => tf.Tensor | undefined;
+  /**
+   * Multi-head self-attention of `qkv [B * T, 3D]`: `[out [B * T, D], probs [B, heads, T, T]]`
+   * (see `multiHeadAttention` in `layers.ts`).
+   */
+  attention?: (
+    qkv: tf.Tensor2D,
+    batch: number,
+    heads: number,
+    scale: number,
+  ) => [tf.Tensor2D, tf.Tensor4D] | undefined;
+  /** `t * m + s * (1 - m)`, bit-identical to those two products and a sum; shape of `t`. */
+  ema?: (t: tf.Tensor, s: tf.Tensor, m: number) => tf.Tensor | undefined;
+  /**
+   * One AdamW update of `p` with gradient `g` and moments `m`, `v` (all one shape):
+   * `[p1, m1, v1]`, bit-identical to the unfused ops of `applyGradients` (`lib/train/optim.ts`).
+   */
+  adamw?: (
+    p: tf.Tensor,
+    g: tf.Tensor,
+    m: tf.Tensor,
+    v: tf.Tensor,
+    c: AdamWCoefficients,
+  ) => [tf.Tensor, tf.Tensor, tf.Tensor] | undefined;
+}
+
+/** The names of the fast paths. */
+export type FastPathName = keyof FastPaths;
+
+const NAMES: readonly FastPathName[] = ["layerNorm", "gelu", "attention", "ema", "adamw"];
+const registry = new Map<string, FastPaths>();
+const calls: Record<FastPathName, number> = {
+  layerNorm: 0,
+  gelu: 0,
+  attention: 0,
+  ema: 0,
+  adamw: 0,
+};
+
+/**
+ * Registers `paths` as the fast paths of the tfjs backend `backendName` (replacing what it had).
+ * Each is wrapped to count the calls that return a result.
+ *
+ * @example
+ * ```ts
+ * registerFastPaths("wasm", { ema: (t, s, m) => tf.engine().runKernel("VitsslEma", { t, s }, { mom: m }) as tf.Tensor });
+ * ```
+ */
+export function registerFastPaths(backendName: string, paths: FastPaths): void {
+  const counted: Record<string, unknown> = {};
+  for (const name of NAMES) {
+    const fn = paths[name] as ((...args: unknown[]) => unknown) | undefined;
+    if (!fn) continue;
+    counted[name] = (...args: unknown[]) => {
+      const out = fn(...args);
+      if (out !== undefined) calls[name]++;
+      return out;
+    };
+  }
+  registry.set(backendName, counted as FastPaths);
+}
+
+/**
+ * The active backend's fast path `name`, or `undefined` if it registered none.
+ *
+ * @example
+ * ```ts
+ * const y = fastPath("gelu")?.(x) ?? plainGelu(x);
+ * ```
+ */
+export function fastPath<K extends FastPathName>(name: K): FastPaths[K] | undefined {
+  return registry.get(tf.getBackend())?.[name];
+}
+
+/**
+ * How many calls of each fast path returned a result since the process started (on any
+ * backend): tests read it before and after to see that a route was taken.
+ *
+ * @example
+ * ```ts
+ * const before = fastPathCalls().gelu;
+ * gelu(x);
+ * const tookFused = fastPathCalls().gelu === before + 1;
+ * ```
+ */
+export function fastPathCalls(): Readonly<Record<FastPathName, number>> {
+  return { ...calls };
+}

@@ -1,0 +1,223 @@
+/**
+ * A run directory, in one place: its files ({@link RUN_FILES}), its append-only CSV logs
+ * (`log.csv`, `knn.csv`) and their rows, and reading a run back. Training writes it; resume,
+ * experiments, notebooks and evaluation read it through here.
+ *
+ * The logs survive a crash: a resumed run first cuts every row at or after its checkpoint's step
+ * (and any half-written last line, {@link truncateLogs}), so that step numbers stay contiguous
+ * with no row lost or duplicated. arquero reads them with `aq.loadCSV`/`aq.fromCSV`.
+ *
+ * @example
+ * ```ts
+ * import { appendRows, readRunLogs, RUN_FILES } from "./rundir.ts";
+ * await appendRows(`${dir}/${RUN_FILES.log}`, ["step", "loss"], [{ step: 0, loss: 4.1 }]);
+ * const { log, knn } = await readRunLogs(dir);
+ * ```
+ * @module
+ */
+import * as aq from "arquero";
+import { diskFullOr, isAtomicTempFile, writeFileAtomic } from "../io/atomic.ts";
+
+/** The files of a run directory. */
+export const RUN_FILES = {
+  /** The config, the resolved config and the versions. */
+  config: "config.json",
+  /** One row per iteration ({@link LogRow}). */
+  log: "log.csv",
+  /** One row per kNN evaluation ({@link KnnRow}). */
+  knn: "knn.csv",
+  /** Everything needed to resume (model, momentum encoder, optimiser slots). */
+  checkpoint: "checkpoint.safetensors",
+  /** The online backbone with timm's names, for evaluation and PyTorch. */
+  backbone: "backbone.safetensors",
+  /** An experiment run's result row. */
+  result: "result.json",
+} as const;
+
+/** One row of `log.csv`. */
+export interface LogRow {
+  step: number;
+  epoch: number;
+  loss: number;
+  lr: number;
+  momentum: number;
+  grad_patch: number;
+  grad_first_block: number;
+  grad_last_block: number;
+  grad_heads: number;
+  grad_total: number;
+  images_per_s: number;
+}
+
+/** One row of `knn.csv`. */
+export interface KnnRow {
+  step: number;
+  epoch: number;
+  top1: number;
+  top5: number;
+  k: number;
+  train_size: number;
+  test_size: number;
+}
+
+/** The columns of `log.csv`, in order. */
+export const LOG_COLUMNS: (keyof LogRow)[] = [
+  "step",
+  "epoch",
+  "loss",
+  "lr",
+  "momentum",
+  "grad_patch",
+  "grad_first_block",
+  "grad_last_block",
+  "grad_heads",
+  "grad_total",
+  "images_per_s",
+];
+
+/** The columns of `knn.csv`, in order. */
+export const KNN_COLUMNS: (keyof KnnRow)[] = [
+  "step",
+  "epoch",
+  "top1",
+  "top5",
+  "k",
+  "train_size",
+  "test_size",
+];
+
+/**
+ * A run's `log.csv` and `knn.csv` rows, numbers parsed (a missing file gives no rows).
+ *
+ * @example
+ * ```ts
+ * const { log, knn } = await readRunLogs("data/runs/demo"); // log[0].loss, knn.at(-1)?.top1
+ * ```
+ */
+export async function readRunLogs(dir: string): Promise<{ log: LogRow[]; knn: KnnRow[] }> {
+  const read = async (file: string) => {
+    try {
+      const text = await Deno.readTextFile(`${dir}/${file}`);
+      return aq.fromCSV(text, { autoType: true }).objects();
+    } catch (e) {
+      if (e instanceof Deno.errors.NotFound) return [];
+      throw e;
+    }
+  };
+  return {
+    log: (await read(RUN_FILES.log)) as unknown as LogRow[],
+    knn: (await read(RUN_FILES.knn)) as unknown as KnnRow[],
+  };
+}
+
+/**
+ * Cuts the logs back to a checkpoint at `step`: `log.csv` rows are iterations (row s is the
+ * update from s to s + 1, so rows < step stay); `knn.csv` rows are measured after `step`
+ * updates (rows <= step stay, the checkpoint holds those weights).
+ *
+ * @example
+ * ```ts
+ * await truncateLogs("data/runs/demo", 40); // resuming from the checkpoint of step 40
+ * ```
+ */
+export async function truncateLogs(dir: string, step: number): Promise<void> {
+  await truncateRows(`${dir}/${RUN_FILES.log}`, LOG_COLUMNS, step);
+  await truncateRows(`${dir}/${RUN_FILES.knn}`, KNN_COLUMNS, step + 1);
+}
+
+/**
+ * Removes the hidden temp files (`.checkpoint.safetensors.tmp-1a2b3c4d`, ...) that an atomic
+ * write killed before its rename leaves behind; the files they were meant to replace are intact.
+ *
+ * @example
+ * ```ts
+ * await removeStaleTempFiles("data/runs/demo");
+ * ```
+ */
+export async function removeStaleTempFiles(dir: string): Promise<void> {
+  for await (const e of Deno.readDir(dir)) {
+    if (e.isFile && isAtomicTempFile(e.name)) {
+      await Deno.remove(`${dir}/${e.name}`).catch(() => {});
+    }
+  }
+}
+
+/** Appends rows (objects keyed by column) to a CSV, writing the header first if it is new. */
+export async function appendRows<T extends object>(
+  path: string,
+  columns: (keyof T & string)[],
+  rows: T[],
+): Promise<void> {
+  let text = "";
+  try {
+    await Deno.stat(path);
+  } catch {
+    text = columns.join(",") + "\n";
+  }
+  for (const row of rows) {
+    text += columns.map((c) => formatCell((row as Record<string, unknown>)[c])).join(",") + "\n";
+  }
+  try {
+    await Deno.writeTextFile(path, text, { append: true });
+  } catch (e) {
+    // A torn last line is cut by truncateRows when the run resumes.
+    throw await diskFullOr(e, path);
+  }
+}
+
+/**
+ * A number as text. A float32 value (a loss or a norm read back from a tensor) gets the shortest
+ * text that parses back to the same float32, so that two runs' logs compare bit for bit; other
+ * numbers (an lr computed in float64) get 7 significant digits.
+ */
+export function formatNumber(v: number): string {
+  if (Number.isInteger(v) || !Number.isFinite(v)) return String(v);
+  if (Math.fround(v) === v) {
+    for (let p = 6; p < 9; p++) {
+      const s = v.toPrecision(p);
+      if (Math.fround(Number(s)) === v) return String(Number(s));
+    }
+    return String(Number(v.toPrecision(9)));
+  }
+  return v.toPrecision(7);
+}
+
+function formatCell(v: unknown): string {
+  if (typeof v === "number") return formatNumber(v);
+  const s = String(v ?? "");
+  return /[",\n]/.test(s) ? `"${s.replaceAll('"', '""')}"` : s;
+}
+
+/**
+ * Keeps only the complete rows whose `step` column is below `below` (atomically rewriting the
+ * file). A missing file is left missing. Throws if the header is not `columns`.
+ */
+export async function truncateRows(
+  path: string,
+  columns: string[],
+  below: number,
+): Promise<void> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return;
+    throw e;
+  }
+  const lines = text.split("\n");
+  if (lines[0] !== columns.join(",")) {
+    throw new Error(
+      `${path}: expected the header "${columns.join(",")}", found "${lines[0]}"; ` +
+        "move the file away to start a new log",
+    );
+  }
+  const stepCol = columns.indexOf("step");
+  const keep = [lines[0]];
+  // Only newline-terminated lines are complete; the text after the last "\n" is a torn write.
+  for (const line of lines.slice(1, -1)) {
+    const cells = line.split(",");
+    if (cells.length !== columns.length) continue;
+    if (Number(cells[stepCol]) < below) keep.push(line);
+  }
+  await writeFileAtomic(path, new TextEncoder().encode(keep.join("\n") + "\n"));
+}

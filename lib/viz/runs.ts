@@ -1,0 +1,91 @@
+/**
+ * Paths under the repository, and reading a run directory back for display: its planned step
+ * count, its `log.csv` and `knn.csv` rows, whether it finished. Nothing here trains.
+ *
+ * @example
+ * ```ts
+ * import { readRun, repoPath } from "./runs.ts";
+ * const { log, knn } = await readRun(repoPath("data/runs/notebooks-smoke/02_pretrain"));
+ * ```
+ * @module
+ */
+import { fileURLToPath } from "node:url";
+import { type KnnRow, type LogRow, readRunLogs, RUN_FILES } from "../train/rundir.ts";
+
+/** The repository root (absolute, with a trailing slash). */
+export const ROOT: string = fileURLToPath(new URL("../../", import.meta.url));
+
+/**
+ * A path under the repository root.
+ *
+ * @example
+ * ```ts
+ * repoPath("data/results"); // "/…/vitssl/data/results"
+ * ```
+ */
+export function repoPath(rel: string): string {
+  return ROOT + rel.replace(/^\.?\//, "");
+}
+
+/**
+ * A path relative to the repository root when it lies under it (for display).
+ *
+ * @example
+ * ```ts
+ * relPath(repoPath("data/runs/x")); // "data/runs/x"
+ * ```
+ */
+export function relPath(path: string): string {
+  return path.startsWith(ROOT) ? path.slice(ROOT.length) : path;
+}
+
+/**
+ * The steps a run directory's `config.json` plans (all epochs, or `maxSteps` when fewer); 0 when
+ * it has no readable `config.json` yet.
+ *
+ * @example
+ * ```ts
+ * plannedSteps("data/runs/smoke"); // 16
+ * ```
+ */
+export function plannedSteps(dir: string): number {
+  try {
+    const { config, resolved } = JSON.parse(Deno.readTextFileSync(`${dir}/${RUN_FILES.config}`));
+    const steps = config.maxSteps > 0
+      ? Math.min(config.maxSteps, resolved.totalSteps)
+      : resolved.totalSteps;
+    return Number.isFinite(steps) ? steps : 0;
+  } catch {
+    return 0;
+  }
+}
+
+/**
+ * Whether a run directory holds a finished run: its `log.csv` has a row for every step its
+ * `config.json` planned ({@link plannedSteps}).
+ *
+ * @example
+ * ```ts
+ * if (!(await runFinished(dir))) await pretrain(cfg);
+ * ```
+ */
+export async function runFinished(dir: string): Promise<boolean> {
+  const last = plannedSteps(dir);
+  return last > 0 && (await readRun(dir)).log.length >= last;
+}
+
+/**
+ * A run directory's `log.csv` and `knn.csv` rows (read by the training's run-directory module),
+ * kNN rows deduplicated by step (the last one wins) and sorted by step.
+ *
+ * @example
+ * ```ts
+ * const { log, knn } = await readRun(dir); // log.map((r) => r.loss), knn.at(-1)?.top1
+ * ```
+ */
+export async function readRun(dir: string): Promise<{ log: LogRow[]; knn: KnnRow[] }> {
+  const { log, knn } = await readRunLogs(dir);
+  const byStep = new Map<number, KnnRow>();
+  for (const r of knn) byStep.set(r.step, r);
+  return { log, knn: [...byStep.values()].sort((a, b) => a.step - b.step) };
+}

@@ -1,0 +1,300 @@
+// The `native` tfjs backend (lib/backends/native): its kernels against the `cpu` backend's on the
+// same inputs, training steps bit-identical at 1, 2 and 3 threads with no tensor leaks, a smoke
+// pretraining that matches `--backend cpu`, and the fallback when the library cannot load.
+import * as tf from "@tensorflow/tfjs-core";
+import { assert, assertEquals, assertRejects, assertStringIncludes } from "@std/assert";
+import { BackendError, initBackend } from "../lib/backend.ts";
+import { broadcastPlan } from "../lib/backends/native/backend.ts";
+import { libraryName, openNative } from "../lib/backends/native/ffi.ts";
+import { createStepRunner } from "../lib/bench/step.ts";
+import { resolveWorkload } from "../lib/bench/workloads.ts";
+import { values } from "./_helpers/numeric.ts";
+
+type Case = [string, () => tf.Tensor | tf.Tensor[]];
+
+const t = (shape: number[], seed: number) =>
+  tf.tensor(values(shape.reduce((p, q) => p * q, 1), seed), shape);
+
+/** Every case on cpu and on native: values within float32 tolerance, same shapes and dtypes. */
+async function compareWithCpu(cases: Case[], tol = 1e-5) {
+  const run = async (backend: "cpu" | "native") => {
+    await initBackend({ backend, threads: backend === "native" ? 2 : undefined });
+    return cases.map(([, f]) => {
+      const out = tf.tidy(f);
+      const list = Array.isArray(out) ? out : [out];
+      const r = list.map((o) => ({
+        shape: o.shape,
+        dtype: o.dtype,
+        data: Array.from(o.dataSync()),
+      }));
+      tf.dispose(list);
+      return r;
+    });
+  };
+  const cpu = await run("cpu"), native = await run("native");
+  cases.forEach(([name], i) => {
+    assertEquals(native[i].length, cpu[i].length, name);
+    native[i].forEach((o, j) => {
+      assertEquals(o.shape, cpu[i][j].shape, `${name}: shape`);
+      assertEquals(o.dtype, cpu[i][j].dtype, `${name}: dtype`);
+      o.data.forEach((v, k) => {
+        const w = cpu[i][j].data[k];
+        if (!(Math.abs(v - w) <= tol * Math.max(1, Math.abs(w)))) {
+          throw new Error(`${name}: output ${j}[${k}] is ${v} on native, ${w} on cpu`);
+        }
+      });
+    });
+  });
+}
+
+Deno.test("native backend: matmuls, elementwise ops, reductions and copies match cpu", async () => {
+  await compareWithCpu([
+    ["matMul 2d", () => tf.matMul(t([37, 65], 1), t([65, 33], 2))],
+    ["matMul tA", () => tf.matMul(t([65, 37], 1), t([65, 33], 2), true, false)],
+    ["matMul tB", () => tf.matMul(t([37, 65], 1), t([33, 65], 2), false, true)],
+    ["matMul tA tB", () => tf.matMul(t([65, 37], 1), t([33, 65], 2), true, true)],
+    ["matMul 3d x 2d", () => tf.matMul(t([3, 17, 40], 3), t([40, 9], 4))],
+    ["matMul 3d tA x 2d", () => tf.matMul(t([3, 40, 17], 3), t([40, 9], 4), true)],
+    ["matMul batched", () => tf.matMul(t([4, 17, 8], 5), t([4, 17, 8], 6), false, true)],
+    ["matMul 2d x 3d", () => tf.matMul(t([17, 8], 5), t([4, 8, 17], 6))],
+    ["matMul 4d", () => tf.matMul(t([2, 3, 5, 8], 5), t([2, 3, 8, 6], 6))],
+    [
+      "fused matMul",
+      () =>
+        tf.fused.matMul({
+          a: t([9, 13], 1),
+          b: t([13, 7], 2),
+          bias: t([7], 3),
+          activation: "relu",
+        }),
+    ],
+    ["add bias", () => tf.add(t([2176 / 17, 17, 19], 7), t([19], 8))],
+    ["sub column", () => tf.sub(t([5, 19], 7), t([5, 1], 8))],
+    ["mul scalar", () => tf.mul(t([5, 19], 7), 3)],
+    ["div 4d broadcast", () => tf.div(t([2, 3, 4, 5], 7), t([1, 3, 1, 5], 8).abs().add(1))],
+    ["maximum", () => tf.maximum(t([6, 7], 1), t([7], 2))],
+    ["squared difference", () => tf.squaredDifference(t([6, 7], 1), t([6, 7], 2))],
+    ["5d broadcast (falls back)", () => tf.add(t([2, 1, 3, 1, 2], 1), t([1, 2, 1, 2, 1], 2))],
+    [
+      "int add (falls back)",
+      () => tf.add(tf.tensor([1, 2, 3], [3], "int32"), tf.tensor([4], [1], "int32")),
+    ],
+    [
+      "unary",
+      () => [
+        t([37], 1).neg(),
+        t([37], 2).square(),
+        t([37], 3).abs().sqrt(),
+        t([37], 3).abs().add(0.1).rsqrt(),
+        t([37], 4).relu(),
+        t([37], 5).exp(),
+        t([37], 7).step(0.5),
+      ],
+    ],
+    ["sum leading", () => tf.sum(t([40, 3, 7], 9), [0, 1])],
+    ["sum trailing keepDims", () => tf.sum(t([40, 3, 7], 9), [1, 2], true)],
+    ["mean", () => [tf.mean(t([128, 1024], 9), 0), tf.mean(t([128, 33], 9), -1)]],
+    ["sum middle (falls back)", () => tf.sum(t([4, 3, 7], 9), 1)],
+    ["transpose 2d", () => tf.transpose(t([33, 65], 1))],
+    ["transpose heads", () => tf.transpose(t([2, 17, 4, 8], 1), [0, 2, 1, 3])],
+    [
+      "transpose int",
+      () => tf.transpose(tf.range(0, 24, 1, "int32").reshape([2, 3, 4]), [0, 2, 1]),
+    ],
+    ["transpose general (falls back)", () => tf.transpose(t([2, 3, 4], 1), [2, 0, 1])],
+    ["concat", () => tf.concat([t([5, 1, 7], 1), t([5, 16, 7], 2)], 1)],
+    ["split", () => tf.split(t([5, 12, 3], 1), [2, 4, 6], 1)],
+    ["slice", () => tf.slice(t([5, 17, 8], 1), [0, 1, 0], [5, 16, 8])],
+    ["slice 2 axes", () => tf.slice(t([5, 17, 8], 1), [1, 0, 2], [3, 1, 5])],
+    ["tile unit axes", () => tf.tile(t([1, 1, 8], 1), [5, 3, 1])],
+    ["tile (falls back)", () => tf.tile(t([2, 3], 1), [2, 2])],
+    ["pad one axis", () => tf.pad(t([5, 1, 8], 1), [[0, 0], [2, 14], [0, 0]], 0.5)],
+    ["pad two axes (falls back)", () => tf.pad(t([5, 2], 1), [[1, 0], [0, 3]])],
+    ["pow", () => tf.pow(t([5, 7], 1).abs(), t([7], 2))],
+    ["clip", () => tf.clipByValue(t([300], 1), -0.3, 0.4)],
+    [
+      "mirror pad reflect",
+      () => tf.mirrorPad(t([2, 6, 5, 3], 1), [[0, 0], [2, 2], [1, 3], [0, 0]], "reflect"),
+    ],
+    ["mirror pad symmetric", () => tf.mirrorPad(t([4, 5], 1), [[1, 2], [3, 0]], "symmetric")],
+    [
+      "depthwise conv valid",
+      () =>
+        tf.depthwiseConv2d(
+          t([2, 9, 8, 3], 1) as tf.Tensor4D,
+          t([3, 1, 3, 1], 2) as tf.Tensor4D,
+          1,
+          "valid",
+        ),
+    ],
+    [
+      "depthwise conv same, strided, multiplier 2",
+      () =>
+        tf.depthwiseConv2d(
+          t([2, 9, 8, 3], 1) as tf.Tensor4D,
+          t([3, 3, 3, 2], 2) as tf.Tensor4D,
+          2,
+          "same",
+        ),
+    ],
+    ["crop and resize", () =>
+      tf.image.cropAndResize(
+        t([2, 9, 8, 3], 1) as tf.Tensor4D,
+        tf.tensor2d([[0.1, 0.2, 0.8, 0.9], [-0.2, 0, 1.1, 0.5], [0.3, 0.3, 0.3, 0.3]]),
+        [0, 1, 1],
+        [5, 4],
+        "bilinear",
+        0.25,
+      )],
+  ]);
+});
+
+Deno.test("native backend: broadcastPlan collapses axes and gives broadcast axes stride 0", () => {
+  assertEquals(Array.from(broadcastPlan([2176, 128], [128], [2176, 128])!), [
+    1,
+    1,
+    2176,
+    128,
+    0,
+    0,
+    128,
+    1,
+    0,
+    0,
+    0,
+    1,
+  ]);
+  assertEquals(Array.from(broadcastPlan([4, 5, 6], [4, 5, 6], [4, 5, 6])!), [
+    1,
+    1,
+    1,
+    120,
+    0,
+    0,
+    0,
+    1,
+    0,
+    0,
+    0,
+    1,
+  ]);
+  assertEquals(broadcastPlan([2, 1, 3, 1, 2], [1, 2, 1, 2, 1], [2, 2, 3, 2, 2]), undefined);
+});
+
+Deno.test("native backend: MoCo v3 steps are bit-identical at 1, 2 and 3 threads, and leak nothing", async () => {
+  const w = resolveWorkload("small28", { batch: 8 });
+  const x = [0, 1, 2, 3].map((i) => values(8 * 28 * 28, i + 1));
+  const losses: number[][] = [];
+  for (const threads of [1, 2, 3]) {
+    await initBackend({ backend: "native", threads });
+    const xs = x.map((v) => tf.tensor4d(v, [8, 28, 28, 1]));
+    const runner = createStepRunner(w, "step", 0);
+    const seen: number[] = [];
+    await runner.run(xs[0], xs[1]);
+    const before = tf.memory();
+    for (let s = 0; s < 3; s++) seen.push(await runner.run(xs[(s % 2) * 2], xs[(s % 2) * 2 + 1]));
+    const after = tf.memory();
+    assertEquals(after.numTensors, before.numTensors, `tensors leaked at ${threads} threads`);
+    assertEquals(after.numBytes, before.numBytes, `bytes leaked at ${threads} threads`);
+    losses.push(seen);
+    runner.dispose();
+    tf.dispose(xs);
+  }
+  assert(losses[0].every(Number.isFinite));
+  assertEquals(losses[1], losses[0], "2 threads differ from 1");
+  assertEquals(losses[2], losses[0], "3 threads differ from 1");
+});
+
+async function pretrain(backend: string, dir: string, threads?: number) {
+  const args = [
+    "run",
+    "-A",
+    "lib/cli/pretrain.ts",
+    "--preset",
+    "smoke",
+    "--backend",
+    backend,
+    "--out",
+    dir,
+    "--max-steps",
+    "6",
+  ];
+  if (threads) args.push("--threads", String(threads));
+  const out = await new Deno.Command(Deno.execPath(), { args, stdout: "piped", stderr: "piped" })
+    .output();
+  const err = new TextDecoder().decode(out.stderr);
+  assert(out.success, `pretrain --backend ${backend} failed:\n${err}`);
+  const rows = (await Deno.readTextFile(`${dir}/log.csv`)).trim().split("\n");
+  const head = rows[0].split(",");
+  const col = (name: string) => rows.slice(1).map((r) => Number(r.split(",")[head.indexOf(name)]));
+  const lossText = rows.slice(1).map((r) => r.split(",")[head.indexOf("loss")]).join(",");
+  return { loss: col("loss"), grad: col("grad_total"), lossText };
+}
+
+Deno.test("native backend: a smoke pretraining matches cpu, and is the same at 1 and 3 threads", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "vitssl-native-" });
+  try {
+    const native = await pretrain("native", `${dir}/native`);
+    const cpu = await pretrain("cpu", `${dir}/cpu`);
+    assertEquals(native.loss.length, 6);
+    native.loss.forEach((l, i) =>
+      assert(
+        Math.abs(l - cpu.loss[i]) <= 1e-5 * Math.abs(cpu.loss[i]),
+        `loss ${i}: ${l} vs ${cpu.loss[i]}`,
+      )
+    );
+    native.grad.forEach((g, i) =>
+      assert(
+        Math.abs(g - cpu.grad[i]) <= 1e-4 * Math.abs(cpu.grad[i]),
+        `grad ${i}: ${g} vs ${cpu.grad[i]}`,
+      )
+    );
+    // One thread and three give the same run, to the bit: losses and the saved backbone.
+    const one = await pretrain("native", `${dir}/one`, 1);
+    const three = await pretrain("native", `${dir}/three`, 3);
+    assertEquals(three.lossText, one.lossText);
+    assertEquals(
+      await Deno.readFile(`${dir}/three/backbone.safetensors`),
+      await Deno.readFile(`${dir}/one/backbone.safetensors`),
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("native backend: a missing library gives a clear error, and auto falls back", async () => {
+  const code = `
+    import { initBackend } from "${new URL("../lib/backend.ts", import.meta.url).href}";
+    try { await initBackend({ backend: "native" }); console.log("STARTED"); }
+    catch (e) { console.log("ERROR " + e.name + ": " + e.message); }
+    const a = await initBackend({ backend: "auto" });
+    console.log("AUTO " + a.name + " | " + a.skipped.join(" | "));
+  `;
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["eval", "--ext=ts", code],
+    env: { VITSSL_NATIVE_LIB: "/nonexistent/libvitssl_native.so" },
+    cwd: new URL("..", import.meta.url).pathname,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
+  assertStringIncludes(
+    text,
+    "ERROR BackendError: the native library /nonexistent/libvitssl_native.so is missing",
+  );
+  assertStringIncludes(text, "build.sh");
+  assert(/AUTO (wasm|webgpu|tensorflow) /.test(text), text);
+  assertStringIncludes(text, "native: the native library /nonexistent");
+  assertEquals(libraryName("darwin", "aarch64").name, undefined);
+  assertStringIncludes(
+    libraryName("darwin", "aarch64").reason!,
+    "no native library for darwin-aarch64",
+  );
+  assertEquals(libraryName("linux", "x86_64").name, "libvitssl_native.linux-x86_64.so");
+  await assertRejects(
+    () => initBackend({ backend: "native", threads: 0 }),
+    BackendError,
+    "threads",
+  );
+  assertEquals(openNative().path.endsWith("libvitssl_native.linux-x86_64.so"), true);
+});
