@@ -42,4 +42,5 @@ export * from "./eval/results.ts";
 export * from "./eval/run.ts";
 export * from "./eval/metrics.ts";
 export * from "./experiments/stability.ts";
+export * from "./experiments/stats.ts";
 export * from "./parallel/mod.ts";

@@ -82,8 +82,6 @@ export interface DataParallelStepResult {
   loss: number;
   /** Whether the update was applied (false when non-finite, unless `applyNonFinite`). */
   applied: boolean;
-  /** Sum of squares of each averaged gradient, by trainable name (for gradient-norm logs). */
-  gradSquares: Record<string, number>;
 }
 
 /** The full training state of one worker, by checkpoint name (model and `optim.*` slots). */
@@ -298,17 +296,11 @@ export async function createDataParallel(opts: DataParallelOptions): Promise<Dat
     },
     async step(x1, x2, stepOpts) {
       const { loss, grads } = await dp.grads(x1, x2, stepOpts);
-      const gradSquares: Record<string, number> = {};
-      let finite = Number.isFinite(loss);
-      for (const [name, g] of Object.entries(grads)) {
-        let s = 0;
-        for (let i = 0; i < g.length; i++) s += g[i] * g[i];
-        gradSquares[name] = s;
-        if (!Number.isFinite(s)) finite = false;
-      }
+      const finite = Number.isFinite(loss) &&
+        Object.values(grads).every((g) => g.every(Number.isFinite));
       const applied = finite || !!stepOpts.applyNonFinite;
       await dp.apply({ lr: stepOpts.lr, apply: applied });
-      return { loss, applied, gradSquares };
+      return { loss, applied };
     },
     lastGradients() {
       const out: Record<string, Float32Array> = {};

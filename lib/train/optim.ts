@@ -40,11 +40,6 @@ export type OptimizerName = "adamw" | "lamb" | "sgd";
 export interface OptimizerConfig {
   /** `adamw` (torch.optim.AdamW), `lamb` (timm's Lamb) or `sgd` (torch.optim.SGD). */
   name: OptimizerName;
-  /**
-   * Peak (batch-scaled) learning rate, kept here so the run config records it; {@link applyGradients}
-   * uses its explicit `lr` argument (the schedule's current value), not this.
-   */
-  lr?: number;
   /** Moment decay rates (adamw, lamb). Default [0.9, 0.999]. */
   betas?: [number, number];
   /** Added to sqrt(v_hat) (adamw, lamb). Default 1e-8 for adamw, 1e-6 for lamb. */
@@ -78,8 +73,7 @@ export interface OptimizerState {
 }
 
 /** An {@link OptimizerConfig} with every default filled in. */
-export type ResolvedOptimizerConfig = Required<Omit<OptimizerConfig, "lr" | "maxGradNorm">> & {
-  lr?: number;
+export type ResolvedOptimizerConfig = Required<Omit<OptimizerConfig, "maxGradNorm">> & {
   maxGradNorm?: number;
 };
 
@@ -92,7 +86,6 @@ export function resolveOptimizerConfig(cfg: OptimizerConfig): ResolvedOptimizerC
   }
   const r: ResolvedOptimizerConfig = {
     name: cfg.name,
-    lr: cfg.lr,
     betas: cfg.betas ?? [0.9, 0.999],
     eps: cfg.eps ?? (cfg.name === "lamb" ? 1e-6 : 1e-8),
     weightDecay: cfg.weightDecay,

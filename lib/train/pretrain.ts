@@ -214,7 +214,9 @@ async function pretrainLocked(
 ): Promise<PretrainResult> {
   const print = hooks.print ?? ((s: string) => console.log(s));
   const signal = hooks.signal ?? { stop: false };
-  const backendInfo = await initBackend({ backend: cfg.backend, threads: cfg.threads });
+  // Data-parallel workers each run wasm or cpu: there, `auto` means wasm.
+  const backend = cfg.workers > 1 && cfg.backend === "auto" ? "wasm" : cfg.backend;
+  const backendInfo = await initBackend({ backend, threads: cfg.threads });
   print(`backend: ${backendInfo.summary}`);
   if (cfg.workers > 1) checkWorkers(cfg, backendInfo.name);
 
@@ -239,7 +241,6 @@ async function pretrainLocked(
   const peakLr = scaledLr(cfg.baseLr, B);
   const optCfg: OptimizerConfig = {
     name: cfg.optimizer,
-    lr: peakLr,
     weightDecay: cfg.weightDecay,
     skipDecay: cfg.skipDecay,
   };
@@ -257,28 +258,10 @@ async function pretrainLocked(
     const dir = cfg.outDir;
     await takeLock(); // creates the directory
     const ckptPath = `${dir}/${RUN_FILES.checkpoint}`;
-    let step = 0;
-    let lrScale = 1;
-    await removeStaleTempFiles(dir);
-    if (await exists(ckptPath)) {
-      await checkSameConfig(dir, cfg, hooks.force ?? false);
-      ({ step, lrScale } = await restore(ssl, opt, ckptPath));
-      await truncateLogs(dir, step);
-      print(`resumed ${dir} at step ${step}/${lastStep}`);
-    } else {
-      // A fresh start: rows of an earlier attempt killed before its first checkpoint would
-      // otherwise be followed by the same steps again.
-      for (const log of [RUN_FILES.log, RUN_FILES.knn]) {
-        await Deno.remove(`${dir}/${log}`).catch(() => {});
-      }
-      const resolved = { ...cfg, backbone: vit, stepsPerEpoch, totalSteps, peakLr };
-      const json = JSON.stringify(
-        { config: cfg, resolved, versions: await versions(backendInfo.summary) },
-        null,
-        2,
-      );
-      await writeFileAtomic(`${dir}/${RUN_FILES.config}`, new TextEncoder().encode(json + "\n"));
-    }
+    const resolved = { ...cfg, backbone: vit, stepsPerEpoch, totalSteps, peakLr };
+    const opened = await openRunDir(cfg, resolved, backendInfo.summary, ssl, opt, hooks);
+    let { step, lrScale } = opened;
+    if (opened.resumed) print(`resumed ${dir} at step ${step}/${lastStep}`);
     stepper = cfg.workers > 1
       ? await dataParallelStepper(cfg, vit, heads, optCfg, backendInfo, ssl, opt, print)
       : localStepper(ssl, opt, optCfg);
@@ -287,17 +270,7 @@ async function pretrainLocked(
     const save = async () => {
       await stepper!.pull();
       savedStep = step;
-      const tensors = { ...ssl.state(), ...optimizerStateTensors(opt) };
-      const meta = {
-        format: "vitssl-checkpoint-v1",
-        step: String(step),
-        lr_scale: String(lrScale),
-        optimizer_step: String(opt.step),
-        config: JSON.stringify(cfg),
-        [CONFIG_KEY]: JSON.stringify(vit),
-      };
-      await saveTensors(ckptPath, tensors, meta);
-      await saveBackbone(`${dir}/${RUN_FILES.backbone}`, ssl.backbone, { step: String(step) });
+      await saveCheckpoint(dir, ssl, opt, { cfg, vit, step, lrScale });
     };
     const monitor = async (run: PretrainConfig, epoch: number, what: (r: KnnRow) => string) => {
       await stepper!.pull();
@@ -427,6 +400,67 @@ async function pretrainLocked(
     ssl.dispose();
     disposeOptimizerState(opt);
   }
+}
+
+/**
+ * Opens the run directory: resumes from its checkpoint (after checking that its config is the
+ * same, and cutting the logs back to the checkpoint) and returns its step and lr scale, or starts
+ * it afresh with a new config.json (step 0).
+ */
+async function openRunDir(
+  cfg: PretrainConfig,
+  resolved: Record<string, unknown>,
+  backend: string,
+  ssl: SslModel,
+  opt: OptimizerState,
+  hooks: RunHooks,
+): Promise<{ step: number; lrScale: number; resumed: boolean }> {
+  const dir = cfg.outDir;
+  const ckptPath = `${dir}/${RUN_FILES.checkpoint}`;
+  await removeStaleTempFiles(dir);
+  if (await exists(ckptPath)) {
+    await checkSameConfig(dir, cfg, hooks.force ?? false);
+    const resumed = await restore(ssl, opt, ckptPath);
+    await truncateLogs(dir, resumed.step);
+    return { ...resumed, resumed: true };
+  }
+  // A fresh start: rows of an earlier attempt killed before its first checkpoint would
+  // otherwise be followed by the same steps again.
+  for (const log of [RUN_FILES.log, RUN_FILES.knn]) {
+    await Deno.remove(`${dir}/${log}`).catch(() => {});
+  }
+  const json = JSON.stringify(
+    { config: cfg, resolved, versions: await versions(backend) },
+    null,
+    2,
+  );
+  await writeFileAtomic(`${dir}/${RUN_FILES.config}`, new TextEncoder().encode(json + "\n"));
+  return { step: 0, lrScale: 1, resumed: false };
+}
+
+/** Writes the training checkpoint (model, optimiser slots, step, lr scale) and the backbone. */
+async function saveCheckpoint(
+  dir: string,
+  ssl: SslModel,
+  opt: OptimizerState,
+  at: {
+    cfg: PretrainConfig;
+    vit: ReturnType<typeof backboneConfig>;
+    step: number;
+    lrScale: number;
+  },
+): Promise<void> {
+  const tensors = { ...ssl.state(), ...optimizerStateTensors(opt) };
+  const meta = {
+    format: "vitssl-checkpoint-v1",
+    step: String(at.step),
+    lr_scale: String(at.lrScale),
+    optimizer_step: String(opt.step),
+    config: JSON.stringify(at.cfg),
+    [CONFIG_KEY]: JSON.stringify(at.vit),
+  };
+  await saveTensors(`${dir}/${RUN_FILES.checkpoint}`, tensors, meta);
+  await saveBackbone(`${dir}/${RUN_FILES.backbone}`, ssl.backbone, { step: String(at.step) });
 }
 
 /** The images of step t: batch t mod E of epoch t div E, in a permutation seeded by the epoch. */

@@ -162,9 +162,6 @@ Deno.test("two workers: mean of per-shard losses and gradients against all keys;
       const ref = g0.map((v, i) => (v + g1[i]) / 2);
       const tol = 1e-5 * Math.max(1, maxAbs(ref));
       assert(maxAbsDiff(mean[name], ref) <= tol, `${name}: ${maxAbsDiff(mean[name], ref)}`);
-      let sq = 0;
-      for (const v of mean[name]) sq += v * v;
-      assertAlmostEquals(r.gradSquares[name], sq, 1e-9 * Math.max(1, sq));
     }
     // Not the whole-batch loss: per-shard BN and 8 keys for 4 queries each.
     const wholeModel = createMoCo(vit, heads, 7);
