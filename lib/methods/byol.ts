@@ -42,13 +42,11 @@ export type ByolConfig = Pick<HeadConfig, "hidden" | "outDim">;
 export type BYOL = MomentumNetworks;
 
 /** Builds BYOL around a new backbone; the target starts as an exact copy of the online net. */
-export function createBYOL(
+export const createBYOL: (
   vit: Parameters<typeof createMomentumNetworks>[0],
-  config: Partial<ByolConfig> = {},
-  seed = 0,
-): BYOL {
-  return createMomentumNetworks(vit, config, seed);
-}
+  config?: Partial<ByolConfig>,
+  seed?: number,
+) => BYOL = createMomentumNetworks;
 
 /**
  * One BYOL step on two views `x1, x2 [B, H, W, C]`: momentum update of the target, then

@@ -46,13 +46,11 @@ export const MOCO_DEFAULTS: MocoConfig = HEAD_DEFAULTS;
 export type MoCo = MomentumNetworks;
 
 /** Builds MoCo v3 around a new backbone; the momentum encoder starts as an exact copy. */
-export function createMoCo(
+export const createMoCo: (
   vit: Parameters<typeof createMomentumNetworks>[0],
-  config: Partial<MocoConfig> = {},
-  seed = 0,
-): MoCo {
-  return createMomentumNetworks(vit, config, seed);
-}
+  config?: Partial<MocoConfig>,
+  seed?: number,
+) => MoCo = createMomentumNetworks;
 
 /** Every tensor of the model by checkpoint name (online, predictor, momentum, BN buffers). */
 export const mocoState: (model: MoCo) => Record<string, tf.Variable> = momentumState;

@@ -18,3 +18,17 @@ export function removeOnUnload(dirs: string[]): void {
     }
   });
 }
+
+/**
+ * The names in a directory, sorted.
+ *
+ * @example
+ * ```ts
+ * assertEquals(await listDir(dir), ["checkpoint.safetensors"]); // no temp file left
+ * ```
+ */
+export async function listDir(dir: string): Promise<string[]> {
+  const names: string[] = [];
+  for await (const e of Deno.readDir(dir)) names.push(e.name);
+  return names.sort();
+}

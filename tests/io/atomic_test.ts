@@ -13,14 +13,9 @@ import {
 } from "@std/assert";
 import { DiskFullError, isAtomicTempFile, writeFileAtomic } from "../../lib/io/atomic.ts";
 import { requireTool, smallDisk, smallDiskStatus } from "../_helpers/system_tools.ts";
+import { listDir } from "../_helpers/temp.ts";
 
 const enc = new TextEncoder();
-
-async function listDir(dir: string): Promise<string[]> {
-  const names: string[] = [];
-  for await (const e of Deno.readDir(dir)) names.push(e.name);
-  return names.sort();
-}
 
 Deno.test("writeFileAtomic: a failing write leaves the old file intact and no temp file", async () => {
   const dir = await Deno.makeTempDir();

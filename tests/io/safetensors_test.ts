@@ -18,6 +18,7 @@ import {
   toFloat32,
   writeSafetensors,
 } from "../../lib/io/safetensors.ts";
+import { listDir } from "../_helpers/temp.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Helpers written from the spec, independent of the module under test.
@@ -474,12 +475,6 @@ Deno.test("decode errors: overlapping tensors, gaps, trailing bytes", () => {
 
 // ---------------------------------------------------------------------------------------------
 // Files on disk.
-
-async function listDir(dir: string): Promise<string[]> {
-  const names: string[] = [];
-  for await (const e of Deno.readDir(dir)) names.push(e.name);
-  return names.sort();
-}
 
 Deno.test("writeSafetensors / readSafetensors: round trip on disk, no temp files", async () => {
   const dir = await Deno.makeTempDir();
