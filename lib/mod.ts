@@ -10,7 +10,7 @@
  * ```
  * @module
  */
-export * from "./backend.ts";
+export * from "./backends/mod.ts";
 export * from "./backends/native/mod.ts";
 export * from "./core/errors.ts";
 export * from "./core/rng.ts";

@@ -7,7 +7,7 @@
  * output is exactly one JSON line per workload on stdout.
  *
  * ```sh
- * deno task bench                                      # every workload, wasm, 10 s each
+ * deno task bench                                      # every workload, auto backend, 10 s each
  * deno task bench --workload small28 --backend wasm --json  # a worker per core (default)
  * deno task bench --workload small28 --backend wasm --workers 1 --threads 2 --json
  * deno task bench --workload small28 --profile          # + the top kernels of one step
@@ -16,9 +16,8 @@
  * ```
  * @module
  */
-import { BackendError, type BackendName, BACKENDS, initBackend } from "../backend.ts";
-import { ConfigError } from "../core/errors.ts";
-import { type FlagSpec, helpText, parseFlags, UsageError } from "../cli/args.ts";
+import { BackendError, type BackendName, initBackend } from "../backends/mod.ts";
+import { BACKEND_FLAG, type FlagSpec, helpText, parseFlags, UsageError } from "../cli/args.ts";
 import { runMain } from "../cli/main.ts";
 import { profileTable } from "./profile.ts";
 import { type BenchResult, benchWorkload } from "./run.ts";
@@ -29,24 +28,23 @@ const SPECS: FlagSpec[] = [
     key: "workload",
     flag: "workload",
     kind: "string",
-    help: `workload(s), comma-separated: ${WORKLOADS.join(", ")} (default: all)`,
+    choices: WORKLOADS,
+    list: true,
+    help: "workload(s), comma-separated (default: all)",
   },
-  {
-    key: "backend",
-    flag: "backend",
-    kind: "string",
-    help: `${BACKENDS.join(", ")} (default wasm)`,
-  },
+  { ...BACKEND_FLAG, help: "tensor backend (default auto: native on a CPU with the library)" },
   {
     key: "threads",
     flag: "threads",
     kind: "int",
+    min: 1,
     help: "backend threads (wasm: default 1; native: default every core)",
   },
   {
     key: "workers",
     flag: "workers",
     kind: "int",
+    min: 1,
     help: "data-parallel Deno workers of a step, each with its own backend (default: one per " +
       "core on wasm/cpu with 1 thread, else 1)",
   },
@@ -57,6 +55,7 @@ const SPECS: FlagSpec[] = [
     key: "steps",
     flag: "steps",
     kind: "int",
+    min: 1,
     help: "exactly this many timed steps (ignores --seconds)",
   },
   {
@@ -69,6 +68,7 @@ const SPECS: FlagSpec[] = [
     key: "mode",
     flag: "mode",
     kind: "string",
+    choices: ["step", "forward"],
     help: "step or forward (default: forward for vit_small224 on CPUs)",
   },
   {
@@ -130,30 +130,13 @@ export async function main(args: string[]): Promise<number> {
     throw new UsageError(`unexpected argument "${positional[0]}": use --workload NAME`);
   }
   const names = v.workload ? String(v.workload).split(",").filter((s) => s) : WORKLOADS;
-  for (const n of names) {
-    if (!WORKLOADS.includes(n)) {
-      throw new ConfigError(`unknown workload "${n}": choose one of ${WORKLOADS.join(", ")}`);
-    }
-  }
-  const backend = String(v.backend ?? "wasm");
-  if (!(BACKENDS as readonly string[]).includes(backend)) {
-    throw new UsageError(`unknown backend "${backend}": choose one of ${BACKENDS.join(", ")}`);
-  }
-  const mode = v.mode === undefined ? undefined : String(v.mode);
-  if (mode !== undefined && mode !== "step" && mode !== "forward") {
-    throw new UsageError(`--mode must be step or forward, got "${mode}"`);
-  }
+  const backend = String(v.backend ?? "auto");
+  const mode = v.mode === undefined ? undefined : String(v.mode) as "step" | "forward";
   const steps = v.steps as number | undefined;
-  if (steps !== undefined && steps < 1) throw new UsageError(`--steps must be >= 1, got ${steps}`);
-  // native's pool defaults to every core (undefined); wasm's build to one thread.
-  const threads = (v.threads as number | undefined) ?? (backend === "native" ? undefined : 1);
-  if (threads !== undefined && threads < 1) {
-    throw new UsageError(`--threads must be >= 1, got ${threads}`);
-  }
+  // native's pool defaults to every core (undefined, also for auto); wasm's build to one thread.
+  const threads = (v.threads as number | undefined) ??
+    (backend === "native" || backend === "auto" ? undefined : 1);
   const workers = v.workers as number | undefined;
-  if (workers !== undefined && workers < 1) {
-    throw new UsageError(`--workers must be >= 1, got ${workers}`);
-  }
 
   const info = await initBackend({ backend: backend as BackendName, threads });
   const log = (s: string) => console.error(s);

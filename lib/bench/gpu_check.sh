@@ -178,7 +178,7 @@ else
 fi
 
 PROBE='
-import { initBackend } from "./lib/backend.ts";
+import { initBackend } from "./lib/backends/mod.ts";
 const gpu = (navigator as any).gpu;
 const a = gpu ? await gpu.requestAdapter({ powerPreference: "high-performance" }) : null;
 if (a) {

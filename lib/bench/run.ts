@@ -10,7 +10,7 @@
  *
  * @example
  * ```ts
- * import { initBackend } from "../backend.ts";
+ * import { initBackend } from "../backends/mod.ts";
  * import { benchWorkload } from "./run.ts";
  * const backend = await initBackend({ backend: "wasm" });
  * const r = await benchWorkload({ workload: "small28", backend, seconds: 10 });
@@ -19,7 +19,7 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs-core";
-import type { BackendInfo } from "../backend.ts";
+import type { BackendInfo } from "../backends/mod.ts";
 import { type AugmentConfig, defaultAugmentConfig, twoViews } from "../data/augment.ts";
 import { type Dataset, getBatch, syntheticDataset, toFloatTensor } from "../data/mod.ts";
 import { createRng, permutation } from "../core/rng.ts";

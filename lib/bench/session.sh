@@ -21,8 +21,9 @@ torch() {
   "$PYTHON" tests/reference/moco_step_torch.py --threads 2 "$@" >>"$OUT" 2>>"$LOG" ||
     echo "FAILED: torch $*" | tee -a "$LOG"
 }
+# One core: OpenBLAS keeps its own threads (all cores) unless told.
 torch1() {
-  "$PYTHON" tests/reference/moco_step_torch.py --threads 1 "$@" >>"$OUT" 2>>"$LOG" ||
+  OPENBLAS_NUM_THREADS=1 "$PYTHON" tests/reference/moco_step_torch.py --threads 1 "$@" >>"$OUT" 2>>"$LOG" ||
     echo "FAILED: torch --threads 1 $*" | tee -a "$LOG"
 }
 bench() {

@@ -13,7 +13,7 @@
  * @module
  */
 import { parseArgs } from "@std/cli";
-import { BACKENDS } from "../backend.ts";
+import { BACKENDS } from "../backends/mod.ts";
 
 /**
  * A flag: where its value goes, its type, a line of help, and what values it allows. Values are

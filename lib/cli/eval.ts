@@ -8,7 +8,7 @@
  * ```
  * @module
  */
-import { initBackend } from "../backend.ts";
+import { initBackend } from "../backends/mod.ts";
 import { type DatasetName, DATASETS } from "../data/mod.ts";
 import { RESULTS_FILE, summaryTable } from "../eval/results.ts";
 import { evaluate, type Protocol, PROTOCOLS } from "../eval/run.ts";

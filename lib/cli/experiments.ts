@@ -11,7 +11,7 @@
  * ```
  * @module
  */
-import type { BackendName } from "../backend.ts";
+import type { BackendName } from "../backends/mod.ts";
 import { recordSuiteTime, RESULTS_DIR, RUNS_DIR, runSuite, suiteList } from "../experiments/run.ts";
 import { BUDGET_SPECS, BUDGETS, checkBudget, SUITE_NAMES, SUITES } from "../experiments/suites.ts";
 import { BACKEND_FLAG, type FlagSpec, helpText, parseFlags, UsageError } from "./args.ts";

@@ -17,7 +17,7 @@
  * @module
  */
 import * as aq from "arquero";
-import type { BackendName } from "../backend.ts";
+import type { BackendName } from "../backends/mod.ts";
 import { loadBackbone } from "../train/checkpoint.ts";
 import { fixedSubset } from "../data/mod.ts";
 import { knnOfBackbone } from "../eval/knn.ts";

@@ -1,7 +1,7 @@
 /**
  * The one place where a backend's fused kernels meet the model: a registry of optional fast
  * paths, per tfjs backend name. A backend that has fused kernels registers them here when it
- * installs them (`lib/wasm_kernels.ts` for `wasm`); the layer primitives of `layers.ts` and the
+ * installs them (`lib/backends/wasm/kernels.ts` for `wasm`); the layer primitives of `layers.ts` and the
  * optimiser ask {@link fastPath} for the active backend's and fall back to plain tfjs ops where
  * there is none, or where it declines (returns `undefined`, e.g. for an input it does not cover).
  * Model, method and optimiser code never name a backend.

@@ -7,7 +7,7 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs-core";
-import { initBackend } from "../backend.ts";
+import { initBackend } from "../backends/mod.ts";
 import { createFramework, type SslModel } from "../methods/mod.ts";
 import type { Gather } from "../methods/two_view.ts";
 import {

@@ -11,7 +11,7 @@
  * ```
  * @module
  */
-import { BACKENDS } from "../backend.ts";
+import { BACKENDS } from "../backends/mod.ts";
 import { type DatasetName, DATASETS } from "../data/mod.ts";
 import { type PosEmb, VIT_CONFIGS } from "../model/vit.ts";
 import { ConfigError } from "../core/errors.ts";
@@ -64,8 +64,9 @@ export interface PretrainConfig {
   maxSteps: number;
   seed: number;
   backend: typeof BACKENDS[number];
+  /** Backend threads; 0: the backend's default (every core on native, 1 on wasm). */
   threads: number;
-  /** Data-parallel Deno workers of each step (mocov3 on wasm/cpu); 1 runs in this thread. */
+  /** Data-parallel Deno workers of each step (any method, on wasm/cpu); 1 runs in this thread. */
   workers: number;
   /** Run directory (default: data/runs/<preset>-<time>). */
   outDir: string;
@@ -199,13 +200,19 @@ export const FIELDS: Field[] = [
   { key: "maxSteps", flag: "max-steps", kind: "int", min: 0, help: "stop after N steps (0: all)" },
   { key: "seed", flag: "seed", kind: "int", min: 0, help: "random seed" },
   { ...BACKEND_FLAG, key: "backend" },
-  { key: "threads", flag: "threads", kind: "int", min: 1, help: "wasm threads" },
+  {
+    key: "threads",
+    flag: "threads",
+    kind: "int",
+    min: 0,
+    help: "backend threads (0: the backend's default, every core on native, 1 on wasm)",
+  },
   {
     key: "workers",
     flag: "workers",
     kind: "int",
     min: 1,
-    help: "data-parallel Deno workers per step (mocov3; batch must divide)",
+    help: "data-parallel Deno workers per step (wasm/cpu; batch must divide)",
   },
   { key: "outDir", flag: "out", kind: "string", help: "run directory" },
   {
@@ -275,7 +282,7 @@ const BASE: Omit<PretrainConfig, "preset"> = {
   maxSteps: 0,
   seed: 0,
   backend: "auto",
-  threads: 1,
+  threads: 0,
   workers: 1,
   outDir: "",
   checkpointEvery: 50,

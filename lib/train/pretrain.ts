@@ -20,7 +20,7 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs-core";
-import { initBackend } from "../backend.ts";
+import { initBackend } from "../backends/mod.ts";
 import { type AugmentConfig, defaultAugmentConfig, twoViews } from "../data/augment.ts";
 import { type Dataset, fixedSubset, getBatch, loadDataset, toFloatTensor } from "../data/mod.ts";
 import { type ChannelStats, datasetStats } from "../eval/features.ts";
@@ -216,7 +216,7 @@ async function pretrainLocked(
   const signal = hooks.signal ?? { stop: false };
   // Data-parallel workers each run wasm or cpu: there, `auto` means wasm.
   const backend = cfg.workers > 1 && cfg.backend === "auto" ? "wasm" : cfg.backend;
-  const backendInfo = await initBackend({ backend, threads: cfg.threads });
+  const backendInfo = await initBackend({ backend, threads: cfg.threads || undefined });
   print(`backend: ${backendInfo.summary}`);
   if (cfg.workers > 1) checkWorkers(cfg, backendInfo.name);
 

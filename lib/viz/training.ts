@@ -13,7 +13,7 @@
  * @module
  */
 import * as aq from "arquero";
-import { type BackendName, BACKENDS } from "../backend.ts";
+import { type BackendName, BACKENDS } from "../backends/mod.ts";
 import { type PretrainConfig, resolveConfig } from "../train/config.ts";
 import { pretrain } from "../train/pretrain.ts";
 import { RESULTS_DIR, runSuite } from "../experiments/run.ts";

@@ -20,7 +20,7 @@ export interface ToolStatus {
   why: string;
 }
 
-import { quietWaylandProbe } from "../../lib/backend.ts";
+import { quietWaylandProbe } from "../../lib/backends/mod.ts";
 import { findChromium } from "../../lib/viz/render.ts";
 
 const CI = Deno.env.get("CI") === "true";

@@ -6,7 +6,7 @@
  */
 import * as tf from "@tensorflow/tfjs-core";
 import { assert, assertAlmostEquals, assertEquals, assertStringIncludes } from "@std/assert";
-import { initBackend } from "../../lib/backend.ts";
+import { initBackend } from "../../lib/backends/mod.ts";
 import { median, timeLoop } from "../../lib/bench/measure.ts";
 import { matmulFlops, profileTable } from "../../lib/bench/profile.ts";
 import { defaultMode, defaultWorkers } from "../../lib/bench/run.ts";
@@ -281,7 +281,7 @@ Deno.test("deno task bench --smoke prints one complete JSON line", async () => {
 Deno.test("bench rejects an unknown workload and a misspelled flag", async () => {
   const w = await runCli(["--workload", "small32", "--smoke"]);
   assertEquals(w.code, 2);
-  assertStringIncludes(w.stderr, 'unknown workload "small32"');
+  assertStringIncludes(w.stderr, 'unknown --workload "small32": did you mean small28?');
   assertStringIncludes(w.stderr, "small28, tiny32, vit_small224");
   const f = await runCli(["--workloads", "small28"]);
   assertEquals(f.code, 2);

@@ -7,7 +7,7 @@
  * errors, config mismatch with --force), tests/train/checkpoint_test.ts (architecture mismatch),
  * tests/io/safetensors_test.ts (truncation, header length, offsets, atomic-write failure),
  * tests/data/data_test.ts (CIFAR and ImageFolder errors), tests/eval/results_test.ts (missing column),
- * tests/backend_test.ts (unavailable backends).
+ * tests/backends/backend_test.ts (unavailable backends).
  */
 import * as tf from "@tensorflow/tfjs-core";
 import { assert, assertEquals, assertRejects, assertStringIncludes } from "@std/assert";

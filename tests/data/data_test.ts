@@ -9,7 +9,7 @@ import {
 import * as tf from "@tensorflow/tfjs-core";
 import { PNG } from "pngjs";
 import jpeg from "jpeg-js";
-import { initBackend } from "../../lib/backend.ts";
+import { initBackend } from "../../lib/backends/mod.ts";
 import {
   DataError,
   type Dataset,

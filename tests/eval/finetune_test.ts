@@ -1,6 +1,6 @@
 import * as tf from "@tensorflow/tfjs-core";
 import { assert, assertAlmostEquals, assertEquals, assertRejects, assertThrows } from "@std/assert";
-import { initBackend } from "../../lib/backend.ts";
+import { initBackend } from "../../lib/backends/mod.ts";
 import type { Dataset } from "../../lib/data/dataset.ts";
 import { finetune, finetuneSchedule, layerDecayScales, layerId } from "../../lib/eval/finetune.ts";
 import { linearProbe } from "../../lib/eval/linear.ts";

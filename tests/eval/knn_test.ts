@@ -1,6 +1,6 @@
 import * as tf from "@tensorflow/tfjs-core";
 import { assertAlmostEquals, assertEquals, assertRejects } from "@std/assert";
-import { initBackend } from "../../lib/backend.ts";
+import { initBackend } from "../../lib/backends/mod.ts";
 import { knnClassify } from "../../lib/eval/knn.ts";
 import { labelRank, topkAccuracy } from "../../lib/eval/metrics.ts";
 import { createRng } from "../../lib/core/rng.ts";

@@ -1,6 +1,6 @@
 import * as tf from "@tensorflow/tfjs-core";
 import { assert, assertAlmostEquals, assertEquals, assertRejects } from "@std/assert";
-import { initBackend } from "../../lib/backend.ts";
+import { initBackend } from "../../lib/backends/mod.ts";
 import { crossEntropy, linearProbe } from "../../lib/eval/linear.ts";
 import { createRng } from "../../lib/core/rng.ts";
 

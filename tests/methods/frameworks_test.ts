@@ -1,6 +1,6 @@
 import { assert, assertAlmostEquals, assertEquals, assertThrows } from "@std/assert";
 import * as tf from "@tensorflow/tfjs-core";
-import { initBackend } from "../../lib/backend.ts";
+import { initBackend } from "../../lib/backends/mod.ts";
 import { byolLoss, byolStep, createBYOL } from "../../lib/methods/byol.ts";
 import { createFramework, FRAMEWORKS } from "../../lib/methods/mod.ts";
 import { ntXentLoss } from "../../lib/methods/simclr.ts";

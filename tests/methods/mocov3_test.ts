@@ -6,7 +6,7 @@
  */
 import * as tf from "@tensorflow/tfjs-core";
 import { assert, assertAlmostEquals, assertEquals } from "@std/assert";
-import { initBackend } from "../../lib/backend.ts";
+import { initBackend } from "../../lib/backends/mod.ts";
 import { buildMlp, mlpForward } from "../../lib/model/heads.ts";
 import { ctr as contrastiveLoss } from "../../lib/methods/losses.ts";
 import { emaUpdate } from "../../lib/methods/two_view.ts";

@@ -2,7 +2,7 @@
 // fast-path registry of lib/model/fused.ts that they consult.
 import * as tf from "@tensorflow/tfjs-core";
 import { assertEquals } from "@std/assert";
-import { initBackend } from "../../lib/backend.ts";
+import { initBackend } from "../../lib/backends/mod.ts";
 import { batchNorm, BN_EPS, ema, gelu } from "../../lib/model/layers.ts";
 import { fastPath, fastPathCalls, registerFastPaths } from "../../lib/model/fused.ts";
 import { assertClose, values } from "../_helpers/numeric.ts";

@@ -7,7 +7,7 @@ import {
   assertThrows,
 } from "@std/assert";
 import * as tf from "@tensorflow/tfjs-core";
-import { initBackend } from "../../lib/backend.ts";
+import { initBackend } from "../../lib/backends/mod.ts";
 import { webgpuStatus } from "../_helpers/system_tools.ts";
 import { createRng, type Rng } from "../../lib/core/rng.ts";
 import {

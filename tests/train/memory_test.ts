@@ -8,7 +8,7 @@
  */
 import * as tf from "@tensorflow/tfjs-core";
 import { assert, assertEquals } from "@std/assert";
-import { initBackend } from "../../lib/backend.ts";
+import { initBackend } from "../../lib/backends/mod.ts";
 import { saveBackbone } from "../../lib/train/checkpoint.ts";
 import { evaluate } from "../../lib/eval/run.ts";
 import { pretrain, resolveConfig } from "../../lib/train/pretrain.ts";

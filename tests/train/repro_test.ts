@@ -10,7 +10,7 @@
  */
 import * as tf from "@tensorflow/tfjs-core";
 import { assert, assertEquals, assertNotEquals } from "@std/assert";
-import { initBackend } from "../../lib/backend.ts";
+import { initBackend } from "../../lib/backends/mod.ts";
 import { applyViewParams, defaultAugmentConfig, sampleViewParams } from "../../lib/data/augment.ts";
 import { createRng } from "../../lib/core/rng.ts";
 import { readSafetensors } from "../../lib/io/safetensors.ts";

@@ -22,7 +22,7 @@ import {
   assertStringIncludes,
   assertThrows,
 } from "@std/assert";
-import { initBackend } from "../../lib/backend.ts";
+import { initBackend } from "../../lib/backends/mod.ts";
 import { countParams, createViT, disposeViT, vitConfig, vitForward } from "../../lib/model/vit.ts";
 import { budget, byBudget, NOTEBOOKS } from "../../lib/viz/budget.ts";
 import { plotBundle, plotPng } from "../../lib/viz/display.ts";

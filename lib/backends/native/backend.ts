@@ -7,13 +7,12 @@
  * kernel still runs (on the cpu backend's JS kernel, same data). Native kernels, float32 unless
  * noted: `BatchMatMul` and `_FusedMatMul` (bias, linear or relu), `Add`, `Sub`, `Multiply`,
  * `RealDiv`, `Maximum`, `Minimum`, `SquaredDifference` (any broadcast that collapses to 4 axes),
- * `Pow`, `Neg`, `Square`, `Sqrt`, `Rsqrt`, `Relu`, `Exp`, `Abs`, `Reciprocal`, `Step`, `Sum` and
- * `Mean` over leading or trailing axes, `Transpose` and `Slice` (float32 and int32, any), `Tile`
- * (of unit axes), `PadV2` (one padded axis), `MirrorPad`, `Concat` and `SplitV` (4-byte types),
- * the augmentation's `ClipByValue`, `DepthwiseConv2dNative` and bilinear `CropAndResize`, and the
- * fused kernels of `lib/wasm_kernels.ts`
- * (LayerNorm, GELU, attention, each with its gradient; AdamW; EMA). Other inputs fall back to
- * the JS kernel.
+ * `Pow`, `Neg`, `Square`, `Sqrt`, `Rsqrt`, `Relu`, `Exp`, `Abs`, `Reciprocal`, `Floor`, `Step`,
+ * `Sum` and `Mean` over leading or trailing axes, `Transpose` and `Slice` (float32 and int32,
+ * any), `Tile` (of unit axes), `PadV2` (one padded axis), `MirrorPad`, `Concat` and `SplitV`
+ * (4-byte types), the augmentation's `ClipByValue`, `DepthwiseConv2dNative` and bilinear
+ * `CropAndResize`, and the fused kernels of `lib/backends/wasm/kernels.ts` (LayerNorm, GELU, attention,
+ * each with its gradient; AdamW; EMA). Other inputs fall back to the JS kernel.
  *
  * @example
  * ```ts
@@ -31,7 +30,7 @@ import {
   installFusedGradients,
   registerKernelFastPaths,
   swapGroups,
-} from "../../wasm_kernels.ts";
+} from "../wasm/kernels.ts";
 import {
   BINARY_OPS,
   type Buf,
@@ -127,14 +126,15 @@ export class NativeBackend extends MathBackendCPU {
     dtype: tf.DataType,
     refCount: number,
   ): void {
-    const old = this.data.get(dataId)?.values;
+    // data.get of an id that is not here would ask the engine to move it here (recursion).
+    const old = this.data.has(dataId) ? this.data.get(dataId).values : undefined;
     super.move(dataId, values, shape, dtype, refCount);
     this.track(values, 1);
     if (old) this.track(old, -1);
   }
 
   override disposeData(dataId: tf.DataId, force = false): boolean {
-    const values = this.data.get(dataId)?.values;
+    const values = this.data.has(dataId) ? this.data.get(dataId).values : undefined;
     const done = super.disposeData(dataId, force);
     if (values && !this.data.has(dataId)) this.track(values, -1);
     return done;
@@ -638,7 +638,7 @@ const concatKernel = (orig: KernelFn) =>
 };
 
 // ---------------------------------------------------------------------------------------------
-// The fused kernels (same inputs and attributes as lib/wasm_kernels.ts's).
+// The fused kernels (same inputs and attributes as lib/backends/wasm/kernels.ts's).
 // ---------------------------------------------------------------------------------------------
 
 function need(name: string, backend: NativeBackend, ...ts: Info[]): Float32Array[] {
@@ -791,6 +791,7 @@ const OVERRIDES: Record<string, (orig: KernelFn) => KernelFn> = {
   Exp: unaryKernel(UNARY_OPS.exp),
   Abs: unaryKernel(UNARY_OPS.abs),
   Reciprocal: unaryKernel(UNARY_OPS.reciprocal),
+  Floor: unaryKernel(UNARY_OPS.floor),
   Step: unaryKernel(UNARY_OPS.step, (attrs) => Number(attrs.alpha ?? 0)),
   Sum: reduceKernel(false),
   Mean: reduceKernel(true),

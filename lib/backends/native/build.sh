@@ -5,8 +5,11 @@
 #   bash lib/backends/native/build.sh --check    # rebuild in a temp dir; fail if the bytes differ
 #                                                # from the committed library
 # dense.c and ops.c are compiled once per instruction set (AVX-512, AVX2 + FMA, SSE2 baseline);
-# api.c picks one at run time. The flags make the bytes reproducible: no build id, source paths
-# mapped, no timestamps (gcc writes none for a shared object), sorted inputs.
+# api.c picks one at run time. x86-64 only: the sources build for other targets (the baseline
+# uses 4-lane GCC vectors; api.c has an aarch64 pause), but this script passes x86 flags, and no
+# arm64 library is built or committed (no cross compiler on the build machine). The flags make
+# the bytes reproducible: no build id, source paths mapped, no timestamps (gcc writes none for a
+# shared object), inputs in a fixed order; the same gcc gives the same bytes in any directory.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 committed="$here/libvitssl_native.linux-x86_64.so"
@@ -48,7 +51,7 @@ if ((check)); then
   fi
   echo "DIFFERENT: $committed is not what src/ builds to with $("$cc" --version | head -1):" \
     "rebuild it with bash lib/backends/native/build.sh (or, with another compiler, run" \
-    "VITSSL_NATIVE_LIB=<fresh build> deno test -A tests/native_kernels_test.ts)" >&2
+    "VITSSL_NATIVE_LIB=<fresh build> deno test -A tests/backends/native_kernels_test.ts)" >&2
   exit 1
 fi
 echo "built $out ($("$cc" --version | head -1))"

@@ -55,6 +55,7 @@ export const UNARY_OPS = {
   scale: 7,
   step: 8,
   reciprocal: 9,
+  floor: 10,
 } as const;
 
 const B = "buffer", I = "i32", F = "f32", L = "i64";

@@ -129,7 +129,7 @@ static void binary(int op, const float* a, const float* b, float* out, const int
 
 // ---------------------------------------------------------------------------------------------
 // Unary ops: 0 neg, 1 square, 2 sqrt, 3 rsqrt, 4 relu, 5 exp (float), 6 abs, 7 scale by alpha,
-// 8 step (x > 0), 9 reciprocal. Scalar loops that GCC vectorises; correctly rounded where tfjs's
+// 8 step (x > 0), 9 reciprocal, 10 floor. Scalar loops that GCC vectorises; correctly rounded where tfjs's
 // are (exp uses libm expf, as precise as tfjs's Math.exp rounded to float32 in all but ties).
 // ---------------------------------------------------------------------------------------------
 struct unary {
@@ -156,6 +156,7 @@ static void unary_task(void* ctx, int t, int tid) {
     case 6: for (int64_t i = lo; i < hi; i++) y[i] = fabsf(x[i]); break;
     case 7: for (int64_t i = lo; i < hi; i++) y[i] = x[i] * u->alpha; break;
     case 8: for (int64_t i = lo; i < hi; i++) y[i] = x[i] > 0.f ? 1.f : (x[i] != x[i] ? x[i] : u->alpha); break;
+    case 10: for (int64_t i = lo; i < hi; i++) y[i] = floorf(x[i]); break;
     default: for (int64_t i = lo; i < hi; i++) y[i] = 1.f / x[i]; break;
   }
 }
@@ -666,7 +667,6 @@ struct dwconv {
 };
 
 static void dwconv_task(void* ctx, int t, int tid) {
-  (void)tid;
   const struct dwconv* d = ctx;
   const int32_t* m = d->m;
   int H = m[1], W = m[2], C = m[3], mult = m[4], fh = m[5], fw = m[6], oh = m[7], ow = m[8];
@@ -674,6 +674,30 @@ static void dwconv_task(void* ctx, int t, int tid) {
   int b = t / oh, oy = t % oh, OC = C * mult;
   const float* xb = d->x + (int64_t)b * H * W * C;
   float* yr = d->y + ((int64_t)b * oh + oy) * ow * OC;
+  if (mult == 1 && sw == 1 && dw == 1 && left == 0 && (ow - 1 + fw) <= W) {
+    // The blur's case: a row of outputs is a sum over taps of shifted input rows times a
+    // per-channel weight, in double (as tfjs), with every (ox, c) summed in tap order.
+    int n = ow * C;
+    double* acc = (double*)vn_thread_scratch(tid, (size_t)2 * n + 2 * C);
+    for (int i = 0; i < n; i++) acc[i] = 0.0;
+    for (int fy = 0; fy < fh; fy++) {
+      int iy = oy * sh - top + fy * dh;
+      if (iy < 0 || iy >= H) continue;
+      for (int fx = 0; fx < fw; fx++) {
+        const float* xr = xb + ((int64_t)iy * W + fx) * C;
+        const float* f = d->f + (int64_t)(fy * fw + fx) * C;
+        if (C == 1) {
+          double w = f[0];
+          for (int i = 0; i < n; i++) acc[i] += (double)xr[i] * w;
+        } else {
+          for (int ox = 0; ox < ow; ox++)
+            for (int c = 0; c < C; c++) acc[ox * C + c] += (double)xr[ox * C + c] * f[c];
+        }
+      }
+    }
+    for (int i = 0; i < n; i++) yr[i] = (float)acc[i];
+    return;
+  }
   for (int ox = 0; ox < ow; ox++) {
     for (int c = 0; c < C; c++) {
       for (int q = 0; q < mult; q++) {

@@ -5,7 +5,7 @@
 // It must not use linear memory of its own: no globals, no static data, no stack (build.sh checks
 // that the binary defines no data segment and never touches `__stack_pointer`).
 //
-// Every function is exported under its own name; see lib/wasm_kernels.ts for the tfjs side.
+// Every function is exported under its own name; see lib/backends/wasm/kernels.ts for the tfjs side.
 #include <wasm_simd128.h>
 
 #define EXPORT __attribute__((visibility("default")))
@@ -273,7 +273,7 @@ EXPORT void layernorm_grad(const f32* restrict dy, const f32* restrict x, const 
 // Exact GELU: y = x/2 (1 + erf(x / sqrt 2)), and its gradient. The forward pass takes erf from a
 // rational approximation (erf4_rational); the gradient, which needs exp(-x^2/2) anyway, from
 // Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7, as tfjs's own Erf) sharing that exponential.
-// Both are within 1e-6 of the exact values (tests/wasm_kernels_test.ts). The scalar tails (n % 4
+// Both are within 1e-6 of the exact values (tests/backends/wasm_kernels_test.ts). The scalar tails (n % 4
 // elements) use the Abramowitz & Stegun form for both.
 // ---------------------------------------------------------------------------------------------
 static inline f32 exp_f(f32 x) {

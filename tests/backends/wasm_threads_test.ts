@@ -1,11 +1,11 @@
 import * as tf from "@tensorflow/tfjs-core";
 import { assertEquals } from "@std/assert";
-import { initBackend } from "../lib/backend.ts";
-import { wasmThreadsUnsupportedReason } from "../lib/wasm_threads.ts";
-import { assertClose, values } from "./_helpers/numeric.ts";
+import { initBackend } from "../../lib/backends/mod.ts";
+import { wasmThreadsUnsupportedReason } from "../../lib/backends/wasm/threads.ts";
+import { assertClose, values } from "../_helpers/numeric.ts";
 
 const reason = wasmThreadsUnsupportedReason();
-if (reason) console.log(`backend_wasm_threads_test: skipped, ${reason}`);
+if (reason) console.log(`wasm_threads_test: skipped, ${reason}`);
 
 /** Reference matmul in float64: `[m, k] @ [k, n]`, optional `b` transposed (`[n, k]`). */
 function refMatMul(

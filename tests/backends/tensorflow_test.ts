@@ -9,10 +9,10 @@
  */
 import { assert, assertEquals } from "@std/assert";
 import * as tf from "@tensorflow/tfjs-core";
-import { BackendError, type BackendName, initBackend } from "../lib/backend.ts";
-import { createFramework } from "../lib/methods/mod.ts";
-import { createRng } from "../lib/core/rng.ts";
-import { createViT, disposeViT, vitForward } from "../lib/model/vit.ts";
+import { BackendError, type BackendName, initBackend } from "../../lib/backends/mod.ts";
+import { createFramework } from "../../lib/methods/mod.ts";
+import { createRng } from "../../lib/core/rng.ts";
+import { createViT, disposeViT, vitForward } from "../../lib/model/vit.ts";
 
 // The wasm module and a native binding stay loaded for the whole process, by design.
 const opts = { sanitizeOps: false, sanitizeResources: false };

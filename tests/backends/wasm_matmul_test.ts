@@ -1,8 +1,8 @@
 import * as tf from "@tensorflow/tfjs-core";
 import { assert, assertEquals } from "@std/assert";
-import { initBackend } from "../lib/backend.ts";
-import { installWasmMatMulFastPath, wasmMatMulRoutes } from "../lib/wasm_matmul.ts";
-import { values } from "./_helpers/numeric.ts";
+import { initBackend } from "../../lib/backends/mod.ts";
+import { installWasmMatMulFastPath, wasmMatMulRoutes } from "../../lib/backends/wasm/matmul.ts";
+import { values } from "../_helpers/numeric.ts";
 
 Deno.test("wasm matmul fast path: transposes and [B,N,D]@[D,E] take XNNPACK, match a float64 loop", async () => {
   await initBackend({ backend: "wasm" });

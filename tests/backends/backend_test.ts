@@ -7,7 +7,7 @@ import {
   assertStringIncludes,
 } from "@std/assert";
 import * as tf from "@tensorflow/tfjs-core";
-import { BackendError, BACKENDS, initBackend, quietWaylandProbe } from "../lib/backend.ts";
+import { BackendError, BACKENDS, initBackend, quietWaylandProbe } from "../../lib/backends/mod.ts";
 
 // The wasm module and the WebGPU device stay alive for the whole process, by design.
 const opts = { sanitizeOps: false, sanitizeResources: false };
@@ -39,8 +39,8 @@ async function probeWebgpu(): Promise<{ adapter: boolean; software: boolean; why
 /** Whether tfjs-node-gpu's native binding loads in this process. */
 /** Whether the native C library (lib/backends/native) opens and passes its self-check here. */
 async function nativeLibraryLoads(): Promise<boolean> {
-  const { openNative } = await import("../lib/backends/native/ffi.ts");
-  const { selfCheck } = await import("../lib/backends/native/backend.ts");
+  const { openNative } = await import("../../lib/backends/native/ffi.ts");
+  const { selfCheck } = await import("../../lib/backends/native/backend.ts");
   try {
     selfCheck(openNative());
     return true;

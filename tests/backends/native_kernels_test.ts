@@ -4,9 +4,21 @@
 // padded tails, and bit-identical at 1, 2 and 3 threads (sizes large enough to split into
 // several tasks, so that the threads really share the work).
 import { assert, assertEquals } from "@std/assert";
-import { ISA_NAMES, type IsaName, type NativeLib, openNative } from "../lib/backends/native/ffi.ts";
+import {
+  ISA_NAMES,
+  type IsaName,
+  libraryPath,
+  type NativeLib,
+  openNative,
+} from "../../lib/backends/native/ffi.ts";
 
-const lib: NativeLib = openNative();
+// A private copy of the library: this file switches its instruction set and thread count, and
+// `deno test --parallel` may run other files that use the library in the same process (a
+// second file name is a second instance, with its own settings).
+const copy = await Deno.makeTempFile({ prefix: "vitssl-native-test-", suffix: ".so" });
+await Deno.copyFile(libraryPath(), copy);
+const lib: NativeLib = openNative(copy);
+globalThis.addEventListener("unload", () => Deno.removeSync(copy));
 const best = ISA_NAMES.indexOf(lib.isaSupported());
 const ISAS: IsaName[] = ISA_NAMES.filter((_, i) => i <= best);
 const THREADS = [1, 2, 3];
@@ -203,6 +215,7 @@ Deno.test("native: binary ops with broadcasting, unary ops", () => {
     [5, Math.exp, 1e-7],
     [6, Math.abs, 0],
     [9, (v) => 1 / v, 0],
+    [10, Math.floor, 0],
   ];
   for (const [op, fn, tol] of unary) {
     const xin = op === 2 ? x.map(Math.abs) : x;
@@ -570,6 +583,28 @@ Deno.test("native: augmentation kernels (clip, gather, depthwise conv, crop-and-
     lib.dwconv(x, f, y, Int32Array.from([B, H, W, C, M, fh, fw, oh, ow, 2, 2, 1, 1, 1, 0]));
     return [y];
   }, ([y]) => close("dwconv", y, want, 1e-6));
+  // The row-wise path: stride 1, no padding, multiplier 1: [2, 9, 8, 3] * [2, 3, 3, 1] -> [2, 8, 6, 3].
+  const f1 = rand(2 * 3 * 3, 24), want1 = new Float64Array(2 * 8 * 6 * 3);
+  for (let b = 0; b < 2; b++) {
+    for (let oy = 0; oy < 8; oy++) {
+      for (let ox = 0; ox < 6; ox++) {
+        for (let c = 0; c < 3; c++) {
+          let s = 0;
+          for (let fy = 0; fy < 2; fy++) {
+            for (let fx = 0; fx < 3; fx++) {
+              s += x[((b * 9 + oy + fy) * 8 + ox + fx) * 3 + c] * f1[(fy * 3 + fx) * 3 + c];
+            }
+          }
+          want1[((b * 8 + oy) * 6 + ox) * 3 + c] = s;
+        }
+      }
+    }
+  }
+  everyPath("dwconv rows", () => {
+    const y = new Float32Array(want1.length);
+    lib.dwconv(x, f1, y, Int32Array.from([2, 9, 8, 3, 1, 2, 3, 8, 6, 1, 1, 1, 1, 0, 0]));
+    return [y];
+  }, ([y]) => close("dwconv rows", y, want1, 1e-6));
   // Crop-and-resize: one box inside, one partly outside (extrapolated), one of a missing image.
   const boxes = Float32Array.from([0.1, 0.2, 0.8, 0.9, -0.2, 0, 1.1, 0.5, 0, 0, 1, 1]);
   const ind = Int32Array.from([0, 1, 7]);

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds lib/kernels/kernels.wasm (for tfjs-backend-wasm's single-threaded build) and
+# Builds lib/backends/wasm/kernels.wasm (for tfjs-backend-wasm's single-threaded build) and
 # kernels_shared.wasm (for its threaded build, whose memory is shared) from kernels.c.
 # Needs clang and wasm-ld (Debian: apt-get install -y clang-16 lld-16). The binaries are
 # committed, so users and CI never run this; rerun it after editing kernels.c.

@@ -6,14 +6,14 @@
  * `WASM_HAS_MULTITHREAD_SUPPORT` fails with `ERR_WORKER_PATH`: its Node glue hands a `blob:` URL
  * to `node:worker_threads`. Here the original Emscripten glue (`wasm-out/...-threaded-simd.js`) is
  * evaluated with Node's globals hidden, its pthreads are `node:worker_threads` workers running
- * {@link ./wasm_threads_worker.js} (unref'd, so they never keep Deno alive), and the resulting
+ * {@link ./threads_worker.js} (unref'd, so they never keep Deno alive), and the resulting
  * module is handed to the package's own `BackendWasm` under the name `wasm`, so every wasm kernel
  * works unchanged.
  *
  * @example
  * ```ts
  * import * as tf from "@tensorflow/tfjs-core";
- * import { useThreadedWasm } from "./wasm_threads.ts";
+ * import { useThreadedWasm } from "./threads.ts";
  * await useThreadedWasm(2); // registers "wasm" as the threaded build with 2 threads
  * await tf.setBackend("wasm");
  * ```
@@ -31,7 +31,7 @@ type Factory = (m: EmModule) => Promise<EmModule>;
 type BackendWasmModule = ConstructorParameters<typeof BackendWasm>[0];
 
 const WASM_PRIORITY = 2;
-const WORKER_URL = new URL("./wasm_threads_worker.js", import.meta.url);
+const WORKER_URL = new URL("./threads_worker.js", import.meta.url);
 
 /** The directory of `@tensorflow/tfjs-backend-wasm`'s `package.json` (a file path, ends in /). */
 function packageDir(): string {
@@ -144,7 +144,7 @@ async function loadThreadedModule(
       imports: WebAssembly.Imports,
       receive: (i: WebAssembly.Instance, m: WebAssembly.Module) => void,
     ) => {
-      // The shared memory is an import; lib/wasm_kernels.ts instantiates on it too.
+      // The shared memory is an import; lib/backends/wasm/kernels.ts instantiates on it too.
       memory = Object.values(imports).flatMap((ns) => Object.values(ns))
         .find((v): v is WebAssembly.Memory => v instanceof WebAssembly.Memory);
       WebAssembly.instantiate(compiled, imports).then((inst) => receive(inst, compiled));
@@ -224,7 +224,7 @@ export async function useDefaultWasm(): Promise<void> {
   if (!originalFactory) {
     throw new Error(
       "tfjs-backend-wasm's `wasm` backend was removed from the registry before " +
-        "lib/wasm_threads.ts saw it: call initBackend/useDefaultWasm before tf.removeBackend",
+        "lib/backends/wasm/threads.ts saw it: call initBackend/useDefaultWasm before tf.removeBackend",
     );
   }
   if (tf.findBackendFactory("wasm") === originalFactory) return;

@@ -1,18 +1,18 @@
 /**
  * Benchmark: tfjs wasm, single-threaded SIMD build vs the threaded SIMD build (see
- * {@link ./wasm_threads.ts}), on matmul shapes of a small ViT. Configurations alternate in rounds
+ * {@link ../backends/wasm/threads.ts}), on matmul shapes of a small ViT. Configurations alternate in rounds
  * so that load from other processes hits them alike; each op reports its best round.
  *
- * Run: `deno run -A lib/wasm_threads_bench.ts [--rounds 5] [--threads 1,2] [--fast]`
+ * Run: `deno run -A lib/bench/wasm_threads.ts [--rounds 5] [--threads 1,2] [--fast]`
  * (`1` = tfjs's own single-threaded build, `n > 1` = the threaded build with n threads;
- * `--fast` installs {@link ./wasm_matmul.ts}'s XNNPACK routing first.)
+ * `--fast` installs {@link ../backends/wasm/matmul.ts}'s XNNPACK routing first.)
  * @module
  */
 import * as tf from "@tensorflow/tfjs-core";
 import process from "node:process";
 import { parseArgs } from "@std/cli";
-import { initBackend } from "./backend.ts";
-import { installWasmMatMulFastPath } from "./wasm_matmul.ts";
+import { initBackend } from "../backends/mod.ts";
+import { installWasmMatMulFastPath } from "../backends/wasm/matmul.ts";
 
 interface Op {
   name: string;

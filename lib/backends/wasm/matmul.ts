@@ -10,13 +10,13 @@
  * {@link installWasmMatMulFastPath} re-registers the wasm `BatchMatMul` kernel so that, when `b`
  * has batch size 1, transposes are materialised (the SIMD transpose; `w^T` of `x @ w^T` is cached
  * per weight) and `a`'s batch dims are folded into its rows, then XNNPACK runs. Products with a
- * batched `b` go to the SIMD kernel of `lib/kernels/kernels.c` (see `lib/wasm_kernels.ts`); ViT
+ * batched `b` go to the SIMD kernel of `lib/backends/wasm/kernels.c` (see `lib/backends/wasm/kernels.ts`); ViT
  * attention itself is one fused kernel there where its head width allows.
  *
  * @example
  * ```ts
- * import { initBackend } from "./backend.ts";
- * import { installWasmMatMulFastPath } from "./wasm_matmul.ts";
+ * import { initBackend } from "../mod.ts";
+ * import { installWasmMatMulFastPath } from "./matmul.ts";
  * await initBackend({ backend: "wasm" });
  * installWasmMatMulFastPath();
  * ```
@@ -28,7 +28,7 @@ import {
   transposeInto,
   type WasmBackendLike,
   wasmKernelsFor,
-} from "./wasm_kernels.ts";
+} from "./kernels.ts";
 
 type KernelFunc = tf.KernelConfig["kernelFunc"];
 interface Args {
@@ -97,7 +97,7 @@ function transposeCache(backend: WasmBackendLike): Cache {
 
 /**
  * A batched product (both sides batched, or `a` batched with `transposeA`) by the SIMD kernel of
- * lib/kernels/kernels.c, or `undefined` where it does not apply (batch shapes that broadcast in
+ * lib/backends/wasm/kernels.c, or `undefined` where it does not apply (batch shapes that broadcast in
  * other ways, no kernels for this backend).
  */
 function batchedMatMul({ inputs: { a, b }, backend, attrs }: Args): tf.TensorInfo | undefined {
@@ -145,7 +145,7 @@ export function installWasmMatMulFastPath(): void {
   const transposeK = tf.getKernel("Transpose", "wasm");
   if (!reshapeK || !transposeK) {
     throw new Error(
-      "wasm_matmul.ts: the wasm kernels Reshape/Transpose are not registered: " +
+      "backends/wasm/matmul.ts: the wasm kernels Reshape/Transpose are not registered: " +
         'import "@tensorflow/tfjs-backend-wasm" (or initBackend({ backend: "wasm" })) first',
     );
   }

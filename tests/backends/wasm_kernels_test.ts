@@ -1,15 +1,15 @@
-// The fused wasm kernels of lib/kernels/kernels.c (via lib/wasm_kernels.ts and lib/wasm_matmul.ts)
+// The fused wasm kernels of lib/backends/wasm/kernels.c (via lib/backends/wasm/kernels.ts and lib/backends/wasm/matmul.ts)
 // against float64 references written here: loops for products, sums and transposes, formulas for
 // LayerNorm and GELU (erf by its Taylor series) and central finite differences for gradients.
 import * as tf from "@tensorflow/tfjs-core";
 import { assert, assertEquals } from "@std/assert";
-import { initBackend } from "../lib/backend.ts";
-import { ema, gelu, layerNorm, multiHeadAttention } from "../lib/model/layers.ts";
-import { fastPathCalls, type FastPathName } from "../lib/model/fused.ts";
-import { swapGroups, wasmKernelsFor } from "../lib/wasm_kernels.ts";
-import { wasmMatMulRoutes } from "../lib/wasm_matmul.ts";
-import { applyGradients, createOptimizerState } from "../lib/train/optim.ts";
-import { assertClose, values } from "./_helpers/numeric.ts";
+import { initBackend } from "../../lib/backends/mod.ts";
+import { ema, gelu, layerNorm, multiHeadAttention } from "../../lib/model/layers.ts";
+import { fastPathCalls, type FastPathName } from "../../lib/model/fused.ts";
+import { swapGroups, wasmKernelsFor } from "../../lib/backends/wasm/kernels.ts";
+import { wasmMatMulRoutes } from "../../lib/backends/wasm/matmul.ts";
+import { applyGradients, createOptimizerState } from "../../lib/train/optim.ts";
+import { assertClose, values } from "../_helpers/numeric.ts";
 
 /** erf by its Maclaurin series (float64; error < 1e-13 for |x| <= 3, where it is used). */
 function erf64(x: number): number {

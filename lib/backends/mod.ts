@@ -8,7 +8,7 @@
  *
  * @example
  * ```ts
- * import { initBackend } from "./backend.ts";
+ * import { initBackend } from "./mod.ts";
  * const info = await initBackend({ backend: "wasm" });
  * console.log(info.summary); // "wasm (SIMD, 1 thread)"
  * ```
@@ -20,9 +20,9 @@ import * as tf from "@tensorflow/tfjs-core";
 // registry, shared with tfjs-core), so tf.grads/variableGrads work on every backend.
 import "@tensorflow/tfjs";
 import { createRequire } from "node:module";
-import { installWasmMatMulFastPath } from "./wasm_matmul.ts";
-import { installWasmKernels } from "./wasm_kernels.ts";
-import { useDefaultWasm, useThreadedWasm } from "./wasm_threads.ts";
+import { installWasmMatMulFastPath } from "./wasm/matmul.ts";
+import { installWasmKernels } from "./wasm/kernels.ts";
+import { useDefaultWasm, useThreadedWasm } from "./wasm/threads.ts";
 
 /** Backend names that {@link initBackend} accepts. */
 export const BACKENDS = ["auto", "tensorflow", "webgpu", "native", "wasm", "cpu"] as const;
@@ -104,7 +104,7 @@ async function tryWasm(threads: number): Promise<BackendInfo> {
   }
   // Send transposed and rank-3 matmuls (most of a training step's backward) to XNNPACK: ~10x.
   installWasmMatMulFastPath();
-  // Fused LayerNorm, GELU and leading-axis sums, and batched matmuls (lib/kernels/kernels.c).
+  // Fused LayerNorm, GELU and leading-axis sums, and batched matmuls (lib/backends/wasm/kernels.c).
   installWasmKernels();
   const simd = threads > 1 || await tf.env().getAsync("WASM_HAS_SIMD_SUPPORT");
   const n = wasm.getThreadsCount();
@@ -112,8 +112,8 @@ async function tryWasm(threads: number): Promise<BackendInfo> {
 }
 
 async function tryNative(threads: number | undefined): Promise<BackendInfo> {
-  const { startNative } = await import("./backends/native/backend.ts");
-  const { NativeLoadError } = await import("./backends/native/ffi.ts");
+  const { startNative } = await import("./native/backend.ts");
+  const { NativeLoadError } = await import("./native/ffi.ts");
   try {
     const r = await startNative({ threads });
     return info("native", `C, ${r.isa}`, r.threads);

@@ -1,6 +1,6 @@
 /**
- * Fused float32 kernels for the wasm backend, from `lib/kernels/kernels.c` (WebAssembly SIMD128,
- * built by `lib/kernels/build.sh`; the binaries are committed).
+ * Fused float32 kernels for the wasm backend, from `lib/backends/wasm/kernels.c` (WebAssembly SIMD128,
+ * built by `lib/backends/wasm/build.sh`; the binaries are committed).
  *
  * tfjs-backend-wasm 4.22 runs a ViT training step as thousands of small kernels, and several of
  * the hot ones on a scalar path: batched matmuls (attention) in a scalar loop at ~3 GFLOP/s,
@@ -16,20 +16,20 @@
  *   of `lib/model/fused.ts`, which the layer primitives of `lib/model/layers.ts` and
  *   `applyGradients` of `lib/train/optim.ts` consult; nothing else calls them;
  * - a `Sum` that reduces leading axes in one pass (other reductions keep tfjs's kernel);
- * - {@link wasmKernelsFor}, which `lib/wasm_matmul.ts` uses for batched matmuls.
+ * - {@link wasmKernelsFor}, which `lib/backends/wasm/matmul.ts` uses for batched matmuls.
  *
  * @example
  * ```ts
  * import * as tf from "@tensorflow/tfjs-core";
- * import { initBackend } from "./backend.ts";
- * import { gelu } from "./model/layers.ts";
+ * import { initBackend } from "../mod.ts";
+ * import { gelu } from "../../model/layers.ts";
  * await initBackend({ backend: "wasm" }); // installs the kernels and their fast paths
  * gelu(tf.tensor1d([-1, 0, 1])).print(); // [-0.1587, 0, 0.8413], one fused kernel
  * ```
  * @module
  */
 import * as tf from "@tensorflow/tfjs-core";
-import { type AdamWCoefficients, type FastPaths, registerFastPaths } from "./model/fused.ts";
+import { type AdamWCoefficients, type FastPaths, registerFastPaths } from "../../model/fused.ts";
 
 export type { AdamWCoefficients };
 
@@ -136,8 +136,8 @@ export interface WasmBackendLike extends tf.KernelBackend {
 }
 
 const BINARIES = {
-  plain: new URL("./kernels/kernels.wasm", import.meta.url),
-  shared: new URL("./kernels/kernels_shared.wasm", import.meta.url),
+  plain: new URL("./kernels.wasm", import.meta.url),
+  shared: new URL("./kernels_shared.wasm", import.meta.url),
 };
 const compiled = new Map<keyof typeof BINARIES, WebAssembly.Module>();
 const instances = new WeakMap<object, WasmKernels | null>();
@@ -184,7 +184,7 @@ function ptr(backend: WasmBackendLike, t: tf.TensorInfo): number {
 
 function kernelsOf(backend: WasmBackendLike): WasmKernels {
   const k = wasmKernelsFor(backend);
-  if (!k) throw new Error("wasm_kernels.ts: the wasm backend's memory was not found");
+  if (!k) throw new Error("backends/wasm/kernels.ts: the wasm backend's memory was not found");
   return k;
 }
 

@@ -1,6 +1,6 @@
 /**
  * One pthread of tfjs-backend-wasm's threaded SIMD build, run as a `node:worker_threads` worker
- * by {@link ./wasm_threads.ts}. It speaks Emscripten's pthread worker protocol (`load`, `run`,
+ * by {@link ./threads.ts}. It speaks Emscripten's pthread worker protocol (`load`, `run`,
  * `cancel`, `processProxyingQueue`; replies `loaded` and forwards the glue's own messages), which
  * the stock `tfjs-backend-wasm-threaded-simd.worker.js` also speaks but cannot run under Deno (it
  * takes Deno for Node and `require`s modules that a Deno worker lacks).
@@ -11,7 +11,7 @@
  */
 import { parentPort } from "node:worker_threads";
 
-if (!parentPort) throw new Error("wasm_threads_worker.js must run as a node:worker_threads worker");
+if (!parentPort) throw new Error("threads_worker.js must run as a node:worker_threads worker");
 const port = parentPort;
 
 /** The Emscripten module of this pthread (set by the glue through `startWorker`). */
@@ -113,7 +113,7 @@ port.on("message", (d) => {
     } else if (d.target === "setimmediate") {
       // nothing to do: Emscripten's setImmediate polyfill message
     } else if (d.cmd) {
-      console.error(`wasm_threads_worker.js: unknown command ${d.cmd}`);
+      console.error(`threads_worker.js: unknown command ${d.cmd}`);
     }
   } catch (ex) {
     Module["__emscripten_thread_crashed"]?.();

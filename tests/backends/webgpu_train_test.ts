@@ -7,9 +7,9 @@
  * ignored, with the reason printed (under CI=true it fails). Here a software adapter (Mesa's llvmpipe) runs it.
  */
 import { assert, assertEquals, assertMatch } from "@std/assert";
-import { initBackend } from "../lib/backend.ts";
-import { pretrain, resolveConfig } from "../lib/train/pretrain.ts";
-import { requireTool, webgpuStatus } from "./_helpers/system_tools.ts";
+import { initBackend } from "../../lib/backends/mod.ts";
+import { pretrain, resolveConfig } from "../../lib/train/pretrain.ts";
+import { requireTool, webgpuStatus } from "../_helpers/system_tools.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
 
