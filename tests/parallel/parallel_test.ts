@@ -105,6 +105,7 @@ Deno.test("ctr with a label offset matches CE against gathered keys by hand", ()
 
 Deno.test("one worker equals mocoStep + applyGradients exactly over two steps", async () => {
   const n0 = tf.memory().numTensors;
+  // `moco` is the deprecated name of `heads`: it still works.
   const dp = await createDataParallel({ workers: 1, vit, moco: heads, optimizer, seed: 5 });
   const model = createMoCo(vit, heads, 5);
   const params = mocoTrainable(model);
@@ -135,7 +136,7 @@ Deno.test("one worker equals mocoStep + applyGradients exactly over two steps", 
 Deno.test("two workers: mean of per-shard losses and gradients against all keys; copies identical", async () => {
   const n0 = tf.memory().numTensors;
   const N = 2, B = 8, b = B / N;
-  const dp = await createDataParallel({ workers: N, vit, moco: heads, optimizer, seed: 7 });
+  const dp = await createDataParallel({ workers: N, vit, heads, optimizer, seed: 7 });
   const model = createMoCo(vit, heads, 7);
   try {
     const x1 = images(B, 1), x2 = images(B, 2);
@@ -201,7 +202,7 @@ Deno.test("worker errors reject with a message; close() leaves no workers or ten
     Error,
     "data-parallel worker",
   );
-  const dp = await createDataParallel({ workers: 2, vit, moco: heads, optimizer });
+  const dp = await createDataParallel({ workers: 2, vit, heads, optimizer });
   const odd = images(7, 1);
   await assertRejects(() => dp.step(odd, odd, { lr: LR, momentum: M }), Error, "multiple of 2");
   // Images of the wrong size fail inside the workers (the patch embedding).
@@ -328,7 +329,7 @@ Deno.test("two workers of SimCLR and BYOL: the mean of each shard's own step", a
 Deno.test("ViT-BN: running means averaged over workers equal the whole batch's; copies identical", async () => {
   const n0 = tf.memory().numTensors;
   const bnVit = { ...vit, mlpNorm: "batchnorm" as const };
-  const dp = await createDataParallel({ workers: 2, vit: bnVit, moco: heads, optimizer, seed: 2 });
+  const dp = await createDataParallel({ workers: 2, vit: bnVit, heads, optimizer, seed: 2 });
   const model = createMoCo(bnVit, heads, 2);
   try {
     const x1 = images(8, 5), x2 = images(8, 6);
