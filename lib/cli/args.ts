@@ -199,9 +199,6 @@ export function parseFlags(
       if (!Number.isFinite(n) || text.trim() === "") {
         throw new UsageError(`--${spec.flag} must be a number, got "${text}" (${spec.help})`);
       }
-      if (spec.kind === "int" && !Number.isInteger(n)) {
-        throw new UsageError(`--${spec.flag} must be a whole number, got "${text}"`);
-      }
       values[spec.key] = n;
     } else {
       values[spec.key] = text;

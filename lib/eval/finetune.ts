@@ -32,7 +32,7 @@ import {
   type OptimizerConfig,
   type OptimizerState,
 } from "../train/optim.ts";
-import { linear } from "../model/layers.ts";
+import { initNormal, linear } from "../model/layers.ts";
 import { createRng } from "../core/rng.ts";
 import { trainEpochs } from "./epochs.ts";
 import {
@@ -43,7 +43,7 @@ import {
   type ViT,
   vitForward,
 } from "../model/vit.ts";
-import { crossEntropy, normalInit } from "./linear.ts";
+import { crossEntropy } from "./linear.ts";
 import { type Accuracy, inferNumClasses, topkAccuracy } from "./metrics.ts";
 
 /** Options of {@link finetune}. */
@@ -210,7 +210,7 @@ export async function finetune(
 
   const head = {
     "head.weight": tf.tidy(() =>
-      tf.variable(normalInit(C, model.config.dim, opts.headInitStd ?? 0.01, initRng))
+      tf.variable(initNormal([C, model.config.dim], opts.headInitStd ?? 0.01, initRng))
     ),
     "head.bias": tf.tidy(() => tf.variable(tf.zeros([C]))),
   };

@@ -196,7 +196,7 @@ export async function linearProbe(
   trainX.dispose();
   const ys = tf.tensor1d(train.labels, "int32");
   const params = {
-    weight: tf.tidy(() => tf.variable(normalInit(C, D, opts.initStd ?? 0.01, initRng))),
+    weight: tf.tidy(() => tf.variable(initNormal([C, D], opts.initStd ?? 0.01, initRng))),
     bias: tf.tidy(() => tf.variable(tf.zeros([C]))),
   };
   const state = createOptimizerState(cfg, params);

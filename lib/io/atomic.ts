@@ -88,8 +88,8 @@ export async function freeSpaceText(dir: string): Promise<string> {
 }
 
 /**
- * Turns a full-disk error from writing `path` into a {@link DiskFullError} (with the free space);
- * returns any other error unchanged.
+ * Turns a full-disk error from writing `path` into a {@link DiskFullError} (with the free space,
+ * then `note`); returns any other error unchanged.
  *
  * @example
  * ```ts
@@ -97,16 +97,20 @@ export async function freeSpaceText(dir: string): Promise<string> {
  * catch (e) { throw await diskFullOr(e, "run/log.csv"); }
  * ```
  */
-export async function diskFullOr(e: unknown, path: string): Promise<unknown> {
+export async function diskFullOr(e: unknown, path: string, note = ""): Promise<unknown> {
   if (e instanceof DiskFullError || !isDiskFull(e)) return e;
-  const detail = `the disk is full: could not write ${path} (${await freeSpaceText(dirOf(path))})`;
+  const free = await freeSpaceText(splitPath(path).dir);
+  const detail = `the disk is full: could not write ${path} (${free})${note}`;
   return new DiskFullError(detail, path, undefined, { cause: e });
 }
 
-/** The directory of a path (`"."` for a bare name). */
-function dirOf(path: string): string {
+/** A path's directory (`"."` for a bare name) and its last component. */
+function splitPath(path: string): { dir: string; name: string } {
   const i = Math.max(path.lastIndexOf("/"), path.lastIndexOf("\\"));
-  return i < 0 ? "." : i === 0 ? path.slice(0, 1) : path.slice(0, i);
+  return {
+    dir: i < 0 ? "." : i === 0 ? path.slice(0, 1) : path.slice(0, i),
+    name: path.slice(i + 1),
+  };
 }
 
 async function writeAll(file: Deno.FsFile, bytes: Uint8Array): Promise<void> {
@@ -132,8 +136,7 @@ export async function writeFileAtomic(
   data: Uint8Array | Uint8Array[],
   options: AtomicWriteOptions = {},
 ): Promise<void> {
-  const dir = dirOf(path);
-  const name = path.slice(Math.max(path.lastIndexOf("/"), path.lastIndexOf("\\")) + 1);
+  const { dir, name } = splitPath(path);
   const tmp = `${path.slice(0, path.length - name.length)}.${name}.tmp-${
     crypto.randomUUID().slice(0, 8)
   }`;
@@ -152,11 +155,8 @@ export async function writeFileAtomic(
       file?.close();
     } catch { /* already closed */ }
     await Deno.remove(tmp).catch(() => {});
-    const full = await diskFullOr(e, path);
-    if (full instanceof DiskFullError) {
-      const detail = `${full.detail}; the file that was there before is unchanged`;
-      throw new DiskFullError(detail, path, undefined, { cause: e });
-    }
+    const full = await diskFullOr(e, path, "; the file that was there before is unchanged");
+    if (full instanceof DiskFullError) throw full;
     throw new Error(
       `could not write ${path} (${
         (e as Error).message

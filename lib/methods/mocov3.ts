@@ -22,6 +22,7 @@ import * as tf from "@tensorflow/tfjs-core";
 import { ctr } from "./losses.ts";
 import {
   createMomentumNetworks,
+  disposeMomentumNetworks,
   HEAD_DEFAULTS,
   type HeadConfig,
   localGather,
@@ -59,9 +60,7 @@ export const mocoState: (model: MoCo) => Record<string, tf.Variable> = momentumS
 export const mocoTrainable: (model: MoCo) => Record<string, tf.Variable> = momentumTrainable;
 
 /** Frees every variable of the model. */
-export function disposeMoCo(model: MoCo): void {
-  tf.dispose(Object.values(mocoState(model)));
-}
+export const disposeMoCo: (model: MoCo) => void = disposeMomentumNetworks;
 
 /**
  * One MoCo v3 step on two views `x1, x2 [B, H, W, C]` (Algorithm 1 of the paper). Returns the

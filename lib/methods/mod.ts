@@ -18,10 +18,19 @@
  */
 import type * as tf from "@tensorflow/tfjs-core";
 import type { ViT, ViTConfig } from "../model/vit.ts";
-import { createMoCo, disposeMoCo, mocoState, mocoStep, mocoTrainable } from "./mocov3.ts";
-import { byolStep, createBYOL } from "./byol.ts";
+import { mocoStep } from "./mocov3.ts";
+import { byolStep } from "./byol.ts";
 import { createSimCLR, disposeSimCLR, simclrState, simclrStep, simclrTrainable } from "./simclr.ts";
-import type { HeadConfig, StepOptions, StepResult } from "./two_view.ts";
+import {
+  createMomentumNetworks,
+  disposeMomentumNetworks,
+  type HeadConfig,
+  type MomentumNetworks,
+  momentumState,
+  momentumTrainable,
+  type StepOptions,
+  type StepResult,
+} from "./two_view.ts";
 
 export type { HeadConfig };
 
@@ -50,18 +59,25 @@ type Build = (
   seed: number,
 ) => Omit<SslModel, "name">;
 
-/** One row per method: how to build it behind the {@link SslModel} interface. */
-export const METHODS: Record<FrameworkName, Build> = {
-  mocov3: (vit, heads, seed) => {
-    const m = createMoCo(vit, heads, seed);
+/** A method on the online/momentum networks (MoCo v3, BYOL): only its step differs. */
+function momentumMethod(
+  step: (m: MomentumNetworks, x1: tf.Tensor4D, x2: tf.Tensor4D, o: StepOptions) => StepResult,
+): Build {
+  return (vit, heads, seed) => {
+    const m = createMomentumNetworks(vit, heads, seed);
     return {
       backbone: m.backbone,
-      state: () => mocoState(m),
-      trainable: () => mocoTrainable(m),
-      step: (x1, x2, opts) => mocoStep(m, x1, x2, opts),
-      dispose: () => disposeMoCo(m),
+      state: () => momentumState(m),
+      trainable: () => momentumTrainable(m),
+      step: (x1, x2, opts) => step(m, x1, x2, opts),
+      dispose: () => disposeMomentumNetworks(m),
     };
-  },
+  };
+}
+
+/** One row per method: how to build it behind the {@link SslModel} interface. */
+export const METHODS: Record<FrameworkName, Build> = {
+  mocov3: momentumMethod(mocoStep),
   simclr: (vit, heads, seed) => {
     const m = createSimCLR(vit, heads, seed);
     return {
@@ -72,16 +88,7 @@ export const METHODS: Record<FrameworkName, Build> = {
       dispose: () => disposeSimCLR(m),
     };
   },
-  byol: (vit, heads, seed) => {
-    const m = createBYOL(vit, heads, seed);
-    return {
-      backbone: m.backbone,
-      state: () => mocoState(m),
-      trainable: () => mocoTrainable(m),
-      step: (x1, x2, opts) => byolStep(m, x1, x2, opts),
-      dispose: () => disposeMoCo(m),
-    };
-  },
+  byol: momentumMethod(byolStep),
 };
 
 /**

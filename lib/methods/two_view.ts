@@ -156,6 +156,11 @@ export function momentumState(model: MomentumNetworks): Record<string, tf.Variab
   return out;
 }
 
+/** Frees every variable of the networks. */
+export function disposeMomentumNetworks(model: MomentumNetworks): void {
+  tf.dispose(Object.values(momentumState(model)));
+}
+
 /** The parameters the optimiser updates (online backbone, projector, predictor), by name. */
 export function momentumTrainable(model: MomentumNetworks): Record<string, tf.Variable> {
   const out: Record<string, tf.Variable> = {};

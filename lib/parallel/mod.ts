@@ -152,6 +152,7 @@ export async function createDataParallel(opts: DataParallelOptions): Promise<Dat
   if (backend !== "wasm" && backend !== "cpu") {
     throw new Error(`parallel: workers run on the wasm or cpu backend; got "${backend}"`);
   }
+  const heads = opts.heads ?? opts.moco ?? {};
   const workers: Worker[] = [];
   const queues: Pending[][] = [];
   let failure: Error | undefined;
@@ -221,7 +222,7 @@ export async function createDataParallel(opts: DataParallelOptions): Promise<Dat
       workers: N,
       framework: opts.framework ?? "mocov3",
       vit: opts.vit,
-      heads: opts.heads ?? opts.moco ?? {},
+      heads,
       optimizer: opts.optimizer,
       seed: opts.seed ?? 0,
       backend,
@@ -244,7 +245,7 @@ export async function createDataParallel(opts: DataParallelOptions): Promise<Dat
   }
 
   let closed = false;
-  const outDim = { ...HEAD_DEFAULTS, ...(opts.heads ?? opts.moco) }.outDim;
+  const outDim = { ...HEAD_DEFAULTS, ...heads }.outDim;
   let gathered: SharedArrayBuffer | undefined;
   const dp: DataParallel = {
     workers: N,
