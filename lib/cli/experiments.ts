@@ -6,6 +6,7 @@
  * ```sh
  * deno task experiments --suite all --budget smoke      # every suite in seconds (the tests)
  * deno task experiments --suite stability --budget cpu  # Fashion-MNIST on this machine
+ * deno task experiments --suite all --budget cpu --jobs 2  # one run per core at once
  * deno task experiments --suite scaling,patch-size --budget gpu --backend tensorflow
  * deno task figures                                     # then draw them
  * ```
@@ -23,7 +24,7 @@ const FLAGS: FlagSpec[] = [
     key: "suite",
     flag: "suite",
     kind: "string",
-    choices: [...SUITE_NAMES, "all"],
+    choices: [...Object.keys(SUITES), "all"],
     list: true,
     help: "suite(s), comma-separated, or all",
   },
@@ -47,6 +48,21 @@ const FLAGS: FlagSpec[] = [
     kind: "string",
     help: `run directories (default ${RUNS_DIR})`,
   },
+  {
+    key: "jobs",
+    flag: "jobs",
+    kind: "int",
+    min: 1,
+    help: "runs at once, each in its own process on cores / jobs threads (default 1)",
+  },
+  {
+    key: "threads",
+    flag: "threads",
+    kind: "int",
+    min: 0,
+    help: "threads of each run (default 0: all cores, or cores / jobs)",
+  },
+  { key: "worker", flag: "worker", kind: "bool", help: "(internal) one process of --jobs" },
   { key: "list", flag: "list", kind: "bool", help: "list the suites and budgets, run nothing" },
   { key: "help", flag: "help", kind: "bool", help: "show this help" },
 ];
@@ -83,13 +99,35 @@ export async function main(args: string[]): Promise<number> {
   const backend = values.backend as BackendName | undefined;
   const resultsDir = String(values.resultsDir ?? RESULTS_DIR);
   const runsDir = String(values.runsDir ?? RUNS_DIR);
+  const jobs = Number(values.jobs ?? 1);
+  const cores = navigator.hardwareConcurrency || 1;
+  const threads = Number(values.threads ?? (jobs > 1 ? Math.max(1, Math.floor(cores / jobs)) : 0));
+  const worker = Boolean(values.worker);
 
   const times: string[] = [];
   const code = await withStopSignal(
     "stopping after this step; re-run to resume",
     async (signal) => {
       for (const name of suites) {
-        const res = await runSuite(name, budget, { resultsDir, runsDir, backend, signal });
+        if (jobs > 1 && !worker) {
+          const common = ["--suite", name, "--budget", budget, "--results-dir", resultsDir];
+          const rest = ["--runs-dir", runsDir, "--threads", String(threads)];
+          const code = await runJobs(jobs, [
+            ...common,
+            ...rest,
+            ...(backend ? ["--backend", backend] : []),
+          ], signal);
+          if (code) return code;
+        }
+        const res = await runSuite(name, budget, {
+          resultsDir,
+          runsDir,
+          backend,
+          signal,
+          threads,
+          worker,
+        });
+        if (worker) continue;
         await recordSuiteTime(resultsDir, res);
         const line = `${name} (${budget}): ${res.rows.length} runs, ${res.ran.length} trained, ` +
           `${res.skipped.length} skipped, ${res.seconds.toFixed(0)} s -> ${resultsDir}/${name}.csv`;
@@ -106,6 +144,36 @@ export async function main(args: string[]): Promise<number> {
   if (code) return code;
   if (times.length > 1) console.log(`\n${times.join("\n")}`);
   return 0;
+}
+
+/**
+ * Runs `jobs` worker processes of this task on one suite (each takes the runs no other holds,
+ * by the run directories' locks) and waits for them; a stop request is passed on to them.
+ * Returns 0, or the first non-zero exit code.
+ */
+async function runJobs(jobs: number, args: string[], signal: { stop: boolean }): Promise<number> {
+  const children = Array.from({ length: jobs }, (_, i) =>
+    new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", "--unstable-webgpu", import.meta.filename!, ...args, "--worker"],
+      stdin: "null",
+      env: { VITSSL_JOB: String(i + 1) },
+    }).spawn());
+  const forward = setInterval(() => {
+    if (!signal.stop) return;
+    for (const c of children) {
+      try {
+        c.kill("SIGTERM");
+      } catch { /* already exited */ }
+    }
+    clearInterval(forward);
+  }, 200);
+  try {
+    const codes = (await Promise.all(children.map((c) => c.status))).map((s) => s.code);
+    if (signal.stop) return 130;
+    return codes.find((c) => c !== 0) ?? 0;
+  } finally {
+    clearInterval(forward);
+  }
 }
 
 if (import.meta.main) runMain(main);

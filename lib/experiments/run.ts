@@ -19,16 +19,24 @@
 import * as aq from "arquero";
 import type { BackendName } from "../backends/mod.ts";
 import { loadBackbone } from "../train/checkpoint.ts";
-import { fixedSubset } from "../data/mod.ts";
-import { knnOfBackbone } from "../eval/knn.ts";
-import { datasetStats } from "../eval/features.ts";
+import { checkpointCacheKey, datasetStats, extractFeatures } from "../eval/features.ts";
+import { KNN_TEMPERATURE, knnClassify } from "../eval/knn.ts";
+import { linearProbe } from "../eval/linear.ts";
+import { initBackend } from "../backends/mod.ts";
 import { readRunLogs, RUN_FILES } from "../train/rundir.ts";
 import { writeFileAtomic } from "../io/atomic.ts";
-import { lockRunDir, type RunLock } from "../io/lock.ts";
+import { lockRunDir, type RunLock, RunLockedError } from "../io/lock.ts";
 import { appendTableRows, curvesFile, readTable, suiteFile } from "./tables.ts";
 import { dipReport } from "./stability.ts";
-import { loadSplits, pretrain, type PretrainConfig, resolveConfig } from "../train/pretrain.ts";
-import { countParams, disposeViT, vitFlops } from "../model/vit.ts";
+import {
+  backboneConfig,
+  DivergenceError,
+  loadSplits,
+  pretrain,
+  type PretrainConfig,
+  resolveConfig,
+} from "../train/pretrain.ts";
+import { countParams, createViT, disposeViT, type ViT, vitFlops } from "../model/vit.ts";
 import { ConfigError } from "../core/errors.ts";
 import {
   type Budget,
@@ -37,6 +45,7 @@ import {
   getSuite,
   type PlannedRun,
   SUITE_NAMES,
+  SUITES,
 } from "./suites.ts";
 
 /** Default directory of the result tables. */
@@ -44,13 +53,27 @@ export const RESULTS_DIR = "data/results";
 /** Default directory of the experiments' run directories (gitignored). */
 export const RUNS_DIR = "data/runs/experiments";
 
-/** One row of `<suite>.csv`: the run, its varied fields, final kNN and costs. */
+/** One row of `<suite>.csv`: the run, its varied fields and seed, final evaluation and costs. */
 export interface SuiteRow {
   suite: string;
   run_id: string;
   budget: Budget;
   /** The suite's varied fields (`batchSize`, `posEmb` ...) are further columns. */
   [field: string]: string | number | boolean;
+  /** The run's seed: rows of one suite with the same seed pair up. */
+  seed: number;
+  /** True for the untrained baseline (the base config's backbone at its random init). */
+  random_init: boolean;
+  /** True when training stopped on a non-finite loss: the numbers are its last checkpoint's. */
+  diverged: boolean;
+  /**
+   * Final linear probe top-1 / top-5 (percent): trained on the frozen features of the whole
+   * train split, evaluated on the whole test split (the paper's metric); NaN with no probe.
+   */
+  linear_top1: number;
+  linear_top5: number;
+  /** Epochs of that probe. */
+  linear_epochs: number;
   /** Final kNN top-1 / top-5 (percent) with k neighbours, on a bank and queries of these sizes. */
   knn_top1: number;
   knn_top5: number;
@@ -76,6 +99,8 @@ export interface SuiteRow {
   knn_noise: number;
   /** Spikes of the patch projection's gradient norm (>= 3x its median). */
   grad_spikes: number;
+  /** Dips preceded by such a spike (in the monitor interval before the dip's start). */
+  dips_after_spike: number;
   run_dir: string;
   /** ISO 8601. */
   date: string;
@@ -124,6 +149,14 @@ export interface RunSuiteOptions {
   print?: (line: string) => void;
   /** Set `.stop = true` to stop after the current step (checkpointed; re-run to resume). */
   signal?: { stop: boolean };
+  /** Threads of each run's backend (0: the backend's default, every core on native). */
+  threads?: number;
+  /**
+   * One of several processes sharing a suite (`deno task experiments --jobs N`): skip the runs
+   * that another process holds (their directory's lock), and write only each run's
+   * `result.json`; the parent records the rows once every process is done.
+   */
+  worker?: boolean;
 }
 
 /** What {@link runSuite} returns. */
@@ -170,27 +203,44 @@ export async function runSuite(
     seconds: 0,
     complete: true,
   };
+  const extra = { ...(opts.backend ? { backend: opts.backend } : {}), threads: opts.threads ?? 0 };
   for (const [i, run] of plan.entries()) {
     const dir = `${runsDir}/${run.runId}`;
     let row = await readJson<SuiteRow>(`${dir}/${RUN_FILES.result}`);
     if (row) await checkPlanned(dir, run);
     if (row) {
       result.skipped.push(run.runId);
-      print(`[${suite.name} ${i + 1}/${plan.length}] ${run.runId}: complete, skipped`);
+      if (!opts.worker) {
+        print(`[${suite.name} ${i + 1}/${plan.length}] ${run.runId}: complete, skipped`);
+      }
     } else {
+      let lock: RunLock;
+      try {
+        lock = await lockRunDir(dir);
+      } catch (e) {
+        if (!(opts.worker && e instanceof RunLockedError)) throw e;
+        continue; // another process of this suite trains it
+      }
       print(`[${suite.name} ${i + 1}/${plan.length}] ${run.runId}`);
-      row = await trainAndEvaluate(suite.name, budget, run, dir, opts.backend, print, signal);
+      try {
+        const cfg = resolveConfig({ ...run.config, outDir: dir, ...extra });
+        row = await trainAndEvaluate(suite.name, budget, run, cfg, lock, print, signal);
+      } finally {
+        lock.release();
+      }
       if (!row) {
         result.complete = false;
         break;
       }
       result.ran.push(run.runId);
       print(
-        `[${suite.name} ${i + 1}/${plan.length}] kNN top-1 ${row.knn_top1.toFixed(2)}% ` +
-          `(${row.seconds.toFixed(0)} s, ${row.dips} dips)`,
+        `[${suite.name} ${i + 1}/${plan.length}] linear top-1 ${row.linear_top1.toFixed(2)}%, ` +
+          `kNN-20 ${row.knn_top1.toFixed(2)}% (${row.seconds.toFixed(0)} s, ${row.dips} dips` +
+          `${row.diverged ? ", diverged" : ""})`,
       );
     }
     result.rows.push(row);
+    if (opts.worker) continue;
     await appendSuiteRows(suiteFile(resultsDir, suite.name), [row]);
     await appendCurves(curvesFile(resultsDir, suite.name), await runCurves(run.runId, dir));
   }
@@ -221,27 +271,11 @@ async function checkPlanned(dir: string, run: PlannedRun): Promise<void> {
   }
 }
 
-/** Trains (or resumes) one run, evaluates it and writes `result.json`; null if stopped. */
+/**
+ * Trains (or resumes) one run under its directory's lock, evaluates it and writes `result.json`;
+ * null if stopped.
+ */
 async function trainAndEvaluate(
-  suite: string,
-  budget: Budget,
-  run: PlannedRun,
-  dir: string,
-  backend: BackendName | undefined,
-  print: (s: string) => void,
-  signal: { stop: boolean },
-): Promise<SuiteRow | null> {
-  const cfg = resolveConfig({ ...run.config, outDir: dir, ...(backend ? { backend } : {}) });
-  // Held through training, evaluation and result.json: a second process is refused at once.
-  const lock = await lockRunDir(dir);
-  try {
-    return await trainAndEvaluateLocked(suite, budget, run, cfg, lock, print, signal);
-  } finally {
-    lock.release();
-  }
-}
-
-async function trainAndEvaluateLocked(
   suite: string,
   budget: Budget,
   run: PlannedRun,
@@ -252,41 +286,68 @@ async function trainAndEvaluateLocked(
 ): Promise<SuiteRow | null> {
   const dir = cfg.outDir;
   const t0 = performance.now();
-  const res = await pretrain(cfg, { lock, signal, print: (line) => print(`  ${line}`) });
-  if (res.status !== "done") return null;
-  const spec = BUDGET_SPECS[budget];
-  const knn = await finalKnn(cfg, dir, spec.finalKnnTrain, spec.finalKnnTest);
+  let steps = 0, backendName = "";
+  let diverged = false;
+  let weights = `${dir}/${RUN_FILES.backbone}`;
+  if (run.randomInit) {
+    backendName = (await initBackend({ backend: cfg.backend, threads: cfg.threads || undefined }))
+      .summary;
+    await writeFileAtomic(
+      `${dir}/${RUN_FILES.config}`,
+      new TextEncoder().encode(JSON.stringify({ config: cfg, randomInit: true }, null, 2) + "\n"),
+    );
+  } else {
+    try {
+      const res = await pretrain(cfg, { lock, signal, print: (line) => print(`  ${line}`) });
+      if (res.status !== "done") return null;
+      steps = res.steps;
+      backendName = res.backend;
+    } catch (e) {
+      if (!(e instanceof DivergenceError)) throw e;
+      // A failed run is a result of the study: its last good checkpoint is evaluated.
+      print(`  diverged: ${e.message}`);
+      diverged = true;
+      weights = `${dir}/${RUN_FILES.checkpoint}`;
+    }
+  }
+  const ev = await finalEvaluation(cfg, dir, run, weights, BUDGET_SPECS[budget].linearEpochs);
   const seconds = (performance.now() - t0) / 1000;
-  const { log, knn: knnRows } = await readRunLogs(dir);
+  const { log, knn: knnRows } = run.randomInit ? { log: [], knn: [] } : await readRunLogs(dir);
+  if (diverged) steps = log.length ? log[log.length - 1].step + 1 : 0;
   const curve = knnRows.map((r) => ({ step: r.step, acc: r.top1 }));
-  const report = curve.length >= 3 && log.length > 0
-    ? dipReport(curve, log)
-    : { dips: [], spikes: [], noise: NaN };
+  const report = monitorReport(curve, log);
   const varied: Record<string, string | number | boolean> = {};
   for (const f of getSuite(suite).fields) {
-    varied[f] = cfg[f] as string | number | boolean;
+    if (!run.randomInit) varied[f] = cfg[f] as string | number | boolean;
   }
   const row: SuiteRow = {
     suite,
     run_id: run.runId,
     budget,
     ...varied,
-    knn_top1: knn.top1,
-    knn_top5: knn.top5,
-    knn_k: cfg.knnK,
-    knn_train_size: knn.trainSize,
-    knn_test_size: knn.testSize,
-    params: knn.params,
-    flops: knn.flops,
-    steps: res.steps,
-    images: res.steps * cfg.batchSize,
+    seed: run.seed,
+    random_init: run.randomInit,
+    diverged,
+    linear_top1: ev.linearTop1,
+    linear_top5: ev.linearTop5,
+    linear_epochs: ev.linearEpochs,
+    knn_top1: ev.knnTop1,
+    knn_top5: ev.knnTop5,
+    knn_k: FINAL_KNN_K,
+    knn_train_size: ev.trainSize,
+    knn_test_size: ev.testSize,
+    params: ev.params,
+    flops: ev.flops,
+    steps,
+    images: steps * cfg.batchSize,
     seconds: round(seconds, 1),
     images_per_s: round(median(log.map((r) => r.images_per_s)), 1),
-    backend: res.backend,
+    backend: backendName,
     dips: report.dips.length,
     max_dip: round(Math.max(0, ...report.dips.map((d) => d.depth)), 2),
     knn_noise: round(report.noise, 3),
     grad_spikes: report.spikes.length,
+    dips_after_spike: report.dips.filter((d) => d.spike).length,
     run_dir: dir,
     date: new Date().toISOString(),
   };
@@ -297,25 +358,70 @@ async function trainAndEvaluateLocked(
   return row;
 }
 
-/** kNN of the saved backbone: test subset against train bank; also params and FLOPs. */
-async function finalKnn(cfg: PretrainConfig, dir: string, trainSize: number, testSize: number) {
+/** Neighbours of the final kNN (the paper's kNN monitor and DINO's k). */
+export const FINAL_KNN_K = 20;
+
+/**
+ * Dips of a monitor curve with the gradient spikes before them, counting only dips deeper than
+ * both 1 point and five times the curve's own point-to-point noise (see `stability.ts`).
+ */
+function monitorReport(curve: { step: number; acc: number }[], log: { step: number }[]) {
+  if (curve.length < 3 || log.length === 0) return { dips: [], spikes: [], noise: NaN };
+  const noise = dipReport(curve, log).noise;
+  const minDepth = Number.isFinite(noise) ? Math.max(1, 5 * noise) : 1;
+  return dipReport(curve, log, { minDepth });
+}
+
+/**
+ * The final evaluation of a run, the paper's metric on frozen features: the features of the
+ * whole train and test splits (cached in the run directory), kNN-20 with the whole train split as
+ * the bank, and a linear probe of `linearEpochs` epochs (none at 0). A random-init run evaluates
+ * the base config's backbone at the run's seed; the others the saved weights.
+ */
+async function finalEvaluation(
+  cfg: PretrainConfig,
+  dir: string,
+  run: PlannedRun,
+  weights: string,
+  linearEpochs: number,
+) {
   const [train, test] = await loadSplits(cfg);
-  const model = await loadBackbone(`${dir}/${RUN_FILES.backbone}`);
+  // A run that diverged before its first checkpoint is evaluated at its initialisation.
+  const atInit = run.randomInit || !(await exists(weights));
+  const model: ViT = atInit
+    ? createViT(backboneConfig(cfg, train), run.seed)
+    : await loadBackbone(weights);
   try {
-    const bank = fixedSubset(train, trainSize);
-    const queries = fixedSubset(test, testSize);
-    const r = await knnOfBackbone(model, bank, queries, {
-      k: cfg.knnK,
-      stats: datasetStats(train),
+    const stats = datasetStats(train);
+    const cacheKey = atInit
+      ? `random-init:${JSON.stringify(model.config)}:seed-${run.seed}`
+      : await checkpointCacheKey(weights);
+    const extract = { mean: stats.mean, std: stats.std, cacheDir: `${dir}/features`, cacheKey };
+    const fTrain = await extractFeatures(model, train, extract);
+    const fTest = await extractFeatures(model, test, extract);
+    const [knn] = await knnClassify(fTrain, fTest, {
+      k: [FINAL_KNN_K],
+      temperature: KNN_TEMPERATURE,
+      numClasses: train.classes.length,
     });
+    const linear = linearEpochs > 0
+      ? await linearProbe(fTrain, fTest, {
+        epochs: linearEpochs,
+        seed: run.seed,
+        numClasses: train.classes.length,
+      })
+      : { top1: NaN, top5: NaN };
     const learnedOrFrozen = Object.fromEntries(
       Object.entries(model.params).filter(([n]) => !(n === "pos_embed" && cfg.posEmb === "sincos")),
     );
     return {
-      top1: round(100 * r.top1, 2),
-      top5: round(100 * r.top5, 2),
-      trainSize: bank.length,
-      testSize: queries.length,
+      knnTop1: round(100 * knn.top1, 2),
+      knnTop5: round(100 * knn.top5, 2),
+      linearTop1: round(100 * linear.top1, 2),
+      linearTop5: round(100 * linear.top5, 2),
+      linearEpochs,
+      trainSize: train.length,
+      testSize: test.length,
       params: countParams(learnedOrFrozen),
       flops: vitFlops(model.config),
     };
@@ -365,9 +471,15 @@ async function runCurves(runId: string, dir: string): Promise<CurveRow[]> {
 }
 
 /** The row columns in file order: fixed ones around the suite's varied fields. */
-function rowColumns(row: SuiteRow): string[] {
+function rowColumns(row: SuiteRow, fields: string[] = []): string[] {
   const head = ["suite", "run_id", "budget"];
   const tail = [
+    "seed",
+    "random_init",
+    "diverged",
+    "linear_top1",
+    "linear_top5",
+    "linear_epochs",
     "knn_top1",
     "knn_top5",
     "knn_k",
@@ -384,11 +496,12 @@ function rowColumns(row: SuiteRow): string[] {
     "max_dip",
     "knn_noise",
     "grad_spikes",
+    "dips_after_spike",
     "run_dir",
     "date",
   ];
-  const fields = Object.keys(row).filter((k) => !head.includes(k) && !tail.includes(k));
-  return [...head, ...fields, ...tail];
+  const rest = Object.keys(row).filter((k) => !head.includes(k) && !tail.includes(k));
+  return [...head, ...new Set([...fields, ...rest]), ...tail];
 }
 
 /**
@@ -397,7 +510,12 @@ function rowColumns(row: SuiteRow): string[] {
  */
 export async function appendSuiteRows(file: string, rows: SuiteRow[]): Promise<number> {
   if (rows.length === 0) return 0;
-  return await appendTableRows(file, rowColumns(rows[0]), rows as Record<string, unknown>[]);
+  const fields = SUITES[rows[0].suite]?.fields ?? [];
+  return await appendTableRows(
+    file,
+    rowColumns(rows[0], fields as string[]),
+    rows as Record<string, unknown>[],
+  );
 }
 
 /** Appends a run's curve rows unless that run id is present already. */
@@ -430,6 +548,16 @@ export async function recordSuiteTime(resultsDir: string, r: SuiteResult): Promi
 export function suiteList(name: string): string[] {
   if (name === "all") return SUITE_NAMES;
   return name.split(",").map((n) => getSuite(n.trim()).name);
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.stat(path);
+    return true;
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return false;
+    throw e;
+  }
 }
 
 async function readJson<T>(file: string): Promise<T | null> {

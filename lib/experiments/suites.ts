@@ -46,16 +46,23 @@ export interface PaperNumber {
 
 /** What a budget fixes for every run of every suite. */
 export interface BudgetSpec {
-  /** Config fields shared by every run of this budget (on top of the preset's). */
+  /**
+   * Config fields shared by every run of this budget (on top of the preset's). Runs train for
+   * whole `epochs`, so warmup and the cosine schedule span each run's own length.
+   */
   base: Partial<PretrainConfig>;
   /**
-   * Training images per run: each run stops after ceil(images / batchSize) steps (`maxSteps`),
-   * so runs with different batch sizes see the same data. 0: all `epochs`.
+   * The seeds every configuration runs under. A seed sets the initialisation, the data order and
+   * the augmentation; the same seeds serve every configuration of a suite, so that differences
+   * can be paired by seed.
    */
-  images: number;
-  /** Final kNN after training: train-split bank and test-split queries (0: the whole split). */
-  finalKnnTrain: number;
-  finalKnnTest: number;
+  seeds: number[];
+  /**
+   * Final evaluation after training, the paper's metric on frozen features: a linear probe of
+   * this many epochs on the features of the whole train split (0: no probe), evaluated on the
+   * whole test split, and kNN-20 with the whole train split as the bank.
+   */
+  linearEpochs: number;
   /** One line for help texts and the README. */
   about: string;
 }
@@ -78,6 +85,13 @@ export interface Suite {
    * budget's `knnEvery`.
    */
   monitorImages?: Partial<Record<Budget, number>>;
+  /** Seeds per budget where this suite needs more than the budget's {@link BudgetSpec.seeds}. */
+  seeds?: Partial<Record<Budget, number[]>>;
+  /**
+   * Also evaluate, under each seed, the base configuration's backbone at its random
+   * initialisation (no training): the floor every run is read against.
+   */
+  randomInit?: boolean;
 }
 
 /**
@@ -102,24 +116,32 @@ function everyBudget(grid: Variant[]): Record<Budget, Variant[]> {
   return { smoke: grid, cpu: grid, gpu: grid };
 }
 
+/** Whole epochs of one `cpu` run (the pilot's choice; see figures/README.md). */
+export const CPU_EPOCHS = 2;
+/** Epochs of the `cpu` budget's final linear probe (on cached features: seconds). */
+export const CPU_LINEAR_EPOCHS = 90;
+
 /**
  * What each budget fixes. `cpu`: a 64-wide, 4-deep ViT on 28x28 Fashion-MNIST with 7x7 patches
- * (16 tokens), heads 256 wide, 10,240 training images per run (a sixth of an epoch: the
- * schedule spans the epoch, so the cosine decay is cut short), kNN on 10,000 / 2,000 images.
+ * (16 tokens), heads 256 wide, batch 128, {@link CPU_EPOCHS} whole epochs per run (warmup and
+ * cosine span the run), three seeds; each run ends with a linear probe on the frozen features of
+ * all 60,000 training images, evaluated on all 10,000 test images, and kNN-20 on the same
+ * features. The length was chosen by the `pilot` suite (figures/README.md).
  */
 export const BUDGET_SPECS: Record<Budget, BudgetSpec> = {
   smoke: {
     base: {
       preset: "smoke",
+      syntheticSize: 96,
       epochs: 1,
       warmupEpochs: 0.25,
       checkpointEvery: 2,
       finalKnn: false,
     },
-    images: 96,
-    finalKnnTrain: 0,
-    finalKnnTest: 0,
-    about: "synthetic shapes (256 images), vit_nano, 3 steps of 32: seconds per suite (tests)",
+    seeds: [0, 1, 2],
+    linearEpochs: 2,
+    about: "synthetic shapes (96 images), vit_nano, one epoch of 3 steps of 32, 3 seeds: " +
+      "seconds per suite (tests)",
   },
   cpu: {
     base: {
@@ -129,55 +151,72 @@ export const BUDGET_SPECS: Record<Budget, BudgetSpec> = {
       hidden: 256,
       outDim: 128,
       batchSize: 128,
-      epochs: 1,
-      warmupEpochs: 0.05,
+      epochs: CPU_EPOCHS,
+      warmupEpochs: 0.1 * CPU_EPOCHS,
       baseLr: 1.5e-3,
-      checkpointEvery: 40,
+      checkpointEvery: 100,
       knnEvery: 0,
       knnTrainSize: 5000,
       knnTestSize: 1000,
       finalKnn: false,
     },
-    images: 10240,
-    finalKnnTrain: 10000,
-    finalKnnTest: 2000,
-    about: "Fashion-MNIST, vit_micro (D 64, depth 4, patch 7), batch 128, 10,240 training images " +
-      "per run; final kNN 10,000 train / 2,000 test images",
+    seeds: [0, 1, 2],
+    linearEpochs: CPU_LINEAR_EPOCHS,
+    about: `Fashion-MNIST, vit_micro (D 64, depth 4, patch 7), batch 128, ${CPU_EPOCHS} ` +
+      `epochs, 3 seeds; linear probe (${CPU_LINEAR_EPOCHS} epochs) and kNN-20 on all 60,000 / ` +
+      "10,000 images",
   },
   gpu: {
     base: {
       preset: "fmnist",
       model: "vit_tiny",
-      patchSize: 4,
-      hidden: 4096,
+      patchSize: 7,
+      hidden: 1024,
       outDim: 256,
       batchSize: 1024,
-      epochs: 100,
-      warmupEpochs: 10,
-      baseLr: 1.5e-4,
-      checkpointEvery: 500,
+      epochs: 5,
+      warmupEpochs: 0.5,
+      baseLr: 1.5e-3,
+      checkpointEvery: 100,
       knnEvery: 0,
       knnTrainSize: 10000,
       knnTestSize: 2000,
       finalKnn: false,
     },
-    images: 0,
-    finalKnnTrain: 0,
-    finalKnnTest: 0,
-    about: "Fashion-MNIST, vit_tiny (D 192, depth 12, patch 4), batch 1024, 100 epochs, one GPU",
+    seeds: [0, 1, 2],
+    linearEpochs: 90,
+    about: "Fashion-MNIST, vit_tiny (D 192, depth 12, patch 7), batch 1024, 5 epochs, 3 seeds, " +
+      "linear probe 90 epochs: sized for about 10 minutes per suite on one H100/H200 (not yet " +
+      "measured there)",
   },
 };
 
-/** Base lrs of the cpu budget (10x the paper's 1.5e-4: small models and batches take more). */
+/** Base lr of the cpu budget (10x the paper's 1.5e-4: small models and batches take more). */
 const CPU_LR = 1.5e-3;
 
 /** The studies, by name. */
 export const SUITES: Record<string, Suite> = {
+  pilot: {
+    name: "pilot",
+    description: "The base configuration at several training lengths under five seeds, with " +
+      "its random initialisation: the seed-to-seed spread and the climb above random init that " +
+      "chose the cpu budget's length.",
+    paper: [],
+    fields: ["epochs"],
+    grid: {
+      smoke: [1, 2].map((epochs) => ({ epochs, warmupEpochs: 0.25 * epochs })),
+      cpu: [1, 2, 4].map((epochs) => ({ epochs, warmupEpochs: 0.1 * epochs })),
+      gpu: [2, 5, 10].map((epochs) => ({ epochs, warmupEpochs: 0.1 * epochs })),
+    },
+    seeds: { cpu: [0, 1, 2, 3, 4], gpu: [0, 1, 2, 3, 4] },
+    randomInit: true,
+  },
   stability: {
     name: "stability",
-    description: "kNN accuracy over training for several batch sizes and learning rates: larger " +
-      "batches and learning rates give dips (sudden drops, partial recoveries), each preceded by " +
-      "a spike of the patch projection's gradient norm.",
+    description: "A learning-rate sweep at two batch sizes, with a learned and a frozen random " +
+      "patch projection: larger batches and learning rates give dips (sudden drops of the kNN " +
+      "monitor, partial recoveries) preceded by spikes of the patch projection's gradient norm, " +
+      "and freezing the projection removes much of it (the paper's Figures 4 and 7).",
     paper: [
       { label: "batch 1k", value: 71.5, match: { batchSize: 1024 }, note: "ViT-B, 100 ep" },
       { label: "batch 2k", value: 72.6, match: { batchSize: 2048 }, note: "ViT-B, 100 ep" },
@@ -185,21 +224,31 @@ export const SUITES: Record<string, Suite> = {
       { label: "batch 6k", value: 69.7, note: "big dips" },
       { label: "lr 0.5e-4", value: 70.4, note: "batch 4k" },
       { label: "lr 1.0e-4", value: 72.2, note: "batch 4k" },
+      { label: "lr 1.5e-4", value: 71.7, note: "batch 4k, learned patch projection; dips" },
+      { label: "lr 1.5e-4, random patch projection", value: 73.4, note: "batch 4k" },
     ],
-    fields: ["batchSize", "baseLr"],
+    fields: ["batchSize", "baseLr", "freezePatchEmbed"],
     grid: {
-      smoke: product({ batchSize: [16, 32], baseLr: [1.5e-3, 6e-3] }),
-      cpu: product({ batchSize: [64, 256], baseLr: [CPU_LR, 4 * CPU_LR] }),
-      gpu: product({ batchSize: [1024, 2048, 4096], baseLr: [0.5e-4, 1e-4, 1.5e-4] }),
+      smoke: product({ batchSize: [16, 32], baseLr: [1.5e-3, 6e-3], freezePatchEmbed: [false] }),
+      cpu: product({
+        batchSize: [64, 256],
+        baseLr: [CPU_LR, 4 * CPU_LR, 16 * CPU_LR],
+        freezePatchEmbed: [false, true],
+      }),
+      gpu: product({
+        batchSize: [1024, 4096],
+        baseLr: [1.5e-3, 6e-3, 2.4e-2],
+        freezePatchEmbed: [false, true],
+      }),
     },
-    base: { cpu: { knnTrainSize: 1000, knnTestSize: 1000 } },
-    monitorImages: { smoke: 32, cpu: 768, gpu: 20 * 4096 },
+    base: { cpu: { knnTrainSize: 2000, knnTestSize: 1000 } },
+    monitorImages: { smoke: 32, cpu: 3072, gpu: 20 * 4096 },
   },
   "patch-projection": {
     name: "patch-projection",
     description: "Learned versus random (frozen at initialisation) patch projection for MoCo v3, " +
-      "SimCLR and BYOL at two learning rates: freezing the first layer removes the dips and " +
-      "improves accuracy for all three frameworks.",
+      "SimCLR and BYOL: freezing the first layer improves accuracy for all three frameworks (the " +
+      "learning-rate sweep of MoCo v3 is in the stability suite).",
     paper: [
       { label: "MoCo v3, lr 0.5e-4", value: 0.4, unit: "points", note: "ViT-B random - learned" },
       { label: "MoCo v3, lr 1.0e-4", value: 0.6, unit: "points" },
@@ -208,34 +257,11 @@ export const SUITES: Record<string, Suite> = {
       { label: "BYOL", value: 1.3, unit: "points", match: { framework: "byol" } },
       { label: "MoCo v3", value: 1.7, unit: "points", match: { framework: "mocov3" } },
     ],
-    fields: ["framework", "freezePatchEmbed", "baseLr"],
-    grid: {
-      smoke: product({
-        framework: ["mocov3", "simclr", "byol"],
-        freezePatchEmbed: [false, true],
-        baseLr: [1.5e-3],
-      }),
-      // Two lrs for MoCo v3 (the paper's lr study), the default lr for SimCLR and BYOL.
-      cpu: [
-        ...product({
-          framework: ["mocov3"],
-          freezePatchEmbed: [false, true],
-          baseLr: [CPU_LR, 4 * CPU_LR],
-        }),
-        ...product({
-          framework: ["simclr", "byol"],
-          freezePatchEmbed: [false, true],
-          baseLr: [CPU_LR],
-        }),
-      ],
-      gpu: product({
-        framework: ["mocov3", "simclr", "byol"],
-        freezePatchEmbed: [false, true],
-        baseLr: [1e-4, 1.5e-4],
-      }),
-    },
-    base: { cpu: { knnTrainSize: 1000, knnTestSize: 1000 } },
-    monitorImages: { smoke: 32, cpu: 2048 },
+    fields: ["framework", "freezePatchEmbed"],
+    grid: everyBudget(product({
+      framework: ["mocov3", "simclr", "byol"],
+      freezePatchEmbed: [false, true],
+    })),
   },
   posemb: {
     name: "posemb",
@@ -346,23 +372,41 @@ export const SUITES: Record<string, Suite> = {
   },
 };
 
-/** Suite names in the order `--suite all` runs them. */
-export const SUITE_NAMES = Object.keys(SUITES);
+/** The paper's studies, in the order `--suite all` runs them (the pilot is run by name). */
+export const SUITE_NAMES = Object.keys(SUITES).filter((n) => n !== "pilot");
 
-/** One run of a suite: its id, the varied field values and the whole partial config. */
+/** One run of a suite: its id, the varied field values, the seed and the whole partial config. */
 export interface PlannedRun {
-  /** `<suite>_<budget>_<field>-<value>_...`: also the run directory's name. */
+  /** `<suite>_<budget>_<field>-<value>_..._seed-<n>`: also the run directory's name. */
   runId: string;
   /** The varied fields' values (the suite's `fields`, from the resolved config). */
   varied: Variant;
-  /** Everything to pass to `resolveConfig` except `outDir` and `backend`. */
+  /** The run's seed (initialisation, data order, augmentation). */
+  seed: number;
+  /** True for the untrained baseline: the base config's backbone at its random init. */
+  randomInit: boolean;
+  /** Everything to pass to `resolveConfig` except `outDir` and `backend` (with `seed`). */
   config: Partial<PretrainConfig>;
 }
 
-/** The run id of a variant: the suite, the budget and each varied field with its value. */
-export function runIdOf(suite: string, budget: Budget, varied: Variant): string {
+/**
+ * The run id of a variant under a seed: the suite, the budget, each varied field with its value,
+ * then the seed.
+ *
+ * @example
+ * ```ts
+ * runIdOf("posemb", "cpu", { posEmb: "none", pool: "cls" }, 2);
+ * // "posemb_cpu_posEmb-none_pool-cls_seed-2"
+ * ```
+ */
+export function runIdOf(suite: string, budget: Budget, varied: Variant, seed: number): string {
   const parts = Object.entries(varied).map(([k, v]) => `${k}-${v}`);
-  return [suite, budget, ...parts].join("_").replace(/[^A-Za-z0-9_.+-]/g, "");
+  return [suite, budget, ...parts, `seed-${seed}`].join("_").replace(/[^A-Za-z0-9_.+-]/g, "");
+}
+
+/** The seeds of a suite at a budget: the suite's own where it sets them, else the budget's. */
+export function suiteSeeds(name: string, budget: Budget): number[] {
+  return getSuite(name).seeds?.[budget] ?? BUDGET_SPECS[budget].seeds;
 }
 
 /** Throws for an unknown suite or budget, listing the known ones. */
@@ -383,22 +427,29 @@ export function checkBudget(budget: string): Budget {
 }
 
 /**
- * The runs of a suite at a budget, in grid order: budget base, suite base, variant, and
- * `maxSteps` from the budget's image count (unless the variant sets it).
+ * The runs of a suite at a budget: every variant of the grid under every seed (variant by
+ * variant, seeds in order), each config being the budget's base, the suite's base and the
+ * variant, with the seed and a monitor interval from {@link Suite.monitorImages}. A suite with
+ * {@link Suite.randomInit} gets its random-init runs (one per seed, varied fields empty) first.
+ *
+ * @example
+ * ```ts
+ * budgetConfigs("posemb", "smoke").map((r) => r.runId);
+ * // ["posemb_smoke_posEmb-sincos_pool-cls_seed-0", ..._seed-1, ..._seed-2, ...]
+ * ```
  */
 export function budgetConfigs(name: string, budget: Budget): PlannedRun[] {
   const suite = getSuite(name);
   const spec = BUDGET_SPECS[budget];
-  return suite.grid[budget].map((variant) => {
+  const seeds = suiteSeeds(name, budget);
+  const plan = (variant: Variant, seed: number, randomInit: boolean): PlannedRun => {
     const config: Partial<PretrainConfig> = {
       ...spec.base,
       ...suite.base?.[budget],
       ...variant,
+      seed,
     };
     const batch = config.batchSize ?? PRESETS[config.preset ?? "fmnist"]?.batchSize ?? 1;
-    if (spec.images > 0 && variant.maxSteps === undefined) {
-      config.maxSteps = Math.ceil(spec.images / batch);
-    }
     const every = suite.monitorImages?.[budget];
     if (every && variant.knnEvery === undefined) {
       config.knnEvery = Math.max(1, Math.round(every / batch));
@@ -407,6 +458,13 @@ export function budgetConfigs(name: string, budget: Budget): PlannedRun[] {
     for (const f of suite.fields) {
       if (variant[f] !== undefined) (varied as Record<string, unknown>)[f] = variant[f];
     }
-    return { runId: runIdOf(suite.name, budget, varied), varied, config };
-  });
+    const runId = randomInit
+      ? [suite.name, budget, "random-init", `seed-${seed}`].join("_")
+      : runIdOf(suite.name, budget, varied, seed);
+    return { runId, varied, seed, randomInit, config };
+  };
+  return [
+    ...(suite.randomInit ? seeds.map((seed) => plan({}, seed, true)) : []),
+    ...suite.grid[budget].flatMap((variant) => seeds.map((seed) => plan(variant, seed, false))),
+  ];
 }

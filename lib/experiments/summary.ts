@@ -1,11 +1,12 @@
 /**
- * Our results beside the paper's, one line per comparison: the paper's effect (a difference
- * between two of its settings, in points), ours (the same difference of final kNN top-1), the
- * standard error of ours, and whether the paper's direction holds at this scale.
+ * Our results beside the paper's, one line per comparison: two configurations of a study run
+ * under the same seeds, each one's mean with its 95% t-interval over seeds, their paired
+ * difference (a - b, paired by seed) with its 95% t-interval, and a verdict against the paper's
+ * direction (`stats.ts`): **holds** (the interval excludes 0 on the paper's side), **opposite**
+ * (it excludes 0 on the other side) or **not detected** (it contains 0; its half-width bounds the
+ * effect). Also whether the paper's own effect size lies inside our interval.
  *
- * Our standard error is binomial: sqrt(p (1 - p) / n) for each accuracy on n test images,
- * combined in quadrature for a difference. A difference within two standard errors is reported
- * as "within noise" whatever its sign.
+ * The metric is the final linear probe top-1 (the paper's), or kNN-20 top-1.
  *
  * @example
  * ```ts
@@ -15,179 +16,289 @@
  * @module
  */
 import { readTable, suiteFile } from "./tables.ts";
+import { compareSeeds, type Interval, meanInterval, type Verdict } from "./stats.ts";
 
 type Row = Record<string, unknown>;
+
+/** The final metrics a comparison can read. */
+export type Metric = "linear_top1" | "knn_top1";
 
 /** One comparison of an effect, ours against the paper's. */
 export interface Comparison {
   study: string;
-  /** What is compared, e.g. "random - learned patch projection, MoCo v3, lr 1.5e-3". */
+  /** What is compared, e.g. "random - learned patch projection, MoCo v3". */
   effect: string;
-  /** Our difference in kNN top-1 points (NaN when a run is missing). */
-  ours: number;
-  /** Its standard error (binomial, test-set size of the kNN). */
-  se: number;
-  /** The paper's difference in linear top-1 points, and how it was measured. */
+  metric: Metric;
+  /** The seeds both configurations have (the pairs). */
+  seeds: number[];
+  /** Configuration a's and b's means over those seeds, with 95% t-intervals. */
+  a: Interval | null;
+  b: Interval | null;
+  /** a - b paired by seed, with its 95% t-interval (null: fewer than one pair). */
+  diff: Interval | null;
+  /** `missing` when fewer than two seeds pair up. */
+  verdict: Verdict | "missing";
+  /** The paper's a - b in linear top-1 points (NaN: a direction without a number). */
   paper: number;
+  /** The paper's direction: +1 (a better) or -1. */
+  paperSign: 1 | -1;
   paperNote: string;
-  /** `same direction`, `opposite`, `within noise` or `missing`. */
-  verdict: "same direction" | "opposite" | "within noise" | "missing";
+  /** Whether the paper's effect lies inside our interval (undefined without a number). */
+  paperInside?: boolean;
 }
 
-function se(row: Row | undefined): number {
-  if (!row) return NaN;
-  const p = Number(row.knn_top1) / 100, n = Number(row.knn_test_size);
-  return 100 * Math.sqrt(p * (1 - p) / n);
+/** The rows of a suite's table, without the random-init baseline rows. */
+function trained(rows: Row[]): Row[] {
+  return rows.filter((r) => String(r.random_init) !== "true");
 }
 
-/** Our a - b with its standard error, and the verdict against the paper's effect. */
-function compare(
-  study: string,
-  effect: string,
-  a: Row | undefined,
-  b: Row | undefined,
-  paper: number,
-  paperNote: string,
+function matches(r: Row, match: Row): boolean {
+  return Object.entries(match).every(([k, v]) => String(r[k]) === String(v));
+}
+
+/** Metric values by seed of the rows matching `match`. */
+function bySeed(rows: Row[], match: Row, metric: Metric): Map<number, number> {
+  const out = new Map<number, number>();
+  for (const r of rows) {
+    const v = Number(r[metric]);
+    if (matches(r, match) && Number.isFinite(v)) out.set(Number(r.seed), v);
+  }
+  return out;
+}
+
+/**
+ * Compares the rows matching `a` with those matching `b`, paired by seed.
+ *
+ * @example
+ * ```ts
+ * compareRows(rows, { posEmb: "sincos" }, { posEmb: "none" }, {
+ *   study: "posemb", effect: "sin-cos - none", paper: 1.6, paperNote: "76.5 - 74.9",
+ * }).verdict;
+ * ```
+ */
+export function compareRows(
+  rows: Row[],
+  a: Row,
+  b: Row,
+  what: {
+    study: string;
+    effect: string;
+    paper: number;
+    paperSign?: 1 | -1;
+    paperNote: string;
+    metric?: Metric;
+  },
 ): Comparison {
-  const ours = a && b ? Number(a.knn_top1) - Number(b.knn_top1) : NaN;
-  const err = Math.hypot(se(a), se(b));
-  const verdict = !Number.isFinite(ours)
-    ? "missing"
-    : Math.abs(ours) < 2 * err
-    ? "within noise"
-    : Math.sign(ours) === Math.sign(paper)
-    ? "same direction"
-    : "opposite";
-  return { study, effect, ours, se: err, paper, paperNote, verdict };
-}
-
-function pick(rows: Row[], match: Row): Row | undefined {
-  return rows.find((r) => Object.entries(match).every(([k, v]) => String(r[k]) === String(v)));
+  const metric = what.metric ?? "linear_top1";
+  const va = bySeed(rows, a, metric), vb = bySeed(rows, b, metric);
+  const seeds = [...va.keys()].filter((s) => vb.has(s)).sort((x, y) => x - y);
+  const paperSign = what.paperSign ?? (what.paper < 0 ? -1 : 1);
+  const base = {
+    study: what.study,
+    effect: what.effect,
+    metric,
+    seeds,
+    paper: what.paper,
+    paperSign,
+    paperNote: what.paperNote,
+  };
+  if (seeds.length < 2) {
+    return {
+      ...base,
+      a: va.size ? meanInterval([...va.values()]) : null,
+      b: vb.size ? meanInterval([...vb.values()]) : null,
+      diff: null,
+      verdict: "missing",
+    };
+  }
+  const c = compareSeeds(seeds.map((s) => va.get(s)!), seeds.map((s) => vb.get(s)!), {
+    paperSign,
+    paperEffect: Number.isFinite(what.paper) ? what.paper : undefined,
+  });
+  return { ...base, ...c };
 }
 
 function lrText(lr: unknown): string {
   return Number(lr).toExponential(1).replace(".0e", "e");
 }
 
+function distinct(rows: Row[], key: string): unknown[] {
+  const vals = [...new Set(rows.map((r) => String(r[key])))];
+  return vals.map((v) => (v === "true" ? true : v === "false" ? false : Number.isNaN(+v) ? v : +v))
+    .sort((x, y) => (typeof x === "number" && typeof y === "number" ? x - y : 0));
+}
+
 /** Every comparison the tables in `resultsDir` allow, study by study. */
-export async function compareWithPaper(resultsDir: string): Promise<Comparison[]> {
-  const load = async (s: string) => (await readTable(suiteFile(resultsDir, s))).objects() as Row[];
+export async function compareWithPaper(
+  resultsDir: string,
+  metric: Metric = "linear_top1",
+): Promise<Comparison[]> {
+  const load = async (s: string) =>
+    trained((await readTable(suiteFile(resultsDir, s))).objects() as Row[]);
   const out: Comparison[] = [];
+  const cmp = (
+    rows: Row[],
+    a: Row,
+    b: Row,
+    study: string,
+    effect: string,
+    paper: number,
+    paperNote: string,
+    paperSign?: 1 | -1,
+  ) => out.push(compareRows(rows, a, b, { study, effect, paper, paperNote, paperSign, metric }));
 
   const st = await load("stability");
   if (st.length) {
-    const batches = [...new Set(st.map((r) => Number(r.batchSize)))].sort((a, b) => a - b);
-    const lrs = [...new Set(st.map((r) => Number(r.baseLr)))].sort((a, b) => a - b);
+    const batches = distinct(st, "batchSize") as number[];
+    const lrs = distinct(st, "baseLr") as number[];
+    const frozen = distinct(st, "freezePatchEmbed") as boolean[];
     const [bLo, bHi] = [batches[0], batches[batches.length - 1]];
-    const [lLo, lHi] = [lrs[0], lrs[lrs.length - 1]];
-    for (const lr of bHi > bLo ? lrs : []) {
-      out.push(compare(
-        "stability",
-        `batch ${bHi} - batch ${bLo}, lr ${lrText(lr)}`,
-        pick(st, { batchSize: bHi, baseLr: lr }),
-        pick(st, { batchSize: bLo, baseLr: lr }),
-        -2.9,
-        "batch 6k - 2k: 69.7 - 72.6 (4k: -0.4), dips grow with batch",
-      ));
+    const proj = (f: boolean) => (f ? "random" : "learned") + " patch proj.";
+    for (const f of frozen) {
+      for (const lr of bHi > bLo ? lrs : []) {
+        cmp(
+          st,
+          { batchSize: bHi, baseLr: lr, freezePatchEmbed: f },
+          { batchSize: bLo, baseLr: lr, freezePatchEmbed: f },
+          "stability",
+          `batch ${bHi} - ${bLo}, lr ${lrText(lr)}, ${proj(f)}`,
+          -2.9,
+          "batch 6k - 2k: 69.7 - 72.6 (4k: -0.4)",
+        );
+      }
     }
-    for (const b of lHi > lLo ? batches : []) {
-      out.push(compare(
-        "stability",
-        `lr ${lrText(lHi)} - lr ${lrText(lLo)}, batch ${b}`,
-        pick(st, { batchSize: b, baseLr: lHi }),
-        pick(st, { batchSize: b, baseLr: lLo }),
-        -1,
-        "batch 4k: lr 1.5e-4 is lower, with more dips, than 1.0e-4 (no number; sign only)",
-      ));
+    for (const f of frozen) {
+      for (const b of batches) {
+        for (const lr of lrs.slice(1)) {
+          cmp(
+            st,
+            { batchSize: b, baseLr: lr, freezePatchEmbed: f },
+            { batchSize: b, baseLr: lrs[0], freezePatchEmbed: f },
+            "stability",
+            `lr ${lrText(lr)} - ${lrText(lrs[0])}, batch ${b}, ${proj(f)}`,
+            f ? 0.6 : -0.5,
+            f
+              ? "random proj., batch 4k, lr 1.5e-4 - 1.0e-4: 73.4 - 72.8"
+              : "learned, batch 4k, lr 1.5e-4 - 1.0e-4: 71.7 - 72.2, more dips",
+          );
+        }
+      }
+    }
+    if (frozen.length === 2) {
+      for (const b of batches) {
+        for (const lr of lrs) {
+          cmp(
+            st,
+            { batchSize: b, baseLr: lr, freezePatchEmbed: true },
+            { batchSize: b, baseLr: lr, freezePatchEmbed: false },
+            "stability",
+            `random - learned patch proj., batch ${b}, lr ${lrText(lr)}`,
+            lr === lrs[lrs.length - 1] ? 1.7 : 0.5,
+            lr === lrs[lrs.length - 1]
+              ? "lr 1.5e-4, batch 4k: 73.4 - 71.7"
+              : "lower lr: +0.4 / +0.6 (0.5e-4 / 1.0e-4)",
+          );
+        }
+      }
     }
   }
 
   const pp = await load("patch-projection");
   const gains: Record<string, [number, string]> = {
-    mocov3: [1.7, "MoCo v3 ViT-B at lr 1.5e-4 (+0.4 / +0.6 at 0.5e-4 / 1.0e-4)"],
+    mocov3: [1.7, "MoCo v3 ViT-B, lr 1.5e-4 (+0.4 / +0.6 at 0.5e-4 / 1.0e-4)"],
     simclr: [0.8, "SimCLR ViT-B"],
     byol: [1.3, "BYOL ViT-B"],
   };
-  for (const r of pp.filter((r) => String(r.freezePatchEmbed) === "true")) {
-    const learned = pick(pp, { framework: r.framework, freezePatchEmbed: false, baseLr: r.baseLr });
-    const [paper, note] = gains[String(r.framework)] ?? [NaN, ""];
-    out.push(compare(
+  for (const fw of distinct(pp, "framework")) {
+    const [paper, note] = gains[String(fw)] ?? [NaN, ""];
+    cmp(
+      pp,
+      { framework: fw, freezePatchEmbed: true },
+      { framework: fw, freezePatchEmbed: false },
       "patch-projection",
-      `random - learned, ${r.framework}, lr ${lrText(r.baseLr)}`,
-      r,
-      learned,
+      `random - learned, ${fw}`,
       paper,
       note,
-    ));
+      1,
+    );
   }
 
   const pe = await load("posemb");
   if (pe.length) {
-    const sincos = pick(pe, { posEmb: "sincos", pool: "cls" });
-    out.push(compare(
+    const sincos = { posEmb: "sincos", pool: "cls" };
+    cmp(
+      pe,
+      sincos,
+      { posEmb: "learned", pool: "cls" },
       "posemb",
       "sin-cos - learned",
-      sincos,
-      pick(pe, { posEmb: "learned", pool: "cls" }),
       0.4,
       "76.5 - 76.1",
-    ));
-    out.push(compare(
+    );
+    cmp(
+      pe,
+      sincos,
+      { posEmb: "none", pool: "cls" },
       "posemb",
       "sin-cos - none",
-      sincos,
-      pick(pe, { posEmb: "none", pool: "cls" }),
       1.6,
       "76.5 - 74.9",
-    ));
-    out.push(compare(
-      "posemb",
-      "cls token - mean pool",
+    );
+    cmp(
+      pe,
       sincos,
-      pick(pe, { posEmb: "sincos", pool: "mean" }),
+      { posEmb: "sincos", pool: "mean" },
+      "posemb",
+      "class token - mean pool",
       0.2,
       "76.5 - 76.3 (pooling without the final LN)",
-    ));
+    );
   }
 
   const ps = await load("patch-size");
   if (ps.length) {
-    const p4 = pick(ps, { patchSize: 4 }), p7 = pick(ps, { patchSize: 7 });
-    const ratio = p4 && p7 ? Number(p4.flops) / Number(p7.flops) : NaN;
-    out.push(compare(
+    const flops = (p: number) => Number(ps.find((r) => Number(r.patchSize) === p)?.flops);
+    cmp(
+      ps,
+      { patchSize: 4 },
+      { patchSize: 7 },
       "patch-size",
-      `patch 4 - patch 7 (x${ratio.toFixed(1)} FLOPs)`,
-      p4,
-      p7,
+      `patch 4 - patch 7 (x${(flops(4) / flops(7)).toFixed(1)} FLOPs)`,
       2.5,
       "/7 vs /16: about +2-3 at about 6x FLOPs",
-    ));
+    );
   }
 
-  const sc = (await load("scaling")).sort((a, b) => Number(a.params) - Number(b.params));
-  if (sc.length >= 2) {
-    const small = sc[0], big = sc[sc.length - 1];
-    out.push(compare(
-      "scaling",
-      `D${big.dim}x${big.depth} - D${small.dim}x${small.depth} ` +
-        `(x${(Number(big.params) / Number(small.params)).toFixed(0)} params)`,
-      big,
-      small,
-      1.4,
-      "ViT-H - ViT-B: 78.1 - 76.7 (x7 params)",
-    ));
+  const sc = await load("scaling");
+  if (sc.length) {
+    const sizes = [...new Map(sc.map((r) => [`${r.dim}x${r.depth}`, r])).values()]
+      .sort((x, y) => Number(x.params) - Number(y.params));
+    const small = sizes[0];
+    for (const big of sizes.slice(1)) {
+      cmp(
+        sc,
+        { dim: big.dim, depth: big.depth },
+        { dim: small.dim, depth: small.depth },
+        "scaling",
+        `D${big.dim}x${big.depth} - D${small.dim}x${small.depth} ` +
+          `(x${(Number(big.params) / Number(small.params)).toFixed(0)} params)`,
+        1.4,
+        "ViT-H - ViT-B: 78.1 - 76.7 (x7 params)",
+      );
+    }
   }
 
   const op = await load("optimizer");
   if (op.length) {
-    out.push(compare(
+    cmp(
+      op,
+      { optimizer: "lamb" },
+      { optimizer: "adamw" },
       "optimizer",
       "LAMB - AdamW",
-      pick(op, { optimizer: "lamb" }),
-      pick(op, { optimizer: "adamw" }),
       0.3,
       "LAMB 72.5, 'slightly above' AdamW (ViT-S); more lr-sensitive",
-    ));
+    );
   }
   return out;
 }
@@ -197,13 +308,36 @@ function signed(x: number, digits = 1): string {
   return (x > 0 ? "+" : "") + x.toFixed(digits);
 }
 
+function meanText(i: Interval | null): string {
+  if (!i) return "n/a";
+  return Number.isFinite(i.halfWidth)
+    ? `${i.mean.toFixed(1)} ± ${i.halfWidth.toFixed(1)}`
+    : i.mean.toFixed(1);
+}
+
+/** The verdict in words, with the half-width that bounds an undetected effect. */
+export function verdictText(c: Comparison): string {
+  if (c.verdict === "missing" || !c.diff) return "missing";
+  if (c.verdict === "not detected") {
+    return `not detected (|effect| < ${c.diff.halfWidth.toFixed(1)})`;
+  }
+  return c.verdict;
+}
+
 /** The comparisons as a markdown table. */
 export function comparisonMarkdown(rows: Comparison[]): string {
-  const head = "| study | effect | ours (kNN points) | paper (ImageNet linear points) | " +
-    "direction at this scale |\n|---|---|---|---|---|";
-  const lines = rows.map((c) =>
-    `| ${c.study} | ${c.effect} | ${signed(c.ours)} ± ${c.se.toFixed(1)} | ${signed(c.paper)} ` +
-    `(${c.paperNote}) | ${c.verdict} |`
-  );
+  const metric = rows[0]?.metric === "knn_top1" ? "kNN-20" : "linear";
+  const head = `| study | effect | a (${metric}, mean ± 95% CI) | b | a - b, paired (95% CI) | ` +
+    "seeds | verdict | paper (ImageNet linear points) | paper's effect inside ours |\n" +
+    "|---|---|---|---|---|---|---|---|---|";
+  const lines = rows.map((c) => {
+    const diff = c.diff
+      ? `${signed(c.diff.mean)} [${signed(c.diff.lo)}, ${signed(c.diff.hi)}]`
+      : "n/a";
+    const paper = Number.isFinite(c.paper) ? signed(c.paper) : c.paperSign > 0 ? "> 0" : "< 0";
+    const inside = c.paperInside === undefined ? "-" : c.paperInside ? "yes" : "no";
+    return `| ${c.study} | ${c.effect} | ${meanText(c.a)} | ${meanText(c.b)} | ${diff} | ` +
+      `${c.seeds.length} | ${verdictText(c)} | ${paper} (${c.paperNote}) | ${inside} |`;
+  });
   return [head, ...lines].join("\n");
 }

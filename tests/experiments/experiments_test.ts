@@ -1,15 +1,26 @@
-import { assert, assertEquals, assertRejects } from "@std/assert";
+import { assert, assertAlmostEquals, assertEquals, assertRejects } from "@std/assert";
 import { main } from "../../lib/cli/experiments.ts";
 import { main as figuresMain } from "../../lib/cli/figures.ts";
 import { readTable } from "../../lib/experiments/tables.ts";
-import { budgetConfigs, product, SUITE_NAMES, SUITES } from "../../lib/experiments/suites.ts";
+import {
+  BUDGET_SPECS,
+  budgetConfigs,
+  product,
+  SUITE_NAMES,
+  SUITES,
+} from "../../lib/experiments/suites.ts";
 import { buildFigures } from "../../lib/viz/figures.ts";
-import { compareWithPaper } from "../../lib/experiments/summary.ts";
+import { compareRows, compareWithPaper } from "../../lib/experiments/summary.ts";
 
 const REQUIRED = [
   "suite",
   "run_id",
   "budget",
+  "seed",
+  "random_init",
+  "diverged",
+  "linear_top1",
+  "linear_top5",
   "knn_top1",
   "knn_top5",
   "params",
@@ -29,16 +40,35 @@ Deno.test("product: every combination, last field fastest", () => {
   ]);
 });
 
-Deno.test("budgetConfigs: the same images per run, monitors at the same images seen", () => {
+Deno.test("budgetConfigs: every variant under every seed, whole epochs, monitors at the same images", () => {
   const runs = budgetConfigs("stability", "cpu");
-  for (const r of runs) {
-    const b = r.config.batchSize!;
-    assertEquals(r.config.maxSteps, Math.ceil(10240 / b));
-    assertEquals(r.config.knnEvery, Math.round(768 / b));
+  const grid = SUITES.stability.grid.cpu;
+  const seeds = BUDGET_SPECS.cpu.seeds;
+  assertEquals(seeds.length >= 3, true, "at least three seeds");
+  assertEquals(runs.length, grid.length * seeds.length);
+  for (const [i, r] of runs.entries()) {
+    const variant = grid[Math.floor(i / seeds.length)];
+    assertEquals(r.seed, seeds[i % seeds.length]);
+    assertEquals(r.config.seed, r.seed);
+    assertEquals(r.config.batchSize, variant.batchSize);
+    assertEquals(r.config.maxSteps, undefined, "no cut: the schedule spans the run");
+    assertEquals(r.config.epochs, BUDGET_SPECS.cpu.base.epochs);
+    assertEquals(r.config.knnEvery, Math.round(3072 / r.config.batchSize!));
+    assertEquals(r.randomInit, false);
   }
-  assertEquals(runs.length, 4);
-  assertEquals(runs[0].runId, "stability_cpu_batchSize-64_baseLr-0.0015");
+  assertEquals(
+    runs[0].runId,
+    "stability_cpu_batchSize-64_baseLr-0.0015_freezePatchEmbed-false_seed-0",
+  );
   assertEquals(new Set(runs.map((r) => r.runId)).size, runs.length, "run ids are unique");
+  // The pilot: its random-init runs first, one per seed; its own five seeds.
+  const pilot = budgetConfigs("pilot", "cpu");
+  assertEquals(pilot.filter((r) => r.randomInit).map((r) => r.seed), [0, 1, 2, 3, 4]);
+  assertEquals(pilot[0].runId, "pilot_cpu_random-init_seed-0");
+  assertEquals(pilot.length, 5 + 3 * 5);
+  for (const r of pilot.filter((r) => !r.randomInit)) {
+    assertAlmostEquals(r.config.warmupEpochs!, 0.1 * r.config.epochs!, 1e-12);
+  }
 });
 
 Deno.test({
@@ -66,22 +96,34 @@ Deno.test({
       assertEquals(await main(args), 0);
       const first = (performance.now() - t0) / 1000;
 
+      const seeds = BUDGET_SPECS.smoke.seeds;
       for (const name of SUITE_NAMES) {
         const t = await readTable(`${results}/${name}.csv`);
         const suite = SUITES[name];
-        assertEquals(t.numRows(), suite.grid.smoke.length, `${name}: one row per run`);
+        const n = suite.grid.smoke.length * seeds.length;
+        assertEquals(t.numRows(), n, `${name}: one row per run and seed`);
         for (const c of [...REQUIRED, ...suite.fields]) {
           assert(t.columnNames().includes(c), `${name}.csv lacks column ${c}`);
         }
         const rows = t.objects() as Record<string, unknown>[];
-        // The varied fields hold the grid's values, in grid order.
-        suite.grid.smoke.forEach((variant, i) => {
-          for (const [k, v] of Object.entries(variant)) assertEquals(rows[i][k], v, `${name} ${k}`);
+        // The varied fields hold the grid's values, in grid order, each under every seed.
+        rows.forEach((r, i) => {
+          const variant = suite.grid.smoke[Math.floor(i / seeds.length)];
+          for (const [k, v] of Object.entries(variant)) assertEquals(r[k], v, `${name} ${k}`);
+          assertEquals(r.seed, seeds[i % seeds.length]);
+          assert(String(r.run_id).endsWith(`_seed-${r.seed}`));
+          assertEquals(r.random_init, false);
         });
         for (const r of rows) {
-          const top1 = r.knn_top1 as number;
-          assert(top1 >= 0 && top1 <= 100, `${name}: top-1 ${top1}`);
-          assert((r.knn_top5 as number) >= top1);
+          for (const m of ["knn_top1", "linear_top1"]) {
+            const top1 = r[m] as number;
+            assert(top1 >= 0 && top1 <= 100, `${name}: ${m} ${top1}`);
+          }
+          assert((r.knn_top5 as number) >= (r.knn_top1 as number));
+          assert((r.linear_top5 as number) >= (r.linear_top1 as number));
+          assertEquals(r.linear_epochs, BUDGET_SPECS.smoke.linearEpochs);
+          // The final evaluation uses the whole splits: 96 synthetic train, 96 / 5 test images.
+          assertEquals([r.knn_train_size, r.knn_test_size], [96, 20]);
           assertEquals(r.budget, "smoke");
         }
         const curves = await readTable(`${results}/${name}.curves.csv`);
@@ -101,14 +143,17 @@ Deno.test({
       const block = 4 * D + (3 * D * D + 3 * D) + (D * D + D) + (D * H + H) + (H * D + D);
       const params = D + (49 * D + D) + 2 * block + 2 * D;
       assertEquals(posemb[0].params, params);
-      assertEquals(posemb[1].params, params + (N + 1) * D, "learned position embedding counts");
-      assertEquals(posemb[0].steps, 3); // 96 images at batch 32
+      assertEquals(posemb[3].params, params + (N + 1) * D, "learned position embedding counts");
+      assertEquals(posemb[0].steps, 3); // one epoch: 96 images at batch 32
 
       const stab = (await readTable(`${results}/stability.csv`)).objects() as Record<
         string,
         number
       >[];
-      assertEquals(stab.map((r) => r.steps), [6, 6, 3, 3]); // batch 16, 16, 32, 32
+      // One epoch each: batch 16 (two lrs, three seeds) then batch 32.
+      assertEquals(stab.map((r) => r.steps), [...Array(6).fill(6), ...Array(6).fill(3)]);
+      // Different seeds give different runs, the same seed the same initial model.
+      assert(new Set(posemb.slice(0, 3).map((r) => r.knn_top1 + "/" + r.linear_top1)).size > 1);
 
       // Second run: everything is complete, so nothing trains and no row is added.
       const t1 = performance.now();
@@ -117,7 +162,11 @@ Deno.test({
       assert(second < first / 2, `re-run took ${second.toFixed(1)} s vs ${first.toFixed(1)} s`);
       for (const name of SUITE_NAMES) {
         const t = await readTable(`${results}/${name}.csv`);
-        assertEquals(t.numRows(), SUITES[name].grid.smoke.length, `${name}: no duplicate rows`);
+        assertEquals(
+          t.numRows(),
+          SUITES[name].grid.smoke.length * seeds.length,
+          `${name}: no duplicate rows`,
+        );
       }
       const times = (await readTable(`${results}/suite_times.csv`)).objects() as Record<
         string,
@@ -127,15 +176,38 @@ Deno.test({
       for (const t of times.slice(SUITE_NAMES.length)) assertEquals(t.ran, 0);
 
       // A complete run whose saved config no longer matches the plan is refused, not reused.
-      const edited = `${runs}/optimizer_smoke_optimizer-adamw_baseLr-0.0015_weightDecay-0.1`;
+      const edited = `${runs}/optimizer_smoke_optimizer-adamw_baseLr-0.0015_weightDecay-0.1_seed-0`;
       const saved = JSON.parse(await Deno.readTextFile(`${edited}/config.json`));
-      saved.config.maxSteps = 99;
+      saved.config.epochs = 99;
       await Deno.writeTextFile(`${edited}/config.json`, JSON.stringify(saved));
       await assertRejects(
         () => main(["--suite", "optimizer", ...args.slice(2)]),
         Error,
-        "maxSteps: run has 99, plan has 3",
+        "epochs: run has 99, plan has 1",
       );
+
+      // Two processes share a suite (--jobs 2): the same rows as one process, run by run.
+      const jobsResults = `${tmp}/results-jobs`;
+      const jobsArgs = ["--suite", "posemb", "--budget", "smoke", "--backend", "wasm"];
+      assertEquals(
+        await main([
+          ...jobsArgs,
+          "--jobs",
+          "2",
+          "--results-dir",
+          jobsResults,
+          "--runs-dir",
+          `${tmp}/runs-jobs`,
+        ]),
+        0,
+      );
+      const jobsRows = (await readTable(`${jobsResults}/posemb.csv`)).objects() as Record<
+        string,
+        unknown
+      >[];
+      const key = (r: Record<string, unknown>) =>
+        [r.run_id, r.seed, r.knn_top1, r.linear_top1, r.steps].join(" ");
+      assertEquals(jobsRows.map(key), posemb.map(key));
 
       const figs = await buildFigures(results);
       assertEquals(Object.keys(figs).sort(), [
@@ -159,30 +231,65 @@ Deno.test({
   },
 });
 
-Deno.test("compareWithPaper: differences, binomial errors and verdicts", async () => {
+Deno.test("compareWithPaper: seed-paired differences, t-intervals and verdicts by hand", async () => {
   const dir = await Deno.makeTempDir();
   try {
-    const rows = [["sincos", "cls", 75], ["learned", "cls", 74], ["none", "cls", 70], [
-      "sincos",
-      "mean",
-      80,
-    ]];
+    // [posEmb, pool, seed, linear top-1]; seed 3 of sin-cos has no partner; a random-init row.
+    const rows: [string, string, number, number][] = [
+      ["sincos", "cls", 0, 75],
+      ["sincos", "cls", 1, 76],
+      ["sincos", "cls", 2, 77],
+      ["sincos", "cls", 3, 90],
+      ["none", "cls", 0, 73],
+      ["none", "cls", 1, 73.5],
+      ["none", "cls", 2, 74.5],
+      ["learned", "cls", 0, 76],
+      ["learned", "cls", 1, 75],
+      ["learned", "cls", 2, 78],
+      ["sincos", "mean", 0, 78],
+      ["sincos", "mean", 1, 79],
+      ["sincos", "mean", 2, 80],
+    ];
     await Deno.writeTextFile(
       `${dir}/posemb.csv`,
-      "suite,run_id,budget,posEmb,pool,knn_top1,knn_test_size\n" +
-        rows.map(([pe, pool, acc], i) => `posemb,r${i},cpu,${pe},${pool},${acc},2000`).join("\n") +
-        "\n",
+      "suite,run_id,budget,posEmb,pool,seed,random_init,linear_top1,knn_top1\n" +
+        rows.map(([pe, pool, seed, acc], i) =>
+          `posemb,r${i},cpu,${pe},${pool},${seed},false,${acc},50`
+        ).join("\n") + "\nposemb,ri,cpu,,,0,true,10,10\n",
     );
     const cmp = await compareWithPaper(dir);
-    const by = Object.fromEntries(cmp.map((c) => [c.effect, c]));
-    const se = (p: number) => Math.sqrt(p * (1 - p) / 2000) * 100;
-    assertEquals(by["sin-cos - none"].ours, 5);
-    assert(Math.abs(by["sin-cos - none"].se - Math.hypot(se(0.75), se(0.7))) < 1e-9);
-    assertEquals(by["sin-cos - none"].verdict, "same direction"); // paper +1.6
-    assertEquals(by["sin-cos - learned"].verdict, "within noise"); // +1 < 2 x 1.4
-    assertEquals(by["cls token - mean pool"].ours, -5);
-    assertEquals(by["cls token - mean pool"].verdict, "opposite"); // paper +0.2
     assertEquals(cmp.length, 3, "only the posemb table exists");
+    const by = Object.fromEntries(cmp.map((c) => [c.effect, c]));
+    const t2 = 4.302652729911275; // t(0.975, 2)
+    // sin-cos - none: differences 2, 2.5, 2.5: mean 7/3, s = sqrt(1/12).
+    const none = by["sin-cos - none"];
+    assertEquals(none.seeds, [0, 1, 2]);
+    assertAlmostEquals(none.diff!.mean, 7 / 3, 1e-9);
+    assertAlmostEquals(none.diff!.halfWidth, t2 * Math.sqrt(1 / 12) / Math.sqrt(3), 1e-6);
+    assertEquals(none.verdict, "holds"); // [1.62, 3.05] excludes 0 on the paper's (+) side
+    assertEquals(none.paperInside, false); // the paper's +1.6 lies just below 1.62
+    assertAlmostEquals(none.a!.mean, 76, 1e-9); // seeds 0-2 only
+    // sin-cos - learned: differences -1, 1, -1: mean -1/3, s = sqrt(4/3).
+    const learned = by["sin-cos - learned"];
+    assertAlmostEquals(learned.diff!.mean, -1 / 3, 1e-9);
+    assertAlmostEquals(learned.diff!.halfWidth, t2 * Math.sqrt(4 / 3) / Math.sqrt(3), 1e-6);
+    assertEquals(learned.verdict, "not detected");
+    assertEquals(learned.paperInside, true);
+    // class token - mean pool: -3 under every seed: a zero-width interval below 0.
+    const pool = by["class token - mean pool"];
+    assertEquals([pool.diff!.mean, pool.diff!.halfWidth], [-3, 0]);
+    assertEquals(pool.verdict, "opposite"); // the paper has +0.2
+    // The same on kNN: every value 50, so no difference at all.
+    const knn = await compareWithPaper(dir, "knn_top1");
+    assertEquals(knn.map((c) => c.verdict), ["not detected", "not detected", "not detected"]);
+    // Fewer than two pairs: missing.
+    const one = compareRows(
+      [{ posEmb: "a", seed: 0, linear_top1: 1 }, { posEmb: "b", seed: 0, linear_top1: 2 }],
+      { posEmb: "a" },
+      { posEmb: "b" },
+      { study: "x", effect: "a - b", paper: 1, paperNote: "" },
+    );
+    assertEquals(one.verdict, "missing");
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
