@@ -4,6 +4,7 @@
 import * as tf from "@tensorflow/tfjs-core";
 import { assert, assertEquals, assertRejects, assertStringIncludes } from "@std/assert";
 import { BackendError, initBackend } from "../../lib/backends/mod.ts";
+import { knnClassify } from "../../lib/eval/knn.ts";
 import { broadcastPlan } from "../../lib/backends/native/backend.ts";
 import { libraryName, openNative } from "../../lib/backends/native/ffi.ts";
 import { createStepRunner } from "../../lib/bench/step.ts";
@@ -39,7 +40,7 @@ async function compareWithCpu(cases: Case[], tol = 1e-5) {
       assertEquals(o.dtype, cpu[i][j].dtype, `${name}: dtype`);
       o.data.forEach((v, k) => {
         const w = cpu[i][j].data[k];
-        if (!(Math.abs(v - w) <= tol * Math.max(1, Math.abs(w)))) {
+        if (!(Object.is(v, w) || Math.abs(v - w) <= tol * Math.max(1, Math.abs(w)))) {
           throw new Error(`${name}: output ${j}[${k}] is ${v} on native, ${w} on cpu`);
         }
       });
@@ -208,6 +209,74 @@ Deno.test("native backend: broadcastPlan collapses axes and gives broadcast axes
     1,
   ]);
   assertEquals(broadcastPlan([2, 1, 3, 1, 2], [1, 2, 1, 2, 1], [2, 2, 3, 2, 2]), undefined);
+});
+
+/** Runs `f` counting the native library's top-k calls that ran (not those that fell back). */
+async function countTopk<T>(f: () => Promise<T>): Promise<[T, number]> {
+  const lib = openNative(); // the object the backend calls
+  const topk = lib.topk;
+  let done = 0;
+  lib.topk = (...a) => {
+    const ok = topk(...a);
+    if (ok) done++;
+    return ok;
+  };
+  try {
+    return [await f(), done];
+  } finally {
+    lib.topk = topk;
+  }
+}
+
+Deno.test("native backend: TopK equals cpu's (ties, any rank, k = n), natively where it can", async () => {
+  // 9 levels: many ties, which tfjs orders by index; -0 among them.
+  const ties = (shape: number[], seed: number) =>
+    tf.tensor(values(size(shape), seed).map((v) => Math.round(v * 4) / 4), shape);
+  const size = (shape: number[]) => shape.reduce((p, q) => p * q, 1);
+  const topk = (x: tf.Tensor, k: number, sorted = true) => {
+    const { values, indices } = tf.topk(x, k, sorted);
+    return [values, indices];
+  };
+  const native: Case[] = [
+    ["topk ties", () => topk(ties([6, 50], 1), 7)],
+    ["topk 3d, k = n", () => topk(ties([2, 3, 40], 2), 40)],
+    ["topk 1d, k = 1", () => topk(t([100], 3), 1)],
+    ["topk long rows", () => topk(t([40, 3000], 4), 200)],
+  ];
+  const [, ran] = await countTopk(() => compareWithCpu(native));
+  assertEquals(ran, native.length, "native top-k calls");
+  const fallback: Case[] = [
+    ["topk k = 0", () => topk(t([6, 5], 5), 0)],
+    ["topk unsorted", () => topk(ties([6, 50], 6), 7, false)],
+    ["topk int32", () => topk(tf.tensor([3, 1, 2, 3, 1, 2], [2, 3], "int32"), 2)],
+    ["topk NaN", () => topk(tf.tensor([[1, NaN, 2, 0], [0, 1, 2, 3]]), 2)],
+    ["topk infinities", () => topk(tf.tensor([[Infinity, 1, Infinity, -Infinity]]), 3)],
+  ];
+  const [, ranFallback] = await countTopk(() => compareWithCpu(fallback));
+  assertEquals(ranFallback, 0, "these run on the JS kernel");
+});
+
+Deno.test("native backend: kNN accuracy equals cpu's", async () => {
+  // 10 class centres plus noise, D 16: accuracies far from chance and from 1. The similarities
+  // differ between the backends by rounding only, too little to reorder these neighbours.
+  const D = 16, C = 10, centres = values(C * D, 1);
+  const set = (n: number, seed: number) => {
+    const noise = values(n * D, seed), labels = Int32Array.from({ length: n }, (_, i) => i % C);
+    const features = noise.map((v, i) =>
+      centres[labels[Math.floor(i / D)] * D + (i % D)] + 1.2 * v
+    );
+    return { features, labels, dim: D };
+  };
+  const train = set(3000, 2), test = set(600, 3);
+  const run = async (backend: "cpu" | "native") => {
+    await initBackend({ backend, threads: backend === "native" ? 2 : undefined });
+    return await knnClassify(train, test, { k: [1, 20, 200], numClasses: C });
+  };
+  const cpu = await run("cpu");
+  const [native, ran] = await countTopk(() => run("native"));
+  assert(ran > 0, "the native top-k ran");
+  assertEquals(native, cpu);
+  assert(cpu.every((r) => r.top1 > 0.2 && r.top1 < 0.95), JSON.stringify(cpu));
 });
 
 Deno.test("native backend: MoCo v3 steps are bit-identical at 1, 2 and 3 threads, and leak nothing", async () => {

@@ -639,3 +639,92 @@ Deno.test("native: augmentation kernels (clip, gather, depthwise conv, crop-and-
     return [y];
   }, ([y]) => close("crop_and_resize", y, crop, 1e-6));
 });
+
+/** The top `k` of each row of `x` `[rows, n]`: indices by value descending, ties by index. */
+function topkRef(x: Float32Array, rows: number, n: number, k: number): Int32Array {
+  const out = new Int32Array(rows * k);
+  for (let r = 0; r < rows; r++) {
+    const row = x.subarray(r * n, (r + 1) * n);
+    const order = Array.from({ length: n }, (_, i) => i);
+    // -0 and +0 compare equal (as tfjs's b - a): ties by index.
+    order.sort((a, b) => (row[a] > row[b] ? -1 : row[a] < row[b] ? 1 : a - b));
+    out.set(order.slice(0, k), r * k);
+  }
+  return out;
+}
+
+Deno.test("native: top-k against a sort of every row (ties, k = 1 and n, short rows, threads)", () => {
+  // Row lengths below one vector, around the 4-vector blocks, long; row counts that give one
+  // task or several (rows per task: max(32, 131072 / n)).
+  const cases: [number, number, number[]][] = [
+    [5, 1, [0, 1]],
+    [3, 3, [1, 2, 3]],
+    [4, 7, [1, 4, 7]],
+    [33, 63, [1, 5, 63]],
+    [7, 64, [1, 20, 64]],
+    [2, 65, [1, 64, 65]],
+    [300, 1000, [1, 20, 200, 1000]],
+    [100, 5000, [20, 200]],
+  ];
+  for (const [rows, n, ks] of cases) {
+    const r = rng(rows * 31 + n);
+    // Kinds of row, by row index: random (many distinct values); 9 levels, +0 and -0 mixed (many
+    // ties); ascending (every element beats the heap's root); descending; constant.
+    const x = new Float32Array(rows * n);
+    for (let row = 0; row < rows; row++) {
+      for (let j = 0; j < n; j++) {
+        const kind = row % 5, u = r();
+        x[row * n + j] = kind === 0
+          ? u
+          : kind === 1
+          ? (Math.round(u * 4) / 4 || (j % 2 ? -0 : 0))
+          : kind === 2
+          ? j / n
+          : kind === 3
+          ? -j / n
+          : 0.5;
+      }
+    }
+    for (const k of ks) {
+      const name = `topk rows ${rows} n ${n} k ${k}`;
+      const want = topkRef(x, rows, n, k);
+      everyPath(name, () => {
+        const vals = new Float32Array(rows * k).fill(NaN), idx = new Int32Array(rows * k).fill(-1);
+        assert(lib.topk(x, vals, idx, rows, n, k), `${name}: reported a non-finite value`);
+        return [vals, new Float32Array(idx.buffer)];
+      }, ([vals, idxBits]) => {
+        const idx = new Int32Array(idxBits.buffer);
+        for (let i = 0; i < want.length; i++) {
+          const row = Math.floor(i / k);
+          if (idx[i] !== want[i] || !Object.is(vals[i], x[row * n + want[i]])) {
+            throw new Error(
+              `${name}: [${row}, ${i % k}] is ${vals[i]} at ${idx[i]}, want ` +
+                `${x[row * n + want[i]]} at ${want[i]}`,
+            );
+          }
+        }
+      });
+    }
+  }
+});
+
+Deno.test("native: top-k reports a NaN or an infinity anywhere in its input", () => {
+  const [rows, n, k] = [40, 300, 20];
+  const x = rand(rows * n, 41);
+  const vals = new Float32Array(rows * k), idx = new Int32Array(rows * k);
+  assert(lib.topk(x, vals, idx, rows, n, k));
+  // In the first k of a row, in the vector blocks, in the tail (300 = 20 + 4 * 16 * 4 + 24).
+  for (const at of [3, 150, 299]) {
+    for (const bad of [NaN, Infinity, -Infinity]) {
+      for (const row of [0, 35]) {
+        const y = x.slice();
+        y[row * n + at] = bad;
+        for (const t of THREADS) {
+          lib.setThreads(t);
+          assertEquals(lib.topk(y, vals, idx, rows, n, k), false, `${bad} at [${row}, ${at}]`);
+        }
+        lib.setThreads(1);
+      }
+    }
+  }
+});

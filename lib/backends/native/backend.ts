@@ -11,8 +11,9 @@
  * `Sum` and `Mean` over leading or trailing axes, `Transpose` and `Slice` (float32 and int32,
  * any), `Tile` (of unit axes), `PadV2` (one padded axis), `MirrorPad`, `Concat` and `SplitV`
  * (4-byte types), the augmentation's `ClipByValue`, `DepthwiseConv2dNative` and bilinear
- * `CropAndResize`, and the fused kernels of `lib/backends/wasm/kernels.ts` (LayerNorm, GELU, attention,
- * each with its gradient; AdamW; EMA). Other inputs fall back to the JS kernel.
+ * `CropAndResize`, `TopK` (sorted, finite values: see {@link topKKernel}), and the fused kernels
+ * of `lib/backends/wasm/kernels.ts` (LayerNorm, GELU, attention, each with its gradient; AdamW;
+ * EMA). Other inputs fall back to the JS kernel.
  *
  * @example
  * ```ts
@@ -637,6 +638,30 @@ const concatKernel = (orig: KernelFn) =>
   return output(backend, outShape, out, inputs[0].dtype);
 };
 
+/**
+ * `TopK` of float32 `x` along its last axis with `sorted` true: the same values and indices as
+ * tfjs-backend-cpu's kernel (value descending, equal values, -0 and +0 among them, by ascending
+ * index). Falls back to the JS kernel for `sorted` false (whose order is that of tfjs's
+ * Floyd-Rivest partition), other dtypes, k outside [0, n], and inputs holding a NaN or an
+ * infinity (whose order tfjs leaves to its comparator's NaN results).
+ */
+const topKKernel = (orig: KernelFn) => (args: Args<{ k: number; sorted: boolean }>) => {
+  const { inputs: { x }, backend, attrs: { k, sorted } } = args;
+  const v = f32(backend, x);
+  const n = x.shape[x.shape.length - 1];
+  if (
+    !v || !sorted || x.shape.length === 0 || !(Number.isInteger(k) && k >= 0 && k <= n) ||
+    v.length > MAX_INT
+  ) {
+    return orig(args as never);
+  }
+  const rows = size(x.shape.slice(0, -1));
+  const shape = [...x.shape.slice(0, -1), k];
+  const vals = backend.f32(rows * k), idx = backend.alloc(rows * k, "int32") as Int32Array;
+  if (rows * k > 0 && !backend.lib.topk(v, vals, idx, rows, n, k)) return orig(args as never);
+  return [output(backend, shape, vals, "float32"), output(backend, shape, idx, "int32")];
+};
+
 // ---------------------------------------------------------------------------------------------
 // The fused kernels (same inputs and attributes as lib/backends/wasm/kernels.ts's).
 // ---------------------------------------------------------------------------------------------
@@ -805,6 +830,7 @@ const OVERRIDES: Record<string, (orig: KernelFn) => KernelFn> = {
   CropAndResize: cropKernel,
   SplitV: splitKernel,
   Concat: concatKernel,
+  TopK: topKKernel,
 };
 
 let registered = false;

@@ -25,7 +25,7 @@ export class NativeLoadError extends Error {
 }
 
 /** The API version this module speaks (`vn_version()` of the library). */
-export const NATIVE_API_VERSION = 1;
+export const NATIVE_API_VERSION = 2;
 
 /** Instruction sets of the kernels, by the number `vn_isa` returns. */
 export const ISA_NAMES = ["base", "avx2", "avx512"] as const;
@@ -90,6 +90,7 @@ const SYMBOLS = {
     result: "void",
   },
   vn_ema: { parameters: [B, B, B, I, F, F], result: "void" },
+  vn_topk: { parameters: [B, B, B, I, I, I], result: I },
 } as const;
 
 /** A 4-byte TypedArray that the kernels read or write. */
@@ -218,6 +219,12 @@ export interface NativeLib {
     hasDecay: boolean,
   ): void;
   ema(t: Buf, s: Buf, t1: Buf, n: number, mom: number, oneMinus: number): void;
+  /**
+   * `vals`, `idx` `[rows, k]`: the `k` largest of each row of `x` `[rows, n]` (0 <= k <= n), by
+   * value descending, equal values (-0 and +0 too) by ascending index, as tfjs's sorted TopK.
+   * Returns false, with the outputs unspecified, if `x` holds a NaN or an infinity.
+   */
+  topk(x: Buf, vals: Buf, idx: Int32Array, rows: number, n: number, k: number): boolean;
 }
 
 /** The file name of the committed library for this platform, or why there is none. */
@@ -325,6 +332,7 @@ export function openNative(path?: string): NativeLib {
     adamw: (p, g, m, v, p1, m1, v1, n, c1m, b2, c2, sbc2, eps, decay, step, hasDecay) =>
       s.vn_adamw(p, g, m, v, p1, m1, v1, n, c1m, b2, c2, sbc2, eps, decay, step, hasDecay ? 1 : 0),
     ema: (t, src, t1, n, mom, oneMinus) => s.vn_ema(t, src, t1, n, mom, oneMinus),
+    topk: (x, vals, idx, rows, n, k) => s.vn_topk(x, vals, idx, rows, n, k) === 0,
   };
   opened = lib;
   openedPath = where;

@@ -19,7 +19,7 @@
 #include "vn.h"
 
 #define EXPORT __attribute__((visibility("default")))
-#define VN_VERSION 1
+#define VN_VERSION 2
 #define MAXT 64
 
 extern const struct vn_impl vn_dense_avx512, vn_ops_avx512, vn_dense_avx2, vn_ops_avx2,
@@ -317,6 +317,18 @@ EXPORT void vn_dwconv(const float* x, const float* f, float* y, const int32_t* m
 EXPORT void vn_crop_and_resize(const float* img, const float* boxes, const int32_t* ind,
                                float* out, const int32_t* meta, float extrapolation) {
   CALL(crop_and_resize(img, boxes, ind, out, meta, extrapolation));
+}
+
+/**
+ * vals, idx [rows, k]: the k largest of each row of x [rows, n], by value descending, equal values
+ * by ascending index (tfjs's TopK, sorted). Returns 1 (outputs unspecified) if x has a NaN or an
+ * infinity, else 0.
+ */
+EXPORT int vn_topk(const float* x, float* vals, int32_t* idx, int rows, int n, int k) {
+  const struct vn_impl* impl = lock();
+  int r = impl->topk(x, vals, idx, rows, n, k);
+  unlock();
+  return r;
 }
 
 EXPORT void vn_layernorm(const float* x, const float* g, const float* b, float* y, int rows, int d,

@@ -785,6 +785,117 @@ static void crop_and_resize(const float* img, const float* boxes, const int32_t*
   if (rows > 0 && meta[6] > 0) vn_parallel((int)rows, crop_task, &k);
 }
 
+// ---------------------------------------------------------------------------------------------
+// Top k along the last axis of x [rows, n], as tfjs's TopK with sorted = true: vals and idx
+// [rows, k], by value descending, equal values by ascending index (tfjs's comparePair; -0 and
+// +0 are equal). Per row, the output row holds a heap of the k best elements so far whose root
+// is the lowest ranked (smallest value; among equal values the largest index), built from the
+// first k elements; the rest are scanned in index order, and one enters only if it is greater
+// than the root (an equal value has a larger index, so it ranks below the root). A block of
+// 4 VL elements whose maximum does not beat the root is skipped as a whole. The heap is then
+// sorted in place. Rows are split in fixed chunks; each row's result depends on that row alone.
+// Returns 1 if x holds a NaN or an infinity (the outputs are then unspecified): tfjs orders
+// those by its comparator's NaN results, which this does not reproduce, so the caller falls
+// back to tfjs's kernel.
+// ---------------------------------------------------------------------------------------------
+struct topk {
+  const float* x;
+  float* vals;
+  int32_t* idx;
+  int rows, n, k;
+  int bad;
+};
+
+// Whether a ranks below b.
+static inline int tk_below(float av, int32_t ai, float bv, int32_t bi) {
+  return av < bv || (av == bv && ai > bi);
+}
+
+// Moves v[i] down the heap of `size` elements to its place.
+static void tk_sift(float* v, int32_t* ix, int i, int size) {
+  float x = v[i];
+  int32_t xi = ix[i];
+  for (;;) {
+    int c = 2 * i + 1;
+    if (c >= size) break;
+    if (c + 1 < size && tk_below(v[c + 1], ix[c + 1], v[c], ix[c])) c++;
+    if (!tk_below(v[c], ix[c], x, xi)) break;
+    v[i] = v[c], ix[i] = ix[c], i = c;
+  }
+  v[i] = x, ix[i] = xi;
+}
+
+// Any lane of m set.
+static inline int tk_any(vi m) {
+  int32_t r = 0;
+  for (int j = 0; j < VL; j++) r |= m[j];
+  return r != 0;
+}
+
+// Offers x[lo, hi) to the heap; returns the new root value.
+static inline float tk_offer(const float* x, int lo, int hi, float* v, int32_t* ix, int k,
+                             float thr) {
+  for (int i = lo; i < hi; i++) {
+    if (x[i] > thr) {
+      v[0] = x[i], ix[0] = i;
+      tk_sift(v, ix, 0, k);
+      thr = v[0];
+    }
+  }
+  return thr;
+}
+
+// One row; returns nonzero if it holds a NaN or an infinity.
+static int topk_row(const float* x, float* v, int32_t* ix, int n, int k) {
+  int bad = 0;
+  for (int i = 0; i < k; i++) {
+    v[i] = x[i], ix[i] = i;
+    bad |= !isfinite(x[i]);
+  }
+  for (int i = k / 2 - 1; i >= 0; i--) tk_sift(v, ix, i, k);
+  float thr = v[0];
+  vi nonfinite = {0};  // OR of the bits of x * 0: +-0 for a finite x, NaN otherwise
+  int i = k;
+  for (; i + 4 * VL <= n; i += 4 * VL) {
+    vf a = vld(x + i), b = vld(x + i + VL), c = vld(x + i + 2 * VL), d = vld(x + i + 3 * VL);
+    nonfinite |= (vi)(a * 0.f) | (vi)(b * 0.f) | (vi)(c * 0.f) | (vi)(d * 0.f);
+    if (tk_any(vmax(vmax(a, b), vmax(c, d)) > vsplat(thr)))
+      thr = tk_offer(x, i, i + 4 * VL, v, ix, k, thr);
+  }
+  for (; i < n; i++) {
+    bad |= !isfinite(x[i]);
+    thr = tk_offer(x, i, i + 1, v, ix, k, thr);
+  }
+  bad |= tk_any(nonfinite & 0x7f800000);
+  for (int end = k - 1; end > 0; end--) {  // the lowest ranked to the end, one at a time
+    float t = v[0];
+    int32_t ti = ix[0];
+    v[0] = v[end], ix[0] = ix[end];
+    v[end] = t, ix[end] = ti;
+    tk_sift(v, ix, 0, end);
+  }
+  return bad;
+}
+
+static void topk_task(void* ctx, int t, int tid) {
+  (void)tid;
+  struct topk* p = ctx;
+  int per = rows_per_task(p->n);
+  int r0 = t * per, r1 = r0 + per < p->rows ? r0 + per : p->rows;
+  int bad = 0;
+  for (int r = r0; r < r1; r++)
+    bad |= topk_row(p->x + (int64_t)r * p->n, p->vals + (int64_t)r * p->k,
+                    p->idx + (int64_t)r * p->k, p->n, p->k);
+  if (bad) __atomic_store_n(&p->bad, 1, __ATOMIC_RELAXED);
+}
+
+static int topk(const float* x, float* vals, int32_t* idx, int rows, int n, int k) {
+  struct topk p = {x, vals, idx, rows, n, k, 0};
+  if (rows <= 0 || k <= 0 || k > n) return 0;
+  vn_parallel(chunks(rows, rows_per_task(n)), topk_task, &p);
+  return p.bad;
+}
+
 const struct vn_impl SFX(vn_ops) = {
     .binary = binary,
     .unary = unary,
@@ -803,4 +914,5 @@ const struct vn_impl SFX(vn_ops) = {
     .gather_idx = gather_idx,
     .dwconv = dwconv,
     .crop_and_resize = crop_and_resize,
+    .topk = topk,
 };

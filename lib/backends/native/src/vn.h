@@ -105,6 +105,7 @@ struct vn_impl {
   void (*dwconv)(const float* x, const float* f, float* y, const int32_t* meta);
   void (*crop_and_resize)(const float* img, const float* boxes, const int32_t* ind, float* out,
                           const int32_t* meta, float extrapolation);
+  int (*topk)(const float* x, float* vals, int32_t* idx, int rows, int n, int k);
 };
 
 // Each build defines its half of the table as static data (no code of a wider instruction set
