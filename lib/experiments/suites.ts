@@ -119,7 +119,7 @@ function everyBudget(grid: Variant[]): Record<Budget, Variant[]> {
 /** Whole epochs of one `cpu` run (the pilot's choice; see figures/README.md). */
 export const CPU_EPOCHS = 2;
 /** Epochs of the `cpu` budget's final linear probe (on cached features: seconds). */
-export const CPU_LINEAR_EPOCHS = 90;
+export const CPU_LINEAR_EPOCHS = 30;
 
 /**
  * What each budget fixes. `cpu`: a 64-wide, 4-deep ViT on 28x28 Fashion-MNIST with 7x7 patches

@@ -319,7 +319,7 @@ function meanText(i: Interval | null): string {
 export function verdictText(c: Comparison): string {
   if (c.verdict === "missing" || !c.diff) return "missing";
   if (c.verdict === "not detected") {
-    return `not detected (|effect| < ${c.diff.halfWidth.toFixed(1)})`;
+    return `not detected (±${c.diff.halfWidth.toFixed(1)})`;
   }
   return c.verdict;
 }

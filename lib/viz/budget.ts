@@ -125,8 +125,9 @@ export const NOTEBOOKS: NotebookInfo[] = [
   },
   {
     name: "04_stability",
-    shows: "the stability and patch-projection suites: kNN curves with dips marked, " +
-      "gradient-norm traces",
+    shows: "the stability suite: linear top-1 against lr per batch and patch projection " +
+      "(mean ± 95% CI over seeds), verdicts, kNN curves with dips marked, gradient-norm traces; " +
+      "the patch-projection suite's curves",
     paper: "Sec. 4 (instability, random patch projection)",
     committedExecuted: false,
     work: {

@@ -8,7 +8,9 @@
  * - `charts.ts`, `inspect.ts`: small plotly specs; ViT parameter counts and attention maps;
  * - `runs.ts`: where notebook runs live and reading them back;
  * - `training.ts`: notebook 02's run and the experiment suites (the only part that trains);
- * - from `figures.ts`: the suites' compact curves and their table beside the paper.
+ * - from `figures.ts`: the suites' compact curves and their table beside the paper;
+ * - from `lib/experiments/`: the per-configuration tables over seeds (`aggregate.ts`) and the
+ *   verdict table of a suite's comparisons with the paper (`comparisonMarkdown`).
  *
  * A module that only displays imports its own file (`./display.ts`, `./tables.ts`, ...) and so
  * never loads the training loop.
@@ -31,4 +33,6 @@ export * from "./inspect.ts";
 export * from "./runs.ts";
 export * from "./training.ts";
 export { dipCurvesSpec, gradientSpec, paperComparison } from "./figures.ts";
+export { configTable, pilotTable, stabilityTable } from "../experiments/aggregate.ts";
+export { comparisonMarkdown } from "../experiments/summary.ts";
 export { findChromium, plotHtml } from "./render.ts";

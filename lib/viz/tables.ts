@@ -62,6 +62,26 @@ export function tableHtml(table: TableLike, opts: TableOptions = {}): string {
 }
 
 /**
+ * An arquero table (or plain rows) as a Markdown table: numbers to `digits` fraction digits
+ * (default 3), missing values (null, NaN) as empty cells.
+ *
+ * @example
+ * ```ts
+ * tableMarkdown([{ model: "ViT-S", top1: 72.456, ci: null }], { digits: 1 });
+ * // "|model|top1|ci|\n|:-|-:|-:|\n|ViT-S|72.5||"
+ * ```
+ */
+export function tableMarkdown(table: TableLike, opts: TableOptions = {}): string {
+  return asTable(table).toMarkdown({
+    limit: opts.limit ?? 50,
+    maxdigits: opts.digits ?? 3,
+    columns: opts.columns,
+  }).trimEnd()
+    // Markdown has no null format: empty cells instead of "null" (and "NaN").
+    .replace(/\|(?:null|NaN)(?=\|)/g, "|");
+}
+
+/**
  * Shows a table as HTML (with Markdown as the plain-text alternative).
  *
  * @example
@@ -71,14 +91,8 @@ export function tableHtml(table: TableLike, opts: TableOptions = {}): string {
  */
 export async function showTable(table: TableLike, opts: TableOptions = {}): Promise<void> {
   const t = asTable(table);
-  const md = t.toMarkdown({
-    limit: opts.limit ?? 50,
-    maxdigits: opts.digits ?? 3,
-    columns: opts.columns,
-  });
   await display({
     "text/html": tableHtml(t, opts),
-    // Markdown has no null format: empty cells instead of "null".
-    "text/plain": (opts.caption ? `${opts.caption}\n` : "") + md.replace(/\|null(?=\|)/g, "|"),
+    "text/plain": (opts.caption ? `${opts.caption}\n` : "") + tableMarkdown(t, opts),
   });
 }

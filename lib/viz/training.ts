@@ -19,6 +19,7 @@ import { pretrain } from "../train/pretrain.ts";
 import { RESULTS_DIR, runSuite } from "../experiments/run.ts";
 import { budgetConfigs } from "../experiments/suites.ts";
 import { curvesFile, readTable, suiteFile } from "../experiments/tables.ts";
+import { compareWithPaper, type Comparison } from "../experiments/summary.ts";
 import { type Budget, budget, byBudget, runsDir } from "./budget.ts";
 import { showMarkdown } from "./display.ts";
 import { liveLog, trainProgress } from "./progress.ts";
@@ -83,6 +84,17 @@ export interface SuiteData {
   curves: aq.ColumnTable;
   /** Where the rows came from (for the notebook's text). */
   source: string;
+  /** The directory of the tables read. */
+  resultsDir: string;
+  /**
+   * This suite's comparisons with the paper on linear top-1 (`compareWithPaper` of the tables
+   * read, its study only): paired differences over seeds and their verdicts.
+   */
+  comparisons: Comparison[];
+}
+
+async function comparisonsOf(resultsDir: string, suite: string): Promise<Comparison[]> {
+  return (await compareWithPaper(resultsDir)).filter((c) => c.study === suite);
 }
 
 function ofBudget(t: aq.ColumnTable, b: Budget): aq.ColumnTable {
@@ -107,7 +119,7 @@ function ofRuns(curves: aq.ColumnTable, results: aq.ColumnTable): aq.ColumnTable
  *
  * @example
  * ```ts
- * const { results, curves } = await suiteData("posemb");
+ * const { results, curves, comparisons } = await suiteData("posemb");
  * ```
  */
 export async function suiteData(suite: string, b: Budget = budget()): Promise<SuiteData> {
@@ -117,7 +129,13 @@ export async function suiteData(suite: string, b: Budget = budget()): Promise<Su
     const results = ofBudget(await readTable(suiteFile(dir, suite)), b);
     if (results.numRows() >= planned) {
       const curves = ofRuns(await readTable(curvesFile(dir, suite)), results);
-      return { results, curves, source: `${RESULTS_DIR}/${suite}.csv (committed, budget ${b})` };
+      return {
+        results,
+        curves,
+        source: `${RESULTS_DIR}/${suite}.csv (committed, budget ${b})`,
+        resultsDir: dir,
+        comparisons: await comparisonsOf(dir, suite),
+      };
     }
   }
   const base = runsDir("suites", b);
@@ -137,5 +155,7 @@ export async function suiteData(suite: string, b: Budget = budget()): Promise<Su
     curves,
     source: `${relPath(resultsDir)}/${suite}.csv (trained now at budget ${b}: ` +
       `${res.ran.length} run(s), ${res.skipped.length} found complete)`,
+    resultsDir,
+    comparisons: await comparisonsOf(resultsDir, suite),
   };
 }

@@ -2,6 +2,7 @@ import { assert, assertAlmostEquals, assertEquals, assertRejects } from "@std/as
 import { main } from "../../lib/cli/experiments.ts";
 import { main as figuresMain } from "../../lib/cli/figures.ts";
 import { readTable } from "../../lib/experiments/tables.ts";
+import { resolveConfig } from "../../lib/train/config.ts";
 import {
   BUDGET_SPECS,
   budgetConfigs,
@@ -69,6 +70,25 @@ Deno.test("budgetConfigs: every variant under every seed, whole epochs, monitors
   for (const r of pilot.filter((r) => !r.randomInit)) {
     assertAlmostEquals(r.config.warmupEpochs!, 0.1 * r.config.epochs!, 1e-12);
   }
+});
+
+Deno.test("every suite at every budget plans valid configs (the gpu budget too), 3+ seeds", () => {
+  for (const name of [...SUITE_NAMES, "pilot"]) {
+    for (const budget of ["smoke", "cpu", "gpu"] as const) {
+      const runs = budgetConfigs(name, budget);
+      assert(runs.length > 0, `${name} ${budget}: no runs`);
+      for (const r of runs) {
+        const cfg = resolveConfig({ ...r.config, outDir: `/tmp/x/${r.runId}` });
+        assertEquals(cfg.seed, r.seed);
+        assertEquals(cfg.maxSteps, 0, `${r.runId}: the schedule spans the run`);
+      }
+      const seeds = new Set(runs.map((r) => r.seed));
+      assert(seeds.size >= 3, `${name} ${budget}: ${seeds.size} seeds`);
+    }
+  }
+  // The gpu budget: MoCo v3 recipe on one GPU (batch 1024, vit_tiny), 90-epoch probe.
+  const gpu = budgetConfigs("posemb", "gpu")[0].config;
+  assertEquals([gpu.model, gpu.batchSize, BUDGET_SPECS.gpu.linearEpochs], ["vit_tiny", 1024, 90]);
 });
 
 Deno.test({
@@ -218,6 +238,8 @@ Deno.test({
         "scaling",
         "stability-curves",
         "stability-gradients",
+        "stability-lr",
+        "verdicts",
       ]);
       assertEquals(
         await figuresMain(["--results-dir", results, "--out", `${tmp}/fig`, "--no-png"]),
