@@ -109,6 +109,8 @@ export async function main(args: string[]): Promise<number> {
     "stopping after this step; re-run to resume",
     async (signal) => {
       for (const name of suites) {
+        const t0 = performance.now();
+        const started = new Date().toISOString();
         if (jobs > 1 && !worker) {
           const common = ["--suite", name, "--budget", budget, "--results-dir", resultsDir];
           const rest = ["--runs-dir", runsDir, "--threads", String(threads)];
@@ -128,6 +130,13 @@ export async function main(args: string[]): Promise<number> {
           worker,
         });
         if (worker) continue;
+        if (jobs > 1) {
+          // The runs were trained by the job processes: count those completed since this began.
+          const fresh = new Set(res.rows.filter((r) => r.date >= started).map((r) => r.run_id));
+          res.ran = res.rows.map((r) => r.run_id).filter((id) => fresh.has(id));
+          res.skipped = res.rows.map((r) => r.run_id).filter((id) => !fresh.has(id));
+          res.seconds = (performance.now() - t0) / 1000;
+        }
         await recordSuiteTime(resultsDir, res);
         const line = `${name} (${budget}): ${res.rows.length} runs, ${res.ran.length} trained, ` +
           `${res.skipped.length} skipped, ${res.seconds.toFixed(0)} s -> ${resultsDir}/${name}.csv`;

@@ -228,6 +228,11 @@ Deno.test({
       const key = (r: Record<string, unknown>) =>
         [r.run_id, r.seed, r.knn_top1, r.linear_top1, r.steps].join(" ");
       assertEquals(jobsRows.map(key), posemb.map(key));
+      const jobsTime = (await readTable(`${jobsResults}/suite_times.csv`)).objects() as Record<
+        string,
+        number
+      >[];
+      assertEquals([jobsTime[0].ran, jobsTime[0].skipped], [posemb.length, 0]);
 
       const figs = await buildFigures(results);
       assertEquals(Object.keys(figs).sort(), [
