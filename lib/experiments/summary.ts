@@ -17,6 +17,7 @@
  */
 import { readTable, suiteFile } from "./tables.ts";
 import { compareSeeds, type Interval, meanInterval, type Verdict } from "./stats.ts";
+import { trainedRows } from "./aggregate.ts";
 
 type Row = Record<string, unknown>;
 
@@ -45,11 +46,6 @@ export interface Comparison {
   paperNote: string;
   /** Whether the paper's effect lies inside our interval (undefined without a number). */
   paperInside?: boolean;
-}
-
-/** The rows of a suite's table, without the random-init baseline rows. */
-function trained(rows: Row[]): Row[] {
-  return rows.filter((r) => String(r.random_init) !== "true");
 }
 
 function matches(r: Row, match: Row): boolean {
@@ -133,8 +129,7 @@ export async function compareWithPaper(
   resultsDir: string,
   metric: Metric = "linear_top1",
 ): Promise<Comparison[]> {
-  const load = async (s: string) =>
-    trained((await readTable(suiteFile(resultsDir, s))).objects() as Row[]);
+  const load = async (s: string) => trainedRows(await readTable(suiteFile(resultsDir, s)));
   const out: Comparison[] = [];
   const cmp = (
     rows: Row[],
