@@ -32,6 +32,7 @@ export * from "./train/rundir.ts";
 export * from "./io/safetensors.ts";
 export * from "./io/atomic.ts";
 export * from "./io/lock.ts";
+export * from "./io/exists.ts";
 export * from "./train/checkpoint.ts";
 export * from "./data/mod.ts";
 export * from "./eval/features.ts";

@@ -25,6 +25,7 @@ import { linearProbe } from "../eval/linear.ts";
 import { initBackend } from "../backends/mod.ts";
 import { readRunLogs, RUN_FILES } from "../train/rundir.ts";
 import { writeFileAtomic } from "../io/atomic.ts";
+import { pathExists } from "../io/exists.ts";
 import { lockRunDir, type RunLock, RunLockedError } from "../io/lock.ts";
 import { appendTableRows, curvesFile, readTable, suiteFile } from "./tables.ts";
 import { curveNoise, dipReport } from "./stability.ts";
@@ -387,7 +388,7 @@ async function finalEvaluation(
 ) {
   const [train, test] = await loadSplits(cfg);
   // A run that diverged before its first checkpoint is evaluated at its initialisation.
-  const atInit = run.randomInit || !(await exists(weights));
+  const atInit = run.randomInit || !(await pathExists(weights));
   const model: ViT = atInit
     ? createViT(backboneConfig(cfg, train), run.seed)
     : await loadBackbone(weights);
@@ -548,16 +549,6 @@ export async function recordSuiteTime(resultsDir: string, r: SuiteResult): Promi
 export function suiteList(name: string): string[] {
   if (name === "all") return SUITE_NAMES;
   return name.split(",").map((n) => getSuite(n.trim()).name);
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return false;
-    throw e;
-  }
 }
 
 async function readJson<T>(file: string): Promise<T | null> {

@@ -30,6 +30,7 @@ import { createRng, permutation } from "../core/rng.ts";
 import { readSafetensors, toFloat32 } from "../io/safetensors.ts";
 import { DiskFullError, writeFileAtomic } from "../io/atomic.ts";
 import { lockRunDir, type RunLock } from "../io/lock.ts";
+import { pathExists } from "../io/exists.ts";
 import { vitConfig } from "../model/vit.ts";
 import { ConfigError } from "../core/errors.ts";
 import { createDataParallel, type DataParallel } from "../parallel/mod.ts";
@@ -287,7 +288,7 @@ async function pretrainLocked(
         ? `the gradient norm of ${groupLabel(badGroup, vit.depth)} went non-finite first`
         : "the loss is non-finite";
       const msg = `non-finite loss (${lossValue}) at step ${step} (epoch ${epoch}): ${where}`;
-      if (cfg.onNan === "rollback" && await exists(ckptPath)) {
+      if (cfg.onNan === "rollback" && await pathExists(ckptPath)) {
         ({ step, lrScale } = await restore(ssl, opt, ckptPath));
         await stepper!.push();
         lrScale *= cfg.nanLrFactor;
@@ -418,7 +419,7 @@ async function openRunDir(
   const dir = cfg.outDir;
   const ckptPath = `${dir}/${RUN_FILES.checkpoint}`;
   await removeStaleTempFiles(dir);
-  if (await exists(ckptPath)) {
+  if (await pathExists(ckptPath)) {
     await checkSameConfig(dir, cfg, hooks.force ?? false);
     const resumed = await restore(ssl, opt, ckptPath);
     await truncateLogs(dir, resumed.step);
@@ -607,15 +608,6 @@ function checkWorkers(cfg: PretrainConfig, backend: string): void {
       `batch size ${cfg.batchSize} does not split across ${cfg.workers} workers: choose a ` +
         "--batch that is a multiple of --workers",
     );
-  }
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch {
-    return false;
   }
 }
 

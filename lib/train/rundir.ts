@@ -17,6 +17,7 @@
  */
 import * as aq from "arquero";
 import { diskFullOr, isAtomicTempFile, writeFileAtomic } from "../io/atomic.ts";
+import { pathExists } from "../io/exists.ts";
 
 /** The files of a run directory. */
 export const RUN_FILES = {
@@ -148,12 +149,7 @@ export async function appendRows<T extends object>(
   columns: (keyof T & string)[],
   rows: T[],
 ): Promise<void> {
-  let text = "";
-  try {
-    await Deno.stat(path);
-  } catch {
-    text = columns.join(",") + "\n";
-  }
+  let text = (await pathExists(path)) ? "" : columns.join(",") + "\n";
   for (const row of rows) {
     text += columns.map((c) => formatCell((row as Record<string, unknown>)[c])).join(",") + "\n";
   }
