@@ -438,15 +438,17 @@ export function checkBudget(budget: string): Budget {
 }
 
 /**
- * The runs of a suite at a budget: every variant of the grid under every seed (variant by
- * variant, seeds in order), each config being the budget's base, the suite's base and the
- * variant, with the seed and a monitor interval from {@link Suite.monitorImages}. A suite with
- * {@link Suite.randomInit} gets its random-init runs (one per seed, varied fields empty) first.
+ * The runs of a suite at a budget: every variant of the grid under every seed, seed by seed (the
+ * whole grid under the first seed, then under the next), so that a suite stopped part way has
+ * every configuration at the seeds done so far. Each config is the budget's base, the suite's
+ * base and the variant, with the seed and a monitor interval from {@link Suite.monitorImages}.
+ * A suite with {@link Suite.randomInit} gets a random-init run (varied fields empty) at the head
+ * of each seed.
  *
  * @example
  * ```ts
  * budgetConfigs("posemb", "smoke").map((r) => r.runId);
- * // ["posemb_smoke_posEmb-sincos_pool-cls_seed-0", ..._seed-1, ..._seed-2, ...]
+ * // ["posemb_smoke_posEmb-sincos_pool-cls_seed-0", "posemb_smoke_posEmb-learned_pool-cls_seed-0", ...]
  * ```
  */
 export function budgetConfigs(name: string, budget: Budget): PlannedRun[] {
@@ -474,8 +476,8 @@ export function budgetConfigs(name: string, budget: Budget): PlannedRun[] {
       : runIdOf(suite.name, budget, varied, seed);
     return { runId, varied, seed, randomInit, config };
   };
-  return [
-    ...(suite.randomInit ? seeds.map((seed) => plan({}, seed, true)) : []),
-    ...suite.grid[budget].flatMap((variant) => seeds.map((seed) => plan(variant, seed, false))),
-  ];
+  return seeds.flatMap((seed) => [
+    ...(suite.randomInit ? [plan({}, seed, true)] : []),
+    ...suite.grid[budget].map((variant) => plan(variant, seed, false)),
+  ]);
 }

@@ -48,8 +48,10 @@ Deno.test("budgetConfigs: every variant under every seed, whole epochs, monitors
   assertEquals(seeds.length >= 3, true, "at least three seeds");
   assertEquals(runs.length, grid.length * seeds.length);
   for (const [i, r] of runs.entries()) {
-    const variant = grid[Math.floor(i / seeds.length)];
-    assertEquals(r.seed, seeds[i % seeds.length]);
+    // Seed by seed: the whole grid under seeds[0], then under seeds[1], ...
+    const variant = grid[i % grid.length];
+    assertEquals(r.seed, seeds[Math.floor(i / grid.length)]);
+    assertEquals(r.varied, variant);
     assertEquals(r.config.seed, r.seed);
     assertEquals(r.config.batchSize, variant.batchSize);
     assertEquals(r.config.maxSteps, undefined, "no cut: the schedule spans the run");
@@ -62,10 +64,16 @@ Deno.test("budgetConfigs: every variant under every seed, whole epochs, monitors
     "stability_cpu_batchSize-64_baseLr-0.0015_freezePatchEmbed-false_seed-0",
   );
   assertEquals(new Set(runs.map((r) => r.runId)).size, runs.length, "run ids are unique");
-  // The pilot: its random-init runs first, one per seed; its own five seeds.
+  // The pilot: a random-init run at the head of each of its own five seeds.
   const pilot = budgetConfigs("pilot", "cpu");
   assertEquals(pilot.filter((r) => r.randomInit).map((r) => r.seed), [0, 1, 2, 3, 4]);
   assertEquals(pilot[0].runId, "pilot_cpu_random-init_seed-0");
+  assertEquals(pilot.slice(0, 4).map((r) => [r.seed, r.randomInit]), [
+    [0, true],
+    [0, false],
+    [0, false],
+    [0, false],
+  ]);
   assertEquals(pilot.length, 5 + 3 * 5);
   for (const r of pilot.filter((r) => !r.randomInit)) {
     assertAlmostEquals(r.config.warmupEpochs!, 0.1 * r.config.epochs!, 1e-12);
@@ -126,11 +134,12 @@ Deno.test({
           assert(t.columnNames().includes(c), `${name}.csv lacks column ${c}`);
         }
         const rows = t.objects() as Record<string, unknown>[];
-        // The varied fields hold the grid's values, in grid order, each under every seed.
+        // The varied fields hold the grid's values, in grid order, under each seed in turn.
+        const grid = suite.grid.smoke;
         rows.forEach((r, i) => {
-          const variant = suite.grid.smoke[Math.floor(i / seeds.length)];
+          const variant = grid[i % grid.length];
           for (const [k, v] of Object.entries(variant)) assertEquals(r[k], v, `${name} ${k}`);
-          assertEquals(r.seed, seeds[i % seeds.length]);
+          assertEquals(r.seed, seeds[Math.floor(i / grid.length)]);
           assert(String(r.run_id).endsWith(`_seed-${r.seed}`));
           assertEquals(r.random_init, false);
         });
@@ -163,17 +172,21 @@ Deno.test({
       const block = 4 * D + (3 * D * D + 3 * D) + (D * D + D) + (D * H + H) + (H * D + D);
       const params = D + (49 * D + D) + 2 * block + 2 * D;
       assertEquals(posemb[0].params, params);
-      assertEquals(posemb[3].params, params + (N + 1) * D, "learned position embedding counts");
+      assertEquals(posemb[1].params, params + (N + 1) * D, "learned position embedding counts");
       assertEquals(posemb[0].steps, 3); // one epoch: 96 images at batch 32
 
       const stab = (await readTable(`${results}/stability.csv`)).objects() as Record<
         string,
         number
       >[];
-      // One epoch each: batch 16 (two lrs, three seeds) then batch 32.
-      assertEquals(stab.map((r) => r.steps), [...Array(6).fill(6), ...Array(6).fill(3)]);
-      // Different seeds give different runs, the same seed the same initial model.
-      assert(new Set(posemb.slice(0, 3).map((r) => r.knn_top1 + "/" + r.linear_top1)).size > 1);
+      // One epoch each, under each of three seeds: batch 16 (two lrs) then batch 32 (two lrs).
+      assertEquals(stab.map((r) => r.steps), [6, 6, 3, 3, 6, 6, 3, 3, 6, 6, 3, 3]);
+      // Different seeds give different runs of one configuration (sin-cos, class token).
+      const sincos = posemb.filter((r) =>
+        r.posEmb as unknown === "sincos" && r.pool as unknown === "cls"
+      );
+      assertEquals(sincos.map((r) => r.seed), seeds);
+      assert(new Set(sincos.map((r) => r.knn_top1 + "/" + r.linear_top1)).size > 1);
 
       // Second run: everything is complete, so nothing trains and no row is added.
       const t1 = performance.now();
