@@ -9,6 +9,7 @@ import {
   product,
   SUITE_NAMES,
   SUITES,
+  suiteSeeds,
 } from "../../lib/experiments/suites.ts";
 import { buildFigures } from "../../lib/viz/figures.ts";
 import { compareRows, compareWithPaper } from "../../lib/experiments/summary.ts";
@@ -44,7 +45,8 @@ Deno.test("product: every combination, last field fastest", () => {
 Deno.test("budgetConfigs: every variant under every seed, whole epochs, monitors at the same images", () => {
   const runs = budgetConfigs("stability", "cpu");
   const grid = SUITES.stability.grid.cpu;
-  const seeds = BUDGET_SPECS.cpu.seeds;
+  const seeds = suiteSeeds("stability", "cpu");
+  assertEquals(seeds, [0, 1, 2], "the sweep's own three seeds");
   assertEquals(seeds.length >= 3, true, "at least three seeds");
   assertEquals(runs.length, grid.length * seeds.length);
   for (const [i, r] of runs.entries()) {
