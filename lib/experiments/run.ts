@@ -28,7 +28,7 @@ import { writeFileAtomic } from "../io/atomic.ts";
 import { pathExists } from "../io/exists.ts";
 import { lockRunDir, type RunLock, RunLockedError } from "../io/lock.ts";
 import { appendTableRows, curvesFile, readTable, suiteFile } from "./tables.ts";
-import { curveNoise, dipReport } from "./stability.ts";
+import { dipReport, dipThreshold } from "./stability.ts";
 import {
   backboneConfig,
   DivergenceError,
@@ -368,9 +368,7 @@ export const FINAL_KNN_K = 20;
  */
 function monitorReport(curve: { step: number; acc: number }[], log: { step: number }[]) {
   if (curve.length < 3 || log.length === 0) return { dips: [], spikes: [], noise: NaN };
-  const noise = curveNoise(curve);
-  const minDepth = Number.isFinite(noise) ? Math.max(1, 5 * noise) : 1;
-  return dipReport(curve, log, { minDepth });
+  return dipReport(curve, log, { minDepth: dipThreshold(curve) });
 }
 
 /**

@@ -148,6 +148,20 @@ export function curveNoise(curve: readonly CurvePoint[]): number {
   return 1.4826 * median(d2.map((x) => Math.abs(x - m))) / Math.sqrt(6);
 }
 
+/**
+ * The dip threshold of one monitor curve: 5 x its {@link curveNoise}, and at least 1 point (1
+ * for a curve too short to measure). The suites' dip counts and the figures' dip marks use it.
+ *
+ * @example
+ * ```ts
+ * dipThreshold([{ step: 0, acc: 50 }, { step: 1, acc: 60 }, { step: 2, acc: 70 }]); // 1
+ * ```
+ */
+export function dipThreshold(curve: readonly CurvePoint[]): number {
+  const noise = curveNoise(curve);
+  return Number.isFinite(noise) ? Math.max(1, 5 * noise) : 1;
+}
+
 /** Options of {@link gradientSpikes}. */
 export interface SpikeOptions {
   /** Which column of the trace to read (a `log.csv` column). Default `grad_patch`. */

@@ -129,7 +129,7 @@ export const NOTEBOOKS: NotebookInfo[] = [
       "(mean ± 95% CI over seeds), verdicts, kNN curves with dips marked, gradient-norm traces; " +
       "the patch-projection suite's curves",
     paper: "Sec. 4 (instability, random patch projection)",
-    committedExecuted: false,
+    committedExecuted: true,
     work: {
       smoke: "both suites trained at smoke size (seconds)",
       cpu: "committed data/results/{stability,patch-projection}.csv, else trains them",

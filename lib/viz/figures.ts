@@ -29,7 +29,7 @@
  * @module
  */
 import * as aq from "arquero";
-import { findDips, gradientSpikes } from "../experiments/stability.ts";
+import { dipThreshold, findDips, gradientSpikes } from "../experiments/stability.ts";
 import { type Budget, BUDGET_SPECS, type PaperNumber, SUITES } from "../experiments/suites.ts";
 import { curvesFile, readTable, suiteFile } from "../experiments/tables.ts";
 import {
@@ -334,7 +334,10 @@ function seedPhrase(runs: Row[]): string {
 
 /** Options of the curve figures. */
 export interface CurveOptions extends FigureOptions {
-  /** Dip threshold in accuracy points (`findDips`' `minDepth`). Default 1. */
+  /**
+   * Dip threshold in accuracy points (`findDips`' `minDepth`). Default: each run's own
+   * `dipThreshold` (max(1, 5 x its monitor noise)), as the suite tables count dips.
+   */
   minDepth?: number;
 }
 
@@ -376,9 +379,9 @@ export function stabilityCurves(
   const layout = baseLayout("Training stability: kNN accuracy during training", {
     annotations: [
       subtitle(
-        `${seedPhrase(runs)}; dips (x): drops of >= ${
-          opts.minDepth ?? 1
-        } point below the running peak that recover`,
+        `${seedPhrase(runs)}; dips (x): drops below the running peak that recover, of >= ${
+          opts.minDepth ?? "max(1, 5 x the run's monitor noise)"
+        } points`,
         opts.note,
       ),
     ],
@@ -403,7 +406,7 @@ export function stabilityCurves(
         xaxis: `x${ax}`,
         yaxis: `y${ax}`,
       });
-      for (const d of findDips(pts, { minDepth: opts.minDepth ?? 1 })) {
+      for (const d of findDips(pts, { minDepth: opts.minDepth ?? dipThreshold(pts) })) {
         const bottom = pts.find((p) => p.step === d.bottomStep)!;
         dips.push({
           x: bottom.images,
@@ -563,7 +566,8 @@ export function gradientTraces(
   const shapes: Record<string, unknown>[] = [];
   const annotations: Record<string, unknown>[] = [
     subtitle(
-      "solid: patch projection (first layer); dashed: last block; o: spikes; dotted: kNN dips; " +
+      "solid: patch projection (first layer; 0 when frozen); dashed: last block; o: spikes; " +
+        "dotted: kNN dips; " +
         seedPhrase(rows),
       opts.note,
     ),
@@ -617,7 +621,7 @@ export function gradientTraces(
       yaxis: `y${ax}`,
     });
     const pts = knnCurve(cur, String(r.run_id));
-    for (const d of findDips(pts, { minDepth: opts.minDepth ?? 1 })) {
+    for (const d of findDips(pts, { minDepth: opts.minDepth ?? dipThreshold(pts) })) {
       const x = pts.find((p) => p.step === d.bottomStep)!.images;
       shapes.push({
         type: "line",
@@ -687,7 +691,8 @@ function markedPoints(
 /**
  * The notebooks' kNN monitor curves of a suite, one line per configuration (its lowest seed,
  * {@link firstSeedRuns}; named by `label`) against training images seen, with the bottom of
- * every dip ({@link findDips}, `minDepth` points, default 1) marked by a red x.
+ * every dip ({@link findDips}; `minDepth` points, default each run's `dipThreshold`) marked by a
+ * red x.
  *
  * @example
  * ```ts
@@ -714,7 +719,7 @@ export function dipCurvesSpec(
       y: pts.map((p) => p.acc),
       marker: { size: 4 },
     });
-    for (const d of findDips(pts, { minDepth: opts.minDepth ?? 1 })) {
+    for (const d of findDips(pts, { minDepth: opts.minDepth ?? dipThreshold(pts) })) {
       const at = pts.find((p) => p.step === d.bottomStep)!;
       dips.push({ x: at.images, y: d.bottomAcc, text: `${name}: -${d.depth.toFixed(1)}` });
     }
@@ -1593,8 +1598,15 @@ export async function buildFigures(
     const res = await readTable(suiteFile(resultsDir, suite));
     if (!res.numRows()) return null;
     const budgets = [...new Set(res.array("budget") as string[])];
+    // The budget's text names its default seeds; a suite may run others (stability: 3).
+    const seeds = new Set(res.array("seed") as number[]).size;
     notes[suite] = budgets.map((b) =>
-      `budget ${b}: ${BUDGET_SPECS[b as Budget]?.about ?? "unknown budget"}`
+      `budget ${b}: ${
+        (BUDGET_SPECS[b as Budget]?.about ?? "unknown budget").replace(
+          /\b\d+ seeds\b/,
+          `${seeds} seeds`,
+        )
+      }`
     ).join("; ");
     return res;
   };

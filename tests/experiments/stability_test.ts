@@ -4,6 +4,7 @@ import {
   curveNoise,
   type CurvePoint,
   dipReport,
+  dipThreshold,
   findDips,
   gradientSpikes,
 } from "../../lib/experiments/stability.ts";
@@ -152,4 +153,20 @@ Deno.test("dipReport: the spike in the window before each dip's bottom, ratio to
   const none = dipReport(TWO_DIPS, [{ step: 5000, grad_patch: 1 }]);
   assertEquals(none.dips[0].gradMax, null);
   assertEquals(none.dips[0].spike, false);
+});
+
+Deno.test("dipThreshold: 5 x the curve's noise, at least 1 point", () => {
+  // A straight line has no noise: the floor of 1 point.
+  assertEquals(dipThreshold(curveOf([50, 51, 52, 53, 54])), 1);
+  // Too short to measure: 1.
+  assertEquals(dipThreshold(curveOf([50, 60])), 1);
+  // 70, 71, 70, 71, 70: second differences -2, 2, -2; median -2, |d - m| = 0, 4, 0, MAD 0: the
+  // floor. 70, 71, 70, 72, 70: d2 = -2, 3, -4; median -2, |d - m| = 0, 5, 2, MAD 2; noise
+  // 1.4826 x 2 / sqrt(6) = 1.2106, threshold 6.053.
+  assertEquals(dipThreshold(curveOf([70, 71, 70, 71, 70])), 1);
+  assertAlmostEquals(
+    dipThreshold(curveOf([70, 71, 70, 72, 70])),
+    5 * 1.4826 * 2 / Math.sqrt(6),
+    1e-9,
+  );
 });

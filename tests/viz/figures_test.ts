@@ -288,7 +288,7 @@ Deno.test("stabilityCurves: the first seed of each configuration, dips marked, a
     ...knnPoints(id(20, 0.0015, false, 0), [40, 45, 50, 52, 53, 53.5, 54], 20),
     ...knnPoints(id(10, 0.006, true, 0), [50, 52, 54, 56, 58, 60, 62], 10),
   ];
-  const spec = stabilityCurves(rows, curves);
+  const spec = stabilityCurves(rows, curves, { minDepth: 1 });
   const dips = trace(spec, "dips");
   assertEquals(dips.x, [30, 60]); // steps 3 and 6 of batch 10
   assertEquals(dips.y, [55, 58.5]);
@@ -304,6 +304,9 @@ Deno.test("stabilityCurves: the first seed of each configuration, dips marked, a
   const annotations = spec.layout.annotations as { text: string }[];
   assert(annotations.some((a) => a.text === PAPER_NAME), "the paper panel has a title");
   assertStringIncludes(annotations[0].text, "seed 0");
+  // By default each run's own threshold: dippy's second differences -15, 9, -2, -4.5, 5 have
+  // median -2 and MAD 7, noise 1.4826 x 7 / sqrt(6) = 4.24, threshold 21.2: no dip is that deep.
+  assertEquals(trace(stabilityCurves(rows, curves), "dips").x, []);
 });
 
 Deno.test("gradientTraces: a patch-projection spike is marked at its step, first seed only", () => {
@@ -451,11 +454,15 @@ Deno.test("dipCurvesSpec and gradientSpec: the notebooks' curves, first seed per
     grad_last_block: 0.5,
   }));
   const curves = [...knn, ...steps]; // rows (aq.from would take the first row's columns only)
-  const dips = dipCurvesSpec({ results, curves }, (r) => `lr ${r.lr}`);
+  const dips = dipCurvesSpec({ results, curves }, (r) => `lr ${r.lr}`, { minDepth: 1 });
   assertEquals(dips.data.map((d) => d.name), ["lr 1", "dips (1)"]); // lr 2 has no kNN points
   assertEquals(dips.data[0].x, [100, 200, 300, 400]);
   assertEquals([dips.data[1].x, dips.data[1].y], [[300], [55]]);
   assertEquals(dips.data[1].hovertext, ["lr 1: -5.0"]);
+  // By default the threshold is the run's own: second differences -15, 9 -> median -3, MAD 12,
+  // noise 1.4826 x 12 / sqrt(6) = 7.26, threshold 36.3 points, so the 5-point drop is noise.
+  const own = dipCurvesSpec({ results, curves }, (r) => `lr ${r.lr}`);
+  assertEquals(own.data.map((d) => d.name), ["lr 1", "dips (0)"]);
   const grads = gradientSpec({ results, curves }, (r) => `lr ${r.lr}`);
   assertEquals(grads.data.map((d) => d.name), ["lr 2", "lr 2: last block", "spikes (1)"]);
   assertEquals(grads.data[0].y, [1, 1, 6, 1]);
