@@ -13,7 +13,7 @@
  * @module
  */
 import { buildFigures, writeFigure } from "../viz/figures.ts";
-import { compareWithPaper, comparisonMarkdown } from "../experiments/summary.ts";
+import { compareWithPaper, comparisonMarkdown, lrText } from "../experiments/summary.ts";
 import { pilotTable, stabilityTable } from "../experiments/aggregate.ts";
 import { readTable, suiteFile } from "../experiments/tables.ts";
 import { tableMarkdown } from "../viz/tables.ts";
@@ -100,7 +100,9 @@ export async function summaryMarkdown(resultsDir: string): Promise<string> {
         "runs diverged (their numbers are from the last checkpoint), dips of the kNN monitor " +
         "(all seeds together) and the deepest (points), dips preceded by a gradient spike of " +
         "the patch projection, gradient spikes, and the monitor's mean point-to-point noise.",
-      tableMarkdown(stabilityTable(st), { digits: 2 }),
+      tableMarkdown(stabilityTable(st).map((r) => ({ ...r, baseLr: lrText(r.baseLr) })), {
+        digits: 2,
+      }),
     );
   }
   const pilot = await table("pilot");

@@ -114,7 +114,16 @@ export function compareRows(
   return { ...base, ...c };
 }
 
-function lrText(lr: unknown): string {
+/**
+ * A learning rate as the tables and figures write it: one decimal, exponent form.
+ *
+ * @example
+ * ```ts
+ * lrText(0.0015); // "1.5e-3"
+ * lrText(0.096); // "9.6e-2"
+ * ```
+ */
+export function lrText(lr: unknown): string {
   return Number(lr).toExponential(1).replace(".0e", "e");
 }
 

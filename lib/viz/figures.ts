@@ -50,6 +50,7 @@ import {
   compareRows,
   compareWithPaper,
   type Comparison,
+  lrText,
   verdictText,
 } from "../experiments/summary.ts";
 import type { Interval } from "../experiments/stats.ts";
@@ -130,10 +131,6 @@ function ciBars(intervals: (Interval | null | undefined)[], horizontal = false) 
 function distinct(values: unknown[]): unknown[] {
   const out = [...new Set(values)];
   return out.every((v) => typeof v === "number") ? (out as number[]).sort((a, b) => a - b) : out;
-}
-
-function fmtLr(lr: number): string {
-  return lr.toExponential(1).replace(".0e", "e");
 }
 
 function signed(x: number, digits = 1): string {
@@ -394,7 +391,7 @@ export function stabilityCurves(
       const pts = knnCurve(cur, String(r.run_id));
       if (pts.length === 0) continue;
       const color = COLORS[batches.indexOf(b) % COLORS.length];
-      const name = `batch ${b}, lr ${fmtLr(lr)}, ${projName(f)}`;
+      const name = `batch ${b}, lr ${lrText(lr)}, ${projName(f)}`;
       data.push({
         type: "scatter",
         mode: "lines+markers",
@@ -494,7 +491,7 @@ export function stabilityLrFigure(results: TableLike, opts: FigureOptions = {}):
         line: { color, dash: f ? "dash" : "solid", width: 2 },
         marker: { size: 7, color, symbol: f ? "square" : "circle" },
         hovertext: mine.map((g, i) =>
-          `batch ${b}, lr ${fmtLr(num(g.config.baseLr))}, ${projName(f)}: ` +
+          `batch ${b}, lr ${lrText(num(g.config.baseLr))}, ${projName(f)}: ` +
           `${meanOf(iv[i]).toFixed(1)} ± ${(iv[i]?.halfWidth ?? NaN).toFixed(1)} ` +
           `(${g.runs.length} seeds)`
         ),
@@ -508,7 +505,7 @@ export function stabilityLrFigure(results: TableLike, opts: FigureOptions = {}):
         diverged.map((r) => ({
           x: num(r.baseLr),
           y: num(r[metric]),
-          text: `diverged: batch ${num(r.batchSize)}, lr ${fmtLr(num(r.baseLr))}, ` +
+          text: `diverged: batch ${num(r.batchSize)}, lr ${lrText(num(r.baseLr))}, ` +
             `${projName(bool(r.freezePatchEmbed))}, seed ${r.seed}`,
         })),
         { symbol: "x-thin", size: 14, color: "#d00", line: { width: 3, color: "#d00" } },
@@ -581,7 +578,7 @@ export function gradientTraces(
     const ax = k === 1 ? "" : String(k);
     const steps = stepRows(cur, String(r.run_id));
     const proj = r.freezePatchEmbed === undefined ? "" : `, ${projName(bool(r.freezePatchEmbed))}`;
-    const title = `batch ${num(r.batchSize)}, lr ${fmtLr(num(r.baseLr))}${proj}`;
+    const title = `batch ${num(r.batchSize)}, lr ${lrText(num(r.baseLr))}${proj}`;
     data.push({
       type: "scatter",
       mode: "lines",
@@ -1287,7 +1284,7 @@ export function optimizerCurves(
   const cur = rowsOf(curves);
   const name = (r: Row) => {
     const opt = { adamw: "AdamW", lamb: "LAMB" }[String(r.optimizer)] ?? String(r.optimizer);
-    return `${opt} lr ${fmtLr(num(r.baseLr))} wd ${num(r.weightDecay)}`;
+    return `${opt} lr ${lrText(num(r.baseLr))} wd ${num(r.weightDecay)}`;
   };
   const color = (r: Row, i: number) => (r.optimizer === "lamb" ? COLORS[1 + (i % 3)] : COLORS[0]);
   const runs = firstSeedRuns(results);

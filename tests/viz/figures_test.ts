@@ -519,7 +519,7 @@ Deno.test("summaryMarkdown: verdict tables for linear and kNN, stability and pil
     // 3 seeds of one configuration: dips 3, deepest 2.5, 3 after a spike, 6 spikes, noise 0.3.
     assertStringIncludes(
       md,
-      `|64|1.50e-3|false|3|71|${(T2 / Math.sqrt(3)).toFixed(2)}|0|3|2.5|3|6|0.3|`,
+      `|64|1.5e-3|false|3|71|${(T2 / Math.sqrt(3)).toFixed(2)}|0|3|2.5|3|6|0.3|`,
     );
     assertStringIncludes(md, "## Pilot: training length");
     // random init 42 ± 4.97 (SD 2); 1 epoch 51 (SD sqrt(3)), climb [10, 11, 6] = 9 ± 6.57.
