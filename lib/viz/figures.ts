@@ -686,6 +686,20 @@ function markedPoints(
 }
 
 /**
+ * Whether a suite's runs were monitored during training: some run has at least 3 kNN points (a
+ * suite without a monitor has only each run's final kNN, no curve to find dips in).
+ *
+ * @example
+ * ```ts
+ * if (hasMonitor(await suiteData("stability"))) console.log("kNN curves to plot");
+ * ```
+ */
+export function hasMonitor(data: SuiteTables): boolean {
+  const cur = rowsOf(data.curves);
+  return rowsOf(data.results).some((r) => knnCurve(cur, String(r.run_id)).length >= 3);
+}
+
+/**
  * The notebooks' kNN monitor curves of a suite, one line per configuration (its lowest seed,
  * {@link firstSeedRuns}; named by `label`) against training images seen, with the bottom of
  * every dip ({@link findDips}; `minDepth` points, default each run's `dipThreshold`) marked by a

@@ -32,7 +32,7 @@ export * from "./charts.ts";
 export * from "./inspect.ts";
 export * from "./runs.ts";
 export * from "./training.ts";
-export { dipCurvesSpec, gradientSpec, paperComparison } from "./figures.ts";
+export { dipCurvesSpec, gradientSpec, hasMonitor, paperComparison } from "./figures.ts";
 export { configTable, pilotTable, stabilityTable } from "../experiments/aggregate.ts";
 export { comparisonMarkdown } from "../experiments/summary.ts";
 export { findChromium, plotHtml } from "./render.ts";

@@ -15,6 +15,7 @@ import {
   dipCurvesSpec,
   gradientSpec,
   gradientTraces,
+  hasMonitor,
   mimeBundle,
   OURS_KNN,
   OURS_LINEAR,
@@ -463,6 +464,10 @@ Deno.test("dipCurvesSpec and gradientSpec: the notebooks' curves, first seed per
   // noise 1.4826 x 12 / sqrt(6) = 7.26, threshold 36.3 points, so the 5-point drop is noise.
   const own = dipCurvesSpec({ results, curves }, (r) => `lr ${r.lr}`);
   assertEquals(own.data.map((d) => d.name), ["lr 1", "dips (0)"]);
+  // Monitored: lr 1 has 4 kNN points. A suite with only each run's final kNN is not.
+  assertEquals(hasMonitor({ results, curves }), true);
+  const finalOnly = knnPoints("a_lr-1_seed-0", [80], 100);
+  assertEquals(hasMonitor({ results, curves: [...finalOnly, ...steps] }), false);
   const grads = gradientSpec({ results, curves }, (r) => `lr ${r.lr}`);
   assertEquals(grads.data.map((d) => d.name), ["lr 2", "lr 2: last block", "spikes (1)"]);
   assertEquals(grads.data[0].y, [1, 1, 6, 1]);
