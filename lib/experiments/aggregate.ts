@@ -146,15 +146,31 @@ export function groupByConfig(t: Rows, fields: readonly string[]): ConfigGroup[]
 }
 
 /**
- * The finite values of `metric` over runs (a run without a probe has NaN).
+ * The finite values of `metric` over runs (a run without a probe has NaN; an empty CSV cell,
+ * read as null, is missing too, not 0).
  *
  * @example
  * ```ts
- * metricValues([{ linear_top1: 70 }, { linear_top1: NaN }], "linear_top1"); // [70]
+ * metricValues([{ linear_top1: 70 }, { linear_top1: NaN }, { linear_top1: null }], "linear_top1");
+ * // [70]
  * ```
  */
 export function metricValues(runs: readonly Row[], metric: string): number[] {
-  return runs.map((r) => Number(r[metric])).filter(Number.isFinite);
+  return runs
+    .map((r) => r[metric])
+    .filter((v) => v !== null && v !== undefined && v !== "")
+    .map(Number)
+    .filter(Number.isFinite);
+}
+
+const sum = (xs: number[]) => xs.reduce((s, x) => s + x, 0);
+
+/**
+ * The dips of a configuration's runs, summed; null when none of them had a kNN monitor during
+ * training (no `knn_noise`): a suite without one has no dips to count, not zero dips.
+ */
+function dipSum(runs: readonly Row[], metric: string): number | null {
+  return metricValues(runs, "knn_noise").length ? sum(metricValues(runs, metric)) : null;
 }
 
 /**
@@ -197,8 +213,6 @@ function round(x: number | null, digits = 2): number | null {
   return Math.round(x * f) / f;
 }
 
-const sum = (xs: number[]) => xs.reduce((s, x) => s + x, 0);
-
 /**
  * One row per configuration: its field values, the seeds run, linear top-1 and kNN-20 top-1 as
  * mean and 95% half-width over seeds, the runs that diverged, the dips of all its runs, its
@@ -226,7 +240,7 @@ export function configTable(t: Rows, fields: readonly string[]): Row[] {
       "kNN-20 top-1": round(cell(knn?.mean)),
       "kNN ±95%": round(cell(knn?.halfWidth)),
       diverged: runs.filter((r) => bool(r.diverged)).length,
-      dips: sum(metricValues(runs, "dips")),
+      dips: dipSum(runs, "dips"),
       params: cell(Number(runs[0].params)),
       MFLOPs: round(cell(Number(runs[0].flops) / 1e6)),
     };
@@ -259,9 +273,9 @@ export function stabilityTable(
       "linear top-1": round(cell(lin?.mean)),
       "linear ±95%": round(cell(lin?.halfWidth)),
       diverged: runs.filter((r) => bool(r.diverged)).length,
-      dips: sum(metricValues(runs, "dips")),
-      "deepest dip": deepest.length ? Math.max(...deepest) : null,
-      "dips after spike": sum(metricValues(runs, "dips_after_spike")),
+      dips: dipSum(runs, "dips"),
+      "deepest dip": deepest.length && noise.length ? Math.max(...deepest) : null,
+      "dips after spike": dipSum(runs, "dips_after_spike"),
       "grad spikes": sum(metricValues(runs, "grad_spikes")),
       "monitor noise": noise.length ? round(sum(noise) / noise.length, 3) : null,
     };

@@ -59,6 +59,17 @@ Deno.test("configTable and stabilityTable: means, half-widths, diverged and dips
   assertEquals(s["deepest dip"], 4);
   assertEquals([s["dips after spike"], s["grad spikes"]], [1, 3]);
   assertAlmostEquals(Number(s["monitor noise"]), 0.3, 1e-9); // NaN left out of the mean
+  // A suite without a kNN monitor (empty knn_noise cells, read as null): dips not counted, not 0.
+  const unmonitored = rows.map((r) => ({ ...r, dips: 0, max_dip: 0, knn_noise: null }));
+  assertEquals(configTable(unmonitored, ["lr"])[0].dips, null);
+  const [u] = stabilityTable(unmonitored, ["lr"]);
+  assertEquals([u.dips, u["deepest dip"], u["dips after spike"], u["monitor noise"]], [
+    null,
+    null,
+    null,
+    null,
+  ]);
+  assertEquals(u["grad spikes"], 3, "gradient spikes need no monitor");
   // One seed: a mean without an interval.
   const [one] = configTable(rows.slice(0, 1), ["lr"]);
   assertEquals([one["linear top-1"], one["linear ±95%"]], [70, null]);

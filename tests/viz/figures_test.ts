@@ -410,6 +410,7 @@ Deno.test("paperComparison: one row per configuration (mean, 95% half-width), th
       params: 10,
       flops: 2e6,
       dips: 1,
+      knn_noise: 0.3, // monitored: its dips count
     }),
     ...seeded({ posEmb: "none", pool: "cls" }, [60, 60, 60], [50, 50, 50], {
       params: 9,
