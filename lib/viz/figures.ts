@@ -585,8 +585,7 @@ export function gradientTraces(
       name: "patch projection",
       legendgroup: "patch",
       showlegend: i === 0,
-      x: steps.map((s) => s.images),
-      y: steps.map((s) => s.grad_patch),
+      ...envelope(steps.map((s) => s.images), steps.map((s) => s.grad_patch)),
       line: { color: COLORS[3], width: 1.5 },
       xaxis: `x${ax}`,
       yaxis: `y${ax}`,
@@ -597,8 +596,7 @@ export function gradientTraces(
       name: "last block",
       legendgroup: "last",
       showlegend: i === 0,
-      x: steps.map((s) => s.images),
-      y: steps.map((s) => s.grad_last_block),
+      ...envelope(steps.map((s) => s.images), steps.map((s) => s.grad_last_block)),
       line: { color: COLORS[0], width: 1.5, dash: "dash" },
       xaxis: `x${ax}`,
       yaxis: `y${ax}`,
@@ -647,6 +645,41 @@ export function gradientTraces(
   layout.shapes = shapes;
   layout.annotations = annotations;
   return { data, layout };
+}
+
+/**
+ * A long line thinned for plotting: at most `maxPoints` points, the lowest and the highest of
+ * each of `maxPoints / 2` equal runs of points, in their order, so spikes and troughs stay
+ * drawn (a plain stride would drop most of them). Shorter lines come back whole.
+ *
+ * @example
+ * ```ts
+ * envelope([0, 1, 2, 3, 4, 5], [1, 9, 1, 1, 0, 1], 4);
+ * // { x: [0, 1, 3, 4], y: [1, 9, 1, 0] }: runs [0-2] and [3-5], each its (first) min and max
+ * ```
+ */
+export function envelope(
+  x: readonly number[],
+  y: readonly number[],
+  maxPoints = 600,
+): { x: number[]; y: number[] } {
+  if (y.length <= maxPoints) return { x: [...x], y: [...y] };
+  const buckets = Math.max(1, Math.floor(maxPoints / 2));
+  const out = { x: [] as number[], y: [] as number[] };
+  for (let b = 0; b < buckets; b++) {
+    const lo = Math.floor((b * y.length) / buckets),
+      hi = Math.floor(((b + 1) * y.length) / buckets);
+    let iMin = lo, iMax = lo;
+    for (let i = lo; i < hi; i++) {
+      if (y[i] < y[iMin]) iMin = i;
+      if (y[i] > y[iMax]) iMax = i;
+    }
+    for (const i of iMin === iMax ? [iMin] : [Math.min(iMin, iMax), Math.max(iMin, iMax)]) {
+      out.x.push(x[i]);
+      out.y.push(y[i]);
+    }
+  }
+  return out;
 }
 
 /** A suite's tables as a notebook holds them: `<suite>.csv` rows and `<suite>.curves.csv` rows. */
@@ -778,8 +811,7 @@ export function gradientSpec(
       mode: "lines",
       name: label(r),
       legendgroup: group,
-      x,
-      y: pts.map((p) => p.grad_patch),
+      ...envelope(x, pts.map((p) => p.grad_patch)),
       line: { color, width: 1.5 },
     });
     traces.push({
@@ -788,8 +820,7 @@ export function gradientSpec(
       name: `${label(r)}: last block`,
       legendgroup: group,
       showlegend: false,
-      x,
-      y: pts.map((p) => p.grad_last_block),
+      ...envelope(x, pts.map((p) => p.grad_last_block)),
       line: { color, width: 1, dash: "dot" },
     });
     for (const sp of gradientSpikes(pts)) {

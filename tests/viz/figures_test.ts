@@ -13,6 +13,7 @@ import { summaryMarkdown } from "../../lib/cli/figures.ts";
 import type { Comparison } from "../../lib/experiments/summary.ts";
 import {
   dipCurvesSpec,
+  envelope,
   gradientSpec,
   gradientTraces,
   hasMonitor,
@@ -581,4 +582,22 @@ Deno.test({
       await Deno.remove(dir, { recursive: true });
     }
   },
+});
+
+Deno.test("envelope: the min and max of each run of points, in order; short lines whole", () => {
+  // Runs [0, 1, 2] and [3, 4, 5]: the first has min 1 at 0 and max 9 at 1; the second has max 1
+  // first at 3 and min 0 at 4.
+  assertEquals(envelope([0, 1, 2, 3, 4, 5], [1, 9, 1, 1, 0, 1], 4), {
+    x: [0, 1, 3, 4],
+    y: [1, 9, 1, 0],
+  });
+  assertEquals(envelope([0, 1], [5, 6], 4), { x: [0, 1], y: [5, 6] });
+  // 2,000 points with one spike: at most 600 come back, the spike among them.
+  const x = Array.from({ length: 2000 }, (_, i) => i);
+  const y = x.map((i) => (i === 1234 ? 50 : 1 + (i % 7) / 10));
+  const e = envelope(x, y);
+  assert(e.x.length <= 600);
+  assertEquals(Math.max(...e.y), 50);
+  assertEquals(e.x[e.y.indexOf(50)], 1234);
+  assert(e.x.every((v, i) => i === 0 || v > e.x[i - 1]), "in order");
 });
