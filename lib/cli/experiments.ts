@@ -14,7 +14,7 @@
  */
 import type { BackendName } from "../backends/mod.ts";
 import { recordSuiteTime, RESULTS_DIR, RUNS_DIR, runSuite, suiteList } from "../experiments/run.ts";
-import { BUDGET_SPECS, BUDGETS, checkBudget, SUITE_NAMES, SUITES } from "../experiments/suites.ts";
+import { BUDGETS, budgetText, checkBudget, SUITE_NAMES, SUITES } from "../experiments/suites.ts";
 import { BACKEND_FLAG, type FlagSpec, helpText, parseFlags, UsageError } from "./args.ts";
 import { runMain } from "./main.ts";
 import { withStopSignal } from "./stop_signal.ts";
@@ -69,7 +69,7 @@ const FLAGS: FlagSpec[] = [
 
 function listing(): string {
   const suites = Object.values(SUITES).map((s) => `  ${s.name.padEnd(18)}${s.description}`);
-  const budgets = BUDGETS.map((b) => `  ${b.padEnd(18)}${BUDGET_SPECS[b].about}`);
+  const budgets = BUDGETS.map((b) => `  ${b.padEnd(18)}${budgetText(b)}`);
   return `Suites:\n${suites.join("\n")}\n\nBudgets:\n${budgets.join("\n")}`;
 }
 

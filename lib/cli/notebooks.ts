@@ -7,7 +7,7 @@
  * deno task notebooks --budget smoke                 # all, in place, seconds each
  * deno task notebooks --budget cpu --only 04,05,06,07,08   # the committed-executed ones
  * deno task notebooks --budget smoke --out /tmp/nb --html   # to a directory, plus HTML
- * deno task notebooks --clear --only 00,01,02,03,04,09  # clear outputs again before committing
+ * deno task notebooks --clear --only 00,01,02,03,09     # clear outputs again before committing
  * ```
  *
  * Needs Jupyter (Debian: `apt-get install jupyter-nbconvert jupyter-client python3-ipykernel`,

@@ -63,7 +63,7 @@ export interface BudgetSpec {
    * whole test split, and kNN-20 with the whole train split as the bank.
    */
   linearEpochs: number;
-  /** One line for help texts and the README. */
+  /** One line for help texts and figure notes, without the seeds ({@link budgetText} adds them). */
   about: string;
 }
 
@@ -87,7 +87,7 @@ export interface Suite {
   monitorImages?: Partial<Record<Budget, number>>;
   /**
    * Seeds per budget where this suite needs other seeds than the budget's
-   * {@link BudgetSpec.seeds} (more for the pilot; fewer for the stability sweep's 12 configs).
+   * {@link BudgetSpec.seeds} (more for the pilot; fewer for the stability sweep's 16 configs).
    */
   seeds?: Partial<Record<Budget, number[]>>;
   /**
@@ -153,8 +153,8 @@ export const BUDGET_SPECS: Record<Budget, BudgetSpec> = {
     },
     seeds: [0, 1, 2],
     linearEpochs: 2,
-    about: "synthetic shapes (96 images), vit_nano, one epoch of 3 steps of 32, 3 seeds: " +
-      "seconds per suite (tests)",
+    about: "synthetic shapes (96 images), vit_nano, one epoch of 3 steps of 32: seconds per " +
+      "suite (tests)",
   },
   cpu: {
     base: {
@@ -176,9 +176,8 @@ export const BUDGET_SPECS: Record<Budget, BudgetSpec> = {
     seeds: CPU_SEEDS,
     linearEpochs: CPU_LINEAR_EPOCHS,
     about: `Fashion-MNIST, vit_micro (D 64, depth 4, patch 7), batch 128, ${CPU_EPOCHS} ` +
-      `epochs, ${CPU_SEEDS.length} seeds; linear probe (${CPU_LINEAR_EPOCHS} epochs) and ` +
-      "kNN-20 on all 60,000 / " +
-      "10,000 images",
+      `epochs; linear probe (${CPU_LINEAR_EPOCHS} epochs) and kNN-20 on all 60,000 / 10,000 ` +
+      "images",
   },
   gpu: {
     base: {
@@ -199,9 +198,9 @@ export const BUDGET_SPECS: Record<Budget, BudgetSpec> = {
     },
     seeds: [0, 1, 2],
     linearEpochs: 90,
-    about: "Fashion-MNIST, vit_tiny (D 192, depth 12, patch 7), batch 1024, 5 epochs, 3 seeds, " +
-      "linear probe 90 epochs: sized for about 10 minutes per suite on one H100/H200 (not yet " +
-      "measured there)",
+    about: "Fashion-MNIST, vit_tiny (D 192, depth 12, patch 7), batch 1024, 5 epochs, linear " +
+      "probe 90 epochs: sized for about 10 minutes per suite on one H100/H200 (not yet measured " +
+      "there)",
   },
 };
 
@@ -258,7 +257,7 @@ export const SUITES: Record<string, Suite> = {
     },
     base: { cpu: { knnTrainSize: 2000, knnTestSize: 1000 } },
     monitorImages: { smoke: 32, cpu: 3072, gpu: 20 * 4096 },
-    // Three seeds, the floor: 12 configs x 5 seeds would not fit the cpu budget's 6 hours
+    // Three seeds, the floor: 16 configs x 5 seeds would not fit the cpu budget's 6 hours
     // with the other suites, and the sweep's effects at high lr are several points wide.
     seeds: { cpu: [0, 1, 2] },
   },
@@ -425,6 +424,20 @@ export function runIdOf(suite: string, budget: Budget, varied: Variant, seed: nu
 /** The seeds of a suite at a budget: the suite's own where it sets them, else the budget's. */
 export function suiteSeeds(name: string, budget: Budget): number[] {
   return getSuite(name).seeds?.[budget] ?? BUDGET_SPECS[budget].seeds;
+}
+
+/**
+ * A budget in one line with its seeds: those of `suite` where given (a suite may run other
+ * seeds than its budget), else the budget's.
+ *
+ * @example
+ * ```ts
+ * budgetText("cpu", "stability"); // "Fashion-MNIST, vit_micro ... 10,000 images; 3 seeds"
+ * ```
+ */
+export function budgetText(budget: Budget, suite?: string): string {
+  const seeds = suite ? suiteSeeds(suite, budget) : BUDGET_SPECS[budget].seeds;
+  return `${BUDGET_SPECS[budget].about}; ${seeds.length} seeds`;
 }
 
 /** Throws for an unknown suite or budget, listing the known ones. */

@@ -30,7 +30,13 @@
  */
 import * as aq from "arquero";
 import { dipThreshold, findDips, gradientSpikes } from "../experiments/stability.ts";
-import { type Budget, BUDGET_SPECS, type PaperNumber, SUITES } from "../experiments/suites.ts";
+import {
+  type Budget,
+  BUDGET_SPECS,
+  budgetText,
+  type PaperNumber,
+  SUITES,
+} from "../experiments/suites.ts";
 import { curvesFile, readTable, suiteFile } from "../experiments/tables.ts";
 import {
   bool,
@@ -577,6 +583,7 @@ export function gradientTraces(
     const k = i + 1;
     const ax = k === 1 ? "" : String(k);
     const steps = stepRows(cur, String(r.run_id));
+    const images = steps.map((s) => s.images);
     const proj = r.freezePatchEmbed === undefined ? "" : `, ${projName(bool(r.freezePatchEmbed))}`;
     const title = `batch ${num(r.batchSize)}, lr ${lrText(num(r.baseLr))}${proj}`;
     data.push({
@@ -585,7 +592,7 @@ export function gradientTraces(
       name: "patch projection",
       legendgroup: "patch",
       showlegend: i === 0,
-      ...envelope(steps.map((s) => s.images), steps.map((s) => s.grad_patch)),
+      ...envelope(images, steps.map((s) => s.grad_patch)),
       line: { color: COLORS[3], width: 1.5 },
       xaxis: `x${ax}`,
       yaxis: `y${ax}`,
@@ -596,7 +603,7 @@ export function gradientTraces(
       name: "last block",
       legendgroup: "last",
       showlegend: i === 0,
-      ...envelope(steps.map((s) => s.images), steps.map((s) => s.grad_last_block)),
+      ...envelope(images, steps.map((s) => s.grad_last_block)),
       line: { color: COLORS[0], width: 1.5, dash: "dash" },
       xaxis: `x${ax}`,
       yaxis: `y${ax}`,
@@ -1640,15 +1647,8 @@ export async function buildFigures(
     const res = await readTable(suiteFile(resultsDir, suite));
     if (!res.numRows()) return null;
     const budgets = [...new Set(res.array("budget") as string[])];
-    // The budget's text names its default seeds; a suite may run others (stability: 3).
-    const seeds = new Set(res.array("seed") as number[]).size;
     notes[suite] = budgets.map((b) =>
-      `budget ${b}: ${
-        (BUDGET_SPECS[b as Budget]?.about ?? "unknown budget").replace(
-          /\b\d+ seeds\b/,
-          `${seeds} seeds`,
-        )
-      }`
+      `budget ${b}: ${b in BUDGET_SPECS ? budgetText(b as Budget, suite) : "unknown budget"}`
     ).join("; ");
     return res;
   };

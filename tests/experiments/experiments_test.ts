@@ -6,6 +6,7 @@ import { resolveConfig } from "../../lib/train/config.ts";
 import {
   BUDGET_SPECS,
   budgetConfigs,
+  budgetText,
   product,
   SUITE_NAMES,
   SUITES,
@@ -47,6 +48,10 @@ Deno.test("budgetConfigs: every variant under every seed, whole epochs, monitors
   const grid = SUITES.stability.grid.cpu;
   const seeds = suiteSeeds("stability", "cpu");
   assertEquals(seeds, [0, 1, 2], "the sweep's own three seeds");
+  // The budget's line names the suite's seeds where the suite has its own.
+  assert(budgetText("cpu", "stability").endsWith("; 3 seeds"));
+  assert(budgetText("cpu", "posemb").endsWith(`; ${BUDGET_SPECS.cpu.seeds.length} seeds`));
+  assert(budgetText("cpu").startsWith(BUDGET_SPECS.cpu.about));
   assertEquals(seeds.length >= 3, true, "at least three seeds");
   assertEquals(runs.length, grid.length * seeds.length);
   for (const [i, r] of runs.entries()) {
