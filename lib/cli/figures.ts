@@ -13,7 +13,12 @@
  * @module
  */
 import { buildFigures, writeFigure } from "../viz/figures.ts";
-import { compareWithPaper, comparisonMarkdown, lrText } from "../experiments/summary.ts";
+import {
+  compareWithPaper,
+  comparisonMarkdown,
+  familyNote,
+  lrText,
+} from "../experiments/summary.ts";
 import { pilotTable, stabilityTable } from "../experiments/aggregate.ts";
 import { readTable, suiteFile } from "../experiments/tables.ts";
 import { tableMarkdown } from "../viz/tables.ts";
@@ -86,11 +91,17 @@ export async function summaryMarkdown(resultsDir: string): Promise<string> {
     "t-intervals over seeds and the paired difference a - b with its 95% t-interval, on " +
     "Fashion-MNIST; paper: ImageNet linear-probe differences. Verdict: **holds** (our " +
     "interval excludes 0 on the paper's side), **opposite** (on the other side), **not " +
-    "detected** (it contains 0; its half-width bounds the effect).",
+    "detected** (it contains 0; its half-width bounds the effect). **Holm-adjusted verdict**: " +
+    "the same, kept only where the paired t-test's p-value, adjusted by Holm's step-down " +
+    "method over all the comparisons of the table (family-wise error 5%), stays below 0.05.",
     "## Linear probe top-1 (the paper's metric)",
-    linear.length ? comparisonMarkdown(linear) : "No comparisons: no result tables.",
+    ...(linear.length
+      ? [familyNote(linear), comparisonMarkdown(linear)]
+      : ["No comparisons: no result tables."]),
     "## kNN-20 top-1",
-    knn.length ? comparisonMarkdown(knn) : "No comparisons: no result tables.",
+    ...(knn.length
+      ? [familyNote(knn), comparisonMarkdown(knn)]
+      : ["No comparisons: no result tables."]),
   ];
   const st = await table("stability");
   if (st.numRows()) {

@@ -207,3 +207,62 @@ export function compareSeeds(
   }
   return out;
 }
+
+/**
+ * The two-sided p-value of a paired t-test from its interval: t = mean / (s / sqrt(n)), where
+ * s / sqrt(n) is the half-width over t(level, n - 1); NaN for fewer than 2 values. Zero spread
+ * with a non-zero mean gives 0 (every difference the same).
+ *
+ * @example
+ * ```ts
+ * tTestPValue(pairedDifference([72, 73, 71], [70, 72, 70])); // t = 4, df 2: p = 0.0572
+ * ```
+ */
+export function tTestPValue(diff: Interval, level = 0.95): number {
+  if (diff.n < 2 || !Number.isFinite(diff.halfWidth)) return NaN;
+  const se = diff.halfWidth / studentTQuantile(1 - (1 - level) / 2, diff.n - 1);
+  if (se === 0) return diff.mean === 0 ? 1 : 0;
+  const t = Math.abs(diff.mean) / se;
+  return Math.min(1, 2 * (1 - studentTCdf(t, diff.n - 1)));
+}
+
+/**
+ * Holm's step-down adjustment of a family of p-values (controls the family-wise error rate):
+ * sorted ascending, the i-th smallest (1-based) becomes max over j <= i of min(1, (m - j + 1) p_j),
+ * returned in the input's order. NaN entries are left out of the family and stay NaN.
+ *
+ * @example
+ * ```ts
+ * holmAdjust([0.01, 0.04, 0.03]); // [0.03, 0.06, 0.06]
+ * ```
+ */
+export function holmAdjust(ps: readonly number[]): number[] {
+  const order = ps.map((p, i) => [p, i] as const).filter(([p]) => Number.isFinite(p))
+    .sort((x, y) => x[0] - y[0]);
+  const m = order.length;
+  const out = ps.map(() => NaN);
+  let running = 0;
+  order.forEach(([p, i], j) => {
+    running = Math.max(running, Math.min(1, (m - j) * p));
+    out[i] = running;
+  });
+  return out;
+}
+
+/**
+ * The verdict of a paired difference after adjusting for the family: the unadjusted verdict
+ * where the adjusted p-value is below `1 - level`, else `not detected`.
+ *
+ * @example
+ * ```ts
+ * adjustedVerdict({ n: 3, mean: 1.3, halfWidth: 1.0, lo: 0.3, hi: 2.3 }, 1, 0.2); // "not detected"
+ * ```
+ */
+export function adjustedVerdict(
+  diff: Interval,
+  paperSign: 1 | -1,
+  adjustedP: number,
+  level = 0.95,
+): Verdict {
+  return adjustedP < 1 - level ? verdict(diff, paperSign) : "not detected";
+}

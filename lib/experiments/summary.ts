@@ -16,7 +16,15 @@
  * @module
  */
 import { readTable, suiteFile } from "./tables.ts";
-import { compareSeeds, type Interval, meanInterval, type Verdict } from "./stats.ts";
+import {
+  adjustedVerdict,
+  compareSeeds,
+  holmAdjust,
+  type Interval,
+  meanInterval,
+  tTestPValue,
+  type Verdict,
+} from "./stats.ts";
 import { trainedRows } from "./aggregate.ts";
 
 type Row = Record<string, unknown>;
@@ -39,6 +47,15 @@ export interface Comparison {
   diff: Interval | null;
   /** `missing` when fewer than two seeds pair up. */
   verdict: Verdict | "missing";
+  /** The paired t-test's two-sided p-value (NaN when missing). */
+  p: number;
+  /**
+   * The verdict after Holm's adjustment over the family (every comparison `compareWithPaper`
+   * makes for one budget and metric); set by {@link adjustFamily}, else equal to `verdict`.
+   */
+  adjusted: Verdict | "missing";
+  /** Holm-adjusted p-value (NaN when missing or not adjusted). */
+  adjustedP: number;
   /** The paper's a - b in linear top-1 points (NaN: a direction without a number). */
   paper: number;
   /** The paper's direction: +1 (a better) or -1. */
@@ -105,13 +122,60 @@ export function compareRows(
       b: vb.size ? meanInterval([...vb.values()]) : null,
       diff: null,
       verdict: "missing",
+      p: NaN,
+      adjusted: "missing",
+      adjustedP: NaN,
     };
   }
   const c = compareSeeds(seeds.map((s) => va.get(s)!), seeds.map((s) => vb.get(s)!), {
     paperSign,
     paperEffect: Number.isFinite(what.paper) ? what.paper : undefined,
   });
-  return { ...base, ...c };
+  return { ...base, ...c, p: tTestPValue(c.diff), adjusted: c.verdict, adjustedP: NaN };
+}
+
+/**
+ * Holm's step-down adjustment over a family of comparisons (one budget, one metric): each gets
+ * its adjusted p-value and the verdict that survives it (`holds`/`opposite` only where the
+ * adjusted p is below 0.05). Missing comparisons are not in the family.
+ *
+ * @example
+ * ```ts
+ * const family = adjustFamily(await compareWithPaper("data/results"));
+ * family.filter((c) => c.adjusted === "holds").length;
+ * ```
+ */
+export function adjustFamily(comparisons: Comparison[]): Comparison[] {
+  const adjusted = holmAdjust(comparisons.map((c) => (c.diff ? c.p : NaN)));
+  return comparisons.map((c, i) => ({
+    ...c,
+    adjustedP: adjusted[i],
+    adjusted: c.diff && c.verdict !== "missing"
+      ? adjustedVerdict(c.diff, c.paperSign, adjusted[i])
+      : "missing",
+  }));
+}
+
+/**
+ * What a family of comparisons at 95% means by chance: how many there are, how many `holds` or
+ * `opposite` verdicts 5% of them give where no effect is real, and the counts before and after
+ * Holm's adjustment.
+ *
+ * @example
+ * ```ts
+ * familyNote(adjustFamily(await compareWithPaper("data/results")));
+ * // "38 comparisons at 95%: about 1.90 would read holds or opposite by chance alone ..."
+ * ```
+ */
+export function familyNote(comparisons: Comparison[]): string {
+  const family = comparisons.filter((c) => c.verdict !== "missing");
+  const m = family.length;
+  const count = (key: "verdict" | "adjusted") =>
+    (["holds", "opposite", "not detected"] as const)
+      .map((v) => `${family.filter((c) => c[key] === v).length} ${v}`).join(", ");
+  return `${m} comparisons at 95%: about ${(0.05 * m).toFixed(2)} would read holds or opposite ` +
+    `by chance alone if no effect were real. Unadjusted: ${count("verdict")}. After Holm's ` +
+    `adjustment over these ${m} (family-wise error 5%): ${count("adjusted")}.`;
 }
 
 /**
@@ -304,7 +368,7 @@ export async function compareWithPaper(
       "LAMB 72.5, 'slightly above' AdamW (ViT-S); more lr-sensitive",
     );
   }
-  return out;
+  return adjustFamily(out);
 }
 
 function signed(x: number, digits = 1): string {
@@ -328,12 +392,20 @@ export function verdictText(c: Comparison): string {
   return c.verdict;
 }
 
+/** The Holm-adjusted verdict with its adjusted p-value. */
+export function adjustedText(c: Comparison): string {
+  if (c.adjusted === "missing" || !Number.isFinite(c.adjustedP)) return c.adjusted;
+  const p = c.adjustedP < 0.001 ? "< 0.001" : c.adjustedP.toFixed(3);
+  return `${c.adjusted} (p ${p})`;
+}
+
 /** The comparisons as a markdown table. */
 export function comparisonMarkdown(rows: Comparison[]): string {
   const metric = rows[0]?.metric === "knn_top1" ? "kNN-20" : "linear";
   const head = `| study | effect | a (${metric}, mean ± 95% CI) | b | a - b, paired (95% CI) | ` +
-    "seeds | verdict | paper (ImageNet linear points) | paper's effect inside ours |\n" +
-    "|---|---|---|---|---|---|---|---|---|";
+    "seeds | verdict | Holm-adjusted verdict | paper (ImageNet linear points) | " +
+    "paper's effect inside ours |\n" +
+    "|---|---|---|---|---|---|---|---|---|---|";
   const lines = rows.map((c) => {
     const diff = c.diff
       ? `${signed(c.diff.mean)} [${signed(c.diff.lo)}, ${signed(c.diff.hi)}]`
@@ -341,7 +413,8 @@ export function comparisonMarkdown(rows: Comparison[]): string {
     const paper = Number.isFinite(c.paper) ? signed(c.paper) : c.paperSign > 0 ? "> 0" : "< 0";
     const inside = c.paperInside === undefined ? "-" : c.paperInside ? "yes" : "no";
     return `| ${c.study} | ${c.effect} | ${meanText(c.a)} | ${meanText(c.b)} | ${diff} | ` +
-      `${c.seeds.length} | ${verdictText(c)} | ${paper} (${c.paperNote}) | ${inside} |`;
+      `${c.seeds.length} | ${verdictText(c)} | ${adjustedText(c)} | ${paper} (${c.paperNote}) | ` +
+      `${inside} |`;
   });
   return [head, ...lines].join("\n");
 }

@@ -1,4 +1,10 @@
-import { assert, assertAlmostEquals, assertEquals, assertRejects } from "@std/assert";
+import {
+  assert,
+  assertAlmostEquals,
+  assertEquals,
+  assertRejects,
+  assertStringIncludes,
+} from "@std/assert";
 import { main } from "../../lib/cli/experiments.ts";
 import { main as figuresMain } from "../../lib/cli/figures.ts";
 import { readTable } from "../../lib/experiments/tables.ts";
@@ -13,7 +19,7 @@ import {
   suiteSeeds,
 } from "../../lib/experiments/suites.ts";
 import { buildFigures } from "../../lib/viz/figures.ts";
-import { compareRows, compareWithPaper } from "../../lib/experiments/summary.ts";
+import { compareRows, compareWithPaper, familyNote } from "../../lib/experiments/summary.ts";
 
 const REQUIRED = [
   "suite",
@@ -326,6 +332,25 @@ Deno.test("compareWithPaper: seed-paired differences, t-intervals and verdicts b
     const pool = by["class token - mean pool"];
     assertEquals([pool.diff!.mean, pool.diff!.halfWidth], [-3, 0]);
     assertEquals(pool.verdict, "opposite"); // the paper has +0.2
+    // Paired t-tests and Holm over the family of three. none: se = s / sqrt(3) = 1/6, t = 14,
+    // df 2: p = 1 - 14 / sqrt(198); learned: se = 2/3, t = 0.5: p = 1 - 0.5 / sqrt(2.25) = 2/3;
+    // pool: no spread, p = 0. Holm: 3 x 0 = 0, 2 x p_none, max(that, 1 x 2/3).
+    const pNone = 1 - 14 / Math.sqrt(198);
+    assertAlmostEquals(none.p, pNone, 1e-6);
+    assertAlmostEquals(learned.p, 2 / 3, 1e-6);
+    assertEquals([pool.p, pool.adjustedP], [0, 0]);
+    assertAlmostEquals(none.adjustedP, 2 * pNone, 1e-6);
+    assertAlmostEquals(learned.adjustedP, 2 / 3, 1e-6);
+    assertEquals([none.adjusted, learned.adjusted, pool.adjusted], [
+      "holds",
+      "not detected",
+      "opposite",
+    ]);
+    assertStringIncludes(
+      familyNote(cmp),
+      "3 comparisons at 95%: about 0.15 would read holds or opposite by chance alone",
+    );
+    assertStringIncludes(familyNote(cmp), "After Holm's adjustment over these 3");
     // The same on kNN: every value 50, so no difference at all.
     const knn = await compareWithPaper(dir, "knn_top1");
     assertEquals(knn.map((c) => c.verdict), ["not detected", "not detected", "not detected"]);

@@ -4,11 +4,14 @@
  */
 import { assertAlmostEquals, assertEquals, assertThrows } from "@std/assert";
 import {
+  adjustedVerdict,
   compareSeeds,
+  holmAdjust,
   meanInterval,
   pairedDifference,
   studentTCdf,
   studentTQuantile,
+  tTestPValue,
   verdict,
 } from "../../lib/experiments/stats.ts";
 
@@ -72,4 +75,44 @@ Deno.test("verdicts: holds, opposite, not detected; and whether the paper's effe
   });
   assertEquals(far.paperInside, false);
   assertEquals(compareSeeds([1, 2], [1, 2], { paperSign: 1 }).paperInside, undefined);
+});
+
+Deno.test("tTestPValue: a paired t-test's two-sided p by hand", () => {
+  // Differences [2, 1, 1]: mean 4/3, s = sqrt(1/3), se = 1/3, t = 4, df 2.
+  // P(|T| > 4) for df 2 = 1 - t / sqrt(t^2 + 2) = 1 - 4 / sqrt(18) = 0.057191.
+  const d = pairedDifference([72, 73, 71], [70, 72, 70]);
+  assertAlmostEquals(tTestPValue(d), 1 - 4 / Math.sqrt(18), 1e-6);
+  // df 1 (Cauchy): P(|T| > 1) = 1/2. Differences [2, 0]: mean 1, s = sqrt(2), se = 1, t = 1.
+  assertAlmostEquals(tTestPValue(pairedDifference([3, 1], [1, 1])), 0.5, 1e-6);
+  // The issue's example: three differences -0.50, -0.68, -0.63: mean -0.60333,
+  // s = 0.092916, se = 0.053645, t = 11.2468, df 2: p = 1 - t / sqrt(t^2 + 2) = 0.0078.
+  const e = meanInterval([-0.5, -0.68, -0.63]);
+  const t = 0.60333333 / (Math.sqrt(((0.10333333) ** 2 + 0.07666667 ** 2 + 0.02666667 ** 2) / 2) /
+    Math.sqrt(3));
+  assertAlmostEquals(tTestPValue(e), 1 - t / Math.sqrt(t * t + 2), 1e-5);
+  assertEquals(Number.isNaN(tTestPValue(meanInterval([1]))), true);
+  assertEquals(tTestPValue(meanInterval([1, 1, 1])), 0, "no spread, non-zero mean");
+});
+
+Deno.test("holmAdjust: Holm's step-down by hand", () => {
+  // m = 3: sorted 0.01, 0.03, 0.04 -> 3 x 0.01 = 0.03, max(0.03, 2 x 0.03) = 0.06,
+  // max(0.06, 1 x 0.04) = 0.06; back in input order.
+  const r = holmAdjust([0.01, 0.04, 0.03]);
+  [0.03, 0.06, 0.06].forEach((v, i) => assertAlmostEquals(r[i], v, 1e-12));
+  // Capped at 1, NaN left out of the family (m = 2 here) and kept NaN.
+  const s = holmAdjust([0.6, NaN, 0.001]);
+  assertAlmostEquals(s[0], 0.6, 1e-12);
+  assertAlmostEquals(s[2], 0.002, 1e-12);
+  assertEquals(Number.isNaN(s[1]), true);
+  assertEquals(holmAdjust([0.5, 0.7]), [1, 1]);
+  // 38 comparisons: the smallest must be below 0.05 / 38 to stay significant.
+  const many = Array.from({ length: 38 }, (_, i) => (i === 0 ? 0.001 : 0.5));
+  assertAlmostEquals(holmAdjust(many)[0], 0.038, 1e-12);
+});
+
+Deno.test("adjustedVerdict keeps the direction only where the adjusted p is small", () => {
+  const above = { n: 3, mean: 1.3, halfWidth: 1, lo: 0.3, hi: 2.3 };
+  assertEquals(adjustedVerdict(above, 1, 0.01), "holds");
+  assertEquals(adjustedVerdict(above, -1, 0.01), "opposite");
+  assertEquals(adjustedVerdict(above, 1, 0.2), "not detected");
 });
