@@ -386,14 +386,14 @@ const EXPECT: Record<string, { plots?: number; images?: number; tables?: number 
   "00_quickstart": { plots: 1, images: 1, tables: 1 },
   "01_vit_anatomy": { plots: 4, images: 2, tables: 1 },
   "02_pretrain": { plots: 2, tables: 2 },
-  "03_evaluate": { tables: 2 },
+  "03_evaluate": { plots: 1, tables: 2 },
   // stability: lr, verdicts, curves, gradients; patch-projection: gradients (no kNN monitor).
   "04_stability": { plots: 5, tables: 2 },
   "05_positional_embedding": { plots: 1, tables: 1 },
   "06_patch_size": { plots: 1, tables: 1 },
   "07_scaling": { plots: 1, tables: 1 },
   "08_frameworks": { plots: 1, tables: 1 },
-  "09_attention": { plots: 1, images: 1 },
+  "09_attention": { plots: 2, images: 1 },
 };
 
 const status = await jupyterStatus();
