@@ -88,8 +88,8 @@ Deno.test("display modules load neither the training loop nor the methods", asyn
     assertEquals(graph.filter((m) => pretrain(m) || methods(m)), [], `${file}.ts`);
   }
   // The budget names and the figure specs (also umap.ts, through figures.ts) read
-  // lib/experiments/suites.ts, whose config fields
-  // (lib/train/config.ts) name the methods' registry; still no training loop.
+  // lib/experiments/suites.ts, whose config fields (lib/train/config.ts) name the methods'
+  // registry; still no training loop.
   for (const file of ["budget", "figures", "umap"]) {
     assertEquals((await runtimeGraph(`${viz}${file}.ts`)).filter(pretrain), [], `${file}.ts`);
   }
