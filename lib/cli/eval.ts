@@ -16,7 +16,7 @@ import { evaluate, type Protocol, PROTOCOLS } from "../eval/run.ts";
 import { type Readout, READOUTS } from "../eval/features.ts";
 import { BACKEND_FLAG, type FlagSpec, helpText, parseFlags, UsageError } from "./args.ts";
 import { runMain } from "./main.ts";
-import { UMAP_DEFAULTS } from "../viz/umap.ts";
+import { checkUmapPoints, UMAP_DEFAULTS } from "../viz/umap.ts";
 
 const SPECS: FlagSpec[] = [
   { key: "checkpoint", flag: "checkpoint", kind: "string", help: "backbone or run checkpoint" },
@@ -116,6 +116,7 @@ export async function main(args: string[]): Promise<number> {
   }
   if (v.umap && !v.checkpoint) throw new UsageError("--umap needs --checkpoint PATH");
   if (v.umapPoints !== undefined && !v.umap) throw new UsageError("--umap-points needs --umap");
+  if (v.umapPoints !== undefined) checkUmapPoints(v.umapPoints as number); // before loading data
   // --umap alone draws only the maps; --protocol adds protocols to them.
   const names = v.protocol === undefined && v.umap
     ? []
