@@ -112,6 +112,9 @@ export function umapEmbedding(
   if (o.metric !== "cosine" && o.metric !== "euclidean") {
     throw new ConfigError(`UMAP metric must be cosine or euclidean, got "${o.metric}"`);
   }
+  if (!(Number.isInteger(o.nEpochs) && o.nEpochs >= 1)) {
+    throw new ConfigError(`UMAP epochs must be a whole number >= 1, got ${o.nEpochs}`);
+  }
   const rows = Array.from({ length: n }, (_, i) => {
     const row = Array.from(features.subarray(i * dim, (i + 1) * dim));
     if (o.metric === "euclidean") return row;

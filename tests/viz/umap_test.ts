@@ -111,6 +111,7 @@ Deno.test("umapEmbedding: no more points than neighbours is one line", () => {
   assertEquals(e.message.split("\n").length, 1);
   checkUmapPoints(16, 15); // one more is enough
   assertThrows(() => checkUmapPoints(100, 1), ConfigError, ">= 2");
+  assertThrows(() => umapEmbedding(blobs(3, 10, 4, 0), { nEpochs: 0 }), ConfigError, "epochs");
 });
 
 Deno.test("umapSpec: every point once, in its class's colour, the count in the title", () => {
