@@ -4,6 +4,7 @@
  * ```sh
  * deno task eval --checkpoint data/runs/x/checkpoint.safetensors --protocol knn
  * deno task eval --checkpoint RUN/backbone.safetensors --protocol all --baselines
+ * deno task eval --checkpoint RUN/backbone.safetensors --umap   # UMAP maps next to it
  * deno task eval --summary          # print data/results/eval.csv
  * ```
  * @module
@@ -15,6 +16,7 @@ import { evaluate, type Protocol, PROTOCOLS } from "../eval/run.ts";
 import { type Readout, READOUTS } from "../eval/features.ts";
 import { BACKEND_FLAG, type FlagSpec, helpText, parseFlags, UsageError } from "./args.ts";
 import { runMain } from "./main.ts";
+import { checkUmapPoints, UMAP_DEFAULTS } from "../viz/umap.ts";
 
 const SPECS: FlagSpec[] = [
   { key: "checkpoint", flag: "checkpoint", kind: "string", help: "backbone or run checkpoint" },
@@ -76,6 +78,20 @@ const SPECS: FlagSpec[] = [
     min: 0,
     help: "fine-tune on the first N train images (0: all)",
   },
+  {
+    key: "umap",
+    flag: "umap",
+    kind: "bool",
+    help: "UMAP maps of the checkpoint vs its random init, written next to it " +
+      "(alone unless --protocol is given)",
+  },
+  {
+    key: "umapPoints",
+    flag: "umap-points",
+    kind: "int",
+    min: 1,
+    help: `test images in the maps, a stratified sample (${UMAP_DEFAULTS.points})`,
+  },
   BACKEND_FLAG,
   { key: "results", flag: "results", kind: "string", help: `results CSV (${RESULTS_FILE})` },
   { key: "summary", flag: "summary", kind: "bool", help: "print the results table and exit" },
@@ -98,7 +114,13 @@ export async function main(args: string[]): Promise<number> {
   if (!v.checkpoint && !v.baselines) {
     throw new UsageError("give --checkpoint PATH (and/or --baselines), or --summary");
   }
-  const names = String(v.protocol ?? "knn").split(",").map((s) => s.trim());
+  if (v.umap && !v.checkpoint) throw new UsageError("--umap needs --checkpoint PATH");
+  if (v.umapPoints !== undefined && !v.umap) throw new UsageError("--umap-points needs --umap");
+  if (v.umapPoints !== undefined) checkUmapPoints(v.umapPoints as number); // before loading data
+  // --umap alone draws only the maps; --protocol adds protocols to them.
+  const names = v.protocol === undefined && v.umap
+    ? []
+    : String(v.protocol ?? "knn").split(",").map((s) => s.trim());
   const protocols = (names.includes("all") ? [...PROTOCOLS] : names) as Protocol[];
   const dataset = (v.dataset as string) ?? "fmnist";
   const k = v.k ? String(v.k).split(",").map(Number) : undefined;
@@ -125,8 +147,9 @@ export async function main(args: string[]): Promise<number> {
     finetuneTrainSize: v.finetuneTrainSize as number | undefined,
     resultsFile,
     backend: info.name,
+    umap: v.umap ? { points: v.umapPoints as number | undefined } : undefined,
   });
-  console.log(`results appended to ${resultsFile}`);
+  if (protocols.length) console.log(`results appended to ${resultsFile}`);
   return 0;
 }
 

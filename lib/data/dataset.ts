@@ -142,3 +142,60 @@ export function fixedSubset(ds: Dataset, n: number): Dataset {
   const { images, labels } = getBatch(ds, idx);
   return { ...ds, length: n, images, labels };
 }
+
+/**
+ * Indices of a stratified random sample of `n` rows: each class gets its share of `n` in
+ * proportion to its count (largest remainders round, so the shares sum to `n`), drawn by a seeded
+ * shuffle within the class; returned in ascending order. `n >= labels.length` gives every row.
+ *
+ * @example
+ * ```ts
+ * stratifiedIndices(new Int32Array([0, 0, 1, 1, 1, 1]), 3, 0); // one row of class 0, two of class 1
+ * ```
+ */
+export function stratifiedIndices(labels: ArrayLike<number>, n: number, seed = 0): Int32Array {
+  const total = labels.length;
+  if (n >= total) return Int32Array.from({ length: total }, (_, i) => i);
+  if (!(Number.isInteger(n) && n >= 0)) {
+    throw new RangeError(`stratifiedIndices: n must be a whole number >= 0, got ${n}`);
+  }
+  const byClass = new Map<number, number[]>();
+  for (let i = 0; i < total; i++) {
+    const rows = byClass.get(labels[i]) ?? [];
+    rows.push(i);
+    byClass.set(labels[i], rows);
+  }
+  const classes = [...byClass.keys()].sort((a, b) => a - b);
+  const quota = classes.map((c) => (n * byClass.get(c)!.length) / total);
+  const take = quota.map(Math.floor);
+  const order = classes.map((_, j) => j).sort((a, b) =>
+    (quota[b] - take[b]) - (quota[a] - take[a]) || a - b
+  );
+  for (let r = n - take.reduce((s, t) => s + t, 0), j = 0; r > 0; r--, j++) take[order[j]]++;
+  const rng = createRng(seed);
+  const out: number[] = [];
+  classes.forEach((c, j) => {
+    const rows = byClass.get(c)!;
+    const p = permutation(rows.length, rng);
+    for (let t = 0; t < take[j]; t++) out.push(rows[p[t]]);
+  });
+  return Int32Array.from(out.sort((a, b) => a - b));
+}
+
+/**
+ * A stratified random subset of `n` images (see {@link stratifiedIndices}), in their split's
+ * order; `n >= length` gives the whole split.
+ *
+ * @example
+ * ```ts
+ * const sample = stratifiedSubset(test, 5_000, 0); // 500 of each Fashion-MNIST class
+ * ```
+ */
+export function stratifiedSubset(ds: Dataset, n: number, seed = 0): Dataset {
+  if (n >= ds.length) return ds;
+  const { images, labels } = getBatch(
+    ds,
+    stratifiedIndices(ds.labels.subarray(0, ds.length), n, seed),
+  );
+  return { ...ds, length: labels.length, images, labels };
+}

@@ -12,6 +12,7 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs-core";
+import { ConfigError } from "../core/errors.ts";
 import { loadBackbone } from "../train/checkpoint.ts";
 import { type Dataset, type DatasetName, loadDataset } from "../data/mod.ts";
 import {
@@ -27,6 +28,12 @@ import { defaultWarmupEpochs, finetune } from "./finetune.ts";
 import { KNN_TEMPERATURE, knnClassify } from "./knn.ts";
 import { linearProbe } from "./linear.ts";
 import { appendResult, type EvalRow, RESULTS_FILE } from "./results.ts";
+import {
+  checkUmapPoints,
+  type FeatureMapOptions,
+  UMAP_DEFAULTS,
+  writeCheckpointMaps,
+} from "../viz/umap.ts";
 
 /** The protocols {@link evaluate} runs. */
 export const PROTOCOLS = ["knn", "linear", "finetune"] as const;
@@ -67,6 +74,12 @@ export interface EvaluateOptions {
   resultsFile?: string;
   /** Backend name recorded in the table. */
   backend?: string;
+  /**
+   * Also draw UMAP maps of the checkpoint's test features beside its random initialisation
+   * (`writeCheckpointMaps`: a stratified sample, default 5,000 images, with `readout`), written
+   * next to the checkpoint; `true` for the defaults. Needs `checkpoint`.
+   */
+  umap?: boolean | FeatureMapOptions;
   print?: (line: string) => void;
 }
 
@@ -85,6 +98,14 @@ export async function evaluate(opts: EvaluateOptions): Promise<EvalRow[]> {
   );
   const stats = datasetStats(train);
   const readout = opts.readout ?? "pooled";
+  const umap = opts.umap ? { readout, ...(opts.umap === true ? {} : opts.umap), stats } : undefined;
+  if (umap) {
+    if (!opts.checkpoint) {
+      throw new ConfigError("the UMAP maps need a checkpoint: give --checkpoint");
+    }
+    const points = Math.min(umap.points ?? UMAP_DEFAULTS.points, test.length);
+    checkUmapPoints(points, umap.nNeighbors); // before any protocol runs
+  }
   const rows: EvalRow[] = [];
   const record = async (row: Omit<EvalRow, "dataset" | "backend">) => {
     const full = { ...row, dataset, backend };
@@ -190,6 +211,11 @@ export async function evaluate(opts: EvaluateOptions): Promise<EvalRow[]> {
     const runId = opts.runId ?? runIdOf(opts.checkpoint);
     try {
       await runBackbone(runId, opts.checkpoint, model, await checkpointCacheKey(opts.checkpoint));
+      if (umap) {
+        const m = await writeCheckpointMaps(model, opts.checkpoint, test, umap);
+        print(`UMAP maps (${m.points} points each, ${m.seconds.toFixed(1)} s): ${m.html}`);
+        print(m.png ? `UMAP maps: ${m.png}` : `UMAP maps: ${m.warning} (the HTML is written)`);
+      }
     } finally {
       disposeViT(model);
     }

@@ -114,7 +114,7 @@ export const NOTEBOOKS: NotebookInfo[] = [
   {
     name: "03_evaluate",
     shows: "kNN, linear probe and fine-tuning of the checkpoint of 02 against raw pixels and " +
-      "random init",
+      "random init; UMAP maps of its test features against random init",
     paper: "Sec. 5-6 (linear probing, end-to-end fine-tuning)",
     committedExecuted: false,
     work: {
@@ -182,7 +182,8 @@ export const NOTEBOOKS: NotebookInfo[] = [
   },
   {
     name: "09_attention",
-    shows: "attention maps of the class token over the image, pretrained vs random model",
+    shows: "attention maps of the class token over the image, pretrained vs random model; " +
+      "UMAP maps of their test features",
     paper: "the ViT backbone (Sec. 5); no figure of the paper",
     committedExecuted: false,
     work: {

@@ -6,6 +6,7 @@
  * - `display.ts`: MIME bundles, Markdown, HTML, plotly figures (`showPlot`, through `render.ts`);
  * - `tables.ts`, `images.ts`, `progress.ts`: tables, image grids, live progress;
  * - `charts.ts`, `inspect.ts`: small plotly specs; ViT parameter counts and attention maps;
+ * - `umap.ts`: UMAP maps of backbone features coloured by class (`featureMaps`, `umapSpec`);
  * - `runs.ts`: where notebook runs live and reading them back;
  * - `training.ts`: notebook 02's run and the experiment suites (the only part that trains);
  * - from `figures.ts`: the suites' compact curves and their table beside the paper;
@@ -30,6 +31,7 @@ export * from "./images.ts";
 export * from "./progress.ts";
 export * from "./charts.ts";
 export * from "./inspect.ts";
+export * from "./umap.ts";
 export * from "./runs.ts";
 export * from "./training.ts";
 export { dipCurvesSpec, gradientSpec, hasMonitor, paperComparison } from "./figures.ts";
