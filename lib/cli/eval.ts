@@ -34,9 +34,8 @@ const SPECS: FlagSpec[] = [
     help: "evaluation protocol(s), comma-separated, or all",
   },
   { key: "dataset", flag: "dataset", kind: "string", choices: DATASETS, help: "dataset" },
-  { key: "dataRoot", flag: "data-root", kind: "string", help: "cifar10/imagefolder directory" },
-  // The same flags as pretraining's: convert the dataset as the run did.
-  ...FIELDS.filter((f) => f.key === "imageSize" || f.key === "channels"),
+  // The same flags as pretraining's: read and convert the dataset as the run did.
+  ...FIELDS.filter((f) => ["dataRoot", "imageSize", "channels"].includes(f.key)),
   { key: "prefix", flag: "prefix", kind: "string", help: "name prefix to strip" },
   { key: "baselines", flag: "baselines", kind: "bool", help: "raw pixels and random init too" },
   {
