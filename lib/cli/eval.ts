@@ -5,6 +5,7 @@
  * deno task eval --checkpoint data/runs/x/checkpoint.safetensors --protocol knn
  * deno task eval --checkpoint RUN/backbone.safetensors --protocol all --baselines
  * deno task eval --checkpoint RUN/backbone.safetensors --umap   # UMAP maps next to it
+ * deno task eval --checkpoint RUN --image-size 32 --channels 1   # a run's backbone, data converted
  * deno task eval --summary          # print data/results/eval.csv
  * ```
  * @module
@@ -17,9 +18,15 @@ import { type Readout, READOUTS } from "../eval/features.ts";
 import { BACKEND_FLAG, type FlagSpec, helpText, parseFlags, UsageError } from "./args.ts";
 import { runMain } from "./main.ts";
 import { checkUmapPoints, UMAP_DEFAULTS } from "../viz/umap.ts";
+import { FIELDS } from "../train/config.ts";
 
 const SPECS: FlagSpec[] = [
-  { key: "checkpoint", flag: "checkpoint", kind: "string", help: "backbone or run checkpoint" },
+  {
+    key: "checkpoint",
+    flag: "checkpoint",
+    kind: "string",
+    help: "backbone or run checkpoint, or a run directory (its backbone.safetensors)",
+  },
   {
     key: "protocol",
     flag: "protocol",
@@ -29,7 +36,8 @@ const SPECS: FlagSpec[] = [
     help: "evaluation protocol(s), comma-separated, or all",
   },
   { key: "dataset", flag: "dataset", kind: "string", choices: DATASETS, help: "dataset" },
-  { key: "dataRoot", flag: "data-root", kind: "string", help: "cifar10/imagefolder directory" },
+  // The same flags as pretraining's: read and convert the dataset as the run did.
+  ...FIELDS.filter((f) => ["dataRoot", "imageSize", "channels"].includes(f.key)),
   { key: "prefix", flag: "prefix", kind: "string", help: "name prefix to strip" },
   { key: "baselines", flag: "baselines", kind: "bool", help: "raw pixels and random init too" },
   {
@@ -136,6 +144,8 @@ export async function main(args: string[]): Promise<number> {
     protocols,
     dataset: dataset as DatasetName,
     dataRoot: v.dataRoot as string | undefined,
+    imageSize: v.imageSize as number | undefined,
+    channels: v.channels as 1 | 3 | undefined,
     baselines: Boolean(v.baselines),
     k,
     readout: readout as Readout,

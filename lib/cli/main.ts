@@ -1,6 +1,7 @@
 /**
  * Runs a task's `main` and turns the project's errors into one readable line and an exit
- * code: 2 for bad input (flags, config, data, checkpoints, backends, a run directory in use), 1
+ * code: 2 for bad input (flags, config, data, checkpoints, backends, a run directory in use or
+ * one that cannot be written: read-only, no permission, a file in the way), 1
  * for a diverged run or a full disk (one line each), or anything unexpected (with its stack).
  *
  * @example
@@ -21,6 +22,7 @@ const USER_ERRORS = new Set([
   "SafetensorsError",
   "ResultsError",
   "RunLockedError",
+  "FileSystemError",
 ]);
 
 /** Calls `main(Deno.args)` and exits with its code, printing errors as `error: ...`. */

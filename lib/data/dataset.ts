@@ -28,6 +28,12 @@ export interface Dataset {
   name: string;
   /** Which split this is. */
   split: Split;
+  /**
+   * How the split was made, where the dataset has no fixed split files: ImageFolder's `folders`
+   * (`train/`, `test/`), `held-out 20% per class (seed 0)` (an unsplit tree) or `none` (every
+   * image). Absent for datasets with their own split files (Fashion-MNIST, CIFAR-10) and synthetic.
+   */
+  splitRule?: string;
   /** Number of images. */
   length: number;
   /** Image height in pixels. */

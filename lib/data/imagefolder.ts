@@ -3,7 +3,13 @@
  * ImageFolder layout), decoded with `pngjs` and `jpeg-js`.
  *
  * - Splits: when `root` has a `train/` or `test/` folder, the split's folder is read
- *   (`root/train/<class>/...`); otherwise the whole tree is returned as whichever split is asked.
+ *   (`root/train/<class>/...`; `splitRule: "folders"`). Otherwise a split is held out of the tree,
+ *   so that no evaluation ever scores the images it trained on: {@link HELD_OUT_FRACTION} (20%)
+ *   of each class is the test split and the rest the train split (`splitRule: "held-out 20% per
+ *   class (seed 0)"`), see {@link heldOutCount} and {@link heldOutRank}. The split seed is
+ *   {@link HELD_OUT_SEED}, fixed and not the run's seed, so that every run (and every evaluation
+ *   of it) of one tree uses the same test images. Without `split`, an unsplit tree gives every
+ *   image (`splitRule: "none"`).
  * - Classes: sorted subdirectory names (code-unit order). With split folders, the union of both
  *   splits' class folders, so a label means the same class in train and test.
  * - Images: the files directly inside each class folder whose name ends in .png, .jpg or .jpeg
@@ -24,7 +30,7 @@
 import { PNG } from "pngjs";
 import jpeg from "jpeg-js";
 import { Buffer } from "node:buffer";
-import { join } from "node:path";
+import { basename, join } from "node:path";
 import { DataError, type Dataset, type Split } from "./dataset.ts";
 import { convertChannels, resizeBilinear } from "./image.ts";
 
@@ -36,8 +42,86 @@ export interface ImageFolderOptions {
   imageSize?: number;
   /** 1 (gray) or 3 (RGB); default 3. */
   channels?: 1 | 3;
-  /** Which split (default `train`); used only when `root` has `train/` or `test/`. */
+  /**
+   * Which split: the `train/` or `test/` folder, or the part of an unsplit tree held in or out
+   * ({@link HELD_OUT_FRACTION}). Default: `train/` with split folders, every image without.
+   */
   split?: Split;
+}
+
+/** The share of each class an unsplit tree holds out as its test split. */
+export const HELD_OUT_FRACTION = 0.2;
+/** The seed of that held-out split: fixed, so every run of a tree tests on the same images. */
+export const HELD_OUT_SEED = 0;
+/** The `splitRule` of a held-out split. */
+export const HELD_OUT_RULE = `held-out ${
+  100 * HELD_OUT_FRACTION
+}% per class (seed ${HELD_OUT_SEED})`;
+
+/**
+ * How many of a class's `n` images the held-out test split takes: {@link HELD_OUT_FRACTION} of
+ * them, rounded, but at least one when the class has two or more, and never all of them.
+ *
+ * @example
+ * ```ts
+ * [1, 2, 3, 10, 13].map(heldOutCount); // [0, 1, 1, 2, 3]
+ * ```
+ */
+export function heldOutCount(n: number): number {
+  if (n < 2) return 0;
+  return Math.min(n - 1, Math.max(1, Math.round(n * HELD_OUT_FRACTION)));
+}
+
+/**
+ * The rank that orders a class's images for the held-out split (the lowest ranks are the test
+ * images): a 32-bit hash of the seed and `class/file name`. It depends on the names only, so the
+ * split is the same whatever the listing order, and adding an image moves at most the one image
+ * at the boundary of its class.
+ *
+ * @example
+ * ```ts
+ * heldOutRank(0, "cat", "001.png"); // an integer in [0, 2^32)
+ * ```
+ */
+export function heldOutRank(seed: number, className: string, fileName: string): number {
+  // FNV-1a over the UTF-16 code units, then murmur3's finaliser with the seed mixed in.
+  let h = 0x811c9dc5;
+  const text = `${className}/${fileName}`;
+  for (let i = 0; i < text.length; i++) h = Math.imul(h ^ text.charCodeAt(i), 0x01000193);
+  h = (h ^ Math.imul(seed + 1, 0x9e3779b1)) >>> 0;
+  h = Math.imul(h ^ (h >>> 16), 0x85ebca6b);
+  h = Math.imul(h ^ (h >>> 13), 0xc2b2ae35);
+  return (h ^ (h >>> 16)) >>> 0;
+}
+
+/**
+ * One line saying which split an evaluation uses, for an ImageFolder (`splitRule` set); `""` for
+ * datasets with their own split files.
+ *
+ * @example
+ * ```ts
+ * splitLine(train, test, "data/pets");
+ * // "data: imagefolder data/pets has no train/ and test/ folders: the test split is held-out
+ * //  20% per class (seed 0), never trained on: 80 train / 20 test images"
+ * ```
+ */
+export function splitLine(train: Dataset, test: Dataset, root?: string): string {
+  if (!train.splitRule) return "";
+  const how = train.splitRule === HELD_OUT_RULE
+    ? ` has no train/ and test/ folders: the test split is ${train.splitRule}, never trained on`
+    : train.splitRule === "folders"
+    ? ", split by its train/ and test/ folders"
+    : `, split: ${train.splitRule}`;
+  return `data: ${train.name} ${root ?? ""}${how}: ${train.length} train / ${test.length} test ` +
+    "images";
+}
+
+/** The files of one class that a held-out split keeps: the test part, or the rest. */
+function heldOutPart(className: string, files: string[], split: Split): string[] {
+  const ranked = files.map((f) => ({ f, r: heldOutRank(HELD_OUT_SEED, className, basename(f)) }))
+    .sort((a, b) => a.r - b.r || byCodeUnit(a.f, b.f));
+  const test = new Set(ranked.slice(0, heldOutCount(files.length)).map((x) => x.f));
+  return files.filter((f) => test.has(f) === (split === "test"));
 }
 
 const IMAGE_EXT = /\.(png|jpe?g)$/i;
@@ -160,6 +244,13 @@ export function decodeImage(
   bytes: Uint8Array,
   file: string,
 ): { width: number; height: number; rgba: Uint8Array } {
+  if (bytes.length === 0) {
+    throw new DataError(
+      `${file} is an empty file (0 bytes), not an image: replace or remove it (an interrupted ` +
+        "copy or download leaves such files)",
+      file,
+    );
+  }
   const isPng = bytes.length >= 8 && bytes[0] === 0x89 && bytes[1] === 0x50 &&
     bytes[2] === 0x4e && bytes[3] === 0x47;
   const isJpeg = bytes.length >= 3 && bytes[0] === 0xff && bytes[1] === 0xd8;
@@ -209,6 +300,7 @@ export function decodeImage(
 export async function loadImageFolder(opts: ImageFolderOptions): Promise<Dataset> {
   const { root, imageSize } = opts;
   const split = opts.split ?? "train";
+  let splitRule = "folders";
   const channels = opts.channels ?? 3;
   if (channels !== 1 && channels !== 3) {
     throw new DataError(`imagefolder: channels must be 1 or 3, got ${channels}`);
@@ -244,6 +336,7 @@ export async function loadImageFolder(opts: ImageFolderOptions): Promise<Dataset
     classes = [...names].sort(byCodeUnit);
   } else {
     classes = await subdirs(root);
+    splitRule = opts.split ? HELD_OUT_RULE : "none";
   }
   if (classes.length === 0) {
     throw new DataError(
@@ -251,21 +344,37 @@ export async function loadImageFolder(opts: ImageFolderOptions): Promise<Dataset
       dir,
     );
   }
+  const perClass: string[][] = [];
+  for (let c = 0; c < classes.length; c++) {
+    const classDir = join(dir, classes[c]);
+    // A class present only in the other split has no folder here.
+    perClass.push((await isDir(classDir)) ? await imageFiles(classDir) : []);
+  }
+  if (perClass.every((f) => f.length === 0)) {
+    throw new DataError(
+      `image folder ${dir} has no .png/.jpg/.jpeg images in its class folders ` +
+        `(${classes.join(", ")}): expected ${dir}/<class>/<image>.png|jpg`,
+      dir,
+    );
+  }
   const files: string[] = [];
   const fileLabels: number[] = [];
   for (let c = 0; c < classes.length; c++) {
-    const classDir = join(dir, classes[c]);
-    if (!(await isDir(classDir))) continue; // a class present only in the other split
-    for (const f of await imageFiles(classDir)) {
+    const part = splitRule === HELD_OUT_RULE
+      ? heldOutPart(classes[c], perClass[c], split)
+      : perClass[c];
+    for (const f of part) {
       files.push(f);
       fileLabels.push(c);
     }
   }
   if (files.length === 0) {
     throw new DataError(
-      `image folder ${dir} has no .png/.jpg/.jpeg images in its class folders ` +
-        `(${classes.join(", ")}): expected ${dir}/<class>/<image>.png|jpg`,
-      dir,
+      `image folder ${root} has no train/ and test/ folders and too few images to hold out a ` +
+        `test split (every class has one image; a class gives its test split ` +
+        `${100 * HELD_OUT_FRACTION}% of its images, at least one when it has two or more): add ` +
+        `images, or split them into ${root}/train/<class>/ and ${root}/test/<class>/`,
+      root,
     );
   }
 
@@ -306,6 +415,7 @@ export async function loadImageFolder(opts: ImageFolderOptions): Promise<Dataset
   return {
     name: "imagefolder",
     split,
+    splitRule,
     length: files.length,
     height,
     width,

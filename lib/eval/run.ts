@@ -12,9 +12,11 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs-core";
+import { CheckpointError, loadBackbone } from "../train/checkpoint.ts";
+import { RUN_FILES } from "../train/rundir.ts";
+import { pathExists } from "../io/exists.ts";
 import { ConfigError } from "../core/errors.ts";
-import { loadBackbone } from "../train/checkpoint.ts";
-import { type Dataset, type DatasetName, loadDataset } from "../data/mod.ts";
+import { type Dataset, type DatasetName, loadDataset, splitLine } from "../data/mod.ts";
 import {
   checkpointCacheKey,
   datasetStats,
@@ -42,13 +44,20 @@ export type Protocol = typeof PROTOCOLS[number];
 
 /** Options of {@link evaluate}. */
 export interface EvaluateOptions {
-  /** A backbone or training checkpoint (safetensors); absent: only baselines. */
+  /**
+   * A backbone or training checkpoint (safetensors), or a run directory (its
+   * `backbone.safetensors`, see {@link checkpointFile}); absent: only baselines.
+   */
   checkpoint?: string;
   /** Name prefix to strip (e.g. `module.base_encoder.`); auto-detected by default. */
   prefix?: string;
   protocols?: Protocol[];
   dataset?: DatasetName;
   dataRoot?: string;
+  /** Resize the dataset's images to this square size (default: their own size). */
+  imageSize?: number;
+  /** Convert the dataset's images to 1 or 3 channels (default: their own). */
+  channels?: 1 | 3;
   /** Run id recorded in the table (default: the checkpoint's directory name). */
   runId?: string;
   /** Also evaluate raw pixels and the same backbone at random init. */
@@ -91,11 +100,22 @@ export async function evaluate(opts: EvaluateOptions): Promise<EvalRow[]> {
   const resultsFile = opts.resultsFile ?? RESULTS_FILE;
   const cacheDir = opts.cacheDir ?? "data/cache/features";
   const backend = opts.backend ?? tf.getBackend();
-  const [train, test] = await Promise.all(
-    (["train", "test"] as const).map((split) =>
-      loadDataset({ name: dataset, split, root: opts.dataRoot })
-    ),
-  );
+  const checkpoint = opts.checkpoint && await checkpointFile(opts.checkpoint, print);
+  // One split after the other, so that the train split's errors come first.
+  const load = (split: "train" | "test") =>
+    loadDataset({
+      name: dataset,
+      split,
+      root: opts.dataRoot,
+      imageSize: opts.imageSize,
+      channels: opts.channels,
+    });
+  const train = await load("train");
+  const test = await load("test");
+  const line = splitLine(train, test, opts.dataRoot);
+  if (line) print(line);
+  // An ImageFolder's rows say which split they were measured on.
+  const splitParam = train.splitRule ? { split: train.splitRule } : {};
   const stats = datasetStats(train);
   const readout = opts.readout ?? "pooled";
   const umap = opts.umap ? { readout, ...(opts.umap === true ? {} : opts.umap), stats } : undefined;
@@ -108,7 +128,8 @@ export async function evaluate(opts: EvaluateOptions): Promise<EvalRow[]> {
   }
   const rows: EvalRow[] = [];
   const record = async (row: Omit<EvalRow, "dataset" | "backend">) => {
-    const full = { ...row, dataset, backend };
+    const params = typeof row.params === "string" ? row.params : { ...row.params, ...splitParam };
+    const full = { ...row, params, dataset, backend };
     await appendResult(full, resultsFile);
     rows.push(full);
     print(
@@ -205,14 +226,15 @@ export async function evaluate(opts: EvaluateOptions): Promise<EvalRow[]> {
   };
 
   let config: ViT["config"] | undefined;
-  if (opts.checkpoint) {
-    const model = await loadBackbone(opts.checkpoint, { prefix: opts.prefix });
+  if (checkpoint) {
+    const model = await loadBackbone(checkpoint, { prefix: opts.prefix });
     config = model.config;
-    const runId = opts.runId ?? runIdOf(opts.checkpoint);
+    const runId = opts.runId ?? runIdOf(checkpoint);
     try {
-      await runBackbone(runId, opts.checkpoint, model, await checkpointCacheKey(opts.checkpoint));
+      checkInputSize(model.config, train, checkpoint);
+      await runBackbone(runId, checkpoint, model, await checkpointCacheKey(checkpoint));
       if (umap) {
-        const m = await writeCheckpointMaps(model, opts.checkpoint, test, umap);
+        const m = await writeCheckpointMaps(model, checkpoint, test, umap);
         print(`UMAP maps (${m.points} points each, ${m.seconds.toFixed(1)} s): ${m.html}`);
         print(m.png ? `UMAP maps: ${m.png}` : `UMAP maps: ${m.warning} (the HTML is written)`);
       }
@@ -235,6 +257,53 @@ export async function evaluate(opts: EvaluateOptions): Promise<EvalRow[]> {
     }
   }
   return rows;
+}
+
+/**
+ * The safetensors file to evaluate for `path`: the path itself, or for a run directory its
+ * `backbone.safetensors` (else its `checkpoint.safetensors`), which `print` names. A directory
+ * that holds neither is a {@link CheckpointError} that says what to give.
+ *
+ * @example
+ * ```ts
+ * await checkpointFile("data/runs/demo"); // "data/runs/demo/backbone.safetensors"
+ * ```
+ */
+export async function checkpointFile(
+  path: string,
+  print: (line: string) => void = () => {},
+): Promise<string> {
+  const isDir = await Deno.stat(path).then((s) => s.isDirectory, () => false);
+  if (!isDir) return path;
+  for (const name of [RUN_FILES.backbone, RUN_FILES.checkpoint]) {
+    const file = `${path.replace(/\/+$/, "")}/${name}`;
+    if (await pathExists(file)) {
+      print(`checkpoint: ${file}`);
+      return file;
+    }
+  }
+  throw new CheckpointError(
+    `--checkpoint ${path} is a directory without ${RUN_FILES.backbone} or ` +
+      `${RUN_FILES.checkpoint}: give a run directory that has them, or a .safetensors file`,
+  );
+}
+
+/**
+ * Refuses a dataset whose images do not fit the backbone, saying which flags convert them (the
+ * model would otherwise fail deep in its forward pass).
+ */
+function checkInputSize(cfg: ViT["config"], ds: Dataset, checkpoint: string): void {
+  const s = cfg.imageSize, c = cfg.channels;
+  if (ds.height === s && ds.width === s && ds.channels === c) return;
+  const flags = [
+    ds.height !== s || ds.width !== s ? `--image-size ${s}` : "",
+    ds.channels !== c ? `--channels ${c}` : "",
+  ].filter(Boolean).join(" ");
+  throw new ConfigError(
+    `${checkpoint} takes ${s}x${s}x${c} images but ${ds.name} has ${ds.height}x${ds.width}x` +
+      `${ds.channels}: give the --dataset it was pretrained on (its run's config.json names it, ` +
+      `with any --image-size and --channels), or convert these images with ${flags}`,
+  );
 }
 
 function imageSize(ds: Dataset): number {

@@ -217,7 +217,10 @@ export async function runSuite(
     } else {
       let lock: RunLock;
       try {
-        lock = await lockRunDir(dir);
+        lock = await lockRunDir(dir, {
+          dirFlag: "--runs-dir",
+          lockedHint: "; to train one suite's runs side by side, give one command --jobs N",
+        });
       } catch (e) {
         if (!(opts.worker && e instanceof RunLockedError)) throw e;
         continue; // another process of this suite trains it

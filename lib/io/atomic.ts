@@ -4,7 +4,9 @@
  * through {@link writeFileAtomic}. Readers see either the old file or the complete new one, never
  * half of it, and two writers of the same path (two processes building one cache) both succeed.
  *
- * A full disk becomes a {@link DiskFullError} that names the file and the free space left.
+ * A full disk becomes a {@link DiskFullError} that names the file, the free space left and the
+ * size of the write; a read-only disk, missing permission or a file in the way of a directory
+ * becomes a one-line `FileSystemError` (lib/io/fs_errors.ts).
  *
  * @example
  * ```ts
@@ -13,6 +15,7 @@
  * ```
  * @module
  */
+import { FileSystemError, fileSystemErrorOr } from "./fs_errors.ts";
 
 /** Options for {@link writeFileAtomic}. */
 export interface AtomicWriteOptions {
@@ -24,25 +27,46 @@ export interface AtomicWriteOptions {
 }
 
 /**
- * The disk filled up while writing `path`. The message names the file and the space left, then
- * what to do (`advice`); the file that was there before is unchanged.
+ * The disk filled up while writing `path`. The message names the file, the space left and the
+ * size of the write, then what to do (`advice`); the file that was there before is unchanged.
  */
 export class DiskFullError extends Error {
   override name = "DiskFullError";
   /** The file that could not be written. */
   path: string;
-  /** What happened, without the advice: "the disk is full: could not write ... (... free)". */
+  /**
+   * What happened, without the advice: "the disk is full: could not write ... (... free; ... to
+   * write)".
+   */
   detail: string;
+  /** The size of the write that failed, in bytes, when known. */
+  bytes?: number;
   constructor(
     detail: string,
     path: string,
     advice = "free some space (or write to another disk) and try again",
-    options?: ErrorOptions,
+    options?: ErrorOptions & { bytes?: number },
   ) {
     super(`${detail}; ${advice}`, options);
     this.path = path;
     this.detail = detail;
+    this.bytes = options?.bytes;
   }
+}
+
+/**
+ * A size in bytes as text, in binary units: "812 B", "1.5 KiB", "440.0 MiB".
+ *
+ * @example
+ * ```ts
+ * formatBytes(3 * 2 ** 20); // "3.0 MiB"
+ * ```
+ */
+export function formatBytes(bytes: number): string {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let v = bytes, u = 0;
+  while (v >= 1024 && u < units.length - 1) [v, u] = [v / 1024, u + 1];
+  return `${u === 0 ? v : v.toFixed(1)} ${units[u]}`;
 }
 
 /**
@@ -78,30 +102,34 @@ export async function freeSpaceText(dir: string): Promise<string> {
     const fields = new TextDecoder().decode(out.stdout).trim().split("\n").at(-1)!.split(/\s+/);
     const kib = Number(fields[3]);
     if (!out.success || !Number.isFinite(kib)) return "free space unknown";
-    const units = ["KiB", "MiB", "GiB", "TiB"];
-    let v = kib, u = 0;
-    while (v >= 1024 && u < units.length - 1) [v, u] = [v / 1024, u + 1];
-    return `${u === 0 ? v : v.toFixed(1)} ${units[u]} free`;
+    return `${kib < 1024 ? `${kib} KiB` : formatBytes(kib * 1024)} free`;
   } catch {
     return "free space unknown";
   }
 }
 
 /**
- * Turns a full-disk error from writing `path` into a {@link DiskFullError} (with the free space,
- * then `note`); returns any other error unchanged.
+ * Turns a full-disk error from writing `bytes` bytes to `path` into a {@link DiskFullError} (with
+ * the free space and the size of the write, then `note`); returns any other error unchanged.
  *
  * @example
  * ```ts
  * try { await Deno.writeTextFile("run/log.csv", row, { append: true }); }
- * catch (e) { throw await diskFullOr(e, "run/log.csv"); }
+ * catch (e) { throw await diskFullOr(e, "run/log.csv", "", row.length); }
+ * // "the disk is full: could not write run/log.csv (12 KiB free; 84 B to write)"
  * ```
  */
-export async function diskFullOr(e: unknown, path: string, note = ""): Promise<unknown> {
+export async function diskFullOr(
+  e: unknown,
+  path: string,
+  note = "",
+  bytes?: number,
+): Promise<unknown> {
   if (e instanceof DiskFullError || !isDiskFull(e)) return e;
   const free = await freeSpaceText(splitPath(path).dir);
-  const detail = `the disk is full: could not write ${path} (${free})${note}`;
-  return new DiskFullError(detail, path, undefined, { cause: e });
+  const size = bytes === undefined ? "" : `; ${formatBytes(bytes)} to write`;
+  const detail = `the disk is full: could not write ${path} (${free}${size})${note}`;
+  return new DiskFullError(detail, path, undefined, { cause: e, bytes });
 }
 
 /** A path's directory (`"."` for a bare name) and its last component. */
@@ -123,7 +151,8 @@ async function writeAll(file: Deno.FsFile, bytes: Uint8Array): Promise<void> {
  * a unique name in the same directory is written, fsynced and renamed over `path`, then the
  * directory is fsynced where the OS allows. On failure the temp file is removed, any existing file
  * at `path` is left untouched, and an error naming `path` is thrown (a {@link DiskFullError} when
- * the disk is full; the original error as `cause`).
+ * the disk is full, a `FileSystemError` for a read-only disk, missing permission or a file in the
+ * way; the original error as `cause`).
  *
  * @example
  * ```ts
@@ -155,8 +184,13 @@ export async function writeFileAtomic(
       file?.close();
     } catch { /* already closed */ }
     await Deno.remove(tmp).catch(() => {});
-    const full = await diskFullOr(e, path, "; the file that was there before is unchanged");
+    const parts = Array.isArray(data) ? data : [data];
+    const bytes = parts.reduce((n, p) => n + p.length, 0);
+    const full = await diskFullOr(e, path, "; the file that was there before is unchanged", bytes);
     if (full instanceof DiskFullError) throw full;
+    const unchanged = "; any existing file there was left unchanged";
+    const fsError = fileSystemErrorOr(e, path, `could not write ${path}`, unchanged);
+    if (fsError instanceof FileSystemError) throw fsError;
     throw new Error(
       `could not write ${path} (${
         (e as Error).message

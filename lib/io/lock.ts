@@ -18,6 +18,9 @@
  * @module
  */
 
+import { freeSpaceText } from "./atomic.ts";
+import { FileSystemError, type FsProblem, fsProblem } from "./fs_errors.ts";
+
 /** The name of the lock file inside a run directory. */
 export const LOCK_FILE = ".lock";
 
@@ -51,66 +54,147 @@ function describe(text: string): string {
   }
 }
 
+/** Options of {@link lockRunDir}. */
+export interface LockOptions {
+  /** Create the directory (default true); with false, a missing directory gives `null`. */
+  create?: boolean;
+  /** The flag that chooses another directory, named in the messages (default `--out`). */
+  dirFlag?: string;
+  /** More advice for the "in use" message (after the default). */
+  lockedHint?: string;
+}
+
 /**
  * Takes the lock of run directory `dir` (creating the directory), or throws a
  * {@link RunLockedError} at once if another process (or another part of this one) holds it.
  * Nothing in `dir` changes when the lock is refused. With `create: false` a directory that does
- * not exist yet is left alone, and `null` is returned.
+ * not exist yet is left alone, and `null` is returned. A directory that cannot be used (a
+ * read-only disk, no permission, a file in the way, a full disk) gives a one-line
+ * {@link FileSystemError}, and whatever this call created is removed again.
  *
  * @example
  * ```ts
  * const lock = await lockRunDir("data/runs/demo"); // a second process: RunLockedError
  * lock.release();
  * await lockRunDir("data/runs/new", { create: false }); // null: no such directory yet
+ * await lockRunDir("/mnt/ro/run"); // FileSystemError: "cannot use /mnt/ro/run as a run directory: ..."
  * ```
  */
-export async function lockRunDir(dir: string): Promise<RunLock>;
-export async function lockRunDir(dir: string, opts: { create: false }): Promise<RunLock | null>;
 export async function lockRunDir(
   dir: string,
-  { create = true } = {},
+  opts?: LockOptions & { create?: true },
+): Promise<RunLock>;
+export async function lockRunDir(
+  dir: string,
+  opts: LockOptions & { create: false },
+): Promise<RunLock | null>;
+export async function lockRunDir(
+  dir: string,
+  { create = true, dirFlag = "--out", lockedHint = "" }: LockOptions = {},
 ): Promise<RunLock | null> {
-  if (create) {
-    await Deno.mkdir(dir, { recursive: true });
-  } else if (!(await Deno.stat(dir).then((s) => s.isDirectory, () => false))) {
-    return null;
-  }
-  const path = `${dir}/${LOCK_FILE}`;
-  const file = await Deno.open(path, { read: true, write: true, create: true });
-  let locked = false;
-  try {
-    locked = await file.tryLock(true);
-  } catch (e) {
-    file.close();
-    throw new Error(`cannot lock ${path} (${(e as Error).message})`, { cause: e });
-  }
-  if (!locked) {
-    file.close();
-    const holder = describe(await Deno.readTextFile(path).catch(() => ""));
-    throw new RunLockedError(
-      `${dir} is in use by ${holder}: wait for it to finish or stop it, or choose another ` +
-        "directory (--out)",
+  const other = `choose another directory (${dirFlag})`;
+  const fail = async (e: unknown, existed: boolean, existing = dir) => {
+    const p = fsProblem(e);
+    if (!p) return e;
+    const advice: Record<FsProblem["kind"], string> = {
+      "read-only": existed
+        ? `remount it read-write, or copy it to a writable disk (cp -r ${dir} NEW) and use the ` +
+          `copy, or ${other}`
+        : `${other} on a writable disk`,
+      "permission": `give this user write access to it (chmod, chown), or ${other}`,
+      "not-a-directory": `move that file away, or ${other}`,
+      "is-a-directory": other,
+      "no-space": `free some space, or ${other} on another disk`,
+    };
+    const why = p.kind === "no-space" ? `${p.what} (${await freeSpaceText(existing)})` : p.what;
+    return new FileSystemError(
+      `cannot use ${dir} as a run directory: ${why}; ${advice[p.kind]}` +
+        (existed ? `. Nothing in ${dir} was changed` : ""),
+      dir,
+      { cause: e },
+    );
+  };
+  const kind = await Deno.stat(dir).then((s) => (s.isDirectory ? "dir" : "file"), (e) => {
+    if (e instanceof Deno.errors.NotFound) return "none";
+    throw e;
+  }).catch(async (e) => {
+    throw await fail(e, false);
+  });
+  if (kind === "file") {
+    throw new FileSystemError(
+      `cannot use ${dir} as a run directory: it is a file, not a directory; ${other}`,
+      dir,
     );
   }
-  const holder: Holder = {
-    pid: Deno.pid,
-    host: Deno.hostname(),
-    since: new Date().toISOString(),
-    command: [Deno.mainModule.replace(/^.*\//, ""), ...Deno.args].join(" ").slice(0, 300),
-  };
-  await file.truncate(0);
-  await file.write(new TextEncoder().encode(JSON.stringify(holder) + "\n"));
-  let held = true;
+  if (kind === "none" && !create) return null;
+  // What this call creates (the first missing ancestor), removed again if the lock fails.
+  const created = kind === "none" ? await firstMissing(dir) : undefined;
+  const path = `${dir}/${LOCK_FILE}`;
+  let file: Deno.FsFile | undefined;
+  let locked = false;
+  try {
+    if (created) await Deno.mkdir(dir, { recursive: true });
+    file = await Deno.open(path, { read: true, write: true, create: true });
+    try {
+      locked = await file.tryLock(true);
+    } catch (e) {
+      throw new Error(`cannot lock ${path} (${(e as Error).message})`, { cause: e });
+    }
+    if (!locked) {
+      file.close();
+      file = undefined;
+      const holder = describe(await Deno.readTextFile(path).catch(() => ""));
+      throw new RunLockedError(
+        `${dir} is in use by ${holder}: wait for it to finish or stop it, or choose another ` +
+          `directory (${dirFlag})${lockedHint}`,
+      );
+    }
+    const holder: Holder = {
+      pid: Deno.pid,
+      host: Deno.hostname(),
+      since: new Date().toISOString(),
+      command: [Deno.mainModule.replace(/^.*\//, ""), ...Deno.args].join(" ").slice(0, 300),
+    };
+    await file.truncate(0);
+    await file.write(new TextEncoder().encode(JSON.stringify(holder) + "\n"));
+  } catch (e) {
+    if (e instanceof RunLockedError) throw e;
+    // Undo what this call made: its directories, or a lock file it holds but could not fill in.
+    if (created) await Deno.remove(created, { recursive: true }).catch(() => {});
+    else if (locked) await Deno.remove(path).catch(() => {});
+    try {
+      file?.close();
+    } catch { /* closed */ }
+    throw await fail(e, kind === "dir", created ? parentOf(created) : dir);
+  }
+  const held = file;
+  let holding = true;
   return {
     dir,
     release() {
-      if (!held) return;
-      held = false;
+      if (!holding) return;
+      holding = false;
       try {
-        file.unlockSync();
+        held.unlockSync();
       } finally {
-        file.close();
+        held.close();
       }
     },
   };
+}
+
+/** The outermost missing directory on the way to `dir` (`dir` itself when its parent exists). */
+async function firstMissing(dir: string): Promise<string> {
+  let missing = dir;
+  for (let up = parentOf(dir); up && up !== missing; up = parentOf(up)) {
+    if (await Deno.stat(up).then(() => true, () => false)) break;
+    missing = up;
+  }
+  return missing;
+}
+
+function parentOf(path: string): string {
+  const trimmed = path.replace(/\/+$/, "");
+  const i = trimmed.lastIndexOf("/");
+  return i < 0 ? "." : i === 0 ? "/" : trimmed.slice(0, i);
 }

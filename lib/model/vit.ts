@@ -369,7 +369,8 @@ export function vitForward(model: ViT, x: tf.Tensor4D, opts: ForwardOptions = {}
   if (H !== cfg.imageSize || W !== cfg.imageSize || C !== cfg.channels) {
     throw new ConfigError(
       `input is ${H}x${W}x${C} but the model expects ${cfg.imageSize}x${cfg.imageSize}x` +
-        `${cfg.channels}: resize the images or build the model with imageSize/channels to match`,
+        `${cfg.channels}: convert the images to that size and those channels (loadDataset's ` +
+        "imageSize and channels; --image-size and --channels on the command line)",
     );
   }
   const D = cfg.dim, heads = cfg.heads, hd = D / heads;

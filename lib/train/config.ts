@@ -97,7 +97,12 @@ export interface Field extends FlagSpec {
 /** Every field of {@link PretrainConfig}, with its flag. */
 export const FIELDS: Field[] = [
   { key: "dataset", flag: "dataset", kind: "string", choices: DATASETS, help: "dataset" },
-  { key: "dataRoot", flag: "data-root", kind: "string", help: "cifar10/imagefolder directory" },
+  {
+    key: "dataRoot",
+    flag: "data-root",
+    kind: "string",
+    help: "cifar10/imagefolder directory (imagefolder without train/, test/: 20% held out)",
+  },
   { key: "imageSize", flag: "image-size", kind: "int", min: 1, help: "resize images to this" },
   { key: "channels", flag: "channels", kind: "int", choices: [1, 3], help: "1 or 3 channels" },
   {

@@ -22,13 +22,20 @@
 import * as tf from "@tensorflow/tfjs-core";
 import { initBackend } from "../backends/mod.ts";
 import { type AugmentConfig, defaultAugmentConfig, twoViews } from "../data/augment.ts";
-import { type Dataset, fixedSubset, getBatch, loadDataset, toFloatTensor } from "../data/mod.ts";
+import {
+  type Dataset,
+  fixedSubset,
+  getBatch,
+  loadDataset,
+  splitLine,
+  toFloatTensor,
+} from "../data/mod.ts";
 import { type ChannelStats, datasetStats } from "../eval/features.ts";
 import { knnOfBackbone } from "../eval/knn.ts";
 import { createFramework, type SslModel } from "../methods/mod.ts";
 import { createRng, permutation } from "../core/rng.ts";
 import { readSafetensors, toFloat32 } from "../io/safetensors.ts";
-import { DiskFullError, writeFileAtomic } from "../io/atomic.ts";
+import { DiskFullError, formatBytes, writeFileAtomic } from "../io/atomic.ts";
 import { lockRunDir, type RunLock } from "../io/lock.ts";
 import { pathExists } from "../io/exists.ts";
 import { vitConfig } from "../model/vit.ts";
@@ -111,8 +118,20 @@ function subSeed(seed: number, stream: number, index: number): number {
     Math.imul(index + 1, 0xc2b2ae3d)) >>> 0;
 }
 
-/** Loads the train and test splits a config names. */
-export async function loadSplits(cfg: PretrainConfig): Promise<[Dataset, Dataset]> {
+/**
+ * Loads the train and test splits a config names (train first, so that its errors come first).
+ * For an ImageFolder it prints one line with the split used: its `train/` and `test/` folders, or
+ * the held-out part of an unsplit tree (`splitRule`, lib/data/imagefolder.ts).
+ *
+ * @example
+ * ```ts
+ * const [train, test] = await loadSplits(resolveConfig({ preset: "smoke" }));
+ * ```
+ */
+export async function loadSplits(
+  cfg: PretrainConfig,
+  print: (line: string) => void = () => {},
+): Promise<[Dataset, Dataset]> {
   const common = {
     name: cfg.dataset,
     root: cfg.dataRoot,
@@ -120,14 +139,15 @@ export async function loadSplits(cfg: PretrainConfig): Promise<[Dataset, Dataset
     channels: cfg.channels,
     seed: cfg.seed,
   } as const;
-  return await Promise.all([
-    loadDataset({ ...common, split: "train", n: cfg.syntheticSize }),
-    loadDataset({
-      ...common,
-      split: "test",
-      n: cfg.syntheticSize && Math.ceil(cfg.syntheticSize / 5),
-    }),
-  ]);
+  const train = await loadDataset({ ...common, split: "train", n: cfg.syntheticSize });
+  const test = await loadDataset({
+    ...common,
+    split: "test",
+    n: cfg.syntheticSize && Math.ceil(cfg.syntheticSize / 5),
+  });
+  const line = splitLine(train, test, cfg.dataRoot);
+  if (line) print(line);
+  return [train, test];
 }
 
 /** The backbone config a pretraining config implies for a dataset. */
@@ -196,16 +216,35 @@ export async function pretrain(cfg: PretrainConfig, hooks: RunHooks = {}): Promi
     return await pretrainLocked(cfg, hooks, takeLock);
   } catch (e) {
     if (!(e instanceof DiskFullError)) throw e;
-    throw new DiskFullError(
-      e.detail,
-      e.path,
-      `the last checkpoint and log of ${cfg.outDir} are intact: free some space, then resume ` +
-        `with: deno task pretrain --resume ${cfg.outDir}`,
-      { cause: e },
-    );
+    throw new DiskFullError(e.detail, e.path, await diskFullAdvice(cfg.outDir, e), {
+      cause: e,
+      bytes: e.bytes,
+    });
   } finally {
     if (!hooks.lock) lock?.release();
   }
+}
+
+/**
+ * What to do after a full disk, from what the run directory holds: with a checkpoint, that it and
+ * the log are intact, how much the next checkpoint needs (the checkpoint and backbone files are
+ * written beside the old ones before they replace them) and the resume command; without one, that
+ * there is nothing to resume yet, and how large the checkpoint that failed was.
+ */
+async function diskFullAdvice(dir: string, e: DiskFullError): Promise<string> {
+  const size = (name: string) => Deno.stat(`${dir}/${name}`).then((s) => s.size, () => undefined);
+  const ckpt = await size(RUN_FILES.checkpoint);
+  if (ckpt === undefined) {
+    const need = e.path.endsWith(RUN_FILES.checkpoint) && e.bytes
+      ? ` (the checkpoint needs about ${formatBytes(e.bytes)})`
+      : "";
+    return `no checkpoint was written yet, so there is nothing to resume: free some space${need}, ` +
+      "then run the same command again";
+  }
+  const next = ckpt + ((await size(RUN_FILES.backbone)) ?? 0);
+  return `the last checkpoint and the log of ${dir} are intact: free about ${formatBytes(next)} ` +
+    "(a checkpoint and backbone are written beside the old ones before replacing them), then " +
+    `resume with: deno task pretrain --resume ${dir}`;
 }
 
 async function pretrainLocked(
@@ -222,7 +261,7 @@ async function pretrainLocked(
   if (cfg.workers > 1) checkWorkers(cfg, backendInfo.name);
 
   // Data.
-  const [train, test] = await loadSplits(cfg);
+  const [train, test] = await loadSplits(cfg, print);
   const B = cfg.batchSize;
   if (train.length < B) {
     throw new ConfigError(
@@ -259,7 +298,8 @@ async function pretrainLocked(
     const dir = cfg.outDir;
     await takeLock(); // creates the directory
     const ckptPath = `${dir}/${RUN_FILES.checkpoint}`;
-    const resolved = { ...cfg, backbone: vit, stepsPerEpoch, totalSteps, peakLr };
+    const split = train.splitRule ? { split: train.splitRule } : {};
+    const resolved = { ...cfg, backbone: vit, stepsPerEpoch, totalSteps, peakLr, ...split };
     const opened = await openRunDir(cfg, resolved, backendInfo.summary, ssl, opt, hooks);
     let { step, lrScale } = opened;
     if (opened.resumed) print(`resumed ${dir} at step ${step}/${lastStep}`);

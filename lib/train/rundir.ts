@@ -18,6 +18,7 @@
 import * as aq from "arquero";
 import { diskFullOr, isAtomicTempFile, writeFileAtomic } from "../io/atomic.ts";
 import { pathExists } from "../io/exists.ts";
+import { fileSystemErrorOr } from "../io/fs_errors.ts";
 
 /** The files of a run directory. */
 export const RUN_FILES = {
@@ -143,7 +144,10 @@ export async function removeStaleTempFiles(dir: string): Promise<void> {
   }
 }
 
-/** Appends rows (objects keyed by column) to a CSV, writing the header first if it is new. */
+/**
+ * Appends rows (objects keyed by column) to a CSV, writing the header first if it is new. A full
+ * disk is a `DiskFullError`, a read-only disk or missing permission a `FileSystemError`.
+ */
 export async function appendRows<T extends object>(
   path: string,
   columns: (keyof T & string)[],
@@ -157,7 +161,8 @@ export async function appendRows<T extends object>(
     await Deno.writeTextFile(path, text, { append: true });
   } catch (e) {
     // A torn last line is cut by truncateRows when the run resumes.
-    throw await diskFullOr(e, path);
+    const full = await diskFullOr(e, path, "", new TextEncoder().encode(text).length);
+    throw fileSystemErrorOr(full, path, `could not append to ${path}`);
   }
 }
 

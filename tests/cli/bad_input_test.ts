@@ -479,7 +479,7 @@ Deno.test({
         stderr,
         `error: the disk is full: could not write ${dir}/checkpoint.safetensors (`,
       );
-      assert(/\d KiB free\)/.test(stderr), stderr);
+      assert(/\d KiB free; [\d.]+ KiB to write\)/.test(stderr), stderr);
       assertStringIncludes(stderr, `then resume with: deno task pretrain --resume ${dir}`);
       // The last good checkpoint (step 4) and the log are intact.
       const ckpt = await readSafetensors(`${dir}/checkpoint.safetensors`);

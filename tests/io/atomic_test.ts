@@ -38,7 +38,8 @@ Deno.test("writeFileAtomic: a failing write leaves the old file intact and no te
     assertEquals(wrote, 100);
     assertInstanceOf(e, DiskFullError);
     assertStringIncludes(e.message, `the disk is full: could not write ${path} (`);
-    assertMatch(e.message, / free\)|free space unknown\)/);
+    assertMatch(e.message, /( free|free space unknown); 1000 B to write\)/);
+    assertEquals((e as DiskFullError).bytes, 1000);
     assertStringIncludes(e.message, "the file that was there before is unchanged");
     assertEquals(e.cause, diskFull);
     assertEquals(await Deno.readTextFile(path), "old contents");
@@ -140,7 +141,8 @@ Deno.test({
       assertInstanceOf(e, DiskFullError);
       assertEquals(e.path, path);
       assertStringIncludes(e.message, `could not write ${path}`);
-      assertMatch(e.message, /\(\d+(\.\d)? KiB free\)/);
+      // 200,000 bytes = 195.3 KiB.
+      assertMatch(e.message, /\(\d+(\.\d)? KiB free; 195\.3 KiB to write\)/);
       assertEquals(await Deno.readFile(path), old, "the old file is intact");
       assertEquals(await listDir(disk.path), ["checkpoint.safetensors"], "no temp file is left");
       // With room, the same write succeeds.
