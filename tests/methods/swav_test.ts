@@ -5,7 +5,7 @@
  * projections (loss and prototype gradient), the prototypes normalised every step and frozen on
  * request, two data-parallel workers against a per-shard reference with the whole batch's scores,
  * and pretraining: prototypes frozen for the first epoch, a resumed run bit-identical to an
- * uninterrupted one, two workers, and the batch rule.
+ * uninterrupted one (through the wasm backend's fused kernels), two workers, and the batch rule.
  */
 import * as tf from "@tensorflow/tfjs-core";
 import { assert, assertAlmostEquals, assertEquals, assertThrows } from "@std/assert";
@@ -30,6 +30,7 @@ import { createDataParallel } from "../../lib/parallel/mod.ts";
 import { createRng } from "../../lib/core/rng.ts";
 import { pretrain, resolveConfig } from "../../lib/train/pretrain.ts";
 import { readSafetensors, toFloat32 } from "../../lib/io/safetensors.ts";
+import { fastPathCalls } from "../../lib/model/fused.ts";
 import { maxAbsDiff } from "../_helpers/numeric.ts";
 
 // The data-parallel workers run wasm; so does everything here.
@@ -399,8 +400,14 @@ Deno.test("pretrain swav: prototypes frozen in epoch 1, learned after; resume is
     const early = await checkpointOf(`${root}/part`);
     assertClose(directions(early[PROTOTYPES], cfg.outDim), C0, 1e-5, "epoch-1 prototypes");
 
+    const calls0 = fastPathCalls();
     const whole = await pretrain(cfg, quiet);
     assertEquals(whole.steps, total);
+    // The backend's fused kernels ran (wasm: attention, LayerNorm, GELU, AdamW).
+    const calls = fastPathCalls();
+    for (const k of ["attention", "layerNorm", "gelu", "adamw"] as const) {
+      assert(calls[k] > calls0[k], `fused ${k} not taken`);
+    }
     const a = await checkpointOf(`${root}/whole`);
     const moved = Math.max(
       ...directions(a[PROTOTYPES], cfg.outDim).flatMap((r, k) =>
