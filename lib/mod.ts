@@ -23,6 +23,7 @@ export * from "./methods/two_view.ts";
 export * from "./methods/mocov3.ts";
 export * from "./methods/simclr.ts";
 export * from "./methods/byol.ts";
+export * from "./methods/swav.ts";
 export * from "./methods/mod.ts";
 export * from "./data/augment.ts";
 export * from "./train/optim.ts";

@@ -22,7 +22,7 @@ import { BACKENDS } from "../backends/mod.ts";
  * @example
  * ```ts
  * const spec: FlagSpec = {
- *   key: "framework", flag: "framework", kind: "string", choices: ["mocov3", "simclr", "byol"],
+ *   key: "framework", flag: "framework", kind: "string", choices: ["mocov3", "simclr", "byol", "swav"],
  *   help: "self-supervised method",
  * };
  * ```

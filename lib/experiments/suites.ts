@@ -204,6 +204,17 @@ export const BUDGET_SPECS: Record<Budget, BudgetSpec> = {
   },
 };
 
+/**
+ * The paper's framework comparison (Sec. 6.1: ImageNet linear top-1 %, learned patch projection,
+ * two crops, no multi-crop): `[framework label, ViT-S, ViT-B, framework name]`.
+ */
+export const FRAMEWORK_TOP1: readonly [string, number, number, string][] = [
+  ["MoCo v3", 72.5, 76.5, "mocov3"],
+  ["SimCLR", 69.0, 73.9, "simclr"],
+  ["BYOL", 71.0, 73.9, "byol"],
+  ["SwAV", 67.1, 71.6, "swav"],
+];
+
 /** Base lr of the cpu budget (10x the paper's 1.5e-4: small models and batches take more). */
 const CPU_LR = 1.5e-3;
 
@@ -264,8 +275,9 @@ export const SUITES: Record<string, Suite> = {
   "patch-projection": {
     name: "patch-projection",
     description: "Learned versus random (frozen at initialisation) patch projection for MoCo v3, " +
-      "SimCLR and BYOL: freezing the first layer improves accuracy for all three frameworks (the " +
-      "learning-rate sweep of MoCo v3 is in the stability suite).",
+      "SimCLR, BYOL and SwAV: freezing the first layer improves accuracy for all four frameworks " +
+      "(the learning-rate sweep of MoCo v3 is in the stability suite); and the frameworks " +
+      "against each other (learned projection): MoCo v3 ahead of SimCLR, BYOL and SwAV.",
     paper: [
       { label: "MoCo v3, lr 0.5e-4", value: 0.4, unit: "points", note: "ViT-B random - learned" },
       { label: "MoCo v3, lr 1.0e-4", value: 0.6, unit: "points" },
@@ -273,10 +285,22 @@ export const SUITES: Record<string, Suite> = {
       { label: "SimCLR", value: 0.8, unit: "points", match: { framework: "simclr" } },
       { label: "BYOL", value: 1.3, unit: "points", match: { framework: "byol" } },
       { label: "MoCo v3", value: 1.7, unit: "points", match: { framework: "mocov3" } },
+      {
+        label: "SwAV",
+        value: 0.6,
+        unit: "points",
+        match: { framework: "swav" },
+        note: "65.8 -> 66.4; the learned projection diverges at a higher lr",
+      },
+      ...FRAMEWORK_TOP1.map(([label, s, b]) => ({
+        label: `${label} ViT-S / ViT-B`,
+        value: s,
+        note: `ViT-B ${b}; framework comparison, learned projection`,
+      })),
     ],
     fields: ["framework", "freezePatchEmbed"],
     grid: everyBudget(product({
-      framework: ["mocov3", "simclr", "byol"],
+      framework: ["mocov3", "simclr", "byol", "swav"],
       freezePatchEmbed: [false, true],
     })),
   },

@@ -6,6 +6,9 @@
  * (it excludes 0 on the other side) or **not detected** (it contains 0; its half-width bounds the
  * effect). Also whether the paper's own effect size lies inside our interval.
  *
+ * The patch-projection study also holds the paper's framework comparison: MoCo v3 minus SimCLR,
+ * BYOL and SwAV with the learned projection, each read against the paper's ViT-S and ViT-B gaps.
+ *
  * The metric is the final linear probe top-1 (the paper's), or kNN-20 top-1.
  *
  * @example
@@ -26,6 +29,7 @@ import {
   type Verdict,
 } from "./stats.ts";
 import { trainedRows } from "./aggregate.ts";
+import { FRAMEWORK_TOP1 } from "./suites.ts";
 
 type Row = Record<string, unknown>;
 
@@ -276,6 +280,7 @@ export async function compareWithPaper(
     mocov3: [1.7, "MoCo v3 ViT-B, lr 1.5e-4 (+0.4 / +0.6 at 0.5e-4 / 1.0e-4)"],
     simclr: [0.8, "SimCLR ViT-B"],
     byol: [1.3, "BYOL ViT-B"],
+    swav: [0.6, "SwAV: 65.8 -> 66.4; learned diverges at a higher lr"],
   };
   for (const fw of distinct(pp, "framework")) {
     const [paper, note] = gains[String(fw)] ?? [NaN, ""];
@@ -289,6 +294,24 @@ export async function compareWithPaper(
       note,
       1,
     );
+  }
+  // The paper's framework comparison: MoCo v3 against each other framework, learned projection,
+  // once against its ViT-S gap and once against its ViT-B gap.
+  const frameworks = distinct(pp, "framework").map(String);
+  const [moco, ...others] = FRAMEWORK_TOP1;
+  for (const [label, s, b, fw] of frameworks.includes(moco[3]) ? others : []) {
+    if (!frameworks.includes(fw)) continue;
+    for (const [vit, ours, theirs] of [["ViT-S", moco[1], s], ["ViT-B", moco[2], b]] as const) {
+      cmp(
+        pp,
+        { framework: moco[3], freezePatchEmbed: false },
+        { framework: fw, freezePatchEmbed: false },
+        "patch-projection",
+        `${moco[0]} - ${label}, learned patch proj. (vs ${vit})`,
+        Math.round((ours - theirs) * 10) / 10,
+        `${vit}: ${ours.toFixed(1)} - ${theirs.toFixed(1)}`,
+      );
+    }
   }
 
   const pe = await load("posemb");

@@ -1,6 +1,7 @@
 /**
  * The losses of the self-supervised methods, as pure functions of embeddings: MoCo v3's
- * contrastive loss {@link ctr}, SimCLR's {@link ntXentLoss}, BYOL's {@link byolLoss}.
+ * contrastive loss {@link ctr}, SimCLR's {@link ntXentLoss}, BYOL's {@link byolLoss}, and SwAV's
+ * codes ({@link sinkhorn}) and swapped prediction ({@link swappedPrediction}).
  *
  * @example
  * ```ts
@@ -100,5 +101,75 @@ export function byolLoss(p: tf.Tensor2D, z: tf.Tensor2D): tf.Scalar {
   return tf.tidy(() => {
     const cos = tf.sum(tf.mul(l2normalize(p), l2normalize(z)), 1);
     return tf.mean(tf.sub(2, tf.mul(cos, 2))) as tf.Scalar;
+  });
+}
+
+/**
+ * The identity whose gradient is zero: what passes through it is a constant to `tf.grads`
+ * (PyTorch's `detach`, or computing under `torch.no_grad()`).
+ *
+ * @example
+ * ```ts
+ * const q = sinkhorn(stopGradient(scores)); // codes as targets, no gradient through them
+ * ```
+ */
+export const stopGradient: <T extends tf.Tensor>(x: T) => T = tf.customGrad(
+  (...args: (tf.Tensor | tf.GradSaveFunc)[]) => ({
+    value: tf.clone(args[0] as tf.Tensor),
+    gradFunc: (dy: tf.Tensor) => tf.zerosLike(dy),
+  }),
+) as <T extends tf.Tensor>(x: T) => T;
+
+/**
+ * SwAV's codes: Sinkhorn-Knopp on the prototype scores `scores [B, K]` of a batch, as the official
+ * `distributed_sinkhorn`. With Q = exp(scores / epsilon) / sum (the max is subtracted first,
+ * which changes nothing after that normalisation), each of `iterations` rounds makes every
+ * prototype's column sum 1/K, then every image's row sum 1/B; the result is Q * B: every row sums
+ * to 1 (a distribution over the prototypes) and every column to about B/K (the batch split
+ * equally among the prototypes). Pass the scores of the whole batch (every data-parallel shard's,
+ * gathered) and take a shard's rows after. Differentiable as written: wrap the scores in
+ * {@link stopGradient} for codes without gradient.
+ *
+ * @example
+ * ```ts
+ * const q = sinkhorn(scores, 0.05, 3); // [B, K], rows sum to 1
+ * ```
+ */
+export function sinkhorn(scores: tf.Tensor2D, epsilon = 0.05, iterations = 3): tf.Tensor2D {
+  const [B, K] = scores.shape;
+  return tf.tidy(() => {
+    let q: tf.Tensor2D = tf.exp(tf.div(tf.sub(scores, tf.max(scores)), epsilon));
+    q = tf.div(q, tf.sum(q));
+    for (let it = 0; it < iterations; it++) {
+      q = tf.div(tf.div(q, tf.sum(q, 0, true)), K);
+      q = tf.div(tf.div(q, tf.sum(q, 1, true)), B);
+    }
+    return tf.mul(q, B);
+  });
+}
+
+/**
+ * SwAV's swapped prediction: each view predicts the other view's codes from its own prototype
+ * scores. With scores `s1, s2 [B, K]` and codes `q1, q2 [B, K]` (rows summing to 1),
+ * loss = -1/2 mean_b [ sum_k q2 log softmax(s1 / T) + sum_k q1 log softmax(s2 / T) ].
+ * The codes are targets: give them no gradient ({@link stopGradient}). At chance (uniform
+ * scores) the value is ln K.
+ *
+ * @example
+ * ```ts
+ * const loss = swappedPrediction(s1, s2, q1, q2, 0.1);
+ * ```
+ */
+export function swappedPrediction(
+  s1: tf.Tensor2D,
+  s2: tf.Tensor2D,
+  q1: tf.Tensor2D,
+  q2: tf.Tensor2D,
+  temperature: number,
+): tf.Scalar {
+  return tf.tidy(() => {
+    const ce = (q: tf.Tensor2D, s: tf.Tensor2D) =>
+      tf.mean(tf.sum(tf.mul(q, tf.logSoftmax(tf.div(s, temperature))), 1));
+    return tf.mul(tf.add(ce(q2, s1), ce(q1, s2)), -0.5) as tf.Scalar;
   });
 }

@@ -1,12 +1,12 @@
 /**
  * The self-supervised methods behind one interface, so that the training loop, the data-parallel
- * workers, checkpoints and experiments treat MoCo v3, SimCLR and BYOL alike: a registry of one row
- * per method. Each shares the ViT backbone, the MLP heads and the two-view machinery of
- * `two_view.ts`; only the loss (`losses.ts`) and the target network differ. A new method is a new
- * file plus a row of {@link METHODS}.
+ * workers, checkpoints and experiments treat MoCo v3, SimCLR, BYOL and SwAV alike: a registry of
+ * one row per method. Each shares the ViT backbone, the MLP heads and the two-view machinery of
+ * `two_view.ts`; only the loss (`losses.ts`) and the target (momentum network, SwAV's prototypes)
+ * differ. A new method is a new file plus a row of {@link METHODS}.
  *
  * Every framework names its backbone `base_encoder.<timm name>` in its state, so checkpoints of
- * all three load with `loadBackbone`.
+ * all four load with `loadBackbone`.
  *
  * @example
  * ```ts
@@ -21,6 +21,7 @@ import type { ViT, ViTConfig } from "../model/vit.ts";
 import { mocoStep } from "./mocov3.ts";
 import { byolStep } from "./byol.ts";
 import { createSimCLR, disposeSimCLR, simclrState, simclrStep, simclrTrainable } from "./simclr.ts";
+import { createSwAV, disposeSwAV, swavState, swavStep, swavTrainable } from "./swav.ts";
 import {
   createMomentumNetworks,
   disposeMomentumNetworks,
@@ -89,11 +90,22 @@ export const METHODS: Record<FrameworkName, Build> = {
     };
   },
   byol: momentumMethod(byolStep),
+  swav: (vit, heads, seed) => {
+    const m = createSwAV(vit, heads, seed);
+    return {
+      backbone: m.backbone,
+      state: () => swavState(m),
+      trainable: () => swavTrainable(m),
+      step: (x1, x2, opts) => swavStep(m, x1, x2, opts),
+      dispose: () => disposeSwAV(m),
+    };
+  },
 };
 
 /**
  * Builds a method by name around a new backbone (same `seed`, same initial backbone for all
- * three). SimCLR uses `hidden`, `outDim`, `temperature`; BYOL uses `hidden`, `outDim`.
+ * four). SimCLR uses `hidden`, `outDim`, `temperature`; BYOL uses `hidden`, `outDim`; SwAV uses
+ * `hidden`, `outDim`, `prototypes` (its temperature is fixed: `SWAV_LOSS`).
  */
 export function createFramework(
   name: string,

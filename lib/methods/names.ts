@@ -11,6 +11,6 @@
  */
 
 /** The method names `createFramework` accepts. */
-export const FRAMEWORKS = ["mocov3", "simclr", "byol"] as const;
+export const FRAMEWORKS = ["mocov3", "simclr", "byol", "swav"] as const;
 /** A method name. */
 export type FrameworkName = typeof FRAMEWORKS[number];

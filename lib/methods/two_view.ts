@@ -43,6 +43,8 @@ export interface StepOptions {
   momentum: number;
   /** How a data-parallel shard sees the keys of every shard (default {@link localGather}). */
   gather?: Gather;
+  /** SwAV: zero the prototypes' gradient this step (the first epoch). Ignored by the others. */
+  freezePrototypes?: boolean;
 }
 
 /** Loss and gradients of one step; the caller applies and disposes them. */
@@ -52,18 +54,25 @@ export interface StepResult {
   grads: Record<string, tf.Tensor>;
 }
 
-/** Projector and predictor widths, and the temperature of a contrastive loss. */
+/** Projector and predictor widths, the temperature of a contrastive loss, SwAV's prototypes. */
 export interface HeadConfig {
   /** Hidden width of projector and predictor (4096 in the paper). */
   hidden: number;
   /** Output width of projector and predictor (256 in the paper). */
   outDim: number;
-  /** Softmax temperature T (0.2 for ViT in MoCo v3); unused by BYOL. */
+  /** Softmax temperature T (0.2 for ViT in MoCo v3); unused by BYOL and SwAV (fixed 0.1). */
   temperature: number;
+  /** SwAV's number of prototypes K (3000 in SwAV on ImageNet); unused by the others. */
+  prototypes: number;
 }
 
-/** The paper's head and loss settings. */
-export const HEAD_DEFAULTS: HeadConfig = { hidden: 4096, outDim: 256, temperature: 0.2 };
+/** The paper's head and loss settings (and SwAV's ImageNet prototype count). */
+export const HEAD_DEFAULTS: HeadConfig = {
+  hidden: 4096,
+  outDim: 256,
+  temperature: 0.2,
+  prototypes: 3000,
+};
 
 /** Copies variables into new non-trainable variables with the same values. */
 export function cloneVariables(vars: Record<string, tf.Variable>): Record<string, tf.Variable> {

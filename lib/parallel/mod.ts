@@ -8,8 +8,9 @@
  * 1. worker w runs the method's own step (`SslModel.step`) on its shard; MoCo v3's key gather
  *    (`concat_all_gather`) writes the shard's keys `[B/N, C]` into shared memory and waits at a
  *    barrier for the other workers, so each shard's queries see the keys of the whole batch, the
- *    positive of its query i being key `w * B/N + i`; BYOL gathers nothing (no negatives), and
- *    SimCLR takes its negatives within the shard;
+ *    positive of its query i being key `w * B/N + i`; SwAV gathers its prototype scores the same
+ *    way, so that Sinkhorn's codes are those of the whole batch (`distributed_sinkhorn`); BYOL
+ *    gathers nothing (no negatives), and SimCLR takes its negatives within the shard;
  * 2. each worker writes its gradients (and ViT-BN running buffers) into a SharedArrayBuffer;
  * 3. the main thread averages gradients, buffers and losses over the workers into a shared mean
  *    buffer; every worker applies the same optimiser update, so the copies stay bit-identical.
@@ -72,6 +73,8 @@ export interface DataParallelStepOptions {
   lr: number;
   /** EMA momentum of the key encoder for this iteration. */
   momentum: number;
+  /** SwAV: zero the prototypes' gradient (the first epoch). Default false. */
+  freezePrototypes?: boolean;
   /** Apply the update even if the loss or a gradient is non-finite. Default false. */
   applyNonFinite?: boolean;
 }
@@ -105,7 +108,7 @@ export interface DataParallel {
   grads(
     x1: tf.Tensor4D,
     x2: tf.Tensor4D,
-    opts: { momentum: number },
+    opts: { momentum: number; freezePrototypes?: boolean },
   ): Promise<{ loss: number; grads: Record<string, Float32Array> }>;
   /** The second half of a step: every worker applies the mean gradient (if `apply`) at `lr`. */
   apply(opts: { lr: number; apply: boolean }): Promise<void>;
@@ -245,7 +248,9 @@ export async function createDataParallel(opts: DataParallelOptions): Promise<Dat
   }
 
   let closed = false;
-  const outDim = { ...HEAD_DEFAULTS, ...heads }.outDim;
+  // The widest rows a step gathers: keys [b, outDim] (MoCo v3), prototype scores [b, K] (SwAV).
+  const allHeads = { ...HEAD_DEFAULTS, ...heads };
+  const keyWidth = Math.max(allHeads.outDim, allHeads.prototypes);
   let gathered: SharedArrayBuffer | undefined;
   const dp: DataParallel = {
     workers: N,
@@ -259,8 +264,8 @@ export async function createDataParallel(opts: DataParallelOptions): Promise<Dat
         );
       }
       const b = B / N, per = b * H * W * C;
-      // Room for two gathered key sets [B, outDim] (MoCo v3's k1 and k2).
-      const keyFloats = 2 * B * outDim;
+      // Room for two gathered sets [B, keyWidth] (MoCo v3's k1 and k2, SwAV's s1 and s2).
+      const keyFloats = 2 * B * keyWidth;
       if (!gathered || gathered.byteLength < 4 * keyFloats) {
         gathered = new SharedArrayBuffer(4 * keyFloats);
       }
@@ -275,6 +280,7 @@ export async function createDataParallel(opts: DataParallelOptions): Promise<Dat
             x1: s1,
             x2: s2,
             momentum: stepOpts.momentum,
+            freezePrototypes: stepOpts.freezePrototypes ?? false,
             gathered: room,
           },
           [s1.buffer, s2.buffer],

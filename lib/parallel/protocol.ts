@@ -54,6 +54,8 @@ export type Request =
     x1: Float32Array;
     x2: Float32Array;
     momentum: number;
+    /** SwAV: zero the prototypes' gradient (first epoch). */
+    freezePrototypes: boolean;
     /** Room for the gathered keys of every shard (float32). */
     gathered: SharedArrayBuffer;
   }

@@ -108,7 +108,11 @@ async function handle(msg: Request): Promise<[Reply, Transferable[]]> {
       const gather = shardGather(new Float32Array(msg.gathered));
       let result;
       try {
-        result = m.step(x1, x2, { momentum: msg.momentum, gather });
+        result = m.step(x1, x2, {
+          momentum: msg.momentum,
+          freezePrototypes: msg.freezePrototypes,
+          gather,
+        });
       } finally {
         tf.dispose([x1, x2]);
       }

@@ -48,6 +48,8 @@ export interface PretrainConfig {
   /** Projector/predictor output width (256 in the paper). */
   outDim: number;
   temperature: number;
+  /** SwAV's prototypes K (at most the batch: no queue). SwAV: 3000 on ImageNet. */
+  prototypes: number;
   /** Base momentum m0 of the momentum encoder (cosine-increased to 1). */
   m0: number;
   batchSize: number;
@@ -159,7 +161,14 @@ export const FIELDS: Field[] = [
     kind: "number",
     min: 0,
     exclusive: true,
-    help: "T",
+    help: "softmax temperature T of MoCo v3 and SimCLR (SwAV's is fixed: 0.1)",
+  },
+  {
+    key: "prototypes",
+    flag: "prototypes",
+    kind: "int",
+    min: 1,
+    help: "SwAV prototypes K (at most --batch; SwAV's ImageNet: 3000)",
   },
   { key: "m0", flag: "momentum", kind: "number", min: 0, max: 1, help: "base momentum m0" },
   {
@@ -275,6 +284,7 @@ const BASE: Omit<PretrainConfig, "preset"> = {
   hidden: 1024,
   outDim: 256,
   temperature: 0.2,
+  prototypes: 100,
   m0: 0.99,
   batchSize: 256,
   epochs: 1,
@@ -345,6 +355,7 @@ export const PRESETS: Record<string, Omit<PretrainConfig, "preset">> = {
     patchSize: 7,
     hidden: 64,
     outDim: 32,
+    prototypes: 16,
     batchSize: 32,
     epochs: 2,
     warmupEpochs: 0.5,
@@ -379,6 +390,13 @@ export function validateConfig(cfg: PretrainConfig): void {
     if (v === undefined || v === "") continue;
     const problem = flagProblem(f, v);
     if (problem) throw new ConfigError(problem);
+  }
+  if (cfg.framework === "swav" && cfg.batchSize < cfg.prototypes) {
+    throw new ConfigError(
+      `--framework swav needs --batch >= --prototypes (got ${cfg.batchSize} < ` +
+        `${cfg.prototypes}: Sinkhorn splits each batch equally among the prototypes, with no ` +
+        "queue): raise --batch or lower --prototypes",
+    );
   }
   if ((cfg.dataset === "cifar10" || cfg.dataset === "imagefolder") && !cfg.dataRoot) {
     throw new ConfigError(

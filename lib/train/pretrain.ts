@@ -276,7 +276,12 @@ async function pretrainLocked(
 
   // Model and optimiser.
   const vit = backboneConfig(cfg, train);
-  const heads = { hidden: cfg.hidden, outDim: cfg.outDim, temperature: cfg.temperature };
+  const heads = {
+    hidden: cfg.hidden,
+    outDim: cfg.outDim,
+    temperature: cfg.temperature,
+    prototypes: cfg.prototypes,
+  };
   const ssl = createFramework(cfg.framework, vit, heads, cfg.seed);
   const peakLr = scaledLr(cfg.baseLr, B);
   const optCfg: OptimizerConfig = {
@@ -365,7 +370,11 @@ async function pretrainLocked(
         x1.dispose();
         x1 = poisoned;
       }
-      const { loss, grads } = await stepper.grads(x1, x2, m);
+      // SwAV's prototypes are frozen for the first epoch (the official freeze_prototypes_niters).
+      const { loss, grads } = await stepper.grads(x1, x2, {
+        momentum: m,
+        freezePrototypes: epoch < 1,
+      });
       tf.dispose([x1, x2]);
       const norms = await gradNorms(grads, vit.depth);
       const finite = Number.isFinite(loss) && norms.every(Number.isFinite);
@@ -529,7 +538,7 @@ interface Stepper {
   grads(
     x1: tf.Tensor4D,
     x2: tf.Tensor4D,
-    momentum: number,
+    opts: { momentum: number; freezePrototypes: boolean },
   ): Promise<{ loss: number; grads: Record<string, tf.Tensor> }>;
   /** Applies the gradients at `lr` if `ok`, and frees them. */
   apply(grads: Record<string, tf.Tensor>, ok: boolean, lr: number): Promise<void>;
@@ -543,8 +552,8 @@ interface Stepper {
 function localStepper(ssl: SslModel, opt: OptimizerState, optCfg: OptimizerConfig): Stepper {
   const params = ssl.trainable();
   return {
-    async grads(x1, x2, momentum) {
-      const { loss, grads } = ssl.step(x1, x2, { momentum });
+    async grads(x1, x2, opts) {
+      const { loss, grads } = ssl.step(x1, x2, opts);
       const [value] = await loss.data();
       loss.dispose();
       return { loss: value, grads };
@@ -568,7 +577,7 @@ function localStepper(ssl: SslModel, opt: OptimizerState, optCfg: OptimizerConfi
 async function dataParallelStepper(
   cfg: PretrainConfig,
   vit: ReturnType<typeof backboneConfig>,
-  heads: { hidden: number; outDim: number; temperature: number },
+  heads: { hidden: number; outDim: number; temperature: number; prototypes: number },
   optCfg: OptimizerConfig,
   backendInfo: { name: string; threads: number },
   ssl: SslModel,
@@ -593,8 +602,8 @@ async function dataParallelStepper(
     ...optimizerStateTensors(opt) as Record<string, tf.Variable>,
   });
   const stepper: Stepper = {
-    async grads(x1, x2, momentum) {
-      const r = await dp.grads(x1, x2, { momentum });
+    async grads(x1, x2, opts) {
+      const r = await dp.grads(x1, x2, opts);
       const grads = Object.fromEntries(
         Object.entries(r.grads).map(([k, g]) => [k, tf.tensor(g, shapes[k])]),
       );

@@ -855,6 +855,7 @@ const FRAMEWORK_LABEL: Record<string, string> = {
   mocov3: "MoCo v3",
   simclr: "SimCLR",
   byol: "BYOL",
+  swav: "SwAV",
 };
 
 /** A y range that shows differences between bars of similar height (not from zero). */
@@ -897,6 +898,8 @@ export function patchProjectionBars(results: TableLike, opts: FigureOptions = {}
   const groups = groupByConfig(trained, ["framework", "freezePatchEmbed"]);
   const frameworks = distinct(groups.map((g) => String(g.config.framework))) as string[];
   const labels = frameworks.map((f) => FRAMEWORK_LABEL[f] ?? f);
+  // The paper's gains of the frameworks that ran (a table of fewer frameworks draws fewer).
+  const shown = paper.filter((p) => frameworks.includes(String(p.match!.framework)));
   const find = (f: string, frozen: boolean) =>
     groups.find((g) => g.config.framework === f && bool(g.config.freezePatchEmbed) === frozen);
   const data: Trace[] = [];
@@ -944,11 +947,11 @@ export function patchProjectionBars(results: TableLike, opts: FigureOptions = {}
     type: "scatter",
     mode: "markers+text",
     name: `${PAPER_NAME}: random - learned`,
-    x: paper.map((p) => FRAMEWORK_LABEL[String(p.match!.framework)]),
-    y: paper.map((p) => p.value),
-    text: paper.map((p) => `+${p.value.toFixed(1)}`),
+    x: shown.map((p) => FRAMEWORK_LABEL[String(p.match!.framework)]),
+    y: shown.map((p) => p.value),
+    text: shown.map((p) => `+${p.value.toFixed(1)}`),
     textposition: "middle right",
-    hovertext: paper.map((p) => `${p.label}: +${p.value}${p.note ? ` (${p.note})` : ""}`),
+    hovertext: shown.map((p) => `${p.label}: +${p.value}${p.note ? ` (${p.note})` : ""}`),
     marker: PAPER_MARKER,
     xaxis: "x2",
     yaxis: "y2",

@@ -113,13 +113,23 @@ Deno.test("bad input: an unknown --framework exits 2 with one line (did you mean
   assertEquals(res.code, 2, stderr);
   assertEquals(
     stderr,
-    'error: unknown --framework "mocov4": did you mean mocov3? (choose one of mocov3, simclr, byol)',
+    'error: unknown --framework "mocov4": did you mean mocov3? ' +
+      "(choose one of mocov3, simclr, byol, swav)",
   );
   assertEquals(new TextDecoder().decode(res.stdout), "", "nothing ran: no backend line");
   assert(!(await exists(out)), "no run directory");
   // Every enumerated flag is checked the same way.
   expect(await pretrainError(["--model", "vit_mikro"]), "UsageError", "did you mean vit_micro?");
   expect(await pretrainError(["--optimizer", "adam"]), "UsageError", "did you mean adamw?");
+});
+
+Deno.test("bad input: --framework swav with a batch smaller than its prototypes", async () => {
+  expect(
+    await pretrainError(["--framework", "swav", "--batch", "16", "--prototypes", "20"]),
+    "ConfigError",
+    "--framework swav needs --batch >= --prototypes (got 16 < 20",
+    "raise --batch or lower --prototypes",
+  );
 });
 
 Deno.test("bad input: a non-numeric value", async () => {

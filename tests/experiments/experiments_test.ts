@@ -284,6 +284,79 @@ Deno.test({
   },
 });
 
+Deno.test("compareWithPaper: the framework comparison (MoCo v3 - others, learned) by hand", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    // [framework, frozen, seed, linear top-1]; no BYOL rows; seed 3 of MoCo v3 has no partner.
+    const rows: [string, boolean, number, number][] = [
+      ["mocov3", false, 0, 70],
+      ["mocov3", false, 1, 71],
+      ["mocov3", false, 2, 72],
+      ["mocov3", false, 3, 90],
+      ["mocov3", true, 0, 71],
+      ["mocov3", true, 1, 72],
+      ["mocov3", true, 2, 73],
+      ["simclr", false, 0, 68],
+      ["simclr", false, 1, 68.5],
+      ["simclr", false, 2, 69.5],
+      ["simclr", true, 0, 68],
+      ["simclr", true, 1, 68],
+      ["simclr", true, 2, 68],
+      ["swav", false, 0, 72],
+      ["swav", false, 1, 70],
+      ["swav", false, 2, 71],
+      ["swav", true, 0, 72],
+      ["swav", true, 1, 71],
+      ["swav", true, 2, 72],
+    ];
+    await Deno.writeTextFile(
+      `${dir}/patch-projection.csv`,
+      "suite,run_id,budget,framework,freezePatchEmbed,seed,random_init,linear_top1,knn_top1\n" +
+        rows.map(([fw, frozen, seed, acc], i) =>
+          `patch-projection,r${i},cpu,${fw},${frozen},${seed},false,${acc},50`
+        ).join("\n") + "\npatch-projection,ri,cpu,,,0,true,10,10\n",
+    );
+    const cmp = await compareWithPaper(dir);
+    const by = Object.fromEntries(cmp.map((c) => [c.effect, c]));
+    assertEquals(cmp.map((c) => c.effect), [
+      "random - learned, mocov3",
+      "random - learned, simclr",
+      "random - learned, swav",
+      "MoCo v3 - SimCLR, learned patch proj. (vs ViT-S)",
+      "MoCo v3 - SimCLR, learned patch proj. (vs ViT-B)",
+      "MoCo v3 - SwAV, learned patch proj. (vs ViT-S)",
+      "MoCo v3 - SwAV, learned patch proj. (vs ViT-B)",
+    ]);
+    const t2 = 4.302652729911275; // t(0.975, 2)
+    // MoCo v3 - SimCLR: differences 2, 2.5, 2.5: mean 7/3, s = sqrt(1/12), CI [1.62, 3.05].
+    for (const [vit, paper, inside] of [["ViT-S", 3.5, false], ["ViT-B", 2.6, true]] as const) {
+      const c = by[`MoCo v3 - SimCLR, learned patch proj. (vs ${vit})`];
+      assertEquals(c.seeds, [0, 1, 2]);
+      assertAlmostEquals(c.a!.mean, 71, 1e-9); // seeds 0-2 only
+      assertAlmostEquals(c.diff!.mean, 7 / 3, 1e-9);
+      assertAlmostEquals(c.diff!.halfWidth, t2 * Math.sqrt(1 / 12) / Math.sqrt(3), 1e-6);
+      assertEquals(c.verdict, "holds");
+      assertEquals(c.paper, paper); // PAPER.md: 72.5 - 69.0 (ViT-S), 76.5 - 73.9 (ViT-B)
+      assertEquals(c.paperInside, inside);
+    }
+    // MoCo v3 - SwAV: differences -2, 1, 1: mean 0, s = sqrt(3).
+    for (const [vit, paper] of [["ViT-S", 5.4], ["ViT-B", 4.9]] as const) {
+      const c = by[`MoCo v3 - SwAV, learned patch proj. (vs ${vit})`];
+      assertAlmostEquals(c.diff!.mean, 0, 1e-9);
+      assertAlmostEquals(c.diff!.halfWidth, t2 * Math.sqrt(3) / Math.sqrt(3), 1e-6);
+      assertEquals(c.verdict, "not detected");
+      assertEquals(c.paper, paper); // 72.5 - 67.1, 76.5 - 71.6
+      assertEquals(c.paperInside, false); // CI [-4.30, 4.30]
+    }
+    // SwAV random - learned: 0, 1, 1 against the paper's +0.6 (65.8 -> 66.4).
+    const swav = by["random - learned, swav"];
+    assertAlmostEquals(swav.diff!.mean, 2 / 3, 1e-9);
+    assertEquals(swav.paper, 0.6);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("compareWithPaper: seed-paired differences, t-intervals and verdicts by hand", async () => {
   const dir = await Deno.makeTempDir();
   try {
