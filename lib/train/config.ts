@@ -240,7 +240,7 @@ export const FIELDS: Field[] = [
     flag: "on-nan",
     kind: "string",
     choices: ["stop", "rollback"],
-    help: "on a non-finite loss",
+    help: "on a non-finite loss or gradient: stop, or go back to a checkpoint",
   },
   {
     key: "nanLrFactor",
@@ -249,7 +249,7 @@ export const FIELDS: Field[] = [
     min: 0,
     exclusive: true,
     max: 1,
-    help: "lr factor after a rollback",
+    help: "lr factor per rollback (compounds)",
   },
   {
     key: "maxRollbacks",

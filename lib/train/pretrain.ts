@@ -9,7 +9,8 @@
  *
  * A run directory holds `config.json` (the resolved config and versions), `log.csv` (one row per
  * iteration), `knn.csv` (monitor rows), `checkpoint.safetensors` (everything needed to resume)
- * and `backbone.safetensors` (timm names only, for evaluation and PyTorch).
+ * and `backbone.safetensors` (timm names only, for evaluation and PyTorch); under
+ * `--on-nan rollback` also `checkpoint.prev.safetensors` and `rollbacks.csv`.
  *
  * @example
  * ```ts

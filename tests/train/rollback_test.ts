@@ -10,8 +10,9 @@
  * checkpoint and survive a resume bit for bit.
  *
  * The smoke preset on the synthetic set, wasm backend: every run takes a second or two. Every
- * in-process run has a guard (stop after 60 steps) so that a loop fails the test instead of
- * hanging it; the CLI run has a kill timer.
+ * in-process run has a guard (stop after 60 steps or printed lines) so that a loop fails the test instead of
+ * hanging it; the CLI run has a kill timer. Run against the code before this change, every test
+ * here fails (the first three by the guard or the timer).
  */
 import { assert, assertEquals, assertRejects, assertStringIncludes } from "@std/assert";
 import {
@@ -45,15 +46,18 @@ function warmupLr(baseLr: number, step: number): number {
   return baseLr * 32 / 256 * step / 4;
 }
 
-/** Runs pretrain with a guard: stops after `limit` steps in all (a loop ends the test). */
+/**
+ * Runs pretrain with a guard: stops after `limit` steps or `limit` printed lines in all (a loop
+ * of rollbacks, with or without steps in between, ends the test).
+ */
 function guarded(cfg: PretrainConfig, limit = 60) {
   const lines: string[] = [];
   const signal = { stop: false };
   let steps = 0;
   const run = pretrain(cfg, {
     signal,
-    print: (s) => lines.push(s),
-    onStep: () => signal.stop = ++steps >= limit,
+    print: (s) => signal.stop = lines.push(s) >= limit || signal.stop,
+    onStep: () => signal.stop = ++steps >= limit || signal.stop,
   });
   return { run, lines, steps: () => steps };
 }
@@ -123,7 +127,7 @@ Deno.test("rollback: --lr 1e9 with a checkpoint every step ends at the cap; lr x
   });
   const g = guarded(cfg);
   const e = await assertRejects(() => g.run, DivergenceError);
-  assert(g.steps() < 60, `the guard stopped a loop:\n${g.lines.join("\n")}`);
+  assert(g.steps() < 60 && g.lines.length < 60, `the guard stopped a loop:\n${g.lines.join("\n")}`);
   const rows = await readRollbacks(dir);
   assertEquals(rows.length, 3, "the default cap, --max-rollbacks 3");
   assertEquals(rows.map((r) => r.lr_scale), [0.5, 0.25, 0.125]);
@@ -161,7 +165,7 @@ Deno.test("rollback: --lr 1e4 --ckpt-every 3 ends by itself; a repeat divergence
   const cfg = smoke(dir, { baseLr: 1e4, onNan: "rollback", maxSteps: 10, checkpointEvery: 3 });
   const g = guarded(cfg);
   await assertRejects(() => g.run, DivergenceError);
-  assert(g.steps() < 60, g.lines.join("\n"));
+  assert(g.steps() < 60 && g.lines.length < 60, g.lines.join("\n"));
   const rows = await readRollbacks(dir);
   assertEquals(rows.length, 3);
   assertEquals(rows.map((r) => r.lr_scale), [0.5, 0.25, 0.125]);
@@ -183,8 +187,8 @@ Deno.test("rollback: the issue's command line (--lr 1e9 --ckpt-every 1) exits 1 
     ...["--preset", "smoke", "--backend", "wasm", "--lr", "1e9", "--on-nan", "rollback"],
     ...["--max-steps", "10", "--ckpt-every", "1", "--no-final-knn", "--out", dir],
   ]);
-  // Today's endless loop is killed after 120 s (the run takes a few seconds).
-  const timer = setTimeout(() => child.kill("SIGKILL"), 120_000);
+  // The endless loop of the issue is killed after 60 s (the run takes a few seconds).
+  const timer = setTimeout(() => child.kill("SIGKILL"), 60_000);
   const out = await child.output();
   clearTimeout(timer);
   const stdout = new TextDecoder().decode(out.stdout);
@@ -264,7 +268,7 @@ Deno.test("rollback + resume: stopped after the 2nd rollback and resumed = unint
   const cfg = (dir: string) =>
     smoke(dir, { baseLr: 1e4, onNan: "rollback", maxSteps: 10, checkpointEvery: 3 });
   const whole = await tempDir();
-  const a = await assertRejects(() => pretrain(cfg(whole), quiet), DivergenceError);
+  const a = await assertRejects(() => guarded(cfg(whole)).run, DivergenceError);
 
   const dir = await tempDir();
   const signal = { stop: false };
@@ -284,11 +288,9 @@ Deno.test("rollback + resume: stopped after the 2nd rollback and resumed = unint
   const rows = await Deno.readTextFile(`${dir}/rollbacks.csv`);
   await Deno.writeTextFile(`${dir}/rollbacks.csv`, rows + rows.split("\n")[1] + "\n");
 
-  const lines: string[] = [];
-  const b = await assertRejects(
-    () => pretrain(cfg(dir), { print: (s) => lines.push(s) }),
-    DivergenceError,
-  );
+  const resumed = guarded(cfg(dir));
+  const b = await assertRejects(() => resumed.run, DivergenceError);
+  const lines = resumed.lines;
   assert(lines.some((l) => l.includes("lr x0.25 after 2 rollback(s)")), lines.join("\n"));
   assertEquals(b.message.replaceAll(dir, "D"), a.message.replaceAll(whole, "D"));
   assertEquals(await readRollbacks(dir), await readRollbacks(whole));
