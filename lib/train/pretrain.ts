@@ -346,6 +346,12 @@ async function pretrainLocked(
       const last = ckptStep >= 0 && await pathExists(ckptPath)
         ? ` The last checkpoint (step ${ckptStep}) is ${ckptPath}.`
         : " No checkpoint was written.";
+      // The gradient of a step does not depend on the lr; that of the first step on nothing else.
+      if (step === 0) {
+        throw new DivergenceError(
+          `${fact}. The first step does not depend on the lr: check the data and the model flags.`,
+        );
+      }
       const change = `Lower --lr (now ${cfg.baseLr}) or raise --warmup (now ${cfg.warmupEpochs})`;
       if (cfg.onNan !== "rollback") {
         throw new DivergenceError(`${fact}.${last} ${change}, or run with --on-nan rollback.`);
@@ -799,12 +805,14 @@ function progressPrinter(
   const tty = print === console.log && Deno.stdout.isTerminal();
   const start = performance.now();
   let first = -1;
+  let ran = 0; // steps run by this process (a rollback repeats steps)
   let lastPrint = 0;
   return (row) => {
     if (first < 0) first = row.step;
+    ran++;
     const done = row.step + 1;
     const elapsed = (performance.now() - start) / 1000;
-    const rate = (done - first) / Math.max(elapsed, 1e-9);
+    const rate = ran / Math.max(elapsed, 1e-9);
     const eta = (lastStep - done) / Math.max(rate, 1e-9);
     const pct = done / lastStep;
     const epochs = Math.ceil(lastStep / stepsPerEpoch);

@@ -222,16 +222,32 @@ Deno.test("divergence message: a gradient with a finite loss, the 1-based step, 
 });
 
 Deno.test("divergence message under rollback: no checkpoint before the step, or no rollback allowed; never suggests the flag in use", async () => {
-  // The step-0 state itself diverges (NaN injected at step 0): nothing earlier to go back to.
+  // The step-0 state itself diverges (NaN injected at step 0): no lr can change that step.
   const dir = await tempDir();
   const e = await assertRejects(
     () => pretrain(smoke(dir, { onNan: "rollback", injectNanAt: 0 }), quiet),
     DivergenceError,
   );
   assertStringIncludes(e.message, "non-finite values at step 1/16 (epoch 1): ");
-  assertStringIncludes(e.message, "there is no checkpoint before this step to roll back to");
-  assertStringIncludes(e.message, `The last checkpoint (step 0) is ${dir}/checkpoint.safetensors`);
-  assert(!e.message.includes("--on-nan rollback"), e.message);
+  assertStringIncludes(e.message, "The first step does not depend on the lr");
+  assert(!/--lr|--on-nan rollback/.test(e.message), e.message);
+
+  // A stopped run (checkpoint of step 4, the step that diverged) resumed with rollback: the only
+  // kept checkpoint is of the diverging step itself, which gives the same step at any lr.
+  const dir1 = await tempDir();
+  const stopCfg = smoke(dir1, { injectNanAt: 4 });
+  await assertRejects(() => pretrain(stopCfg, quiet), DivergenceError);
+  const e1 = await assertRejects(
+    () => pretrain({ ...stopCfg, onNan: "rollback" }, quiet),
+    DivergenceError,
+  );
+  assertStringIncludes(e1.message, "non-finite values at step 5/16 (epoch 1): ");
+  assertStringIncludes(e1.message, "there is no checkpoint before this step to roll back to");
+  assertStringIncludes(
+    e1.message,
+    `The last checkpoint (step 4) is ${dir1}/checkpoint.safetensors`,
+  );
+  assert(!e1.message.includes("--on-nan rollback"), e1.message);
 
   // --max-rollbacks 0: the first divergence stops, and says why.
   const dir2 = await tempDir();
