@@ -83,8 +83,10 @@ export interface PretrainConfig {
   /** After training, kNN of the whole test split against the whole train split. */
   finalKnn: boolean;
   onNan: "stop" | "rollback";
-  /** On rollback, the lr is multiplied by this. */
+  /** On rollback, the lr is multiplied by this (compounding over rollbacks). */
   nanLrFactor: number;
+  /** Under `onNan: "rollback"`: at most this many rollbacks in a run; the next divergence stops it. */
+  maxRollbacks: number;
   /** Testing aid: poison the inputs of this step with NaN (-1: never). */
   injectNanAt: number;
   /** Testing aid: fail if tf.memory().numTensors grows across a step. */
@@ -252,7 +254,7 @@ export const FIELDS: Field[] = [
     flag: "on-nan",
     kind: "string",
     choices: ["stop", "rollback"],
-    help: "on a non-finite loss",
+    help: "on a non-finite loss or gradient: stop, or go back to a checkpoint",
   },
   {
     key: "nanLrFactor",
@@ -261,7 +263,14 @@ export const FIELDS: Field[] = [
     min: 0,
     exclusive: true,
     max: 1,
-    help: "lr factor after a rollback",
+    help: "lr factor per rollback (compounds)",
+  },
+  {
+    key: "maxRollbacks",
+    flag: "max-rollbacks",
+    kind: "int",
+    min: 0,
+    help: "--on-nan rollback: at most N rollbacks, then stop",
   },
   { key: "injectNanAt", flag: "inject-nan-at", kind: "int", min: -1, help: "(testing)" },
   { key: "checkTensorLeaks", flag: "check-leaks", kind: "bool", help: "(testing)" },
@@ -308,6 +317,7 @@ const BASE: Omit<PretrainConfig, "preset"> = {
   finalKnn: true,
   onNan: "stop",
   nanLrFactor: 0.5,
+  maxRollbacks: 3,
   injectNanAt: -1,
   checkTensorLeaks: false,
 };
@@ -480,6 +490,7 @@ const RESUMABLE = new Set<keyof PretrainConfig>([
   "finalKnn",
   "onNan",
   "nanLrFactor",
+  "maxRollbacks",
   "injectNanAt",
   "checkTensorLeaks",
 ]);

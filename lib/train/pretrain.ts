@@ -9,7 +9,8 @@
  *
  * A run directory holds `config.json` (the resolved config and versions), `log.csv` (one row per
  * iteration), `knn.csv` (monitor rows), `checkpoint.safetensors` (everything needed to resume)
- * and `backbone.safetensors` (timm names only, for evaluation and PyTorch).
+ * and `backbone.safetensors` (timm names only, for evaluation and PyTorch); under
+ * `--on-nan rollback` also `checkpoint.prev.safetensors` and `rollbacks.csv`.
  *
  * @example
  * ```ts
@@ -58,19 +59,26 @@ import {
 } from "./optim.ts";
 import {
   appendRows,
+  keepPreviousCheckpoint,
   KNN_COLUMNS,
   type KnnRow,
   LOG_COLUMNS,
   type LogRow,
   removeStaleTempFiles,
+  ROLLBACK_COLUMNS,
+  type RollbackRow,
   RUN_FILES,
   truncateLogs,
+  truncateRollbacks,
 } from "./rundir.ts";
 
 export { resolveConfig, resumeConfig } from "./config.ts";
 export type { PretrainConfig } from "./config.ts";
 
-/** Training stopped on a non-finite loss or gradient; the message names the step and layer. */
+/**
+ * Training stopped on a non-finite loss or gradient (or `--on-nan rollback` ran out of rollbacks);
+ * the message says what went non-finite, at which step, and what to change.
+ */
 export class DivergenceError extends Error {
   override name = "DivergenceError";
 }
@@ -192,8 +200,31 @@ function gradGroups(grads: Record<string, unknown>, depth: number): string[][] {
   return groups;
 }
 
+/** Names of {@link gradNorms}' values: patch_embed, blocks.0, ..., heads, total. */
 function groupLabel(i: number, depth: number): string {
-  return i === 0 ? "patch_embed" : i <= depth ? `blocks.${i - 1}` : "heads";
+  if (i === 0) return "patch_embed";
+  if (i <= depth) return `blocks.${i - 1}`;
+  return i === depth + 1 ? "heads" : "total";
+}
+
+/**
+ * What went non-finite in a step, as facts: the loss (with its value) and/or the gradient norm
+ * (with the first group, in forward order, whose norm is non-finite), and the matching row fields.
+ */
+function nonFinite(loss: number, norms: number[], depth: number) {
+  const lossBad = !Number.isFinite(loss);
+  const bad = norms.findIndex((v) => !Number.isFinite(v));
+  const group = bad < 0 ? "" : groupLabel(bad, depth);
+  const grad = group === "total"
+    ? "the total gradient norm (the norm of every group is finite)"
+    : `the gradient norm of ${group} (the first such group in forward order)`;
+  const text = !lossBad
+    ? `${grad} is non-finite; the loss is finite`
+    : group
+    ? `the loss (${loss}) and ${grad} are non-finite`
+    : `the loss is non-finite (${loss})`;
+  const what: RollbackRow["nonfinite"] = lossBad ? (group ? "loss+gradient" : "loss") : "gradient";
+  return { text, what, group };
 }
 
 /**
@@ -304,20 +335,42 @@ async function pretrainLocked(
     await takeLock(); // creates the directory
     const ckptPath = `${dir}/${RUN_FILES.checkpoint}`;
     const split = train.splitRule ? { split: train.splitRule } : {};
+    const prevPath = `${dir}/${RUN_FILES.previousCheckpoint}`;
     const resolved = { ...cfg, backbone: vit, stepsPerEpoch, totalSteps, peakLr, ...split };
     const opened = await openRunDir(cfg, resolved, backendInfo.summary, ssl, opt, hooks);
     let { step, lrScale } = opened;
-    if (opened.resumed) print(`resumed ${dir} at step ${step}/${lastStep}`);
+    const { rollbackSteps } = opened;
+    if (opened.resumed) {
+      const after = rollbackSteps.length
+        ? `, lr x${lrScale} after ${rollbackSteps.length} rollback(s)`
+        : "";
+      print(`resumed ${dir} at step ${step}/${lastStep}${after}`);
+    }
     stepper = cfg.workers > 1
       ? await dataParallelStepper(cfg, vit, heads, optCfg, backendInfo, ssl, opt, print)
       : localStepper(ssl, opt, optCfg);
 
+    // The steps of checkpoint.safetensors and checkpoint.prev.safetensors (-1: none; undefined:
+    // not read yet), the rollback targets.
     let savedStep = -1;
+    let ckptStep = opened.resumed ? step : -1;
+    let prevStep = opened.resumed ? undefined : -1;
+    /** Writes the checkpoint of `step`; under rollback the one it replaces is kept as prev. */
+    const write = async (keepPrevious: boolean) => {
+      if (keepPrevious && cfg.onNan === "rollback" && ckptStep >= 0 && ckptStep !== step) {
+        await keepPreviousCheckpoint(dir);
+        prevStep = ckptStep;
+      }
+      await saveCheckpoint(dir, ssl, opt, { cfg, vit, step, lrScale, rollbackSteps });
+      savedStep = ckptStep = step;
+    };
     const save = async () => {
       await stepper!.pull();
-      savedStep = step;
-      await saveCheckpoint(dir, ssl, opt, { cfg, vit, step, lrScale });
+      await write(true);
     };
+    // Under rollback, a fresh run keeps its initial state: a divergence before the first
+    // checkpoint can go back to step 0.
+    if (cfg.onNan === "rollback" && !opened.resumed) await save();
     const monitor = async (run: PretrainConfig, epoch: number, what: (r: KnnRow) => string) => {
       await stepper!.pull();
       const row = await knnMonitor(ssl, train, test, stats, run, step, epoch);
@@ -326,25 +379,72 @@ async function pretrainLocked(
       print(what(row));
       return row;
     };
-    /** After a non-finite step: roll back to the checkpoint with a lower lr, or stop. */
+    /**
+     * After a non-finite step: roll back (to the newest checkpoint before this step; to the
+     * oldest kept one when the run diverges again before passing the step of the last
+     * rollback), with the lr scale times --nan-lr-factor, or stop with a DivergenceError.
+     */
     const recover = async (lossValue: number, norms: number[], epoch: number) => {
-      const badGroup = norms.findIndex((v) => !Number.isFinite(v));
-      const where = badGroup >= 0 && badGroup <= vit.depth + 1
-        ? `the gradient norm of ${groupLabel(badGroup, vit.depth)} went non-finite first`
-        : "the loss is non-finite";
-      const msg = `non-finite loss (${lossValue}) at step ${step} (epoch ${epoch}): ${where}`;
-      if (cfg.onNan === "rollback" && await pathExists(ckptPath)) {
-        ({ step, lrScale } = await restore(ssl, opt, ckptPath));
-        await stepper!.push();
-        lrScale *= cfg.nanLrFactor;
-        savedStep = -1; // the checkpoint holds the old lr scale
-        await truncateLogs(dir, step);
-        print(`${msg}; rolled back to the checkpoint at step ${step} with lr x${lrScale}`);
-        return;
+      const bad = nonFinite(lossValue, norms, vit.depth);
+      const at = `step ${step + 1}/${lastStep} (epoch ${epoch + 1})`;
+      const fact = `non-finite values at ${at}: ${bad.text}`;
+      const last = ckptStep >= 0 && await pathExists(ckptPath)
+        ? ` The last checkpoint (step ${ckptStep}) is ${ckptPath}.`
+        : " No checkpoint was written.";
+      // The gradient of a step does not depend on the lr; that of the first step on nothing else.
+      if (step === 0) {
+        throw new DivergenceError(
+          `${fact}. The first step does not depend on the lr: check the data and the model flags.`,
+        );
       }
-      throw new DivergenceError(
-        `${msg}. The last good checkpoint is kept in ${ckptPath}. Lower --lr, raise --warmup, ` +
-          "or run with --on-nan rollback.",
+      const change = `Lower --lr (now ${cfg.baseLr}) or raise --warmup (now ${cfg.warmupEpochs})`;
+      if (cfg.onNan !== "rollback") {
+        throw new DivergenceError(`${fact}.${last} ${change}, or run with --on-nan rollback.`);
+      }
+      if (rollbackSteps.length >= cfg.maxRollbacks) {
+        const n = rollbackSteps.length;
+        const tried = n === 0
+          ? "--max-rollbacks 0 allows no rollback"
+          : `${n} rollback(s) (the cap, --max-rollbacks ${cfg.maxRollbacks}) were made, at ` +
+            `step(s) ${rollbackSteps.map((s) => s + 1).join(", ")}; the lr is now x${lrScale}`;
+        throw new DivergenceError(
+          `${fact}. ${tried}.${last} ${change}, or allow more with --max-rollbacks.`,
+        );
+      }
+      prevStep ??= (await pathExists(prevPath))
+        ? Number((await readSafetensors(prevPath)).metadata.step)
+        : -1;
+      // Older first; a checkpoint of this very step gives the same non-finite step at any lr.
+      const targets = [{ path: prevPath, at: prevStep }, { path: ckptPath, at: ckptStep }]
+        .filter((t) => t.at >= 0 && t.at < step);
+      const again = rollbackSteps.length > 0 && step <= rollbackSteps[rollbackSteps.length - 1];
+      const target = again ? targets[0] : targets[targets.length - 1];
+      if (!target) {
+        throw new DivergenceError(
+          `${fact}; there is no checkpoint before this step to roll back to.${last} ${change}.`,
+        );
+      }
+      const badStep = step;
+      step = (await restore(ssl, opt, target.path)).step;
+      await stepper!.push();
+      lrScale *= cfg.nanLrFactor;
+      rollbackSteps.push(badStep);
+      await truncateLogs(dir, step);
+      const row: RollbackRow = {
+        step: badStep,
+        epoch,
+        nonfinite: bad.what,
+        loss: lossValue,
+        grad_group: bad.group,
+        restored_step: step,
+        lr_scale: lrScale,
+      };
+      // The row first: a resume keeps as many rows as its checkpoint records rollbacks.
+      await appendRows(`${dir}/${RUN_FILES.rollbacks}`, ROLLBACK_COLUMNS, [row]);
+      await write(false); // the restored state, with the new lr scale and rollback count
+      print(
+        `rolled back to the checkpoint at step ${step} with lr x${lrScale} (rollback ` +
+          `${rollbackSteps.length} of at most ${cfg.maxRollbacks}): ${fact}`,
       );
     };
 
@@ -464,7 +564,7 @@ async function openRunDir(
   ssl: SslModel,
   opt: OptimizerState,
   hooks: RunHooks,
-): Promise<{ step: number; lrScale: number; resumed: boolean }> {
+): Promise<{ step: number; lrScale: number; rollbackSteps: number[]; resumed: boolean }> {
   const dir = cfg.outDir;
   const ckptPath = `${dir}/${RUN_FILES.checkpoint}`;
   await removeStaleTempFiles(dir);
@@ -472,12 +572,15 @@ async function openRunDir(
     await checkSameConfig(dir, cfg, hooks.force ?? false);
     const resumed = await restore(ssl, opt, ckptPath);
     await truncateLogs(dir, resumed.step);
+    await truncateRollbacks(dir, resumed.rollbackSteps.length);
     return { ...resumed, resumed: true };
   }
   // A fresh start: rows of an earlier attempt killed before its first checkpoint would
   // otherwise be followed by the same steps again.
-  for (const log of [RUN_FILES.log, RUN_FILES.knn]) {
-    await Deno.remove(`${dir}/${log}`).catch(() => {});
+  for (
+    const file of [RUN_FILES.log, RUN_FILES.knn, RUN_FILES.rollbacks, RUN_FILES.previousCheckpoint]
+  ) {
+    await Deno.remove(`${dir}/${file}`).catch(() => {});
   }
   const json = JSON.stringify(
     { config: cfg, resolved, versions: await versions(backend) },
@@ -485,10 +588,13 @@ async function openRunDir(
     2,
   );
   await writeFileAtomic(`${dir}/${RUN_FILES.config}`, new TextEncoder().encode(json + "\n"));
-  return { step: 0, lrScale: 1, resumed: false };
+  return { step: 0, lrScale: 1, rollbackSteps: [], resumed: false };
 }
 
-/** Writes the training checkpoint (model, optimiser slots, step, lr scale) and the backbone. */
+/**
+ * Writes the training checkpoint (model, optimiser slots, step, lr scale, the steps of the
+ * rollbacks so far) and the backbone.
+ */
 async function saveCheckpoint(
   dir: string,
   ssl: SslModel,
@@ -498,6 +604,7 @@ async function saveCheckpoint(
     vit: ReturnType<typeof backboneConfig>;
     step: number;
     lrScale: number;
+    rollbackSteps: number[];
   },
 ): Promise<void> {
   const tensors = { ...ssl.state(), ...optimizerStateTensors(opt) };
@@ -505,6 +612,7 @@ async function saveCheckpoint(
     format: "vitssl-checkpoint-v1",
     step: String(at.step),
     lr_scale: String(at.lrScale),
+    rollback_steps: at.rollbackSteps.join(","),
     optimizer_step: String(opt.step),
     config: JSON.stringify(at.cfg),
     [CONFIG_KEY]: JSON.stringify(at.vit),
@@ -683,12 +791,15 @@ export function pretrainAugmentConfig(
   });
 }
 
-/** Loads a training checkpoint into the model and optimiser; returns its step and lr scale. */
+/**
+ * Loads a training checkpoint into the model and optimiser; returns its step, lr scale and the
+ * (0-based) steps of the rollbacks before it.
+ */
 async function restore(
   ssl: SslModel,
   opt: OptimizerState,
   path: string,
-): Promise<{ step: number; lrScale: number }> {
+): Promise<{ step: number; lrScale: number; rollbackSteps: number[] }> {
   const { tensors, metadata } = await readSafetensors(path);
   const state = ssl.state();
   const model: typeof tensors = {};
@@ -703,7 +814,11 @@ async function restore(
   } finally {
     tf.dispose(Object.values(optim));
   }
-  return { step: Number(metadata.step), lrScale: Number(metadata.lr_scale ?? 1) };
+  return {
+    step: Number(metadata.step),
+    lrScale: Number(metadata.lr_scale ?? 1),
+    rollbackSteps: metadata.rollback_steps ? metadata.rollback_steps.split(",").map(Number) : [],
+  };
 }
 
 /** The kNN monitor: the online backbone on a fixed test subset against a fixed train bank. */
@@ -739,12 +854,14 @@ function progressPrinter(
   const tty = print === console.log && Deno.stdout.isTerminal();
   const start = performance.now();
   let first = -1;
+  let ran = 0; // steps run by this process (a rollback repeats steps)
   let lastPrint = 0;
   return (row) => {
     if (first < 0) first = row.step;
+    ran++;
     const done = row.step + 1;
     const elapsed = (performance.now() - start) / 1000;
-    const rate = (done - first) / Math.max(elapsed, 1e-9);
+    const rate = ran / Math.max(elapsed, 1e-9);
     const eta = (lastStep - done) / Math.max(rate, 1e-9);
     const pct = done / lastStep;
     const epochs = Math.ceil(lastStep / stepsPerEpoch);

@@ -1,6 +1,6 @@
 /**
  * A run directory, in one place: its files ({@link RUN_FILES}), its append-only CSV logs
- * (`log.csv`, `knn.csv`) and their rows, and reading a run back. Training writes it; resume,
+ * (`log.csv`, `knn.csv`, `rollbacks.csv`) and their rows, and reading a run back. Training writes it; resume,
  * experiments, notebooks and evaluation read it through here.
  *
  * The logs survive a crash: a resumed run first cuts every row at or after its checkpoint's step
@@ -28,8 +28,15 @@ export const RUN_FILES = {
   log: "log.csv",
   /** One row per kNN evaluation ({@link KnnRow}). */
   knn: "knn.csv",
+  /** One row per rollback of `--on-nan rollback` ({@link RollbackRow}); absent if none. */
+  rollbacks: "rollbacks.csv",
   /** Everything needed to resume (model, momentum encoder, optimiser slots). */
   checkpoint: "checkpoint.safetensors",
+  /**
+   * Under `--on-nan rollback`: the checkpoint before the last one (a second rollback target,
+   * {@link keepPreviousCheckpoint}).
+   */
+  previousCheckpoint: "checkpoint.prev.safetensors",
   /** The online backbone with timm's names, for evaluation and PyTorch. */
   backbone: "backbone.safetensors",
   /** An experiment run's result row. */
@@ -61,6 +68,35 @@ export interface KnnRow {
   train_size: number;
   test_size: number;
 }
+
+/**
+ * One row of `rollbacks.csv`: iteration `step` (0-based, as in `log.csv`; messages and the
+ * progress bar show step + 1) had a non-finite `nonfinite` ("loss", "gradient" or
+ * "loss+gradient"); `loss` is its loss, `grad_group` the first group in forward order
+ * (patch_embed, blocks.0, ..., heads, or "total" when only the sum is non-finite) whose gradient
+ * norm is non-finite ("" when every norm is finite). The run went back to the checkpoint of
+ * `restored_step` and continued with the lr multiplied by `lr_scale`.
+ */
+export interface RollbackRow {
+  step: number;
+  epoch: number;
+  nonfinite: "loss" | "gradient" | "loss+gradient";
+  loss: number;
+  grad_group: string;
+  restored_step: number;
+  lr_scale: number;
+}
+
+/** The columns of `rollbacks.csv`, in order. */
+export const ROLLBACK_COLUMNS: (keyof RollbackRow)[] = [
+  "step",
+  "epoch",
+  "nonfinite",
+  "loss",
+  "grad_group",
+  "restored_step",
+  "lr_scale",
+];
 
 /** The columns of `log.csv`, in order. */
 export const LOG_COLUMNS: (keyof LogRow)[] = [
@@ -125,6 +161,45 @@ export async function readRunLogs(dir: string): Promise<{ log: LogRow[]; knn: Kn
 export async function truncateLogs(dir: string, step: number): Promise<void> {
   await truncateRows(`${dir}/${RUN_FILES.log}`, LOG_COLUMNS, step);
   await truncateRows(`${dir}/${RUN_FILES.knn}`, KNN_COLUMNS, step + 1);
+}
+
+/**
+ * Keeps the first `n` complete rows of `rollbacks.csv`: a resumed run keeps the rollbacks its
+ * checkpoint records (a rollback's row is written before the checkpoint that records it).
+ *
+ * @example
+ * ```ts
+ * await truncateRollbacks("data/runs/demo", 2); // the checkpoint records 2 rollbacks
+ * ```
+ */
+export async function truncateRollbacks(dir: string, n: number): Promise<void> {
+  await keepRows(`${dir}/${RUN_FILES.rollbacks}`, ROLLBACK_COLUMNS, (_, i) => i < n);
+}
+
+/**
+ * Keeps the run's checkpoint as `checkpoint.prev.safetensors` before a new one is written over
+ * it: a hard link (no copy) where the file system allows, else a copy, renamed into place so that
+ * a kill leaves the old or the new previous checkpoint; `checkpoint.safetensors` is not touched.
+ *
+ * @example
+ * ```ts
+ * await keepPreviousCheckpoint("data/runs/demo"); // then write checkpoint.safetensors
+ * ```
+ */
+export async function keepPreviousCheckpoint(dir: string): Promise<void> {
+  const prev = `${dir}/${RUN_FILES.previousCheckpoint}`;
+  const tmp = `${dir}/.${RUN_FILES.previousCheckpoint}.tmp-${crypto.randomUUID().slice(0, 8)}`;
+  try {
+    try {
+      await Deno.link(`${dir}/${RUN_FILES.checkpoint}`, tmp);
+    } catch {
+      await Deno.copyFile(`${dir}/${RUN_FILES.checkpoint}`, tmp);
+    }
+    await Deno.rename(tmp, prev);
+  } catch (e) {
+    await Deno.remove(tmp).catch(() => {});
+    throw await diskFullOr(e, prev);
+  }
 }
 
 /**
@@ -198,6 +273,19 @@ export async function truncateRows(
   columns: string[],
   below: number,
 ): Promise<void> {
+  const stepCol = columns.indexOf("step");
+  await keepRows(path, columns, (cells) => Number(cells[stepCol]) < below);
+}
+
+/**
+ * Keeps the complete rows that `keep` accepts (it gets a row's cells and how many rows were kept
+ * before it); see {@link truncateRows}.
+ */
+async function keepRows(
+  path: string,
+  columns: string[],
+  keep: (cells: string[], i: number) => boolean,
+): Promise<void> {
   let text: string;
   try {
     text = await Deno.readTextFile(path);
@@ -212,13 +300,12 @@ export async function truncateRows(
         "move the file away to start a new log",
     );
   }
-  const stepCol = columns.indexOf("step");
-  const keep = [lines[0]];
+  const kept = [lines[0]];
   // Only newline-terminated lines are complete; the text after the last "\n" is a torn write.
   for (const line of lines.slice(1, -1)) {
     const cells = line.split(",");
     if (cells.length !== columns.length) continue;
-    if (Number(cells[stepCol]) < below) keep.push(line);
+    if (keep(cells, kept.length - 1)) kept.push(line);
   }
-  await writeFileAtomic(path, new TextEncoder().encode(keep.join("\n") + "\n"));
+  await writeFileAtomic(path, new TextEncoder().encode(kept.join("\n") + "\n"));
 }

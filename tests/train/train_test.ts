@@ -203,9 +203,9 @@ Deno.test("divergence: injectNanAt stops with DivergenceError; the last good che
     () => pretrain(smoke(dir, { injectNanAt: 6 }), quiet),
     DivergenceError,
   );
-  assertStringIncludes(e.message, "at step 6");
+  assertStringIncludes(e.message, "at step 7/16 (epoch 1)"); // 0-based step 6, as the bar counts
   assertStringIncludes(e.message, "patch_embed"); // the first layer whose gradient went NaN
-  assertStringIncludes(e.message, `${dir}/checkpoint.safetensors`);
+  assertStringIncludes(e.message, `The last checkpoint (step 4) is ${dir}/checkpoint.safetensors`);
   assertStringIncludes(e.message, "--on-nan rollback");
   // Checkpoints are every 4 steps: the one of step 4 is intact and finite.
   for (const file of ["checkpoint.safetensors", "backbone.safetensors"]) {
