@@ -19,6 +19,7 @@ const USER_ERRORS = new Set([
   "BackendError",
   "CheckpointError",
   "SafetensorsError",
+  "PthError",
   "ResultsError",
   "RunLockedError",
 ]);
