@@ -205,7 +205,7 @@ const MOCO_V3_HEADS: Record<string, number> = {
 
 /**
  * Infers a config from timm tensor shapes, with the `given` fields taking precedence: heads from
- * a MoCo v3 `arch` (the checkpoint's), else dim / 64 (at least 1); the MLP ratio from `fc1`;
+ * a MoCo v3 `arch` (the checkpoint's), else dim / 64 (at least 1); the MLP ratio from the MLP;
  * `posEmb` "sincos" when `pos_embed` is the paper's fixed table (to 1e-3, so also in float16).
  */
 function inferConfig(
@@ -241,7 +241,10 @@ function inferConfig(
       `${path}: cannot infer the image size (no square pos_embed); pass config.imageSize`,
     );
   }
-  const fc1 = t["blocks.0.mlp.fc1.weight"];
+  // The MLP ratio where fc1 and fc2 agree on the hidden width (else the default, so that a
+  // mismatch is reported against it).
+  const [fc1, fc2] = [t["blocks.0.mlp.fc1.weight"], t["blocks.0.mlp.fc2.weight"]];
+  const hidden = fc1 && fc2 && fc1.shape[0] === fc2.shape[1] ? fc1.shape[0] : undefined;
   const archHeads = arch !== undefined && Object.hasOwn(MOCO_V3_HEADS, arch)
     ? MOCO_V3_HEADS[arch]
     : undefined;
@@ -253,7 +256,7 @@ function inferConfig(
     depth,
     imageSize: grid * patchSize,
     heads: archHeads ?? Math.max(1, dim / 64),
-    ...(fc1 ? { mlpRatio: fc1.shape[0] / dim } : {}),
+    ...(hidden ? { mlpRatio: hidden / dim } : {}),
     posEmb: pos ? (isSincos(pos, grid, dim) ? "sincos" : "learned") : "none",
     pool: t["norm.weight"] ? "cls" : "mean",
     mlpNorm: t["blocks.0.norm2.running_mean"] ? "batchnorm" : "layernorm",

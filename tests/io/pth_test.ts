@@ -295,7 +295,7 @@ test("loadBackbone(.pth.tar): the base encoder without its projector, features e
   assertEquals(tf.memory().numTensors, n0);
 });
 
-test("loadBackbone: another prefix (the momentum encoder), and a plain timm state dict", async () => {
+test("loadBackbone: another prefix (the momentum encoder), a plain timm state dict, MLP ratio", async () => {
   const momentum = await loadBackbone(`${dir}/official.pth.tar`, {
     prefix: "module.momentum_encoder.",
   });
@@ -312,11 +312,32 @@ test("loadBackbone: another prefix (the momentum encoder), and a plain timm stat
   } finally {
     disposeViT(plain);
   }
+  // An MLP of ratio 2 (hidden 48) is inferred from fc1 and fc2.
+  const narrow = await baseEncoder("plain", "");
+  for (const b of [0, 1]) {
+    narrow[`blocks.${b}.mlp.fc1.weight`] = f32([48, 24]);
+    narrow[`blocks.${b}.mlp.fc1.bias`] = f32([48]);
+    narrow[`blocks.${b}.mlp.fc2.weight`] = f32([24, 48]);
+  }
+  await writeSafetensors(`${dir}/narrow.safetensors`, narrow);
+  const model = await loadBackbone(`${dir}/narrow.safetensors`, { config: { heads: 12 } });
+  try {
+    assertEquals(model.config.mlpRatio, 2);
+    assertParams(model, narrow);
+  } finally {
+    disposeViT(model);
+  }
   const e = await assertRejects(
     () => loadBackbone(`${dir}/official.pth.tar`, { prefix: "module.nothing." }),
   );
   assertStringIncludes(e.message, "no backbone tensors under the prefix");
 });
+
+/** A float32 tensor of `shape` with values 0.01 i. */
+function f32(shape: number[]): SafeTensor {
+  const n = shape.reduce((a, b) => a * b, 1);
+  return { dtype: "F32", shape, data: Float32Array.from({ length: n }, (_, i) => 0.01 * i) };
+}
 
 /** `f` rejects with a one-line PthError containing `text`. */
 async function oneLine(f: () => Promise<unknown>, text: string): Promise<void> {
