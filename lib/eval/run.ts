@@ -12,7 +12,7 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs-core";
-import { loadBackbone } from "../train/checkpoint.ts";
+import { isPthPath, loadBackbone } from "../train/checkpoint.ts";
 import { type Dataset, type DatasetName, loadDataset } from "../data/mod.ts";
 import {
   checkpointCacheKey,
@@ -72,6 +72,23 @@ export interface EvaluateOptions {
 
 /** Runs the protocols and baselines; appends and returns the rows (accuracies as fractions). */
 export async function evaluate(opts: EvaluateOptions): Promise<EvalRow[]> {
+  // The backbone first, so that the data is loaded with its channel count (an RGB checkpoint,
+  // such as the official MoCo v3 ViT-S, sees gray images as RGB) and a bad file fails early.
+  const model = opts.checkpoint
+    ? await loadBackbone(opts.checkpoint, { prefix: opts.prefix })
+    : undefined;
+  try {
+    return await evaluateBackbone(opts, model);
+  } finally {
+    if (model) disposeViT(model);
+  }
+}
+
+/** {@link evaluate} with the checkpoint's backbone loaded (`undefined` without a checkpoint). */
+async function evaluateBackbone(
+  opts: EvaluateOptions,
+  model: ViT | undefined,
+): Promise<EvalRow[]> {
   const print = opts.print ?? ((s: string) => console.log(s));
   const protocols = opts.protocols ?? ["knn", "linear"];
   const dataset = opts.dataset ?? "fmnist";
@@ -80,7 +97,12 @@ export async function evaluate(opts: EvaluateOptions): Promise<EvalRow[]> {
   const backend = opts.backend ?? tf.getBackend();
   const [train, test] = await Promise.all(
     (["train", "test"] as const).map((split) =>
-      loadDataset({ name: dataset, split, root: opts.dataRoot })
+      loadDataset({
+        name: dataset,
+        split,
+        root: opts.dataRoot,
+        channels: model?.config.channels as 1 | 3 | undefined,
+      })
     ),
   );
   const stats = datasetStats(train);
@@ -184,15 +206,10 @@ export async function evaluate(opts: EvaluateOptions): Promise<EvalRow[]> {
   };
 
   let config: ViT["config"] | undefined;
-  if (opts.checkpoint) {
-    const model = await loadBackbone(opts.checkpoint, { prefix: opts.prefix });
+  if (opts.checkpoint && model) {
     config = model.config;
     const runId = opts.runId ?? runIdOf(opts.checkpoint);
-    try {
-      await runBackbone(runId, opts.checkpoint, model, await checkpointCacheKey(opts.checkpoint));
-    } finally {
-      disposeViT(model);
-    }
+    await runBackbone(runId, opts.checkpoint, model, await checkpointCacheKey(opts.checkpoint));
   }
   if (opts.baselines) {
     const raw = [rawPixelFeatures(train), rawPixelFeatures(test)];
@@ -215,8 +232,14 @@ function imageSize(ds: Dataset): number {
   return ds.height * ds.width * ds.channels;
 }
 
-/** The run id of a checkpoint: its directory's name (`data/runs/x/backbone.safetensors` -> x). */
+/**
+ * The run id of a checkpoint: its directory's name (`data/runs/x/backbone.safetensors` -> x), or
+ * for a PyTorch file its own name (`data/vit-s-300ep.pth.tar` -> vit-s-300ep).
+ */
 export function runIdOf(checkpoint: string): string {
   const parts = checkpoint.split(/[\\/]/).filter(Boolean);
+  if (isPthPath(checkpoint)) {
+    return parts[parts.length - 1].replace(/(\.pth)?\.(pth|pt|tar|ckpt)$/i, "");
+  }
   return parts.length > 1 ? parts[parts.length - 2] : parts[0] ?? "checkpoint";
 }

@@ -21,6 +21,7 @@ import { decodePth, PthError, readPth, stateDict, unpickle } from "../../lib/io/
 import { type SafeTensor, toFloat32, writeSafetensors } from "../../lib/io/safetensors.ts";
 import { CONFIG_KEY, loadBackbone } from "../../lib/train/checkpoint.ts";
 import { disposeViT, type ViT, vitForward } from "../../lib/model/vit.ts";
+import { evaluate } from "../../lib/eval/run.ts";
 import { commandStatus, requireTool } from "../_helpers/system_tools.ts";
 import { removeOnUnload } from "../_helpers/temp.ts";
 
@@ -338,6 +339,34 @@ function f32(shape: number[]): SafeTensor {
   const n = shape.reduce((a, b) => a * b, 1);
   return { dtype: "F32", shape, data: Float32Array.from({ length: n }, (_, i) => 0.01 * i) };
 }
+
+test("evaluate (deno task eval): kNN through the .pth.tar equals kNN through safetensors", async () => {
+  const st = `${dir}/same-eval/backbone.safetensors`;
+  await Deno.mkdir(`${dir}/same-eval`, { recursive: true });
+  await writeSafetensors(st, await baseEncoder("official", "module.base_encoder."), {
+    [CONFIG_KEY]: JSON.stringify(TINY),
+  });
+  const n0 = tf.memory().numTensors;
+  // Synthetic data is gray: the RGB checkpoint gets it as RGB.
+  const run = (checkpoint: string) =>
+    evaluate({
+      checkpoint,
+      dataset: "synthetic",
+      protocols: ["knn"],
+      cacheDir: `${dir}/cache`,
+      resultsFile: `${dir}/eval.csv`,
+      print: () => {},
+    });
+  const a = await run(`${dir}/official.pth.tar`);
+  const b = await run(st);
+  assertEquals(tf.memory().numTensors, n0);
+  assertEquals(a.map((r) => [r.run_id, r.protocol]), [
+    ["official", "knn-20"],
+    ["official", "knn-200"],
+  ]);
+  assertEquals(a.map((r) => [r.top1, r.top5]), b.map((r) => [r.top1, r.top5]));
+  assert(a[0].top1 > 0.3, `kNN top-1 ${a[0].top1} is above chance (0.25)`);
+});
 
 /** `f` rejects with a one-line PthError containing `text`. */
 async function oneLine(f: () => Promise<unknown>, text: string): Promise<void> {
