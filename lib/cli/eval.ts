@@ -4,6 +4,7 @@
  * ```sh
  * deno task eval --checkpoint data/runs/x/checkpoint.safetensors --protocol knn
  * deno task eval --checkpoint RUN/backbone.safetensors --protocol all --baselines
+ * deno task eval --checkpoint vit-s-300ep.pth.tar --dataset cifar10 --data-root DIR  # official
  * deno task eval --summary          # print data/results/eval.csv
  * ```
  * @module
@@ -17,7 +18,12 @@ import { BACKEND_FLAG, type FlagSpec, helpText, parseFlags, UsageError } from ".
 import { runMain } from "./main.ts";
 
 const SPECS: FlagSpec[] = [
-  { key: "checkpoint", flag: "checkpoint", kind: "string", help: "backbone or run checkpoint" },
+  {
+    key: "checkpoint",
+    flag: "checkpoint",
+    kind: "string",
+    help: "backbone or run checkpoint (.safetensors), or a PyTorch .pth / .pth.tar",
+  },
   {
     key: "protocol",
     flag: "protocol",
@@ -28,7 +34,12 @@ const SPECS: FlagSpec[] = [
   },
   { key: "dataset", flag: "dataset", kind: "string", choices: DATASETS, help: "dataset" },
   { key: "dataRoot", flag: "data-root", kind: "string", help: "cifar10/imagefolder directory" },
-  { key: "prefix", flag: "prefix", kind: "string", help: "name prefix to strip" },
+  {
+    key: "prefix",
+    flag: "prefix",
+    kind: "string",
+    help: "name prefix to load (default: module.base_encoder., base_encoder. or module.)",
+  },
   { key: "baselines", flag: "baselines", kind: "bool", help: "raw pixels and random init too" },
   {
     key: "readout",
