@@ -204,7 +204,7 @@ test("readPth: the official MoCo v3 layout, every tensor equal to PyTorch's", as
   assertEquals((root.get("scaler")!).get("scale"), 65536);
 });
 
-test("readPth: views of one storage (transpose, slices, strides, a row, a scalar, stride 0)", async () => {
+test("readPth: views of one storage (transpose, slices, strides, a row, a scalar, stride 0, a Parameter)", async () => {
   const tensors = await assertMatches("views", `${dir}/views.pth`);
   assertEquals(Object.keys(tensors), [
     "whole",
@@ -214,6 +214,7 @@ test("readPth: views of one storage (transpose, slices, strides, a row, a scalar
     "row",
     "scalar",
     "expanded",
+    "parameter",
   ]);
   // Each view owns its data: changing one does not change another.
   (tensors.whole.data as Float32Array)[0] = 1e9;

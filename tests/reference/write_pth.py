@@ -11,7 +11,8 @@ Files written to OUT_DIR:
   fixed 2D sin-cos table built as moco-v3's vits.py builds it.
 - plain.pth: the same base encoder as a plain timm state dict, with a timm classifier head.
 - half.pth: the same base encoder in float16, plus bf16, float64, int32 and int64 tensors.
-- views.pth: tensors that share one storage: a transpose, a slice, a strided slice, a row.
+- views.pth: tensors that share one storage: a transpose, a slice, a strided slice, a row, a
+  scalar, an expanded (stride 0) view and a Parameter.
 - legacy.pth: plain.pth's dict in the pre-1.6 (non-zip) format.
 - namespace.pth: a checkpoint holding an argparse.Namespace.
 - evil.pth: a pickle whose object reduces to os.system (never called by the reader).
@@ -162,6 +163,7 @@ views["strided"] = whole[1::2, ::3]
 views["row"] = whole[4]
 views["scalar"] = whole[5, 9]
 views["expanded"] = whole[0, :3].unsqueeze(0).expand(4, 3)  # stride 0
+views["parameter"] = torch.nn.Parameter(whole[3])  # pickled by torch._utils._rebuild_parameter
 torch.save(views, f"{out}/views.pth")
 record("views", views)
 
@@ -180,7 +182,7 @@ torch.save({"state_dict": plain, "x": Evil()}, f"{out}/evil.pth")
 index = {}
 with open(f"{out}/ref.bin", "wb") as f:
     for key, t in refs.items():
-        t = t.contiguous()
+        t = t.detach().contiguous()
         if t.dtype in (torch.float16, torch.bfloat16, torch.float32):
             raw, kind = t.float().numpy().astype("<f4").tobytes(), "f32"
         elif t.dtype == torch.float64:
