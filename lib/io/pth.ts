@@ -590,6 +590,10 @@ export function decodePth(bytes: Uint8Array, source = "<bytes>"): PthCheckpoint 
     const Array_ = ARRAYS[t.storage.dtype];
     const src = new Array_(raw.buffer as ArrayBuffer, raw.byteOffset, t.storage.numel);
     const n = t.shape.reduce((a, b) => a * b, 1);
+    if (t.offset === 0 && n === t.storage.numel && isContiguous(t.shape, t.stride)) {
+      // The whole storage, in order: `raw` is a fresh copy, so the tensor may own it.
+      return { dtype: t.storage.dtype, shape: [...t.shape], data: src };
+    }
     const out = new Array_(n);
     if (isContiguous(t.shape, t.stride)) {
       // deno-lint-ignore no-explicit-any
@@ -662,6 +666,8 @@ export function stateDict(ckpt: PthCheckpoint, source = "<bytes>"): SafetensorsC
     const t = v;
     Object.defineProperty(tensors, k, {
       enumerable: true,
+      writable: true,
+      configurable: true,
       value: {
         dtype: t.storage.dtype,
         shape: [...t.shape],
