@@ -31,6 +31,7 @@ export * from "./train/config.ts";
 export * from "./train/pretrain.ts";
 export * from "./train/rundir.ts";
 export * from "./io/safetensors.ts";
+export * from "./io/pth.ts";
 export * from "./io/atomic.ts";
 export * from "./io/lock.ts";
 export * from "./io/exists.ts";

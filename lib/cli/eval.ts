@@ -6,6 +6,7 @@
  * deno task eval --checkpoint RUN/backbone.safetensors --protocol all --baselines
  * deno task eval --checkpoint RUN/backbone.safetensors --umap   # UMAP maps next to it
  * deno task eval --checkpoint RUN --image-size 32 --channels 1   # a run's backbone, data converted
+ * deno task eval --checkpoint vit-s-300ep.pth.tar --dataset cifar10 --data-root DIR  # official
  * deno task eval --summary          # print data/results/eval.csv
  * ```
  * @module
@@ -25,7 +26,8 @@ const SPECS: FlagSpec[] = [
     key: "checkpoint",
     flag: "checkpoint",
     kind: "string",
-    help: "backbone or run checkpoint, or a run directory (its backbone.safetensors)",
+    help:
+      "backbone or run checkpoint (.safetensors), a run directory (its backbone), or a PyTorch .pth / .pth.tar",
   },
   {
     key: "protocol",
@@ -38,7 +40,12 @@ const SPECS: FlagSpec[] = [
   { key: "dataset", flag: "dataset", kind: "string", choices: DATASETS, help: "dataset" },
   // The same flags as pretraining's: read and convert the dataset as the run did.
   ...FIELDS.filter((f) => ["dataRoot", "imageSize", "channels"].includes(f.key)),
-  { key: "prefix", flag: "prefix", kind: "string", help: "name prefix to strip" },
+  {
+    key: "prefix",
+    flag: "prefix",
+    kind: "string",
+    help: "name prefix to load (default: module.base_encoder., base_encoder. or module.)",
+  },
   { key: "baselines", flag: "baselines", kind: "bool", help: "raw pixels and random init too" },
   {
     key: "readout",

@@ -20,6 +20,7 @@ const USER_ERRORS = new Set([
   "BackendError",
   "CheckpointError",
   "SafetensorsError",
+  "PthError",
   "ResultsError",
   "RunLockedError",
   "FileSystemError",

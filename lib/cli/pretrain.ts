@@ -34,7 +34,7 @@ const EXTRA: FlagSpec[] = [
 ];
 
 /** A run's config.json (or a bare config object); `flag` names the flag that gave the path. */
-async function readRunConfig(path: string, flag: string): Promise<Partial<PretrainConfig>> {
+export async function readRunConfig(path: string, flag: string): Promise<Partial<PretrainConfig>> {
   const text = await Deno.readTextFile(path).catch((e) => {
     throw new ConfigError(
       `${flag}: cannot read ${path} (${e.message}). ` +

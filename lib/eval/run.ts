@@ -12,7 +12,7 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs-core";
-import { CheckpointError, loadBackbone } from "../train/checkpoint.ts";
+import { CheckpointError, isPthPath, loadBackbone } from "../train/checkpoint.ts";
 import { RUN_FILES } from "../train/rundir.ts";
 import { pathExists } from "../io/exists.ts";
 import { ConfigError } from "../core/errors.ts";
@@ -94,26 +94,50 @@ export interface EvaluateOptions {
 
 /** Runs the protocols and baselines; appends and returns the rows (accuracies as fractions). */
 export async function evaluate(opts: EvaluateOptions): Promise<EvalRow[]> {
+  // The backbone first, so that the data is loaded with its channel count (an RGB checkpoint,
+  // such as the official MoCo v3 ViT-S, sees gray images as RGB) and a bad file fails early.
+  const print = opts.print ?? ((s: string) => console.log(s));
+  const checkpoint = opts.checkpoint && await checkpointFile(opts.checkpoint, print);
+  const model = checkpoint ? await loadBackbone(checkpoint, { prefix: opts.prefix }) : undefined;
+  try {
+    return await evaluateBackbone({ ...opts, checkpoint: checkpoint || undefined }, model);
+  } finally {
+    if (model) disposeViT(model);
+  }
+}
+
+/** {@link evaluate} with the checkpoint's backbone loaded (`undefined` without a checkpoint). */
+async function evaluateBackbone(
+  opts: EvaluateOptions,
+  model: ViT | undefined,
+): Promise<EvalRow[]> {
   const print = opts.print ?? ((s: string) => console.log(s));
   const protocols = opts.protocols ?? ["knn", "linear"];
   const dataset = opts.dataset ?? "fmnist";
   const resultsFile = opts.resultsFile ?? RESULTS_FILE;
   const cacheDir = opts.cacheDir ?? "data/cache/features";
   const backend = opts.backend ?? tf.getBackend();
-  const checkpoint = opts.checkpoint && await checkpointFile(opts.checkpoint, print);
-  // One split after the other, so that the train split's errors come first.
+  // One split after the other, so that the train split's errors come first. The images are
+  // converted to the checkpoint's size and channels (gray images reach an RGB model as RGB)
+  // unless --image-size / --channels say otherwise.
   const load = (split: "train" | "test") =>
     loadDataset({
       name: dataset,
       split,
       root: opts.dataRoot,
-      imageSize: opts.imageSize,
-      channels: opts.channels,
+      imageSize: opts.imageSize ?? model?.config.imageSize,
+      channels: opts.channels ?? model?.config.channels as 1 | 3 | undefined,
     });
   const train = await load("train");
   const test = await load("test");
   const line = splitLine(train, test, opts.dataRoot);
   if (line) print(line);
+  if (model && (opts.imageSize === undefined || opts.channels === undefined)) {
+    print(
+      `data: ${dataset} read at ${train.height}x${train.width}x${train.channels}, the ` +
+        "checkpoint's input (--image-size and --channels override)",
+    );
+  }
   // An ImageFolder's rows say which split they were measured on.
   const splitParam = train.splitRule ? { split: train.splitRule } : {};
   const stats = datasetStats(train);
@@ -226,20 +250,16 @@ export async function evaluate(opts: EvaluateOptions): Promise<EvalRow[]> {
   };
 
   let config: ViT["config"] | undefined;
-  if (checkpoint) {
-    const model = await loadBackbone(checkpoint, { prefix: opts.prefix });
+  if (opts.checkpoint && model) {
     config = model.config;
+    const checkpoint = opts.checkpoint;
     const runId = opts.runId ?? runIdOf(checkpoint);
-    try {
-      checkInputSize(model.config, train, checkpoint);
-      await runBackbone(runId, checkpoint, model, await checkpointCacheKey(checkpoint));
-      if (umap) {
-        const m = await writeCheckpointMaps(model, checkpoint, test, umap);
-        print(`UMAP maps (${m.points} points each, ${m.seconds.toFixed(1)} s): ${m.html}`);
-        print(m.png ? `UMAP maps: ${m.png}` : `UMAP maps: ${m.warning} (the HTML is written)`);
-      }
-    } finally {
-      disposeViT(model);
+    checkInputSize(model.config, train, checkpoint);
+    await runBackbone(runId, checkpoint, model, await checkpointCacheKey(checkpoint));
+    if (umap) {
+      const m = await writeCheckpointMaps(model, checkpoint, test, umap);
+      print(`UMAP maps (${m.points} points each, ${m.seconds.toFixed(1)} s): ${m.html}`);
+      print(m.png ? `UMAP maps: ${m.png}` : `UMAP maps: ${m.warning} (the HTML is written)`);
     }
   }
   if (opts.baselines) {
@@ -310,8 +330,14 @@ function imageSize(ds: Dataset): number {
   return ds.height * ds.width * ds.channels;
 }
 
-/** The run id of a checkpoint: its directory's name (`data/runs/x/backbone.safetensors` -> x). */
+/**
+ * The run id of a checkpoint: its directory's name (`data/runs/x/backbone.safetensors` -> x), or
+ * for a PyTorch file its own name (`data/vit-s-300ep.pth.tar` -> vit-s-300ep).
+ */
 export function runIdOf(checkpoint: string): string {
   const parts = checkpoint.split(/[\\/]/).filter(Boolean);
+  if (isPthPath(checkpoint)) {
+    return parts[parts.length - 1].replace(/(\.pth)?\.(pth|pt|tar|ckpt)$/i, "");
+  }
   return parts.length > 1 ? parts[parts.length - 2] : parts[0] ?? "checkpoint";
 }

@@ -9,9 +9,10 @@
  *   official MoCo v3 names (`base_encoder.*`, `predictor.*`, `momentum_encoder.*`) plus optimiser
  *   slots (`optim.*`), and the step and resolved config in the metadata.
  *
- * {@link loadBackbone} reads either kind (and official checkpoints converted to safetensors,
- * whose `module.base_encoder.` prefix it strips), checks every name and shape, and lists all
- * mismatches in one error. Files are written atomically (temp file, fsync, rename), and
+ * {@link loadBackbone} reads either kind, official MoCo v3 checkpoints (PyTorch's `.pth.tar` as
+ * released, via lib/io/pth.ts, or converted to safetensors; their `module.base_encoder.` prefix
+ * is stripped and the projector head dropped) and timm state dicts (`.pth` or safetensors),
+ * checks every name and shape, and lists all mismatches in one error. Files are written atomically (temp file, fsync, rename), and
  * {@link saveTensors} refuses to write non-finite weights.
  *
  * @example
@@ -33,7 +34,15 @@ import {
   toFloat32,
   writeSafetensors,
 } from "../io/safetensors.ts";
-import { createViT, disposeViT, type ViT, type ViTConfig, vitConfig } from "../model/vit.ts";
+import { readPth } from "../io/pth.ts";
+import {
+  createViT,
+  disposeViT,
+  sincosTable,
+  type ViT,
+  type ViTConfig,
+  vitConfig,
+} from "../model/vit.ts";
 import { ConfigError } from "../core/errors.ts";
 
 /** A checkpoint does not fit the model it is loaded into; the message lists every mismatch. */
@@ -106,23 +115,39 @@ const NON_BACKBONE = /^(momentum_encoder\.|predictor\.|optim\.|head\.|fc_norm\.)
 export interface LoadBackboneOptions {
   /**
    * Config of the model to build; by default read from the file's metadata, else inferred from
-   * the tensor shapes (heads = dim / 64 unless given here).
+   * the tensor shapes (heads from a MoCo v3 checkpoint's `arch`, else dim / 64, unless given
+   * here).
    */
   config?: Partial<ViTConfig>;
   /**
-   * Prefix to strip from names (e.g. `module.base_encoder.` of the official code). By default
-   * `module.base_encoder.` or `base_encoder.` is stripped when present.
+   * Prefix to strip from names (e.g. `module.base_encoder.` of the official code); names
+   * without it are ignored. By default `module.base_encoder.`, `base_encoder.` or `module.` is
+   * stripped when present.
    */
   prefix?: string;
 }
 
 /**
+ * Whether `path` is read as a PyTorch checkpoint (`.pth`, `.pth.tar`, `.pt`, `.tar`, `.ckpt`)
+ * rather than as safetensors.
+ *
+ * @example
+ * ```ts
+ * isPthPath("vit-s-300ep.pth.tar"); // true
+ * ```
+ */
+export function isPthPath(path: string): boolean {
+  return /\.(pth|pt|tar|ckpt)$/i.test(path);
+}
+
+/**
  * Loads a backbone from a timm-named safetensors file (ours, timm's, or an official MoCo v3
- * checkpoint converted to safetensors). Throws {@link CheckpointError} listing every missing,
+ * checkpoint converted to safetensors) or PyTorch checkpoint ({@link isPthPath}: the official
+ * `.pth.tar`, a timm state dict). Throws {@link CheckpointError} listing every missing,
  * unexpected or mis-shaped tensor.
  */
 export async function loadBackbone(path: string, opts: LoadBackboneOptions = {}): Promise<ViT> {
-  const { tensors, metadata } = await readSafetensors(path);
+  const { tensors, metadata } = isPthPath(path) ? await readPth(path) : await readSafetensors(path);
   const prefix = opts.prefix ?? detectPrefix(Object.keys(tensors));
   const named: Record<string, SafeTensor> = {};
   for (const [k, v] of Object.entries(tensors)) {
@@ -144,7 +169,7 @@ export async function loadBackbone(path: string, opts: LoadBackboneOptions = {})
     const given = opts.config ?? {};
     // A config that names its preset is used as is; otherwise the given fields refine the
     // inferred ones (before validation, so that e.g. `heads` can fix an inferred default).
-    const base = fromMeta ?? (given.name ? {} : inferConfig(named, path, given));
+    const base = fromMeta ?? (given.name ? {} : inferConfig(named, path, given, metadata.arch));
     config = { ...base, ...given } as ViTConfig;
     vitConfig(config);
   } catch (e) {
@@ -164,22 +189,38 @@ export async function loadBackbone(path: string, opts: LoadBackboneOptions = {})
 }
 
 function detectPrefix(names: string[]): string {
-  for (const p of ["module.base_encoder.", "base_encoder."]) {
+  for (const p of ["module.base_encoder.", "base_encoder.", "module."]) {
     if (names.some((n) => n.startsWith(p + "blocks."))) return p;
   }
   return "";
 }
 
+/** Heads of the official MoCo v3 ViTs (vits.py) by `arch`: 12 for ViT-S, unlike timm's 6. */
+const MOCO_V3_HEADS: Record<string, number> = {
+  vit_small: 12,
+  vit_base: 12,
+  vit_large: 16,
+  vit_huge: 16,
+};
+
 /**
- * Infers a config from timm tensor shapes (heads = dim / 64, at least 1), with the `given`
- * fields taking precedence.
+ * Infers a config from timm tensor shapes, with the `given` fields taking precedence: heads from
+ * a MoCo v3 `arch` (the checkpoint's), else dim / 64 (at least 1); the MLP ratio from the MLP;
+ * `posEmb` "sincos" when `pos_embed` is the paper's fixed table (to 1e-3, so also in float16).
  */
 function inferConfig(
   t: Record<string, SafeTensor>,
   path: string,
   given: Partial<ViTConfig>,
+  arch?: string,
 ): ViTConfig {
   const w = t["patch_embed.proj.weight"];
+  if (!w && t["patch_embed.proj.0.weight"]) {
+    throw new CheckpointError(
+      `${path}: its patch embedding is a convolutional stem (moco-v3's vit_conv_*), which ` +
+        "vitssl's ViT does not have; use a checkpoint of vit_small or vit_base",
+    );
+  }
   if (!w || w.shape.length !== 4) {
     throw new CheckpointError(
       `${path}: no patch_embed.proj.weight [D, C, p, p] to infer the model from; pass a ` +
@@ -200,6 +241,13 @@ function inferConfig(
       `${path}: cannot infer the image size (no square pos_embed); pass config.imageSize`,
     );
   }
+  // The MLP ratio where fc1 and fc2 agree on the hidden width (else the default, so that a
+  // mismatch is reported against it).
+  const [fc1, fc2] = [t["blocks.0.mlp.fc1.weight"], t["blocks.0.mlp.fc2.weight"]];
+  const hidden = fc1 && fc2 && fc1.shape[0] === fc2.shape[1] ? fc1.shape[0] : undefined;
+  const archHeads = arch !== undefined && Object.hasOwn(MOCO_V3_HEADS, arch)
+    ? MOCO_V3_HEADS[arch]
+    : undefined;
   return vitConfig({
     name: "vit_base",
     dim,
@@ -207,12 +255,24 @@ function inferConfig(
     patchSize,
     depth,
     imageSize: grid * patchSize,
-    heads: Math.max(1, dim / 64),
-    posEmb: pos ? "learned" : "none",
+    heads: archHeads ?? Math.max(1, dim / 64),
+    ...(hidden ? { mlpRatio: hidden / dim } : {}),
+    posEmb: pos ? (isSincos(pos, grid, dim) ? "sincos" : "learned") : "none",
     pool: t["norm.weight"] ? "cls" : "mean",
     mlpNorm: t["blocks.0.norm2.running_mean"] ? "batchnorm" : "layernorm",
     ...given,
   });
+}
+
+/** Whether a `pos_embed` tensor is the fixed 2D sin-cos table of a `grid` x `grid` image. */
+function isSincos(pos: SafeTensor, grid: number, dim: number): boolean {
+  if (dim % 4 !== 0 || pos.shape.length !== 3 || pos.shape[2] !== dim) return false;
+  if (pos.shape[1] !== grid * grid + 1 || !["F32", "F16", "BF16", "F64"].includes(pos.dtype)) {
+    return false;
+  }
+  const table = sincosTable(grid, dim);
+  const values = toFloat32(pos);
+  return values.every((v, i) => Math.abs(v - table[i]) <= 1e-3);
 }
 
 /**

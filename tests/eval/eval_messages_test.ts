@@ -93,7 +93,38 @@ Deno.test("eval: images that do not fit the backbone name the flags that convert
   const root = await rgbTree();
   const results = join(await tempDir(), "eval.csv");
   const args = ["--checkpoint", dir, "--dataset", "imagefolder", "--data-root", root];
-  const e = await evalError([...args, "--backend", "wasm", "--results", results]);
+  // Without flags the images are converted to the checkpoint's input (one line says so).
+  const lines: string[] = [];
+  const rows = await evaluate({
+    checkpoint: dir,
+    dataset: "imagefolder",
+    dataRoot: root,
+    protocols: ["knn"],
+    k: [1],
+    resultsFile: results,
+    print: (l) => lines.push(l),
+  });
+  assertEquals(rows.length, 1);
+  assert(
+    lines.includes(
+      "data: imagefolder read at 28x28x1, the checkpoint's input (--image-size and --channels " +
+        "override)",
+    ),
+    lines.join("\n"),
+  );
+  await Deno.remove(results);
+  // Flags that contradict the checkpoint are refused, naming the flags that would fit.
+  const e = await evalError([
+    ...args,
+    "--image-size",
+    "8",
+    "--channels",
+    "3",
+    "--backend",
+    "wasm",
+    "--results",
+    results,
+  ]);
   assertEquals(e.name, "ConfigError");
   assertEquals(
     e.message,
@@ -106,6 +137,8 @@ Deno.test("eval: images that do not fit the backbone name the flags that convert
     ...args,
     "--image-size",
     "28",
+    "--channels",
+    "3",
     "--backend",
     "wasm",
     "--results",
