@@ -15,6 +15,8 @@ import { evaluate, type Protocol, PROTOCOLS } from "../eval/run.ts";
 import { type Readout, READOUTS } from "../eval/features.ts";
 import { BACKEND_FLAG, type FlagSpec, helpText, parseFlags, UsageError } from "./args.ts";
 import { runMain } from "./main.ts";
+import { withStopSignal } from "./stop_signal.ts";
+import { StoppedError } from "../core/stop.ts";
 
 const SPECS: FlagSpec[] = [
   { key: "checkpoint", flag: "checkpoint", kind: "string", help: "backbone or run checkpoint" },
@@ -108,24 +110,33 @@ export async function main(args: string[]): Promise<number> {
   const readout = (v.readout as string) ?? "pooled";
   const info = await initBackend({ backend: (v.backend as "auto") ?? "auto" });
   console.log(`backend: ${info.summary}`);
-  await evaluate({
-    checkpoint: v.checkpoint as string | undefined,
-    prefix: v.prefix as string | undefined,
-    protocols,
-    dataset: dataset as DatasetName,
-    dataRoot: v.dataRoot as string | undefined,
-    baselines: Boolean(v.baselines),
-    k,
-    readout: readout as Readout,
-    linearEpochs: v.linearEpochs as number | undefined,
-    linearLr: v.linearLr as number | undefined,
-    finetuneEpochs: v.finetuneEpochs as number | undefined,
-    finetuneLr: v.finetuneLr as number | undefined,
-    finetuneWarmup: v.finetuneWarmup as number | undefined,
-    finetuneTrainSize: v.finetuneTrainSize as number | undefined,
-    resultsFile,
-    backend: info.name,
-  });
+  await withStopSignal("stopping after this batch", (signal) =>
+    evaluate({
+      signal,
+      checkpoint: v.checkpoint as string | undefined,
+      prefix: v.prefix as string | undefined,
+      protocols,
+      dataset: dataset as DatasetName,
+      dataRoot: v.dataRoot as string | undefined,
+      baselines: Boolean(v.baselines),
+      k,
+      readout: readout as Readout,
+      linearEpochs: v.linearEpochs as number | undefined,
+      linearLr: v.linearLr as number | undefined,
+      finetuneEpochs: v.finetuneEpochs as number | undefined,
+      finetuneLr: v.finetuneLr as number | undefined,
+      finetuneWarmup: v.finetuneWarmup as number | undefined,
+      finetuneTrainSize: v.finetuneTrainSize as number | undefined,
+      resultsFile,
+      backend: info.name,
+    })).catch((e) => {
+      if (!(e instanceof StoppedError)) throw e;
+      throw new StoppedError(
+        e.phase,
+        `${e.message}; the rows of the protocols that finished before it are in ${resultsFile}, ` +
+          "the stopped one wrote nothing",
+      );
+    });
   console.log(`results appended to ${resultsFile}`);
   return 0;
 }

@@ -85,7 +85,7 @@ export async function main(args: string[]): Promise<number> {
     cfg.outDir = `data/runs/${cfg.preset}-${stamp}`;
   }
   const result = await withStopSignal(
-    "stopping after this step",
+    "stopping after this step or kNN batch",
     (signal) => pretrain(cfg, { signal, force: Boolean(force) }),
   );
   if (result.status === "done" && result.knnTop1 !== undefined) {

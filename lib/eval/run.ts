@@ -27,6 +27,7 @@ import { defaultWarmupEpochs, finetune } from "./finetune.ts";
 import { KNN_TEMPERATURE, knnClassify } from "./knn.ts";
 import { linearProbe } from "./linear.ts";
 import { appendResult, type EvalRow, RESULTS_FILE } from "./results.ts";
+import type { StopSignal } from "../core/stop.ts";
 
 /** The protocols {@link evaluate} runs. */
 export const PROTOCOLS = ["knn", "linear", "finetune"] as const;
@@ -68,6 +69,11 @@ export interface EvaluateOptions {
   /** Backend name recorded in the table. */
   backend?: string;
   print?: (line: string) => void;
+  /**
+   * Checked between batches of every phase: once `stop` is set, a `StoppedError` is thrown; the
+   * rows of the protocols that finished before are appended already, the stopped one adds none.
+   */
+  signal?: StopSignal;
 }
 
 /** Runs the protocols and baselines; appends and returns the rows (accuracies as fractions). */
@@ -108,6 +114,7 @@ export async function evaluate(opts: EvaluateOptions): Promise<EvalRow[]> {
       const res = await knnClassify(tr, te, {
         k: opts.k ?? [20, 200],
         temperature: KNN_TEMPERATURE,
+        signal: opts.signal,
       });
       const seconds = (performance.now() - t0) / 1000;
       for (const r of res) {
@@ -125,7 +132,7 @@ export async function evaluate(opts: EvaluateOptions): Promise<EvalRow[]> {
     if (protocols.includes("linear")) {
       const epochs = opts.linearEpochs ?? 90;
       const lr = opts.linearLr ?? 0.1;
-      const res = await linearProbe(tr, te, { epochs, lr });
+      const res = await linearProbe(tr, te, { epochs, lr, signal: opts.signal });
       await record({
         run_id: runId,
         checkpoint,
@@ -146,6 +153,7 @@ export async function evaluate(opts: EvaluateOptions): Promise<EvalRow[]> {
         cacheDir: cacheKey ? cacheDir : undefined,
         cacheKey,
         readout,
+        signal: opts.signal,
       });
     if (protocols.includes("knn") || protocols.includes("linear")) {
       const param = readout === "pooled" ? {} : { readout };
@@ -170,6 +178,7 @@ export async function evaluate(opts: EvaluateOptions): Promise<EvalRow[]> {
         warmupEpochs: warmup,
         mean: stats.mean,
         std: stats.std,
+        signal: opts.signal,
       });
       await record({
         run_id: runId,
