@@ -110,6 +110,7 @@ export async function evaluate(opts: EvaluateOptions): Promise<EvalRow[]> {
     readoutParam: { readout?: Readout } = {},
   ) => {
     if (protocols.includes("knn")) {
+      print(`${runId}: kNN of ${te.labels.length} test against ${tr.labels.length} train rows...`);
       const t0 = performance.now();
       const res = await knnClassify(tr, te, {
         k: opts.k ?? [20, 200],
@@ -132,6 +133,7 @@ export async function evaluate(opts: EvaluateOptions): Promise<EvalRow[]> {
     if (protocols.includes("linear")) {
       const epochs = opts.linearEpochs ?? 90;
       const lr = opts.linearLr ?? 0.1;
+      print(`${runId}: linear probe, ${epochs} epochs...`);
       const res = await linearProbe(tr, te, { epochs, lr, signal: opts.signal });
       await record({
         run_id: runId,
@@ -172,6 +174,7 @@ export async function evaluate(opts: EvaluateOptions): Promise<EvalRow[]> {
           labels: train.labels.subarray(0, n),
         }
         : train;
+      print(`${runId}: fine-tuning, ${epochs} epochs on ${sub.length} images...`);
       const res = await finetune(model, sub, test, {
         epochs,
         lr,
