@@ -6,6 +6,9 @@
  * stays as training left it (checkpoint of the last step, log, config; no kNN row), and `--resume`
  * runs the final kNN again and completes with one row. The message of a SIGTERM names SIGTERM.
  *
+ * A stop during a kNN monitor evaluation of training (in process) ends the run as a stop after
+ * that step does, and the resumed run measures that monitor point first.
+ *
  * The run is the fmnist preset cut to one step (batch 32), so that the final kNN (60,000 train x
  * 10,000 test images, 10-30 s on 2 cores) is long enough to be interrupted.
  */
@@ -14,6 +17,7 @@ import { logSteps, spawnPretrain } from "../_helpers/pretrain_child.ts";
 import { collectOutput } from "../_helpers/child_output.ts";
 import { readSafetensors } from "../../lib/io/safetensors.ts";
 import { readRunLogs } from "../../lib/train/rundir.ts";
+import { pretrain, resolveConfig } from "../../lib/train/pretrain.ts";
 
 const FLAGS = ["--preset", "fmnist", "--max-steps", "1", "--batch", "32"];
 const STARTED = "final kNN: 10000 test images against 60000 train images";
@@ -92,5 +96,47 @@ Deno.test("final kNN: SIGINT stops it within seconds (exit 130, one line), SIGTE
     assert(knn[0].top1 > 10 && knn[0].top1 <= 100, `top-1 ${knn[0].top1}`);
   } finally {
     await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+});
+
+Deno.test("kNN monitor: a stop during it checkpoints the step; the resumed run measures it first, as an uninterrupted run", async () => {
+  const dirs = await Promise.all([0, 1].map(() => Deno.makeTempDir({ prefix: "vitssl_mon_" })));
+  const cfg = (outDir: string) =>
+    resolveConfig({
+      preset: "smoke",
+      backend: "wasm",
+      finalKnn: false,
+      knnEvery: 2,
+      checkpointEvery: 1000,
+      maxSteps: 6,
+      outDir,
+    });
+  try {
+    const [ref, dir] = dirs;
+    await pretrain(cfg(ref), { print: () => {} });
+    // The stop comes during step 1 (0-based); the monitor due after it (step 2) begins with the
+    // stop set and ends at its first batch.
+    const signal = { stop: false };
+    const lines: string[] = [];
+    const a = await pretrain(cfg(dir), {
+      signal,
+      print: (l) => lines.push(l),
+      onStep: (row) => signal.stop = row.step === 1,
+    });
+    assertEquals([a.status, a.steps], ["stopped", 2]);
+    assertStringIncludes(
+      lines.join("\n"),
+      "the kNN monitor of step 2 was stopped; a resumed run measures it first",
+    );
+    assertEquals((await readRunLogs(dir)).knn, []);
+    assertEquals((await readSafetensors(`${dir}/checkpoint.safetensors`)).metadata.step, "2");
+
+    const b = await pretrain(cfg(dir), { print: () => {} });
+    assertEquals([b.status, b.steps], ["done", 6]);
+    const want = (await readRunLogs(ref)).knn;
+    assertEquals(want.map((r) => r.step), [2, 4]);
+    assertEquals((await readRunLogs(dir)).knn, want);
+  } finally {
+    for (const d of dirs) await Deno.remove(d, { recursive: true }).catch(() => {});
   }
 });
