@@ -36,25 +36,34 @@ Deno.test("stopPoint: nothing without a signal or before stop; StoppedError nami
   assertEquals(e.phase, "the kNN vote");
 });
 
-Deno.test("stopPoint: a synchronous loop that calls it lets timers (and signal listeners) run", async () => {
-  // A timer due at once can only fire if the loop yields to the event loop; awaiting a resolved
-  // promise (what tensor.data() is on cpu and wasm) does not.
-  let fired = false;
-  setTimeout(() => fired = true, 0);
-  const busy = (ms: number) => {
-    const t = performance.now();
-    while (performance.now() - t < ms) { /* a batch of synchronous work */ }
-  };
-  for (let i = 0; i < 10; i++) {
-    busy(YIELD_MS / 4);
-    await Promise.resolve();
+Deno.test("stopPoint: a synchronous loop that calls it lets signal listeners (and timers) run", async () => {
+  // A signal listener (or a timer due at once) runs only when the event loop turns; awaiting a
+  // resolved promise, which is what tensor.data() is on cpu, wasm and native, does not turn it.
+  let heard = false, fired = false;
+  const onSignal = () => heard = true;
+  Deno.addSignalListener("SIGUSR2", onSignal);
+  try {
+    Deno.kill(Deno.pid, "SIGUSR2");
+    setTimeout(() => fired = true, 0);
+    const busy = (ms: number) => {
+      const t = performance.now();
+      while (performance.now() - t < ms) { /* a batch of synchronous work */ }
+    };
+    for (let i = 0; i < 10; i++) {
+      busy(YIELD_MS / 4);
+      await Promise.resolve();
+    }
+    assert(!heard && !fired, "a microtask await does not turn the event loop");
+    let i = 0;
+    for (; i < 20 && !(heard && fired); i++) {
+      busy(YIELD_MS / 4);
+      await stopPoint({ stop: false }, "x");
+    }
+    assert(heard, `stopPoint let the signal listener run (${i})`);
+    assert(fired, "stopPoint let the timer run");
+  } finally {
+    Deno.removeSignalListener("SIGUSR2", onSignal);
   }
-  assert(!fired, "a microtask await does not turn the event loop");
-  for (let i = 0; i < 10 && !fired; i++) {
-    busy(YIELD_MS / 4);
-    await stopPoint({ stop: false }, "x");
-  }
-  assert(fired, "stopPoint turned the event loop");
 });
 
 /** Sets `signal.stop` after `n` calls of the returned callback. */
