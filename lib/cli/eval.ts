@@ -20,6 +20,8 @@ import { BACKEND_FLAG, type FlagSpec, helpText, parseFlags, UsageError } from ".
 import { runMain } from "./main.ts";
 import { checkUmapPoints, UMAP_DEFAULTS } from "../viz/umap.ts";
 import { FIELDS } from "../train/config.ts";
+import { withStopSignal } from "./stop_signal.ts";
+import { StoppedError } from "../core/stop.ts";
 
 const SPECS: FlagSpec[] = [
   {
@@ -145,27 +147,36 @@ export async function main(args: string[]): Promise<number> {
   const readout = (v.readout as string) ?? "pooled";
   const info = await initBackend({ backend: (v.backend as "auto") ?? "auto" });
   console.log(`backend: ${info.summary}`);
-  await evaluate({
-    checkpoint: v.checkpoint as string | undefined,
-    prefix: v.prefix as string | undefined,
-    protocols,
-    dataset: dataset as DatasetName,
-    dataRoot: v.dataRoot as string | undefined,
-    imageSize: v.imageSize as number | undefined,
-    channels: v.channels as 1 | 3 | undefined,
-    baselines: Boolean(v.baselines),
-    k,
-    readout: readout as Readout,
-    linearEpochs: v.linearEpochs as number | undefined,
-    linearLr: v.linearLr as number | undefined,
-    finetuneEpochs: v.finetuneEpochs as number | undefined,
-    finetuneLr: v.finetuneLr as number | undefined,
-    finetuneWarmup: v.finetuneWarmup as number | undefined,
-    finetuneTrainSize: v.finetuneTrainSize as number | undefined,
-    resultsFile,
-    backend: info.name,
-    umap: v.umap ? { points: v.umapPoints as number | undefined } : undefined,
-  });
+  await withStopSignal("stopping after this batch", (signal) =>
+    evaluate({
+      signal,
+      checkpoint: v.checkpoint as string | undefined,
+      prefix: v.prefix as string | undefined,
+      protocols,
+      dataset: dataset as DatasetName,
+      dataRoot: v.dataRoot as string | undefined,
+      imageSize: v.imageSize as number | undefined,
+      channels: v.channels as 1 | 3 | undefined,
+      baselines: Boolean(v.baselines),
+      k,
+      readout: readout as Readout,
+      linearEpochs: v.linearEpochs as number | undefined,
+      linearLr: v.linearLr as number | undefined,
+      finetuneEpochs: v.finetuneEpochs as number | undefined,
+      finetuneLr: v.finetuneLr as number | undefined,
+      finetuneWarmup: v.finetuneWarmup as number | undefined,
+      finetuneTrainSize: v.finetuneTrainSize as number | undefined,
+      resultsFile,
+      backend: info.name,
+      umap: v.umap ? { points: v.umapPoints as number | undefined } : undefined,
+    })).catch((e) => {
+      if (!(e instanceof StoppedError)) throw e;
+      throw new StoppedError(
+        e.phase,
+        `${e.message}; the rows of the protocols that finished before it are in ${resultsFile}, ` +
+          "the stopped one wrote nothing",
+      );
+    });
   if (protocols.length) console.log(`results appended to ${resultsFile}`);
   return 0;
 }

@@ -106,7 +106,7 @@ export async function main(args: string[]): Promise<number> {
 
   const times: string[] = [];
   const code = await withStopSignal(
-    "stopping after this step; re-run to resume",
+    "stopping after this step or evaluation batch; re-run to resume",
     async (signal) => {
       for (const name of suites) {
         const t0 = performance.now();

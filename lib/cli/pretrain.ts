@@ -28,7 +28,12 @@ const EXTRA: FlagSpec[] = [
     help: "the defaults to start from",
   },
   { key: "config", flag: "config", kind: "string", help: "repeat a run: its config.json" },
-  { key: "resume", flag: "resume", kind: "string", help: "continue the run in this directory" },
+  {
+    key: "resume",
+    flag: "resume",
+    kind: "string",
+    help: "continue the run in this directory (a completed run: its final kNN again)",
+  },
   { key: "force", flag: "force", kind: "bool", help: "resume even if the config differs" },
   { key: "help", flag: "help", kind: "bool", help: "show this help" },
 ];
@@ -85,7 +90,7 @@ export async function main(args: string[]): Promise<number> {
     cfg.outDir = `data/runs/${cfg.preset}-${stamp}`;
   }
   const result = await withStopSignal(
-    "stopping after this step",
+    "stopping after this step or kNN batch",
     (signal) => pretrain(cfg, { signal, force: Boolean(force) }),
   );
   if (result.status === "done" && result.knnTop1 !== undefined) {

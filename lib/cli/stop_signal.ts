@@ -1,6 +1,7 @@
 /**
- * Ctrl-C and SIGTERM for long tasks: the first asks the task to stop at the next safe point (it
- * checkpoints and can be resumed), a second quits at once with exit code 130.
+ * Ctrl-C and SIGTERM for long tasks: the first asks the task to stop at the next safe point (after
+ * the training step in flight, which is checkpointed, or between two batches of an evaluation), a
+ * second quits at once with exit code 130.
  *
  * @example
  * ```ts
@@ -9,27 +10,38 @@
  * ```
  * @module
  */
+import type { StopSignal } from "../core/stop.ts";
+
+/** What the first signal prints after the task's `message`: how to quit at once. */
+export function quitHint(sig: "SIGINT" | "SIGTERM"): string {
+  return sig === "SIGINT"
+    ? "press Ctrl-C again to quit at once"
+    : "SIGTERM received; send SIGTERM again or press Ctrl-C to quit at once";
+}
 
 /**
  * Runs `task` with a `signal` whose `stop` turns true on the first SIGINT or SIGTERM (printing
- * `message` and that a second one quits at once); the listeners are removed when it ends.
+ * `message` and how to quit at once, naming the signal received); a second signal of either kind
+ * exits 130 at once. The listeners are removed when the task ends. The task must reach the event
+ * loop between batches (`stopPoint` of `lib/core/stop.ts`) for either to be seen.
  */
 export async function withStopSignal<T>(
   message: string,
-  task: (signal: { stop: boolean }) => Promise<T>,
+  task: (signal: StopSignal) => Promise<T>,
 ): Promise<T> {
-  const signal = { stop: false };
-  const onSignal = () => {
-    if (signal.stop) Deno.exit(130);
-    signal.stop = true;
-    console.error(`\n${message} (press Ctrl-C again to quit at once)...`);
-  };
-  Deno.addSignalListener("SIGINT", onSignal);
-  Deno.addSignalListener("SIGTERM", onSignal);
+  const signal: StopSignal = { stop: false };
+  const listeners = (["SIGINT", "SIGTERM"] as const).map((sig) => {
+    const onSignal = () => {
+      if (signal.stop) Deno.exit(130);
+      signal.stop = true;
+      console.error(`\n${message} (${quitHint(sig)})...`);
+    };
+    Deno.addSignalListener(sig, onSignal);
+    return [sig, onSignal] as const;
+  });
   try {
     return await task(signal);
   } finally {
-    Deno.removeSignalListener("SIGINT", onSignal);
-    Deno.removeSignalListener("SIGTERM", onSignal);
+    for (const [sig, onSignal] of listeners) Deno.removeSignalListener(sig, onSignal);
   }
 }

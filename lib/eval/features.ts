@@ -24,6 +24,7 @@ import * as tf from "@tensorflow/tfjs-core";
 import { type AugmentConfig, defaultAugmentConfig, normalize } from "../data/augment.ts";
 import { type Dataset, toFloatTensor } from "../data/dataset.ts";
 import { writeFileAtomic } from "../io/atomic.ts";
+import { stopPoint, type StopSignal } from "../core/stop.ts";
 import { type ViT, vitForward } from "../model/vit.ts";
 
 /** Row-major features `[N, D]` with one label per row: what kNN and the linear probe consume. */
@@ -153,6 +154,8 @@ export interface ExtractOptions {
   cacheKey?: string;
   /** Which tokens make the features (see {@link Readout}). Default `pooled`. */
   readout?: Readout;
+  /** Checked between batches: once `stop` is set, a `StoppedError` is thrown (nothing cached). */
+  signal?: StopSignal;
 }
 
 /** The feature readouts {@link extractFeatures} offers. */
@@ -273,6 +276,7 @@ export async function extractFeatures(
 
   const features = new Float32Array(n * dim);
   for (let start = 0; start < n; start += batchSize) {
+    await stopPoint(opts.signal, `feature extraction (${ds.split} split, ${start}/${n} images)`);
     const count = Math.min(batchSize, n - start);
     const f = tf.tidy(() => {
       const x = prepareImages(ds, start, count, model.config.imageSize, stats);

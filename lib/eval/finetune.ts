@@ -34,6 +34,7 @@ import {
 } from "../train/optim.ts";
 import { initNormal, linear } from "../model/layers.ts";
 import { createRng } from "../core/rng.ts";
+import type { StopSignal } from "../core/stop.ts";
 import { trainEpochs } from "./epochs.ts";
 import {
   type ForwardResult,
@@ -87,6 +88,8 @@ export interface FinetuneOptions {
   evalBatchSize?: number;
   /** Called after each epoch with its index (0-based) and mean train loss. */
   onEpoch?: (epoch: number, loss: number) => void;
+  /** Checked between steps: once `stop` is set, a `StoppedError` is thrown (the model is half-tuned). */
+  signal?: StopSignal;
 }
 
 /** Fine-tuning warmup epochs by default: DeiT's 5, but at most a tenth of `epochs`. */
@@ -227,7 +230,15 @@ export async function finetune(
   const tokens = numPatches(model.config) + 1;
   try {
     for (const [scale, g] of groups) states.push([scale, g, createOptimizerState(cfg, g)]);
-    const epochOpts = { n, batchSize, epochs, rng: shuffleRng, onEpoch: opts.onEpoch };
+    const epochOpts = {
+      n,
+      batchSize,
+      epochs,
+      rng: shuffleRng,
+      onEpoch: opts.onEpoch,
+      signal: opts.signal,
+      phase: "fine-tuning",
+    };
     const trainLoss = await trainEpochs(epochOpts, (idx, step) => {
       const b = idx.length;
       const { images, labels } = getBatch(train, idx);
@@ -269,6 +280,7 @@ export async function finetune(
       ...stats,
       batchSize: opts.evalBatchSize ?? 256,
       numClasses: C,
+      signal: opts.signal,
     });
     return { ...acc, trainLoss, seconds: (performance.now() - t0) / 1000 };
   } finally {
@@ -285,12 +297,19 @@ export async function evaluateHead(
   weight: tf.Tensor,
   bias: tf.Tensor,
   ds: Dataset,
-  opts: { mean: number[]; std: number[]; batchSize?: number; numClasses: number },
+  opts: {
+    mean: number[];
+    std: number[];
+    batchSize?: number;
+    numClasses: number;
+    signal?: StopSignal;
+  },
 ): Promise<Accuracy> {
   const f = await extractFeatures(model, ds, {
     batchSize: opts.batchSize,
     mean: opts.mean,
     std: opts.std,
+    signal: opts.signal,
   });
   const logits = tf.tidy(() => linear(tf.tensor2d(f.features, [ds.length, f.dim]), weight, bias));
   try {

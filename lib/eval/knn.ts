@@ -21,6 +21,7 @@ import { type Accuracy, inferNumClasses, labelRank } from "./metrics.ts";
 import type { Dataset } from "../data/dataset.ts";
 import type { ViT } from "../model/vit.ts";
 import { type ChannelStats, extractFeatures } from "./features.ts";
+import { stopPoint, type StopSignal } from "../core/stop.ts";
 
 /** The vote temperature T of every kNN evaluation here (InstDisc's and DINO's 0.07). */
 export const KNN_TEMPERATURE = 0.07;
@@ -45,6 +46,8 @@ export interface KnnOptions {
   numClasses?: number;
   /** Test rows per similarity product (memory: chunk x N floats). Default 512. */
   chunkSize?: number;
+  /** Checked between chunks: once `stop` is set, a `StoppedError` is thrown. */
+  signal?: StopSignal;
 }
 
 /** Accuracy for one k. */
@@ -129,6 +132,7 @@ export async function knnClassify(
   const scores = new Float64Array(numClasses);
   try {
     for (let s = 0; s < m; s += chunk) {
+      await stopPoint(opts.signal, `the kNN vote (${s}/${m} queries)`);
       const rows = Math.min(chunk, m - s);
       const { values, indices } = tf.tidy(() => {
         const sim = tf.matMul(tf.slice(queries, [s, 0], [rows, test.dim]), bankT); // [rows, N]
@@ -182,15 +186,21 @@ export async function knnOfBackbone(
   backbone: ViT,
   bank: Dataset,
   queries: Dataset,
-  opts: { k: number; stats: ChannelStats; batchSize?: number },
+  opts: { k: number; stats: ChannelStats; batchSize?: number; signal?: StopSignal },
 ): Promise<KnnResult> {
-  const extract = { batchSize: opts.batchSize ?? 256, mean: opts.stats.mean, std: opts.stats.std };
+  const extract = {
+    batchSize: opts.batchSize ?? 256,
+    mean: opts.stats.mean,
+    std: opts.stats.std,
+    signal: opts.signal,
+  };
   const f1 = await extractFeatures(backbone, bank, extract);
   const f2 = await extractFeatures(backbone, queries, extract);
   const [res] = await knnClassify(f1, f2, {
     k: [opts.k],
     temperature: KNN_TEMPERATURE,
     numClasses: bank.classes.length,
+    signal: opts.signal,
   });
   return res;
 }

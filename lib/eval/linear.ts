@@ -41,6 +41,7 @@ import {
   type OptimizerConfig,
 } from "../train/optim.ts";
 import { createRng, type Rng } from "../core/rng.ts";
+import { stopPoint, type StopSignal } from "../core/stop.ts";
 import { trainEpochs } from "./epochs.ts";
 import { initNormal, linear } from "../model/layers.ts";
 import type { ViT } from "../model/vit.ts";
@@ -86,6 +87,8 @@ export interface LinearProbeOptions {
   onEpoch?: (epoch: number, loss: number) => void;
   /** Train on augmented views through the backbone instead of on `train.features`. */
   augment?: LinearProbeAugment;
+  /** Checked between steps: once `stop` is set, a `StoppedError` is thrown (tensors freed). */
+  signal?: StopSignal;
 }
 
 /** What {@link linearProbe} returns: test accuracy (fractions) and the training curve. */
@@ -201,7 +204,15 @@ export async function linearProbe(
   };
   const state = createOptimizerState(cfg, params);
   try {
-    const epochOpts = { n, batchSize, epochs, rng: shuffleRng, onEpoch: opts.onEpoch };
+    const epochOpts = {
+      n,
+      batchSize,
+      epochs,
+      rng: shuffleRng,
+      onEpoch: opts.onEpoch,
+      signal: opts.signal,
+      phase: "the linear probe",
+    };
     const trainLoss = await trainEpochs(epochOpts, (idxArr, step) => {
       const idx = tf.tensor1d(idxArr, "int32");
       const x = aug
@@ -231,6 +242,7 @@ export async function linearProbe(
     const logits = new Float32Array(m * C);
     const chunk = 4096;
     for (let s = 0; s < m; s += chunk) {
+      await stopPoint(opts.signal, "the linear probe's test pass");
       const rows = Math.min(chunk, m - s);
       const out = tf.tidy(() => {
         const x = tf.tensor2d(test.features.subarray(s * D, (s + rows) * D), [rows, D]);

@@ -36,6 +36,7 @@ import {
   UMAP_DEFAULTS,
   writeCheckpointMaps,
 } from "../viz/umap.ts";
+import type { StopSignal } from "../core/stop.ts";
 
 /** The protocols {@link evaluate} runs. */
 export const PROTOCOLS = ["knn", "linear", "finetune"] as const;
@@ -90,6 +91,11 @@ export interface EvaluateOptions {
    */
   umap?: boolean | FeatureMapOptions;
   print?: (line: string) => void;
+  /**
+   * Checked between batches of every phase: once `stop` is set, a `StoppedError` is thrown; the
+   * rows of the protocols that finished before are appended already, the stopped one adds none.
+   */
+  signal?: StopSignal;
 }
 
 /** Runs the protocols and baselines; appends and returns the rows (accuracies as fractions). */
@@ -170,10 +176,12 @@ async function evaluateBackbone(
     readoutParam: { readout?: Readout } = {},
   ) => {
     if (protocols.includes("knn")) {
+      print(`${runId}: kNN of ${te.labels.length} test against ${tr.labels.length} train rows...`);
       const t0 = performance.now();
       const res = await knnClassify(tr, te, {
         k: opts.k ?? [20, 200],
         temperature: KNN_TEMPERATURE,
+        signal: opts.signal,
       });
       const seconds = (performance.now() - t0) / 1000;
       for (const r of res) {
@@ -191,7 +199,8 @@ async function evaluateBackbone(
     if (protocols.includes("linear")) {
       const epochs = opts.linearEpochs ?? 90;
       const lr = opts.linearLr ?? 0.1;
-      const res = await linearProbe(tr, te, { epochs, lr });
+      print(`${runId}: linear probe, ${epochs} epochs...`);
+      const res = await linearProbe(tr, te, { epochs, lr, signal: opts.signal });
       await record({
         run_id: runId,
         checkpoint,
@@ -212,6 +221,7 @@ async function evaluateBackbone(
         cacheDir: cacheKey ? cacheDir : undefined,
         cacheKey,
         readout,
+        signal: opts.signal,
       });
     if (protocols.includes("knn") || protocols.includes("linear")) {
       const param = readout === "pooled" ? {} : { readout };
@@ -230,12 +240,14 @@ async function evaluateBackbone(
           labels: train.labels.subarray(0, n),
         }
         : train;
+      print(`${runId}: fine-tuning, ${epochs} epochs on ${sub.length} images...`);
       const res = await finetune(model, sub, test, {
         epochs,
         lr,
         warmupEpochs: warmup,
         mean: stats.mean,
         std: stats.std,
+        signal: opts.signal,
       });
       await record({
         run_id: runId,

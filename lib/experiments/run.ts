@@ -39,6 +39,7 @@ import {
 } from "../train/pretrain.ts";
 import { countParams, createViT, disposeViT, type ViT, vitFlops } from "../model/vit.ts";
 import { ConfigError } from "../core/errors.ts";
+import { StoppedError, type StopSignal } from "../core/stop.ts";
 import {
   type Budget,
   BUDGET_SPECS,
@@ -148,8 +149,11 @@ export interface RunSuiteOptions {
   backend?: BackendName;
   /** Progress lines (default: console). */
   print?: (line: string) => void;
-  /** Set `.stop = true` to stop after the current step (checkpointed; re-run to resume). */
-  signal?: { stop: boolean };
+  /**
+   * Set `.stop = true` to stop after the current step (checkpointed) or evaluation batch; re-run
+   * to resume (a stopped evaluation runs again).
+   */
+  signal?: StopSignal;
   /** Threads of each run's backend (0: the backend's default, every core on native). */
   threads?: number;
   /**
@@ -286,7 +290,7 @@ async function trainAndEvaluate(
   cfg: PretrainConfig,
   lock: RunLock,
   print: (s: string) => void,
-  signal: { stop: boolean },
+  signal: StopSignal,
 ): Promise<SuiteRow | null> {
   const dir = cfg.outDir;
   const t0 = performance.now();
@@ -314,7 +318,14 @@ async function trainAndEvaluate(
       weights = `${dir}/${RUN_FILES.checkpoint}`;
     }
   }
-  const ev = await finalEvaluation(cfg, dir, run, weights, BUDGET_SPECS[budget].linearEpochs);
+  let ev;
+  try {
+    ev = await finalEvaluation(cfg, dir, run, weights, BUDGET_SPECS[budget].linearEpochs, signal);
+  } catch (e) {
+    if (!(e instanceof StoppedError)) throw e;
+    print(`  ${e.message}; its training is checkpointed, the evaluation runs again on a re-run`);
+    return null;
+  }
   const seconds = (performance.now() - t0) / 1000;
   const { log, knn: knnRows } = run.randomInit ? { log: [], knn: [] } : await readRunLogs(dir);
   if (diverged) steps = log.length ? log[log.length - 1].step + 1 : 0;
@@ -386,6 +397,7 @@ async function finalEvaluation(
   run: PlannedRun,
   weights: string,
   linearEpochs: number,
+  signal: StopSignal,
 ) {
   const [train, test] = await loadSplits(cfg);
   // A run that diverged before its first checkpoint is evaluated at its initialisation.
@@ -398,19 +410,27 @@ async function finalEvaluation(
     const cacheKey = atInit
       ? `random-init:${JSON.stringify(model.config)}:seed-${run.seed}`
       : await checkpointCacheKey(weights);
-    const extract = { mean: stats.mean, std: stats.std, cacheDir: `${dir}/features`, cacheKey };
+    const extract = {
+      mean: stats.mean,
+      std: stats.std,
+      cacheDir: `${dir}/features`,
+      cacheKey,
+      signal,
+    };
     const fTrain = await extractFeatures(model, train, extract);
     const fTest = await extractFeatures(model, test, extract);
     const [knn] = await knnClassify(fTrain, fTest, {
       k: [FINAL_KNN_K],
       temperature: KNN_TEMPERATURE,
       numClasses: train.classes.length,
+      signal,
     });
     const linear = linearEpochs > 0
       ? await linearProbe(fTrain, fTest, {
         epochs: linearEpochs,
         seed: run.seed,
         numClasses: train.classes.length,
+        signal,
       })
       : { top1: NaN, top5: NaN };
     const learnedOrFrozen = Object.fromEntries(

@@ -41,6 +41,7 @@ import { lockRunDir, type RunLock } from "../io/lock.ts";
 import { pathExists } from "../io/exists.ts";
 import { vitConfig } from "../model/vit.ts";
 import { ConfigError } from "../core/errors.ts";
+import { StoppedError, type StopSignal } from "../core/stop.ts";
 import { createDataParallel, type DataParallel } from "../parallel/mod.ts";
 import { assignArrays, readArrays } from "../parallel/protocol.ts";
 import { assignTensors, CONFIG_KEY, saveBackbone, saveTensors } from "./checkpoint.ts";
@@ -64,12 +65,14 @@ import {
   type KnnRow,
   LOG_COLUMNS,
   type LogRow,
+  readRunLogs,
   removeStaleTempFiles,
   ROLLBACK_COLUMNS,
   type RollbackRow,
   RUN_FILES,
   truncateLogs,
   truncateRollbacks,
+  truncateRows,
 } from "./rundir.ts";
 
 export { resolveConfig, resumeConfig } from "./config.ts";
@@ -107,8 +110,11 @@ export interface RunHooks {
   onStep?: (row: LogRow) => void;
   /** Called after every kNN monitor evaluation. */
   onKnn?: (row: KnnRow) => void;
-  /** Set `.stop = true` to finish the current step, checkpoint and return. */
-  signal?: { stop: boolean };
+  /**
+   * Set `.stop = true` to finish the current step (or kNN monitor batch), checkpoint and return
+   * `stopped`; during the final kNN it throws a `StoppedError` (the checkpoint is written).
+   */
+  signal?: StopSignal;
   /** Resume an existing run directory even if its config differs. */
   force?: boolean;
   /**
@@ -373,7 +379,7 @@ async function pretrainLocked(
     if (cfg.onNan === "rollback" && !opened.resumed) await save();
     const monitor = async (run: PretrainConfig, epoch: number, what: (r: KnnRow) => string) => {
       await stepper!.pull();
-      const row = await knnMonitor(ssl, train, test, stats, run, step, epoch);
+      const row = await knnMonitor(ssl, train, test, stats, run, step, epoch, signal);
       await appendRows(`${dir}/${RUN_FILES.knn}`, KNN_COLUMNS, [row]);
       hooks.onKnn?.(row);
       print(what(row));
@@ -448,6 +454,33 @@ async function pretrainLocked(
       );
     };
 
+    /**
+     * The kNN monitor, if one is due after `step` updates (every `knnEvery` steps, else every
+     * epoch; the final kNN replaces the one at the last step). False if a stop interrupted it.
+     */
+    const monitorIfDue = async (): Promise<boolean> => {
+      const due = cfg.knnEvery > 0 ? step % cfg.knnEvery === 0 : step % stepsPerEpoch === 0;
+      if (!due || step === 0 || step >= lastStep) return true;
+      try {
+        await monitor(
+          cfg,
+          Math.floor(step / stepsPerEpoch),
+          (r) =>
+            `knn @ step ${step}: top-1 ${r.top1.toFixed(2)}% top-5 ${r.top5.toFixed(2)}% ` +
+            `(k=${r.k}, ${r.train_size} train / ${r.test_size} test)`,
+        );
+        return true;
+      } catch (e) {
+        if (!(e instanceof StoppedError)) throw e;
+        print(`the kNN monitor of step ${step} was stopped; a resumed run measures it first`);
+        return false;
+      }
+    };
+    // A run stopped during the kNN monitor of its checkpoint's step measures it now.
+    if (opened.resumed && !(await readRunLogs(dir)).knn.some((r) => r.step === step)) {
+      await monitorIfDue();
+    }
+
     // The loop: batch, step, log, monitor, checkpoint.
     const progress = progressPrinter(print, lastStep, stepsPerEpoch);
     const batches = batchOrder(cfg, train, stepsPerEpoch);
@@ -505,17 +538,7 @@ async function pretrainLocked(
         throw new Error(`tensor leak: ${tf.memory().numTensors - n0} tensors after step ${step}`);
       }
 
-      const endOfEpoch = step % stepsPerEpoch === 0;
-      const knnDue = cfg.knnEvery > 0 ? step % cfg.knnEvery === 0 : endOfEpoch;
-      if (knnDue && step < lastStep) {
-        await monitor(
-          cfg,
-          Math.floor(step / stepsPerEpoch),
-          (r) =>
-            `knn @ step ${step}: top-1 ${r.top1.toFixed(2)}% top-5 ${r.top5.toFixed(2)}% ` +
-            `(k=${r.k}, ${r.train_size} train / ${r.test_size} test)`,
-        );
-      }
+      if (!(await monitorIfDue())) break;
       if (step % cfg.checkpointEvery === 0 || step === lastStep) await save();
     }
 
@@ -529,19 +552,35 @@ async function pretrainLocked(
       return { runDir: dir, steps: step, backend, status: "stopped" };
     }
 
-    // Final evaluation: kNN of the whole test split against the whole training split.
+    // Final evaluation: kNN of the whole test split against the whole training split. The
+    // checkpoint of the last step is written by now (above, or by the run that is resumed).
     let knnTop1: number | undefined, knnTop5: number | undefined;
     if (cfg.finalKnn) {
       const full = { ...cfg, knnTrainSize: 0, knnTestSize: 0 };
-      const row = await monitor(
-        full,
-        Math.floor(step / stepsPerEpoch),
-        (r) =>
-          `final kNN (k=${r.k}, ${r.train_size} train images, ${r.test_size} test images): ` +
-          `top-1 ${r.top1.toFixed(2)}%, top-5 ${r.top5.toFixed(2)}%`,
-      );
-      knnTop1 = row.top1;
-      knnTop5 = row.top5;
+      // Resumed after it finished: measured again, its earlier row replaced (one row per step).
+      await truncateRows(`${dir}/${RUN_FILES.knn}`, KNN_COLUMNS, step);
+      print(`final kNN: ${test.length} test images against ${train.length} train images...`);
+      try {
+        const row = await monitor(
+          full,
+          Math.floor(step / stepsPerEpoch),
+          (r) =>
+            `final kNN (k=${r.k}, ${r.train_size} train images, ${r.test_size} test images): ` +
+            `top-1 ${r.top1.toFixed(2)}%, top-5 ${r.top5.toFixed(2)}%`,
+        );
+        knnTop1 = row.top1;
+        knnTop5 = row.top5;
+      } catch (e) {
+        if (!(e instanceof StoppedError)) throw e;
+        throw new StoppedError(
+          e.phase,
+          `stopped during the final kNN, at ${e.phase}; training is complete and its ` +
+            `checkpoint (step ${step}) is in ${dir}: run the final kNN again with ` +
+            `deno task pretrain --resume ${dir}, or evaluate with deno task eval --checkpoint ` +
+            `${dir}/${RUN_FILES.backbone}`,
+          { cause: e },
+        );
+      }
     }
     print(`run directory: ${dir}`);
     return { runDir: dir, steps: step, backend, knnTop1, knnTop5, status: "done" };
@@ -830,10 +869,11 @@ async function knnMonitor(
   cfg: PretrainConfig,
   step: number,
   epoch: number,
+  signal: StopSignal,
 ): Promise<KnnRow> {
   const bank = fixedSubset(train, cfg.knnTrainSize);
   const queries = fixedSubset(test, cfg.knnTestSize);
-  const res = await knnOfBackbone(ssl.backbone, bank, queries, { k: cfg.knnK, stats });
+  const res = await knnOfBackbone(ssl.backbone, bank, queries, { k: cfg.knnK, stats, signal });
   return {
     step,
     epoch,

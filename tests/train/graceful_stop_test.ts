@@ -34,6 +34,13 @@ async function stopWith(sig: "SIGINT" | "SIGTERM"): Promise<void> {
     const stderr = new TextDecoder().decode(out.stderr);
     assertEquals(out.code, 0, `${sig}: exit code\n${stderr}`);
     assertStringIncludes(stderr, "stopping after this step");
+    // The hint names the signal received (a SIGTERM is not a Ctrl-C).
+    assertStringIncludes(
+      stderr,
+      sig === "SIGINT"
+        ? "(press Ctrl-C again to quit at once)"
+        : "(SIGTERM received; send SIGTERM again or press Ctrl-C to quit at once)",
+    );
 
     // The checkpoint holds the step reached, the log has exactly the steps before it, and the
     // step in flight when the signal came was finished (logged), not dropped.

@@ -172,7 +172,8 @@ Deno.test("resume: stopped by hooks.signal (at a kNN + checkpoint step) then res
   const log = await readCsv(`${dir}/log.csv`);
   assertContiguous(log, 16, "resumed log");
   assertSameRows(log, refLog, "log.csv");
-  // The kNN row of step 8 (measured before the stop) is kept, once.
+  // The kNN row of step 8 is there once: the stop came before that monitor began, so the
+  // resumed run measured it first.
   assertSameRows(await readCsv(`${dir}/knn.csv`), await readCsv(`${ref}/knn.csv`), "knn.csv");
   assertEquals((await readCsv(`${dir}/knn.csv`)).map((r) => r.step), [8]);
   await assertSameTensors(`${dir}/checkpoint.safetensors`, `${ref}/checkpoint.safetensors`);
