@@ -317,7 +317,15 @@ export async function checkpointCacheKey(path: string): Promise<string> {
   return `${await Deno.realPath(path)}@${st.mtime?.getTime() ?? 0}:${st.size}`;
 }
 
-async function sha256Hex(text: string): Promise<string> {
+/**
+ * The SHA-256 of a text, as hex: the cache files' names.
+ *
+ * @example
+ * ```ts
+ * (await sha256Hex("abc")).slice(0, 8); // "ba7816bf"
+ * ```
+ */
+export async function sha256Hex(text: string): Promise<string> {
   const d = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text));
   return Array.from(new Uint8Array(d), (b) => b.toString(16).padStart(2, "0")).join("");
 }

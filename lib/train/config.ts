@@ -16,6 +16,7 @@ import { type DatasetName, DATASETS } from "../data/mod.ts";
 import { type PosEmb, VIT_CONFIGS } from "../model/vit.ts";
 import { ConfigError } from "../core/errors.ts";
 import { FRAMEWORKS } from "../methods/names.ts";
+import { FINAL_EVALS, type FinalEval } from "../eval/final_report.ts";
 import { BACKEND_FLAG, flagProblem, type FlagSpec } from "../cli/args.ts";
 import { RUN_FILES } from "./rundir.ts";
 
@@ -80,8 +81,11 @@ export interface PretrainConfig {
   /** Images of the test split the monitor classifies (0: all). */
   knnTestSize: number;
   knnK: number;
-  /** After training, kNN of the whole test split against the whole train split. */
-  finalKnn: boolean;
+  /**
+   * After training, the final report on the full splits (`lib/eval/final_report.ts`): kNN-20,
+   * the linear probe, both (`all`) or nothing, for the backbone, its random init and raw pixels.
+   */
+  finalEval: FinalEval;
   onNan: "stop" | "rollback";
   /** On rollback, the lr is multiplied by this (compounding over rollbacks). */
   nanLrFactor: number;
@@ -248,7 +252,13 @@ export const FIELDS: Field[] = [
   { key: "knnTrainSize", flag: "knn-train", kind: "int", min: 0, help: "monitor bank (0: all)" },
   { key: "knnTestSize", flag: "knn-test", kind: "int", min: 0, help: "monitor queries (0: all)" },
   { key: "knnK", flag: "knn-k", kind: "int", min: 1, help: "neighbours of the kNN monitor" },
-  { key: "finalKnn", flag: "final-knn", kind: "bool", help: "full kNN at the end" },
+  {
+    key: "finalEval",
+    flag: "final-eval",
+    kind: "string",
+    choices: FINAL_EVALS,
+    help: "at the end, on the full splits, beside random init and raw pixels",
+  },
   {
     key: "onNan",
     flag: "on-nan",
@@ -314,7 +324,7 @@ const BASE: Omit<PretrainConfig, "preset"> = {
   knnTrainSize: 10000,
   knnTestSize: 2000,
   knnK: 20,
-  finalKnn: true,
+  finalEval: "all",
   onNan: "stop",
   nanLrFactor: 0.5,
   maxRollbacks: 3,
@@ -333,7 +343,12 @@ const BASE: Omit<PretrainConfig, "preset"> = {
  * ```
  */
 export function savedRunConfig(saved: Partial<PretrainConfig>): Partial<PretrainConfig> {
-  return { ...BASE, ...saved };
+  // Runs made before --final-eval had a boolean finalKnn: the final kNN, or nothing.
+  const { finalKnn, ...rest } = saved as Partial<PretrainConfig> & { finalKnn?: boolean };
+  const legacy = finalKnn === undefined || rest.finalEval !== undefined
+    ? {}
+    : { finalEval: finalKnn ? "knn" as const : "none" as const };
+  return { ...BASE, ...rest, ...legacy };
 }
 
 /**
@@ -487,7 +502,7 @@ const RESUMABLE = new Set<keyof PretrainConfig>([
   "knnTrainSize",
   "knnTestSize",
   "knnK",
-  "finalKnn",
+  "finalEval",
   "onNan",
   "nanLrFactor",
   "maxRollbacks",

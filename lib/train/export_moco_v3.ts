@@ -236,7 +236,7 @@ const RULES: Record<keyof PretrainConfig, Rule> = {
   knnTrainSize: notCarried("no kNN monitor"),
   knnTestSize: notCarried("no kNN monitor"),
   knnK: notCarried("no kNN monitor"),
-  finalKnn: notCarried("no kNN monitor"),
+  finalEval: notCarried("no final report; evaluate the checkpoints with deno task eval"),
   onNan: notCarried("fp16 autocast with a GradScaler, which skips non-finite steps"),
   nanLrFactor: notCarried("see onNan"),
   maxRollbacks: notCarried("see onNan"),

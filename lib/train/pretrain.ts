@@ -33,13 +33,14 @@ import {
 } from "../data/mod.ts";
 import { type ChannelStats, datasetStats } from "../eval/features.ts";
 import { knnOfBackbone } from "../eval/knn.ts";
+import { type FinalReport, finalReport, finalReportLines } from "../eval/final_report.ts";
 import { createFramework, type SslModel } from "../methods/mod.ts";
 import { createRng, permutation } from "../core/rng.ts";
 import { readSafetensors, toFloat32 } from "../io/safetensors.ts";
 import { DiskFullError, formatBytes, writeFileAtomic } from "../io/atomic.ts";
 import { lockRunDir, type RunLock } from "../io/lock.ts";
 import { pathExists } from "../io/exists.ts";
-import { vitConfig } from "../model/vit.ts";
+import { createViT, vitConfig } from "../model/vit.ts";
 import { ConfigError } from "../core/errors.ts";
 import { StoppedError, type StopSignal } from "../core/stop.ts";
 import { createDataParallel, type DataParallel } from "../parallel/mod.ts";
@@ -92,9 +93,13 @@ export interface PretrainResult {
   steps: number;
   /** The backend it ran on, as `initBackend` describes it ("wasm (SIMD, 1 thread)"). */
   backend: string;
-  /** Final kNN top-1 / top-5 on the test split (percent), if the final evaluation ran. */
+  /** Final kNN top-1 / top-5 on the test split (percent), if the final evaluation ran it. */
   knnTop1?: number;
   knnTop5?: number;
+  /** Final linear-probe top-1 on the test split (percent), if the final evaluation ran it. */
+  linearTop1?: number;
+  /** The final report (backbone, random init, raw pixels), unless `finalEval` is `none`. */
+  report?: FinalReport;
   /**
    * Why the run ended: `stopped` by `hooks.signal` (SIGINT/SIGTERM in the CLI) with a checkpoint
    * to resume from, or `done` (all epochs, or `maxSteps`, then the final evaluation).
@@ -552,38 +557,73 @@ async function pretrainLocked(
       return { runDir: dir, steps: step, backend, status: "stopped" };
     }
 
-    // Final evaluation: kNN of the whole test split against the whole training split. The
-    // checkpoint of the last step is written by now (above, or by the run that is resumed).
-    let knnTop1: number | undefined, knnTop5: number | undefined;
-    if (cfg.finalKnn) {
-      const full = { ...cfg, knnTrainSize: 0, knnTestSize: 0 };
+    // Final evaluation: the final report on the whole splits (kNN-20 and / or the linear probe,
+    // beside random init and raw pixels). The checkpoint of the last step is written by now
+    // (above, or by the run that is resumed).
+    let report: FinalReport | undefined;
+    if (cfg.finalEval !== "none") {
+      await stepper.pull();
       // Resumed after it finished: measured again, its earlier row replaced (one row per step).
       await truncateRows(`${dir}/${RUN_FILES.knn}`, KNN_COLUMNS, step);
-      print(`final kNN: ${test.length} test images against ${train.length} train images...`);
       try {
-        const row = await monitor(
-          full,
-          Math.floor(step / stepsPerEpoch),
-          (r) =>
-            `final kNN (k=${r.k}, ${r.train_size} train images, ${r.test_size} test images): ` +
-            `top-1 ${r.top1.toFixed(2)}%, top-5 ${r.top5.toFixed(2)}%`,
-        );
-        knnTop1 = row.top1;
-        knnTop5 = row.top5;
+        report = await finalReport(ssl.backbone, () => createViT(vit, cfg.seed), train, test, {
+          what: cfg.finalEval,
+          stats,
+          datasetKey: JSON.stringify({
+            dataset: cfg.dataset,
+            root: cfg.dataRoot,
+            split: train.splitRule,
+            size: [train.height, train.width, train.channels],
+            ...(cfg.dataset === "synthetic" ? { n: cfg.syntheticSize, seed: cfg.seed } : {}),
+          }),
+          baselineKey: JSON.stringify({ vit, seed: cfg.seed }),
+          k: cfg.knnK,
+          signal,
+          print,
+        });
       } catch (e) {
         if (!(e instanceof StoppedError)) throw e;
         throw new StoppedError(
           e.phase,
-          `stopped during the final kNN, at ${e.phase}; training is complete and its ` +
-            `checkpoint (step ${step}) is in ${dir}: run the final kNN again with ` +
+          `stopped during the final evaluation, at ${e.phase}; training is complete and its ` +
+            `checkpoint (step ${step}) is in ${dir}: run the final evaluation again with ` +
             `deno task pretrain --resume ${dir}, or evaluate with deno task eval --checkpoint ` +
             `${dir}/${RUN_FILES.backbone}`,
           { cause: e },
         );
       }
+      const [trained] = report.rows;
+      if (trained.knn_top1 !== undefined) {
+        const row: KnnRow = {
+          step,
+          epoch: Math.floor(step / stepsPerEpoch),
+          top1: trained.knn_top1,
+          top5: trained.knn_top5!,
+          k: report.k,
+          train_size: report.trainSize,
+          test_size: report.testSize,
+        };
+        await appendRows(`${dir}/${RUN_FILES.knn}`, KNN_COLUMNS, [row]);
+        hooks.onKnn?.(row);
+      }
+      await writeFileAtomic(
+        `${dir}/${RUN_FILES.final}`,
+        new TextEncoder().encode(JSON.stringify({ step, ...report }, null, 2) + "\n"),
+      );
+      for (const line of finalReportLines(report)) print(line);
     }
+    const [trained] = report?.rows ?? [];
     print(`run directory: ${dir}`);
-    return { runDir: dir, steps: step, backend, knnTop1, knnTop5, status: "done" };
+    return {
+      runDir: dir,
+      steps: step,
+      backend,
+      knnTop1: trained?.knn_top1,
+      knnTop5: trained?.knn_top5,
+      linearTop1: trained?.linear_top1,
+      report,
+      status: "done",
+    };
   } finally {
     stepper?.close();
     ssl.dispose();

@@ -32,6 +32,8 @@ export const RUN_FILES = {
   rollbacks: "rollbacks.csv",
   /** Everything needed to resume (model, momentum encoder, optimiser slots). */
   checkpoint: "checkpoint.safetensors",
+  /** The final report (`--final-eval`): backbone, random init and raw pixels on the full splits. */
+  final: "final.json",
   /**
    * Under `--on-nan rollback`: the checkpoint before the last one (a second rollback target,
    * {@link keepPreviousCheckpoint}).

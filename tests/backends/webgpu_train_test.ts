@@ -37,7 +37,7 @@ async function run(backend: "wasm" | "webgpu") {
     backend,
     maxSteps: STEPS,
     knnEvery: 2,
-    finalKnn: false,
+    finalEval: "none",
     checkpointEvery: 100,
     checkTensorLeaks: true,
     outDir: dir,

@@ -25,7 +25,7 @@ import { removeOnUnload } from "../_helpers/temp.ts";
 
 const ROOT = new URL("../..", import.meta.url).pathname;
 const CLI = new URL("../../lib/cli/pretrain.ts", import.meta.url).pathname;
-const SMOKE = ["--preset", "smoke", "--backend", "wasm", "--no-final-knn"];
+const SMOKE = ["--preset", "smoke", "--backend", "wasm", "--final-eval", "none"];
 
 const dirs: string[] = [];
 removeOnUnload(dirs);
@@ -74,7 +74,7 @@ function run(): Promise<string> {
       preset: "smoke",
       backend: "wasm",
       maxSteps: 2,
-      finalKnn: false,
+      finalEval: "none",
       outDir: dir,
     });
     await pretrain(cfg, { print: () => {} });
@@ -479,7 +479,7 @@ Deno.test({
     // second cannot, since the new checkpoint is written beside the old one before the rename.
     const disk = await smallDisk(1100);
     const dir = `${disk.path}/run`;
-    const flags = ["--preset", "smoke", "--backend", "wasm", "--seed", "5", "--no-final-knn"];
+    const flags = ["--preset", "smoke", "--backend", "wasm", "--seed", "5", "--final-eval", "none"];
     try {
       const out = await spawnPretrain([...flags, "--out", dir]).output();
       const stderr = new TextDecoder().decode(out.stderr).trim();

@@ -23,7 +23,7 @@ async function tempDir(): Promise<string> {
   return d;
 }
 
-const SMOKE = ["--preset", "smoke", "--backend", "wasm", "--no-final-knn"];
+const SMOKE = ["--preset", "smoke", "--backend", "wasm", "--final-eval", "none"];
 
 /** Runs `deno task pretrain ...args`; its exit code and stderr lines. */
 async function pretrainCli(args: string[]): Promise<{ code: number; lines: string[] }> {

@@ -74,7 +74,7 @@ Deno.test("a run records cropMin in its config.json", async () => {
       outDir: dir,
       cropMin: 0.5,
       maxSteps: 1,
-      finalKnn: false,
+      finalEval: "none",
     });
     await pretrain(cfg, { print: () => {} });
     const saved = JSON.parse(await Deno.readTextFile(`${dir}/config.json`));

@@ -35,7 +35,7 @@ function run(): Promise<string> {
       preset: "smoke",
       backend: "wasm",
       maxSteps: 2,
-      finalKnn: false,
+      finalEval: "none",
       outDir: dir,
     });
     await pretrain(cfg, { print: () => {} });

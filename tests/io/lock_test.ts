@@ -67,7 +67,7 @@ Deno.test("lockRunDir: the lock of a SIGKILLed process is stale and taken over",
 Deno.test("two pretrain processes on one --out: the second is refused with one line; the first logs every step once", async () => {
   const dir = `${await Deno.makeTempDir()}/run`;
   const flags = ["--preset", "smoke", "--backend", "wasm", "--epochs", "12", "--ckpt-every", "4"];
-  const first = spawnPretrain([...flags, "--no-final-knn", "--out", dir]);
+  const first = spawnPretrain([...flags, "--final-eval", "none", "--out", dir]);
   try {
     // Wait until the first run is training.
     for (let t = 0; (await logSteps(`${dir}/log.csv`)).length === 0; t++) {

@@ -361,7 +361,7 @@ function smoke(outDir: string, over: Record<string, unknown> = {}) {
     framework: "swav",
     backend: "wasm",
     outDir,
-    finalKnn: false,
+    finalEval: "none",
     knnEvery: 100,
     ...over,
   });

@@ -228,7 +228,7 @@ function smoke(outDir: string, maxSteps: number, workers = 2) {
     workers,
     outDir,
     maxSteps,
-    finalKnn: false,
+    finalEval: "none",
     knnEvery: 100,
     checkpointEvery: 3,
   });

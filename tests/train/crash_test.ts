@@ -36,7 +36,8 @@ const FLAGS = [
   "2",
   "--epochs",
   "16",
-  "--no-final-knn",
+  "--final-eval",
+  "none",
 ];
 const TOTAL = 128;
 const CKPT = "checkpoint.safetensors";
@@ -256,7 +257,7 @@ Deno.test("crash: a run killed before its first checkpoint restarts at step 0 wi
       backend: "wasm",
       outDir: dir,
       maxSteps: 3,
-      finalKnn: false,
+      finalEval: "none",
     });
     await Deno.writeTextFile(`${dir}/config.json`, JSON.stringify({ config: cfg }));
     const header = "step,epoch,loss,lr,momentum,grad_patch,grad_first_block,grad_last_block," +

@@ -105,7 +105,7 @@ Deno.test("kNN monitor: a stop during it checkpoints the step; the resumed run m
     resolveConfig({
       preset: "smoke",
       backend: "wasm",
-      finalKnn: false,
+      finalEval: "none",
       knnEvery: 2,
       checkpointEvery: 1000,
       maxSteps: 6,

@@ -45,7 +45,7 @@ Deno.test("memory: tf.memory() is identical after step 10 and every step up to 5
       maxSteps: 500,
       checkpointEvery: 100,
       knnEvery: 100,
-      finalKnn: false,
+      finalEval: "none",
     });
     const before = mem();
     const seen: Mem[] = [];

@@ -44,7 +44,7 @@ async function run(
     seed,
     outDir: dir,
     maxSteps: steps,
-    finalKnn: false,
+    finalEval: "none",
   });
   await pretrain(cfg, { ...quiet, onStep: (r) => rows.push(r) });
   return { dir, rows };

@@ -37,7 +37,7 @@ async function tempDir(): Promise<string> {
 
 /** The smoke preset: 256 images, batch 32 (8 steps an epoch), 2 epochs, 4 warmup steps. */
 function smoke(outDir: string, extra: Partial<PretrainConfig> = {}): PretrainConfig {
-  return resolveConfig({ preset: "smoke", backend: "wasm", finalKnn: false, outDir, ...extra });
+  return resolveConfig({ preset: "smoke", backend: "wasm", finalEval: "none", outDir, ...extra });
 }
 
 /** The smoke schedule by hand for a base lr: peak base x 32 / 256, linear warmup over 4 steps. */
@@ -185,7 +185,7 @@ Deno.test("rollback: the issue's command line (--lr 1e9 --ckpt-every 1) exits 1 
   const dir = await tempDir();
   const child = spawnPretrain([
     ...["--preset", "smoke", "--backend", "wasm", "--lr", "1e9", "--on-nan", "rollback"],
-    ...["--max-steps", "10", "--ckpt-every", "1", "--no-final-knn", "--out", dir],
+    ...["--max-steps", "10", "--ckpt-every", "1", "--final-eval", "none", "--out", dir],
   ]);
   // The endless loop of the issue is killed after 60 s (the run takes a few seconds).
   const timer = setTimeout(() => child.kill("SIGKILL"), 60_000);

@@ -110,7 +110,7 @@ function smoke(outDir: string, extra: Partial<PretrainConfig> = {}): PretrainCon
   return resolveConfig({
     preset: "smoke",
     backend: BACKEND,
-    finalKnn: false,
+    finalEval: "none",
     outDir,
     ...extra,
   });
@@ -303,7 +303,7 @@ Deno.test("a short Fashion-MNIST run learns: loss falls, kNN above chance and ab
     maxSteps: 150,
     checkpointEvery: 1000,
     knnEvery: 0,
-    finalKnn: false,
+    finalEval: "none",
   });
   const [train, test] = await loadSplits(cfg);
   const bank = subset(train, 5000, 1), queries = subset(test, 1000, 2);
@@ -433,7 +433,8 @@ Deno.test("CLI: SIGKILL after a checkpoint, then --resume, ends as an uninterrup
     "4",
     "--ckpt-every",
     "3",
-    "--no-final-knn",
+    "--final-eval",
+    "none",
   ];
   const total = 32; // 4 epochs of 256 / 32
   const child = cli([...flags, "--out", killed], "null").spawn();
