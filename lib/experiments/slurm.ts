@@ -299,7 +299,7 @@ export async function queuedTasks(name: string): Promise<Map<number, string>> {
     throw e;
   }
   if (!out.success) {
-    const why = new TextDecoder().decode(out.stderr).trim().replace(/\s*\n\s*/g, "; ");
+    const why = new TextDecoder().decode(out.stderr).trim().split("\n").pop();
     console.error(`warning: squeue failed (${why}); queued array tasks are not shown`);
     return tasks;
   }
