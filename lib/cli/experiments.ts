@@ -131,7 +131,9 @@ export async function main(args: string[]): Promise<number> {
   const { rest: flagArgs, values: optValues } = takeSlurmOpts(args);
   const { values } = parseFlags(flagArgs, FLAGS);
   if (values.help) {
-    console.log(helpText("deno task experiments --suite NAME|all --budget B [flags]", FLAGS));
+    const usage = "deno task experiments --suite NAME|all --budget B [flags]\n" +
+      "       deno task experiments --status NAME|all --budget B";
+    console.log(helpText(usage, FLAGS));
     console.log(`\n${listing()}`);
     return 0;
   }

@@ -25,6 +25,7 @@ import { linearProbe } from "../eval/linear.ts";
 import { initBackend } from "../backends/mod.ts";
 import { readRunLogs, RUN_FILES } from "../train/rundir.ts";
 import { writeFileAtomic } from "../io/atomic.ts";
+import { fileSystemErrorOr } from "../io/fs_errors.ts";
 import { pathExists } from "../io/exists.ts";
 import { lockRunDir, type RunLock, RunLockedError } from "../io/lock.ts";
 import { appendTableRows, curvesFile, readTable, suiteFile } from "./tables.ts";
@@ -278,8 +279,14 @@ async function withResultsLock(
   suite: string,
   fn: () => Promise<void>,
 ): Promise<void> {
-  await Deno.mkdir(resultsDir, { recursive: true });
-  const file = await Deno.open(`${resultsDir}/.${suite}.lock`, { write: true, create: true });
+  const path = `${resultsDir}/.${suite}.lock`;
+  let file: Deno.FsFile;
+  try {
+    await Deno.mkdir(resultsDir, { recursive: true });
+    file = await Deno.open(path, { write: true, create: true });
+  } catch (e) {
+    throw fileSystemErrorOr(e, path, `cannot record the ${suite} rows in ${resultsDir}`);
+  }
   try {
     await file.lock(true);
     await fn();
