@@ -25,6 +25,7 @@ import { linearProbe } from "../eval/linear.ts";
 import { initBackend } from "../backends/mod.ts";
 import { readRunLogs, RUN_FILES } from "../train/rundir.ts";
 import { writeFileAtomic } from "../io/atomic.ts";
+import { fileSystemErrorOr } from "../io/fs_errors.ts";
 import { pathExists } from "../io/exists.ts";
 import { lockRunDir, type RunLock, RunLockedError } from "../io/lock.ts";
 import { appendTableRows, curvesFile, readTable, suiteFile } from "./tables.ts";
@@ -162,6 +163,12 @@ export interface RunSuiteOptions {
    * `result.json`; the parent records the rows once every process is done.
    */
   worker?: boolean;
+  /**
+   * Only the run at this index of the plan (`deno task experiments --index I`, a Slurm array
+   * task): it is trained (or resumed, or skipped when complete) and its row appended like a
+   * whole suite's, under the results lock that serialises the table writes of every process.
+   */
+  index?: number;
 }
 
 /** What {@link runSuite} returns. */
@@ -209,7 +216,14 @@ export async function runSuite(
     complete: true,
   };
   const extra = { ...(opts.backend ? { backend: opts.backend } : {}), threads: opts.threads ?? 0 };
+  if (opts.index !== undefined && !(opts.index >= 0 && opts.index < plan.length)) {
+    throw new ConfigError(
+      `--index ${opts.index} is not a run of ${suite.name} at budget ${budget}: choose 0 to ` +
+        `${plan.length - 1}`,
+    );
+  }
   for (const [i, run] of plan.entries()) {
+    if (opts.index !== undefined && i !== opts.index) continue;
     const dir = `${runsDir}/${run.runId}`;
     let row = await readJson<SuiteRow>(`${dir}/${RUN_FILES.result}`);
     if (row) await checkPlanned(dir, run);
@@ -249,11 +263,40 @@ export async function runSuite(
     }
     result.rows.push(row);
     if (opts.worker) continue;
-    await appendSuiteRows(suiteFile(resultsDir, suite.name), [row]);
-    await appendCurves(curvesFile(resultsDir, suite.name), await runCurves(run.runId, dir));
+    const curves = await runCurves(run.runId, dir);
+    await withResultsLock(resultsDir, suite.name, async () => {
+      await appendSuiteRows(suiteFile(resultsDir, suite.name), [row]);
+      await appendCurves(curvesFile(resultsDir, suite.name), curves);
+    });
   }
   result.seconds = (performance.now() - t0) / 1000;
   return result;
+}
+
+/**
+ * Runs `fn` holding an exclusive lock on `<resultsDir>/.<suite>.lock` (waiting for it): the
+ * processes of one suite (Slurm array tasks, a local run beside them) rewrite its tables one
+ * at a time, so no row is lost to a concurrent rewrite. The OS releases it if a holder dies.
+ */
+async function withResultsLock(
+  resultsDir: string,
+  suite: string,
+  fn: () => Promise<void>,
+): Promise<void> {
+  const path = `${resultsDir}/.${suite}.lock`;
+  let file: Deno.FsFile;
+  try {
+    await Deno.mkdir(resultsDir, { recursive: true });
+    file = await Deno.open(path, { write: true, create: true });
+  } catch (e) {
+    throw fileSystemErrorOr(e, path, `cannot record the ${suite} rows in ${resultsDir}`);
+  }
+  try {
+    await file.lock(true);
+    await fn();
+  } finally {
+    file.close();
+  }
 }
 
 /** Fields a complete run may differ in from its plan (they do not change its result). */

@@ -301,7 +301,14 @@ export function exportMocoV3(cfg: PretrainConfig, opts: ExportOptions = {}): Moc
   return { command: lines.join(" \\\n  "), rows, warnings };
 }
 
-/** Shell-quotes a path when it needs it. */
-function quote(s: string): string {
+/**
+ * Shell-quotes a word when it needs it (single quotes), else returns it as is.
+ *
+ * @example
+ * ```ts
+ * quote("data/runs/a b"); // "'data/runs/a b'"
+ * ```
+ */
+export function quote(s: string): string {
   return /^[\w@%+=:,./-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
 }
