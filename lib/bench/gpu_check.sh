@@ -39,10 +39,10 @@ SUMMARY=$OUT/summary.txt
 # wasm references: the same runs on `--backend wasm`, measured on 2026-11-28 at commit e3cb7c9
 # (2-core CPU). A webgpu run must land within 3 kNN points and 2% loss of them. Re-measure them
 # (the ARGS with --backend wasm) when the model, augmentation, optimiser or presets change.
-REF_SYN_ARGS=(--preset smoke --synthetic-size 4096 --batch 128 --epochs 4)
+REF_SYN_ARGS=(--preset smoke --synthetic-size 4096 --batch 128 --epochs 4 --final-eval knn)
 REF_SYN_KNN=51.10     # final kNN top-1 (%), 4096 train / 820 test images
 REF_SYN_LOSS=3.6091   # mean loss of the last 10 of 128 steps
-REF_FM_ARGS=(--preset fmnist --max-steps 80 --knn-every 40)
+REF_FM_ARGS=(--preset fmnist --max-steps 80 --knn-every 40 --final-eval knn)
 REF_FM_KNN=77.89      # final kNN top-1 (%), 60000 train / 10000 test images
 REF_FM_LOSS=3.7861   # mean loss of the last 10 of 80 steps
 
@@ -53,7 +53,7 @@ if [ "$QUICK" = 1 ]; then
   BENCH_QUICK=(--smoke)
   BENCH_MAX_S=${BENCH_MAX_S:-45} # a software adapter needs minutes for one tiny32 step
   PRETRAIN_QUICK=(--batch 32 --max-steps 6 --knn-every 3 --knn-train 256 --knn-test 128
-    --no-final-knn)
+    --final-eval none)
 fi
 
 elapsed() { echo $(($(date +%s) - START)); }
