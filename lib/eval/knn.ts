@@ -20,7 +20,7 @@ import * as tf from "@tensorflow/tfjs-core";
 import { type Accuracy, inferNumClasses, labelRank } from "./metrics.ts";
 import type { Dataset } from "../data/dataset.ts";
 import type { ViT } from "../model/vit.ts";
-import { type ChannelStats, extractFeatures } from "./features.ts";
+import { type ChannelStats, extractFeatures, type FeatureSet } from "./features.ts";
 
 /** The vote temperature T of every kNN evaluation here (InstDisc's and DINO's 0.07). */
 export const KNN_TEMPERATURE = 0.07;
@@ -170,7 +170,8 @@ export async function knnClassify(
 /**
  * kNN accuracy of a backbone: the features (eval mode, class token after the final norm) of
  * `queries` against those of the `bank`, with `k` neighbours and T = {@link KNN_TEMPERATURE}. The
- * one kNN evaluation of images that training's monitor and the experiments use.
+ * one kNN evaluation of images that training's monitor and the experiments use. It also returns
+ * the queries' features (`queryFeatures`), which the monitor's online probe classifies.
  *
  * @example
  * ```ts
@@ -183,7 +184,7 @@ export async function knnOfBackbone(
   bank: Dataset,
   queries: Dataset,
   opts: { k: number; stats: ChannelStats; batchSize?: number },
-): Promise<KnnResult> {
+): Promise<KnnResult & { queryFeatures: FeatureSet }> {
   const extract = { batchSize: opts.batchSize ?? 256, mean: opts.stats.mean, std: opts.stats.std };
   const f1 = await extractFeatures(backbone, bank, extract);
   const f2 = await extractFeatures(backbone, queries, extract);
@@ -192,5 +193,5 @@ export async function knnOfBackbone(
     temperature: KNN_TEMPERATURE,
     numClasses: bank.classes.length,
   });
-  return res;
+  return { ...res, queryFeatures: f2 };
 }

@@ -82,6 +82,12 @@ export interface PretrainConfig {
   knnK: number;
   /** After training, kNN of the whole test split against the whole train split. */
   finalKnn: boolean;
+  /**
+   * An online linear probe on the detached class token, trained beside pretraining and evaluated
+   * with the kNN monitor (lib/train/online_probe.ts). Unset: on where the data has labels (two
+   * or more classes) and `workers` is 1; a run records the value it used in config.json.
+   */
+  onlineProbe?: boolean;
   onNan: "stop" | "rollback";
   /** On rollback, the lr is multiplied by this (compounding over rollbacks). */
   nanLrFactor: number;
@@ -250,6 +256,12 @@ export const FIELDS: Field[] = [
   { key: "knnK", flag: "knn-k", kind: "int", min: 1, help: "neighbours of the kNN monitor" },
   { key: "finalKnn", flag: "final-knn", kind: "bool", help: "full kNN at the end" },
   {
+    key: "onlineProbe",
+    flag: "online-probe",
+    kind: "bool",
+    help: "online linear probe beside the kNN monitor (default: on with labels and --workers 1)",
+  },
+  {
     key: "onNan",
     flag: "on-nan",
     kind: "string",
@@ -333,8 +345,14 @@ const BASE: Omit<PretrainConfig, "preset"> = {
  * ```
  */
 export function savedRunConfig(saved: Partial<PretrainConfig>): Partial<PretrainConfig> {
-  return { ...BASE, ...saved };
+  return { ...BASE, ...BEFORE_FIELD, ...saved };
 }
+
+/**
+ * Fields whose default for a new run (unset, decided when the run starts) differs from what runs
+ * made before the field existed did: the online probe (those runs had none).
+ */
+const BEFORE_FIELD: Partial<PretrainConfig> = { onlineProbe: false };
 
 /**
  * Named starting points. `fmnist` is the default CPU recipe: vit_micro/7 (D 64, depth 4, 16
@@ -406,6 +424,12 @@ export function validateConfig(cfg: PretrainConfig): void {
       `--framework swav needs --batch >= --prototypes (got ${cfg.batchSize} < ` +
         `${cfg.prototypes}: Sinkhorn splits each batch equally among the prototypes, with no ` +
         "queue): raise --batch or lower --prototypes",
+    );
+  }
+  if (cfg.onlineProbe && cfg.workers > 1) {
+    throw new ConfigError(
+      `--online-probe runs in the main process, but --workers ${cfg.workers} trains in workers: ` +
+        "pass --no-online-probe (or --workers 1)",
     );
   }
   if ((cfg.dataset === "cifar10" || cfg.dataset === "imagefolder") && !cfg.dataRoot) {
