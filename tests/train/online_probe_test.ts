@@ -14,6 +14,7 @@ import { readSafetensors } from "../../lib/io/safetensors.ts";
 import { createFramework } from "../../lib/methods/mod.ts";
 import { vitForward } from "../../lib/model/vit.ts";
 import { monitorCurve } from "../../lib/experiments/stability.ts";
+import { trainingCurvesSpec } from "../../lib/viz/charts.ts";
 import {
   createOnlineProbe,
   disposeOnlineProbe,
@@ -245,6 +246,21 @@ Deno.test("knn.csv: probe_top1 present and in range, the same rows as the monito
   // The dip detector's probe series is this column.
   assertEquals(monitorCurve(knn, "probe"), knn.map((r) => ({ step: r.step, acc: r.probe_top1! })));
   assertEquals(monitorCurve(knn), knn.map((r) => ({ step: r.step, acc: r.top1 })));
+  // Notebook 02's curves: loss, reference, kNN and the probe (both on the right axis).
+  const { log } = await readRunLogs(dir);
+  const spec = trainingCurvesSpec(log, knn, { reference: { name: "chance", loss: 2 } });
+  assertEquals(spec.data.map((d) => d.name), [
+    "loss",
+    "chance",
+    "kNN top-1 (%)",
+    "online probe top-1 (%)",
+  ]);
+  assertEquals(spec.data[3].y, knn.map((r) => r.probe_top1));
+  assertEquals(spec.data[3].x, [4, 8, 12]);
+  assertEquals(spec.data[3].yaxis, "y2");
+  assertEquals(spec.data[0].x, log.map((r) => r.step + 1));
+  const plain = trainingCurvesSpec(log, knn.map(({ probe_top1: _, ...r }) => r));
+  assertEquals(plain.data.map((d) => d.name), ["loss", "kNN top-1 (%)"]);
 });
 
 Deno.test("resume with the probe: stopped at step 6, resumed = uninterrupted, bit for bit", async () => {
