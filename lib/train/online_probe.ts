@@ -14,6 +14,9 @@
  * - Evaluation: top-1 of the monitor's test subset, on the eval-mode features the kNN monitor
  *   extracts anyway.
  *
+ * Learning from augmented views, it reads below the kNN monitor of clean test images (README.md,
+ * "Online linear probe", has the numbers of the default recipe); it is a monitor of the trend.
+ *
  * Its weights and optimiser slots are checkpointed under `online_probe.*` ({@link probeTensors})
  * so that a resumed run continues bit-exactly.
  *
