@@ -20,7 +20,7 @@ import * as tf from "@tensorflow/tfjs-core";
 import { type Accuracy, inferNumClasses, labelRank } from "./metrics.ts";
 import type { Dataset } from "../data/dataset.ts";
 import type { ViT } from "../model/vit.ts";
-import { type ChannelStats, extractFeatures } from "./features.ts";
+import { type ChannelStats, extractFeatures, type FeatureSet } from "./features.ts";
 import { stopPoint, type StopSignal } from "../core/stop.ts";
 
 /** The vote temperature T of every kNN evaluation here (InstDisc's and DINO's 0.07). */
@@ -174,7 +174,8 @@ export async function knnClassify(
 /**
  * kNN accuracy of a backbone: the features (eval mode, class token after the final norm) of
  * `queries` against those of the `bank`, with `k` neighbours and T = {@link KNN_TEMPERATURE}. The
- * one kNN evaluation of images that training's monitor and the experiments use.
+ * one kNN evaluation of images that training's monitor and the experiments use. It also returns
+ * the queries' features (`queryFeatures`), which the monitor's online probe classifies.
  *
  * @example
  * ```ts
@@ -187,7 +188,7 @@ export async function knnOfBackbone(
   bank: Dataset,
   queries: Dataset,
   opts: { k: number; stats: ChannelStats; batchSize?: number; signal?: StopSignal },
-): Promise<KnnResult> {
+): Promise<KnnResult & { queryFeatures: FeatureSet }> {
   const extract = {
     batchSize: opts.batchSize ?? 256,
     mean: opts.stats.mean,
@@ -202,5 +203,5 @@ export async function knnOfBackbone(
     numClasses: bank.classes.length,
     signal: opts.signal,
   });
-  return res;
+  return { ...res, queryFeatures: f2 };
 }

@@ -1,6 +1,7 @@
 /**
  * The paper's hidden instability, measured: "dips" in a monitored accuracy curve (sudden drops
- * followed by a partial recovery) and the first-layer gradient spikes that precede them.
+ * followed by a partial recovery) and the first-layer gradient spikes that precede them. The
+ * curve is the kNN monitor's or the online linear probe's ({@link monitorCurve}).
  *
  * A dip, as {@link findDips} defines it:
  * 1. The reference peak is the running maximum of the curve since the start, or since the end
@@ -42,6 +43,29 @@
 export interface CurvePoint {
   step: number;
   acc: number;
+}
+
+/** The monitored series of `knn.csv` a curve can follow: kNN top-1, or the online probe's top-1. */
+export type MonitorSeries = "knn" | "probe";
+
+/**
+ * A monitor curve for {@link findDips} / {@link dipReport} from `knn.csv` rows: kNN top-1 (the
+ * default) or the online linear probe's top-1 (`probe_top1`; rows without it, such as runs
+ * without the probe, are left out).
+ *
+ * @example
+ * ```ts
+ * const { knn } = await readRunLogs(dir);
+ * findDips(monitorCurve(knn, "probe"), { minDepth: dipThreshold(monitorCurve(knn, "probe")) });
+ * ```
+ */
+export function monitorCurve(
+  rows: readonly { step: number; top1: number; probe_top1?: number }[],
+  series: MonitorSeries = "knn",
+): CurvePoint[] {
+  if (series === "knn") return rows.map((r) => ({ step: r.step, acc: r.top1 }));
+  return rows.filter((r) => typeof r.probe_top1 === "number")
+    .map((r) => ({ step: r.step, acc: r.probe_top1! }));
 }
 
 /** Options of {@link findDips}. */

@@ -68,6 +68,7 @@ export function byolStep(
     x1,
     x2,
     (h1, h2) => tf.add(byolLoss(predict(model, h1), z2), byolLoss(predict(model, h2), z1)),
+    opts,
   );
   tf.dispose([z1, z2]);
   return result;

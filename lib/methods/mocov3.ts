@@ -86,6 +86,7 @@ export function mocoStep(
     x2,
     (h1, h2) =>
       tf.add(ctr(predict(model, h1), k2, T, offset), ctr(predict(model, h2), k1, T, offset)),
+    opts,
   );
   tf.dispose([...keys, k1, k2]);
   return result;

@@ -94,7 +94,7 @@ export function simclrStep(
   model: SimCLR,
   x1: tf.Tensor4D,
   x2: tf.Tensor4D,
-  _opts?: StepOptions,
+  opts: StepOptions = { momentum: 0 },
 ): StepResult {
   return twoViewGrads(
     model.backbone,
@@ -107,6 +107,7 @@ export function simclrStep(
         mlpForward(model.projector, h2),
         model.config.temperature,
       ),
+    opts,
   );
 }
 

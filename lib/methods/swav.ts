@@ -140,7 +140,7 @@ export function swavStep(
       tf.slice(sinkhorn(s, epsilon, sinkhornIterations), [offset, 0], [b, K])
     );
     return swappedPrediction(s1, s2, q1, q2, temperature);
-  });
+  }, opts);
   if (opts.freezePrototypes) {
     const g = result.grads[PROTOTYPES];
     result.grads[PROTOTYPES] = tf.zerosLike(g);

@@ -45,6 +45,12 @@ export interface StepOptions {
   gather?: Gather;
   /** SwAV: zero the prototypes' gradient this step (the first epoch). Ignored by the others. */
   freezePrototypes?: boolean;
+  /**
+   * Also return the online backbone's pooled features of view 1 from the step's own forward
+   * pass (`StepResult.features`, detached), e.g. for an online linear probe. It changes no value
+   * and no gradient of the step. Default false.
+   */
+  features?: boolean;
 }
 
 /** Loss and gradients of one step; the caller applies and disposes them. */
@@ -52,6 +58,11 @@ export interface StepResult {
   loss: tf.Scalar;
   /** Gradients by checkpoint name (the method's trainable parameters). */
   grads: Record<string, tf.Tensor>;
+  /**
+   * With `StepOptions.features`: the online backbone's pooled features of view 1 `[B, D]`
+   * (training mode, as the loss saw them), outside the gradient; the caller disposes them.
+   */
+  features?: tf.Tensor2D;
 }
 
 /** Projector and predictor widths, the temperature of a contrastive loss, SwAV's prototypes. */
@@ -219,7 +230,8 @@ export function predict(model: MomentumNetworks, h: tf.Tensor2D): tf.Tensor2D {
  * Gradients of `loss(h1, h2)` with respect to `trainable`, where `h1, h2 [B, D]` are the
  * backbone features of the two views `x1, x2 [B, H, W, C]` (training mode). Shared by every
  * method: it maps the gradients back to the names of `trainable` and updates ViT-BN running
- * statistics with the mean of the two views' batch statistics.
+ * statistics with the mean of the two views' batch statistics. With `opts.features` it also
+ * returns `h1` ({@link StepResult.features}), kept from the same forward pass.
  */
 export function twoViewGrads(
   backbone: ViT,
@@ -227,12 +239,15 @@ export function twoViewGrads(
   x1: tf.Tensor4D,
   x2: tf.Tensor4D,
   loss: (h1: tf.Tensor2D, h2: tf.Tensor2D) => tf.Scalar,
+  opts: Pick<StepOptions, "features"> = {},
 ): StepResult {
   const names = new Map(Object.entries(trainable).map(([k, v]) => [v.name, k]));
   const bn: NonNullable<ReturnType<typeof vitForward>["bnStats"]> = [];
+  let features: tf.Tensor2D | undefined;
   const { value, grads } = tf.variableGrads(() => {
-    const [h1, h2] = [x1, x2].map((x) => {
+    const [h1, h2] = [x1, x2].map((x, view) => {
       const out = vitForward(backbone, x, { training: true });
+      if (view === 0 && opts.features) features = tf.keep(out.features);
       for (const s of out.bnStats ?? []) {
         bn.push({ name: s.name, mean: tf.keep(s.mean), variance: tf.keep(s.variance) });
       }
@@ -255,5 +270,5 @@ export function twoViewGrads(
   }
   const named: Record<string, tf.Tensor> = {};
   for (const [vname, g] of Object.entries(grads)) named[names.get(vname)!] = g;
-  return { loss: value, grads: named };
+  return { loss: value, grads: named, ...(features ? { features } : {}) };
 }

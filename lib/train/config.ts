@@ -86,6 +86,12 @@ export interface PretrainConfig {
    * the linear probe, both (`all`) or nothing, for the backbone, its random init and raw pixels.
    */
   finalEval: FinalEval;
+  /**
+   * An online linear probe on the detached class token, trained beside pretraining and evaluated
+   * with the kNN monitor (lib/train/online_probe.ts). Unset: on where the data has labels (two
+   * or more classes) and `workers` is 1; a run records the value it used in config.json.
+   */
+  onlineProbe?: boolean;
   onNan: "stop" | "rollback";
   /** On rollback, the lr is multiplied by this (compounding over rollbacks). */
   nanLrFactor: number;
@@ -260,6 +266,12 @@ export const FIELDS: Field[] = [
     help: "at the end, on the full splits, beside random init and raw pixels",
   },
   {
+    key: "onlineProbe",
+    flag: "online-probe",
+    kind: "bool",
+    help: "online linear probe beside the kNN monitor (default: on with labels and --workers 1)",
+  },
+  {
     key: "onNan",
     flag: "on-nan",
     kind: "string",
@@ -348,8 +360,14 @@ export function savedRunConfig(saved: Partial<PretrainConfig>): Partial<Pretrain
   const legacy = finalKnn === undefined || rest.finalEval !== undefined
     ? {}
     : { finalEval: finalKnn ? "knn" as const : "none" as const };
-  return { ...BASE, ...rest, ...legacy };
+  return { ...BASE, ...BEFORE_FIELD, ...rest, ...legacy };
 }
+
+/**
+ * Fields whose default for a new run (unset, decided when the run starts) differs from what runs
+ * made before the field existed did: the online probe (those runs had none).
+ */
+const BEFORE_FIELD: Partial<PretrainConfig> = { onlineProbe: false };
 
 /**
  * Named starting points. `fmnist` is the default CPU recipe: vit_micro/7 (D 64, depth 4, 16
@@ -421,6 +439,12 @@ export function validateConfig(cfg: PretrainConfig): void {
       `--framework swav needs --batch >= --prototypes (got ${cfg.batchSize} < ` +
         `${cfg.prototypes}: Sinkhorn splits each batch equally among the prototypes, with no ` +
         "queue): raise --batch or lower --prototypes",
+    );
+  }
+  if (cfg.onlineProbe && cfg.workers > 1) {
+    throw new ConfigError(
+      `--online-probe runs in the main process, but --workers ${cfg.workers} trains in workers: ` +
+        "pass --no-online-probe (or --workers 1)",
     );
   }
   if ((cfg.dataset === "cifar10" || cfg.dataset === "imagefolder") && !cfg.dataRoot) {

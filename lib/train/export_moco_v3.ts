@@ -237,6 +237,7 @@ const RULES: Record<keyof PretrainConfig, Rule> = {
   knnTestSize: notCarried("no kNN monitor"),
   knnK: notCarried("no kNN monitor"),
   finalEval: notCarried("no final report; evaluate the checkpoints with deno task eval"),
+  onlineProbe: notCarried("no online linear probe; main_lincls.py trains a probe afterwards"),
   onNan: notCarried("fp16 autocast with a GradScaler, which skips non-finite steps"),
   nanLrFactor: notCarried("see onNan"),
   maxRollbacks: notCarried("see onNan"),

@@ -8,7 +8,8 @@
  * the step count and the tensors in the checkpoint to continue exactly where it stopped.
  *
  * A run directory holds `config.json` (the resolved config and versions), `log.csv` (one row per
- * iteration), `knn.csv` (monitor rows), `checkpoint.safetensors` (everything needed to resume)
+ * iteration), `knn.csv` (monitor rows: kNN, and the online probe's top-1 where the run has one,
+ * lib/train/online_probe.ts), `checkpoint.safetensors` (everything needed to resume)
  * and `backbone.safetensors` (timm names only, for evaluation and PyTorch); under
  * `--on-nan rollback` also `checkpoint.prev.safetensors` and `rollbacks.csv`.
  *
@@ -45,8 +46,24 @@ import { ConfigError } from "../core/errors.ts";
 import { StoppedError, type StopSignal } from "../core/stop.ts";
 import { createDataParallel, type DataParallel } from "../parallel/mod.ts";
 import { assignArrays, readArrays } from "../parallel/protocol.ts";
-import { assignTensors, CONFIG_KEY, saveBackbone, saveTensors } from "./checkpoint.ts";
-import { checkSameConfig, type PretrainConfig } from "./config.ts";
+import {
+  assignTensors,
+  CheckpointError,
+  CONFIG_KEY,
+  saveBackbone,
+  saveTensors,
+} from "./checkpoint.ts";
+import { checkSameConfig, type PretrainConfig, savedRunConfig } from "./config.ts";
+import {
+  createOnlineProbe,
+  disposeOnlineProbe,
+  loadProbeTensors,
+  type OnlineProbe,
+  PROBE_PREFIX,
+  probeAccuracy,
+  probeStep,
+  probeTensors,
+} from "./online_probe.ts";
 import {
   applyGradients,
   createOptimizerState,
@@ -62,7 +79,7 @@ import {
 import {
   appendRows,
   keepPreviousCheckpoint,
-  KNN_COLUMNS,
+  knnColumns,
   type KnnRow,
   LOG_COLUMNS,
   type LogRow,
@@ -304,6 +321,7 @@ async function pretrainLocked(
 
   // Data.
   const [train, test] = await loadSplits(cfg, print);
+  cfg = { ...cfg, onlineProbe: await onlineProbeSetting(cfg, train) };
   const B = cfg.batchSize;
   if (train.length < B) {
     throw new ConfigError(
@@ -332,6 +350,10 @@ async function pretrainLocked(
     skipDecay: cfg.skipDecay,
   };
   const opt = createOptimizerState(optCfg, ssl.trainable());
+  // The online probe: its own seed stream (2), so the backbone and the data do not change.
+  const probe = cfg.onlineProbe
+    ? createOnlineProbe(vit.dim, train.classes.length, subSeed(cfg.seed, 2, 0))
+    : undefined;
   let stepper: Stepper | undefined;
   // The model and the optimiser state are freed however the run ends (done, stopped, error).
   try {
@@ -348,7 +370,7 @@ async function pretrainLocked(
     const split = train.splitRule ? { split: train.splitRule } : {};
     const prevPath = `${dir}/${RUN_FILES.previousCheckpoint}`;
     const resolved = { ...cfg, backbone: vit, stepsPerEpoch, totalSteps, peakLr, ...split };
-    const opened = await openRunDir(cfg, resolved, backendInfo.summary, ssl, opt, hooks);
+    const opened = await openRunDir(cfg, resolved, backendInfo.summary, ssl, opt, probe, hooks);
     let { step, lrScale } = opened;
     const { rollbackSteps } = opened;
     if (opened.resumed) {
@@ -372,7 +394,7 @@ async function pretrainLocked(
         await keepPreviousCheckpoint(dir);
         prevStep = ckptStep;
       }
-      await saveCheckpoint(dir, ssl, opt, { cfg, vit, step, lrScale, rollbackSteps });
+      await saveCheckpoint(dir, ssl, opt, probe, { cfg, vit, step, lrScale, rollbackSteps });
       savedStep = ckptStep = step;
     };
     const save = async () => {
@@ -384,8 +406,8 @@ async function pretrainLocked(
     if (cfg.onNan === "rollback" && !opened.resumed) await save();
     const monitor = async (run: PretrainConfig, epoch: number, what: (r: KnnRow) => string) => {
       await stepper!.pull();
-      const row = await knnMonitor(ssl, train, test, stats, run, step, epoch, signal);
-      await appendRows(`${dir}/${RUN_FILES.knn}`, KNN_COLUMNS, [row]);
+      const row = await knnMonitor(ssl, train, test, stats, run, step, epoch, signal, probe);
+      await appendRows(`${dir}/${RUN_FILES.knn}`, knnColumns(probe !== undefined), [row]);
       hooks.onKnn?.(row);
       print(what(row));
       return row;
@@ -436,7 +458,7 @@ async function pretrainLocked(
         );
       }
       const badStep = step;
-      step = (await restore(ssl, opt, target.path)).step;
+      step = (await restore(ssl, opt, probe, target.path)).step;
       await stepper!.push();
       lrScale *= cfg.nanLrFactor;
       rollbackSteps.push(badStep);
@@ -472,7 +494,8 @@ async function pretrainLocked(
           Math.floor(step / stepsPerEpoch),
           (r) =>
             `knn @ step ${step}: top-1 ${r.top1.toFixed(2)}% top-5 ${r.top5.toFixed(2)}% ` +
-            `(k=${r.k}, ${r.train_size} train / ${r.test_size} test)`,
+            `(k=${r.k}, ${r.train_size} train / ${r.test_size} test)` +
+            (r.probe_top1 === undefined ? "" : `; online probe top-1 ${r.probe_top1.toFixed(2)}%`),
         );
         return true;
       } catch (e) {
@@ -509,14 +532,21 @@ async function pretrainLocked(
         x1 = poisoned;
       }
       // SwAV's prototypes are frozen for the first epoch (the official freeze_prototypes_niters).
-      const { loss, grads } = await stepper.grads(x1, x2, {
+      const { loss, grads, features } = await stepper.grads(x1, x2, {
         momentum: m,
         freezePrototypes: epoch < 1,
+        features: probe !== undefined,
       });
       tf.dispose([x1, x2]);
       const norms = await gradNorms(grads, vit.depth);
       const finite = Number.isFinite(loss) && norms.every(Number.isFinite);
       await stepper.apply(grads, finite, lr);
+      // The online probe learns from view 1's detached features of this step (not after a
+      // non-finite step, which is rolled back or stops the run).
+      if (features) {
+        if (probe && finite) probeStep(probe, features, batch.labels).dispose();
+        features.dispose();
+      }
       if (!finite) {
         await recover(loss, norms, epoch);
         continue;
@@ -564,7 +594,7 @@ async function pretrainLocked(
     if (cfg.finalEval !== "none") {
       await stepper.pull();
       // Resumed after it finished: measured again, its earlier row replaced (one row per step).
-      await truncateRows(`${dir}/${RUN_FILES.knn}`, KNN_COLUMNS, step);
+      await truncateRows(`${dir}/${RUN_FILES.knn}`, [knnColumns(false), knnColumns(true)], step);
       try {
         report = await finalReport(ssl.backbone, () => createViT(vit, cfg.seed), train, test, {
           what: cfg.finalEval,
@@ -603,7 +633,7 @@ async function pretrainLocked(
           train_size: report.trainSize,
           test_size: report.testSize,
         };
-        await appendRows(`${dir}/${RUN_FILES.knn}`, KNN_COLUMNS, [row]);
+        await appendRows(`${dir}/${RUN_FILES.knn}`, knnColumns(probe !== undefined), [row]);
         hooks.onKnn?.(row);
       }
       await writeFileAtomic(
@@ -628,7 +658,31 @@ async function pretrainLocked(
     stepper?.close();
     ssl.dispose();
     disposeOptimizerState(opt);
+    if (probe) disposeOnlineProbe(probe);
   }
+}
+
+/**
+ * Whether a run trains the online probe: `cfg.onlineProbe` when set (refused, in one line, on
+ * data without labels: fewer than two classes); unset, what a resumed run recorded (runs made
+ * before the probe had none), else on where the data has labels and the run uses one process.
+ */
+async function onlineProbeSetting(cfg: PretrainConfig, train: Dataset): Promise<boolean> {
+  const labelled = train.classes.length >= 2;
+  if (cfg.onlineProbe === true && !labelled) {
+    throw new ConfigError(
+      `--online-probe needs labels, but the training data has ${train.classes.length} class ` +
+        `(${train.classes.join(", ") || "none"}): pass --no-online-probe`,
+    );
+  }
+  if (cfg.onlineProbe !== undefined) return cfg.onlineProbe;
+  if (await pathExists(`${cfg.outDir}/${RUN_FILES.checkpoint}`)) {
+    try {
+      const saved = JSON.parse(await Deno.readTextFile(`${cfg.outDir}/${RUN_FILES.config}`));
+      return savedRunConfig(saved.config).onlineProbe ?? false;
+    } catch { /* checkSameConfig reports an unreadable config.json */ }
+  }
+  return labelled && cfg.workers === 1;
 }
 
 /**
@@ -642,6 +696,7 @@ async function openRunDir(
   backend: string,
   ssl: SslModel,
   opt: OptimizerState,
+  probe: OnlineProbe | undefined,
   hooks: RunHooks,
 ): Promise<{ step: number; lrScale: number; rollbackSteps: number[]; resumed: boolean }> {
   const dir = cfg.outDir;
@@ -649,7 +704,7 @@ async function openRunDir(
   await removeStaleTempFiles(dir);
   if (await pathExists(ckptPath)) {
     await checkSameConfig(dir, cfg, hooks.force ?? false);
-    const resumed = await restore(ssl, opt, ckptPath);
+    const resumed = await restore(ssl, opt, probe, ckptPath);
     await truncateLogs(dir, resumed.step);
     await truncateRollbacks(dir, resumed.rollbackSteps.length);
     return { ...resumed, resumed: true };
@@ -671,13 +726,14 @@ async function openRunDir(
 }
 
 /**
- * Writes the training checkpoint (model, optimiser slots, step, lr scale, the steps of the
- * rollbacks so far) and the backbone.
+ * Writes the training checkpoint (model, optimiser slots, the online probe and its slots, step,
+ * lr scale, the steps of the rollbacks so far) and the backbone.
  */
 async function saveCheckpoint(
   dir: string,
   ssl: SslModel,
   opt: OptimizerState,
+  probe: OnlineProbe | undefined,
   at: {
     cfg: PretrainConfig;
     vit: ReturnType<typeof backboneConfig>;
@@ -686,13 +742,18 @@ async function saveCheckpoint(
     rollbackSteps: number[];
   },
 ): Promise<void> {
-  const tensors = { ...ssl.state(), ...optimizerStateTensors(opt) };
+  const tensors = {
+    ...ssl.state(),
+    ...optimizerStateTensors(opt),
+    ...(probe ? probeTensors(probe) : {}),
+  };
   const meta = {
     format: "vitssl-checkpoint-v1",
     step: String(at.step),
     lr_scale: String(at.lrScale),
     rollback_steps: at.rollbackSteps.join(","),
     optimizer_step: String(opt.step),
+    ...(probe ? { online_probe_optimizer_step: String(probe.opt.step) } : {}),
     config: JSON.stringify(at.cfg),
     [CONFIG_KEY]: JSON.stringify(at.vit),
   };
@@ -721,12 +782,15 @@ function batchOrder(cfg: PretrainConfig, train: Dataset, stepsPerEpoch: number) 
  * has one path: the loss and gradients, then the update (skipped after a non-finite step).
  */
 interface Stepper {
-  /** The method's step: loss and gradients by trainable name (the caller passes them on). */
+  /**
+   * The method's step: loss and gradients by trainable name (the caller passes them on), and with
+   * `features` view 1's detached backbone features (the caller disposes them; one process only).
+   */
   grads(
     x1: tf.Tensor4D,
     x2: tf.Tensor4D,
-    opts: { momentum: number; freezePrototypes: boolean },
-  ): Promise<{ loss: number; grads: Record<string, tf.Tensor> }>;
+    opts: { momentum: number; freezePrototypes: boolean; features?: boolean },
+  ): Promise<{ loss: number; grads: Record<string, tf.Tensor>; features?: tf.Tensor2D }>;
   /** Applies the gradients at `lr` if `ok`, and frees them. */
   apply(grads: Record<string, tf.Tensor>, ok: boolean, lr: number): Promise<void>;
   /** Copies the training state into `ssl` and `opt` (from worker 0; nothing to do locally). */
@@ -740,10 +804,10 @@ function localStepper(ssl: SslModel, opt: OptimizerState, optCfg: OptimizerConfi
   const params = ssl.trainable();
   return {
     async grads(x1, x2, opts) {
-      const { loss, grads } = ssl.step(x1, x2, opts);
+      const { loss, grads, features } = ssl.step(x1, x2, opts);
       const [value] = await loss.data();
       loss.dispose();
-      return { loss: value, grads };
+      return { loss: value, grads, features };
     },
     apply(grads, ok, lr) {
       if (ok) applyGradients(params, grads, opt, optCfg, lr);
@@ -789,7 +853,7 @@ async function dataParallelStepper(
     ...optimizerStateTensors(opt) as Record<string, tf.Variable>,
   });
   const stepper: Stepper = {
-    async grads(x1, x2, opts) {
+    async grads(x1, x2, { features: _, ...opts }) {
       const r = await dp.grads(x1, x2, opts);
       const grads = Object.fromEntries(
         Object.entries(r.grads).map(([k, g]) => [k, tf.tensor(g, shapes[k])]),
@@ -871,25 +935,36 @@ export function pretrainAugmentConfig(
 }
 
 /**
- * Loads a training checkpoint into the model and optimiser; returns its step, lr scale and the
- * (0-based) steps of the rollbacks before it.
+ * Loads a training checkpoint into the model, optimiser and online probe; returns its step, lr
+ * scale and the (0-based) steps of the rollbacks before it.
  */
 async function restore(
   ssl: SslModel,
   opt: OptimizerState,
+  probe: OnlineProbe | undefined,
   path: string,
 ): Promise<{ step: number; lrScale: number; rollbackSteps: number[] }> {
   const { tensors, metadata } = await readSafetensors(path);
   const state = ssl.state();
   const model: typeof tensors = {};
   const optim: Record<string, tf.Tensor> = {};
+  const probed: typeof tensors = {};
   for (const [k, t] of Object.entries(tensors)) {
     if (k.startsWith("optim.")) optim[k] = tf.tensor(toFloat32(t), t.shape);
+    else if (k.startsWith(PROBE_PREFIX)) probed[k] = t;
     else model[k] = t;
+  }
+  if (!probe && Object.keys(probed).length) {
+    throw new CheckpointError(
+      `${path} holds an online probe (the run used --online-probe): resume it with --online-probe`,
+    );
   }
   try {
     assignTensors(state, model, path);
     loadOptimizerState(opt, optim, Number(metadata.optimizer_step));
+    if (probe) {
+      loadProbeTensors(probe, probed, Number(metadata.online_probe_optimizer_step), path);
+    }
   } finally {
     tf.dispose(Object.values(optim));
   }
@@ -900,7 +975,10 @@ async function restore(
   };
 }
 
-/** The kNN monitor: the online backbone on a fixed test subset against a fixed train bank. */
+/**
+ * The kNN monitor: the online backbone on a fixed test subset against a fixed train bank, and the
+ * online probe's top-1 on that subset.
+ */
 async function knnMonitor(
   ssl: SslModel,
   train: Dataset,
@@ -910,11 +988,12 @@ async function knnMonitor(
   step: number,
   epoch: number,
   signal: StopSignal,
+  probe?: OnlineProbe,
 ): Promise<KnnRow> {
   const bank = fixedSubset(train, cfg.knnTrainSize);
   const queries = fixedSubset(test, cfg.knnTestSize);
   const res = await knnOfBackbone(ssl.backbone, bank, queries, { k: cfg.knnK, stats, signal });
-  return {
+  const row: KnnRow = {
     step,
     epoch,
     top1: 100 * res.top1,
@@ -923,6 +1002,9 @@ async function knnMonitor(
     train_size: bank.length,
     test_size: queries.length,
   };
+  // The online probe on the same test subset's features.
+  if (probe) row.probe_top1 = 100 * (await probeAccuracy(probe, res.queryFeatures)).top1;
+  return row;
 }
 
 /** A progress display: an in-place bar on a terminal, a plain line every 10 s elsewhere. */

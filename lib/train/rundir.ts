@@ -69,6 +69,11 @@ export interface KnnRow {
   k: number;
   train_size: number;
   test_size: number;
+  /**
+   * Top-1 (percent) of the online linear probe on the same test subset; only in the rows of a
+   * run with the probe (`--online-probe`), absent in older runs and with `--no-online-probe`.
+   */
+  probe_top1?: number;
 }
 
 /**
@@ -126,6 +131,22 @@ export const KNN_COLUMNS: (keyof KnnRow)[] = [
   "test_size",
 ];
 
+/** The columns `knn.csv` adds after {@link KNN_COLUMNS} in a run with the online probe. */
+export const PROBE_COLUMNS: (keyof KnnRow)[] = ["probe_top1"];
+
+/**
+ * The columns of a run's `knn.csv`: {@link KNN_COLUMNS}, plus {@link PROBE_COLUMNS} with the
+ * online probe (so that a run without it, and every older run, keeps its header).
+ *
+ * @example
+ * ```ts
+ * knnColumns(true).at(-1); // "probe_top1"
+ * ```
+ */
+export function knnColumns(probe: boolean): (keyof KnnRow)[] {
+  return probe ? [...KNN_COLUMNS, ...PROBE_COLUMNS] : KNN_COLUMNS;
+}
+
 /**
  * A run's `log.csv` and `knn.csv` rows, numbers parsed (a missing file gives no rows).
  *
@@ -162,7 +183,7 @@ export async function readRunLogs(dir: string): Promise<{ log: LogRow[]; knn: Kn
  */
 export async function truncateLogs(dir: string, step: number): Promise<void> {
   await truncateRows(`${dir}/${RUN_FILES.log}`, LOG_COLUMNS, step);
-  await truncateRows(`${dir}/${RUN_FILES.knn}`, KNN_COLUMNS, step + 1);
+  await truncateRows(`${dir}/${RUN_FILES.knn}`, [knnColumns(false), knnColumns(true)], step + 1);
 }
 
 /**
@@ -268,25 +289,30 @@ function formatCell(v: unknown): string {
 
 /**
  * Keeps only the complete rows whose `step` column is below `below` (atomically rewriting the
- * file). A missing file is left missing. Throws if the header is not `columns`.
+ * file). A missing file is left missing. Throws if the header is not `columns` (or, given a
+ * list of headers, none of them).
  */
 export async function truncateRows(
   path: string,
-  columns: string[],
+  columns: string[] | string[][],
   below: number,
 ): Promise<void> {
-  const stepCol = columns.indexOf("step");
-  await keepRows(path, columns, (cells) => Number(cells[stepCol]) < below);
+  await keepRows(
+    path,
+    columns,
+    (cells, _, header) => Number(cells[header.indexOf("step")]) < below,
+  );
 }
 
 /**
- * Keeps the complete rows that `keep` accepts (it gets a row's cells and how many rows were kept
- * before it); see {@link truncateRows}.
+ * Keeps the complete rows that `keep` accepts (it gets a row's cells, how many rows were kept
+ * before it and the file's header); see {@link truncateRows}. `columns` is the expected header,
+ * or a list of the headers accepted.
  */
 async function keepRows(
   path: string,
-  columns: string[],
-  keep: (cells: string[], i: number) => boolean,
+  columns: string[] | string[][],
+  keep: (cells: string[], i: number, header: string[]) => boolean,
 ): Promise<void> {
   let text: string;
   try {
@@ -296,18 +322,20 @@ async function keepRows(
     throw e;
   }
   const lines = text.split("\n");
-  if (lines[0] !== columns.join(",")) {
+  const headers = (Array.isArray(columns[0]) ? columns : [columns]) as string[][];
+  const header = headers.find((h) => lines[0] === h.join(","));
+  if (!header) {
     throw new Error(
-      `${path}: expected the header "${columns.join(",")}", found "${lines[0]}"; ` +
-        "move the file away to start a new log",
+      `${path}: expected the header "${headers.map((h) => h.join(",")).join('" or "')}", ` +
+        `found "${lines[0]}"; move the file away to start a new log`,
     );
   }
   const kept = [lines[0]];
   // Only newline-terminated lines are complete; the text after the last "\n" is a torn write.
   for (const line of lines.slice(1, -1)) {
     const cells = line.split(",");
-    if (cells.length !== columns.length) continue;
-    if (keep(cells, kept.length - 1)) kept.push(line);
+    if (cells.length !== header.length) continue;
+    if (keep(cells, kept.length - 1, header)) kept.push(line);
   }
   await writeFileAtomic(path, new TextEncoder().encode(kept.join("\n") + "\n"));
 }

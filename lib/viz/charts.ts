@@ -1,6 +1,6 @@
 /**
- * Small plotly specs for notebooks (lines with an optional second axis, heatmaps) and the
- * matrices they draw: cosine similarity of rows and the ViT paper's mosaic of per-patch maps.
+ * Small plotly specs for notebooks (lines with an optional second axis, a run's loss, kNN and
+ * online-probe curves, heatmaps) and the matrices they draw: cosine similarity of rows and the ViT paper's mosaic of per-patch maps.
  *
  * @example
  * ```ts
@@ -68,6 +68,56 @@ export function lineSpec(
     })),
     layout,
   };
+}
+
+/**
+ * A pretraining run's curves from its `log.csv` and `knn.csv` rows: the loss per step (left axis,
+ * at step + 1, after the update), an optional constant reference line (e.g. the chance loss), and
+ * on the right axis the kNN monitor's top-1 and, where the rows have it, the online linear
+ * probe's top-1 (`probe_top1`), both in percent.
+ *
+ * @example
+ * ```ts
+ * const { log, knn } = await readRun(dir);
+ * await showPlot(trainingCurvesSpec(log, knn, { title: "MoCo v3 on fmnist" }));
+ * ```
+ */
+export function trainingCurvesSpec(
+  log: readonly { step: number; loss: number }[],
+  knn: readonly { step: number; top1: number; probe_top1?: number }[],
+  opts: { title?: string; reference?: { name: string; loss: number } } = {},
+): PlotSpec {
+  const series: Series[] = [
+    { name: "loss", x: log.map((r) => r.step + 1), y: log.map((r) => r.loss) },
+  ];
+  if (opts.reference) {
+    const { name, loss } = opts.reference;
+    series.push({ name, x: [1, Math.max(1, log.length)], y: [loss, loss], dash: "dash" });
+  }
+  series.push({
+    name: "kNN top-1 (%)",
+    x: knn.map((r) => r.step),
+    y: knn.map((r) => r.top1),
+    mode: "lines+markers",
+    y2: true,
+  });
+  const probe = knn.filter((r) => typeof r.probe_top1 === "number");
+  if (probe.length) {
+    series.push({
+      name: "online probe top-1 (%)",
+      x: probe.map((r) => r.step),
+      y: probe.map((r) => r.probe_top1!),
+      mode: "lines+markers",
+      dash: "dot",
+      y2: true,
+    });
+  }
+  return lineSpec(series, {
+    title: opts.title,
+    xTitle: "step",
+    yTitle: "loss",
+    y2Title: probe.length ? "kNN / online probe top-1 (%)" : "kNN top-1 (%)",
+  });
 }
 
 /**

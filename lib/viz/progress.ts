@@ -110,7 +110,8 @@ export interface TrainProgress extends RunHooks {
 
 /**
  * Live progress of a `pretrain` run in one display updated in place: a progress bar, the last
- * loss, lr and speed, a loss sparkline, the last kNN accuracy and the run's printed lines. The
+ * loss, lr and speed, a loss sparkline, the last kNN accuracy (and online probe accuracy) and the
+ * run's printed lines. The
  * total step count is read from the run directory's `config.json` (written before step 0).
  * Updates at most every `intervalMs` (default 500 ms).
  *
@@ -143,7 +144,9 @@ export async function trainProgress(runDir: string, intervalMs = 500): Promise<T
         ? `step ${done}/${of || "?"}  epoch ${row.epoch + 1}  loss ${row.loss.toFixed(4)}  ` +
           `lr ${row.lr.toExponential(2)}  ${row.images_per_s.toFixed(0)} img/s  ` +
           `${secs.toFixed(0)} s`
-        : "starting...") + (k ? `  kNN top-1 ${k.top1.toFixed(2)}% @ ${k.step}` : "");
+        : "starting...") +
+      (k ? `  kNN top-1 ${k.top1.toFixed(2)}% @ ${k.step}` : "") +
+      (k?.probe_top1 === undefined ? "" : `, online probe ${k.probe_top1.toFixed(2)}%`);
     const bar = of ? `<progress value="${done}" max="${of}" style="width:240px"></progress> ` : "";
     const html = `<div style="font-family:monospace;font-size:12px">${bar}${escapeHtml(text)}` +
       `<br>${sparkline(steps.map((s) => s.loss))}` +
