@@ -19,8 +19,8 @@ import { readSafetensors } from "../../lib/io/safetensors.ts";
 import { readRunLogs } from "../../lib/train/rundir.ts";
 import { pretrain, resolveConfig } from "../../lib/train/pretrain.ts";
 
-const FLAGS = ["--preset", "fmnist", "--max-steps", "1", "--batch", "32"];
-const STARTED = "final kNN: 10000 test images against 60000 train images";
+const FLAGS = ["--preset", "fmnist", "--max-steps", "1", "--batch", "32", "--final-eval", "knn"];
+const STARTED = "final evaluation: the trained backbone on 60000 / 10000 images";
 /** How long a stopped phase may take to end: a batch, the clean-up and the exit. */
 const STOP_MS = 5000;
 
@@ -63,11 +63,11 @@ Deno.test("final kNN: SIGINT stops it within seconds (exit 130, one line), SIGTE
     assert(a.ms < STOP_MS, `SIGINT: the process ended ${a.ms.toFixed(0)} ms after the signal`);
     assertEquals(a.code, 130, `SIGINT: exit code\n${a.stdout}\n${a.stderr}`);
     assertStringIncludes(a.stderr, "(press Ctrl-C again to quit at once)");
-    assertStringIncludes(a.stderr, "stopped during the final kNN, at ");
+    assertStringIncludes(a.stderr, "stopped during the final evaluation, at ");
     assertStringIncludes(
       a.stderr,
-      `training is complete and its checkpoint (step 1) is in ${dir}: run the final kNN again ` +
-        `with deno task pretrain --resume ${dir}, or evaluate with deno task eval --checkpoint ` +
+      `training is complete and its checkpoint (step 1) is in ${dir}: run the final evaluation ` +
+        `again with deno task pretrain --resume ${dir}, or evaluate with deno task eval --checkpoint ` +
         `${dir}/backbone.safetensors`,
     );
     assert(!a.stdout.includes("run directory:"), "a stopped run does not report completion");
@@ -83,14 +83,17 @@ Deno.test("final kNN: SIGINT stops it within seconds (exit 130, one line), SIGTE
       "(SIGTERM received; send SIGTERM again or press Ctrl-C to quit at once)",
     );
     assert(!b.stderr.includes("press Ctrl-C again"), b.stderr);
-    assertStringIncludes(b.stderr, "stopped during the final kNN, at ");
+    assertStringIncludes(b.stderr, "stopped during the final evaluation, at ");
     await assertIntact(dir);
 
     // The printed command completes the run: the final kNN again, one row in knn.csv.
     const c = await spawnPretrain(["--resume", dir]).output();
     const stdout = new TextDecoder().decode(c.stdout);
     assertEquals(c.code, 0, new TextDecoder().decode(c.stderr));
-    assertStringIncludes(stdout, "final kNN (k=20, 60000 train images, 10000 test images): top-1");
+    assertStringIncludes(
+      stdout,
+      "final evaluation, top-1 % on the full splits (60000 train / 10000 test images): kNN-20\n",
+    );
     const { knn } = await readRunLogs(dir);
     assertEquals(knn.map((r) => [r.step, r.train_size, r.test_size]), [[1, 60000, 10000]]);
     assert(knn[0].top1 > 10 && knn[0].top1 <= 100, `top-1 ${knn[0].top1}`);
