@@ -19,7 +19,7 @@
 #include "vn.h"
 
 #define EXPORT __attribute__((visibility("default")))
-#define VN_VERSION 2
+#define VN_VERSION 3
 #define MAXT 64
 
 extern const struct vn_impl vn_dense_avx512, vn_ops_avx512, vn_dense_avx2, vn_ops_avx2,
@@ -29,6 +29,9 @@ static pthread_mutex_t api_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 static struct vn_impl impls[3];  // 0 base (SSE2), 1 AVX2 + FMA, 2 AVX-512
 static int isa_supported, isa;
+// GEMM precision (vn_set_precision): 0 float32; bf16 on path 1 (emulated: dense.c with rnd = 1)
+// or 2 (AVX512-BF16: bf16.c). bf16_supported is the best bf16 path of this CPU.
+static int precision, bf16_supported;
 
 // ---------------------------------------------------------------------------------------------
 // Thread pool.
@@ -168,6 +171,10 @@ static void init(void) {
     isa_supported = 2;
 #endif
   isa = isa_supported;
+  bf16_supported = 1;
+#if defined(__x86_64__)
+  if (isa_supported == 2 && __builtin_cpu_supports("avx512bf16")) bf16_supported = 2;
+#endif
   const char* spin = getenv("VITSSL_NATIVE_SPIN");
   if (spin) spins_before_sleep = atoi(spin) < 0 ? 0 : atoi(spin);
   const char* want = getenv("VITSSL_NATIVE_ISA");
@@ -208,6 +215,34 @@ EXPORT int vn_set_isa(int level) {
   return r;
 }
 
+/**
+ * The best bf16 GEMM path of this CPU: 1 emulated (float32 math on bf16-rounded inputs, any CPU),
+ * 2 AVX512-BF16 (VDPBF16PS). AMX tiles are not used (no AMX kernel yet).
+ */
+EXPORT int vn_bf16_supported(void) {
+  pthread_once(&once, init);
+  return bf16_supported;
+}
+
+/**
+ * The precision of every matrix product (vn_bmm) from now on, process-wide: 0 float32; bf16 (both
+ * operands rounded to bf16, round to nearest even; float32 accumulation) on path 1 (emulated) or
+ * 2 (AVX512-BF16); -1 for the best bf16 path of this CPU. Returns the mode in use (0, 1 or 2), or
+ * -1 (nothing changed) for an unknown mode or a path this CPU lacks. Attention (vn_attention and
+ * its gradient) stays float32.
+ */
+EXPORT int vn_set_precision(int mode) {
+  lock();
+  int r = -1;
+  if (mode == -1) mode = bf16_supported;
+  if (mode >= 0 && mode <= bf16_supported) precision = r = mode;
+  unlock();
+  return r;
+}
+
+/** The GEMM precision in use (see vn_set_precision). */
+EXPORT int vn_precision(void) { return precision; }
+
 /** Runs kernels on n threads (1 .. 64; the caller is one of them); returns the count. */
 EXPORT int vn_set_threads(int n) {
   lock();
@@ -245,7 +280,12 @@ EXPORT int vn_cpus(void) {
 /** C[b] = op(A[b]) @ op(B[b]), b < batch; A[b] at A + b * sa, B[b] at B + b * sb (0: shared). */
 EXPORT void vn_bmm(const float* A, const float* B, float* C, int batch, int m, int k, int n,
                    int ta, int tb, int64_t sa, int64_t sb) {
-  CALL(bmm(A, B, C, batch, m, k, n, ta, tb, sa, sb));
+  const struct vn_impl* impl = lock();
+  if (precision == 2)
+    vn_bmm_avx512bf16(A, B, C, batch, m, k, n, ta, tb, sa, sb);
+  else
+    impl->bmm(A, B, C, batch, m, k, n, ta, tb, sa, sb, precision == 1);
+  unlock();
 }
 
 /** out [B*T, D], probs [B, H, T, T] of multi-head self-attention from qkv [B*T, 3D]. */

@@ -1,0 +1,221 @@
+// The bf16 GEMM on AVX512-BF16 (VDPBF16PS), built once with -mavx512bf16 by build.sh; api.c calls
+// it only where the CPU has the instructions (vn_set_precision).
+//
+// C[m, n] = op(A) @ op(B) as dense.c's GEMM (same arguments, same GotoBLAS blocking), with both
+// operands rounded to bf16 (vn_bf16_round, round to nearest even) as they are packed, and float32
+// accumulation: each VDPBF16PS adds two exact bf16 products per lane to a float32 accumulator.
+// Packed layout: pairs of k side by side, so one 32-bit broadcast of A carries a(i, 2p) and
+// a(i, 2p + 1), and one 512-bit load of B carries 16 columns' pairs; an odd k is padded with a
+// zero pair half. Every element of C is summed over k in the same order (KC blocks in turn,
+// pairs in order) whatever tile or thread computes it, so results are bit-identical for any
+// thread count. The instruction treats bf16 subnormals (|x| < 2^-126) as zero and flushes
+// subnormal sums to zero; the emulated path (dense.c, rnd = 1) keeps them, so the two paths may
+// differ there and, by the order of the two products within a pair, in the last bit of a sum.
+#include <immintrin.h>
+#include <string.h>
+
+#include "vn.h"
+
+#define MR 12  // 24 accumulators of 32 zmm registers
+#define NR 32  // two zmm of float32 columns
+#define KC 512  // even
+#define MC (8 * MR)
+
+typedef uint16_t bf;
+
+// C[MR, NR] (row stride ldc) = (first ? 0 : C) + Ap strip @ Bp panel, kc2 pairs of k.
+static inline void ukernel(int kc2, const bf* restrict ap, const bf* restrict bp, float* restrict c,
+                           int64_t ldc, int first) {
+  __m512 c0[MR], c1[MR];
+#pragma GCC unroll 16
+  for (int r = 0; r < MR; r++) c0[r] = c1[r] = _mm512_setzero_ps();
+  for (int p = 0; p < kc2; p++) {
+    __m512bh b0 = (__m512bh)_mm512_loadu_si512(bp + (size_t)p * 2 * NR);
+    __m512bh b1 = (__m512bh)_mm512_loadu_si512(bp + (size_t)p * 2 * NR + NR);
+#pragma GCC unroll 16
+    for (int r = 0; r < MR; r++) {
+      int32_t pair;
+      memcpy(&pair, ap + (size_t)p * 2 * MR + 2 * r, 4);
+      __m512bh a = (__m512bh)_mm512_set1_epi32(pair);
+      c0[r] = _mm512_dpbf16_ps(c0[r], a, b0);
+      c1[r] = _mm512_dpbf16_ps(c1[r], a, b1);
+    }
+  }
+#pragma GCC unroll 16
+  for (int r = 0; r < MR; r++) {
+    float* row = c + r * ldc;
+    if (first) {
+      _mm512_storeu_ps(row, c0[r]);
+      _mm512_storeu_ps(row + 16, c1[r]);
+    } else {
+      _mm512_storeu_ps(row, _mm512_add_ps(_mm512_loadu_ps(row), c0[r]));
+      _mm512_storeu_ps(row + 16, _mm512_add_ps(_mm512_loadu_ps(row + 16), c1[r]));
+    }
+  }
+}
+
+struct gemm {
+  const float *A, *B;
+  float* C;
+  int m, k, n, ta, tb;
+  int npad, nc, mtiles, ntiles, kblocks;
+  bf* bp;  // packed op(B): block kb at bp + kb * KC * npad, panel j at + j * NR * 2 * kc2
+};
+
+static inline int kc_of(const struct gemm* g, int kb) {
+  int rest = g->k - kb * KC;
+  return rest < KC ? rest : KC;
+}
+
+static inline bf to_bf(float x) { return (bf)vn_bf16_bits(x); }
+
+// One task per (KC block, NR panel) of op(B): element (p, c) at [(p / 2) * 2 NR + 2 c + p % 2].
+static void pack_b_task(void* ctx, int t, int tid) {
+  (void)tid;
+  const struct gemm* g = ctx;
+  int panels = g->npad / NR;
+  int kb = t / panels, jp = t % panels;
+  int k0 = kb * KC, kc = kc_of(g, kb), kc2 = (kc + 1) / 2, j0 = jp * NR;
+  int w = g->n - j0 < NR ? g->n - j0 : NR;
+  bf* dst = g->bp + (size_t)k0 * g->npad + (size_t)jp * NR * 2 * kc2;
+  if (kc % 2)
+    for (int c = 0; c < NR; c++) dst[(size_t)(kc2 - 1) * 2 * NR + 2 * c + 1] = 0;
+  for (int c = w; c < NR; c++)
+    for (int p = 0; p < kc; p++) dst[(size_t)(p / 2) * 2 * NR + 2 * c + p % 2] = 0;
+  if (!g->tb) {
+    for (int p = 0; p < kc; p++) {
+      const float* src = g->B + (size_t)(k0 + p) * g->n + j0;
+      bf* d = dst + (size_t)(p / 2) * 2 * NR + p % 2;
+      for (int c = 0; c < w; c++) d[2 * c] = to_bf(src[c]);
+    }
+  } else {
+    for (int c = 0; c < w; c++) {
+      const float* src = g->B + (size_t)(j0 + c) * g->k + k0;
+      for (int p = 0; p < kc; p++) dst[(size_t)(p / 2) * 2 * NR + 2 * c + p % 2] = to_bf(src[p]);
+    }
+  }
+}
+
+// Rows i0 .. i0 + rows of op(A), columns k0 .. k0 + kc, into strips of MR (zero-padded):
+// element (p, r) of a strip at [(p / 2) * 2 MR + 2 r + p % 2].
+static void pack_a(const struct gemm* g, int i0, int rows, int k0, int kc, bf* restrict ap) {
+  int kc2 = (kc + 1) / 2;
+  for (int s = 0; s < rows; s += MR) {
+    int h = rows - s < MR ? rows - s : MR;
+    bf* d = ap + (size_t)s * 2 * kc2;
+    if (kc % 2)
+      for (int r = 0; r < MR; r++) d[(size_t)(kc2 - 1) * 2 * MR + 2 * r + 1] = 0;
+    for (int r = h; r < MR; r++)
+      for (int p = 0; p < kc; p++) d[(size_t)(p / 2) * 2 * MR + 2 * r + p % 2] = 0;
+    if (g->ta) {
+      for (int p = 0; p < kc; p++) {
+        const float* src = g->A + (size_t)(k0 + p) * g->m + i0 + s;
+        bf* o = d + (size_t)(p / 2) * 2 * MR + p % 2;
+        for (int r = 0; r < h; r++) o[2 * r] = to_bf(src[r]);
+      }
+    } else {
+      for (int r = 0; r < h; r++) {
+        const float* src = g->A + (size_t)(i0 + s + r) * g->k + k0;
+        bf* o = d + 2 * r;
+        int p = 0;
+        for (; p + 1 < kc; p += 2) {
+          o[(size_t)p * MR] = to_bf(src[p]);
+          o[(size_t)p * MR + 1] = to_bf(src[p + 1]);
+        }
+        if (p < kc) o[(size_t)p * MR] = to_bf(src[p]);
+      }
+    }
+  }
+}
+
+// Thread scratch of gemm_task: the MR x NR tile buffer, then the packed A strips (bf16).
+#define TASK_SCRATCH ((size_t)MR * NR + (size_t)MC * (KC + 2) / 2)
+
+static void gemm_task(void* ctx, int t, int tid) {
+  const struct gemm* g = ctx;
+  int it = t / g->ntiles, jt = t % g->ntiles;
+  int i0 = it * MC, rows = g->m - i0 < MC ? g->m - i0 : MC;
+  int j0 = jt * g->nc, cols = g->n - j0 < g->nc ? g->n - j0 : g->nc;
+  float* tile = vn_thread_scratch(tid, TASK_SCRATCH);
+  bf* ap = (bf*)(tile + MR * NR);
+  for (int kb = 0; kb < g->kblocks; kb++) {
+    int k0 = kb * KC, kc = kc_of(g, kb), kc2 = (kc + 1) / 2, first = kb == 0;
+    pack_a(g, i0, rows, k0, kc, ap);
+    const bf* bblock = g->bp + (size_t)k0 * g->npad;
+    for (int j = 0; j < cols; j += NR) {
+      const bf* bpanel = bblock + (size_t)((j0 + j) / NR) * NR * 2 * kc2;
+      int w = cols - j < NR ? cols - j : NR;
+      for (int s = 0; s < rows; s += MR) {
+        int h = rows - s < MR ? rows - s : MR;
+        float* c = g->C + (size_t)(i0 + s) * g->n + j0 + j;
+        const bf* astrip = ap + (size_t)s * 2 * kc2;
+        if (h == MR && w == NR) {
+          ukernel(kc2, astrip, bpanel, c, g->n, first);
+        } else {
+          ukernel(kc2, astrip, bpanel, tile, NR, 1);
+          for (int r = 0; r < h; r++)
+            for (int q = 0; q < w; q++)
+              c[r * g->n + q] = first ? tile[r * NR + q] : c[r * g->n + q] + tile[r * NR + q];
+        }
+      }
+    }
+  }
+}
+
+// The product: parallel on the pool (packed B in shared scratch) unless small, or, with
+// stid >= 0, in thread stid alone (packed B in its scratch, after gemm_task's part).
+static void gemm(const float* A, const float* B, float* C, int m, int k, int n, int ta, int tb,
+                 int stid) {
+  if (m <= 0 || n <= 0) return;
+  if (k <= 0) {
+    memset(C, 0, (size_t)m * n * sizeof(float));
+    return;
+  }
+  struct gemm g = {A, B, C, m, k, n, ta, tb};
+  g.npad = (n + NR - 1) / NR * NR;
+  g.kblocks = (k + KC - 1) / KC;
+  size_t bfloats = ((size_t)(k + g.kblocks) * g.npad + 1) / 2;  // kc rounded up to even
+  int serial = stid >= 0 || (int64_t)m * n * k < (1 << 20), tid = stid < 0 ? 0 : stid;
+  g.bp = stid >= 0 ? (bf*)(vn_thread_scratch(stid, TASK_SCRATCH + bfloats) + TASK_SCRATCH)
+                   : (bf*)vn_shared_scratch(0, bfloats);
+  int npack = g.kblocks * (g.npad / NR);
+  if (serial)
+    for (int t = 0; t < npack; t++) pack_b_task(&g, t, tid);
+  else
+    vn_parallel(npack, pack_b_task, &g);
+  g.mtiles = (m + MC - 1) / MC;
+  int threads = serial ? 1 : vn_nthreads(), panels = g.npad / NR, per = panels;
+  while (threads > 1 && per > 1 && g.mtiles * ((panels + per - 1) / per) < 4 * threads)
+    per = (per + 1) / 2;
+  g.nc = per * NR;
+  g.ntiles = (panels + per - 1) / per;
+  if (serial)
+    for (int t = 0; t < g.mtiles * g.ntiles; t++) gemm_task(&g, t, tid);
+  else
+    vn_parallel(g.mtiles * g.ntiles, gemm_task, &g);
+}
+
+// Batches of small products go one product per task (each single-threaded inside).
+struct bmm_ctx {
+  const float *A, *B;
+  float* C;
+  int m, k, n, ta, tb;
+  int64_t sa, sb;
+};
+
+static void bmm_task(void* ctx, int b, int tid) {
+  const struct bmm_ctx* x = ctx;
+  gemm(x->A + b * x->sa, x->B + b * x->sb, x->C + (size_t)b * x->m * x->n, x->m, x->k, x->n,
+       x->ta, x->tb, tid);
+}
+
+void vn_bmm_avx512bf16(const float* A, const float* B, float* C, int batch, int m, int k, int n,
+                       int ta, int tb, int64_t sa, int64_t sb) {
+  if (batch == 1 || (int64_t)m * n * k >= 64 * 64 * 64) {
+    for (int b = 0; b < batch; b++)
+      gemm(A + b * sa, B + b * sb, C + (size_t)b * m * n, m, k, n, ta, tb, -1);
+    return;
+  }
+  struct bmm_ctx x = {A, B, C, m, k, n, ta, tb, sa, sb};
+  vn_parallel(batch, bmm_task, &x);
+}
