@@ -69,6 +69,26 @@ static inline int kc_of(const struct gemm* g, int kb) {
 
 static inline bf to_bf(float x) { return (bf)vn_bf16_bits(x); }
 
+// vn_bf16_bits on 16 lanes, the bf16 in each lane's high half (low half garbage).
+static inline __m512i rne16(__m512 x) {
+  __m512i u = _mm512_castps_si512(x);
+  __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+  __m512i r = _mm512_add_epi32(u, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff)));
+  __mmask16 nan = _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
+  return _mm512_mask_mov_epi32(r, nan, _mm512_or_si512(u, _mm512_set1_epi32(0x00400000)));
+}
+// 16 pair words (x[2q] low, x[2q + 1] high) from 32 contiguous floats.
+static inline __m512i pairs_contig(const float* x) {
+  const __m512i odd = _mm512_set_epi16(63, 61, 59, 57, 55, 53, 51, 49, 47, 45, 43, 41, 39, 37, 35,
+                                       33, 31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
+  return _mm512_permutex2var_epi16(rne16(_mm512_loadu_ps(x)), odd, rne16(_mm512_loadu_ps(x + 16)));
+}
+// 16 pair words (r0[q] low, r1[q] high) from two rows, the first `lanes` (mask) of them.
+static inline __m512i pairs_rows(const float* r0, const float* r1, __mmask16 lanes) {
+  __m512i lo = rne16(_mm512_maskz_loadu_ps(lanes, r0)), hi = rne16(_mm512_maskz_loadu_ps(lanes, r1));
+  return _mm512_mask_blend_epi16(0xAAAAAAAAu, _mm512_srli_epi32(lo, 16), hi);
+}
+
 // One task per (KC block, NR panel) of op(B): element (p, c) at [(p / 2) * 2 NR + 2 c + p % 2].
 static void pack_b_task(void* ctx, int t, int tid) {
   (void)tid;
@@ -82,16 +102,35 @@ static void pack_b_task(void* ctx, int t, int tid) {
     for (int c = 0; c < NR; c++) dst[(size_t)(kc2 - 1) * 2 * NR + 2 * c + 1] = 0;
   for (int c = w; c < NR; c++)
     for (int p = 0; p < kc; p++) dst[(size_t)(p / 2) * 2 * NR + 2 * c + p % 2] = 0;
-  if (!g->tb) {
+  if (!g->tb && w == NR) {
+    int p = 0;
+    for (; p + 1 < kc; p += 2) {
+      const float* src = g->B + (size_t)(k0 + p) * g->n + j0;
+      uint32_t* d = (uint32_t*)(dst + (size_t)(p / 2) * 2 * NR);
+      _mm512_storeu_si512(d, pairs_rows(src, src + g->n, 0xffff));
+      _mm512_storeu_si512(d + 16, pairs_rows(src + 16, src + g->n + 16, 0xffff));
+    }
+    if (p < kc) {
+      const float* src = g->B + (size_t)(k0 + p) * g->n + j0;
+      for (int c = 0; c < NR; c++) dst[(size_t)(p / 2) * 2 * NR + 2 * c] = to_bf(src[c]);
+    }
+  } else if (!g->tb) {
     for (int p = 0; p < kc; p++) {
       const float* src = g->B + (size_t)(k0 + p) * g->n + j0;
       bf* d = dst + (size_t)(p / 2) * 2 * NR + p % 2;
       for (int c = 0; c < w; c++) d[2 * c] = to_bf(src[c]);
     }
   } else {
+    uint32_t* d = (uint32_t*)dst;  // pair p2 of column c at word p2 * NR + c
     for (int c = 0; c < w; c++) {
       const float* src = g->B + (size_t)(j0 + c) * g->k + k0;
-      for (int p = 0; p < kc; p++) dst[(size_t)(p / 2) * 2 * NR + 2 * c + p % 2] = to_bf(src[p]);
+      int p = 0;
+      for (; p + 32 <= kc; p += 32) {
+        uint32_t t[16];
+        _mm512_storeu_si512(t, pairs_contig(src + p));
+        for (int q = 0; q < 16; q++) d[(size_t)(p / 2 + q) * NR + c] = t[q];
+      }
+      for (; p < kc; p++) dst[(size_t)(p / 2) * 2 * NR + 2 * c + p % 2] = to_bf(src[p]);
     }
   }
 }
@@ -108,16 +147,29 @@ static void pack_a(const struct gemm* g, int i0, int rows, int k0, int kc, bf* r
     for (int r = h; r < MR; r++)
       for (int p = 0; p < kc; p++) d[(size_t)(p / 2) * 2 * MR + 2 * r + p % 2] = 0;
     if (g->ta) {
-      for (int p = 0; p < kc; p++) {
+      int p = 0;
+      __mmask16 lanes = (__mmask16)((1u << h) - 1);
+      for (; p + 1 < kc; p += 2) {
+        const float* src = g->A + (size_t)(k0 + p) * g->m + i0 + s;
+        __m512i v = pairs_rows(src, src + g->m, lanes);
+        _mm512_mask_storeu_epi32(d + (size_t)p * MR, lanes, v);
+      }
+      for (; p < kc; p++) {
         const float* src = g->A + (size_t)(k0 + p) * g->m + i0 + s;
         bf* o = d + (size_t)(p / 2) * 2 * MR + p % 2;
         for (int r = 0; r < h; r++) o[2 * r] = to_bf(src[r]);
       }
     } else {
+      uint32_t* dw = (uint32_t*)d;  // pair p2 of row r at word p2 * MR + r
       for (int r = 0; r < h; r++) {
         const float* src = g->A + (size_t)(i0 + s + r) * g->k + k0;
         bf* o = d + 2 * r;
         int p = 0;
+        for (; p + 32 <= kc; p += 32) {
+          uint32_t t[16];
+          _mm512_storeu_si512(t, pairs_contig(src + p));
+          for (int q = 0; q < 16; q++) dw[(size_t)(p / 2 + q) * MR + r] = t[q];
+        }
         for (; p + 1 < kc; p += 2) {
           o[(size_t)p * MR] = to_bf(src[p]);
           o[(size_t)p * MR + 1] = to_bf(src[p + 1]);
