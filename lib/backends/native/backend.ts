@@ -943,6 +943,30 @@ export async function startNative(opts: NativeOptions = {}): Promise<NativeInfo>
   lib.setPrecision("fp32");
   selfCheck(lib);
   const gemm = lib.setPrecision(opts.precision ?? "fp32");
+  if (gemm !== "fp32") {
+    // 1 + 3 * 2^-8 is a tie between bf16 neighbours: to even, 1 + 2^-6; plus 3, exactly.
+    const c = new Float32Array(1), want = 4 + 2 ** -6;
+    lib.bmm(
+      new Float32Array([1 + 3 * 2 ** -8, 3]),
+      new Float32Array([1, 1]),
+      c,
+      1,
+      1,
+      2,
+      1,
+      false,
+      false,
+      0,
+      0,
+    );
+    if (c[0] !== want) {
+      lib.setPrecision("fp32");
+      throw new NativeLoadError(
+        `the native library failed its ${gemm} self-check (${c[0]} for ${want}): rebuild it ` +
+          "with `bash lib/backends/native/build.sh`",
+      );
+    }
+  }
   register(lib);
   // tfjs-backend-cpu prints a "use tfjs-node" banner on first use in Node-like runtimes.
   tf.env().set("IS_NODE", false);
