@@ -30,6 +30,7 @@ const BF16_MODES: GemmMode[] = GEMM_MODES.filter((m, i) =>
 for (const m of GEMM_MODES.filter((m) => m !== "fp32" && !BF16_MODES.includes(m))) {
   console.log(`skip: bf16 path ${m} (this CPU lacks it; best: ${lib.bf16Supported()})`);
 }
+console.log(`bf16 paths tested: ${BF16_MODES.join(", ")}`);
 const THREADS = [1, 2, 3];
 const U = 2 ** -24; // float32's unit roundoff
 

@@ -34,10 +34,11 @@ export type IsaName = typeof ISA_NAMES[number];
 
 /**
  * GEMM precision modes, by the number `vn_precision` returns: `fp32`, or bf16 (inputs rounded to
- * bf16, round to nearest even; float32 accumulation) emulated in float32 arithmetic (any CPU) or
- * on AVX512-BF16 dot products.
+ * bf16, round to nearest even; float32 accumulation) emulated in float32 arithmetic (any CPU), on
+ * AVX512-BF16 dot products, or on AMX-BF16 tiles (only with `VITSSL_NATIVE_AMX=1`: that kernel is
+ * untested on hardware).
  */
-export const GEMM_MODES = ["fp32", "bf16-emulated", "bf16-avx512bf16"] as const;
+export const GEMM_MODES = ["fp32", "bf16-emulated", "bf16-avx512bf16", "bf16-amx"] as const;
 /** A GEMM precision mode (see {@link GEMM_MODES}). */
 export type GemmMode = typeof GEMM_MODES[number];
 
@@ -122,7 +123,7 @@ export interface NativeLib {
   threads(): number;
   /** Online processors. */
   cpus(): number;
-  /** The best bf16 GEMM mode of this CPU (`bf16-avx512bf16`, else `bf16-emulated`). */
+  /** The best bf16 GEMM mode of this CPU (`bf16-amx` if enabled, `bf16-avx512bf16`, else emulated). */
   bf16Supported(): GemmMode;
   /**
    * The precision of every later {@link NativeLib.bmm}, process-wide: `fp32`, a bf16 mode, or

@@ -29,8 +29,9 @@ static pthread_mutex_t api_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 static struct vn_impl impls[3];  // 0 base (SSE2), 1 AVX2 + FMA, 2 AVX-512
 static int isa_supported, isa;
-// GEMM precision (vn_set_precision): 0 float32; bf16 on path 1 (emulated: dense.c with rnd = 1)
-// or 2 (AVX512-BF16: bf16.c). bf16_supported is the best bf16 path of this CPU.
+// GEMM precision (vn_set_precision): 0 float32; bf16 on path 1 (emulated: dense.c with rnd = 1),
+// 2 (AVX512-BF16: bf16.c) or 3 (AMX-BF16 tiles: bf16.c, opt-in, see init). bf16_supported is the
+// best bf16 path of this CPU.
 static int precision, bf16_supported;
 
 // ---------------------------------------------------------------------------------------------
@@ -174,6 +175,12 @@ static void init(void) {
   bf16_supported = 1;
 #if defined(__x86_64__)
   if (isa_supported == 2 && __builtin_cpu_supports("avx512bf16")) bf16_supported = 2;
+  // AMX: untested on hardware so far, so only with VITSSL_NATIVE_AMX=1; Linux must grant the
+  // tile data state (arch_prctl ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA = 18) first.
+  const char* amx = getenv("VITSSL_NATIVE_AMX");
+  if (bf16_supported == 2 && amx && !strcmp(amx, "1") && __builtin_cpu_supports("amx-tile") &&
+      __builtin_cpu_supports("amx-bf16") && syscall(SYS_arch_prctl, 0x1023, 18) == 0)
+    bf16_supported = 3;
 #endif
   const char* spin = getenv("VITSSL_NATIVE_SPIN");
   if (spin) spins_before_sleep = atoi(spin) < 0 ? 0 : atoi(spin);
@@ -217,7 +224,8 @@ EXPORT int vn_set_isa(int level) {
 
 /**
  * The best bf16 GEMM path of this CPU: 1 emulated (float32 math on bf16-rounded inputs, any CPU),
- * 2 AVX512-BF16 (VDPBF16PS). AMX tiles are not used (no AMX kernel yet).
+ * 2 AVX512-BF16 (VDPBF16PS), 3 AMX-BF16 tiles (TDPBF16PS; only with VITSSL_NATIVE_AMX=1, as the
+ * kernel is untested on hardware).
  */
 EXPORT int vn_bf16_supported(void) {
   pthread_once(&once, init);
@@ -226,8 +234,8 @@ EXPORT int vn_bf16_supported(void) {
 
 /**
  * The precision of every matrix product (vn_bmm) from now on, process-wide: 0 float32; bf16 (both
- * operands rounded to bf16, round to nearest even; float32 accumulation) on path 1 (emulated) or
- * 2 (AVX512-BF16); -1 for the best bf16 path of this CPU. Returns the mode in use (0, 1 or 2), or
+ * operands rounded to bf16, round to nearest even; float32 accumulation) on path 1 (emulated),
+ * 2 (AVX512-BF16) or 3 (AMX); -1 for the best bf16 path of this CPU. Returns the mode in use, or
  * -1 (nothing changed) for an unknown mode or a path this CPU lacks. Attention (vn_attention and
  * its gradient) stays float32.
  */
@@ -281,8 +289,8 @@ EXPORT int vn_cpus(void) {
 EXPORT void vn_bmm(const float* A, const float* B, float* C, int batch, int m, int k, int n,
                    int ta, int tb, int64_t sa, int64_t sb) {
   const struct vn_impl* impl = lock();
-  if (precision == 2)
-    vn_bmm_avx512bf16(A, B, C, batch, m, k, n, ta, tb, sa, sb);
+  if (precision >= 2)
+    vn_bmm_bf16(A, B, C, batch, m, k, n, ta, tb, sa, sb, precision == 3);
   else
     impl->bmm(A, B, C, batch, m, k, n, ta, tb, sa, sb, precision == 1);
   unlock();

@@ -1,5 +1,12 @@
-// The bf16 GEMM on AVX512-BF16 (VDPBF16PS), built once with -mavx512bf16 by build.sh; api.c calls
-// it only where the CPU has the instructions (vn_set_precision).
+// The bf16 GEMM on AVX512-BF16 (VDPBF16PS) or AMX-BF16 tiles (TDPBF16PS), built once with
+// -mavx512bf16 -mamx-tile -mamx-bf16 by build.sh; api.c calls it only where the CPU has the
+// instructions (vn_set_precision), and the AMX kernel only where Linux granted the tile state.
+// The AMX kernel is UNTESTED on hardware (written on a CPU without AMX): it runs only with
+// VITSSL_NATIVE_AMX=1 (see api.c) until tests/backends/native_bf16_test.ts passes on an AMX CPU.
+// AMX: the same packed B (a 16-column half of a panel is a B tile: 16 pairs x 16 columns, row
+// stride 2 NR), A packed k-contiguous per row (A tiles: 16 rows x 32 bf16), blocks of 32 x 32 of
+// C in four accumulator tiles, stored to a buffer and added to C like an edge tile; kc is padded
+// with zeros to a multiple of 32.
 //
 // C[m, n] = op(A) @ op(B) as dense.c's GEMM (same arguments, same GotoBLAS blocking), with both
 // operands rounded to bf16 (vn_bf16_round, round to nearest even) as they are packed, and float32
@@ -57,7 +64,7 @@ static inline void ukernel(int kc2, const bf* restrict ap, const bf* restrict bp
 struct gemm {
   const float *A, *B;
   float* C;
-  int m, k, n, ta, tb;
+  int m, k, n, ta, tb, amx;
   int npad, nc, mtiles, ntiles, kblocks;
   bf* bp;  // packed op(B): block kb at bp + kb * KC * npad, panel j at + j * NR * 2 * kc2
 };
@@ -65,6 +72,11 @@ struct gemm {
 static inline int kc_of(const struct gemm* g, int kb) {
   int rest = g->k - kb * KC;
   return rest < KC ? rest : KC;
+}
+
+// Pairs of k per KC block as packed: kc rounded up to even, or (AMX) to a multiple of 32 (a tile).
+static inline int kc2_of(const struct gemm* g, int kc) {
+  return g->amx ? (kc + 31) / 32 * 16 : (kc + 1) / 2;
 }
 
 static inline bf to_bf(float x) { return (bf)vn_bf16_bits(x); }
@@ -95,11 +107,11 @@ static void pack_b_task(void* ctx, int t, int tid) {
   const struct gemm* g = ctx;
   int panels = g->npad / NR;
   int kb = t / panels, jp = t % panels;
-  int k0 = kb * KC, kc = kc_of(g, kb), kc2 = (kc + 1) / 2, j0 = jp * NR;
+  int k0 = kb * KC, kc = kc_of(g, kb), kc2 = kc2_of(g, kc), j0 = jp * NR;
   int w = g->n - j0 < NR ? g->n - j0 : NR;
   bf* dst = g->bp + (size_t)k0 * g->npad + (size_t)jp * NR * 2 * kc2;
-  if (kc % 2)
-    for (int c = 0; c < NR; c++) dst[(size_t)(kc2 - 1) * 2 * NR + 2 * c + 1] = 0;
+  for (int p = kc; p < 2 * kc2; p++)
+    for (int c = 0; c < NR; c++) dst[(size_t)(p / 2) * 2 * NR + 2 * c + p % 2] = 0;
   for (int c = w; c < NR; c++)
     for (int p = 0; p < kc; p++) dst[(size_t)(p / 2) * 2 * NR + 2 * c + p % 2] = 0;
   if (!g->tb && w == NR) {
@@ -138,12 +150,12 @@ static void pack_b_task(void* ctx, int t, int tid) {
 // Rows i0 .. i0 + rows of op(A), columns k0 .. k0 + kc, into strips of MR (zero-padded):
 // element (p, r) of a strip at [(p / 2) * 2 MR + 2 r + p % 2].
 static void pack_a(const struct gemm* g, int i0, int rows, int k0, int kc, bf* restrict ap) {
-  int kc2 = (kc + 1) / 2;
+  int kc2 = kc2_of(g, kc);
   for (int s = 0; s < rows; s += MR) {
     int h = rows - s < MR ? rows - s : MR;
     bf* d = ap + (size_t)s * 2 * kc2;
-    if (kc % 2)
-      for (int r = 0; r < MR; r++) d[(size_t)(kc2 - 1) * 2 * MR + 2 * r + 1] = 0;
+    for (int p = kc; p < 2 * kc2; p++)
+      for (int r = 0; r < MR; r++) d[(size_t)(p / 2) * 2 * MR + 2 * r + p % 2] = 0;
     for (int r = h; r < MR; r++)
       for (int p = 0; p < kc; p++) d[(size_t)(p / 2) * 2 * MR + 2 * r + p % 2] = 0;
     if (g->ta) {
@@ -180,8 +192,70 @@ static void pack_a(const struct gemm* g, int i0, int rows, int k0, int kc, bf* r
   }
 }
 
+// AMX (TDPBF16PS): strips of 16 rows of op(A), each row k-contiguous and zero-padded to 2 kc2
+// (a tile's rows), rows past `rows` zero up to a multiple of 32.
+static void pack_a_amx(const struct gemm* g, int i0, int rows, int k0, int kc, int kc2,
+                       bf* restrict ap) {
+  int padded = (rows + 31) / 32 * 32;
+  for (int r = 0; r < padded; r++) {
+    bf* d = ap + (size_t)r * 2 * kc2;
+    int p = 0;
+    if (r < rows && g->ta) {
+      for (; p < kc; p++) d[p] = to_bf(g->A[(size_t)(k0 + p) * g->m + i0 + r]);
+    } else if (r < rows) {
+      const float* src = g->A + (size_t)(i0 + r) * g->k + k0;
+      for (; p + 16 <= kc; p += 16)
+        _mm256_storeu_si256((__m256i*)(d + p),
+                            _mm512_cvtepi32_epi16(_mm512_srli_epi32(rne16(_mm512_loadu_ps(src + p)), 16)));
+      for (; p < kc; p++) d[p] = to_bf(src[p]);
+    }
+    for (; p < 2 * kc2; p++) d[p] = 0;
+  }
+}
+
+struct tilecfg {
+  uint8_t palette, start_row, reserved[14];
+  uint16_t colsb[16];
+  uint8_t rows[16];
+};
+
+// Tiles 0-3: C (16 x 16 float32 each), 4-5: A (16 rows x 32 bf16), 6-7: B (16 pairs x 16 columns).
+static void amx_config(void) {
+  struct tilecfg cfg;
+  memset(&cfg, 0, sizeof cfg);
+  cfg.palette = 1;
+  for (int i = 0; i < 8; i++) {
+    cfg.colsb[i] = 64;
+    cfg.rows[i] = 16;
+  }
+  _tile_loadconfig(&cfg);
+}
+
+// buf [32, 32] (row stride 32) = rows 0..32 of the strips a0, a1 @ the 32-column panel bp.
+static void amx_kernel(int kc2, const bf* a0, const bf* a1, const bf* bp, float* buf) {
+  const int64_t as = (int64_t)2 * kc2 * sizeof(bf), bs = 2 * NR * sizeof(bf);
+  _tile_zero(0);
+  _tile_zero(1);
+  _tile_zero(2);
+  _tile_zero(3);
+  for (int q = 0; q < kc2; q += 16) {
+    _tile_loadd(4, a0 + 2 * q, as);
+    _tile_loadd(5, a1 + 2 * q, as);
+    _tile_loadd(6, bp + (size_t)q * 2 * NR, bs);
+    _tile_loadd(7, bp + (size_t)q * 2 * NR + NR, bs);
+    _tile_dpbf16ps(0, 4, 6);
+    _tile_dpbf16ps(1, 4, 7);
+    _tile_dpbf16ps(2, 5, 6);
+    _tile_dpbf16ps(3, 5, 7);
+  }
+  _tile_stored(0, buf, 32 * sizeof(float));
+  _tile_stored(1, buf + 16, 32 * sizeof(float));
+  _tile_stored(2, buf + 16 * 32, 32 * sizeof(float));
+  _tile_stored(3, buf + 16 * 32 + 16, 32 * sizeof(float));
+}
+
 // Thread scratch of gemm_task: the MR x NR tile buffer, then the packed A strips (bf16).
-#define TASK_SCRATCH ((size_t)MR * NR + (size_t)MC * (KC + 2) / 2)
+#define TASK_SCRATCH ((size_t)32 * 32 + (size_t)MC * (KC + 2) / 2)
 
 static void gemm_task(void* ctx, int t, int tid) {
   const struct gemm* g = ctx;
@@ -189,9 +263,32 @@ static void gemm_task(void* ctx, int t, int tid) {
   int i0 = it * MC, rows = g->m - i0 < MC ? g->m - i0 : MC;
   int j0 = jt * g->nc, cols = g->n - j0 < g->nc ? g->n - j0 : g->nc;
   float* tile = vn_thread_scratch(tid, TASK_SCRATCH);
-  bf* ap = (bf*)(tile + MR * NR);
+  bf* ap = (bf*)(tile + 32 * 32);
+  if (g->amx) {
+    amx_config();
+    for (int kb = 0; kb < g->kblocks; kb++) {
+      int k0 = kb * KC, kc = kc_of(g, kb), kc2 = kc2_of(g, kc), first = kb == 0;
+      pack_a_amx(g, i0, rows, k0, kc, kc2, ap);
+      const bf* bblock = g->bp + (size_t)k0 * g->npad;
+      for (int j = 0; j < cols; j += NR) {
+        const bf* bpanel = bblock + (size_t)((j0 + j) / NR) * NR * 2 * kc2;
+        int w = cols - j < NR ? cols - j : NR;
+        for (int s = 0; s < rows; s += 32) {
+          int h = rows - s < 32 ? rows - s : 32;
+          float* c = g->C + (size_t)(i0 + s) * g->n + j0 + j;
+          const bf* a0 = ap + (size_t)s * 2 * kc2;
+          amx_kernel(kc2, a0, a0 + (size_t)16 * 2 * kc2, bpanel, tile);
+          for (int r = 0; r < h; r++)
+            for (int q = 0; q < w; q++)
+              c[r * g->n + q] = first ? tile[r * 32 + q] : c[r * g->n + q] + tile[r * 32 + q];
+        }
+      }
+    }
+    _tile_release();
+    return;
+  }
   for (int kb = 0; kb < g->kblocks; kb++) {
-    int k0 = kb * KC, kc = kc_of(g, kb), kc2 = (kc + 1) / 2, first = kb == 0;
+    int k0 = kb * KC, kc = kc_of(g, kb), kc2 = kc2_of(g, kc), first = kb == 0;
     pack_a(g, i0, rows, k0, kc, ap);
     const bf* bblock = g->bp + (size_t)k0 * g->npad;
     for (int j = 0; j < cols; j += NR) {
@@ -217,16 +314,16 @@ static void gemm_task(void* ctx, int t, int tid) {
 // The product: parallel on the pool (packed B in shared scratch) unless small, or, with
 // stid >= 0, in thread stid alone (packed B in its scratch, after gemm_task's part).
 static void gemm(const float* A, const float* B, float* C, int m, int k, int n, int ta, int tb,
-                 int stid) {
+                 int amx, int stid) {
   if (m <= 0 || n <= 0) return;
   if (k <= 0) {
     memset(C, 0, (size_t)m * n * sizeof(float));
     return;
   }
-  struct gemm g = {A, B, C, m, k, n, ta, tb};
+  struct gemm g = {A, B, C, m, k, n, ta, tb, amx};
   g.npad = (n + NR - 1) / NR * NR;
   g.kblocks = (k + KC - 1) / KC;
-  size_t bfloats = ((size_t)(k + g.kblocks) * g.npad + 1) / 2;  // kc rounded up to even
+  size_t bfloats = ((size_t)(k + 32 * g.kblocks) * g.npad + 1) / 2;  // kc rounded up (kc2_of)
   int serial = stid >= 0 || (int64_t)m * n * k < (1 << 20), tid = stid < 0 ? 0 : stid;
   g.bp = stid >= 0 ? (bf*)(vn_thread_scratch(stid, TASK_SCRATCH + bfloats) + TASK_SCRATCH)
                    : (bf*)vn_shared_scratch(0, bfloats);
@@ -251,23 +348,23 @@ static void gemm(const float* A, const float* B, float* C, int m, int k, int n, 
 struct bmm_ctx {
   const float *A, *B;
   float* C;
-  int m, k, n, ta, tb;
+  int m, k, n, ta, tb, amx;
   int64_t sa, sb;
 };
 
 static void bmm_task(void* ctx, int b, int tid) {
   const struct bmm_ctx* x = ctx;
   gemm(x->A + b * x->sa, x->B + b * x->sb, x->C + (size_t)b * x->m * x->n, x->m, x->k, x->n,
-       x->ta, x->tb, tid);
+       x->ta, x->tb, x->amx, tid);
 }
 
-void vn_bmm_avx512bf16(const float* A, const float* B, float* C, int batch, int m, int k, int n,
-                       int ta, int tb, int64_t sa, int64_t sb) {
+void vn_bmm_bf16(const float* A, const float* B, float* C, int batch, int m, int k, int n, int ta,
+                 int tb, int64_t sa, int64_t sb, int amx) {
   if (batch == 1 || (int64_t)m * n * k >= 64 * 64 * 64) {
     for (int b = 0; b < batch; b++)
-      gemm(A + b * sa, B + b * sb, C + (size_t)b * m * n, m, k, n, ta, tb, -1);
+      gemm(A + b * sa, B + b * sb, C + (size_t)b * m * n, m, k, n, ta, tb, amx, -1);
     return;
   }
-  struct bmm_ctx x = {A, B, C, m, k, n, ta, tb, sa, sb};
+  struct bmm_ctx x = {A, B, C, m, k, n, ta, tb, amx, sa, sb};
   vn_parallel(batch, bmm_task, &x);
 }

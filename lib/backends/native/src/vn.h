@@ -132,7 +132,8 @@ struct vn_impl {
 // so that elementwise results equal tfjs's unfused float32 ops) the rest.
 extern const struct vn_impl SFX(vn_dense), SFX(vn_ops);
 
-// bf16.c (built once, with -mavx512bf16; call only where the CPU has AVX512-BF16): the same
-// product as vn_impl.bmm on bf16-rounded inputs, by VDPBF16PS dot products (float32 sums).
-void vn_bmm_avx512bf16(const float* A, const float* B, float* C, int batch, int m, int k, int n,
-                       int ta, int tb, int64_t sa, int64_t sb);
+// bf16.c (built once, with -mavx512bf16 -mamx-*; call only where the CPU has AVX512-BF16, and
+// with amx = 1 only where it has AMX-BF16 and the tile state is granted): the same product as
+// vn_impl.bmm on bf16-rounded inputs, by VDPBF16PS dot products or TDPBF16PS tiles (float32 sums).
+void vn_bmm_bf16(const float* A, const float* B, float* C, int batch, int m, int k, int n, int ta,
+                 int tb, int64_t sa, int64_t sb, int amx);
