@@ -33,6 +33,11 @@ export type BackendName = typeof BACKENDS[number];
  * Matrix-product precisions: `fp32`, or `bf16` (mixed precision as PyTorch's CPU autocast: the
  * inputs of every matrix product rounded to bf16, float32 accumulation; all else float32). Only
  * the `native` backend runs `bf16`.
+ *
+ * @example
+ * ```ts
+ * await initBackend({ backend: "native", precision: PRECISIONS[1] }); // bf16 matmuls
+ * ```
  */
 export const PRECISIONS = ["fp32", "bf16"] as const;
 /** A matrix-product precision (see {@link PRECISIONS}). */

@@ -37,6 +37,11 @@ export type IsaName = typeof ISA_NAMES[number];
  * bf16, round to nearest even; float32 accumulation) emulated in float32 arithmetic (any CPU), on
  * AVX512-BF16 dot products, or on AMX-BF16 tiles (only with `VITSSL_NATIVE_AMX=1`: that kernel is
  * untested on hardware).
+ *
+ * @example
+ * ```ts
+ * openNative().setPrecision("bf16"); // "bf16-avx512bf16" on a CPU with AVX512-BF16
+ * ```
  */
 export const GEMM_MODES = ["fp32", "bf16-emulated", "bf16-avx512bf16", "bf16-amx"] as const;
 /** A GEMM precision mode (see {@link GEMM_MODES}). */
