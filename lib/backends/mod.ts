@@ -137,8 +137,9 @@ async function tryNative(
     const r = await startNative({ threads, precision });
     if (r.gemm === "bf16-emulated") {
       console.error(
-        "native: this CPU has no AVX512-BF16: --precision bf16 runs the emulated bf16 matmuls " +
-          "(float32 arithmetic on bf16-rounded inputs: the same rounding, no speed-up)",
+        "native: no AVX512-BF16 (this CPU lacks it, or VITSSL_NATIVE_ISA is below avx512): " +
+          "--precision bf16 runs the emulated bf16 matmuls (float32 arithmetic on bf16-rounded " +
+          "inputs: the same rounding, no speed-up)",
       );
     }
     return info("native", `C, ${r.isa}${r.gemm === "fp32" ? "" : `, ${r.gemm}`}`, r.threads);

@@ -493,3 +493,26 @@ Deno.test("native backend: pretrain --precision bf16 records it; on wasm, or unk
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("native backend: without AVX512-BF16 (VITSSL_NATIVE_ISA=avx2), bf16 is emulated and says so in one line", async () => {
+  const code = `
+    import * as tf from "@tensorflow/tfjs-core";
+    import { initBackend } from "${new URL("../../lib/backends/mod.ts", import.meta.url).href}";
+    const info = await initBackend({ backend: "native", precision: "bf16", threads: 2 });
+    const y = tf.matMul(tf.tensor2d([[1 + 3 * 2 ** -8]]), tf.tensor2d([[1]])).dataSync()[0];
+    console.log("DEVICE " + info.device + " | " + (y === 1 + 2 ** -6 ? "ROUNDED" : "NOT " + y));
+  `;
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["eval", "--ext=ts", code],
+    env: { VITSSL_NATIVE_ISA: "avx2" },
+    cwd: new URL("..", import.meta.url).pathname,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const stdout = new TextDecoder().decode(out.stdout),
+    stderr = new TextDecoder().decode(out.stderr);
+  assertStringIncludes(stdout, "DEVICE C, avx2, bf16-emulated | ROUNDED", stderr);
+  const notice = stderr.split("\n").filter((l) => l.includes("emulated bf16"));
+  assertEquals(notice.length, 1, stderr);
+  assertStringIncludes(notice[0], "native: no AVX512-BF16 (this CPU lacks it");
+});

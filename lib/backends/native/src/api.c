@@ -172,16 +172,6 @@ static void init(void) {
     isa_supported = 2;
 #endif
   isa = isa_supported;
-  bf16_supported = 1;
-#if defined(__x86_64__)
-  if (isa_supported == 2 && __builtin_cpu_supports("avx512bf16")) bf16_supported = 2;
-  // AMX: untested on hardware so far, so only with VITSSL_NATIVE_AMX=1; Linux must grant the
-  // tile data state (arch_prctl ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA = 18) first.
-  const char* amx = getenv("VITSSL_NATIVE_AMX");
-  if (bf16_supported == 2 && amx && !strcmp(amx, "1") && __builtin_cpu_supports("amx-tile") &&
-      __builtin_cpu_supports("amx-bf16") && syscall(SYS_arch_prctl, 0x1023, 18) == 0)
-    bf16_supported = 3;
-#endif
   const char* spin = getenv("VITSSL_NATIVE_SPIN");
   if (spin) spins_before_sleep = atoi(spin) < 0 ? 0 : atoi(spin);
   const char* want = getenv("VITSSL_NATIVE_ISA");
@@ -189,6 +179,18 @@ static void init(void) {
     int w = !strcmp(want, "base") ? 0 : !strcmp(want, "avx2") ? 1 : !strcmp(want, "avx512") ? 2 : -1;
     if (w >= 0 && w < isa) isa = w;
   }
+  // bf16 paths: AVX512-BF16 only where AVX-512 is in use (VITSSL_NATIVE_ISA=avx2 or base gives
+  // the emulated path, which is how a CPU without the instructions runs).
+  bf16_supported = 1;
+#if defined(__x86_64__)
+  if (isa == 2 && __builtin_cpu_supports("avx512bf16")) bf16_supported = 2;
+  // AMX: untested on hardware so far, so only with VITSSL_NATIVE_AMX=1; Linux must grant the
+  // tile data state (arch_prctl ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA = 18) first.
+  const char* amx = getenv("VITSSL_NATIVE_AMX");
+  if (bf16_supported == 2 && amx && !strcmp(amx, "1") && __builtin_cpu_supports("amx-tile") &&
+      __builtin_cpu_supports("amx-bf16") && syscall(SYS_arch_prctl, 0x1023, 18) == 0)
+    bf16_supported = 3;
+#endif
 }
 
 static inline const struct vn_impl* lock(void) {
