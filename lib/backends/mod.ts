@@ -29,6 +29,20 @@ export const BACKENDS = ["auto", "tensorflow", "webgpu", "native", "wasm", "cpu"
 /** A backend name, or `auto`. */
 export type BackendName = typeof BACKENDS[number];
 
+/**
+ * Matrix-product precisions: `fp32`, or `bf16` (mixed precision as PyTorch's CPU autocast: the
+ * inputs of every matrix product rounded to bf16, float32 accumulation; all else float32). Only
+ * the `native` backend runs `bf16`.
+ *
+ * @example
+ * ```ts
+ * await initBackend({ backend: "native", precision: PRECISIONS[1] }); // bf16 matmuls
+ * ```
+ */
+export const PRECISIONS = ["fp32", "bf16"] as const;
+/** A matrix-product precision (see {@link PRECISIONS}). */
+export type Precision = typeof PRECISIONS[number];
+
 /** Options of {@link initBackend}. */
 export interface BackendOptions {
   /** Which backend to start; `auto` (the default) picks the fastest that starts. */
@@ -42,6 +56,8 @@ export interface BackendOptions {
   allowSoftwareWebGPU?: boolean;
   /** Print the choice to stderr. Default false. */
   verbose?: boolean;
+  /** Matrix-product precision (default `fp32`); `bf16` starts only the `native` backend. */
+  precision?: Precision;
 }
 
 /** What {@link initBackend} started, and why. */
@@ -111,12 +127,22 @@ async function tryWasm(threads: number): Promise<BackendInfo> {
   return info("wasm", simd ? "SIMD" : "no SIMD", n);
 }
 
-async function tryNative(threads: number | undefined): Promise<BackendInfo> {
+async function tryNative(
+  threads: number | undefined,
+  precision: Precision,
+): Promise<BackendInfo> {
   const { startNative } = await import("./native/backend.ts");
   const { NativeLoadError } = await import("./native/ffi.ts");
   try {
-    const r = await startNative({ threads });
-    return info("native", `C, ${r.isa}`, r.threads);
+    const r = await startNative({ threads, precision });
+    if (r.gemm === "bf16-emulated") {
+      console.error(
+        "native: no AVX512-BF16 (this CPU lacks it, or VITSSL_NATIVE_ISA is below avx512): " +
+          "--precision bf16 runs the emulated bf16 matmuls (float32 arithmetic on bf16-rounded " +
+          "inputs: the same rounding, no speed-up)",
+      );
+    }
+    return info("native", `C, ${r.isa}${r.gemm === "fp32" ? "" : `, ${r.gemm}`}`, r.threads);
   } catch (e) {
     if (e instanceof NativeLoadError) throw new BackendError(e.message);
     throw e;
@@ -246,13 +272,29 @@ export async function initBackend(opts: BackendOptions = {}): Promise<BackendInf
       `unknown backend "${backend}": choose one of ${BACKENDS.join(", ")}`,
     );
   }
+  const precision = opts.precision ?? "fp32";
+  if (!(PRECISIONS as readonly string[]).includes(precision)) {
+    throw new BackendError(
+      `unknown precision "${precision}": choose one of ${PRECISIONS.join(", ")}`,
+    );
+  }
   const threads = opts.threads ?? 1;
+  const fp32Only = (name: string, go: () => Promise<BackendInfo>) => () => {
+    if (precision === "fp32") return go();
+    throw new BackendError(
+      `--precision ${precision} runs only on the native backend, not ${name}: ` +
+        "use --backend native, or --precision fp32",
+    );
+  };
   const start: Record<Exclude<BackendName, "auto">, () => Promise<BackendInfo>> = {
-    tensorflow: tryTensorflow,
-    webgpu: () => tryWebgpu(backend === "webgpu" || !!opts.allowSoftwareWebGPU),
-    native: () => tryNative(opts.threads),
-    wasm: () => tryWasm(threads),
-    cpu: tryCpu,
+    tensorflow: fp32Only("tensorflow", tryTensorflow),
+    webgpu: fp32Only(
+      "webgpu",
+      () => tryWebgpu(backend === "webgpu" || !!opts.allowSoftwareWebGPU),
+    ),
+    native: () => tryNative(opts.threads, precision),
+    wasm: fp32Only("wasm", () => tryWasm(threads)),
+    cpu: fp32Only("cpu", tryCpu),
   };
   let result: BackendInfo;
   if (backend !== "auto") {

@@ -11,13 +11,21 @@
  * deno task bench --workload small28 --backend wasm --json  # a worker per core (default)
  * deno task bench --workload small28 --backend wasm --workers 1 --threads 2 --json
  * deno task bench --workload small28 --profile          # + the top kernels of one step
+ * deno task bench --workload small28 --backend native --precision bf16 --json  # bf16 matmuls
  * deno task bench --workload tiny32 --steps 200 --json  # memory check: tf_bytes_growth 0
  * deno task bench --smoke --json                        # seconds: the harness still works
  * ```
  * @module
  */
-import { BackendError, type BackendName, initBackend } from "../backends/mod.ts";
-import { BACKEND_FLAG, type FlagSpec, helpText, parseFlags, UsageError } from "../cli/args.ts";
+import { BackendError, type BackendName, initBackend, type Precision } from "../backends/mod.ts";
+import {
+  BACKEND_FLAG,
+  type FlagSpec,
+  helpText,
+  parseFlags,
+  PRECISION_FLAG,
+  UsageError,
+} from "../cli/args.ts";
 import { runMain } from "../cli/main.ts";
 import { profileTable } from "./profile.ts";
 import { type BenchResult, benchWorkload } from "./run.ts";
@@ -33,6 +41,7 @@ const SPECS: FlagSpec[] = [
     help: "workload(s), comma-separated (default: all)",
   },
   { ...BACKEND_FLAG, help: "tensor backend (default auto: native on a CPU with the library)" },
+  { ...PRECISION_FLAG, help: PRECISION_FLAG.help + " (default fp32)" },
   {
     key: "threads",
     flag: "threads",
@@ -92,7 +101,8 @@ const SPECS: FlagSpec[] = [
 export function formatResult(r: BenchResult, top = 15): string {
   const mb = (b: number) => `${(b / 2 ** 20).toFixed(0)} MiB`;
   const lines = [
-    `${r.workload} [${r.mode}] on ${r.backend} (${r.device}, ${r.threads} thread(s)` +
+    `${r.workload} [${r.mode}, ${r.precision}] on ${r.backend} (${r.device}, ` +
+    `${r.threads} thread(s)` +
     `${r.workers > 1 ? `, ${r.workers} workers` : ""}), batch ` +
     `${r.batch}: ${r.images_per_s.toFixed(1)} images/s, ${r.ms_per_step.toFixed(0)} ms/step ` +
     `(median ${r.ms_per_step_median.toFixed(0)}), ${
@@ -138,13 +148,15 @@ export async function main(args: string[]): Promise<number> {
     (backend === "native" || backend === "auto" ? undefined : 1);
   const workers = v.workers as number | undefined;
 
-  const info = await initBackend({ backend: backend as BackendName, threads });
+  const precision = (v.precision ?? "fp32") as Precision;
+  const info = await initBackend({ backend: backend as BackendName, threads, precision });
   const log = (s: string) => console.error(s);
   log(`bench: ${info.summary}`);
   for (const workload of names) {
     const r = await benchWorkload({
       workload,
       backend: info,
+      precision,
       mode,
       batch: v.batch as number | undefined,
       seconds: steps !== undefined ? 0 : (v.seconds as number | undefined),

@@ -19,7 +19,7 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs-core";
-import type { BackendInfo } from "../backends/mod.ts";
+import type { BackendInfo, Precision } from "../backends/mod.ts";
 import { type AugmentConfig, defaultAugmentConfig, twoViews } from "../data/augment.ts";
 import { type Dataset, getBatch, syntheticDataset, toFloatTensor } from "../data/mod.ts";
 import { createRng, permutation } from "../core/rng.ts";
@@ -35,6 +35,8 @@ export interface BenchOptions {
   workload: string;
   /** The started backend (from `initBackend`). */
   backend: BackendInfo;
+  /** The matmul precision the backend was started with (recorded only). Default `fp32`. */
+  precision?: Precision;
   /** `step` or `forward`; default {@link defaultMode}. */
   mode?: BenchMode;
   /** Override the workload's batch (for memory checks on small machines; not for the table). */
@@ -70,6 +72,8 @@ export interface BenchResult {
   mode: BenchMode;
   backend: string;
   device: string;
+  /** Matmul precision: `fp32` or `bf16` (see `initBackend`). */
+  precision: Precision;
   threads: number;
   /** Data-parallel workers of the step (1: the step runs in the main thread). */
   workers: number;
@@ -251,6 +255,7 @@ export async function benchWorkload(opts: BenchOptions): Promise<BenchResult> {
     mode,
     backend: opts.backend.name,
     device: opts.backend.device,
+    precision: opts.precision ?? "fp32",
     threads: opts.backend.threads,
     workers,
     batch: B,

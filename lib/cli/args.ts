@@ -13,7 +13,7 @@
  * @module
  */
 import { parseArgs } from "@std/cli";
-import { BACKENDS } from "../backends/mod.ts";
+import { BACKENDS, PRECISIONS } from "../backends/mod.ts";
 
 /**
  * A flag: where its value goes, its type, a line of help, and what values it allows. Values are
@@ -58,6 +58,22 @@ export const BACKEND_FLAG: FlagSpec = {
   kind: "string",
   choices: BACKENDS,
   help: "tensor backend (auto: the fastest that starts)",
+};
+
+/**
+ * `--precision fp32|bf16`: the matrix products' precision (bf16: mixed precision, native only).
+ *
+ * @example
+ * ```ts
+ * parseFlags(["--precision", "bf16"], [PRECISION_FLAG]).values.precision; // "bf16"
+ * ```
+ */
+export const PRECISION_FLAG: FlagSpec = {
+  key: "precision",
+  flag: "precision",
+  kind: "string",
+  choices: PRECISIONS,
+  help: "matmul precision: fp32, or bf16 (bf16 inputs, fp32 sums; native backend only)",
 };
 
 /**

@@ -11,13 +11,13 @@
  * ```
  * @module
  */
-import { BACKENDS } from "../backends/mod.ts";
+import { BACKENDS, type Precision } from "../backends/mod.ts";
 import { type DatasetName, DATASETS } from "../data/mod.ts";
 import { type PosEmb, VIT_CONFIGS } from "../model/vit.ts";
 import { ConfigError } from "../core/errors.ts";
 import { FRAMEWORKS } from "../methods/names.ts";
 import { FINAL_EVALS, type FinalEval } from "../eval/final_report.ts";
-import { BACKEND_FLAG, flagProblem, type FlagSpec } from "../cli/args.ts";
+import { BACKEND_FLAG, flagProblem, type FlagSpec, PRECISION_FLAG } from "../cli/args.ts";
 import { RUN_FILES } from "./rundir.ts";
 
 /** Everything that defines a pretraining run. */
@@ -69,6 +69,8 @@ export interface PretrainConfig {
   backend: typeof BACKENDS[number];
   /** Backend threads; 0: the backend's default (every core on native, 1 on wasm). */
   threads: number;
+  /** Matmul precision: `fp32`, or `bf16` (bf16 inputs, fp32 accumulation; native backend). */
+  precision: Precision;
   /** Data-parallel Deno workers of each step (any method, on wasm/cpu); 1 runs in this thread. */
   workers: number;
   /** Run directory (default: data/runs/<preset>-<time>). */
@@ -226,6 +228,7 @@ export const FIELDS: Field[] = [
   { key: "maxSteps", flag: "max-steps", kind: "int", min: 0, help: "stop after N steps (0: all)" },
   { key: "seed", flag: "seed", kind: "int", min: 0, help: "random seed" },
   { ...BACKEND_FLAG, key: "backend" },
+  { ...PRECISION_FLAG, key: "precision" },
   {
     key: "threads",
     flag: "threads",
@@ -329,6 +332,7 @@ const BASE: Omit<PretrainConfig, "preset"> = {
   seed: 0,
   backend: "auto",
   threads: 0,
+  precision: "fp32",
   workers: 1,
   outDir: "",
   checkpointEvery: 50,

@@ -227,6 +227,7 @@ const RULES: Record<keyof PretrainConfig, Rule> = {
   }),
   backend: notCarried("CUDA, one process per GPU (DistributedDataParallel)"),
   threads: notCarried("CUDA"),
+  precision: notCarried("main_moco.py trains under fp16 autocast with a GradScaler on GPUs"),
   workers: notCarried("one process per GPU; -j sets data-loading workers"),
   outDir: notCarried("main_moco.py writes checkpoint_%04d.pth.tar in its working directory"),
   checkpointEvery: notCarried("main_moco.py writes a checkpoint every epoch"),

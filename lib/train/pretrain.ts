@@ -315,7 +315,11 @@ async function pretrainLocked(
   const signal = hooks.signal ?? { stop: false };
   // Data-parallel workers each run wasm or cpu: there, `auto` means wasm.
   const backend = cfg.workers > 1 && cfg.backend === "auto" ? "wasm" : cfg.backend;
-  const backendInfo = await initBackend({ backend, threads: cfg.threads || undefined });
+  const backendInfo = await initBackend({
+    backend,
+    threads: cfg.threads || undefined,
+    precision: cfg.precision,
+  });
   print(`backend: ${backendInfo.summary}`);
   if (cfg.workers > 1) checkWorkers(cfg, backendInfo.name);
 

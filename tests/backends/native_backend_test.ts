@@ -399,3 +399,120 @@ Deno.test("native backend: a missing library gives a clear error, and auto falls
   );
   assertEquals(openNative().path.endsWith("libvitssl_native.linux-x86_64.so"), true);
 });
+
+Deno.test("native backend: precision bf16 rounds every matmul's inputs, steps stay thread-independent", async () => {
+  // 1 + 3 * 2^-8 is a tie between bf16 neighbours 1 + 2^-7 and 1 + 2^-6: to even, 1 + 2^-6.
+  const x = 1 + 3 * 2 ** -8, rounded = 1 + 2 ** -6;
+  const products = () =>
+    tf.tidy(() =>
+      [
+        tf.matMul(tf.tensor2d([[x]]), tf.tensor2d([[1]])).dataSync()[0],
+        tf.matMul(tf.tensor3d([[[1]], [[x]]]), tf.tensor3d([[[x]], [[1]]])).dataSync()[1],
+        tf.fused.matMul({
+          a: tf.tensor2d([[x]]),
+          b: tf.tensor2d([[1]]),
+          bias: tf.tensor1d([0]),
+          activation: "relu",
+        }),
+      ].map((v) => typeof v === "number" ? v : (v as tf.Tensor).dataSync()[0])
+    );
+  try {
+    await initBackend({ backend: "native", threads: 2, precision: "bf16" });
+    assertEquals(products(), [rounded, rounded, rounded]);
+    await initBackend({ backend: "native", threads: 2 });
+    assertEquals(products(), [x, x, x]);
+
+    const w = resolveWorkload("small28", { batch: 8 });
+    const xs = [0, 1].map((i) => tf.tensor4d(values(8 * 28 * 28, i + 1), [8, 28, 28, 1]));
+    const run = async (threads: number, precision: "fp32" | "bf16") => {
+      await initBackend({ backend: "native", threads, precision });
+      const runner = createStepRunner(w, "step", 0);
+      await runner.run(xs[0], xs[1]);
+      const before = tf.memory();
+      const loss = [await runner.run(xs[0], xs[1]), await runner.run(xs[1], xs[0])];
+      assertEquals(tf.memory().numTensors, before.numTensors, `tensors leaked (${precision})`);
+      runner.dispose();
+      return loss;
+    };
+    const bf = await run(1, "bf16");
+    assert(bf.every(Number.isFinite));
+    assertEquals(await run(2, "bf16"), bf, "bf16: 2 threads differ from 1");
+    assertEquals(await run(3, "bf16"), bf, "bf16: 3 threads differ from 1");
+    const fp = await run(2, "fp32");
+    // Mixed precision moves the loss (its inputs are rounded), by far less than the loss itself.
+    bf.forEach((l, i) => {
+      assert(l !== fp[i] && Math.abs(l - fp[i]) < 0.05 * Math.abs(fp[i]), `${l} vs ${fp[i]}`);
+    });
+    tf.dispose(xs);
+
+    await assertRejects(
+      () => initBackend({ backend: "wasm", precision: "bf16" }),
+      BackendError,
+      "--precision bf16 runs only on the native backend, not wasm",
+    );
+    await assertRejects(
+      () => initBackend({ backend: "native", precision: "fp16" as "bf16" }),
+      BackendError,
+      'unknown precision "fp16"',
+    );
+  } finally {
+    await initBackend({ backend: "native", threads: 2 });
+  }
+});
+
+Deno.test("native backend: pretrain --precision bf16 records it; on wasm, or unknown, exits 2 with one line", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "vitssl-native-bf16-" });
+  const pretrainCli = async (...extra: string[]) => {
+    const args = ["run", "-A", "lib/cli/pretrain.ts", "--preset", "smoke", "--max-steps", "2"];
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: [...args, ...extra],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    return { code: out.code, err: new TextDecoder().decode(out.stderr) };
+  };
+  try {
+    const ok = await pretrainCli("--backend", "native", "--precision", "bf16", "--out", dir);
+    assertEquals(ok.code, 0, ok.err);
+    const saved = JSON.parse(await Deno.readTextFile(`${dir}/config.json`));
+    assertEquals(saved.config.precision, "bf16");
+    const rows = (await Deno.readTextFile(`${dir}/log.csv`)).trim().split("\n");
+    assertEquals(rows.length, 3);
+    for (
+      const [extra, line] of [
+        [["--backend", "wasm", "--precision", "bf16"], "runs only on the native backend"],
+        [["--precision", "bf17"], 'unknown --precision "bf17": did you mean bf16?'],
+      ] as const
+    ) {
+      const bad = await pretrainCli(...extra, "--out", `${dir}/bad`);
+      assertEquals(bad.code, 2, bad.err);
+      assertStringIncludes(bad.err, line);
+      assertEquals(bad.err.trim().split("\n").filter((l) => l.startsWith("error")).length, 1);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("native backend: without AVX512-BF16 (VITSSL_NATIVE_ISA=avx2), bf16 is emulated and says so in one line", async () => {
+  const code = `
+    import * as tf from "@tensorflow/tfjs-core";
+    import { initBackend } from "${new URL("../../lib/backends/mod.ts", import.meta.url).href}";
+    const info = await initBackend({ backend: "native", precision: "bf16", threads: 2 });
+    const y = tf.matMul(tf.tensor2d([[1 + 3 * 2 ** -8]]), tf.tensor2d([[1]])).dataSync()[0];
+    console.log("DEVICE " + info.device + " | " + (y === 1 + 2 ** -6 ? "ROUNDED" : "NOT " + y));
+  `;
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["eval", "--ext=ts", code],
+    env: { VITSSL_NATIVE_ISA: "avx2" },
+    cwd: new URL("..", import.meta.url).pathname,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const stdout = new TextDecoder().decode(out.stdout),
+    stderr = new TextDecoder().decode(out.stderr);
+  assertStringIncludes(stdout, "DEVICE C, avx2, bf16-emulated | ROUNDED", stderr);
+  const notice = stderr.split("\n").filter((l) => l.includes("emulated bf16"));
+  assertEquals(notice.length, 1, stderr);
+  assertStringIncludes(notice[0], "native: no AVX512-BF16 (this CPU lacks it");
+});

@@ -35,6 +35,7 @@ import {
 import {
   BINARY_OPS,
   type Buf,
+  type GemmMode,
   type IsaName,
   type NativeLib,
   NativeLoadError,
@@ -859,6 +860,8 @@ export interface NativeInfo {
   threads: number;
   /** The instruction set in use. */
   isa: IsaName;
+  /** The matrix products' precision (`fp32`, or the bf16 mode this CPU runs). */
+  gemm: GemmMode;
   /** The library file. */
   path: string;
 }
@@ -869,6 +872,12 @@ export interface NativeOptions {
   threads?: number;
   /** Instruction set (default: the best the CPU has, or `VITSSL_NATIVE_ISA`). */
   isa?: IsaName;
+  /**
+   * Precision of the matrix products (MatMul, BatchMatMul, _FusedMatMul), process-wide: `fp32`
+   * (default) or `bf16` (inputs rounded to bf16, float32 accumulation; AVX512-BF16 where the CPU
+   * has it, else emulated). Everything else stays float32.
+   */
+  precision?: "fp32" | "bf16";
 }
 
 /**
@@ -931,12 +940,38 @@ export async function startNative(opts: NativeOptions = {}): Promise<NativeInfo>
     throw new NativeLoadError(`threads must be an integer >= 1, got ${want}`);
   }
   const threads = lib.setThreads(want);
+  lib.setPrecision("fp32");
   selfCheck(lib);
+  const gemm = lib.setPrecision(opts.precision ?? "fp32");
+  if (gemm !== "fp32") {
+    // 1 + 3 * 2^-8 is a tie between bf16 neighbours: to even, 1 + 2^-6; plus 3, exactly.
+    const c = new Float32Array(1), want = 4 + 2 ** -6;
+    lib.bmm(
+      new Float32Array([1 + 3 * 2 ** -8, 3]),
+      new Float32Array([1, 1]),
+      c,
+      1,
+      1,
+      2,
+      1,
+      false,
+      false,
+      0,
+      0,
+    );
+    if (c[0] !== want) {
+      lib.setPrecision("fp32");
+      throw new NativeLoadError(
+        `the native library failed its ${gemm} self-check (${c[0]} for ${want}): rebuild it ` +
+          "with `bash lib/backends/native/build.sh`",
+      );
+    }
+  }
   register(lib);
   // tfjs-backend-cpu prints a "use tfjs-node" banner on first use in Node-like runtimes.
   tf.env().set("IS_NODE", false);
   if (!(await tf.setBackend(NATIVE_BACKEND))) {
     throw new NativeLoadError("the native backend failed to start (see the error above)");
   }
-  return { threads, isa: lib.isa(), path: lib.path };
+  return { threads, isa: lib.isa(), gemm, path: lib.path };
 }

@@ -5,7 +5,8 @@
 #   bash lib/backends/native/build.sh --check    # rebuild in a temp dir; fail if the bytes differ
 #                                                # from the committed library
 # dense.c and ops.c are compiled once per instruction set (AVX-512, AVX2 + FMA, SSE2 baseline);
-# api.c picks one at run time. x86-64 only: the sources build for other targets (the baseline
+# api.c picks one at run time. bf16.c (the AVX512-BF16 and AMX GEMM) is compiled once, with -mavx512bf16,
+# and runs only on CPUs that have it. x86-64 only: the sources build for other targets (the baseline
 # uses 4-lane GCC vectors; api.c has an aarch64 pause), but this script passes x86 flags, and no
 # arm64 library is built or committed (no cross compiler on the build machine). The flags make
 # the bytes reproducible: no build id, source paths mapped, no timestamps (gcc writes none for a
@@ -39,6 +40,9 @@ for name in avx512 avx2 base; do
   "$cc" "${common[@]}" ${isa[$name]} -ffp-contract=off -c src/ops.c -o "$tmp/ops_$name.o"
   objs+=("$tmp/dense_$name.o" "$tmp/ops_$name.o")
 done
+# shellcheck disable=SC2086
+"$cc" "${common[@]}" ${isa[avx512]} -mavx512bf16 -mamx-tile -mamx-bf16 -ffp-contract=fast -c src/bf16.c -o "$tmp/bf16.o"
+objs+=("$tmp/bf16.o")
 "$cc" "${common[@]}" -ffp-contract=off -c src/api.c -o "$tmp/api.o"
 "$cc" -shared -Wl,--build-id=none -Wl,-O1 -Wl,--hash-style=gnu -o "$tmp/lib.so" "$tmp/api.o" \
   "${objs[@]}" -lpthread -lm

@@ -25,12 +25,27 @@ export class NativeLoadError extends Error {
 }
 
 /** The API version this module speaks (`vn_version()` of the library). */
-export const NATIVE_API_VERSION = 2;
+export const NATIVE_API_VERSION = 3;
 
 /** Instruction sets of the kernels, by the number `vn_isa` returns. */
 export const ISA_NAMES = ["base", "avx2", "avx512"] as const;
 /** An instruction set: `base` (SSE2), `avx2` (AVX2 + FMA) or `avx512`. */
 export type IsaName = typeof ISA_NAMES[number];
+
+/**
+ * GEMM precision modes, by the number `vn_precision` returns: `fp32`, or bf16 (inputs rounded to
+ * bf16, round to nearest even; float32 accumulation) emulated in float32 arithmetic (any CPU), on
+ * AVX512-BF16 dot products, or on AMX-BF16 tiles (only with `VITSSL_NATIVE_AMX=1`: that kernel is
+ * untested on hardware).
+ *
+ * @example
+ * ```ts
+ * openNative().setPrecision("bf16"); // "bf16-avx512bf16" on a CPU with AVX512-BF16
+ * ```
+ */
+export const GEMM_MODES = ["fp32", "bf16-emulated", "bf16-avx512bf16", "bf16-amx"] as const;
+/** A GEMM precision mode (see {@link GEMM_MODES}). */
+export type GemmMode = typeof GEMM_MODES[number];
 
 /** Binary ops of {@link NativeLib.binary}, by code. */
 export const BINARY_OPS = {
@@ -67,6 +82,9 @@ const SYMBOLS = {
   vn_set_threads: { parameters: [I], result: I },
   vn_threads: { parameters: [], result: I },
   vn_cpus: { parameters: [], result: I },
+  vn_bf16_supported: { parameters: [], result: I },
+  vn_set_precision: { parameters: [I], result: I },
+  vn_precision: { parameters: [], result: I },
   vn_bmm: { parameters: [B, B, B, I, I, I, I, I, I, L, L], result: "void" },
   vn_attention: { parameters: [B, B, B, I, I, I, I, F], result: "void" },
   vn_attention_grad: { parameters: [B, B, B, B, B, I, I, I, I, F], result: "void" },
@@ -110,6 +128,16 @@ export interface NativeLib {
   threads(): number;
   /** Online processors. */
   cpus(): number;
+  /** The best bf16 GEMM mode of this CPU (`bf16-amx` if enabled, `bf16-avx512bf16`, else emulated). */
+  bf16Supported(): GemmMode;
+  /**
+   * The precision of every later {@link NativeLib.bmm}, process-wide: `fp32`, a bf16 mode, or
+   * `bf16` for the best bf16 mode of this CPU; returns the mode now in use. Throws if the CPU lacks
+   * the mode. Attention stays float32.
+   */
+  setPrecision(mode: GemmMode | "bf16"): GemmMode;
+  /** The GEMM precision in use. */
+  precision(): GemmMode;
   /** `c[b] = op(a[b]) @ op(b[b])` for b < batch, `a[b]` at `a + b * sa` (sa 0 broadcasts). */
   bmm(
     a: Buf,
@@ -304,6 +332,18 @@ export function openNative(path?: string): NativeLib {
     setThreads: (n) => s.vn_set_threads(n),
     threads: () => s.vn_threads(),
     cpus: () => s.vn_cpus(),
+    bf16Supported: () => GEMM_MODES[s.vn_bf16_supported()] ?? "bf16-emulated",
+    setPrecision(mode) {
+      const code = mode === "bf16" ? -1 : GEMM_MODES.indexOf(mode);
+      const r = code < 0 && mode !== "bf16" ? -1 : s.vn_set_precision(code);
+      if (r < 0) {
+        throw new NativeLoadError(
+          `this CPU has no ${mode} GEMM (best bf16: ${lib.bf16Supported()})`,
+        );
+      }
+      return GEMM_MODES[r];
+    },
+    precision: () => GEMM_MODES[s.vn_precision()],
     bmm: (a, b, c, batch, m, k, n, ta, tb, sa, sb) =>
       s.vn_bmm(a, b, c, batch, m, k, n, ta ? 1 : 0, tb ? 1 : 0, BigInt(sa), BigInt(sb)),
     attention: (qkv, out, probs, batch, T, heads, hd, scale) =>

@@ -21,6 +21,8 @@ export {
   startNative,
 } from "./backend.ts";
 export {
+  GEMM_MODES,
+  type GemmMode,
   ISA_NAMES,
   type IsaName,
   libraryName,

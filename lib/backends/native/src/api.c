@@ -19,7 +19,7 @@
 #include "vn.h"
 
 #define EXPORT __attribute__((visibility("default")))
-#define VN_VERSION 2
+#define VN_VERSION 3
 #define MAXT 64
 
 extern const struct vn_impl vn_dense_avx512, vn_ops_avx512, vn_dense_avx2, vn_ops_avx2,
@@ -29,6 +29,10 @@ static pthread_mutex_t api_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 static struct vn_impl impls[3];  // 0 base (SSE2), 1 AVX2 + FMA, 2 AVX-512
 static int isa_supported, isa;
+// GEMM precision (vn_set_precision): 0 float32; bf16 on path 1 (emulated: dense.c with rnd = 1),
+// 2 (AVX512-BF16: bf16.c) or 3 (AMX-BF16 tiles: bf16.c, opt-in, see init). bf16_supported is the
+// best bf16 path of this CPU.
+static int precision, bf16_supported;
 
 // ---------------------------------------------------------------------------------------------
 // Thread pool.
@@ -175,6 +179,18 @@ static void init(void) {
     int w = !strcmp(want, "base") ? 0 : !strcmp(want, "avx2") ? 1 : !strcmp(want, "avx512") ? 2 : -1;
     if (w >= 0 && w < isa) isa = w;
   }
+  // bf16 paths: AVX512-BF16 only where AVX-512 is in use (VITSSL_NATIVE_ISA=avx2 or base gives
+  // the emulated path, which is how a CPU without the instructions runs).
+  bf16_supported = 1;
+#if defined(__x86_64__)
+  if (isa == 2 && __builtin_cpu_supports("avx512bf16")) bf16_supported = 2;
+  // AMX: untested on hardware so far, so only with VITSSL_NATIVE_AMX=1; Linux must grant the
+  // tile data state (arch_prctl ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA = 18) first.
+  const char* amx = getenv("VITSSL_NATIVE_AMX");
+  if (bf16_supported == 2 && amx && !strcmp(amx, "1") && __builtin_cpu_supports("amx-tile") &&
+      __builtin_cpu_supports("amx-bf16") && syscall(SYS_arch_prctl, 0x1023, 18) == 0)
+    bf16_supported = 3;
+#endif
 }
 
 static inline const struct vn_impl* lock(void) {
@@ -207,6 +223,35 @@ EXPORT int vn_set_isa(int level) {
   unlock();
   return r;
 }
+
+/**
+ * The best bf16 GEMM path of this CPU: 1 emulated (float32 math on bf16-rounded inputs, any CPU),
+ * 2 AVX512-BF16 (VDPBF16PS), 3 AMX-BF16 tiles (TDPBF16PS; only with VITSSL_NATIVE_AMX=1, as the
+ * kernel is untested on hardware).
+ */
+EXPORT int vn_bf16_supported(void) {
+  pthread_once(&once, init);
+  return bf16_supported;
+}
+
+/**
+ * The precision of every matrix product (vn_bmm) from now on, process-wide: 0 float32; bf16 (both
+ * operands rounded to bf16, round to nearest even; float32 accumulation) on path 1 (emulated),
+ * 2 (AVX512-BF16) or 3 (AMX); -1 for the best bf16 path of this CPU. Returns the mode in use, or
+ * -1 (nothing changed) for an unknown mode or a path this CPU lacks. Attention (vn_attention and
+ * its gradient) stays float32.
+ */
+EXPORT int vn_set_precision(int mode) {
+  lock();
+  int r = -1;
+  if (mode == -1) mode = bf16_supported;
+  if (mode >= 0 && mode <= bf16_supported) precision = r = mode;
+  unlock();
+  return r;
+}
+
+/** The GEMM precision in use (see vn_set_precision). */
+EXPORT int vn_precision(void) { return precision; }
 
 /** Runs kernels on n threads (1 .. 64; the caller is one of them); returns the count. */
 EXPORT int vn_set_threads(int n) {
@@ -245,7 +290,12 @@ EXPORT int vn_cpus(void) {
 /** C[b] = op(A[b]) @ op(B[b]), b < batch; A[b] at A + b * sa, B[b] at B + b * sb (0: shared). */
 EXPORT void vn_bmm(const float* A, const float* B, float* C, int batch, int m, int k, int n,
                    int ta, int tb, int64_t sa, int64_t sb) {
-  CALL(bmm(A, B, C, batch, m, k, n, ta, tb, sa, sb));
+  const struct vn_impl* impl = lock();
+  if (precision >= 2)
+    vn_bmm_bf16(A, B, C, batch, m, k, n, ta, tb, sa, sb, precision == 3);
+  else
+    impl->bmm(A, B, C, batch, m, k, n, ta, tb, sa, sb, precision == 1);
+  unlock();
 }
 
 /** out [B*T, D], probs [B, H, T, T] of multi-head self-attention from qkv [B*T, 3D]. */

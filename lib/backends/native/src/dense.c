@@ -9,6 +9,10 @@
 // within a block p = 0, 1, ...) whatever the tile it falls in, the tile sizes or the thread that
 // runs it: edge tiles go through the same micro-kernel into a buffer. So results are
 // bit-identical for any thread count (they differ between instruction sets).
+//
+// With rnd = 1 (bf16 emulated, see api.c) both operands are rounded to bf16 (vn_bf16_round) as
+// they are packed, and the product runs in float32 as above: a product of two bf16 values is
+// exact in float32, so this is bf16 multiplication with float32 accumulation.
 #include <string.h>
 
 #include "vn.h"
@@ -55,7 +59,7 @@ static inline void ukernel(int kc, const float* restrict ap, const float* restri
 struct gemm {
   const float *A, *B;
   float* C;
-  int m, k, n, ta, tb;
+  int m, k, n, ta, tb, rnd;
   int npad, nc, mtiles, ntiles, kblocks;
   float* bp;  // packed op(B): block kb at bp + kb * KC * npad, panel j at + j * NR * kc
 };
@@ -78,7 +82,10 @@ static void pack_b_task(void* ctx, int t, int tid) {
     for (int p = 0; p < kc; p++) {
       const float* src = g->B + (size_t)(k0 + p) * g->n + j0;
       float* d = dst + p * NR;
-      if (w == NR) {
+      if (g->rnd) {
+        for (int c = 0; c < w; c++) d[c] = vn_bf16_round(src[c]);
+        for (int c = w; c < NR; c++) d[c] = 0.f;
+      } else if (w == NR) {
         memcpy(d, src, NR * sizeof(float));
       } else {
         for (int c = 0; c < w; c++) d[c] = src[c];
@@ -88,7 +95,10 @@ static void pack_b_task(void* ctx, int t, int tid) {
   } else {
     for (int c = 0; c < w; c++) {
       const float* src = g->B + (size_t)(j0 + c) * g->k + k0;
-      for (int p = 0; p < kc; p++) dst[p * NR + c] = src[p];
+      if (g->rnd)
+        for (int p = 0; p < kc; p++) dst[p * NR + c] = vn_bf16_round(src[p]);
+      else
+        for (int p = 0; p < kc; p++) dst[p * NR + c] = src[p];
     }
     for (int c = w; c < NR; c++)
       for (int p = 0; p < kc; p++) dst[p * NR + c] = 0.f;
@@ -103,13 +113,19 @@ static void pack_a(const struct gemm* g, int i0, int rows, int k0, int kc, float
     if (g->ta) {
       for (int p = 0; p < kc; p++) {
         const float* src = g->A + (size_t)(k0 + p) * g->m + i0 + s;
-        for (int r = 0; r < h; r++) d[p * MR + r] = src[r];
+        if (g->rnd)
+          for (int r = 0; r < h; r++) d[p * MR + r] = vn_bf16_round(src[r]);
+        else
+          for (int r = 0; r < h; r++) d[p * MR + r] = src[r];
         for (int r = h; r < MR; r++) d[p * MR + r] = 0.f;
       }
     } else {
       for (int r = 0; r < h; r++) {
         const float* src = g->A + (size_t)(i0 + s + r) * g->k + k0;
-        for (int p = 0; p < kc; p++) d[p * MR + r] = src[p];
+        if (g->rnd)
+          for (int p = 0; p < kc; p++) d[p * MR + r] = vn_bf16_round(src[p]);
+        else
+          for (int p = 0; p < kc; p++) d[p * MR + r] = src[p];
       }
       for (int r = h; r < MR; r++)
         for (int p = 0; p < kc; p++) d[p * MR + r] = 0.f;
@@ -147,13 +163,14 @@ static void gemm_task(void* ctx, int t, int tid) {
   }
 }
 
-static void gemm(const float* A, const float* B, float* C, int m, int k, int n, int ta, int tb) {
+static void gemm(const float* A, const float* B, float* C, int m, int k, int n, int ta, int tb,
+                 int rnd) {
   if (m <= 0 || n <= 0) return;
   if (k <= 0) {
     memset(C, 0, (size_t)m * n * sizeof(float));
     return;
   }
-  struct gemm g = {A, B, C, m, k, n, ta, tb};
+  struct gemm g = {A, B, C, m, k, n, ta, tb, rnd};
   g.npad = (n + NR - 1) / NR * NR;
   g.kblocks = (k + KC - 1) / KC;
   g.bp = vn_shared_scratch(0, (size_t)k * g.npad);
@@ -182,19 +199,29 @@ static void gemm(const float* A, const float* B, float* C, int m, int k, int n, 
 struct bmm_ctx {
   const float *A, *B;
   float* C;
-  int m, k, n, ta, tb;
+  int m, k, n, ta, tb, rnd;
   int64_t sa, sb;
 };
 
 static void small_gemm(const float* A, const float* B, float* C, int m, int k, int n, int ta,
-                       int tb) {
+                       int tb, int rnd, int tid) {
   // Scalar-order-free simple path for batched products: c[i, j] = sum_p a(i, p) b(p, j) with
-  // p in order, vectorised over j (op(B) rows contiguous when tb = 0).
+  // p in order, vectorised over j (op(B) rows contiguous when tb = 0). bf16 (rnd): op(B) is
+  // rounded into the thread's scratch first, a(i, p) as it is read.
+  if (rnd) {
+    float* r = vn_thread_scratch(tid, (size_t)k * n);
+    for (int p = 0; p < k; p++)
+      for (int j = 0; j < n; j++)
+        r[(size_t)p * n + j] = vn_bf16_round(tb ? B[(size_t)j * k + p] : B[(size_t)p * n + j]);
+    B = r;
+    tb = 0;
+  }
   for (int i = 0; i < m; i++) {
     float* c = C + (size_t)i * n;
     for (int j = 0; j < n; j++) c[j] = 0.f;
     for (int p = 0; p < k; p++) {
       float a = ta ? A[(size_t)p * m + i] : A[(size_t)i * k + p];
+      if (rnd) a = vn_bf16_round(a);
       if (!tb) {
         const float* b = B + (size_t)p * n;
         int j = 0;
@@ -209,20 +236,19 @@ static void small_gemm(const float* A, const float* B, float* C, int m, int k, i
 }
 
 static void bmm_task(void* ctx, int b, int tid) {
-  (void)tid;
   const struct bmm_ctx* x = ctx;
   small_gemm(x->A + b * x->sa, x->B + b * x->sb, x->C + (size_t)b * x->m * x->n, x->m, x->k,
-             x->n, x->ta, x->tb);
+             x->n, x->ta, x->tb, x->rnd, tid);
 }
 
 static void bmm(const float* A, const float* B, float* C, int batch, int m, int k, int n, int ta,
-                int tb, int64_t sa, int64_t sb) {
+                int tb, int64_t sa, int64_t sb, int rnd) {
   if (batch == 1 || (int64_t)m * n * k >= 64 * 64 * 64) {
     for (int b = 0; b < batch; b++)
-      gemm(A + b * sa, B + b * sb, C + (size_t)b * m * n, m, k, n, ta, tb);
+      gemm(A + b * sa, B + b * sb, C + (size_t)b * m * n, m, k, n, ta, tb, rnd);
     return;
   }
-  struct bmm_ctx x = {A, B, C, m, k, n, ta, tb, sa, sb};
+  struct bmm_ctx x = {A, B, C, m, k, n, ta, tb, rnd, sa, sb};
   vn_parallel(batch, bmm_task, &x);
 }
 

@@ -61,6 +61,24 @@ static inline vf vexp(vf x) {
   return p * (vf)e;
 }
 
+// bf16 rounding (mixed precision, see api.c's vn_set_precision): the float32 nearest to x whose
+// low 16 bits are zero, ties to even (the mantissa's last kept bit 0). A NaN stays a NaN (quiet,
+// sign and top payload bits kept); values past bf16's largest finite round to infinity, as they
+// should; subnormals round like any other value. Every bf16 path rounds with this function, so
+// they all see the same inputs.
+static inline uint32_t vn_bf16_bits(float x) {
+  uint32_t u;
+  __builtin_memcpy(&u, &x, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return (u | 0x00400000u) >> 16;
+  return (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+}
+static inline float vn_bf16_round(float x) {
+  uint32_t u = vn_bf16_bits(x) << 16;
+  float r;
+  __builtin_memcpy(&r, &u, 4);
+  return r;
+}
+
 // The thread pool (api.c). vn_parallel runs fn(ctx, t, tid) for every t < ntasks on the pool's
 // threads (tid < vn_nthreads(); the caller is tid 0) and returns when all are done. Tasks must
 // write disjoint outputs, so the result never depends on which thread ran which task.
@@ -74,8 +92,9 @@ float* vn_shared_scratch(int slot, size_t nfloats);
 
 // Every kernel, in one table per instruction set (see api.c for the meaning of each).
 struct vn_impl {
+  // rnd = 1: bf16 emulated (inputs rounded by vn_bf16_round as they are packed, float32 math).
   void (*bmm)(const float* A, const float* B, float* C, int batch, int m, int k, int n, int ta,
-              int tb, int64_t sa, int64_t sb);
+              int tb, int64_t sa, int64_t sb, int rnd);
   void (*attention)(const float* qkv, float* out, float* probs, int B, int T, int H, int hd,
                     float scale);
   void (*attention_grad)(const float* dout, const float* dprobs, const float* qkv,
@@ -112,3 +131,9 @@ struct vn_impl {
 // runs before the CPU check): dense.c (FMA contraction on) the products, ops.c (contraction off,
 // so that elementwise results equal tfjs's unfused float32 ops) the rest.
 extern const struct vn_impl SFX(vn_dense), SFX(vn_ops);
+
+// bf16.c (built once, with -mavx512bf16 -mamx-*; call only where the CPU has AVX512-BF16, and
+// with amx = 1 only where it has AMX-BF16 and the tile state is granted): the same product as
+// vn_impl.bmm on bf16-rounded inputs, by VDPBF16PS dot products or TDPBF16PS tiles (float32 sums).
+void vn_bmm_bf16(const float* A, const float* B, float* C, int batch, int m, int k, int n, int ta,
+                 int tb, int64_t sa, int64_t sb, int amx);

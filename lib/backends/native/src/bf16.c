@@ -1,0 +1,370 @@
+// The bf16 GEMM on AVX512-BF16 (VDPBF16PS) or AMX-BF16 tiles (TDPBF16PS), built once with
+// -mavx512bf16 -mamx-tile -mamx-bf16 by build.sh; api.c calls it only where the CPU has the
+// instructions (vn_set_precision), and the AMX kernel only where Linux granted the tile state.
+// The AMX kernel is UNTESTED on hardware (written on a CPU without AMX): it runs only with
+// VITSSL_NATIVE_AMX=1 (see api.c) until tests/backends/native_bf16_test.ts passes on an AMX CPU.
+// AMX: the same packed B (a 16-column half of a panel is a B tile: 16 pairs x 16 columns, row
+// stride 2 NR), A packed k-contiguous per row (A tiles: 16 rows x 32 bf16), blocks of 32 x 32 of
+// C in four accumulator tiles, stored to a buffer and added to C like an edge tile; kc is padded
+// with zeros to a multiple of 32.
+//
+// C[m, n] = op(A) @ op(B) as dense.c's GEMM (same arguments, same GotoBLAS blocking), with both
+// operands rounded to bf16 (vn_bf16_round, round to nearest even) as they are packed, and float32
+// accumulation: each VDPBF16PS adds two exact bf16 products per lane to a float32 accumulator.
+// Packed layout: pairs of k side by side, so one 32-bit broadcast of A carries a(i, 2p) and
+// a(i, 2p + 1), and one 512-bit load of B carries 16 columns' pairs; an odd k is padded with a
+// zero pair half. Every element of C is summed over k in the same order (KC blocks in turn,
+// pairs in order) whatever tile or thread computes it, so results are bit-identical for any
+// thread count. The instruction treats bf16 subnormals (|x| < 2^-126) as zero and flushes
+// subnormal sums to zero; the emulated path (dense.c, rnd = 1) keeps them, so the two paths may
+// differ there and, by the order of the two products within a pair, in the last bit of a sum.
+#include <immintrin.h>
+#include <string.h>
+
+#include "vn.h"
+
+#define MR 12  // 24 accumulators of 32 zmm registers
+#define NR 32  // two zmm of float32 columns
+#define KC 512  // even
+#define MC (8 * MR)
+
+typedef uint16_t bf;
+
+// C[MR, NR] (row stride ldc) = (first ? 0 : C) + Ap strip @ Bp panel, kc2 pairs of k.
+static inline void ukernel(int kc2, const bf* restrict ap, const bf* restrict bp, float* restrict c,
+                           int64_t ldc, int first) {
+  __m512 c0[MR], c1[MR];
+#pragma GCC unroll 16
+  for (int r = 0; r < MR; r++) c0[r] = c1[r] = _mm512_setzero_ps();
+  for (int p = 0; p < kc2; p++) {
+    __m512bh b0 = (__m512bh)_mm512_loadu_si512(bp + (size_t)p * 2 * NR);
+    __m512bh b1 = (__m512bh)_mm512_loadu_si512(bp + (size_t)p * 2 * NR + NR);
+#pragma GCC unroll 16
+    for (int r = 0; r < MR; r++) {
+      int32_t pair;
+      memcpy(&pair, ap + (size_t)p * 2 * MR + 2 * r, 4);
+      __m512bh a = (__m512bh)_mm512_set1_epi32(pair);
+      c0[r] = _mm512_dpbf16_ps(c0[r], a, b0);
+      c1[r] = _mm512_dpbf16_ps(c1[r], a, b1);
+    }
+  }
+#pragma GCC unroll 16
+  for (int r = 0; r < MR; r++) {
+    float* row = c + r * ldc;
+    if (first) {
+      _mm512_storeu_ps(row, c0[r]);
+      _mm512_storeu_ps(row + 16, c1[r]);
+    } else {
+      _mm512_storeu_ps(row, _mm512_add_ps(_mm512_loadu_ps(row), c0[r]));
+      _mm512_storeu_ps(row + 16, _mm512_add_ps(_mm512_loadu_ps(row + 16), c1[r]));
+    }
+  }
+}
+
+struct gemm {
+  const float *A, *B;
+  float* C;
+  int m, k, n, ta, tb, amx;
+  int npad, nc, mtiles, ntiles, kblocks;
+  bf* bp;  // packed op(B): block kb at bp + kb * KC * npad, panel j at + j * NR * 2 * kc2
+};
+
+static inline int kc_of(const struct gemm* g, int kb) {
+  int rest = g->k - kb * KC;
+  return rest < KC ? rest : KC;
+}
+
+// Pairs of k per KC block as packed: kc rounded up to even, or (AMX) to a multiple of 32 (a tile).
+static inline int kc2_of(const struct gemm* g, int kc) {
+  return g->amx ? (kc + 31) / 32 * 16 : (kc + 1) / 2;
+}
+
+static inline bf to_bf(float x) { return (bf)vn_bf16_bits(x); }
+
+// vn_bf16_bits on 16 lanes, the bf16 in each lane's high half (low half garbage).
+static inline __m512i rne16(__m512 x) {
+  __m512i u = _mm512_castps_si512(x);
+  __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+  __m512i r = _mm512_add_epi32(u, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff)));
+  __mmask16 nan = _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
+  return _mm512_mask_mov_epi32(r, nan, _mm512_or_si512(u, _mm512_set1_epi32(0x00400000)));
+}
+// 16 pair words (x[2q] low, x[2q + 1] high) from 32 contiguous floats.
+static inline __m512i pairs_contig(const float* x) {
+  const __m512i odd = _mm512_set_epi16(63, 61, 59, 57, 55, 53, 51, 49, 47, 45, 43, 41, 39, 37, 35,
+                                       33, 31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
+  return _mm512_permutex2var_epi16(rne16(_mm512_loadu_ps(x)), odd, rne16(_mm512_loadu_ps(x + 16)));
+}
+// 16 pair words (r0[q] low, r1[q] high) from two rows, the first `lanes` (mask) of them.
+static inline __m512i pairs_rows(const float* r0, const float* r1, __mmask16 lanes) {
+  __m512i lo = rne16(_mm512_maskz_loadu_ps(lanes, r0)), hi = rne16(_mm512_maskz_loadu_ps(lanes, r1));
+  return _mm512_mask_blend_epi16(0xAAAAAAAAu, _mm512_srli_epi32(lo, 16), hi);
+}
+
+// One task per (KC block, NR panel) of op(B): element (p, c) at [(p / 2) * 2 NR + 2 c + p % 2].
+static void pack_b_task(void* ctx, int t, int tid) {
+  (void)tid;
+  const struct gemm* g = ctx;
+  int panels = g->npad / NR;
+  int kb = t / panels, jp = t % panels;
+  int k0 = kb * KC, kc = kc_of(g, kb), kc2 = kc2_of(g, kc), j0 = jp * NR;
+  int w = g->n - j0 < NR ? g->n - j0 : NR;
+  bf* dst = g->bp + (size_t)k0 * g->npad + (size_t)jp * NR * 2 * kc2;
+  for (int p = kc; p < 2 * kc2; p++)
+    for (int c = 0; c < NR; c++) dst[(size_t)(p / 2) * 2 * NR + 2 * c + p % 2] = 0;
+  for (int c = w; c < NR; c++)
+    for (int p = 0; p < kc; p++) dst[(size_t)(p / 2) * 2 * NR + 2 * c + p % 2] = 0;
+  if (!g->tb && w == NR) {
+    int p = 0;
+    for (; p + 1 < kc; p += 2) {
+      const float* src = g->B + (size_t)(k0 + p) * g->n + j0;
+      uint32_t* d = (uint32_t*)(dst + (size_t)(p / 2) * 2 * NR);
+      _mm512_storeu_si512(d, pairs_rows(src, src + g->n, 0xffff));
+      _mm512_storeu_si512(d + 16, pairs_rows(src + 16, src + g->n + 16, 0xffff));
+    }
+    if (p < kc) {
+      const float* src = g->B + (size_t)(k0 + p) * g->n + j0;
+      for (int c = 0; c < NR; c++) dst[(size_t)(p / 2) * 2 * NR + 2 * c] = to_bf(src[c]);
+    }
+  } else if (!g->tb) {
+    for (int p = 0; p < kc; p++) {
+      const float* src = g->B + (size_t)(k0 + p) * g->n + j0;
+      bf* d = dst + (size_t)(p / 2) * 2 * NR + p % 2;
+      for (int c = 0; c < w; c++) d[2 * c] = to_bf(src[c]);
+    }
+  } else {
+    uint32_t* d = (uint32_t*)dst;  // pair p2 of column c at word p2 * NR + c
+    for (int c = 0; c < w; c++) {
+      const float* src = g->B + (size_t)(j0 + c) * g->k + k0;
+      int p = 0;
+      for (; p + 32 <= kc; p += 32) {
+        uint32_t t[16];
+        _mm512_storeu_si512(t, pairs_contig(src + p));
+        for (int q = 0; q < 16; q++) d[(size_t)(p / 2 + q) * NR + c] = t[q];
+      }
+      for (; p < kc; p++) dst[(size_t)(p / 2) * 2 * NR + 2 * c + p % 2] = to_bf(src[p]);
+    }
+  }
+}
+
+// Rows i0 .. i0 + rows of op(A), columns k0 .. k0 + kc, into strips of MR (zero-padded):
+// element (p, r) of a strip at [(p / 2) * 2 MR + 2 r + p % 2].
+static void pack_a(const struct gemm* g, int i0, int rows, int k0, int kc, bf* restrict ap) {
+  int kc2 = kc2_of(g, kc);
+  for (int s = 0; s < rows; s += MR) {
+    int h = rows - s < MR ? rows - s : MR;
+    bf* d = ap + (size_t)s * 2 * kc2;
+    for (int p = kc; p < 2 * kc2; p++)
+      for (int r = 0; r < MR; r++) d[(size_t)(p / 2) * 2 * MR + 2 * r + p % 2] = 0;
+    for (int r = h; r < MR; r++)
+      for (int p = 0; p < kc; p++) d[(size_t)(p / 2) * 2 * MR + 2 * r + p % 2] = 0;
+    if (g->ta) {
+      int p = 0;
+      __mmask16 lanes = (__mmask16)((1u << h) - 1);
+      for (; p + 1 < kc; p += 2) {
+        const float* src = g->A + (size_t)(k0 + p) * g->m + i0 + s;
+        __m512i v = pairs_rows(src, src + g->m, lanes);
+        _mm512_mask_storeu_epi32(d + (size_t)p * MR, lanes, v);
+      }
+      for (; p < kc; p++) {
+        const float* src = g->A + (size_t)(k0 + p) * g->m + i0 + s;
+        bf* o = d + (size_t)(p / 2) * 2 * MR + p % 2;
+        for (int r = 0; r < h; r++) o[2 * r] = to_bf(src[r]);
+      }
+    } else {
+      uint32_t* dw = (uint32_t*)d;  // pair p2 of row r at word p2 * MR + r
+      for (int r = 0; r < h; r++) {
+        const float* src = g->A + (size_t)(i0 + s + r) * g->k + k0;
+        bf* o = d + 2 * r;
+        int p = 0;
+        for (; p + 32 <= kc; p += 32) {
+          uint32_t t[16];
+          _mm512_storeu_si512(t, pairs_contig(src + p));
+          for (int q = 0; q < 16; q++) dw[(size_t)(p / 2 + q) * MR + r] = t[q];
+        }
+        for (; p + 1 < kc; p += 2) {
+          o[(size_t)p * MR] = to_bf(src[p]);
+          o[(size_t)p * MR + 1] = to_bf(src[p + 1]);
+        }
+        if (p < kc) o[(size_t)p * MR] = to_bf(src[p]);
+      }
+    }
+  }
+}
+
+// AMX (TDPBF16PS): strips of 16 rows of op(A), each row k-contiguous and zero-padded to 2 kc2
+// (a tile's rows), rows past `rows` zero up to a multiple of 32.
+static void pack_a_amx(const struct gemm* g, int i0, int rows, int k0, int kc, int kc2,
+                       bf* restrict ap) {
+  int padded = (rows + 31) / 32 * 32;
+  for (int r = 0; r < padded; r++) {
+    bf* d = ap + (size_t)r * 2 * kc2;
+    int p = 0;
+    if (r < rows && g->ta) {
+      for (; p < kc; p++) d[p] = to_bf(g->A[(size_t)(k0 + p) * g->m + i0 + r]);
+    } else if (r < rows) {
+      const float* src = g->A + (size_t)(i0 + r) * g->k + k0;
+      for (; p + 16 <= kc; p += 16)
+        _mm256_storeu_si256((__m256i*)(d + p),
+                            _mm512_cvtepi32_epi16(_mm512_srli_epi32(rne16(_mm512_loadu_ps(src + p)), 16)));
+      for (; p < kc; p++) d[p] = to_bf(src[p]);
+    }
+    for (; p < 2 * kc2; p++) d[p] = 0;
+  }
+}
+
+struct tilecfg {
+  uint8_t palette, start_row, reserved[14];
+  uint16_t colsb[16];
+  uint8_t rows[16];
+};
+
+// Tiles 0-3: C (16 x 16 float32 each), 4-5: A (16 rows x 32 bf16), 6-7: B (16 pairs x 16 columns).
+static void amx_config(void) {
+  struct tilecfg cfg;
+  memset(&cfg, 0, sizeof cfg);
+  cfg.palette = 1;
+  for (int i = 0; i < 8; i++) {
+    cfg.colsb[i] = 64;
+    cfg.rows[i] = 16;
+  }
+  _tile_loadconfig(&cfg);
+}
+
+// buf [32, 32] (row stride 32) = rows 0..32 of the strips a0, a1 @ the 32-column panel bp.
+static void amx_kernel(int kc2, const bf* a0, const bf* a1, const bf* bp, float* buf) {
+  const int64_t as = (int64_t)2 * kc2 * sizeof(bf), bs = 2 * NR * sizeof(bf);
+  _tile_zero(0);
+  _tile_zero(1);
+  _tile_zero(2);
+  _tile_zero(3);
+  for (int q = 0; q < kc2; q += 16) {
+    _tile_loadd(4, a0 + 2 * q, as);
+    _tile_loadd(5, a1 + 2 * q, as);
+    _tile_loadd(6, bp + (size_t)q * 2 * NR, bs);
+    _tile_loadd(7, bp + (size_t)q * 2 * NR + NR, bs);
+    _tile_dpbf16ps(0, 4, 6);
+    _tile_dpbf16ps(1, 4, 7);
+    _tile_dpbf16ps(2, 5, 6);
+    _tile_dpbf16ps(3, 5, 7);
+  }
+  _tile_stored(0, buf, 32 * sizeof(float));
+  _tile_stored(1, buf + 16, 32 * sizeof(float));
+  _tile_stored(2, buf + 16 * 32, 32 * sizeof(float));
+  _tile_stored(3, buf + 16 * 32 + 16, 32 * sizeof(float));
+}
+
+// Thread scratch of gemm_task: the MR x NR tile buffer, then the packed A strips (bf16).
+#define TASK_SCRATCH ((size_t)32 * 32 + (size_t)MC * (KC + 2) / 2)
+
+static void gemm_task(void* ctx, int t, int tid) {
+  const struct gemm* g = ctx;
+  int it = t / g->ntiles, jt = t % g->ntiles;
+  int i0 = it * MC, rows = g->m - i0 < MC ? g->m - i0 : MC;
+  int j0 = jt * g->nc, cols = g->n - j0 < g->nc ? g->n - j0 : g->nc;
+  float* tile = vn_thread_scratch(tid, TASK_SCRATCH);
+  bf* ap = (bf*)(tile + 32 * 32);
+  if (g->amx) {
+    amx_config();
+    for (int kb = 0; kb < g->kblocks; kb++) {
+      int k0 = kb * KC, kc = kc_of(g, kb), kc2 = kc2_of(g, kc), first = kb == 0;
+      pack_a_amx(g, i0, rows, k0, kc, kc2, ap);
+      const bf* bblock = g->bp + (size_t)k0 * g->npad;
+      for (int j = 0; j < cols; j += NR) {
+        const bf* bpanel = bblock + (size_t)((j0 + j) / NR) * NR * 2 * kc2;
+        int w = cols - j < NR ? cols - j : NR;
+        for (int s = 0; s < rows; s += 32) {
+          int h = rows - s < 32 ? rows - s : 32;
+          float* c = g->C + (size_t)(i0 + s) * g->n + j0 + j;
+          const bf* a0 = ap + (size_t)s * 2 * kc2;
+          amx_kernel(kc2, a0, a0 + (size_t)16 * 2 * kc2, bpanel, tile);
+          for (int r = 0; r < h; r++)
+            for (int q = 0; q < w; q++)
+              c[r * g->n + q] = first ? tile[r * 32 + q] : c[r * g->n + q] + tile[r * 32 + q];
+        }
+      }
+    }
+    _tile_release();
+    return;
+  }
+  for (int kb = 0; kb < g->kblocks; kb++) {
+    int k0 = kb * KC, kc = kc_of(g, kb), kc2 = kc2_of(g, kc), first = kb == 0;
+    pack_a(g, i0, rows, k0, kc, ap);
+    const bf* bblock = g->bp + (size_t)k0 * g->npad;
+    for (int j = 0; j < cols; j += NR) {
+      const bf* bpanel = bblock + (size_t)((j0 + j) / NR) * NR * 2 * kc2;
+      int w = cols - j < NR ? cols - j : NR;
+      for (int s = 0; s < rows; s += MR) {
+        int h = rows - s < MR ? rows - s : MR;
+        float* c = g->C + (size_t)(i0 + s) * g->n + j0 + j;
+        const bf* astrip = ap + (size_t)s * 2 * kc2;
+        if (h == MR && w == NR) {
+          ukernel(kc2, astrip, bpanel, c, g->n, first);
+        } else {
+          ukernel(kc2, astrip, bpanel, tile, NR, 1);
+          for (int r = 0; r < h; r++)
+            for (int q = 0; q < w; q++)
+              c[r * g->n + q] = first ? tile[r * NR + q] : c[r * g->n + q] + tile[r * NR + q];
+        }
+      }
+    }
+  }
+}
+
+// The product: parallel on the pool (packed B in shared scratch) unless small, or, with
+// stid >= 0, in thread stid alone (packed B in its scratch, after gemm_task's part).
+static void gemm(const float* A, const float* B, float* C, int m, int k, int n, int ta, int tb,
+                 int amx, int stid) {
+  if (m <= 0 || n <= 0) return;
+  if (k <= 0) {
+    memset(C, 0, (size_t)m * n * sizeof(float));
+    return;
+  }
+  struct gemm g = {A, B, C, m, k, n, ta, tb, amx};
+  g.npad = (n + NR - 1) / NR * NR;
+  g.kblocks = (k + KC - 1) / KC;
+  size_t bfloats = ((size_t)(k + 32 * g.kblocks) * g.npad + 1) / 2;  // kc rounded up (kc2_of)
+  int serial = stid >= 0 || (int64_t)m * n * k < (1 << 20), tid = stid < 0 ? 0 : stid;
+  g.bp = stid >= 0 ? (bf*)(vn_thread_scratch(stid, TASK_SCRATCH + bfloats) + TASK_SCRATCH)
+                   : (bf*)vn_shared_scratch(0, bfloats);
+  int npack = g.kblocks * (g.npad / NR);
+  if (serial)
+    for (int t = 0; t < npack; t++) pack_b_task(&g, t, tid);
+  else
+    vn_parallel(npack, pack_b_task, &g);
+  g.mtiles = (m + MC - 1) / MC;
+  int threads = serial ? 1 : vn_nthreads(), panels = g.npad / NR, per = panels;
+  while (threads > 1 && per > 1 && g.mtiles * ((panels + per - 1) / per) < 4 * threads)
+    per = (per + 1) / 2;
+  g.nc = per * NR;
+  g.ntiles = (panels + per - 1) / per;
+  if (serial)
+    for (int t = 0; t < g.mtiles * g.ntiles; t++) gemm_task(&g, t, tid);
+  else
+    vn_parallel(g.mtiles * g.ntiles, gemm_task, &g);
+}
+
+// Batches of small products go one product per task (each single-threaded inside).
+struct bmm_ctx {
+  const float *A, *B;
+  float* C;
+  int m, k, n, ta, tb, amx;
+  int64_t sa, sb;
+};
+
+static void bmm_task(void* ctx, int b, int tid) {
+  const struct bmm_ctx* x = ctx;
+  gemm(x->A + b * x->sa, x->B + b * x->sb, x->C + (size_t)b * x->m * x->n, x->m, x->k, x->n,
+       x->ta, x->tb, x->amx, tid);
+}
+
+void vn_bmm_bf16(const float* A, const float* B, float* C, int batch, int m, int k, int n, int ta,
+                 int tb, int64_t sa, int64_t sb, int amx) {
+  if (batch == 1 || (int64_t)m * n * k >= 64 * 64 * 64) {
+    for (int b = 0; b < batch; b++)
+      gemm(A + b * sa, B + b * sb, C + (size_t)b * m * n, m, k, n, ta, tb, amx, -1);
+    return;
+  }
+  struct bmm_ctx x = {A, B, C, m, k, n, ta, tb, amx, sa, sb};
+  vn_parallel(batch, bmm_task, &x);
+}

@@ -1,0 +1,300 @@
+// The bf16 matrix products of lib/backends/native (vn_set_precision), called directly: every bf16
+// path this CPU has (the emulated one everywhere, on each instruction set; AVX512-BF16 where the
+// CPU has it; a missing path is skipped with one line) against float64 sums of bf16-rounded
+// inputs, where the rounding is computed here by comparing the two nearest bf16 values in
+// float64 (not by the library's bit trick); hand-checked roundings of specific bit patterns
+// (ties to even, NaN, overflow); the distance from the float32 product; bit-identical results at
+// 1, 2 and 3 threads.
+import { assert, assertEquals, assertThrows } from "@std/assert";
+import {
+  GEMM_MODES,
+  type GemmMode,
+  ISA_NAMES,
+  type IsaName,
+  libraryPath,
+  type NativeLib,
+  openNative,
+} from "../../lib/backends/native/ffi.ts";
+
+// A private copy of the library: this file switches the precision, instruction set and thread
+// count of its instance (another file name is another instance, with its own settings).
+const copy = await Deno.makeTempFile({ prefix: "vitssl-native-bf16-test-", suffix: ".so" });
+await Deno.copyFile(libraryPath(), copy);
+const lib: NativeLib = openNative(copy);
+globalThis.addEventListener("unload", () => Deno.removeSync(copy));
+const bestIsa = ISA_NAMES.indexOf(lib.isaSupported());
+const ISAS: IsaName[] = ISA_NAMES.filter((_, i) => i <= bestIsa);
+const BF16_MODES: GemmMode[] = GEMM_MODES.filter((m, i) =>
+  m !== "fp32" && i <= GEMM_MODES.indexOf(lib.bf16Supported())
+);
+for (const m of GEMM_MODES.filter((m) => m !== "fp32" && !BF16_MODES.includes(m))) {
+  console.log(`skip: bf16 path ${m} (this CPU lacks it; best: ${lib.bf16Supported()})`);
+}
+console.log(`bf16 paths tested: ${BF16_MODES.join(", ")}`);
+const THREADS = [1, 2, 3];
+const U = 2 ** -24; // float32's unit roundoff
+
+const f32 = new Float32Array(1), u32 = new Uint32Array(f32.buffer);
+function bits(x: number): number {
+  f32[0] = x;
+  return u32[0];
+}
+function fromBits(b: number): number {
+  u32[0] = b >>> 0;
+  return f32[0];
+}
+
+/**
+ * x rounded to bf16 (8 significant bits), to nearest, ties to even, by comparing the two bf16
+ * neighbours of x in float64 arithmetic. NaN stays NaN; past the largest bf16 it is infinity.
+ */
+function bf16(x: number): number {
+  if (Number.isNaN(x) || !Number.isFinite(x) || x === 0) return x;
+  const lo = fromBits(bits(x) & 0xffff0000); // toward zero: a bf16 value
+  const hi = fromBits((bits(x) & 0xffff0000) + 0x10000); // the next one away from zero
+  // Past bf16's largest finite value the next one is infinity, at 2^128 for the distance.
+  const far = Number.isFinite(hi) ? hi : Math.sign(x) * 2 ** 128;
+  const dl = Math.abs(x - lo), dh = Math.abs(far - x);
+  if (dl < dh) return lo;
+  if (dh < dl) return hi;
+  return ((bits(lo) >>> 16) & 1) === 0 ? lo : hi;
+}
+
+function rng(seed: number) {
+  let s = seed >>> 0 || 1;
+  return () => {
+    s ^= s << 13, s ^= s >>> 17, s ^= s << 5;
+    return ((s >>> 0) / 2 ** 32) * 2 - 1;
+  };
+}
+function rand(n: number, seed: number, scale = 1): Float32Array {
+  const r = rng(seed);
+  return Float32Array.from({ length: n }, () => r() * scale);
+}
+
+/** float64 sums of products and of their magnitudes, after rounding the inputs with `round`. */
+function reference(
+  a: Float32Array,
+  b: Float32Array,
+  batch: number,
+  m: number,
+  k: number,
+  n: number,
+  ta: boolean,
+  tb: boolean,
+  sa: number,
+  sb: number,
+  round: (x: number) => number,
+): { sum: Float64Array; abs: Float64Array } {
+  const ra = a.map(round), rb = b.map(round);
+  const sum = new Float64Array(batch * m * n), abs = new Float64Array(batch * m * n);
+  for (let q = 0; q < batch; q++) {
+    for (let i = 0; i < m; i++) {
+      for (let j = 0; j < n; j++) {
+        let s = 0, t = 0;
+        for (let p = 0; p < k; p++) {
+          const x = ra[q * sa + (ta ? p * m + i : i * k + p)] *
+            rb[q * sb + (tb ? j * k + p : p * n + j)];
+          s += x;
+          t += Math.abs(x);
+        }
+        sum[q * m * n + i * n + j] = s;
+        abs[q * m * n + i * n + j] = t;
+      }
+    }
+  }
+  return { sum, abs };
+}
+
+/** Runs `f` at every thread count in `mode` (and isa): results must be bit-identical. */
+function atEveryThreadCount(name: string, mode: GemmMode, isa: IsaName, f: () => Float32Array) {
+  lib.setIsa(isa);
+  lib.setPrecision(mode);
+  let first: Uint32Array | undefined;
+  try {
+    for (const t of THREADS) {
+      lib.setThreads(t);
+      const out = f();
+      const u = new Uint32Array(out.buffer, out.byteOffset, out.length);
+      if (!first) {
+        first = u;
+        continue;
+      }
+      for (let i = 0; i < u.length; i++) {
+        if (u[i] !== first[i]) {
+          throw new Error(`${name} [${mode}, ${isa}]: element ${i} differs at ${t} threads`);
+        }
+      }
+    }
+  } finally {
+    lib.setThreads(1);
+  }
+  return new Float32Array(first!.buffer, first!.byteOffset, first!.length);
+}
+
+/** (mode, isa) pairs: the emulated path on every instruction set, the others as they are. */
+function paths(): [GemmMode, IsaName][] {
+  const out: [GemmMode, IsaName][] = [];
+  for (const mode of BF16_MODES) {
+    if (mode === "bf16-emulated") { for (const isa of ISAS) out.push([mode, isa]); }
+    else out.push([mode, lib.isaSupported()]);
+  }
+  return out;
+}
+
+function reset() {
+  lib.setPrecision("fp32");
+  lib.setIsa(lib.isaSupported());
+  lib.setThreads(1);
+}
+
+Deno.test("native bf16: the reference rounding itself, by hand", () => {
+  assertEquals(bits(bf16(1 + 2 ** -8)), 0x3f800000); // a tie, kept bit 0: down to even
+  assertEquals(bits(bf16(1 + 3 * 2 ** -8)), 0x3f820000); // a tie, kept bit 1: up to even
+  assertEquals(bits(bf16(fromBits(0x3f808001))), 0x3f810000); // just above a tie: up
+  assertEquals(bits(bf16(fromBits(0x3f807fff))), 0x3f800000); // just below: down
+  assertEquals(bits(bf16(-(1 + 2 ** -8))), 0xbf800000);
+  assertEquals(bf16(fromBits(0x7f7fffff)), Infinity); // float32's max is past bf16's max + 1/2 ulp
+});
+
+Deno.test("native bf16: precision modes and their errors", () => {
+  try {
+    assertEquals(lib.precision(), "fp32");
+    assertEquals(lib.setPrecision("bf16"), lib.bf16Supported());
+    assertEquals(lib.precision(), lib.bf16Supported());
+    assertEquals(lib.setPrecision("bf16-emulated"), "bf16-emulated");
+    if (!BF16_MODES.includes("bf16-avx512bf16")) {
+      assertThrows(() => lib.setPrecision("bf16-avx512bf16"), Error, "this CPU has no");
+      assertEquals(lib.precision(), "bf16-emulated"); // unchanged
+    }
+    assertThrows(() => lib.setPrecision("fp16" as GemmMode), Error, "this CPU has no fp16");
+    assertEquals(lib.setPrecision("fp32"), "fp32");
+  } finally {
+    reset();
+  }
+});
+
+Deno.test("native bf16: inputs are rounded to nearest even (specific bit patterns, NaN, overflow)", () => {
+  // [input bits, bits of its bf16 rounding] by hand: bf16 keeps the top 16 bits.
+  const cases: [number, number][] = [
+    [0x3f808000, 0x3f800000], // 1 + 2^-8: a tie, kept bit 0: down
+    [0x3f818000, 0x3f820000], // 1 + 3 * 2^-8: a tie, kept bit 1: up
+    [0x3f808001, 0x3f810000], // above the tie: up
+    [0x3f807fff, 0x3f800000], // below the tie: down
+    [0xbf818000, 0xbf820000], // negative tie, kept bit 1: away from zero (to even)
+    [0x40490fdb, 0x40490000], // pi: down (0x0fdb < 0x8000)
+    [0x3eaaaaab, 0x3eab0000], // 1/3: up (0xaaab > 0x8000)
+    [0x7f7fffff, 0x7f800000], // float32's max: to infinity
+    [0x7f800000, 0x7f800000], // infinity stays
+    [0x00000000, 0x00000000],
+  ];
+  try {
+    for (const [mode, isa] of paths()) {
+      lib.setIsa(isa);
+      lib.setPrecision(mode);
+      for (const [inBits, want] of cases) {
+        const x = new Float32Array([fromBits(inBits)]), one = new Float32Array([1]);
+        for (const [a, b] of [[x, one], [one, x]]) {
+          const c = new Float32Array(1);
+          lib.bmm(a, b, c, 1, 1, 1, 1, false, false, 0, 0);
+          assertEquals(
+            bits(c[0]).toString(16),
+            want.toString(16),
+            `${mode} [${isa}]: ${inBits.toString(16)}`,
+          );
+        }
+      }
+      // NaNs stay NaN, also one whose payload is only in the low 16 bits (truncation would make
+      // it an infinity), and the NaN poisons its row only.
+      for (const nan of [0x7fc00000, 0x7f800001, 0xff800001]) {
+        const a = new Float32Array([fromBits(nan), 2, 1, 1]), c = new Float32Array(4);
+        lib.bmm(a, new Float32Array([1, 1, 1, 1]), c, 1, 2, 2, 2, false, false, 0, 0);
+        assert(Number.isNaN(c[0]) && Number.isNaN(c[1]), `${mode}: NaN ${nan.toString(16)}`);
+        assertEquals([c[2], c[3]], [2, 2]);
+      }
+    }
+  } finally {
+    reset();
+  }
+});
+
+Deno.test("native bf16: matmul, every transpose, odd sizes, batches, against float64", () => {
+  // Sizes around the tiles (MR 6/12, NR 8/16/32, KC 256 (float32) and 512 (AVX512-BF16), MC),
+  // odd k (a padded pair), batches with strides and a shared (stride 0) right operand.
+  const sizes: [number, number, number, number, number][] = [
+    [1, 1, 1, 1, 1],
+    [1, 7, 33, 1, 1],
+    [13, 301, 37, 1, 1],
+    [97, 1031, 65, 1, 1],
+    [25, 41, 17, 3, 1],
+    [9, 33, 31, 4, 0],
+    [200, 96, 130, 1, 1],
+  ];
+  try {
+    for (const [m, k, n, batch, shareB] of sizes) {
+      for (const ta of [false, true]) {
+        for (const tb of [false, true]) {
+          const sa = m * k, sb = shareB ? k * n : 0;
+          const a = rand(batch * m * k, m + k), b = rand((shareB ? batch : 1) * k * n, n + 7);
+          const ref = reference(a, b, batch, m, k, n, ta, tb, sa, sb, bf16);
+          // Float32 sums of exact products (bf16 x bf16 fits float32's 24 bits): at most k - 1
+          // roundings of at most U each of a partial sum, so |error| <= (k - 1) U sum|ab|. That
+          // worst case is far from reached for random signs; min(k, 8) U sum|ab| is what is
+          // asserted (exact for k = 1), still ~10x under the 2^-9 relative error of each input
+          // that skipping the rounding would leave.
+          const tol = Math.min(k, 8) * U;
+          for (const [mode, isa] of paths()) {
+            const name = `${m}x${k}x${n} x${batch} ta=${ta} tb=${tb}`;
+            const c = atEveryThreadCount(name, mode, isa, () => {
+              const c = new Float32Array(batch * m * n).fill(NaN);
+              lib.bmm(a, b, c, batch, m, k, n, ta, tb, sa, sb);
+              return c;
+            });
+            for (let i = 0; i < c.length; i++) {
+              const err = Math.abs(c[i] - ref.sum[i]);
+              if (!(err <= tol * ref.abs[i])) {
+                throw new Error(
+                  `${name} [${mode}, ${isa}]: element ${i} is ${c[i]}, want ${ref.sum[i]} ` +
+                    `(error ${err / (U * ref.abs[i])} U sum|ab|)`,
+                );
+              }
+            }
+          }
+        }
+      }
+    }
+  } finally {
+    reset();
+  }
+});
+
+Deno.test("native bf16: differs from the float32 product by the inputs' rounding", () => {
+  const m = 48, k = 200, n = 70;
+  const a = rand(m * k, 3), b = rand(k * n, 4);
+  const exact = reference(a, b, 1, m, k, n, false, true, 0, 0, (x) => x);
+  try {
+    lib.setPrecision("fp32");
+    const c32 = new Float32Array(m * n);
+    lib.bmm(a, b, c32, 1, m, k, n, false, true, 0, 0);
+    for (const [mode, isa] of paths()) {
+      lib.setIsa(isa);
+      lib.setPrecision(mode);
+      const c = new Float32Array(m * n);
+      lib.bmm(a, b, c, 1, m, k, n, false, true, 0, 0);
+      // Each input moves by at most 2^-9 of itself, each product by at most (2^-8 + 2^-18) of
+      // itself; both products add their float32 sums' errors (see above; k U sum|ab| bounds them
+      // for sure). And the rounding must show: some element moves by more than 2^-14 sum|ab|
+      // (random-sign input errors of 2^-9 over k = 200 terms: ~2^-13 typically), which two
+      // float32 sums of the same products never do (within 2 k U sum|ab| ~ 2^-15, in fact ~U).
+      let most = 0;
+      for (let i = 0; i < c.length; i++) {
+        const d = Math.abs(c[i] - c32[i]) / exact.abs[i];
+        assert(d <= 2 ** -8 + 2 ** -18 + 2 * k * U, `${mode} [${isa}]: element ${i} moved ${d}`);
+        most = Math.max(most, d);
+      }
+      assert(most > 2 ** -14, `${mode} [${isa}]: no element moved more than ${most} sum|ab|`);
+    }
+  } finally {
+    reset();
+  }
+});
