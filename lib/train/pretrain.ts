@@ -140,6 +140,11 @@ export interface RunHooks {
   /** Resume an existing run directory even if its config differs. */
   force?: boolean;
   /**
+   * Where the final report caches its random-init and raw-pixel baselines (default
+   * `data/cache/baselines`; `null`: computed every time).
+   */
+  baselineCacheDir?: string | null;
+  /**
    * The lock of `cfg.outDir`, when the caller holds it already (an experiment run locks its
    * directory for training and evaluation). Default: {@link pretrain} takes it itself.
    */
@@ -612,6 +617,7 @@ async function pretrainLocked(
           }),
           baselineKey: JSON.stringify({ vit, seed: cfg.seed }),
           k: cfg.knnK,
+          cacheDir: hooks.baselineCacheDir,
           signal,
           print,
         });

@@ -173,8 +173,9 @@ Deno.test("pretrain on an unsplit folder of noise: says so in one line, records 
       channels: 1,
       maxSteps: 2,
       outDir: out,
+      finalEval: "knn",
     }),
-    { print: (l) => lines.push(l) },
+    { print: (l) => lines.push(l), baselineCacheDir: null },
   );
   const said = lines.filter((l) => l.startsWith("data: "));
   assertEquals(said, [
@@ -183,8 +184,8 @@ Deno.test("pretrain on an unsplit folder of noise: says so in one line, records 
   ]);
   const config = JSON.parse(await Deno.readTextFile(join(out, "config.json")));
   assertEquals(config.resolved.split, "held-out 20% per class (seed 0)");
-  const final = lines.find((l) => l.startsWith("final kNN"));
-  assert(final?.includes("60 train images, 15 test images"), final);
+  const final = lines.find((l) => l.startsWith("final evaluation, top-1"));
+  assert(final?.includes("(60 train / 15 test images)"), final);
   // 15 queries by chance: the expected score is 33%; all 15 of them in the bank gave 100%.
   assert(res.knnTop1! < 70, `kNN top-1 ${res.knnTop1}% on noise`);
 });

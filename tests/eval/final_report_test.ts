@@ -148,37 +148,32 @@ Deno.test("pretrain: the final report in final.json, its kNN row in knn.csv; --f
   const dir = await Deno.makeTempDir();
   const cacheDir = await Deno.makeTempDir();
   temps.push(dir, cacheDir);
-  const cwd = Deno.cwd();
-  Deno.chdir(cacheDir); // the baselines' cache (data/cache/baselines) goes here, not into the repo
-  try {
-    const cfg = resolveConfig({ preset: "smoke", backend: "wasm", outDir: `${dir}/run` });
-    assertEquals(cfg.finalEval, "all");
-    const lines: string[] = [];
-    const res = await pretrain(cfg, { print: (l) => lines.push(l) });
-    const saved = JSON.parse(await Deno.readTextFile(`${dir}/run/final.json`));
-    assertEquals(saved.step, res.steps);
-    assertEquals(saved.rows.length, 3);
-    assertEquals(res.knnTop1, saved.rows[0].knn_top1);
-    assertEquals(res.linearTop1, saved.rows[0].linear_top1);
-    const { knn } = await readRunLogs(`${dir}/run`);
-    const last = knn[knn.length - 1];
-    assertEquals([last.step, last.train_size], [res.steps, 256]);
-    assertAlmostEquals(last.top1, res.knnTop1!, 1e-4); // the CSV keeps 5 decimals
-    assert(lines.some((l) => l.startsWith("  trained - raw")), lines.join("\n"));
-    assert(
-      (await Array.fromAsync(Deno.readDir(`${cacheDir}/data/cache/baselines`))).length === 2,
-      "random init and raw pixels cached",
-    );
+  const cfg = resolveConfig({ preset: "smoke", backend: "wasm", outDir: `${dir}/run` });
+  assertEquals(cfg.finalEval, "all");
+  const lines: string[] = [];
+  const hooks = { baselineCacheDir: cacheDir };
+  const res = await pretrain(cfg, { ...hooks, print: (l) => lines.push(l) });
+  const saved = JSON.parse(await Deno.readTextFile(`${dir}/run/final.json`));
+  assertEquals(saved.step, res.steps);
+  assertEquals(saved.rows.length, 3);
+  assertEquals(res.knnTop1, saved.rows[0].knn_top1);
+  assertEquals(res.linearTop1, saved.rows[0].linear_top1);
+  const { knn } = await readRunLogs(`${dir}/run`);
+  const last = knn[knn.length - 1];
+  assertEquals([last.step, last.train_size], [res.steps, 256]);
+  assertAlmostEquals(last.top1, res.knnTop1!, 1e-4); // the CSV keeps 5 decimals
+  assert(lines.some((l) => l.startsWith("  trained - raw")), lines.join("\n"));
+  assert(
+    (await Array.fromAsync(Deno.readDir(cacheDir))).length === 2,
+    "random init and raw pixels cached",
+  );
 
-    const off = await pretrain(
-      resolveConfig({ preset: "smoke", backend: "wasm", outDir: `${dir}/off`, finalEval: "none" }),
-      { print: () => {} },
-    );
-    assertEquals([off.knnTop1, off.report], [undefined, undefined]);
-    assertEquals(await Deno.stat(`${dir}/off/final.json`).then(() => true, () => false), false);
-  } finally {
-    Deno.chdir(cwd);
-  }
+  const off = await pretrain(
+    resolveConfig({ preset: "smoke", backend: "wasm", outDir: `${dir}/off`, finalEval: "none" }),
+    { ...hooks, print: () => {} },
+  );
+  assertEquals([off.knnTop1, off.report], [undefined, undefined]);
+  assertEquals(await Deno.stat(`${dir}/off/final.json`).then(() => true, () => false), false);
 });
 
 Deno.test("a run made before --final-eval resumes with what its finalKnn did", () => {
