@@ -6,7 +6,8 @@ import { assert, assertEquals, assertRejects, assertStringIncludes } from "@std/
 import { BackendError, initBackend } from "../../lib/backends/mod.ts";
 import { knnClassify } from "../../lib/eval/knn.ts";
 import { broadcastPlan } from "../../lib/backends/native/backend.ts";
-import { libraryName, libraryPath, openNative } from "../../lib/backends/native/ffi.ts";
+import { libraryName, openNative } from "../../lib/backends/native/ffi.ts";
+import { privateLibraryCopy } from "../_helpers/native.ts";
 import { createStepRunner } from "../../lib/bench/step.ts";
 import { resolveWorkload } from "../../lib/bench/workloads.ts";
 import { values } from "../_helpers/numeric.ts";
@@ -407,28 +408,23 @@ Deno.test(BF16_TEST, async () => {
     // The precision is a process-wide switch of the loaded library, and `deno test --parallel`
     // runs other test files in this process: the test runs in a child process, on a private
     // copy of the library, so that the files beside it keep float32 products.
-    const copy = await Deno.makeTempFile({ prefix: "vitssl-native-bf16-child-", suffix: ".so" });
-    try {
-      await Deno.copyFile(libraryPath(), copy);
-      const out = await new Deno.Command(Deno.execPath(), {
-        args: [
-          "test",
-          "-A",
-          "--unstable-webgpu",
-          "--filter",
-          BF16_TEST,
-          new URL(import.meta.url).pathname,
-        ],
-        env: { VITSSL_BF16_CHILD: "1", VITSSL_NATIVE_LIB: copy },
-        stdout: "piped",
-        stderr: "piped",
-      }).output();
-      const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
-      assertEquals(out.code, 0, text);
-      assertStringIncludes(text, "1 passed");
-    } finally {
-      await Deno.remove(copy);
-    }
+    const copy = await privateLibraryCopy("vitssl-native-bf16-child-");
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "test",
+        "-A",
+        "--unstable-webgpu",
+        "--filter",
+        BF16_TEST,
+        new URL(import.meta.url).pathname,
+      ],
+      env: { VITSSL_BF16_CHILD: "1", VITSSL_NATIVE_LIB: copy },
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
+    assertEquals(out.code, 0, text);
+    assertStringIncludes(text, "1 passed");
     return;
   }
   // 1 + 3 * 2^-8 is a tie between bf16 neighbours 1 + 2^-7 and 1 + 2^-6: to even, 1 + 2^-6.

@@ -6,24 +6,11 @@
 // (ties to even, NaN, overflow); the distance from the float32 product; bit-identical results at
 // 1, 2 and 3 threads.
 import { assert, assertEquals, assertThrows } from "@std/assert";
-import {
-  GEMM_MODES,
-  type GemmMode,
-  ISA_NAMES,
-  type IsaName,
-  libraryPath,
-  type NativeLib,
-  openNative,
-} from "../../lib/backends/native/ffi.ts";
+import { GEMM_MODES, type GemmMode, type IsaName } from "../../lib/backends/native/ffi.ts";
+import { privateNative } from "../_helpers/native.ts";
 
-// A private copy of the library: this file switches the precision, instruction set and thread
-// count of its instance (another file name is another instance, with its own settings).
-const copy = await Deno.makeTempFile({ prefix: "vitssl-native-bf16-test-", suffix: ".so" });
-await Deno.copyFile(libraryPath(), copy);
-const lib: NativeLib = openNative(copy);
-globalThis.addEventListener("unload", () => Deno.removeSync(copy));
-const bestIsa = ISA_NAMES.indexOf(lib.isaSupported());
-const ISAS: IsaName[] = ISA_NAMES.filter((_, i) => i <= bestIsa);
+// A private copy of the library: this file switches its precision, instruction set and threads.
+const { lib, isas: ISAS } = await privateNative("vitssl-native-bf16-test-");
 const BF16_MODES: GemmMode[] = GEMM_MODES.filter((m, i) =>
   m !== "fp32" && i <= GEMM_MODES.indexOf(lib.bf16Supported())
 );

@@ -4,23 +4,12 @@
 // padded tails, and bit-identical at 1, 2 and 3 threads (sizes large enough to split into
 // several tasks, so that the threads really share the work).
 import { assert, assertEquals } from "@std/assert";
-import {
-  ISA_NAMES,
-  type IsaName,
-  libraryPath,
-  type NativeLib,
-  openNative,
-} from "../../lib/backends/native/ffi.ts";
+import { ISA_NAMES, type IsaName } from "../../lib/backends/native/ffi.ts";
+import { privateNative } from "../_helpers/native.ts";
 
-// A private copy of the library: this file switches its instruction set and thread count, and
-// `deno test --parallel` may run other files that use the library in the same process (a
-// second file name is a second instance, with its own settings).
-const copy = await Deno.makeTempFile({ prefix: "vitssl-native-test-", suffix: ".so" });
-await Deno.copyFile(libraryPath(), copy);
-const lib: NativeLib = openNative(copy);
-globalThis.addEventListener("unload", () => Deno.removeSync(copy));
+// A private copy of the library: this file switches its instruction set and thread count.
+const { lib, isas: ISAS } = await privateNative("vitssl-native-test-");
 const best = ISA_NAMES.indexOf(lib.isaSupported());
-const ISAS: IsaName[] = ISA_NAMES.filter((_, i) => i <= best);
 const THREADS = [1, 2, 3];
 
 function rng(seed: number) {
