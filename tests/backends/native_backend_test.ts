@@ -2,7 +2,13 @@
 // same inputs, training steps bit-identical at 1, 2 and 3 threads with no tensor leaks, a smoke
 // pretraining that matches `--backend cpu`, and the fallback when the library cannot load.
 import * as tf from "@tensorflow/tfjs-core";
-import { assert, assertEquals, assertRejects, assertStringIncludes } from "@std/assert";
+import {
+  assert,
+  assertEquals,
+  assertRejects,
+  assertStringIncludes,
+  assertThrows,
+} from "@std/assert";
 import { BackendError, initBackend } from "../../lib/backends/mod.ts";
 import { knnClassify } from "../../lib/eval/knn.ts";
 import { broadcastPlan } from "../../lib/backends/native/backend.ts";
@@ -109,6 +115,13 @@ Deno.test("native backend: matmuls, elementwise ops, reductions and copies match
     ["split", () => tf.split(t([5, 12, 3], 1), [2, 4, 6], 1)],
     ["slice", () => tf.slice(t([5, 17, 8], 1), [0, 1, 0], [5, 16, 8])],
     ["slice 2 axes", () => tf.slice(t([5, 17, 8], 1), [1, 0, 2], [3, 1, 5])],
+    ["gather rows", () => tf.gather(t([9, 7], 1), tf.tensor1d([8, 0, 3, 3], "int32"))],
+    [
+      "gather axis 1",
+      () => tf.gather(t([3, 9, 4], 1), tf.tensor2d([[2, 0], [8, 2]], [2, 2], "int32"), 1),
+    ],
+    ["gather int32", () => tf.gather(tf.range(0, 12, 1, "int32").reshape([4, 3]), [3, 1], 0)],
+    ["gather from a sliced view", () => tf.gather(tf.slice(t([6, 5], 2), [1, 0], [4, 5]), [3, 0])],
     ["tile unit axes", () => tf.tile(t([1, 1, 8], 1), [5, 3, 1])],
     ["tile (falls back)", () => tf.tile(t([2, 3], 1), [2, 2])],
     ["pad one axis", () => tf.pad(t([5, 1, 8], 1), [[0, 0], [2, 14], [0, 0]], 0.5)],
@@ -541,4 +554,17 @@ Deno.test("native backend: without AVX512-BF16 (VITSSL_NATIVE_ISA=avx2), bf16 is
   const notice = stderr.split("\n").filter((l) => l.includes("emulated bf16"));
   assertEquals(notice.length, 1, stderr);
   assertStringIncludes(notice[0], "native: no AVX512-BF16 (this CPU lacks it");
+});
+
+Deno.test("native backend: gather copies the indexed rows (by hand), an index out of range throws", async () => {
+  await initBackend({ backend: "native", threads: 2 });
+  // x[i, j] = 10 i + j, made by a native kernel (so its buffer is pooled).
+  const x = tf.tidy(() => tf.add(tf.mul(tf.range(0, 4).reshape([4, 1]), 10), tf.range(0, 3)));
+  const g = tf.gather(x, tf.tensor1d([3, 1, 3], "int32"));
+  assertEquals(g.shape, [3, 3]);
+  assertEquals(Array.from(g.dataSync()), [30, 31, 32, 10, 11, 12, 30, 31, 32]);
+  const cols = tf.gather(x, tf.tensor1d([2, 0], "int32"), 1);
+  assertEquals(Array.from(cols.dataSync()), [2, 0, 12, 10, 22, 20, 32, 30]);
+  assertThrows(() => tf.gather(x, tf.tensor1d([4], "int32")), Error, "not in [0, 3]");
+  tf.dispose([x, g, cols]);
 });
