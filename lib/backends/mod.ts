@@ -30,17 +30,19 @@ export const BACKENDS = ["auto", "tensorflow", "webgpu", "native", "wasm", "cpu"
 export type BackendName = typeof BACKENDS[number];
 
 /**
- * Matrix-product precisions: `fp32`, or `bf16` (mixed precision as PyTorch's CPU autocast: the
- * inputs of every matrix product rounded to bf16, float32 accumulation; all else float32). Only
- * the `native` backend runs `bf16`.
+ * Matrix-product precisions: `fp32`, `bf16` (mixed precision as PyTorch's CPU autocast: the
+ * inputs of every matrix product rounded to bf16, float32 accumulation; all else float32), or
+ * `auto`: `bf16` on the `native` backend of a CPU that multiplies bf16 in hardware (AVX512-BF16),
+ * `fp32` everywhere else. Only the `native` backend runs `bf16`.
  *
  * @example
  * ```ts
  * await initBackend({ backend: "native", precision: PRECISIONS[1] }); // bf16 matmuls
+ * (await initBackend({ precision: "auto" })).precision; // "bf16" or "fp32": what runs
  * ```
  */
-export const PRECISIONS = ["fp32", "bf16"] as const;
-/** A matrix-product precision (see {@link PRECISIONS}). */
+export const PRECISIONS = ["fp32", "bf16", "auto"] as const;
+/** A matrix-product precision, or `auto` (see {@link PRECISIONS}). */
 export type Precision = typeof PRECISIONS[number];
 
 /** Options of {@link initBackend}. */
@@ -72,6 +74,8 @@ export interface BackendInfo {
   summary: string;
   /** Why each backend before it was skipped (auto mode), in order. */
   skipped: string[];
+  /** The matrix products' precision in use (`auto` resolved). */
+  precision: "fp32" | "bf16";
 }
 
 /** A backend was asked for and cannot start; the message says why and what to do. */
@@ -142,7 +146,8 @@ async function tryNative(
           "inputs: the same rounding, no speed-up)",
       );
     }
-    return info("native", `C, ${r.isa}${r.gemm === "fp32" ? "" : `, ${r.gemm}`}`, r.threads);
+    const device = `C, ${r.isa}${r.gemm === "fp32" ? "" : `, ${r.gemm}`}`;
+    return { ...info("native", device, r.threads), precision: r.gemm === "fp32" ? "fp32" : "bf16" };
   } catch (e) {
     if (e instanceof NativeLoadError) throw new BackendError(e.message);
     throw e;
@@ -254,7 +259,7 @@ async function tryTensorflow(): Promise<BackendInfo> {
 
 function info(name: BackendInfo["name"], device: string, threads: number): BackendInfo {
   const summary = `${name} (${device}, ${threads} thread${threads === 1 ? "" : "s"})`;
-  return { name, device, threads, summary, skipped: [] };
+  return { name, device, threads, summary, skipped: [], precision: "fp32" };
 }
 
 /**
@@ -280,7 +285,7 @@ export async function initBackend(opts: BackendOptions = {}): Promise<BackendInf
   }
   const threads = opts.threads ?? 1;
   const fp32Only = (name: string, go: () => Promise<BackendInfo>) => () => {
-    if (precision === "fp32") return go();
+    if (precision !== "bf16") return go();
     throw new BackendError(
       `--precision ${precision} runs only on the native backend, not ${name}: ` +
         "use --backend native, or --precision fp32",

@@ -61,7 +61,7 @@ export const BACKEND_FLAG: FlagSpec = {
 };
 
 /**
- * `--precision fp32|bf16`: the matrix products' precision (bf16: mixed precision, native only).
+ * `--precision fp32|bf16|auto`: the matrix products' precision (bf16: mixed precision, native only).
  *
  * @example
  * ```ts
@@ -73,7 +73,8 @@ export const PRECISION_FLAG: FlagSpec = {
   flag: "precision",
   kind: "string",
   choices: PRECISIONS,
-  help: "matmul precision: fp32, or bf16 (bf16 inputs, fp32 sums; native backend only)",
+  help: "matmul precision: fp32, bf16 (bf16 inputs, fp32 sums; native backend only), or auto " +
+    "(bf16 on the native backend of a CPU with AVX512-BF16, else fp32)",
 };
 
 /**

@@ -378,7 +378,15 @@ async function pretrainLocked(
     const ckptPath = `${dir}/${RUN_FILES.checkpoint}`;
     const split = train.splitRule ? { split: train.splitRule } : {};
     const prevPath = `${dir}/${RUN_FILES.previousCheckpoint}`;
-    const resolved = { ...cfg, backbone: vit, stepsPerEpoch, totalSteps, peakLr, ...split };
+    const resolved = {
+      ...cfg,
+      precision: backendInfo.precision,
+      backbone: vit,
+      stepsPerEpoch,
+      totalSteps,
+      peakLr,
+      ...split,
+    };
     const opened = await openRunDir(cfg, resolved, backendInfo.summary, ssl, opt, probe, hooks);
     let { step, lrScale } = opened;
     const { rollbackSteps } = opened;

@@ -494,6 +494,12 @@ Deno.test(BF16_TEST, async () => {
       BackendError,
       'unknown precision "fp16"',
     );
+    // auto: bf16 exactly where /proc/cpuinfo lists AVX512-BF16; float32 on other backends.
+    const hasBf16 = /\bavx512_bf16\b/.test(await Deno.readTextFile("/proc/cpuinfo"));
+    const auto = await initBackend({ backend: "native", threads: 2, precision: "auto" });
+    assertEquals(auto.precision, hasBf16 ? "bf16" : "fp32");
+    assertEquals(products(), hasBf16 ? [rounded, rounded, rounded] : [x, x, x]);
+    assertEquals((await initBackend({ backend: "wasm", precision: "auto" })).precision, "fp32");
   } finally {
     await initBackend({ backend: "native", threads: 2 });
   }

@@ -926,7 +926,7 @@ export interface NativeOptions {
    * (default) or `bf16` (inputs rounded to bf16, float32 accumulation; AVX512-BF16 where the CPU
    * has it, else emulated). Everything else stays float32.
    */
-  precision?: "fp32" | "bf16";
+  precision?: "fp32" | "bf16" | "auto";
 }
 
 /**
@@ -991,7 +991,11 @@ export async function startNative(opts: NativeOptions = {}): Promise<NativeInfo>
   const threads = lib.setThreads(want);
   lib.setPrecision("fp32");
   selfCheck(lib);
-  const gemm = lib.setPrecision(opts.precision ?? "fp32");
+  // auto: bf16 where the CPU multiplies bf16 in hardware, else float32 (emulated bf16 is slower).
+  const wanted = opts.precision === "auto"
+    ? (lib.bf16Supported() === "bf16-emulated" ? "fp32" : "bf16")
+    : opts.precision ?? "fp32";
+  const gemm = lib.setPrecision(wanted);
   if (gemm !== "fp32") {
     // 1 + 3 * 2^-8 is a tie between bf16 neighbours: to even, 1 + 2^-6; plus 3, exactly.
     const c = new Float32Array(1), want = 4 + 2 ** -6;
