@@ -574,3 +574,44 @@ Deno.test("native backend: gather copies the indexed rows (by hand), an index ou
   assertThrows(() => tf.gather(x, tf.tensor1d([4], "int32")), Error, "not in [0, 3]");
   tf.dispose([x, g, cols]);
 });
+
+Deno.test("native library: a worker's end leaves it loaded, so its pool's threads are never orphaned", async () => {
+  // In a child process, on a private copy (the only holder of that file): a worker opens it and
+  // starts the pool, the worker ends (Deno closes its libraries), the child opens it again.
+  const copy = await privateLibraryCopy("vitssl-native-nodelete-");
+  const dir = await Deno.makeTempDir({ prefix: "vitssl-nodelete-" });
+  const ffi = new URL("../../lib/backends/native/ffi.ts", import.meta.url).href;
+  await Deno.writeTextFile(
+    `${dir}/worker.ts`,
+    `import { openNative } from "${ffi}";
+     openNative().setThreads(2);
+     self.postMessage("ready");`,
+  );
+  await Deno.writeTextFile(
+    `${dir}/main.ts`,
+    `import { openNative } from "${ffi}";
+     const mapped = () => Deno.readTextFileSync("/proc/self/maps").includes(${
+      JSON.stringify(copy)
+    });
+     const w = new Worker(new URL("./worker.ts", import.meta.url), { type: "module" });
+     await new Promise((r) => (w.onmessage = r));
+     w.terminate();
+     await new Promise((r) => setTimeout(r, 300));
+     const lib = openNative();
+     console.log(JSON.stringify({ mapped: mapped(), threads: lib.threads() }));`,
+  );
+  try {
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", `${dir}/main.ts`],
+      env: { VITSSL_NATIVE_LIB: copy },
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const text = new TextDecoder().decode(out.stdout);
+    assertEquals(out.code, 0, text + new TextDecoder().decode(out.stderr));
+    // Unloaded, a fresh copy would start at 1 thread, the old pool's thread asleep in it.
+    assertEquals(JSON.parse(text.trim().split("\n").at(-1)!), { mapped: true, threads: 2 });
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -44,7 +44,12 @@ done
 "$cc" "${common[@]}" ${isa[avx512]} -mavx512bf16 -mamx-tile -mamx-bf16 -ffp-contract=fast -c src/bf16.c -o "$tmp/bf16.o"
 objs+=("$tmp/bf16.o")
 "$cc" "${common[@]}" -ffp-contract=off -c src/api.c -o "$tmp/api.o"
-"$cc" -shared -Wl,--build-id=none -Wl,-O1 -Wl,--hash-style=gnu -o "$tmp/lib.so" "$tmp/api.o" \
+# -z nodelete: the library stays mapped once loaded. Deno unloads a library when the last handle
+# closes (a worker's, at its end: `deno test --parallel` runs each test file in one), but the
+# pool's threads live on, asleep on a futex in the unmapped copy; a later dlopen maps a fresh copy,
+# usually at the same address, whose futex wake then woke those threads too: two workers with one
+# thread id, wrong sums and a corrupted heap ("double free or corruption").
+"$cc" -shared -Wl,--build-id=none -Wl,-O1 -Wl,--hash-style=gnu -Wl,-z,nodelete -o "$tmp/lib.so" "$tmp/api.o" \
   "${objs[@]}" -lpthread -lm
 strip --strip-unneeded "$tmp/lib.so"
 mv "$tmp/lib.so" "$out"
