@@ -105,15 +105,84 @@ export async function finalReport(
   opts: FinalReportOptions,
 ): Promise<FinalReport> {
   const t0 = performance.now();
+  const ctx = context(train, test, opts);
+  const backboneRow = async (model: ViT) => {
+    const extract = { mean: opts.stats.mean, std: opts.stats.std, signal: opts.signal };
+    return await ctx.protocols(
+      await extractFeatures(model, train, extract),
+      await extractFeatures(model, test, extract),
+    );
+  };
+
+  ctx.print(`final evaluation: the trained backbone on ${train.length} / ${test.length} images...`);
+  const trained = await backboneRow(backbone);
+  const random = await ctx.cached(
+    "random init",
+    { kind: "random init", data: opts.datasetKey, model: opts.baselineKey },
+    async () => {
+      const model = randomInit();
+      try {
+        return await backboneRow(model);
+      } finally {
+        disposeViT(model);
+      }
+    },
+  );
+  const raw = await rawPixelBaseline(train, test, opts);
+  const pick = (r: Row): Row => ({
+    ...(ctx.knn ? { knn_top1: r.knn_top1, knn_top5: r.knn_top5 } : {}),
+    ...(ctx.linear ? { linear_top1: r.linear_top1, linear_top5: r.linear_top5 } : {}),
+  });
+  return {
+    rows: [
+      { model: "trained backbone", ...pick(trained) },
+      { model: "random init", ...pick(random) },
+      { model: "raw pixels", ...pick(raw) },
+    ],
+    k: ctx.k,
+    linearEpochs: ctx.linearEpochs,
+    trainSize: train.length,
+    testSize: test.length,
+    seconds: (performance.now() - t0) / 1000,
+  };
+}
+
+type Row = Omit<FinalRow, "model">;
+
+/**
+ * The raw-pixel row of the final report (the protocols of `opts.what` on the images' pixels /
+ * 255), read from the baseline cache or computed and cached: the same numbers a pretraining run's
+ * report shows for the same data and protocols. The study summaries read their regime from it.
+ *
+ * @example
+ * ```ts
+ * const raw = await rawPixelBaseline(train, test, { what: "all", stats, datasetKey: "fmnist" });
+ * raw.linear_top1; // about 84.7 on Fashion-MNIST (30 epochs)
+ * ```
+ */
+export async function rawPixelBaseline(
+  train: Dataset,
+  test: Dataset,
+  opts: Omit<FinalReportOptions, "baselineKey">,
+): Promise<Row> {
+  const ctx = context(train, test, opts);
+  return await ctx.cached(
+    "raw pixels",
+    { kind: "raw pixels", data: opts.datasetKey },
+    async () => await ctx.protocols(rawPixelFeatures(train), rawPixelFeatures(test)),
+  );
+}
+
+/** The protocols and the baseline cache of one report's settings. */
+function context(train: Dataset, test: Dataset, opts: Omit<FinalReportOptions, "baselineKey">) {
   const k = opts.k ?? FINAL_KNN_K;
   const linearEpochs = opts.linearEpochs ?? FINAL_LINEAR_EPOCHS;
   const knn = opts.what !== "linear", linear = opts.what !== "knn";
   const print = opts.print ?? (() => {});
   const cacheDir = opts.cacheDir === undefined ? "data/cache/baselines" : opts.cacheDir;
   const classes = train.classes.length;
-
-  const protocols = async (tr: FeatureSet, te: FeatureSet): Promise<Omit<FinalRow, "model">> => {
-    const row: Omit<FinalRow, "model"> = {};
+  const protocols = async (tr: FeatureSet, te: FeatureSet): Promise<Row> => {
+    const row: Row = {};
     if (knn) {
       const [r] = await knnClassify(tr, te, {
         k: [k],
@@ -130,13 +199,6 @@ export async function finalReport(
       row.linear_top5 = 100 * r.top5;
     }
     return row;
-  };
-  const backboneRow = async (model: ViT) => {
-    const extract = { mean: opts.stats.mean, std: opts.stats.std, signal: opts.signal };
-    return await protocols(
-      await extractFeatures(model, train, extract),
-      await extractFeatures(model, test, extract),
-    );
   };
   const settings = { k, linearEpochs, train: train.length, test: test.length, stats: opts.stats };
   const cached = async (what: string, key: Record<string, unknown>, run: () => Promise<Row>) => {
@@ -155,43 +217,7 @@ export async function finalReport(
     await writeFileAtomic(file, new TextEncoder().encode(JSON.stringify({ key: keyText, row })));
     return row;
   };
-  type Row = Omit<FinalRow, "model">;
-
-  print(`final evaluation: the trained backbone on ${train.length} / ${test.length} images...`);
-  const trained = await backboneRow(backbone);
-  const random = await cached(
-    "random init",
-    { kind: "random init", data: opts.datasetKey, model: opts.baselineKey },
-    async () => {
-      const model = randomInit();
-      try {
-        return await backboneRow(model);
-      } finally {
-        disposeViT(model);
-      }
-    },
-  );
-  const raw = await cached(
-    "raw pixels",
-    { kind: "raw pixels", data: opts.datasetKey },
-    async () => await protocols(rawPixelFeatures(train), rawPixelFeatures(test)),
-  );
-  const pick = (r: Row): Row => ({
-    ...(knn ? { knn_top1: r.knn_top1, knn_top5: r.knn_top5 } : {}),
-    ...(linear ? { linear_top1: r.linear_top1, linear_top5: r.linear_top5 } : {}),
-  });
-  return {
-    rows: [
-      { model: "trained backbone", ...pick(trained) },
-      { model: "random init", ...pick(random) },
-      { model: "raw pixels", ...pick(raw) },
-    ],
-    k,
-    linearEpochs,
-    trainSize: train.length,
-    testSize: test.length,
-    seconds: (performance.now() - t0) / 1000,
-  };
+  return { k, linearEpochs, knn, linear, print, protocols, cached };
 }
 
 /**
@@ -234,7 +260,7 @@ export function finalReportLines(r: FinalReport): string[] {
       ? `  the features beat raw pixels on ${above.join(" and ")}`
       : above.length === 0
       ? `  the features do not beat raw pixels (${below.join(", ")}): they have not yet learned ` +
-        "more than the pixels give; train longer (--epochs) or see the README's recipes"
+        "more than the pixels give; train longer (--epochs) or see docs/recipes.md"
       : `  the features beat raw pixels on ${above.join(", ")}, not on ${below.join(", ")}`,
   );
   return lines;
