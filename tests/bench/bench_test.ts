@@ -100,6 +100,7 @@ Deno.test("vit_small224 runs a forward on CPUs (software WebGPU included) and a 
     threads: 1,
     summary: "",
     skipped: [],
+    precision: "fp32" as const,
   });
   assertEquals(defaultMode(w, b("wasm", "SIMD")), "forward");
   assertEquals(defaultMode(w, b("webgpu", "llvmpipe (LLVM 15.0.6, 256 bits)")), "forward");
