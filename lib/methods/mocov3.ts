@@ -17,9 +17,10 @@
  * import * as tf from "@tensorflow/tfjs-core";
  * import { createMomentumNetworks } from "./two_view.ts";
  * import { momentumUpdateThenMocoGrads } from "./mocov3.ts";
- * const moco = createMomentumNetworks({ name: "vit_nano", imageSize: 8, patchSize: 4, channels: 1 },
- *   { hidden: 64, outDim: 16 }, 0);
- * const x1 = tf.randomNormal([8, 8, 8, 1]) as tf.Tensor4D, x2 = tf.randomNormal([8, 8, 8, 1]) as tf.Tensor4D;
+ * const vit = { name: "vit_nano", imageSize: 8, patchSize: 4, channels: 1 };
+ * const moco = createMomentumNetworks(vit, { hidden: 64, outDim: 16 }, 0);
+ * const x1 = tf.randomNormal([8, 8, 8, 1]) as tf.Tensor4D;
+ * const x2 = tf.randomNormal([8, 8, 8, 1]) as tf.Tensor4D;
  * const { loss, grads } = momentumUpdateThenMocoGrads(moco, x1, x2, { momentum: 0.99 });
  * ```
  * @module
