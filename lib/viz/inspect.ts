@@ -16,9 +16,8 @@ import { numPatches, type ViT, type ViTConfig, vitForward } from "../model/vit.t
 /**
  * Parameters of a ViT, counted from its config (what
  * `countParams(createViT(cfg).params, { includeFrozen: true })` gives, without building it):
- * patch projection, class token, position table (also the fixed sin-cos one, as timm counts it
- * and the paper's Table 1 sizes include it), 12 D^2 + 13 D per block (for mlpRatio 4), final
- * norm.
+ * patch projection, class token, position table (also the fixed sin-cos one, as timm counts it),
+ * 12 D^2 + 13 D per block (for mlpRatio 4), final norm.
  */
 export function vitParams(cfg: ViTConfig): number {
   const D = cfg.dim, N = numPatches(cfg);
