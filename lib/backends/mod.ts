@@ -1,10 +1,12 @@
 /**
  * Choosing where tensors live: `tensorflow` (tfjs-node-gpu, CUDA), `webgpu` (Deno's
- * `navigator.gpu`), `wasm` (XNNPACK, SIMD) or `cpu` (pure JS).
+ * `navigator.gpu`), `native` (this project's C library through Deno's FFI, `./native/`; the only
+ * backend that runs `--precision bf16`), `wasm` (XNNPACK, SIMD) or `cpu` (pure JS).
  *
- * `auto` tries them in that order and reports why it chose what it chose. A backend named
- * explicitly either starts or throws a {@link BackendError} that says what to install: there is no
- * silent fallback.
+ * `auto` tries them in that order and reports why it chose what it chose: without a CUDA binding
+ * or a hardware GPU, on Linux x86-64 (the one platform the native library is built for) that is
+ * `native`, elsewhere `wasm`. A backend named explicitly either starts or throws a
+ * {@link BackendError} that says what to install: there is no silent fallback.
  *
  * @example
  * ```ts

@@ -3,8 +3,8 @@
  * forward (`forward` mode) on pre-augmented views, built from the project's own modules so that
  * the benchmark measures exactly what `deno task pretrain` runs.
  *
- * A step is: `mocoStep` (EMA update of the momentum encoder, keys of both views, both views
- * through the online encoder with backward, the symmetric loss), then AdamW
+ * A step is: `momentumUpdateThenMocoGrads` (EMA update of the momentum encoder, keys of both
+ * views, both views through the online encoder with backward, the symmetric loss), then AdamW
  * (`applyGradients`), then reading the loss back (which waits for an asynchronous backend).
  *
  * @example
@@ -18,7 +18,12 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs-core";
-import { createMoCo, disposeMoCo, mocoStep, mocoTrainable } from "../methods/mocov3.ts";
+import { momentumUpdateThenMocoGrads } from "../methods/mocov3.ts";
+import {
+  createMomentumNetworks,
+  disposeMomentumNetworks,
+  momentumTrainable,
+} from "../methods/two_view.ts";
 import {
   applyGradients,
   createOptimizerState,
@@ -64,19 +69,21 @@ export function createStepRunner(w: Workload, mode: BenchMode, seed = 0): StepRu
       dispose: () => disposeViT(model),
     };
   }
-  const model = createMoCo(w.vit, {
+  const model = createMomentumNetworks(w.vit, {
     hidden: w.hidden,
     outDim: w.outDim,
     temperature: w.temperature,
   }, seed);
-  const params = mocoTrainable(model);
+  const params = momentumTrainable(model);
   const opt = createOptimizerState(BENCH_OPTIMIZER, params);
   const optCfg = BENCH_OPTIMIZER;
   const lr = scaledLr(1.5e-4, w.batch);
   return {
     mode,
     async run(x1, x2) {
-      const { loss, grads } = mocoStep(model, x1, x2, { momentum: BENCH_MOMENTUM });
+      const { loss, grads } = momentumUpdateThenMocoGrads(model, x1, x2, {
+        momentum: BENCH_MOMENTUM,
+      });
       applyGradients(params, grads, opt, optCfg, lr);
       tf.dispose(Object.values(grads));
       const [v] = await loss.data();
@@ -85,7 +92,7 @@ export function createStepRunner(w: Workload, mode: BenchMode, seed = 0): StepRu
     },
     dispose() {
       disposeOptimizerState(opt);
-      disposeMoCo(model);
+      disposeMomentumNetworks(model);
     },
   };
 }
@@ -118,7 +125,7 @@ export async function createParallelStepRunner(
   const dp = await createDataParallel({
     workers,
     vit: w.vit,
-    moco: { hidden: w.hidden, outDim: w.outDim, temperature: w.temperature },
+    heads: { hidden: w.hidden, outDim: w.outDim, temperature: w.temperature },
     optimizer: BENCH_OPTIMIZER,
     seed,
     backend,

@@ -40,7 +40,7 @@ import {
   lrAt,
   type OptimizerConfig,
 } from "../train/optim.ts";
-import { createRng, type Rng } from "../core/rng.ts";
+import { createRng } from "../core/rng.ts";
 import { stopPoint, type StopSignal } from "../core/stop.ts";
 import { trainEpochs } from "./epochs.ts";
 import { initNormal, linear } from "../model/layers.ts";
@@ -115,11 +115,6 @@ export function crossEntropy(
     const target = tf.add(tf.mul(tf.oneHot(labels, c), 1 - eps), eps / c);
     return tf.neg(tf.mean(tf.sum(tf.mul(target, logp), 1))) as tf.Scalar;
   });
-}
-
-/** @deprecated `initNormal([rows, cols], std, rng)` of `lib/model/layers.ts`. */
-export function normalInit(rows: number, cols: number, std: number, rng: Rng): tf.Tensor2D {
-  return initNormal([rows, cols], std, rng) as tf.Tensor2D;
 }
 
 function positiveInt(name: string, v: number): number {

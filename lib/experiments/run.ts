@@ -83,7 +83,11 @@ export interface SuiteRow {
   knn_k: number;
   knn_train_size: number;
   knn_test_size: number;
-  /** Backbone parameters (the fixed sin-cos table excluded, a frozen patch projection counted). */
+  /**
+   * Backbone parameters: every tensor but the fixed sin-cos table, so a frozen (random) patch
+   * projection counts. Not `countParams(model.params)`, the trainable count, which leaves a frozen
+   * patch projection out: this column keeps the count recorded in `data/results/*.csv`.
+   */
   params: number;
   /** Forward FLOPs per image of the backbone (`vitFlops`, a multiply-add counts 2). */
   flops: number;
@@ -476,6 +480,7 @@ async function finalEvaluation(
         signal,
       })
       : { top1: NaN, top5: NaN };
+    // The `params` column's count (see SuiteRow.params): learned or frozen, sin-cos excluded.
     const learnedOrFrozen = Object.fromEntries(
       Object.entries(model.params).filter(([n]) => !(n === "pos_embed" && cfg.posEmb === "sincos")),
     );
@@ -487,7 +492,7 @@ async function finalEvaluation(
       linearEpochs,
       trainSize: train.length,
       testSize: test.length,
-      params: countParams(learnedOrFrozen),
+      params: countParams(learnedOrFrozen, { includeFrozen: true }),
       flops: vitFlops(model.config),
     };
   } finally {

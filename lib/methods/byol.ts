@@ -9,12 +9,12 @@
  * @example
  * ```ts
  * import * as tf from "@tensorflow/tfjs-core";
- * import { byolStep, createBYOL } from "./byol.ts";
+ * import { createBYOL, momentumUpdateThenByolGrads } from "./byol.ts";
  * const model = createBYOL({ name: "vit_nano", imageSize: 8, patchSize: 4, channels: 1 },
  *   { hidden: 64, outDim: 16 }, 0);
  * const x1 = tf.randomNormal([8, 8, 8, 1]) as tf.Tensor4D;
  * const x2 = tf.randomNormal([8, 8, 8, 1]) as tf.Tensor4D;
- * const { loss, grads } = byolStep(model, x1, x2, { momentum: 0.99 });
+ * const { loss, grads } = momentumUpdateThenByolGrads(model, x1, x2, { momentum: 0.99 });
  * ```
  * @module
  */
@@ -30,7 +30,7 @@ import {
   predict,
   type StepOptions,
   type StepResult,
-  twoViewGrads,
+  twoViewGradsThenBnUpdate,
 } from "./two_view.ts";
 
 export { byolLoss };
@@ -49,12 +49,22 @@ export const createBYOL: (
 ) => BYOL = createMomentumNetworks;
 
 /**
- * One BYOL step on two views `x1, x2 [B, H, W, C]`: momentum update of the target, then
- * z1, z2 = target(x1|x2) without gradient; p1, p2 = predictor(projector(backbone(x1|x2)));
- * loss = byol(p1, z2) + byol(p2, z1). Each data-parallel shard regresses its own targets (no
- * negatives: nothing to gather). Returns the loss and the gradients; does not apply them.
+ * One BYOL step on two views `x1, x2 [B, H, W, C]`: z1, z2 = target(x1|x2) without gradient;
+ * p1, p2 = predictor(projector(backbone(x1|x2))); loss = byol(p1, z2) + byol(p2, z1). Each
+ * data-parallel shard regresses its own targets (no negatives: nothing to gather). Returns the
+ * loss and the gradients of `momentumTrainable(model)`; does not apply them. It changes the
+ * model's state, in this order:
+ * 1. first, the momentum update of the target (momentum backbone and projector) with
+ *    `opts.momentum` ({@link momentumUpdate}), before the targets are computed;
+ * 2. after the gradients, with a ViT-BN backbone only, the online backbone's BatchNorm running
+ *    statistics ({@link twoViewGradsThenBnUpdate}).
+ *
+ * @example
+ * ```ts
+ * const { loss, grads } = momentumUpdateThenByolGrads(model, x1, x2, { momentum: 0.99 });
+ * ```
  */
-export function byolStep(
+export function momentumUpdateThenByolGrads(
   model: BYOL,
   x1: tf.Tensor4D,
   x2: tf.Tensor4D,
@@ -62,7 +72,7 @@ export function byolStep(
 ): StepResult {
   momentumUpdate(model, opts.momentum);
   const [z1, z2] = [momentumEmbed(model, x1), momentumEmbed(model, x2)];
-  const result = twoViewGrads(
+  const result = twoViewGradsThenBnUpdate(
     model.backbone,
     momentumTrainable(model),
     x1,

@@ -57,9 +57,6 @@ export function ctr(
   });
 }
 
-/** @deprecated The same function as {@link ctr} (its name in the paper's pseudocode). */
-export const contrastiveLoss: typeof ctr = ctr;
-
 /**
  * NT-Xent of two views' embeddings `z1, z2 [B, C]`. With z = normalize([z1; z2]) `[2B, C]` and
  * s = z z^T / T, row i's positive is its pair (i + B mod 2B), its negatives the other 2B - 2

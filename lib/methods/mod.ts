@@ -18,8 +18,8 @@
  */
 import type * as tf from "@tensorflow/tfjs-core";
 import type { ViT, ViTConfig } from "../model/vit.ts";
-import { mocoStep } from "./mocov3.ts";
-import { byolStep } from "./byol.ts";
+import { momentumUpdateThenMocoGrads } from "./mocov3.ts";
+import { momentumUpdateThenByolGrads } from "./byol.ts";
 import { createSimCLR, disposeSimCLR, simclrState, simclrStep, simclrTrainable } from "./simclr.ts";
 import { createSwAV, disposeSwAV, swavState, swavStep, swavTrainable } from "./swav.ts";
 import {
@@ -48,7 +48,13 @@ export interface SslModel {
   state(): Record<string, tf.Variable>;
   /** The parameters the optimiser updates, by name (a subset of {@link SslModel.state}). */
   trainable(): Record<string, tf.Variable>;
-  /** Loss and gradients of one step on two views; updates momentum targets first if any. */
+  /**
+   * Loss and gradients of one step on two views (not applied). It changes the model's state, in
+   * this order: first the method's own update (MoCo v3 and BYOL: the momentum update of the
+   * target, {@link momentumUpdateThenMocoGrads}; SwAV: the prototypes L2-normalised; SimCLR:
+   * none), then, after the gradients, a ViT-BN backbone's running statistics
+   * (`twoViewGradsThenBnUpdate`).
+   */
   step(x1: tf.Tensor4D, x2: tf.Tensor4D, opts: StepOptions): StepResult;
   /** Frees every variable. */
   dispose(): void;
@@ -78,7 +84,7 @@ function momentumMethod(
 
 /** One row per method: how to build it behind the {@link SslModel} interface. */
 export const METHODS: Record<FrameworkName, Build> = {
-  mocov3: momentumMethod(mocoStep),
+  mocov3: momentumMethod(momentumUpdateThenMocoGrads),
   simclr: (vit, heads, seed) => {
     const m = createSimCLR(vit, heads, seed);
     return {
@@ -89,7 +95,7 @@ export const METHODS: Record<FrameworkName, Build> = {
       dispose: () => disposeSimCLR(m),
     };
   },
-  byol: momentumMethod(byolStep),
+  byol: momentumMethod(momentumUpdateThenByolGrads),
   swav: (vit, heads, seed) => {
     const m = createSwAV(vit, heads, seed);
     return {

@@ -34,7 +34,7 @@ import {
   type HeadConfig,
   type StepOptions,
   type StepResult,
-  twoViewGrads,
+  twoViewGradsThenBnUpdate,
 } from "./two_view.ts";
 import { createRng } from "../core/rng.ts";
 import { createViT, trainableParams, type ViT, type ViTConfig } from "../model/vit.ts";
@@ -52,8 +52,8 @@ export interface SimCLR {
 }
 
 /**
- * Builds SimCLR around a new backbone. Same seeds as `createMoCo` (backbone from `seed`, heads
- * from `seed + 1`), so both start from the same backbone.
+ * Builds SimCLR around a new backbone. Same seeds as `createMomentumNetworks` (backbone from
+ * `seed`, heads from `seed + 1`), so both start from the same backbone.
  */
 export function createSimCLR(
   vit: Partial<ViTConfig> & { name: string },
@@ -88,7 +88,9 @@ export function simclrTrainable(model: SimCLR): Record<string, tf.Variable> {
  * One SimCLR step on two views `x1, x2 [B, H, W, C]`:
  * z1, z2 = projector(backbone(x1|x2)); loss = NT-Xent(z1, z2). No target network, so the
  * step's momentum is unused, and negatives come from this batch (or shard) only.
- * Returns the loss and the gradients of {@link simclrTrainable}; does not apply them.
+ * Returns the loss and the gradients of {@link simclrTrainable}; does not apply them. Its one
+ * change of the model's state, after the gradients and with a ViT-BN backbone only: the
+ * backbone's BatchNorm running statistics ({@link twoViewGradsThenBnUpdate}).
  */
 export function simclrStep(
   model: SimCLR,
@@ -96,7 +98,7 @@ export function simclrStep(
   x2: tf.Tensor4D,
   opts: StepOptions = { momentum: 0 },
 ): StepResult {
-  return twoViewGrads(
+  return twoViewGradsThenBnUpdate(
     model.backbone,
     simclrTrainable(model),
     x1,

@@ -43,7 +43,7 @@ import {
   localGather,
   type StepOptions,
   type StepResult,
-  twoViewGrads,
+  twoViewGradsThenBnUpdate,
 } from "./two_view.ts";
 import { createRng } from "../core/rng.ts";
 import { createViT, trainableParams, type ViT, type ViTConfig } from "../model/vit.ts";
@@ -116,12 +116,15 @@ export function prototypeScores(model: SwAV, h: tf.Tensor2D): tf.Tensor2D {
 }
 
 /**
- * One SwAV step on two views `x1, x2 [B, H, W, C]`: the prototypes are L2-normalised (no
- * gradient); s1, s2 = scores of each view `[B, K]`; q1, q2 = Sinkhorn codes of the whole batch's
- * scores (gathered over data-parallel shards; no gradient), this shard's rows;
- * loss = swapped prediction of (s1, s2, q1, q2). The step's momentum is unused. With
- * `opts.freezePrototypes` the prototypes' gradient is zero. Returns the loss and the gradients of
- * {@link swavTrainable}; does not apply them.
+ * One SwAV step on two views `x1, x2 [B, H, W, C]`: s1, s2 = scores of each view `[B, K]`;
+ * q1, q2 = Sinkhorn codes of the whole batch's scores (gathered over data-parallel shards; no
+ * gradient), this shard's rows; loss = swapped prediction of (s1, s2, q1, q2). The step's momentum
+ * is unused. With `opts.freezePrototypes` the prototypes' gradient is zero. Returns the loss and
+ * the gradients of {@link swavTrainable}; does not apply them. It changes the model's state, in
+ * this order (as the official SwAV training loop):
+ * 1. first, the prototypes are L2-normalised in place (no gradient);
+ * 2. after the gradients, with a ViT-BN backbone only, the backbone's BatchNorm running
+ *    statistics ({@link twoViewGradsThenBnUpdate}).
  */
 export function swavStep(
   model: SwAV,
@@ -132,15 +135,22 @@ export function swavStep(
   tf.tidy(() => model.prototypes.assign(l2normalize(model.prototypes as tf.Tensor2D)));
   const { temperature, epsilon, sinkhornIterations } = SWAV_LOSS;
   const gather = opts.gather ?? localGather;
-  const result = twoViewGrads(model.backbone, swavTrainable(model), x1, x2, (h1, h2) => {
-    const s1 = prototypeScores(model, h1), s2 = prototypeScores(model, h2);
-    const [b, K] = s1.shape;
-    const { all, offset } = gather([stopGradient(s1), stopGradient(s2)]);
-    const [q1, q2] = all.map((s) =>
-      tf.slice(sinkhorn(s, epsilon, sinkhornIterations), [offset, 0], [b, K])
-    );
-    return swappedPrediction(s1, s2, q1, q2, temperature);
-  }, opts);
+  const result = twoViewGradsThenBnUpdate(
+    model.backbone,
+    swavTrainable(model),
+    x1,
+    x2,
+    (h1, h2) => {
+      const s1 = prototypeScores(model, h1), s2 = prototypeScores(model, h2);
+      const [b, K] = s1.shape;
+      const { all, offset } = gather([stopGradient(s1), stopGradient(s2)]);
+      const [q1, q2] = all.map((s) =>
+        tf.slice(sinkhorn(s, epsilon, sinkhornIterations), [offset, 0], [b, K])
+      );
+      return swappedPrediction(s1, s2, q1, q2, temperature);
+    },
+    opts,
+  );
   if (opts.freezePrototypes) {
     const g = result.grads[PROTOTYPES];
     result.grads[PROTOTYPES] = tf.zerosLike(g);

@@ -1,8 +1,8 @@
 /**
  * What every method shares: two views of a batch through one backbone, the gradients of a loss of
- * their features ({@link twoViewGrads}), the online/momentum networks of MoCo v3 and BYOL
- * ({@link createMomentumNetworks}, {@link momentumUpdate}, {@link momentumEmbed}), and the hook by
- * which a data-parallel shard sees the keys of every shard ({@link Gather}).
+ * their features ({@link twoViewGradsThenBnUpdate}), the online/momentum networks of MoCo v3 and
+ * BYOL ({@link createMomentumNetworks}, {@link momentumUpdate}, {@link momentumEmbed}), and the
+ * hook by which a data-parallel shard sees the keys of every shard ({@link Gather}).
  *
  * @example
  * ```ts
@@ -228,12 +228,21 @@ export function predict(model: MomentumNetworks, h: tf.Tensor2D): tf.Tensor2D {
 
 /**
  * Gradients of `loss(h1, h2)` with respect to `trainable`, where `h1, h2 [B, D]` are the
- * backbone features of the two views `x1, x2 [B, H, W, C]` (training mode). Shared by every
- * method: it maps the gradients back to the names of `trainable` and updates ViT-BN running
- * statistics with the mean of the two views' batch statistics. With `opts.features` it also
- * returns `h1` ({@link StepResult.features}), kept from the same forward pass.
+ * backbone features of the two views `x1, x2 [B, H, W, C]` (training mode), by the names of
+ * `trainable`; then, as its one side effect, the BN update: with a ViT-BN backbone
+ * (`mlpNorm: "batchnorm"`), the backbone's running statistics move towards the mean of the two
+ * views' batch statistics ({@link updateBnBuffers}, after the gradients; what PyTorch's forward
+ * in training mode does). A LayerNorm backbone changes nothing. Shared by every method. With
+ * `opts.features` it also returns `h1` ({@link StepResult.features}), kept from the same forward
+ * pass.
+ *
+ * @example
+ * ```ts
+ * const { loss, grads } = twoViewGradsThenBnUpdate(vit, trainableParams(vit), x1, x2,
+ *   (h1, h2) => tf.mean(tf.square(tf.sub(h1, h2))) as tf.Scalar);
+ * ```
  */
-export function twoViewGrads(
+export function twoViewGradsThenBnUpdate(
   backbone: ViT,
   trainable: Record<string, tf.Variable>,
   x1: tf.Tensor4D,

@@ -155,7 +155,10 @@ export function numPatches(cfg: ViTConfig): number {
 /** A backbone: config, named parameters in timm layout, and BN running statistics. */
 export interface ViT {
   config: ViTConfig;
-  /** Every weight, by timm name, including frozen ones (`pos_embed` when sin-cos). */
+  /**
+   * Every weight, by timm name, including frozen ones (`pos_embed` when sin-cos): frozen ones are
+   * variables with `trainable` false, which {@link countParams} skips unless `includeFrozen`.
+   */
   params: Record<string, tf.Variable>;
   /** Names of parameters that get no gradient (sin-cos table, frozen patch projection). */
   frozen: Set<string>;
@@ -164,16 +167,26 @@ export interface ViT {
 }
 
 /**
- * The fixed 2D sin-cos position table of the paper, `[1, N + 1, D]` as a Float32Array with a
- * zero row for the class token. With d = D/4 and omega_k = 1 / 10000^(k/d), patch (r, c) gets
- * [sin(r omega), cos(r omega), sin(c omega), cos(c omega)].
+ * The fixed 2D sin-cos position embedding of the paper (Chen, Xie, He 2021, Sec. 5), as the
+ * `pos_embed` parameter holds it: `[1, N + 1, D]` flattened into a Float32Array, **with the class
+ * token's row first**. Row 0 is all zeros (the class token gets no position); patch (r, c) of the
+ * `gridSize` x `gridSize` grid (row-major, patch i = r * gridSize + c) is row `1 + i`. Drop the
+ * first `dim` values (`.subarray(dim)`) for the N patch rows alone. With d = D/4 and
+ * omega_k = 1 / temperature^(k/d), patch (r, c) gets
+ * [sin(r omega), cos(r omega), sin(c omega), cos(c omega)] (the official
+ * `build_2d_sincos_position_embedding`, whose "w" half varies along rows).
  *
  * @example
  * ```ts
- * const table = sincosTable(4, 64); // 17 rows of 64: [1, 17, 64] flattened
+ * const table = sincosPosEmbedWithCls(4, 64); // 17 rows of 64: [1, 17, 64] flattened
+ * table.subarray(64, 128); // patch (0, 0); row 0 (values 0..63) is the class token's zeros
  * ```
  */
-export function sincosTable(gridSize: number, dim: number, temperature = 10000): Float32Array {
+export function sincosPosEmbedWithCls(
+  gridSize: number,
+  dim: number,
+  temperature = 10000,
+): Float32Array {
   const d = dim / 4;
   const out = new Float32Array((gridSize * gridSize + 1) * dim);
   for (let r = 0; r < gridSize; r++) {
@@ -213,7 +226,7 @@ export function createViT(config: Partial<ViTConfig> & { name: string }, seed = 
 
   t["cls_token"] = initNormal([1, 1, D], 1e-6, rng);
   if (cfg.posEmb === "sincos") {
-    t["pos_embed"] = tf.tensor(sincosTable(cfg.imageSize / p, D), [1, N + 1, D]);
+    t["pos_embed"] = tf.tensor(sincosPosEmbedWithCls(cfg.imageSize / p, D), [1, N + 1, D]);
     frozen.add("pos_embed");
   } else if (cfg.posEmb === "learned") {
     t["pos_embed"] = initNormal([1, N + 1, D], 0.02, rng, 2);
@@ -292,16 +305,35 @@ export function trainableParams(model: ViT): Record<string, tf.Variable> {
   );
 }
 
+/** Options of {@link countParams}. */
+export interface CountParamsOptions {
+  /**
+   * Also count frozen tensors (a `tf.Variable` with `trainable` false: the fixed sin-cos
+   * `pos_embed`, a frozen patch projection, the copies of a momentum encoder). Default false.
+   */
+  includeFrozen?: boolean;
+}
+
 /**
- * Number of scalars in a set of parameters.
+ * Number of trainable scalars in a set of parameters: the tensors that get gradients, as
+ * PyTorch's `sum(p.numel() for p in model.parameters() if p.requires_grad)` counts them. A
+ * `tf.Variable` whose `trainable` is false (see {@link ViT.frozen}) is skipped unless
+ * `includeFrozen`; a plain tensor always counts. So a sin-cos ViT-S/16 counts 21,590,016, and
+ * 21,665,664 (with its 197 x 384 table) with `includeFrozen`.
  *
  * @example
  * ```ts
- * countParams(trainableParams(vit));
+ * countParams(vit.params); // what the optimiser trains (same as countParams(trainableParams(vit)))
+ * countParams(vit.params, { includeFrozen: true }); // every tensor, the sin-cos table included
  * ```
  */
-export function countParams(params: Record<string, tf.Tensor>): number {
-  return Object.values(params).reduce((s, p) => s + p.size, 0);
+export function countParams(
+  params: Record<string, tf.Tensor>,
+  opts: CountParamsOptions = {},
+): number {
+  return Object.values(params)
+    .filter((p) => opts.includeFrozen || !(p instanceof tf.Variable) || p.trainable)
+    .reduce((s, p) => s + p.size, 0);
 }
 
 /**

@@ -55,8 +55,6 @@ export interface DataParallelOptions {
   vit: Partial<ViTConfig> & { name: string };
   /** Heads and loss (as `createFramework`). */
   heads?: Partial<HeadConfig>;
-  /** @deprecated The old name of {@link DataParallelOptions.heads}. */
-  moco?: Partial<HeadConfig>;
   /** Optimiser of every worker (`applyGradients`). */
   optimizer: OptimizerConfig;
   /** Model seed: all workers start from `createFramework(framework, vit, heads, seed)`. */
@@ -142,7 +140,7 @@ interface Pending {
  *
  * @example
  * ```ts
- * const dp = await createDataParallel({ workers: 2, vit, moco, optimizer, seed: 0 });
+ * const dp = await createDataParallel({ workers: 2, vit, heads, optimizer, seed: 0 });
  * try { await dp.step(x1, x2, { lr, momentum }); } finally { dp.close(); }
  * ```
  */
@@ -155,7 +153,7 @@ export async function createDataParallel(opts: DataParallelOptions): Promise<Dat
   if (backend !== "wasm" && backend !== "cpu") {
     throw new Error(`parallel: workers run on the wasm or cpu backend; got "${backend}"`);
   }
-  const heads = opts.heads ?? opts.moco ?? {};
+  const heads = opts.heads ?? {};
   const workers: Worker[] = [];
   const queues: Pending[][] = [];
   let failure: Error | undefined;

@@ -96,7 +96,8 @@ export function barrier(ctrl: Int32Array, workers: number): void {
  * Copies variables out as float32 arrays (each its own buffer, so it can be transferred).
  * @example
  * ```ts
- * const arrays = readArrays(mocoState(model)); // { "base_encoder.cls_token": { shape, data } ... }
+ * const arrays = readArrays(momentumState(model));
+ * // { "base_encoder.cls_token": { shape, data } ... }
  * ```
  */
 export function readArrays(vars: Record<string, tf.Tensor>): Record<string, ShapedArray> {

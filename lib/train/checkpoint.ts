@@ -38,7 +38,7 @@ import { readPth } from "../io/pth.ts";
 import {
   createViT,
   disposeViT,
-  sincosTable,
+  sincosPosEmbedWithCls,
   type ViT,
   type ViTConfig,
   vitConfig,
@@ -270,7 +270,7 @@ function isSincos(pos: SafeTensor, grid: number, dim: number): boolean {
   if (pos.shape[1] !== grid * grid + 1 || !["F32", "F16", "BF16", "F64"].includes(pos.dtype)) {
     return false;
   }
-  const table = sincosTable(grid, dim);
+  const table = sincosPosEmbedWithCls(grid, dim);
   const values = toFloat32(pos);
   return values.every((v, i) => Math.abs(v - table[i]) <= 1e-3);
 }

@@ -5,7 +5,7 @@
  * @example
  * ```ts
  * import { classTokenAttention, vitParams } from "./inspect.ts";
- * vitParams(model.config); // countParams(model.params)
+ * vitParams(model.config); // countParams(model.params, { includeFrozen: true })
  * const maps = classTokenAttention(model, x); // [B, N]
  * ```
  * @module
@@ -14,9 +14,10 @@ import * as tf from "@tensorflow/tfjs-core";
 import { numPatches, type ViT, type ViTConfig, vitForward } from "../model/vit.ts";
 
 /**
- * Parameters of a ViT, counted from its config (what `countParams(createViT(cfg).params)`
- * gives, without building it): patch projection, class token, position table (also the fixed
- * sin-cos one, as timm counts it), 12 D^2 + 13 D per block (for mlpRatio 4), final norm.
+ * Parameters of a ViT, counted from its config (what
+ * `countParams(createViT(cfg).params, { includeFrozen: true })` gives, without building it):
+ * patch projection, class token, position table (also the fixed sin-cos one, as timm counts it),
+ * 12 D^2 + 13 D per block (for mlpRatio 4), final norm.
  */
 export function vitParams(cfg: ViTConfig): number {
   const D = cfg.dim, N = numPatches(cfg);

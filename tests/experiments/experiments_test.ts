@@ -336,7 +336,9 @@ Deno.test("compareWithPaper: the framework comparison (MoCo v3 - others, learned
       assertAlmostEquals(c.diff!.mean, 7 / 3, 1e-9);
       assertAlmostEquals(c.diff!.halfWidth, t2 * Math.sqrt(1 / 12) / Math.sqrt(3), 1e-6);
       assertEquals(c.verdict, "holds");
-      assertEquals(c.paper, paper); // PAPER.md: 72.5 - 69.0 (ViT-S), 76.5 - 73.9 (ViT-B)
+      // Chen, Xie, He 2021 (arXiv:2104.02057), Sec. 6.1, the framework comparison:
+      // 72.5 - 69.0 (ViT-S), 76.5 - 73.9 (ViT-B).
+      assertEquals(c.paper, paper);
       assertEquals(c.paperInside, inside);
     }
     // MoCo v3 - SwAV: differences -2, 1, 1: mean 0, s = sqrt(3).

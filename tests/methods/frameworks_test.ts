@@ -1,10 +1,10 @@
 import { assert, assertAlmostEquals, assertEquals, assertThrows } from "@std/assert";
 import * as tf from "@tensorflow/tfjs-core";
 import { initBackend } from "../../lib/backends/mod.ts";
-import { byolLoss, byolStep, createBYOL } from "../../lib/methods/byol.ts";
+import { byolLoss, createBYOL, momentumUpdateThenByolGrads } from "../../lib/methods/byol.ts";
 import { createFramework, FRAMEWORKS } from "../../lib/methods/mod.ts";
 import { ntXentLoss } from "../../lib/methods/simclr.ts";
-import { disposeMoCo } from "../../lib/methods/mocov3.ts";
+import { disposeMomentumNetworks } from "../../lib/methods/two_view.ts";
 import { createRng } from "../../lib/core/rng.ts";
 
 await initBackend({ backend: "cpu" });
@@ -208,7 +208,7 @@ Deno.test("byol: after a step target = m * target + (1 - m) * online (online unc
   };
   const m = 0.75;
   const [x1, x2] = views(4);
-  const { loss, grads } = byolStep(model, x1, x2, { momentum: m });
+  const { loss, grads } = momentumUpdateThenByolGrads(model, x1, x2, { momentum: m });
   tf.dispose([loss, ...Object.values(grads), x1, x2]);
   const target1 = {
     ...snap(model.momentumBackbone.params),
@@ -219,7 +219,7 @@ Deno.test("byol: after a step target = m * target + (1 - m) * online (online unc
     t.forEach((v, i) => assertAlmostEquals(v, m * target0[k][i] + (1 - m) * online[k][i], 1e-5));
   }
   assertEquals({ ...snap(model.backbone.params), ...snap(model.projector.params) }, online);
-  disposeMoCo(model);
+  disposeMomentumNetworks(model);
 });
 
 Deno.test("byol: MoCo's names (predictor, momentum encoder with its projector)", () => {

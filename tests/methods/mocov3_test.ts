@@ -8,16 +8,16 @@ import * as tf from "@tensorflow/tfjs-core";
 import { assert, assertAlmostEquals, assertEquals } from "@std/assert";
 import { initBackend } from "../../lib/backends/mod.ts";
 import { buildMlp, mlpForward } from "../../lib/model/heads.ts";
-import { ctr as contrastiveLoss } from "../../lib/methods/losses.ts";
-import { emaUpdate } from "../../lib/methods/two_view.ts";
+import { ctr } from "../../lib/methods/losses.ts";
 import {
-  createMoCo,
-  disposeMoCo,
-  type MoCo,
-  mocoState,
-  mocoStep,
-  mocoTrainable,
-} from "../../lib/methods/mocov3.ts";
+  createMomentumNetworks,
+  disposeMomentumNetworks,
+  emaUpdate,
+  type MomentumNetworks,
+  momentumState,
+  momentumTrainable,
+} from "../../lib/methods/two_view.ts";
+import { momentumUpdateThenMocoGrads } from "../../lib/methods/mocov3.ts";
 import {
   applyGradients,
   createOptimizerState,
@@ -80,27 +80,27 @@ function images(B: number, seed: number): tf.Tensor4D {
 
 // ---------- loss ----------
 
-Deno.test("contrastiveLoss equals CE(normalize(q) normalize(k)^T / T) * 2T computed by hand", () => {
+Deno.test("ctr equals CE(normalize(q) normalize(k)^T / T) * 2T computed by hand", () => {
   const q: Mat = [[1, 2, -1], [0.5, -0.3, 2], [-1, 0.1, 0.4], [3, 0, 0]];
   const k: Mat = [[0.9, 2.2, -0.7], [1, -1, 1], [-0.2, 0.3, 0.9], [2, 1, -1]];
   for (const T of [0.2, 1]) {
     const expected = ctrByHand(q, k, T);
     const qt = tf.tensor2d(q), kt = tf.tensor2d(k);
     const n0 = tf.memory().numTensors;
-    const loss = contrastiveLoss(qt, kt, T);
+    const loss = ctr(qt, kt, T);
     assertEquals(tf.memory().numTensors, n0 + 1, "only the loss remains");
     assertAlmostEquals(loss.dataSync()[0], expected, 1e-5, `T=${T}`);
     tf.dispose([loss, qt, kt]);
   }
   // Scaling q does not change the loss (normalisation).
   const scaled = tf.tidy(() =>
-    contrastiveLoss(tf.tensor2d(q.map((r) => r.map((v) => 7 * v))), tf.tensor2d(k), 0.2)
+    ctr(tf.tensor2d(q.map((r) => r.map((v) => 7 * v))), tf.tensor2d(k), 0.2)
       .dataSync()[0]
   );
   assertAlmostEquals(scaled, ctrByHand(q, k, 0.2), 1e-5);
 });
 
-Deno.test("contrastiveLoss of random unit vectors in high dimension is about 2T ln(B)", () => {
+Deno.test("ctr of random unit vectors in high dimension is about 2T ln(B)", () => {
   const rng = createRng(3);
   const T = 0.2, C = 4096;
   for (const B of [16, 64]) {
@@ -108,11 +108,11 @@ Deno.test("contrastiveLoss of random unit vectors in high dimension is about 2T 
     const k2 = randMat(B, C, rng);
     const total = tf.tidy(() =>
       tf.add(
-        contrastiveLoss(tf.tensor2d(q), tf.tensor2d(k2), T),
-        contrastiveLoss(tf.tensor2d(q2), tf.tensor2d(k1), T),
+        ctr(tf.tensor2d(q), tf.tensor2d(k2), T),
+        ctr(tf.tensor2d(q2), tf.tensor2d(k1), T),
       ).dataSync()[0]
     );
-    const one = tf.tidy(() => contrastiveLoss(tf.tensor2d(q), tf.tensor2d(k1), T).dataSync()[0]);
+    const one = tf.tidy(() => ctr(tf.tensor2d(q), tf.tensor2d(k1), T).dataSync()[0]);
     // Cosines are ~N(0, 1/C): logits of std 1/(T sqrt C) = 0.08 shift CE by ~var/2 = 0.3%.
     assertAlmostEquals(one, 2 * T * Math.log(B), 0.03 * 2 * T * Math.log(B), `B=${B}`);
     assertAlmostEquals(total, 4 * T * Math.log(B), 0.03 * 4 * T * Math.log(B), `B=${B}`);
@@ -148,8 +148,8 @@ Deno.test("emaUpdate computes t = m t + (1 - m) s elementwise", () => {
 });
 
 /** The online state and the momentum state of a MoCo model, paired by name. */
-function pairs(model: MoCo): [string, tf.Variable, tf.Variable][] {
-  const state = mocoState(model);
+function pairs(model: MomentumNetworks): [string, tf.Variable, tf.Variable][] {
+  const state = momentumState(model);
   const out: [string, tf.Variable, tf.Variable][] = [];
   for (const [name, v] of Object.entries(model.momentumBackbone.params)) {
     out.push([name, model.backbone.params[name], v]);
@@ -164,8 +164,8 @@ function pairs(model: MoCo): [string, tf.Variable, tf.Variable][] {
 }
 
 Deno.test("momentum encoder: starts equal, then EMA of the pre-update online weights, before the keys", () => {
-  const model = createMoCo(tinyVit, { hidden: 16, outDim: 8, temperature: 0.2 }, 1);
-  const params = mocoTrainable(model);
+  const model = createMomentumNetworks(tinyVit, { hidden: 16, outDim: 8, temperature: 0.2 }, 1);
+  const params = momentumTrainable(model);
   const optCfg = { name: "adamw" as const, weightDecay: 0.1 };
   const opt = createOptimizerState(optCfg, params);
   // 1. The momentum encoder starts as an exact copy (and as distinct variables).
@@ -176,7 +176,7 @@ Deno.test("momentum encoder: starts equal, then EMA of the pre-update online wei
   const x1 = images(6, 10), x2 = images(6, 11);
   // 2. One update with m = 1 (so the momentum encoder stays put) makes online != momentum.
   {
-    const { loss, grads } = mocoStep(model, x1, x2, { momentum: 1 });
+    const { loss, grads } = momentumUpdateThenMocoGrads(model, x1, x2, { momentum: 1 });
     applyGradients(params, grads, opt, optCfg, 1e-2);
     tf.dispose([loss, ...Object.values(grads)]);
   }
@@ -185,12 +185,16 @@ Deno.test("momentum encoder: starts equal, then EMA of the pre-update online wei
   const differs = pairs(model).filter(([n]) => maxAbsDiff(online0[n], mom0[n]) > 1e-4);
   assert(differs.length > 5, "the optimiser step should move the online weights");
 
-  // The loss with the keys from the updated momentum encoder, computed outside mocoStep.
+  // The loss with the keys from the updated momentum encoder, computed outside momentumUpdateThenMocoGrads.
   const m = 0.8;
   const emaByHand = (n: string) => mom0[n].map((k, i) => m * k + (1 - m) * online0[n][i]);
   const lossWith = (useUpdatedKeys: boolean) =>
     tf.tidy(() => {
-      const keyModel = createMoCo(tinyVit, { hidden: 16, outDim: 8, temperature: 0.2 }, 1);
+      const keyModel = createMomentumNetworks(
+        tinyVit,
+        { hidden: 16, outDim: 8, temperature: 0.2 },
+        1,
+      );
       for (const [n, , mk] of pairs(keyModel)) {
         mk.assign(tf.tensor(useUpdatedKeys ? emaByHand(n) : mom0[n], mk.shape));
       }
@@ -206,16 +210,16 @@ Deno.test("momentum encoder: starts equal, then EMA of the pre-update online wei
           mlpForward(model.projector, vitForward(model.backbone, x, { training: true }).features),
         )
       );
-      const l = tf.add(contrastiveLoss(qs[0], keys[1], 0.2), contrastiveLoss(qs[1], keys[0], 0.2));
+      const l = tf.add(ctr(qs[0], keys[1], 0.2), ctr(qs[1], keys[0], 0.2));
       const out = l.dataSync()[0];
-      disposeMoCo(keyModel);
+      disposeMomentumNetworks(keyModel);
       return out;
     });
   const withNew = lossWith(true), withOld = lossWith(false);
   assert(Math.abs(withNew - withOld) > 1e-4, "test setup: old and new keys should differ");
 
   // 3. One step with momentum m: momentum = m old_k + (1 - m) online_before_step.
-  const { loss, grads } = mocoStep(model, x1, x2, { momentum: m });
+  const { loss, grads } = momentumUpdateThenMocoGrads(model, x1, x2, { momentum: m });
   for (const [n, , mom] of pairs(model)) {
     assert(maxAbsDiff(mom.dataSync(), emaByHand(n)) < 1e-6, `${n}: EMA by hand`);
   }
@@ -231,30 +235,30 @@ Deno.test("momentum encoder: starts equal, then EMA of the pre-update online wei
     }
   }
   disposeOptimizerState(opt);
-  disposeMoCo(model);
+  disposeMomentumNetworks(model);
   tf.dispose([x1, x2]);
 });
 
-Deno.test("mocoStep: gradients exactly for the trainable online weights, none for the keys", () => {
-  const model = createMoCo(tinyVit, { hidden: 16, outDim: 8 }, 2);
+Deno.test("momentumUpdateThenMocoGrads: gradients exactly for the trainable online weights, none for the keys", () => {
+  const model = createMomentumNetworks(tinyVit, { hidden: 16, outDim: 8 }, 2);
   const x1 = images(4, 1), x2 = images(4, 2);
-  const { loss, grads } = mocoStep(model, x1, x2, { momentum: 0.99 });
+  const { loss, grads } = momentumUpdateThenMocoGrads(model, x1, x2, { momentum: 0.99 });
   const names = Object.keys(grads).sort();
-  assertEquals(names, Object.keys(mocoTrainable(model)).sort());
+  assertEquals(names, Object.keys(momentumTrainable(model)).sort());
   assert(!names.some((n) => n.startsWith("momentum_encoder.")), "no gradient for the keys");
   // The fixed sin-cos table is frozen: no gradient.
   assert(!names.includes("base_encoder.pos_embed"));
-  for (const n of names) assertEquals(grads[n].shape, mocoTrainable(model)[n].shape, n);
+  for (const n of names) assertEquals(grads[n].shape, momentumTrainable(model)[n].shape, n);
   tf.dispose([loss, ...Object.values(grads), x1, x2]);
-  disposeMoCo(model);
+  disposeMomentumNetworks(model);
 });
 
 // ---------- heads ----------
 
 Deno.test("heads: PyTorch Sequential names, no Linear biases, last BN without affine", () => {
-  const model = createMoCo(tinyVit, { hidden: 12, outDim: 6 }, 0);
+  const model = createMomentumNetworks(tinyVit, { hidden: 12, outDim: 6 }, 0);
   const shapes = Object.fromEntries(
-    Object.entries(mocoState(model))
+    Object.entries(momentumState(model))
       .filter(([k]) => /head\.|predictor\./.test(k))
       .map(([k, v]) => [k, v.shape]),
   );
@@ -283,11 +287,11 @@ Deno.test("heads: PyTorch Sequential names, no Linear biases, last BN without af
     "momentum_encoder.head.6.weight": [6, 12],
   });
   // Backbone names follow timm under base_encoder. / momentum_encoder.
-  const state = mocoState(model);
+  const state = momentumState(model);
   for (const n of ["patch_embed.proj.weight", "blocks.0.attn.qkv.weight", "norm.weight"]) {
     assert(`base_encoder.${n}` in state && `momentum_encoder.${n}` in state, n);
   }
-  disposeMoCo(model);
+  disposeMomentumNetworks(model);
 });
 
 Deno.test("mlpForward = Linear -> BN -> ReLU -> ... -> Linear -> BN(no affine), by hand", () => {
@@ -322,7 +326,7 @@ Deno.test("mlpForward = Linear -> BN -> ReLU -> ... -> Linear -> BN(no affine), 
 });
 
 Deno.test("the last BN of the heads has no affine: zero mean, unit variance per feature", () => {
-  const model = createMoCo(tinyVit, { hidden: 32, outDim: 8 }, 4);
+  const model = createMomentumNetworks(tinyVit, { hidden: 32, outDim: 8 }, 4);
   // Even after training-like changes of the hidden BN parameters, the output stays standardised.
   model.projector.params["base_encoder.head.4.bias"].assign(tf.fill([32], 3));
   const x = images(10, 7);
@@ -341,23 +345,27 @@ Deno.test("the last BN of the heads has no affine: zero mean, unit variance per 
     }
   }
   tf.dispose(x);
-  disposeMoCo(model);
+  disposeMomentumNetworks(model);
 });
 
 // ---------- gradient ----------
 
-Deno.test("mocoStep gradient matches central finite differences (momentum 1: fixed keys)", () => {
-  const model = createMoCo({ ...tinyVit, dim: 8, heads: 2 }, { hidden: 8, outDim: 4 }, 3);
+Deno.test("momentumUpdateThenMocoGrads gradient matches central finite differences (momentum 1: fixed keys)", () => {
+  const model = createMomentumNetworks(
+    { ...tinyVit, dim: 8, heads: 2 },
+    { hidden: 8, outDim: 4 },
+    3,
+  );
   const x1 = images(4, 21), x2 = images(4, 22);
-  const trainable = mocoTrainable(model);
+  const trainable = momentumTrainable(model);
   // m = 1 keeps the momentum encoder fixed, so the loss is a function of the online weights only.
   const lossAt = () =>
     tf.tidy(() => {
-      const { loss, grads } = mocoStep(model, x1, x2, { momentum: 1 });
+      const { loss, grads } = momentumUpdateThenMocoGrads(model, x1, x2, { momentum: 1 });
       tf.dispose(Object.values(grads));
       return loss.dataSync()[0];
     });
-  const { loss, grads } = mocoStep(model, x1, x2, { momentum: 1 });
+  const { loss, grads } = momentumUpdateThenMocoGrads(model, x1, x2, { momentum: 1 });
   const base = loss.dataSync()[0];
   const names = [
     "base_encoder.patch_embed.proj.weight",
@@ -399,22 +407,22 @@ Deno.test("mocoStep gradient matches central finite differences (momentum 1: fix
   // The weights were restored: the loss is back to its value.
   assertAlmostEquals(lossAt(), base, 1e-6);
   tf.dispose([loss, ...Object.values(grads), x1, x2]);
-  disposeMoCo(model);
+  disposeMomentumNetworks(model);
 });
 
 // ---------- leaks ----------
 
-Deno.test("20 training steps (mocoStep + applyGradients + dispose) leave numTensors constant", () => {
+Deno.test("20 training steps (momentumUpdateThenMocoGrads + applyGradients + dispose) leave numTensors constant", () => {
   for (const mlpNorm of ["layernorm", "batchnorm"] as const) {
-    const model = createMoCo({ ...tinyVit, mlpNorm }, { hidden: 16, outDim: 8 }, 6);
-    const params = mocoTrainable(model);
+    const model = createMomentumNetworks({ ...tinyVit, mlpNorm }, { hidden: 16, outDim: 8 }, 6);
+    const params = momentumTrainable(model);
     const cfg = { name: "adamw" as const, weightDecay: 0.1 };
     const opt = createOptimizerState(cfg, params);
     const x1 = images(4, 31), x2 = images(4, 32);
     const n0 = tf.memory().numTensors;
     const losses: number[] = [];
     for (let i = 0; i < 20; i++) {
-      const { loss, grads } = mocoStep(model, x1, x2, { momentum: 0.99 });
+      const { loss, grads } = momentumUpdateThenMocoGrads(model, x1, x2, { momentum: 0.99 });
       losses.push(loss.dataSync()[0]);
       applyGradients(params, grads, opt, cfg, 1e-3);
       tf.dispose([loss, ...Object.values(grads)]);
@@ -428,14 +436,14 @@ Deno.test("20 training steps (mocoStep + applyGradients + dispose) leave numTens
     }
     tf.dispose([x1, x2]);
     disposeOptimizerState(opt);
-    disposeMoCo(model);
+    disposeMomentumNetworks(model);
   }
 });
 
-Deno.test("disposeMoCo frees every variable it created", () => {
+Deno.test("disposeMomentumNetworks frees every variable it created", () => {
   const n0 = tf.memory().numTensors;
-  const model = createMoCo(tinyVit, { hidden: 16, outDim: 8 }, 0);
+  const model = createMomentumNetworks(tinyVit, { hidden: 16, outDim: 8 }, 0);
   assert(tf.memory().numTensors > n0);
-  disposeMoCo(model);
+  disposeMomentumNetworks(model);
   assertEquals(tf.memory().numTensors, n0);
 });

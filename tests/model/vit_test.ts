@@ -15,7 +15,7 @@ import {
   createViT,
   disposeViT,
   patchify,
-  sincosTable,
+  sincosPosEmbedWithCls,
   trainableParams,
   updateBnBuffers,
   type ViT,
@@ -28,8 +28,10 @@ import { ConfigError } from "../../lib/core/errors.ts";
 import { maxAbsDiff } from "../_helpers/numeric.ts";
 
 // ---------------------------------------------------------------------------------------------
-// Independent helpers: a plain-JS float64 ViT written from PAPER.md ("Backbone") and timm's
-// layouts, and small utilities. Nothing here calls lib/model/vit.ts.
+// Independent helpers: a plain-JS float64 ViT written from the paper's description of the
+// backbone (Chen, Xie, He 2021, "An Empirical Study of Training Self-Supervised Vision
+// Transformers", arXiv:2104.02057, Sec. 5) and timm's layouts, and small utilities. Nothing here
+// calls lib/model/vit.ts.
 
 type Host = { data: Float64Array; shape: number[] };
 
@@ -93,7 +95,7 @@ interface RefOut {
 }
 
 /**
- * The ViT forward of PAPER.md in float64: conv patch embedding (kernel [D, C, p, p] applied
+ * The ViT forward of the paper (arXiv:2104.02057, Sec. 5) in float64: conv patch embedding (kernel [D, C, p, p] applied
  * directly to the image), class token, position table, pre-norm blocks (timm's qkv layout:
  * rows 0..D-1 are q, head h owns dims h*hd..), exact GELU, final LN on the class token (or
  * mean of patch tokens without final LN).
@@ -299,9 +301,11 @@ Deno.test("parameter counts of ViT-S/16 and ViT-B/16 match timm's minus the head
     const before = tf.memory().numTensors;
     const m = createViT({ name }, 0);
     const head = D * 1000 + 1000, pos = 197 * D;
-    assertEquals(countParams(m.params), total - head, name);
-    // The sin-cos table is a frozen parameter: not trainable.
+    assertEquals(countParams(m.params, { includeFrozen: true }), total - head, name);
+    // The sin-cos table is a frozen parameter: not trainable, and not counted by default.
     assertEquals(countParams(trainableParams(m)), total - head - pos, name);
+    assertEquals(countParams(m.params), total - head - pos, name);
+    if (name === "vit_small") assertEquals(countParams(m.params), 21_590_016); // 21,665,664 - 197 * 384
     const millions = Math.round((total - head) / 1e6);
     assertEquals(millions, name === "vit_small" ? 22 : 86); // the paper's 22M / 86M
     disposeViT(m);
@@ -309,7 +313,26 @@ Deno.test("parameter counts of ViT-S/16 and ViT-B/16 match timm's minus the head
   }
 });
 
-Deno.test("sin-cos position table follows PAPER.md, class row zero, frozen", async () => {
+Deno.test("countParams: trainable by default, frozen tensors with includeFrozen, plain tensors always", async () => {
+  await initBackend({ backend: "cpu" });
+  // vit_nano 8x8 / 4, 1 channel, D 32, depth 2: patch 16*32 + 32 = 544, cls 32, sin-cos pos
+  // 5 * 32 = 160, blocks 2 * (12 * 32^2 + 13 * 32) = 25,408, final norm 64. Total 26,208.
+  const m = createViT(
+    { name: "vit_nano", imageSize: 8, patchSize: 4, channels: 1, freezePatchEmbed: true },
+    0,
+  );
+  assertEquals(countParams(m.params, { includeFrozen: true }), 26_208);
+  assertEquals(countParams(m.params), 26_208 - 544 - 160); // frozen patch projection and table
+  const plain = { a: tf.zeros([3, 4]), b: tf.zeros([5]) };
+  assertEquals(countParams(plain), 17);
+  const frozen = tf.variable(plain.a, false);
+  assertEquals(countParams({ frozen }), 0);
+  assertEquals(countParams({ frozen }, { includeFrozen: true }), 12);
+  tf.dispose([...Object.values(plain), frozen]);
+  disposeViT(m);
+});
+
+Deno.test("sin-cos position table follows the paper (Sec. 5), class row zero, frozen", async () => {
   await initBackend({ backend: "cpu" });
   const m = createViT({ name: "vit_small" }, 0);
   const D = 384, g = 14, d = D / 4;
@@ -342,7 +365,7 @@ Deno.test("sin-cos position table follows PAPER.md, class row zero, frozen", asy
     assertAlmostEquals(got, expect(r, c, j), 1e-6, `(r=${r}, c=${c}, j=${j})`);
   }
   // Exhaustively on a small grid, through the exported function.
-  const small = sincosTable(3, 8);
+  const small = sincosPosEmbedWithCls(3, 8);
   assertEquals(small.length, 10 * 8);
   for (let r = 0; r < 3; r++) {
     for (let c = 0; c < 3; c++) {

@@ -1,6 +1,6 @@
 /**
  * Tests of the data-parallel runner (lib/parallel/): the contrastive loss with a label offset
- * against a plain-JS computation; one worker equals `mocoStep` + `applyGradients` exactly; two
+ * against a plain-JS computation; one worker equals `momentumUpdateThenMocoGrads` + `applyGradients` exactly; two
  * workers equal a per-shard reference computed here (keys of all shards, per-shard BN) and stay
  * bit-identical over 3 steps; worker errors reject with a message and leave no workers or tensors
  * behind; pretraining with `--workers 2` runs, checkpoints and resumes exactly.
@@ -8,16 +8,17 @@
 import * as tf from "@tensorflow/tfjs-core";
 import { assert, assertAlmostEquals, assertEquals, assertRejects } from "@std/assert";
 import { initBackend } from "../../lib/backends/mod.ts";
-import {
-  createMoCo,
-  disposeMoCo,
-  type MoCo,
-  mocoState,
-  mocoStep,
-  mocoTrainable,
-} from "../../lib/methods/mocov3.ts";
+import { momentumUpdateThenMocoGrads } from "../../lib/methods/mocov3.ts";
 import { ctr } from "../../lib/methods/losses.ts";
-import { momentumEmbed, momentumUpdate } from "../../lib/methods/two_view.ts";
+import {
+  createMomentumNetworks,
+  disposeMomentumNetworks,
+  momentumEmbed,
+  type MomentumNetworks,
+  momentumState,
+  momentumTrainable,
+  momentumUpdate,
+} from "../../lib/methods/two_view.ts";
 import {
   applyGradients,
   createOptimizerState,
@@ -55,9 +56,12 @@ function maxAbs(a: ArrayLike<number>): number {
 }
 
 /** Main's model and optimiser state as the runner's state type. */
-function localState(model: MoCo, opt: ReturnType<typeof createOptimizerState>): DataParallelState {
+function localState(
+  model: MomentumNetworks,
+  opt: ReturnType<typeof createOptimizerState>,
+): DataParallelState {
   const tensors: DataParallelState["tensors"] = {};
-  const all = { ...mocoState(model), ...optimizerStateTensors(opt) };
+  const all = { ...momentumState(model), ...optimizerStateTensors(opt) };
   for (const [k, v] of Object.entries(all)) {
     tensors[k] = { shape: v.shape, data: v.dataSync() as Float32Array };
   }
@@ -103,18 +107,17 @@ Deno.test("ctr with a label offset matches CE against gathered keys by hand", ()
   assert(/must index the 7 keys/.test(msg), msg);
 });
 
-Deno.test("one worker equals mocoStep + applyGradients exactly over two steps", async () => {
+Deno.test("one worker equals momentumUpdateThenMocoGrads + applyGradients exactly over two steps", async () => {
   const n0 = tf.memory().numTensors;
-  // `moco` is the deprecated name of `heads`: it still works.
-  const dp = await createDataParallel({ workers: 1, vit, moco: heads, optimizer, seed: 5 });
-  const model = createMoCo(vit, heads, 5);
-  const params = mocoTrainable(model);
+  const dp = await createDataParallel({ workers: 1, vit, heads, optimizer, seed: 5 });
+  const model = createMomentumNetworks(vit, heads, 5);
+  const params = momentumTrainable(model);
   const opt = createOptimizerState(optimizer, params);
   try {
     for (let s = 0; s < 2; s++) {
       const x1 = images(8, 10 + s), x2 = images(8, 20 + s);
       const r = await dp.step(x1, x2, { lr: LR, momentum: M });
-      const { loss, grads } = mocoStep(model, x1, x2, { momentum: M });
+      const { loss, grads } = momentumUpdateThenMocoGrads(model, x1, x2, { momentum: M });
       assert(r.applied);
       assertEquals(r.loss, loss.dataSync()[0]);
       const mean = dp.lastGradients();
@@ -124,11 +127,15 @@ Deno.test("one worker equals mocoStep + applyGradients exactly over two steps", 
       applyGradients(params, grads, opt, optimizer, LR);
       tf.dispose([x1, x2, loss, ...Object.values(grads)]);
     }
-    assertSameState(await dp.getState(), localState(model, opt), "1 worker vs mocoStep");
+    assertSameState(
+      await dp.getState(),
+      localState(model, opt),
+      "1 worker vs momentumUpdateThenMocoGrads",
+    );
   } finally {
     dp.close();
     disposeOptimizerState(opt);
-    disposeMoCo(model);
+    disposeMomentumNetworks(model);
   }
   assertEquals(tf.memory().numTensors, n0);
 });
@@ -137,7 +144,7 @@ Deno.test("two workers: mean of per-shard losses and gradients against all keys;
   const n0 = tf.memory().numTensors;
   const N = 2, B = 8, b = B / N;
   const dp = await createDataParallel({ workers: N, vit, heads, optimizer, seed: 7 });
-  const model = createMoCo(vit, heads, 7);
+  const model = createMomentumNetworks(vit, heads, 7);
   try {
     const x1 = images(B, 1), x2 = images(B, 2);
     const r = await dp.step(x1, x2, { lr: LR, momentum: M });
@@ -150,7 +157,7 @@ Deno.test("two workers: mean of per-shard losses and gradients against all keys;
     const k2 = tf.concat(keys.map((k) => k[1])) as tf.Tensor2D;
     // Each shard's step with the keys of both shards (momentum 1: the encoder stays as updated).
     const perShard = shards.map(([s1, s2], w) =>
-      mocoStep(model, s1, s2, {
+      momentumUpdateThenMocoGrads(model, s1, s2, {
         momentum: 1,
         gather: () => ({ all: [k1.clone(), k2.clone()], offset: w * b }),
       })
@@ -165,10 +172,10 @@ Deno.test("two workers: mean of per-shard losses and gradients against all keys;
       assert(maxAbsDiff(mean[name], ref) <= tol, `${name}: ${maxAbsDiff(mean[name], ref)}`);
     }
     // Not the whole-batch loss: per-shard BN and 8 keys for 4 queries each.
-    const wholeModel = createMoCo(vit, heads, 7);
-    const whole = mocoStep(wholeModel, x1, x2, { momentum: M });
+    const wholeModel = createMomentumNetworks(vit, heads, 7);
+    const whole = momentumUpdateThenMocoGrads(wholeModel, x1, x2, { momentum: M });
     assert(Math.abs(whole.loss.dataSync()[0] - r.loss) > 1e-4);
-    disposeMoCo(wholeModel);
+    disposeMomentumNetworks(wholeModel);
     tf.dispose([
       x1,
       x2,
@@ -190,7 +197,7 @@ Deno.test("two workers: mean of per-shard losses and gradients against all keys;
     assertSameState(s0, s1, "worker 0 vs worker 1 after 3 steps");
   } finally {
     dp.close();
-    disposeMoCo(model);
+    disposeMomentumNetworks(model);
   }
   assertEquals(tf.memory().numTensors, n0);
 });
@@ -330,12 +337,12 @@ Deno.test("ViT-BN: running means averaged over workers equal the whole batch's; 
   const n0 = tf.memory().numTensors;
   const bnVit = { ...vit, mlpNorm: "batchnorm" as const };
   const dp = await createDataParallel({ workers: 2, vit: bnVit, heads, optimizer, seed: 2 });
-  const model = createMoCo(bnVit, heads, 2);
+  const model = createMomentumNetworks(bnVit, heads, 2);
   try {
     const x1 = images(8, 5), x2 = images(8, 6);
     await dp.step(x1, x2, { lr: LR, momentum: M });
     // The first BN sees per-image features: the mean of the shard means is the batch mean.
-    const ref = mocoStep(model, x1, x2, { momentum: M });
+    const ref = momentumUpdateThenMocoGrads(model, x1, x2, { momentum: M });
     const name = "blocks.0.norm2.running_mean";
     const expected = model.backbone.buffers[name].dataSync();
     const got = (await dp.getState(1)).tensors[`base_encoder.${name}`].data;
@@ -348,7 +355,7 @@ Deno.test("ViT-BN: running means averaged over workers equal the whole batch's; 
     assertSameState(await dp.getState(0), await dp.getState(1), "ViT-BN workers");
   } finally {
     dp.close();
-    disposeMoCo(model);
+    disposeMomentumNetworks(model);
   }
   assertEquals(tf.memory().numTensors, n0);
 });

@@ -9,9 +9,11 @@ torch, so `deno task bench` can be compared with native PyTorch on the same CPU:
   EMA update of the momentum encoder. Inputs are pre-augmented float32 batches (two pairs of random
   views, alternated). `vit_small224` runs a backbone forward only on the CPU.
 
-The ViT matches lib/model/vit.ts: conv patch embedding, class token, fixed 2D sin-cos position
-embedding, pre-norm blocks (LayerNorm eps 1e-6, qkv with bias, exact GELU), final LayerNorm,
-class-token pooling. Heads match the official `_build_mlp`: Linear without bias, BN, ReLU; the
+The ViT matches lib/model/vit.ts in its operations and shapes: conv patch embedding, class token,
+fixed 2D sin-cos position embedding (of the same shape, but its values are the transpose of the
+library's: see sincos_table; the values do not change what this script measures, the time),
+pre-norm blocks (LayerNorm eps 1e-6, qkv with bias, exact GELU), final LayerNorm, class-token
+pooling. Heads match the official `_build_mlp`: Linear without bias, BN, ReLU; the
 last layer Linear -> BN without affine.
 
 Run with Debian's python3-torch (1.13) and OpenBLAS, 2 threads:
@@ -58,7 +60,15 @@ WORKLOADS = {
 
 
 def sincos_table(grid, dim, temperature=10000.0):
-    """[grid*grid + 1, dim]: zero row for the class token, then MoCo v3's 2D sin-cos rows."""
+    """[grid*grid + 1, dim]: zero row for the class token, then 2D sin-cos rows.
+
+    Not the library's table (sincosPosEmbedWithCls in lib/model/vit.ts, which is the official
+    build_2d_sincos_position_embedding): this one is its transpose, rows and columns of the patch
+    grid swapped. Patch (r, c) gets [sin(c w), cos(c w), sin(r w), cos(r w)] here, where the
+    library gives it [sin(r w), cos(r w), sin(c w), cos(c w)]: row 1 + r*grid + c here equals the
+    library's row 1 + c*grid + r. Swapping ox and oy in the concatenation would give the
+    library's values; nothing depends on them (this script only measures time).
+    """
     d = dim // 4
     omega = 1.0 / temperature ** (torch.arange(d, dtype=torch.float64) / d)
     ys, xs = torch.meshgrid(torch.arange(grid, dtype=torch.float64),

@@ -19,7 +19,11 @@ import {
   saveBackbone,
   saveTensors,
 } from "../../lib/train/checkpoint.ts";
-import { createMoCo, disposeMoCo, mocoState } from "../../lib/methods/mocov3.ts";
+import {
+  createMomentumNetworks,
+  disposeMomentumNetworks,
+  momentumState,
+} from "../../lib/methods/two_view.ts";
 import { createRng } from "../../lib/core/rng.ts";
 import { createViT, disposeViT, type ViT, vitForward } from "../../lib/model/vit.ts";
 
@@ -156,12 +160,12 @@ Deno.test("loadBackbone reads the online backbone out of a full MoCo training ch
   const dir = await Deno.makeTempDir();
   try {
     const vit = { name: "vit_nano", imageSize: 8, patchSize: 4, channels: 1, depth: 1 };
-    const moco = createMoCo(vit, { hidden: 8, outDim: 4 }, 1);
+    const moco = createMomentumNetworks(vit, { hidden: 8, outDim: 4 }, 1);
     // Make the momentum encoder differ from the online one: the loader must pick base_encoder.
     for (const v of Object.values(moco.momentumBackbone.params)) {
       v.assign(tf.tidy(() => tf.add(v, 1)));
     }
-    await saveTensors(`${dir}/ckpt.safetensors`, mocoState(moco), {
+    await saveTensors(`${dir}/ckpt.safetensors`, momentumState(moco), {
       "vitssl.vit_config": JSON.stringify(moco.backbone.config),
     });
     const model = await loadBackbone(`${dir}/ckpt.safetensors`);
@@ -170,7 +174,7 @@ Deno.test("loadBackbone reads the online backbone out of a full MoCo training ch
       assertEquals(model.params[k].dataSync(), v.dataSync(), k);
     }
     disposeViT(model);
-    disposeMoCo(moco);
+    disposeMomentumNetworks(moco);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

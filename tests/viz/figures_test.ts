@@ -120,7 +120,8 @@ Deno.test("posembBars: mean over seeds with t-interval error bars, paper beside,
   assertClose(knn.y, [61, 54, 65, 72], 1e-9, "kNN means");
   assertClose(errors(knn).slice(0, 2), [T2 / Math.sqrt(3), byHand([50, 55, 57]).hw]);
   const paper = trace(spec, PAPER_NAME);
-  // PAPER.md: sin-cos / learned / none 76.5 / 76.1 / 74.9; pooling without final LN 76.3.
+  // Chen, Xie, He 2021 (arXiv:2104.02057), Sec. 6.2, the ablations of ViT-B: position embedding
+  // sin-cos / learned / none 76.5 / 76.1 / 74.9; no class token, pooling without final LN 76.3.
   assertEquals(paper.y, [76.5, 76.1, 74.9, 76.3]);
   assertEquals(paper.x, lin.x);
   assertEquals(paper.yaxis, "y2");
@@ -359,7 +360,8 @@ Deno.test("patchProjectionBars: means with error bars; gains random - learned pa
   assertClose(gain.y, [2, -1, 0], 1e-9);
   assertClose(errors(gain), [T2 / Math.sqrt(3), T2 / Math.sqrt(3), 0]);
   const paper = trace(spec, `${PAPER_NAME}: random - learned`);
-  // PAPER.md: SimCLR +0.8, BYOL +1.3, MoCo v3 +1.7 (at lr 1.5e-4).
+  // Chen, Xie, He 2021 (arXiv:2104.02057), Sec. 4.2, random patch projection: SimCLR +0.8,
+  // BYOL +1.3, MoCo v3 +1.7 (at lr 1.5e-4).
   const byFramework = Object.fromEntries(
     (paper.x as string[]).map((x, i) => [x, (paper.y as number[])[i]]),
   );

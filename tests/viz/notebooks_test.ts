@@ -188,7 +188,11 @@ Deno.test("vitParams: equals the parameters of the built model, and the paper's 
     ]
   ) {
     const model = createViT(cfg, 0);
-    assertEquals(vitParams(model.config), countParams(model.params), cfg.name);
+    assertEquals(
+      vitParams(model.config),
+      countParams(model.params, { includeFrozen: true }),
+      cfg.name,
+    );
     disposeViT(model);
   }
   // The paper's Table 1: ViT-S 22M, ViT-B 86M, ViT-L 304M, ViT-H 632M (rounded).
