@@ -19,7 +19,8 @@
 import * as aq from "arquero";
 import type { BackendName } from "../backends/mod.ts";
 import { loadBackbone } from "../train/checkpoint.ts";
-import { checkpointCacheKey, datasetStats, extractFeatures } from "../eval/features.ts";
+import { checkpointCacheKey, extractFeatures } from "../eval/features.ts";
+import { datasetStats } from "../data/stats.ts";
 import { KNN_TEMPERATURE, knnClassify } from "../eval/knn.ts";
 import { linearProbe } from "../eval/linear.ts";
 import { initBackend } from "../backends/mod.ts";

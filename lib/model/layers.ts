@@ -16,7 +16,7 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs-core";
-import { fastPath } from "./fused.ts";
+import { fastPath } from "../backends/fused.ts";
 import type { Rng } from "../core/rng.ts";
 
 /**

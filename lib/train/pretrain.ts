@@ -32,7 +32,7 @@ import {
   splitLine,
   toFloatTensor,
 } from "../data/mod.ts";
-import { type ChannelStats, datasetStats } from "../eval/features.ts";
+import { type ChannelStats, datasetStats } from "../data/stats.ts";
 import { knnOfBackbone } from "../eval/knn.ts";
 import { type FinalReport, finalReport, finalReportLines } from "../eval/final_report.ts";
 import { createFramework, type SslModel } from "../methods/mod.ts";
@@ -69,13 +69,11 @@ import {
   createOptimizerState,
   disposeOptimizerState,
   loadOptimizerState,
-  lrAt,
-  momentumAt,
   type OptimizerConfig,
   type OptimizerState,
   optimizerStateTensors,
-  scaledLr,
-} from "./optim.ts";
+} from "../optim/optim.ts";
+import { lrAt, momentumAt, scaledLr } from "../optim/schedule.ts";
 import {
   appendRows,
   keepPreviousCheckpoint,

@@ -100,6 +100,7 @@ Deno.test("vit_small224 runs a forward on CPUs (software WebGPU included) and a 
     threads: 1,
     summary: "",
     skipped: [],
+    precision: "fp32" as const,
   });
   assertEquals(defaultMode(w, b("wasm", "SIMD")), "forward");
   assertEquals(defaultMode(w, b("webgpu", "llvmpipe (LLVM 15.0.6, 256 bits)")), "forward");
@@ -211,7 +212,7 @@ Deno.test("a benchmark step leaves no tensors behind and learns", async () => {
 
 async function runCli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "--unstable-webgpu", "lib/bench/cli.ts", ...args],
+    args: ["run", "-A", "--unstable-webgpu", "lib/cli/bench.ts", ...args],
     stdout: "piped",
     stderr: "piped",
   }).output();

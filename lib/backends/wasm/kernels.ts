@@ -29,7 +29,7 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs-core";
-import { type AdamWCoefficients, type FastPaths, registerFastPaths } from "../../model/fused.ts";
+import { type AdamWCoefficients, type FastPaths, registerFastPaths } from "../fused.ts";
 
 export type { AdamWCoefficients };
 
