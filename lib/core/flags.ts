@@ -15,6 +15,7 @@
  * @module
  */
 import { parseArgs } from "@std/cli";
+import { UserError } from "./errors.ts";
 
 /**
  * A flag: where its value goes, its type, a line of help, and what values it allows. Values are
@@ -95,7 +96,7 @@ export function flagProblem(spec: FlagSpec, value: unknown): string | undefined 
  * throw new UsageError('unexpected argument "x": use --workload NAME');
  * ```
  */
-export class UsageError extends Error {
+export class UsageError extends UserError {
   override name = "UsageError";
 }
 

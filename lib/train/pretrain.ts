@@ -42,7 +42,7 @@ import { DiskFullError, formatBytes, writeFileAtomic } from "../io/atomic.ts";
 import { lockRunDir, type RunLock } from "../io/lock.ts";
 import { pathExists } from "../io/exists.ts";
 import { createViT, vitConfig } from "../model/vit.ts";
-import { ConfigError } from "../core/errors.ts";
+import { ConfigError, UserError } from "../core/errors.ts";
 import { StoppedError, type StopSignal } from "../core/stop.ts";
 import { createDataParallel, type DataParallel } from "../parallel/mod.ts";
 import { assignArrays, readArrays } from "../parallel/protocol.ts";
@@ -98,8 +98,10 @@ export type { PretrainConfig } from "./config.ts";
  * Training stopped on a non-finite loss or gradient (or `--on-nan rollback` ran out of rollbacks);
  * the message says what went non-finite, at which step, and what to change.
  */
-export class DivergenceError extends Error {
+export class DivergenceError extends UserError {
   override name = "DivergenceError";
+  /** Exit code 1: the input was fine; the run could not go on. */
+  override exitCode = 1;
 }
 
 /** What {@link pretrain} returns. */
