@@ -31,14 +31,9 @@ import { pathExists } from "../io/exists.ts";
 import { lockRunDir, type RunLock, RunLockedError } from "../io/lock.ts";
 import { appendTableRows, curvesFile, readTable, suiteFile } from "./tables.ts";
 import { dipReport, dipThreshold } from "./stability.ts";
-import {
-  backboneConfig,
-  DivergenceError,
-  loadSplits,
-  pretrain,
-  type PretrainConfig,
-  resolveConfig,
-} from "../train/pretrain.ts";
+import { pretrain, type PretrainConfig, resolveConfig } from "../train/pretrain.ts";
+import { backboneConfig, loadSplits } from "../train/setup.ts";
+import { DivergenceError } from "../train/run_checkpoints.ts";
 import { countParams, createViT, disposeViT, type ViT, vitFlops } from "../model/vit.ts";
 import { ConfigError } from "../core/errors.ts";
 import { StoppedError, type StopSignal } from "../core/stop.ts";

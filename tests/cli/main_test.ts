@@ -16,7 +16,7 @@ import { BackendError } from "../../lib/backends/mod.ts";
 import { DataError } from "../../lib/data/dataset.ts";
 import { ResultsError } from "../../lib/eval/results.ts";
 import { CheckpointError } from "../../lib/train/checkpoint.ts";
-import { DivergenceError } from "../../lib/train/pretrain.ts";
+import { DivergenceError } from "../../lib/train/run_checkpoints.ts";
 import { removeOnUnload } from "../_helpers/temp.ts";
 
 const ROOT = new URL("../..", import.meta.url).pathname;

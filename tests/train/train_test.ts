@@ -24,14 +24,9 @@ import { datasetStats } from "../../lib/data/stats.ts";
 import { createFramework } from "../../lib/methods/mod.ts";
 import { createRng, permutation } from "../../lib/core/rng.ts";
 import { readSafetensors, toFloat32 } from "../../lib/io/safetensors.ts";
-import {
-  backboneConfig,
-  DivergenceError,
-  loadSplits,
-  pretrain,
-  type PretrainConfig,
-  resolveConfig,
-} from "../../lib/train/pretrain.ts";
+import { pretrain, type PretrainConfig, resolveConfig } from "../../lib/train/pretrain.ts";
+import { backboneConfig, loadSplits } from "../../lib/train/setup.ts";
+import { DivergenceError } from "../../lib/train/run_checkpoints.ts";
 import { main } from "../../lib/cli/pretrain.ts";
 import { removeOnUnload } from "../_helpers/temp.ts";
 
