@@ -1,5 +1,5 @@
 // The layer primitives of lib/model/layers.ts against float64 loops written here, and the
-// fast-path registry of lib/model/fused.ts that they consult.
+// fast-path registry of lib/backends/fused.ts that they consult.
 import * as tf from "@tensorflow/tfjs-core";
 import { assertEquals } from "@std/assert";
 import { initBackend } from "../../lib/backends/mod.ts";
