@@ -128,6 +128,11 @@ export interface RunHooks {
  * refuses if that run's config differs (unless `hooks.force`), and refuses at once (a
  * `RunLockedError`) while another process holds the directory. A full disk ends the run with a
  * `DiskFullError` that says how to resume; the last checkpoint and the logs stay intact.
+ *
+ * @example
+ * ```ts
+ * const { status, steps } = await pretrain(cfg, { signal }); // "stopped" once signal.stop is set
+ * ```
  */
 export async function pretrain(cfg: PretrainConfig, hooks: RunHooks = {}): Promise<PretrainResult> {
   if (hooks.lock && hooks.lock.dir !== cfg.outDir) {
@@ -152,6 +157,7 @@ export async function pretrain(cfg: PretrainConfig, hooks: RunHooks = {}): Promi
   }
 }
 
+/** The run itself; `takeLock` locks the run directory where the run creates it. */
 async function pretrainLocked(
   cfg: PretrainConfig,
   hooks: RunHooks,
