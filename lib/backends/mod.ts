@@ -16,6 +16,7 @@
  * ```
  * @module
  */
+import { UserError } from "../core/errors.ts";
 import * as tf from "@tensorflow/tfjs-core";
 // tfjs-core's npm entry registers no gradients, and its ESM files use extension-less imports
 // that Deno cannot load; the union package's Node bundle registers them all (in tfjs's global
@@ -81,7 +82,7 @@ export interface BackendInfo {
 }
 
 /** A backend was asked for and cannot start; the message says why and what to do. */
-export class BackendError extends Error {
+export class BackendError extends UserError {
   override name = "BackendError";
 }
 

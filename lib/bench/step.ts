@@ -29,8 +29,8 @@ import {
   createOptimizerState,
   disposeOptimizerState,
   type OptimizerConfig,
-  scaledLr,
-} from "../train/optim.ts";
+} from "../optim/optim.ts";
+import { scaledLr } from "../optim/schedule.ts";
 import { createDataParallel } from "../parallel/mod.ts";
 import { createViT, disposeViT, vitForward } from "../model/vit.ts";
 import { ConfigError } from "../core/errors.ts";

@@ -4,7 +4,7 @@
  * of its images/s to the PyTorch runs of the same workload, mode and batch in the same file.
  *
  * ```sh
- * OUT=/tmp/s.jsonl lib/bench/session.sh && deno run -A lib/bench/table.ts /tmp/s.jsonl
+ * OUT=/tmp/s.jsonl lib/bench/scripts/session.sh && deno run -A lib/bench/table.ts /tmp/s.jsonl
  * ```
  * @module
  */

@@ -14,9 +14,11 @@
 import { initBackend } from "../backends/mod.ts";
 import { type DatasetName, DATASETS } from "../data/mod.ts";
 import { RESULTS_FILE, summaryTable } from "../eval/results.ts";
-import { evaluate, type Protocol, PROTOCOLS } from "../eval/run.ts";
+import { evaluate, type Protocol, PROTOCOLS } from "./eval_run.ts";
 import { type Readout, READOUTS } from "../eval/features.ts";
-import { BACKEND_FLAG, type FlagSpec, helpText, parseFlags, UsageError } from "./args.ts";
+import { helpText } from "./args.ts";
+import { BACKEND_FLAG } from "../backends/flags.ts";
+import { type FlagSpec, parseFlags, UsageError } from "../core/flags.ts";
 import { runMain } from "./main.ts";
 import { checkUmapPoints, UMAP_DEFAULTS } from "../viz/umap.ts";
 import { FIELDS } from "../train/config.ts";

@@ -35,7 +35,9 @@ import {
   submitScript,
   suiteStatus,
 } from "../experiments/slurm.ts";
-import { BACKEND_FLAG, type FlagSpec, helpText, parseFlags, UsageError } from "./args.ts";
+import { helpText } from "./args.ts";
+import { BACKEND_FLAG } from "../backends/flags.ts";
+import { type FlagSpec, parseFlags, UsageError } from "../core/flags.ts";
 import { runMain } from "./main.ts";
 import { writeFileAtomic } from "../io/atomic.ts";
 import { withStopSignal } from "./stop_signal.ts";

@@ -12,7 +12,8 @@
 import { type PretrainConfig, savedRunConfig, validateConfig } from "../train/config.ts";
 import { exportMocoV3 } from "../train/export_moco_v3.ts";
 import { pathExists } from "../io/exists.ts";
-import { type FlagSpec, helpText, parseFlags, UsageError } from "./args.ts";
+import { helpText } from "./args.ts";
+import { type FlagSpec, parseFlags, UsageError } from "../core/flags.ts";
 import { runMain } from "./main.ts";
 import { readRunConfig } from "./pretrain.ts";
 

@@ -22,7 +22,8 @@ import {
 import { pilotTable, stabilityTable } from "../experiments/aggregate.ts";
 import { readTable, suiteFile } from "../experiments/tables.ts";
 import { tableMarkdown } from "../viz/tables.ts";
-import { type FlagSpec, helpText, parseFlags, UsageError } from "./args.ts";
+import { helpText } from "./args.ts";
+import { type FlagSpec, parseFlags, UsageError } from "../core/flags.ts";
 import { runMain } from "./main.ts";
 
 const FLAGS: FlagSpec[] = [

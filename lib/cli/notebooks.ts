@@ -19,7 +19,8 @@
 import { fileURLToPath } from "node:url";
 import { type Budget, BUDGETS } from "../experiments/suites.ts";
 import { NOTEBOOKS } from "../viz/budget.ts";
-import { type FlagSpec, helpText, parseFlags, UsageError } from "./args.ts";
+import { helpText } from "./args.ts";
+import { type FlagSpec, parseFlags, UsageError } from "../core/flags.ts";
 import { runMain } from "./main.ts";
 
 /** The notebooks directory (absolute). */

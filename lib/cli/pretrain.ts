@@ -15,7 +15,8 @@
  */
 import { CLI_DEFAULT_PRESET, FIELDS, PRESETS, type PretrainConfig } from "../train/config.ts";
 import { pretrain, resolveConfig, resumeConfig } from "../train/pretrain.ts";
-import { type FlagSpec, helpText, parseFlags } from "./args.ts";
+import { helpText } from "./args.ts";
+import { type FlagSpec, parseFlags } from "../core/flags.ts";
 import { runMain } from "./main.ts";
 import { withStopSignal } from "./stop_signal.ts";
 import { ConfigError } from "../core/errors.ts";

@@ -22,6 +22,7 @@
  * ```
  * @module
  */
+import { UserError } from "./errors.ts";
 
 /** A stop request: `stop` turns true on the first SIGINT/SIGTERM (`withStopSignal` in the CLI). */
 export interface StopSignal {
@@ -32,13 +33,19 @@ export interface StopSignal {
  * A long phase saw its {@link StopSignal} between batches and stopped; nothing it was computing
  * was written. The message says where it stopped; the CLI prints it and exits 130.
  */
-export class StoppedError extends Error {
+export class StoppedError extends UserError {
   override name = "StoppedError";
+  /** Exit code 130, as for a process ended by Ctrl-C. */
+  override exitCode = 130;
   /** Where it stopped, e.g. "feature extraction (train split, 2560/60000 images)". */
   readonly phase: string;
   constructor(phase: string, message = `stopped during ${phase}`, options?: ErrorOptions) {
     super(message, options);
     this.phase = phase;
+  }
+  /** Its message alone (no `error:`): stopping is what the user asked for. */
+  override line(): string {
+    return this.message;
   }
 }
 

@@ -16,6 +16,7 @@
  * ```
  * @module
  */
+import { UserError } from "../core/errors.ts";
 import * as tf from "@tensorflow/tfjs-core";
 import { createRng, permutation } from "../core/rng.ts";
 
@@ -54,7 +55,7 @@ export interface Dataset {
  * The project's error for data that is missing or malformed. The message says which file is at
  * fault, what was expected and what was found, and what to do; `file` repeats the path.
  */
-export class DataError extends Error {
+export class DataError extends UserError {
   override name = "DataError";
   /** The file or directory at fault, when there is one. */
   file?: string;

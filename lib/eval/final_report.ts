@@ -26,13 +26,8 @@ import type { Dataset } from "../data/dataset.ts";
 import { writeFileAtomic } from "../io/atomic.ts";
 import type { StopSignal } from "../core/stop.ts";
 import { disposeViT, type ViT } from "../model/vit.ts";
-import {
-  type ChannelStats,
-  extractFeatures,
-  type FeatureSet,
-  rawPixelFeatures,
-  sha256Hex,
-} from "./features.ts";
+import { extractFeatures, type FeatureSet, rawPixelFeatures, sha256Hex } from "./features.ts";
+import { type ChannelStats } from "../data/stats.ts";
 import { KNN_TEMPERATURE, knnClassify } from "./knn.ts";
 import { linearProbe } from "./linear.ts";
 

@@ -22,16 +22,16 @@
 import * as tf from "@tensorflow/tfjs-core";
 import { augmentView } from "../data/augment.ts";
 import { type Dataset, getBatch, toFloatTensor } from "../data/dataset.ts";
-import { cropFlipConfig, datasetStats, extractFeatures, prepareImages } from "./features.ts";
+import { cropFlipConfig, extractFeatures, prepareImages } from "./features.ts";
+import { datasetStats } from "../data/stats.ts";
 import {
   applyGradients,
   createOptimizerState,
   disposeOptimizerState,
-  lrAt,
-  type LrScheduleOptions,
   type OptimizerConfig,
   type OptimizerState,
-} from "../train/optim.ts";
+} from "../optim/optim.ts";
+import { lrAt, type LrScheduleOptions } from "../optim/schedule.ts";
 import { initNormal, linear } from "../model/layers.ts";
 import { createRng } from "../core/rng.ts";
 import type { StopSignal } from "../core/stop.ts";

@@ -20,7 +20,8 @@ import * as tf from "@tensorflow/tfjs-core";
 import { type Accuracy, inferNumClasses, labelRank } from "./metrics.ts";
 import type { Dataset } from "../data/dataset.ts";
 import type { ViT } from "../model/vit.ts";
-import { type ChannelStats, extractFeatures, type FeatureSet } from "./features.ts";
+import { extractFeatures, type FeatureSet } from "./features.ts";
+import { type ChannelStats } from "../data/stats.ts";
 import { stopPoint, type StopSignal } from "../core/stop.ts";
 
 /** The vote temperature T of every kNN evaluation here (InstDisc's and DINO's 0.07). */

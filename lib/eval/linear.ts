@@ -25,21 +25,15 @@
 import * as tf from "@tensorflow/tfjs-core";
 import { augmentView } from "../data/augment.ts";
 import { type Dataset, getBatch, toFloatTensor } from "../data/dataset.ts";
-import {
-  type ChannelStats,
-  cropFlipConfig,
-  datasetStats,
-  type FeatureSet,
-  type Readout,
-  readoutFeatures,
-} from "./features.ts";
+import { cropFlipConfig, type FeatureSet, type Readout, readoutFeatures } from "./features.ts";
+import { type ChannelStats, datasetStats } from "../data/stats.ts";
 import {
   applyGradients,
   createOptimizerState,
   disposeOptimizerState,
-  lrAt,
   type OptimizerConfig,
-} from "../train/optim.ts";
+} from "../optim/optim.ts";
+import { lrAt } from "../optim/schedule.ts";
 import { createRng } from "../core/rng.ts";
 import { stopPoint, type StopSignal } from "../core/stop.ts";
 import { trainEpochs } from "./epochs.ts";

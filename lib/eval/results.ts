@@ -17,6 +17,7 @@
  * ```
  * @module
  */
+import { UserError } from "../core/errors.ts";
 import * as aq from "arquero";
 import { writeFileAtomic } from "../io/atomic.ts";
 
@@ -67,7 +68,7 @@ export interface EvalRow {
 export type ResultsTable = ReturnType<typeof aq.table>;
 
 /** A results file that cannot be used; the message names the file and what is wrong. */
-export class ResultsError extends Error {
+export class ResultsError extends UserError {
   override name = "ResultsError";
   /** The file at fault. */
   file: string;

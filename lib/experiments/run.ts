@@ -19,7 +19,8 @@
 import * as aq from "arquero";
 import type { BackendName } from "../backends/mod.ts";
 import { loadBackbone } from "../train/checkpoint.ts";
-import { checkpointCacheKey, datasetStats, extractFeatures } from "../eval/features.ts";
+import { checkpointCacheKey, extractFeatures } from "../eval/features.ts";
+import { datasetStats } from "../data/stats.ts";
 import { KNN_TEMPERATURE, knnClassify } from "../eval/knn.ts";
 import { linearProbe } from "../eval/linear.ts";
 import { initBackend } from "../backends/mod.ts";
@@ -30,14 +31,9 @@ import { pathExists } from "../io/exists.ts";
 import { lockRunDir, type RunLock, RunLockedError } from "../io/lock.ts";
 import { appendTableRows, curvesFile, readTable, suiteFile } from "./tables.ts";
 import { dipReport, dipThreshold } from "./stability.ts";
-import {
-  backboneConfig,
-  DivergenceError,
-  loadSplits,
-  pretrain,
-  type PretrainConfig,
-  resolveConfig,
-} from "../train/pretrain.ts";
+import { pretrain, type PretrainConfig, resolveConfig } from "../train/pretrain.ts";
+import { backboneConfig, loadSplits } from "../train/setup.ts";
+import { DivergenceError } from "../train/run_checkpoints.ts";
 import { countParams, createViT, disposeViT, type ViT, vitFlops } from "../model/vit.ts";
 import { ConfigError } from "../core/errors.ts";
 import { StoppedError, type StopSignal } from "../core/stop.ts";

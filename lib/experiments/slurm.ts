@@ -21,7 +21,7 @@
  * ```
  * @module
  */
-import { quote } from "../train/export_moco_v3.ts";
+import { quote } from "../core/shell.ts";
 import { ConfigError } from "../core/errors.ts";
 import { LOCK_FILE } from "../io/lock.ts";
 import { pathExists } from "../io/exists.ts";

@@ -15,6 +15,7 @@
  * ```
  * @module
  */
+import { UserError } from "../core/errors.ts";
 import { FileSystemError, fileSystemErrorOr } from "./fs_errors.ts";
 
 /** Options for {@link writeFileAtomic}. */
@@ -30,8 +31,10 @@ export interface AtomicWriteOptions {
  * The disk filled up while writing `path`. The message names the file, the space left and the
  * size of the write, then what to do (`advice`); the file that was there before is unchanged.
  */
-export class DiskFullError extends Error {
+export class DiskFullError extends UserError {
   override name = "DiskFullError";
+  /** Exit code 1: the input was fine; the run could not go on. */
+  override exitCode = 1;
   /** The file that could not be written. */
   path: string;
   /**

@@ -12,12 +12,13 @@
  * ```
  * @module
  */
+import { UserError } from "../core/errors.ts";
 
 /**
  * A path that cannot be used: the message names it, why (read-only, permission denied, not a
  * directory, disk full) and what to do; nothing was changed there.
  */
-export class FileSystemError extends Error {
+export class FileSystemError extends UserError {
   override name = "FileSystemError";
   /** The path at fault. */
   path: string;

@@ -18,6 +18,7 @@
  * @module
  */
 
+import { UserError } from "../core/errors.ts";
 import { freeSpaceText } from "./atomic.ts";
 import { FileSystemError, type FsProblem, fsProblem } from "./fs_errors.ts";
 
@@ -25,7 +26,7 @@ import { FileSystemError, type FsProblem, fsProblem } from "./fs_errors.ts";
 export const LOCK_FILE = ".lock";
 
 /** Another process holds the run directory; the message names it and what to do. */
-export class RunLockedError extends Error {
+export class RunLockedError extends UserError {
   override name = "RunLockedError";
 }
 

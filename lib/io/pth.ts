@@ -27,6 +27,7 @@
  * ```
  * @module
  */
+import { UserError } from "../core/errors.ts";
 import { unzipSync } from "fflate";
 import type { SafeDType, SafeTensor, SafetensorsContents } from "./safetensors.ts";
 
@@ -34,7 +35,7 @@ import type { SafeDType, SafeTensor, SafetensorsContents } from "./safetensors.t
  * A malformed, truncated or refused PyTorch checkpoint; the message names the file and says what
  * to do.
  */
-export class PthError extends Error {
+export class PthError extends UserError {
   /** Always `"PthError"`. */
   override name = "PthError";
   /** `message` states the cause; the file is prefixed to it. */

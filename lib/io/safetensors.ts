@@ -21,6 +21,7 @@
  * ```
  * @module
  */
+import { UserError } from "../core/errors.ts";
 import { type AtomicWriteOptions, writeFileAtomic } from "./atomic.ts";
 
 /** Element types supported here (a subset of the safetensors dtypes). */
@@ -52,7 +53,7 @@ export interface SafetensorsContents {
  * A malformed safetensors file (or invalid input to the encoder). `source` is the file path (or
  * `"<bytes>"`, `"<encode>"`), `tensor` the offending tensor name when one is at fault.
  */
-export class SafetensorsError extends Error {
+export class SafetensorsError extends UserError {
   /** Always `"SafetensorsError"`. */
   override name = "SafetensorsError";
   /** The file (or pseudo-source) at fault. */

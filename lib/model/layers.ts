@@ -2,9 +2,9 @@
  * The layer primitives every model is built from: linear, LayerNorm, BatchNorm, GELU,
  * multi-head attention, the EMA of a momentum encoder, and weight init.
  *
- * Where the active backend registered a fused kernel for one of them (`fused.ts`), the primitive
- * runs it; otherwise, or where it declines, the plain tfjs ops written here, which the fused
- * kernels match. This is the only place that makes that choice.
+ * Where the active backend registered a fused kernel for one of them (`lib/backends/fused.ts`),
+ * the primitive runs it; otherwise, or where it declines, the plain tfjs ops written here, which
+ * the fused kernels match. This is the only place that makes that choice.
  *
  * @example
  * ```ts
@@ -16,7 +16,7 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs-core";
-import { fastPath } from "./fused.ts";
+import { fastPath } from "../backends/fused.ts";
 import type { Rng } from "../core/rng.ts";
 
 /**

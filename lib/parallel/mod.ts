@@ -39,7 +39,7 @@
 import type * as tf from "@tensorflow/tfjs-core";
 import type { FrameworkName, HeadConfig } from "../methods/mod.ts";
 import { HEAD_DEFAULTS } from "../methods/two_view.ts";
-import type { OptimizerConfig } from "../train/optim.ts";
+import type { OptimizerConfig } from "../optim/optim.ts";
 import type { ViTConfig } from "../model/vit.ts";
 import type { Layout, Reply, Request, ShapedArray } from "./protocol.ts";
 

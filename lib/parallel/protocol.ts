@@ -11,7 +11,7 @@
  */
 import * as tf from "@tensorflow/tfjs-core";
 import type { FrameworkName, HeadConfig } from "../methods/mod.ts";
-import type { OptimizerConfig } from "../train/optim.ts";
+import type { OptimizerConfig } from "../optim/optim.ts";
 import type { ViTConfig } from "../model/vit.ts";
 
 /** A float32 array and its shape. */

@@ -16,7 +16,7 @@ import {
   type OptimizerConfig,
   type OptimizerState,
   optimizerStateTensors,
-} from "../train/optim.ts";
+} from "../optim/optim.ts";
 import {
   assignArrays,
   barrier,

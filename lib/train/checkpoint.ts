@@ -43,10 +43,10 @@ import {
   type ViTConfig,
   vitConfig,
 } from "../model/vit.ts";
-import { ConfigError } from "../core/errors.ts";
+import { ConfigError, UserError } from "../core/errors.ts";
 
 /** A checkpoint does not fit the model it is loaded into; the message lists every mismatch. */
-export class CheckpointError extends Error {
+export class CheckpointError extends UserError {
   override name = "CheckpointError";
 }
 

@@ -17,7 +17,8 @@ import { type PosEmb, VIT_CONFIGS } from "../model/vit.ts";
 import { ConfigError } from "../core/errors.ts";
 import { FRAMEWORKS } from "../methods/names.ts";
 import { FINAL_EVALS, type FinalEval } from "../eval/final_report.ts";
-import { BACKEND_FLAG, flagProblem, type FlagSpec, PRECISION_FLAG } from "../cli/args.ts";
+import { BACKEND_FLAG, PRECISION_FLAG } from "../backends/flags.ts";
+import { flagProblem, type FlagSpec } from "../core/flags.ts";
 import { RUN_FILES } from "./rundir.ts";
 
 /** Everything that defines a pretraining run. */

@@ -22,6 +22,7 @@
  */
 import type { PretrainConfig } from "./config.ts";
 import { VIT_CONFIGS } from "../model/vit.ts";
+import { quote } from "../core/shell.ts";
 
 /** Options of {@link exportMocoV3}: how the job is spread. */
 export interface ExportOptions {
@@ -301,16 +302,4 @@ export function exportMocoV3(cfg: PretrainConfig, opts: ExportOptions = {}): Moc
     data,
   ].filter(Boolean);
   return { command: lines.join(" \\\n  "), rows, warnings };
-}
-
-/**
- * Shell-quotes a word when it needs it (single quotes), else returns it as is.
- *
- * @example
- * ```ts
- * quote("data/runs/a b"); // "'data/runs/a b'"
- * ```
- */
-export function quote(s: string): string {
-  return /^[\w@%+=:,./-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
 }

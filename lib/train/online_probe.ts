@@ -45,7 +45,7 @@ import {
   type OptimizerConfig,
   type OptimizerState,
   optimizerStateTensors,
-} from "./optim.ts";
+} from "../optim/optim.ts";
 
 /** The probe's fixed settings: SGD lr, momentum, weight decay, the std of its weight init. */
 export const ONLINE_PROBE = { lr: 0.1, momentum: 0.9, weightDecay: 0, initStd: 0.01 } as const;

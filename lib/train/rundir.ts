@@ -1,6 +1,7 @@
 /**
  * A run directory, in one place: its files ({@link RUN_FILES}), its append-only CSV logs
- * (`log.csv`, `knn.csv`, `rollbacks.csv`) and their rows, and reading a run back. Training writes it; resume,
+ * (`log.csv`, `knn.csv`, `rollbacks.csv`) and their rows, and reading a run back (its rows, its
+ * planned steps, whether it finished). Training writes it; resume,
  * experiments, notebooks and evaluation read it through here.
  *
  * The logs survive a crash: a resumed run first cuts every row at or after its checkpoint's step
@@ -169,6 +170,41 @@ export async function readRunLogs(dir: string): Promise<{ log: LogRow[]; knn: Kn
     log: (await read(RUN_FILES.log)) as unknown as LogRow[],
     knn: (await read(RUN_FILES.knn)) as unknown as KnnRow[],
   };
+}
+
+/**
+ * The steps a run directory's `config.json` plans (all epochs, or `maxSteps` when fewer); 0 when
+ * it has no readable `config.json` yet.
+ *
+ * @example
+ * ```ts
+ * plannedSteps("data/runs/smoke"); // 16
+ * ```
+ */
+export function plannedSteps(dir: string): number {
+  try {
+    const { config, resolved } = JSON.parse(Deno.readTextFileSync(`${dir}/${RUN_FILES.config}`));
+    const steps = config.maxSteps > 0
+      ? Math.min(config.maxSteps, resolved.totalSteps)
+      : resolved.totalSteps;
+    return Number.isFinite(steps) ? steps : 0;
+  } catch {
+    return 0;
+  }
+}
+
+/**
+ * Whether a run directory holds a finished run: its `log.csv` has a row for every step its
+ * `config.json` planned ({@link plannedSteps}).
+ *
+ * @example
+ * ```ts
+ * if (!(await runFinished(dir))) await pretrain(cfg);
+ * ```
+ */
+export async function runFinished(dir: string): Promise<boolean> {
+  const last = plannedSteps(dir);
+  return last > 0 && (await readRunLogs(dir)).log.length >= last;
 }
 
 /**

@@ -8,7 +8,8 @@
  * - `charts.ts`, `inspect.ts`: small plotly specs; ViT parameter counts and attention maps;
  * - `umap.ts`: UMAP maps of backbone features coloured by class (`featureMaps`, `umapSpec`);
  * - `runs.ts`: where notebook runs live and reading them back;
- * - `training.ts`: notebook 02's run and the experiment suites (the only part that trains);
+ * - `notebook_runs.ts`: notebook 02's run and the experiment suites, shown while
+ *   lib/experiments/notebook_training.ts trains them;
  * - from `figures.ts`: the suites' compact curves and their table beside the paper;
  * - from `lib/experiments/`: the per-configuration tables over seeds (`aggregate.ts`) and the
  *   verdict table of a suite's comparisons with the paper (`comparisonMarkdown`).
@@ -33,7 +34,7 @@ export * from "./charts.ts";
 export * from "./inspect.ts";
 export * from "./umap.ts";
 export * from "./runs.ts";
-export * from "./training.ts";
+export * from "./notebook_runs.ts";
 export { dipCurvesSpec, gradientSpec, hasMonitor, paperComparison } from "./figures.ts";
 export { configTable, pilotTable, stabilityTable } from "../experiments/aggregate.ts";
 export { comparisonMarkdown } from "../experiments/summary.ts";

@@ -16,9 +16,8 @@
  * @module
  */
 import type { RunHooks } from "../train/pretrain.ts";
-import type { KnnRow, LogRow } from "../train/rundir.ts";
 import { display, escapeHtml, inNotebook, stripTags } from "./display.ts";
-import { plannedSteps } from "./runs.ts";
+import { type KnnRow, type LogRow, plannedSteps } from "../train/rundir.ts";
 
 /** A display that is replaced in place by each {@link LiveDisplay.update}. */
 export interface LiveDisplay {

@@ -1,6 +1,7 @@
 /**
- * Paths under the repository, and reading a run directory back for display: its planned step
- * count, its `log.csv` and `knn.csv` rows, whether it finished. Nothing here trains.
+ * Paths under the repository, and reading a run directory back for display: its `log.csv` and
+ * `knn.csv` rows, one kNN row per step (whether it finished and its planned steps are
+ * `runFinished` and `plannedSteps` of lib/train/rundir.ts). Nothing here trains.
  *
  * @example
  * ```ts
@@ -10,7 +11,7 @@
  * @module
  */
 import { fileURLToPath } from "node:url";
-import { type KnnRow, type LogRow, readRunLogs, RUN_FILES } from "../train/rundir.ts";
+import { type KnnRow, type LogRow, readRunLogs } from "../train/rundir.ts";
 
 /** The repository root (absolute, with a trailing slash). */
 export const ROOT: string = fileURLToPath(new URL("../../", import.meta.url));
@@ -37,41 +38,6 @@ export function repoPath(rel: string): string {
  */
 export function relPath(path: string): string {
   return path.startsWith(ROOT) ? path.slice(ROOT.length) : path;
-}
-
-/**
- * The steps a run directory's `config.json` plans (all epochs, or `maxSteps` when fewer); 0 when
- * it has no readable `config.json` yet.
- *
- * @example
- * ```ts
- * plannedSteps("data/runs/smoke"); // 16
- * ```
- */
-export function plannedSteps(dir: string): number {
-  try {
-    const { config, resolved } = JSON.parse(Deno.readTextFileSync(`${dir}/${RUN_FILES.config}`));
-    const steps = config.maxSteps > 0
-      ? Math.min(config.maxSteps, resolved.totalSteps)
-      : resolved.totalSteps;
-    return Number.isFinite(steps) ? steps : 0;
-  } catch {
-    return 0;
-  }
-}
-
-/**
- * Whether a run directory holds a finished run: its `log.csv` has a row for every step its
- * `config.json` planned ({@link plannedSteps}).
- *
- * @example
- * ```ts
- * if (!(await runFinished(dir))) await pretrain(cfg);
- * ```
- */
-export async function runFinished(dir: string): Promise<boolean> {
-  const last = plannedSteps(dir);
-  return last > 0 && (await readRun(dir)).log.length >= last;
 }
 
 /**

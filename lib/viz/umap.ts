@@ -26,12 +26,8 @@ import { UMAP } from "umap-js";
 import { ConfigError } from "../core/errors.ts";
 import { createRng } from "../core/rng.ts";
 import { type Dataset, stratifiedSubset } from "../data/dataset.ts";
-import {
-  type ChannelStats,
-  extractFeatures,
-  type FeatureSet,
-  type Readout,
-} from "../eval/features.ts";
+import { extractFeatures, type FeatureSet, type Readout } from "../eval/features.ts";
+import { type ChannelStats } from "../data/stats.ts";
 import { createViT, disposeViT, type ViT } from "../model/vit.ts";
 import { type FigureSpec, writeFigure, type WrittenFigure } from "./figures.ts";
 import { renderPng } from "./render.ts";

@@ -5,10 +5,10 @@ import * as tf from "@tensorflow/tfjs-core";
 import { assert, assertEquals } from "@std/assert";
 import { initBackend } from "../../lib/backends/mod.ts";
 import { ema, gelu, layerNorm, multiHeadAttention } from "../../lib/model/layers.ts";
-import { fastPathCalls, type FastPathName } from "../../lib/model/fused.ts";
+import { fastPathCalls, type FastPathName } from "../../lib/backends/fused.ts";
 import { swapGroups, wasmKernelsFor } from "../../lib/backends/wasm/kernels.ts";
 import { wasmMatMulRoutes } from "../../lib/backends/wasm/matmul.ts";
-import { applyGradients, createOptimizerState } from "../../lib/train/optim.ts";
+import { applyGradients, createOptimizerState } from "../../lib/optim/optim.ts";
 import { assertClose, values } from "../_helpers/numeric.ts";
 
 /** erf by its Maclaurin series (float64; error < 1e-13 for |x| <= 3, where it is used). */

@@ -212,7 +212,7 @@ Deno.test("a benchmark step leaves no tensors behind and learns", async () => {
 
 async function runCli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "--unstable-webgpu", "lib/bench/cli.ts", ...args],
+    args: ["run", "-A", "--unstable-webgpu", "lib/cli/bench.ts", ...args],
     stdout: "piped",
     stderr: "piped",
   }).output();

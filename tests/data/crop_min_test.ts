@@ -5,10 +5,11 @@
  */
 import { assert, assertEquals, assertStringIncludes, assertThrows } from "@std/assert";
 import { sampleViewParams } from "../../lib/data/augment.ts";
-import { parseFlags } from "../../lib/cli/args.ts";
+import { parseFlags } from "../../lib/core/flags.ts";
 import { FIELDS, type PretrainConfig } from "../../lib/train/config.ts";
 import { createRng } from "../../lib/core/rng.ts";
-import { pretrain, pretrainAugmentConfig, resolveConfig } from "../../lib/train/pretrain.ts";
+import { pretrain, resolveConfig } from "../../lib/train/pretrain.ts";
+import { pretrainAugmentConfig } from "../../lib/train/setup.ts";
 import { ConfigError } from "../../lib/core/errors.ts";
 
 const SIZE = 28;

@@ -10,7 +10,7 @@ import { PNG } from "pngjs";
 import { basename, join } from "node:path";
 import { pretrain, resolveConfig } from "../../lib/train/pretrain.ts";
 import { main as evalMain } from "../../lib/cli/eval.ts";
-import { checkpointFile, evaluate } from "../../lib/eval/run.ts";
+import { checkpointFile, evaluate } from "../../lib/cli/eval_run.ts";
 import { readResults } from "../../lib/eval/results.ts";
 import { createViT, disposeViT, vitForward } from "../../lib/model/vit.ts";
 import { initBackend } from "../../lib/backends/mod.ts";

@@ -7,7 +7,7 @@ import * as tf from "@tensorflow/tfjs-core";
 import { assert, assertAlmostEquals, assertEquals, assertStringIncludes } from "@std/assert";
 import { initBackend } from "../../lib/backends/mod.ts";
 import { syntheticDataset } from "../../lib/data/synthetic.ts";
-import { datasetStats } from "../../lib/eval/features.ts";
+import { datasetStats } from "../../lib/data/stats.ts";
 import { type FinalReport, finalReport, finalReportLines } from "../../lib/eval/final_report.ts";
 import { createViT, disposeViT } from "../../lib/model/vit.ts";
 import { pretrain, resolveConfig } from "../../lib/train/pretrain.ts";

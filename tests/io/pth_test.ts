@@ -21,7 +21,7 @@ import { decodePth, PthError, readPth, stateDict, unpickle } from "../../lib/io/
 import { type SafeTensor, toFloat32, writeSafetensors } from "../../lib/io/safetensors.ts";
 import { CONFIG_KEY, loadBackbone } from "../../lib/train/checkpoint.ts";
 import { disposeViT, type ViT, vitForward } from "../../lib/model/vit.ts";
-import { evaluate } from "../../lib/eval/run.ts";
+import { evaluate } from "../../lib/cli/eval_run.ts";
 import { commandStatus, requireTool } from "../_helpers/system_tools.ts";
 import { removeOnUnload } from "../_helpers/temp.ts";
 

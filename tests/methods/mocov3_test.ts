@@ -22,7 +22,7 @@ import {
   applyGradients,
   createOptimizerState,
   disposeOptimizerState,
-} from "../../lib/train/optim.ts";
+} from "../../lib/optim/optim.ts";
 import { createRng, type Rng } from "../../lib/core/rng.ts";
 import { vitForward } from "../../lib/model/vit.ts";
 import { maxAbsDiff } from "../_helpers/numeric.ts";

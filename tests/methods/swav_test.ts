@@ -30,7 +30,7 @@ import { createDataParallel } from "../../lib/parallel/mod.ts";
 import { createRng } from "../../lib/core/rng.ts";
 import { pretrain, resolveConfig } from "../../lib/train/pretrain.ts";
 import { readSafetensors, toFloat32 } from "../../lib/io/safetensors.ts";
-import { fastPathCalls } from "../../lib/model/fused.ts";
+import { fastPathCalls } from "../../lib/backends/fused.ts";
 import { maxAbsDiff } from "../_helpers/numeric.ts";
 
 // The data-parallel workers run wasm; so does everything here.

@@ -1,10 +1,10 @@
 // The layer primitives of lib/model/layers.ts against float64 loops written here, and the
-// fast-path registry of lib/model/fused.ts that they consult.
+// fast-path registry of lib/backends/fused.ts that they consult.
 import * as tf from "@tensorflow/tfjs-core";
 import { assertEquals } from "@std/assert";
 import { initBackend } from "../../lib/backends/mod.ts";
 import { batchNorm, BN_EPS, ema, gelu } from "../../lib/model/layers.ts";
-import { fastPath, fastPathCalls, registerFastPaths } from "../../lib/model/fused.ts";
+import { fastPath, fastPathCalls, registerFastPaths } from "../../lib/backends/fused.ts";
 import { assertClose, values } from "../_helpers/numeric.ts";
 
 await initBackend({ backend: "cpu" });

@@ -25,7 +25,7 @@ import {
   disposeOptimizerState,
   type OptimizerConfig,
   optimizerStateTensors,
-} from "../../lib/train/optim.ts";
+} from "../../lib/optim/optim.ts";
 import { createDataParallel, type DataParallelState } from "../../lib/parallel/mod.ts";
 import { createFramework } from "../../lib/methods/mod.ts";
 import { createRng } from "../../lib/core/rng.ts";

@@ -10,7 +10,7 @@ import * as tf from "@tensorflow/tfjs-core";
 import { assert, assertEquals } from "@std/assert";
 import { initBackend } from "../../lib/backends/mod.ts";
 import { saveBackbone } from "../../lib/train/checkpoint.ts";
-import { evaluate } from "../../lib/eval/run.ts";
+import { evaluate } from "../../lib/cli/eval_run.ts";
 import { pretrain, resolveConfig } from "../../lib/train/pretrain.ts";
 import { createViT, disposeViT } from "../../lib/model/vit.ts";
 

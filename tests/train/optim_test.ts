@@ -8,13 +8,11 @@ import {
   disposeOptimizerState,
   globalNorm,
   loadOptimizerState,
-  lrAt,
-  momentumAt,
   type OptimizerConfig,
   optimizerStateTensors,
-  scaledLr,
-} from "../../lib/train/optim.ts";
-import { fastPathCalls, registerFastPaths } from "../../lib/model/fused.ts";
+} from "../../lib/optim/optim.ts";
+import { lrAt, momentumAt, scaledLr } from "../../lib/optim/schedule.ts";
+import { fastPathCalls, registerFastPaths } from "../../lib/backends/fused.ts";
 
 await initBackend({ backend: "cpu" });
 

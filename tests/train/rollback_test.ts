@@ -15,12 +15,8 @@
  * here fails (the first three by the guard or the timer).
  */
 import { assert, assertEquals, assertRejects, assertStringIncludes } from "@std/assert";
-import {
-  DivergenceError,
-  pretrain,
-  type PretrainConfig,
-  resolveConfig,
-} from "../../lib/train/pretrain.ts";
+import { pretrain, type PretrainConfig, resolveConfig } from "../../lib/train/pretrain.ts";
+import { DivergenceError } from "../../lib/train/run_checkpoints.ts";
 import { readSafetensors } from "../../lib/io/safetensors.ts";
 import { pathExists } from "../../lib/io/exists.ts";
 import { spawnPretrain } from "../_helpers/pretrain_child.ts";

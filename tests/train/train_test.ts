@@ -19,18 +19,14 @@ import {
 import { loadBackbone } from "../../lib/train/checkpoint.ts";
 import { type Dataset, getBatch } from "../../lib/data/mod.ts";
 import { knnClassify } from "../../lib/eval/knn.ts";
-import { datasetStats, extractFeatures } from "../../lib/eval/features.ts";
+import { extractFeatures } from "../../lib/eval/features.ts";
+import { datasetStats } from "../../lib/data/stats.ts";
 import { createFramework } from "../../lib/methods/mod.ts";
 import { createRng, permutation } from "../../lib/core/rng.ts";
 import { readSafetensors, toFloat32 } from "../../lib/io/safetensors.ts";
-import {
-  backboneConfig,
-  DivergenceError,
-  loadSplits,
-  pretrain,
-  type PretrainConfig,
-  resolveConfig,
-} from "../../lib/train/pretrain.ts";
+import { pretrain, type PretrainConfig, resolveConfig } from "../../lib/train/pretrain.ts";
+import { backboneConfig, loadSplits } from "../../lib/train/setup.ts";
+import { DivergenceError } from "../../lib/train/run_checkpoints.ts";
 import { main } from "../../lib/cli/pretrain.ts";
 import { removeOnUnload } from "../_helpers/temp.ts";
 

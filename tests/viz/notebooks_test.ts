@@ -32,7 +32,8 @@ import { attentionOverlay, colormap, encodePng, imageGrid } from "../../lib/viz/
 import { sparkline } from "../../lib/viz/progress.ts";
 import { cosineSimilarity, heatmapSpec, lineSpec, similarityMosaic } from "../../lib/viz/charts.ts";
 import { attentionEntropy, classTokenAttention, vitParams } from "../../lib/viz/inspect.ts";
-import { readRun, runFinished } from "../../lib/viz/runs.ts";
+import { readRun } from "../../lib/viz/runs.ts";
+import { runFinished } from "../../lib/train/rundir.ts";
 import * as nb from "../../lib/viz/notebook.ts";
 import {
   executeNotebook,
@@ -93,7 +94,7 @@ Deno.test("display modules load neither the training loop nor the methods", asyn
   for (const file of ["budget", "figures", "umap"]) {
     assertEquals((await runtimeGraph(`${viz}${file}.ts`)).filter(pretrain), [], `${file}.ts`);
   }
-  // The check can fail: the notebooks' entry does load training (through training.ts).
+  // The check can fail: the notebooks' entry does load training (through notebook_runs.ts).
   const entry = await runtimeGraph(`${viz}notebook.ts`);
   assert(entry.some(pretrain), "notebook.ts loads pretrain.ts");
 });

@@ -898,7 +898,7 @@ function register(lib: NativeLib): void {
   for (const [name, fn] of Object.entries(fused)) {
     tf.registerKernel({ kernelName: name, backendName: NATIVE_BACKEND, kernelFunc: fn as never });
   }
-  // The model's layers and the optimiser reach the fused kernels through lib/model/fused.ts.
+  // The model's layers and the optimiser reach the fused kernels through lib/backends/fused.ts.
   registerKernelFastPaths(NATIVE_BACKEND);
   registered = true;
 }

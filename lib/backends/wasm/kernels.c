@@ -397,7 +397,7 @@ EXPORT void gelu_grad(const f32* restrict dy, const f32* restrict x, f32* restri
 
 // ---------------------------------------------------------------------------------------------
 // AdamW (torch.optim.AdamW) for one parameter, in the exact float32 operation order of
-// lib/train/optim.ts's unfused path, so both give bit-identical results:
+// lib/optim/optim.ts's unfused path, so both give bit-identical results:
 //   m1 = m + (g - m) * c1m;  v1 = v * b2 + g^2 * c2;  denom = sqrt(v1) / sbc2 + eps;
 //   p1 = p * decay - (m1 / denom) * step     (decay = 1 - lr wd, step = lr / bc1)
 // ---------------------------------------------------------------------------------------------

@@ -13,8 +13,8 @@
  *   `VitsslAttention` / `VitsslAttentionGrad` (all heads of self-attention from the qkv projection),
  *   with gradients, and `VitsslAdamW` and `VitsslEma` (bit-identical to the unfused ops), and
  *   registers them as the `wasm` backend's fast paths ({@link KERNEL_FAST_PATHS}) in the registry
- *   of `lib/model/fused.ts`, which the layer primitives of `lib/model/layers.ts` and
- *   `applyGradients` of `lib/train/optim.ts` consult; nothing else calls them;
+ *   of `lib/backends/fused.ts`, which the layer primitives of `lib/model/layers.ts` and
+ *   `applyGradients` of `lib/optim/optim.ts` consult; nothing else calls them;
  * - a `Sum` that reduces leading axes in one pass (other reductions keep tfjs's kernel);
  * - {@link wasmKernelsFor}, which `lib/backends/wasm/matmul.ts` uses for batched matmuls.
  *
@@ -29,7 +29,7 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs-core";
-import { type AdamWCoefficients, type FastPaths, registerFastPaths } from "../../model/fused.ts";
+import { type AdamWCoefficients, type FastPaths, registerFastPaths } from "../fused.ts";
 
 export type { AdamWCoefficients };
 

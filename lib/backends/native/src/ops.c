@@ -518,7 +518,7 @@ static void gelu_grad(const float* dy, const float* x, float* dx, int n) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// AdamW (torch.optim.AdamW) in the exact float32 operation order of lib/train/optim.ts's unfused path:
+// AdamW (torch.optim.AdamW) in the exact float32 operation order of lib/optim/optim.ts's unfused path:
 //   m1 = m + (g - m) * c1m;  v1 = v * b2 + g^2 * c2;  denom = sqrt(v1) / sbc2 + eps;
 //   p1 = p * decay - (m1 / denom) * step     (decay = 1 - lr wd, step = lr / bc1)
 // and EMA t1 = t * mom + s * (1 - mom) (lib/methods/mocov3.ts). Scalar loops, vectorised by GCC.

@@ -4,13 +4,13 @@
 # then the 200-step memory checks. Appends JSON lines to $OUT (default bench-session.jsonl);
 # progress goes to $OUT.log. Long: the cpu and software-WebGPU backends take about an hour.
 #
-#   lib/bench/session.sh                 # everything
-#   PARTS="ratio" lib/bench/session.sh   # only the PyTorch / wasm pairs (a few minutes)
+#   lib/bench/scripts/session.sh                 # everything
+#   PARTS="ratio" lib/bench/scripts/session.sh   # only the PyTorch / wasm pairs (a few minutes)
 #
 # PARTS: any of native, ratio, slow, memory, profile (default all). PYTHON: the interpreter that
 # has Debian's python3-torch (default /usr/bin/python3).
 set -euo pipefail
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/../../.."
 OUT=${OUT:-bench-session.jsonl}
 PARTS=${PARTS:-"native ratio slow memory profile"}
 PYTHON=${PYTHON:-/usr/bin/python3}
@@ -27,7 +27,7 @@ torch1() {
     echo "FAILED: torch --threads 1 $*" | tee -a "$LOG"
 }
 bench() {
-  deno run -A --unstable-webgpu lib/bench/cli.ts --json "$@" >>"$OUT" 2>>"$LOG" ||
+  deno run -A --unstable-webgpu lib/cli/bench.ts --json "$@" >>"$OUT" 2>>"$LOG" ||
     echo "FAILED: bench $*" | tee -a "$LOG"
 }
 

@@ -66,7 +66,7 @@ export interface FastPaths {
   ema?: (t: tf.Tensor, s: tf.Tensor, m: number) => tf.Tensor | undefined;
   /**
    * One AdamW update of `p` with gradient `g` and moments `m`, `v` (all one shape):
-   * `[p1, m1, v1]`, bit-identical to the unfused ops of `applyGradients` (`lib/train/optim.ts`).
+   * `[p1, m1, v1]`, bit-identical to the unfused ops of `applyGradients` (`lib/optim/optim.ts`).
    */
   adamw?: (
     p: tf.Tensor,

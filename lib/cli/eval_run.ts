@@ -6,7 +6,7 @@
  *
  * @example
  * ```ts
- * import { evaluate } from "./run.ts";
+ * import { evaluate } from "./eval_run.ts";
  * const rows = await evaluate({ checkpoint: "data/runs/x/backbone.safetensors", protocols: ["knn"] });
  * ```
  * @module
@@ -19,17 +19,17 @@ import { ConfigError } from "../core/errors.ts";
 import { type Dataset, type DatasetName, loadDataset, splitLine } from "../data/mod.ts";
 import {
   checkpointCacheKey,
-  datasetStats,
   extractFeatures,
   type FeatureSet,
   rawPixelFeatures,
   type Readout,
-} from "./features.ts";
+} from "../eval/features.ts";
+import { datasetStats } from "../data/stats.ts";
 import { createViT, disposeViT, type ViT } from "../model/vit.ts";
-import { defaultWarmupEpochs, finetune } from "./finetune.ts";
-import { KNN_TEMPERATURE, knnClassify } from "./knn.ts";
-import { linearProbe } from "./linear.ts";
-import { appendResult, type EvalRow, RESULTS_FILE } from "./results.ts";
+import { defaultWarmupEpochs, finetune } from "../eval/finetune.ts";
+import { KNN_TEMPERATURE, knnClassify } from "../eval/knn.ts";
+import { linearProbe } from "../eval/linear.ts";
+import { appendResult, type EvalRow, RESULTS_FILE } from "../eval/results.ts";
 import {
   checkUmapPoints,
   type FeatureMapOptions,

@@ -18,18 +18,13 @@
  * @module
  */
 import { BackendError, type BackendName, initBackend, type Precision } from "../backends/mod.ts";
-import {
-  BACKEND_FLAG,
-  type FlagSpec,
-  helpText,
-  parseFlags,
-  PRECISION_FLAG,
-  UsageError,
-} from "../cli/args.ts";
-import { runMain } from "../cli/main.ts";
-import { profileTable } from "./profile.ts";
-import { type BenchResult, benchWorkload } from "./run.ts";
-import { WORKLOADS } from "./workloads.ts";
+import { helpText } from "./args.ts";
+import { BACKEND_FLAG, PRECISION_FLAG } from "../backends/flags.ts";
+import { type FlagSpec, parseFlags, UsageError } from "../core/flags.ts";
+import { runMain } from "./main.ts";
+import { profileTable } from "../bench/profile.ts";
+import { type BenchResult, benchWorkload } from "../bench/run.ts";
+import { WORKLOADS } from "../bench/workloads.ts";
 
 const SPECS: FlagSpec[] = [
   {

@@ -1,18 +1,18 @@
 /**
  * Benchmark: tfjs wasm, single-threaded SIMD build vs the threaded SIMD build (see
- * {@link ../backends/wasm/threads.ts}), on matmul shapes of a small ViT. Configurations alternate in rounds
+ * {@link ../../backends/wasm/threads.ts}), on matmul shapes of a small ViT. Configurations alternate in rounds
  * so that load from other processes hits them alike; each op reports its best round.
  *
- * Run: `deno run -A lib/bench/wasm_threads.ts [--rounds 5] [--threads 1,2] [--fast]`
+ * Run: `deno run -A lib/bench/scripts/wasm_threads.ts [--rounds 5] [--threads 1,2] [--fast]`
  * (`1` = tfjs's own single-threaded build, `n > 1` = the threaded build with n threads;
- * `--fast` installs {@link ../backends/wasm/matmul.ts}'s XNNPACK routing first.)
+ * `--fast` installs {@link ../../backends/wasm/matmul.ts}'s XNNPACK routing first.)
  * @module
  */
 import * as tf from "@tensorflow/tfjs-core";
 import process from "node:process";
-import { parseArgs } from "@std/cli";
-import { initBackend } from "../backends/mod.ts";
-import { installWasmMatMulFastPath } from "../backends/wasm/matmul.ts";
+import { initBackend } from "../../backends/mod.ts";
+import { installWasmMatMulFastPath } from "../../backends/wasm/matmul.ts";
+import { type FlagSpec, parseFlags } from "../../core/flags.ts";
 
 interface Op {
   name: string;
@@ -90,8 +90,18 @@ function timeOp(op: Op): Result {
   return { ms: wall / op.reps, cpuPerWall: (c.user + c.system) / 1000 / wall };
 }
 
-const args = parseArgs(Deno.args, { string: ["rounds", "threads"], boolean: ["fast"] });
-const rounds = Number(args.rounds ?? 5);
+const SPECS: FlagSpec[] = [
+  { key: "rounds", flag: "rounds", kind: "int", min: 1, help: "rounds of every op (default 5)" },
+  {
+    key: "threads",
+    flag: "threads",
+    kind: "string",
+    help: "thread counts, comma-separated (default 1,2; 1 is tfjs's own build)",
+  },
+  { key: "fast", flag: "fast", kind: "bool", help: "install the XNNPACK matmul routing first" },
+];
+const { values: args } = parseFlags(Deno.args, SPECS);
+const rounds = (args.rounds as number | undefined) ?? 5;
 const configs: number[] = String(args.threads ?? "1,2").split(",").map(Number);
 const best = new Map<string, Result>();
 for (let r = 0; r < rounds; r++) {
