@@ -9,7 +9,8 @@
  * - `umap.ts`: UMAP maps of backbone features coloured by class (`featureMaps`, `umapSpec`);
  * - `runs.ts`: where notebook runs live and reading them back;
  * - `training.ts`: notebook 02's run and the experiment suites (the only part that trains);
- * - from `figures.ts`: the suites' compact curves and their table beside the paper;
+ * - from `figures/`: the study figures, the suites' compact curves and their table beside the
+ *   paper;
  * - from `lib/experiments/`: the per-configuration tables over seeds (`aggregate.ts`) and the
  *   verdict table of a suite's comparisons with the paper (`comparisonMarkdown`).
  *
@@ -34,7 +35,22 @@ export * from "./inspect.ts";
 export * from "./umap.ts";
 export * from "./runs.ts";
 export * from "./training.ts";
-export { dipCurvesSpec, gradientSpec, hasMonitor, paperComparison } from "./figures.ts";
+export {
+  dipCurvesSpec,
+  gradientSpec,
+  gradientTraces,
+  hasMonitor,
+  optimizerCurves,
+  paperComparison,
+  patchProjectionBars,
+  patchSizeFigure,
+  pilotFigure,
+  posembBars,
+  scalingFigure,
+  stabilityCurves,
+  stabilityLrFigure,
+  verdictForest,
+} from "./figures/mod.ts";
 export { configTable, pilotTable, stabilityTable } from "../experiments/aggregate.ts";
 export { comparisonMarkdown } from "../experiments/summary.ts";
 export { findChromium, plotHtml } from "./render.ts";

@@ -33,7 +33,7 @@ import {
   type Readout,
 } from "../eval/features.ts";
 import { createViT, disposeViT, type ViT } from "../model/vit.ts";
-import { type FigureSpec, writeFigure, type WrittenFigure } from "./figures.ts";
+import { type FigureSpec, writeFigure, type WrittenFigure } from "./figures/mod.ts";
 import { renderPng } from "./render.ts";
 
 /** Defaults of {@link umapEmbedding} and {@link featureMaps}. */

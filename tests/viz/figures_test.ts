@@ -1,5 +1,5 @@
 /**
- * The figure specs of lib/viz/figures.ts from small tables built by hand: every plotted mean and
+ * The figure specs of lib/viz/figures/ from small tables built by hand: every plotted mean and
  * error bar is checked against values computed here (mean, and the 95% t half-width
  * t(0.975, n - 1) * s / sqrt(n) with t(0.975, 2) = 4.302653 from the printed table), and the
  * summary the figure CLI writes.
@@ -33,7 +33,7 @@ import {
   verdictForest,
   verdictLines,
   writeFigure,
-} from "../../lib/viz/figures.ts";
+} from "../../lib/viz/figures/mod.ts";
 
 /** t(0.975, 2) from the printed t-table. */
 const T2 = 4.302653;

@@ -87,10 +87,10 @@ Deno.test("display modules load neither the training loop nor the methods", asyn
     const graph = await runtimeGraph(`${viz}${file}.ts`);
     assertEquals(graph.filter((m) => pretrain(m) || methods(m)), [], `${file}.ts`);
   }
-  // The budget names and the figure specs (also umap.ts, through figures.ts) read
+  // The budget names and the figure specs (also umap.ts, through figures/) read
   // lib/experiments/suites.ts, whose config fields (lib/train/config.ts) name the methods'
   // registry; still no training loop.
-  for (const file of ["budget", "figures", "umap"]) {
+  for (const file of ["budget", "figures/mod", "umap"]) {
     assertEquals((await runtimeGraph(`${viz}${file}.ts`)).filter(pretrain), [], `${file}.ts`);
   }
   // The check can fail: the notebooks' entry does load training (through training.ts).
