@@ -34,8 +34,12 @@ import {
   PAPER_NAME,
   subtitle,
   type TableLike,
+  wrapLabel,
   zoomRange,
 } from "./kit.ts";
+
+/** The font of the paper bars' labels (a fixed size: never shrunk to the bar). */
+export const PAPER_BAR_FONT = { size: 11, color: "#222" };
 
 /** A dashed horizontal line at the random-init rows' mean of `metric` (none without such rows). */
 function floorLine(results: TableLike, metric: string, yref = "y") {
@@ -113,8 +117,12 @@ export function barsWithPaper(
       name: PAPER_NAME,
       x: placed.map((q) => q.x),
       y: placed.map((q) => q.p.value),
-      text: placed.map((q) => `${q.p.label}: ${q.p.value.toFixed(1)}`),
+      // Wrapped, at a fixed size: on one line plotly shrinks a label wider than its bar.
+      text: placed.map((q) => wrapLabel(`${q.p.label}: ${q.p.value.toFixed(1)}`, 16)),
       textposition: "outside",
+      textfont: PAPER_BAR_FONT,
+      constraintext: "none",
+      cliponaxis: false,
       hovertext: placed.map((q) => q.p.note ?? q.p.label),
       marker: { color: "#bdbdbd", line: { color: "#111", width: 1 } },
       offsetgroup: "paper",
@@ -136,6 +144,8 @@ export function barsWithPaper(
       side: "right",
       range: zoomRange(pv.length ? pv : [0, 100]),
       tickformat: ".1f",
+      // Its own round ticks (an overlaying axis otherwise takes the grid of the left one).
+      tickmode: "auto",
       showgrid: false,
     },
     shapes: floor.shapes,

@@ -20,6 +20,7 @@ import {
   COLORS,
   distinct,
   type FigureSpec,
+  finishFigure,
   HEIGHT,
   num,
   projName,
@@ -62,6 +63,7 @@ export function gradientTraces(
     height: Math.max(HEIGHT, 250 * nRows + 140),
     grid: { rows: nRows, columns: cols, pattern: "independent", ygap: 0.35, xgap: 0.12 },
   });
+  let spiked = false;
   rows.forEach((r, i) => {
     const k = i + 1;
     const ax = k === 1 ? "" : String(k);
@@ -98,13 +100,15 @@ export function gradientTraces(
       mode: "markers",
       name: "spike (>= 3x median)",
       legendgroup: "spike",
-      showlegend: i === 0,
+      // In the legend once: from the first panel with spikes (an empty trace has no entry).
+      showlegend: spikes.length > 0 && !spiked,
       x: spikes.map((s) => at.get(s.step)),
       y: spikes.map((s) => s.value),
       marker: { symbol: "circle-open", size: 10, color: COLORS[3], line: { width: 2 } },
       xaxis: `x${ax}`,
       yaxis: `y${ax}`,
     });
+    if (spikes.length) spiked = true;
     const pts = knnCurve(cur, String(r.run_id));
     for (const d of findDips(pts, { minDepth: opts.minDepth ?? dipThreshold(pts) })) {
       const x = pts.find((p) => p.step === d.bottomStep)!.images;
@@ -120,7 +124,10 @@ export function gradientTraces(
       });
     }
     layout[`xaxis${ax}`] = { title: { text: "images seen", standoff: 2 } };
-    layout[`yaxis${ax}`] = { rangemode: "tozero", title: { text: "grad norm" } };
+    // The y title on the first column only: beside the others it would run into the panel
+    // to their left.
+    const first = i % cols === 0;
+    layout[`yaxis${ax}`] = { rangemode: "tozero", title: { text: first ? "grad norm" : "" } };
     annotations.push({
       text: title,
       xref: `x${ax} domain`,
@@ -134,5 +141,5 @@ export function gradientTraces(
   });
   layout.shapes = shapes;
   layout.annotations = annotations;
-  return { data, layout };
+  return finishFigure(data, layout, { legendGap: 60 });
 }

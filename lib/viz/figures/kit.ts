@@ -335,7 +335,7 @@ export function paperPanel(
     type: "scatter",
     mode: "markers+text",
     name: PAPER_NAME,
-    x: paper.map((p) => p.label),
+    x: paper.map((p) => wrapLabel(p.label, 12)),
     y: paper.map((p) => p.value),
     text: paper.map((p) => p.value.toFixed(1)),
     textposition: "middle right",
@@ -385,7 +385,13 @@ export interface PaperPanelOptions {
 export function finishFigure(
   data: Trace[],
   layout: Record<string, unknown>,
-  opts: { paper?: PaperPanelOptions; study?: string; comparisons?: Comparison[] } = {},
+  opts: {
+    paper?: PaperPanelOptions;
+    study?: string;
+    comparisons?: Comparison[];
+    /** Place the legend below the x axes' labels and titles ({@link legendBelow}). */
+    legendGap?: number;
+  } = {},
 ): FigureSpec {
   if (opts.paper && opts.paper.numbers.length) {
     const { trace, axes } = paperPanel(opts.paper.numbers, opts.paper.axis, opts.paper.yTitle);
@@ -393,8 +399,98 @@ export function finishFigure(
     Object.assign(layout, axes);
     (layout.annotations as unknown[]).push(panelTitle(PAPER_NAME, [0.8, 1]));
   }
+  if (opts.legendGap !== undefined) legendBelow(layout, data, opts.legendGap);
   if (opts.study) addVerdicts(layout, opts.comparisons, opts.study);
   return { data, layout };
+}
+
+/** Pixels of one row of a horizontal legend (font 12). */
+const LEGEND_ROW = 20;
+/** Pixels an entry takes besides its text (symbol and padding). */
+const LEGEND_ITEM = 46;
+/** Average pixels a character of the legend's text takes (font 12). */
+const LEGEND_CHAR = 6.6;
+
+/**
+ * The rows a horizontal legend of `names` takes in `width` pixels: entries packed left to
+ * right, each {@link LEGEND_ITEM} px plus its text at {@link LEGEND_CHAR} px a character.
+ *
+ * @example
+ * ```ts
+ * legendRows(["a", "b"], 1000); // 1
+ * ```
+ */
+export function legendRows(names: string[], width: number): number {
+  let rows = names.length ? 1 : 0, used = 0;
+  for (const name of names) {
+    const w = LEGEND_ITEM + LEGEND_CHAR * stripHtml(name).length;
+    if (used > 0 && used + w > width) {
+      rows++;
+      used = 0;
+    }
+    used += w;
+  }
+  return rows;
+}
+
+function stripHtml(text: string): string {
+  return text.replace(/<[^>]+>/g, "");
+}
+
+/**
+ * Puts the horizontal legend `gap` pixels below the plot area (clear of the x axes' tick labels
+ * and titles) and makes the bottom margin hold it: the margin grows to `gap` plus the legend's
+ * rows ({@link legendRows} of the traces shown in it), taking up to 60 px from the plot area,
+ * the rest added to the figure's height. The legend's position is in the plot's own fraction
+ * (any plotly version draws it alike).
+ *
+ * @example
+ * ```ts
+ * legendBelow(layout, data, 90); // x titles and rotated tick labels above the legend
+ * ```
+ */
+export function legendBelow(layout: Record<string, unknown>, data: Trace[], gap: number): void {
+  const margin = layout.margin as Record<string, number>;
+  const width = num(layout.width) - margin.l - 10;
+  const names = data
+    .filter((t) => t.showlegend !== false && t.name !== undefined && hasPoints(t))
+    .map((t) => String(t.name));
+  const b = Math.ceil(gap + LEGEND_ROW * legendRows(names, width) + 10);
+  layout.height = num(layout.height) + Math.max(0, b - margin.b - 60);
+  layout.margin = { ...margin, b };
+  const plotHeight = num(layout.height) - margin.t - b;
+  layout.legend = {
+    ...(layout.legend as Record<string, unknown>),
+    orientation: "h",
+    x: 0,
+    y: -gap / plotHeight,
+    yanchor: "top",
+  };
+}
+
+/** Whether a trace draws something (plotly leaves empty traces out of the legend). */
+function hasPoints(t: Trace): boolean {
+  const x = t.x as unknown[] | undefined, y = t.y as unknown[] | undefined;
+  return (x?.length ?? y?.length ?? 1) > 0;
+}
+
+/**
+ * A label broken into lines of at most `width` characters at spaces (`<br>` between lines), for
+ * tick labels and bar texts that would otherwise overlap or shrink.
+ *
+ * @example
+ * ```ts
+ * wrapLabel("random patch projection", 12); // "random patch<br>projection"
+ * ```
+ */
+export function wrapLabel(text: string, width = 14): string {
+  const lines: string[] = [];
+  for (const word of text.split(" ")) {
+    const last = lines.length - 1;
+    if (last >= 0 && (lines[last] + " " + word).length <= width) lines[last] += " " + word;
+    else lines.push(word);
+  }
+  return lines.join("<br>");
 }
 
 /**

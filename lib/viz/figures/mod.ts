@@ -35,11 +35,14 @@ export {
   type CurveOptions,
   type FigureOptions,
   type FigureSpec,
+  legendBelow,
+  legendRows,
   OURS_KNN,
   OURS_LINEAR,
   PAPER_NAME,
   type TableLike,
   verdictLines,
+  wrapLabel,
 } from "./kit.ts";
 export { envelope } from "./curves.ts";
 export { stabilityCurves } from "./stability_curves.ts";

@@ -78,7 +78,8 @@ export function optimizerCurves(
     };
   });
   const groups = groupByConfig(results, ["optimizer", "baseLr", "weightDecay"]);
-  const x = groups.map((g) => name(g.config));
+  // Bar labels in two lines: one line is too wide for its bar and gets cut.
+  const x = groups.map((g) => name(g.config).replace(" lr ", "<br>lr "));
   const lin = groups.map((g) => metricInterval(g.runs, LINEAR));
   const knn = groups.map((g) => metricInterval(g.runs, KNN));
   for (const [n, iv, c] of [[OURS_LINEAR, lin, COLORS[0]], [OURS_KNN, knn, LIGHT[0]]] as const) {
@@ -120,5 +121,6 @@ export function optimizerCurves(
     paper: { numbers: paper, axis: 3, yTitle: "linear top-1 (%), ViT-S" },
     study: "optimizer",
     comparisons: opts.comparisons,
+    legendGap: 95,
   });
 }

@@ -13,7 +13,7 @@ import { SUITES } from "../../experiments/suites.ts";
 import { groupByConfig, type Row } from "../../experiments/aggregate.ts";
 import { vitConfig, vitFlops } from "../../model/vit.ts";
 import type { Trace } from "../render.ts";
-import { barsWithPaper } from "./bars_with_paper.ts";
+import { barsWithPaper, PAPER_BAR_FONT } from "./bars_with_paper.ts";
 import {
   baseLayout,
   COLORS,
@@ -26,6 +26,7 @@ import {
   PAPER_NAME,
   subtitle,
   type TableLike,
+  wrapLabel,
 } from "./kit.ts";
 
 /**
@@ -74,8 +75,11 @@ export function patchSizeFigure(
       name: `${PAPER_NAME}: GFLOPs / image`,
       x: placed.map((q) => q.x),
       y: placed.map((q) => q.g),
-      text: placed.map((q) => `${q.p.label}: ${q.g.toFixed(0)}`),
+      text: placed.map((q) => wrapLabel(`${q.p.label}: ${q.g.toFixed(0)}`, 16)),
       textposition: "outside",
+      textfont: PAPER_BAR_FONT,
+      constraintext: "none",
+      cliponaxis: false,
       marker: { color: "#e0e0e0", line: { color: "#111", width: 1 } },
       offsetgroup: "paper",
       xaxis: "x2",
@@ -101,6 +105,7 @@ export function patchSizeFigure(
       title: { text: `${PAPER_NAME}: GFLOPs / image` },
       rangemode: "tozero",
       tickformat: ".0f",
+      tickmode: "auto",
       showgrid: false,
     },
     annotations: [

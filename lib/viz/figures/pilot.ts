@@ -20,6 +20,7 @@ import {
   ciBars,
   COLORS,
   type FigureSpec,
+  finishFigure,
   KNN,
   LINEAR,
   markedPoints,
@@ -140,5 +141,5 @@ export function pilotFigure(results: TableLike, opts: { note?: string } = {}): F
       panelTitle("kNN-20 top-1", right),
     ],
   });
-  return { data, layout };
+  return finishFigure(data, layout, { legendGap: 80 });
 }

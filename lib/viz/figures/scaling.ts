@@ -117,6 +117,7 @@ export function scalingFigure(results: TableLike, opts: FigureOptions = {}): Fig
     side: "right",
     showgrid: false,
     tickformat: ".1f",
+    tickmode: "auto",
     range: zoomRange(pv.length ? pv : [0, 100]),
   };
   const layout = baseLayout("Model scaling: accuracy vs parameters and FLOPs", {
@@ -136,5 +137,9 @@ export function scalingFigure(results: TableLike, opts: FigureOptions = {}): Fig
       panelTitle("accuracy vs FLOPs", right),
     ],
   });
-  return finishFigure(data, layout, { study: "scaling", comparisons: opts.comparisons });
+  return finishFigure(data, layout, {
+    study: "scaling",
+    comparisons: opts.comparisons,
+    legendGap: 80,
+  });
 }

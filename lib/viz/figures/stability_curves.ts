@@ -131,5 +131,6 @@ export function stabilityCurves(
     paper: { numbers: paper, axis: frozen.length + 1, yTitle: "linear top-1 (%), ViT-B" },
     study: "stability",
     comparisons: opts.comparisons,
+    legendGap: 95,
   });
 }

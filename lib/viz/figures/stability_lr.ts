@@ -126,5 +126,6 @@ export function stabilityLrFigure(results: TableLike, opts: FigureOptions = {}):
     paper: { numbers: paper, axis: 3, yTitle: "linear top-1 (%), ViT-B, batch 4k" },
     study: "stability",
     comparisons: opts.comparisons,
+    legendGap: 95,
   });
 }
