@@ -5,7 +5,12 @@
  * - `budget.ts`: `VITSSL_BUDGET` (`budget`, `byBudget`) and what each notebook does per budget;
  * - `display.ts`: MIME bundles, Markdown, HTML, plotly figures (`showPlot`, through `render.ts`);
  * - `tables.ts`, `images.ts`, `progress.ts`: tables, image grids, live progress;
- * - `charts.ts`, `inspect.ts`: small plotly specs; ViT parameter counts and attention maps;
+ * - `charts.ts`, `inspect.ts`: small plotly specs; ViT parameter counts and attention maps
+ *   (and the sentences computed from them);
+ * - `format.ts`: numbers at the precision that tells them apart (`formatSig`), differences as
+ *   sentences;
+ * - `run_curves.ts`, `final_report.ts`: a pretraining run's curves and its final report;
+ * - `protocols.ts`: notebook 03's table of protocols per model and its sentences;
  * - `umap.ts`: UMAP maps of backbone features coloured by class (`featureMaps`, `umapSpec`);
  * - `runs.ts`: where notebook runs live and reading them back;
  * - `training.ts`: notebook 02's run and the experiment suites (the only part that trains);
@@ -32,11 +37,16 @@ export * from "./images.ts";
 export * from "./progress.ts";
 export * from "./charts.ts";
 export * from "./inspect.ts";
+export * from "./format.ts";
+export * from "./run_curves.ts";
+export * from "./final_report.ts";
+export * from "./protocols.ts";
 export * from "./umap.ts";
 export * from "./runs.ts";
 export * from "./training.ts";
 export {
   dipCurvesSpec,
+  frameworkComparison,
   gradientSpec,
   gradientTraces,
   hasMonitor,

@@ -56,6 +56,6 @@ export { optimizerCurves } from "./optimizer.ts";
 export { pilotFigure } from "./pilot.ts";
 export { verdictForest } from "./verdict_forest.ts";
 export { dipCurvesSpec, gradientSpec, hasMonitor, type SuiteTables } from "./notebook_curves.ts";
-export { paperComparison } from "./paper_comparison.ts";
+export { frameworkComparison, paperComparison } from "./paper_comparison.ts";
 export { buildFigures } from "./build.ts";
 export { writeFigure, type WriteFigureOptions, type WrittenFigure } from "./write.ts";

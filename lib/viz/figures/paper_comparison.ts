@@ -10,8 +10,8 @@
  * @module
  */
 import * as aq from "arquero";
-import { type PaperNumber, SUITES } from "../../experiments/suites.ts";
-import { configTable, type Row } from "../../experiments/aggregate.ts";
+import { FRAMEWORK_TOP1, type PaperNumber, SUITES } from "../../experiments/suites.ts";
+import { bool, configTable, type Row } from "../../experiments/aggregate.ts";
 import { matches, PAPER_NAME, type TableLike } from "./kit.ts";
 
 /**
@@ -48,4 +48,37 @@ export function paperComparison(suite: string, results: TableLike): aq.ColumnTab
     });
   }
   return aq.from(out);
+}
+
+/**
+ * The frameworks beside the paper's (its Section 6.1, learned patch projection): our rows of the
+ * patch-projection suite with the learned projection ({@link configTable} over seeds), each
+ * with the paper's ViT-S and ViT-B linear top-1 (`FRAMEWORK_TOP1`), then the paper's frameworks
+ * that did not run here (our columns empty). Every framework of `FRAMEWORK_TOP1` is listed.
+ *
+ * @example
+ * ```ts
+ * frameworkComparison((await suiteData("patch-projection")).results);
+ * // rows: MoCo v3, SimCLR, BYOL, SwAV with "paper ViT-S (%)" and "paper ViT-B (%)"
+ * ```
+ */
+export function frameworkComparison(results: TableLike): aq.ColumnTable {
+  const paper = new Map(FRAMEWORK_TOP1.map(([label, s, b, name]) => [name, {
+    paper: label,
+    "paper ViT-S (%)": s,
+    "paper ViT-B (%)": b,
+  }]));
+  const learned = configTable(results, ["framework", "freezePatchEmbed"])
+    .filter((r) => !bool(r.freezePatchEmbed))
+    .map(({ freezePatchEmbed: _, ...r }) => r);
+  const ran = new Set(learned.map((r) => String(r.framework)));
+  const blank = Object.fromEntries(Object.keys(learned[0] ?? {}).map((k) => [k, null]));
+  return aq.from([
+    ...learned.map((r) => ({ ...r, ...paper.get(String(r.framework)) })),
+    ...[...paper].filter(([name]) => !ran.has(name)).map(([name, p]) => ({
+      ...blank,
+      framework: name,
+      ...p,
+    })),
+  ]);
 }
