@@ -142,7 +142,7 @@ export function trainingCurvesSpec(
       name: `final kNN-${final.k ?? 20}${sizes(final)} (%)`,
       x: [final.step],
       y: [final.top1],
-      marker: { symbol: "star", size: 14, color: "#d62728", line: { width: 1, color: "#fff" } },
+      marker: { symbol: "star", size: 14, color: "#111", line: { width: 1, color: "#fff" } },
       yaxis: "y2",
     });
   }

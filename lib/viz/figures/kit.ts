@@ -59,8 +59,19 @@ export const PAPER_MARKER = {
   color: "#111",
   line: { width: 1, color: "#fff" },
 };
-/** Line and bar colours, one per configuration (plotly's first seven). */
-export const COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2"];
+/** Line and bar colours, one per configuration (plotly's ten). */
+export const COLORS = [
+  "#1f77b4",
+  "#ff7f0e",
+  "#2ca02c",
+  "#d62728",
+  "#9467bd",
+  "#8c564b",
+  "#e377c2",
+  "#7f7f7f",
+  "#bcbd22",
+  "#17becf",
+];
 /** The light shade of each of {@link COLORS} (kNN-20 beside the linear probe). */
 export const LIGHT = ["#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94", "#f7b6d2"];
 /** Line dashes, one per learning rate. */
