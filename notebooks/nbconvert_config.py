@@ -10,12 +10,19 @@
 # default 0.2; the late messages arrive within a few milliseconds).
 #
 # It changes nothing else: cell errors still stop the run (nbclient checks the execute reply).
+# (lib/viz/display.ts also waits, after each display, for the kernel to publish it, so that
+# outputs are complete without this config too; the grace period stays as a second guard.)
+#
+# It also records the budget of an execution in the notebook's metadata
+# (metadata.vitssl.budget = $VITSSL_BUDGET; removed when the outputs are cleared), which
+# `deno task notebooks` reads to refuse replacing outputs made at another budget.
 
 import os
 import queue
 
 import nbclient.client
 from nbclient.exceptions import CellExecutionComplete
+from nbconvert.preprocessors import Preprocessor
 
 _GRACE = float(os.environ.get("VITSSL_NB_GRACE", "0.2"))
 
@@ -45,9 +52,25 @@ async def _poll_output_msg_with_grace(self, parent_msg_id, cell, cell_index):
 
 nbclient.client.NotebookClient._async_poll_output_msg = _poll_output_msg_with_grace
 
+
+class BudgetMetadata(Preprocessor):
+    """Records $VITSSL_BUDGET as metadata.vitssl.budget; drops it from a notebook without outputs."""
+
+    def preprocess(self, nb, resources):
+        outputs = any(c.get("outputs") for c in nb.cells if c.cell_type == "code")
+        budget = os.environ.get("VITSSL_BUDGET")
+        if outputs and budget:
+            nb.metadata.setdefault("vitssl", {})["budget"] = budget
+        elif not outputs:
+            nb.metadata.pop("vitssl", None)
+        return nb, resources
+
+
 c = get_config()  # noqa: F821 (provided by traitlets when it loads this file)
 # Long cells (a cpu-budget pretraining run) must not time out; -1 = no limit.
 c.ExecutePreprocessor.timeout = int(os.environ.get("VITSSL_NB_TIMEOUT", "-1"))
 c.ExecutePreprocessor.kernel_name = "deno"
 # No per-cell timestamps in the executed notebooks (they only churn diffs).
 c.ExecutePreprocessor.record_timing = False
+# After the execution (or the clearing) of the default preprocessors.
+c.NotebookExporter.preprocessors = [BudgetMetadata]

@@ -12,7 +12,7 @@
  * ```
  * @module
  */
-import { buildFigures, writeFigure } from "../viz/figures.ts";
+import { buildFigures, writeFigure } from "../viz/figures/mod.ts";
 import {
   compareWithPaper,
   comparisonMarkdown,

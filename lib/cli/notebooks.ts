@@ -8,7 +8,14 @@
  * deno task notebooks --budget cpu --only 04,05,06,07,08   # the committed-executed ones
  * deno task notebooks --budget smoke --out /tmp/nb --html   # to a directory, plus HTML
  * deno task notebooks --clear --only 00,01,02,03,09     # clear outputs again before committing
+ * deno task notebooks --budget smoke --only 05 --overwrite  # replace committed cpu outputs
  * ```
+ *
+ * Each executed notebook records its budget in its metadata (`metadata.vitssl.budget`, set by
+ * `notebooks/nbconvert_config.py`). Executing in place refuses, before running anything, to
+ * replace the outputs of a notebook made at another budget (or at an unknown one): the
+ * committed `cpu` outputs of 04-08 are not overwritten by a `smoke` run unless `--overwrite` is
+ * given (or `--out` writes elsewhere).
  *
  * Needs Jupyter (Debian: `apt-get install jupyter-nbconvert jupyter-client python3-ipykernel`,
  * or `pip install nbconvert ipykernel`) and the Deno kernel (`deno jupyter --install`).
@@ -106,6 +113,54 @@ export async function listNotebooks(only: string[] = [], dir = NOTEBOOK_DIR): Pr
   return names.filter((n) => picked.has(n)).map((n) => `${dir.replace(/\/$/, "")}/${n}.ipynb`);
 }
 
+/** What a notebook holds: its code cells' outputs, and the budget that made them. */
+export interface NotebookOutputs {
+  /** Outputs of all its code cells. */
+  outputs: number;
+  /** `metadata.vitssl.budget`: the budget of the execution that made them (absent: unknown). */
+  budget?: string;
+}
+
+/**
+ * Reads a notebook's outputs and the budget recorded in its metadata.
+ *
+ * @example
+ * ```ts
+ * await notebookOutputs("notebooks/05_positional_embedding.ipynb"); // { outputs: 4, budget: "cpu" }
+ * ```
+ */
+export async function notebookOutputs(path: string): Promise<NotebookOutputs> {
+  const nb = JSON.parse(await Deno.readTextFile(path)) as {
+    cells: { outputs?: unknown[] }[];
+    metadata?: { vitssl?: { budget?: string } };
+  };
+  const outputs = nb.cells.reduce((n, c) => n + (c.outputs?.length ?? 0), 0);
+  const budget = nb.metadata?.vitssl?.budget;
+  return budget ? { outputs, budget } : { outputs };
+}
+
+/**
+ * The notebooks among `paths` whose outputs an execution at `budget` in place would replace
+ * although they were made at another budget (or at one not recorded): `name (budget)` each.
+ * Notebooks without outputs never clash.
+ *
+ * @example
+ * ```ts
+ * await overwriteClashes(["notebooks/05_positional_embedding.ipynb"], "smoke");
+ * // ["05_positional_embedding (cpu)"]
+ * ```
+ */
+export async function overwriteClashes(paths: string[], budget: Budget): Promise<string[]> {
+  const out: string[] = [];
+  for (const p of paths) {
+    const o = await notebookOutputs(p);
+    if (o.outputs > 0 && o.budget !== budget) {
+      out.push(`${p.split("/").pop()!.replace(/\.ipynb$/, "")} (${o.budget ?? "unknown budget"})`);
+    }
+  }
+  return out;
+}
+
 /** Options of {@link executeNotebook}. */
 export interface ExecuteOptions {
   budget: Budget;
@@ -170,9 +225,19 @@ export async function renderHtml(ipynb: string, htmlDir: string): Promise<string
   return `${htmlDir.replace(/\/$/, "")}/${name}.html`;
 }
 
-/** Clears every output and execution count of a notebook, in place. */
+/**
+ * Clears every output and execution count of a notebook, in place (and the budget its metadata
+ * recorded: see `notebooks/nbconvert_config.py`).
+ */
 export async function clearOutputs(ipynb: string): Promise<void> {
-  const r = await run("jupyter", ["nbconvert", "--clear-output", "--inplace", ipynb]);
+  const r = await run("jupyter", [
+    "nbconvert",
+    "--config",
+    NBCONVERT_CONFIG,
+    "--clear-output",
+    "--inplace",
+    ipynb,
+  ]);
   if (!r.ok) throw new Error(`nbconvert --clear-output failed for ${ipynb}:\n${r.stderr}`);
 }
 
@@ -200,6 +265,18 @@ const SPECS: FlagSpec[] = [
   },
   { key: "timeout", flag: "timeout", kind: "int", help: "seconds per cell (default: no limit)" },
   { key: "clear", flag: "clear", kind: "bool", help: "clear outputs in place instead of running" },
+  {
+    key: "overwrite",
+    flag: "overwrite",
+    kind: "bool",
+    help: "replace in place outputs made at another budget (default: refuse)",
+  },
+  {
+    key: "dir",
+    flag: "dir",
+    kind: "string",
+    help: "the notebooks' directory (default notebooks/)",
+  },
   { key: "help", flag: "help", kind: "bool", help: "show this help" },
 ];
 
@@ -218,13 +295,25 @@ export async function main(args: string[]): Promise<number> {
   if (!(BUDGETS as readonly string[]).includes(b)) {
     throw new UsageError(`--budget must be one of ${BUDGETS.join(", ")}, got "${b}"`);
   }
+  const only = v.only ? String(v.only).split(",").map((s) => s.trim()).filter(Boolean) : [];
+  const paths = await listNotebooks(
+    only,
+    v.dir ? `${String(v.dir).replace(/\/$/, "")}/` : undefined,
+  );
+  if (!v.clear && !v.out && !v.overwrite) {
+    const clash = await overwriteClashes(paths, b as Budget);
+    if (clash.length) {
+      throw new UsageError(
+        `refusing to replace the outputs of ${clash.join(", ")} with budget ${b} in place: ` +
+          "pass --overwrite to replace them, or --out DIR to write elsewhere",
+      );
+    }
+  }
   const status = await jupyterStatus();
   if (!status.ok) {
     console.error(`error: ${status.message}`);
     return 2;
   }
-  const only = v.only ? String(v.only).split(",").map((s) => s.trim()).filter(Boolean) : [];
-  const paths = await listNotebooks(only);
   if (v.clear) {
     for (const p of paths) {
       await clearOutputs(p);

@@ -1,6 +1,6 @@
 /**
  * A suite's runs aggregated over seeds, as plain rows for tables (`deno task figures`'s
- * `summary.md`, the notebooks) and figures (`lib/viz/figures.ts`): runs grouped by
+ * `summary.md`, the notebooks) and figures (`lib/viz/figures/`): runs grouped by
  * configuration (the suite's varied fields), each metric's mean with its 95% t-interval over
  * seeds ({@link meanInterval}), the random-init baseline rows apart. Pure: rows in, rows out.
  *

@@ -171,7 +171,7 @@ export const NOTEBOOKS: NotebookInfo[] = [
   },
   {
     name: "08_frameworks",
-    shows: "MoCo v3 vs SimCLR vs BYOL, each with a learned and a random patch projection",
+    shows: "MoCo v3 vs SimCLR vs BYOL vs SwAV, each with a learned and a random patch projection",
     paper: "Sec. 6.1 (frameworks), Sec. 4 (random patch projection)",
     committedExecuted: true,
     work: {

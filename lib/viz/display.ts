@@ -7,6 +7,13 @@
  * Outside a kernel (a test, `deno run`) every `show*` prints its `text/plain` instead, so the
  * same code runs anywhere.
  *
+ * Every output is complete when the cell's code finishes, in any front end: the Deno kernel
+ * (2.x) queues a display message and publishes it from another thread, and a cell's "idle"
+ * status can overtake the last queued messages; a front end that stops reading a cell's
+ * outputs at "idle" (`jupyter nbconvert --execute`, nbclient) then drops them (a late training
+ * summary, a stale progress line). So each display that is not an in-place update waits until
+ * the kernel has had time to publish what is queued ({@link flushDisplays}) before it returns.
+ *
  * @example
  * ```ts
  * import { showMarkdown, showPlot } from "./display.ts";
@@ -36,7 +43,11 @@ interface JupyterApi {
 }
 
 function jupyter(): JupyterApi | undefined {
-  return (Deno as unknown as { jupyter?: JupyterApi }).jupyter;
+  try {
+    return (Deno as unknown as { jupyter?: JupyterApi }).jupyter;
+  } catch {
+    return undefined; // outside `deno jupyter`, reading Deno.jupyter throws (Deno 2.x)
+  }
 }
 
 /**
@@ -68,6 +79,10 @@ export interface DisplayOptions {
  * ```ts
  * await display({ "text/html": "<b>hi</b>", "text/plain": "hi" });
  * ```
+ *
+ * A new display returns once the kernel has had time to publish it ({@link flushDisplays});
+ * an in-place update (`update: true`) returns at once (a live display updates often: its
+ * `finish` flushes).
  */
 export async function display(bundle: MimeBundle, opts: DisplayOptions = {}): Promise<void> {
   const api = jupyter();
@@ -75,11 +90,64 @@ export async function display(bundle: MimeBundle, opts: DisplayOptions = {}): Pr
     if (!opts.update) console.log(String(bundle["text/plain"] ?? "[rich output]"));
     return;
   }
-  await api.broadcast(opts.update ? "update_display_data" : "display_data", {
+  const content = {
     data: bundle,
     metadata: opts.metadata ?? {},
     transient: opts.displayId ? { display_id: opts.displayId } : {},
-  });
+  };
+  await api.broadcast(opts.update ? "update_display_data" : "display_data", content);
+  queued.bytes += JSON.stringify(content).length;
+  queued.last = performance.now();
+  if (!opts.update) await flushDisplays();
+}
+
+/** What was broadcast since the last flush: its size, and when the last message left. */
+const queued = { bytes: 0, last: 0 };
+
+/** Milliseconds the kernel is given, at least, to publish what is queued (see {@link flushWaitMs}). */
+export const FLUSH_BASE_MS = 50;
+
+/** Bytes a millisecond the kernel is assumed to publish, at least (10 MB/s: JSON, HMAC, TCP). */
+export const FLUSH_BYTES_PER_MS = 10_000;
+
+/**
+ * How long to wait after the last message for the kernel to publish `bytes` queued since the
+ * last flush: {@link FLUSH_BASE_MS} (or `$VITSSL_DISPLAY_FLUSH_MS`; 0 turns the wait off) plus
+ * the bytes at {@link FLUSH_BYTES_PER_MS}.
+ *
+ * @example
+ * ```ts
+ * flushWaitMs(200_000, 50); // 70: 50 ms plus 200 kB at 10 kB/ms
+ * ```
+ */
+export function flushWaitMs(bytes: number, baseMs = flushBaseMs()): number {
+  return baseMs <= 0 ? 0 : baseMs + bytes / FLUSH_BYTES_PER_MS;
+}
+
+function flushBaseMs(): number {
+  const v = Number(Deno.env.get("VITSSL_DISPLAY_FLUSH_MS"));
+  return Number.isFinite(v) && Deno.env.get("VITSSL_DISPLAY_FLUSH_MS") !== undefined
+    ? v
+    : FLUSH_BASE_MS;
+}
+
+/**
+ * Waits until the kernel has had time to publish every display message sent so far
+ * ({@link flushWaitMs} after the last one), so that a cell's outputs are all out before the
+ * cell's code finishes. Nothing to wait for outside a kernel, or when nothing was sent since the
+ * last flush.
+ *
+ * @example
+ * ```ts
+ * await live.update("<b>done</b>");
+ * await flushDisplays(); // the last update is published before the cell ends
+ * ```
+ */
+export async function flushDisplays(): Promise<void> {
+  if (!jupyter() || queued.bytes === 0) return;
+  const wait = queued.last + flushWaitMs(queued.bytes) - performance.now();
+  queued.bytes = 0;
+  if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
 }
 
 /**

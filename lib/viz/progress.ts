@@ -16,13 +16,19 @@
  * @module
  */
 import type { RunHooks } from "../train/pretrain.ts";
-import { display, escapeHtml, inNotebook, stripTags } from "./display.ts";
 import { type KnnRow, type LogRow, plannedSteps } from "../train/rundir.ts";
+import { display, escapeHtml, flushDisplays, inNotebook, stripTags } from "./display.ts";
+import { repoPath } from "./runs.ts";
 
 /** A display that is replaced in place by each {@link LiveDisplay.update}. */
 export interface LiveDisplay {
   /** Replaces the display's content (HTML, with a plain-text alternative). */
   update(html: string, text?: string): Promise<void>;
+  /**
+   * Waits until the last update is published ({@link flushDisplays}): call it after the last
+   * update of a cell, or the cell's end can overtake it.
+   */
+  finish(): Promise<void>;
 }
 
 /**
@@ -33,6 +39,7 @@ export interface LiveDisplay {
  * ```ts
  * const live = await liveDisplay("starting...");
  * for (let i = 1; i <= 3; i++) await live.update(`<b>${i}/3</b>`, `${i}/3`);
+ * await live.finish();
  * ```
  */
 export async function liveDisplay(html = "", text = ""): Promise<LiveDisplay> {
@@ -47,6 +54,7 @@ export async function liveDisplay(html = "", text = ""): Promise<LiveDisplay> {
       if (inNotebook()) await display(bundle(h, t), { displayId, update: true });
       else console.log(t || stripTags(h));
     },
+    finish: flushDisplays,
   };
 }
 
@@ -54,7 +62,7 @@ export async function liveDisplay(html = "", text = ""): Promise<LiveDisplay> {
 export interface LiveLog {
   /** Adds a line (pass as a `print` option). */
   print: (line: string) => void;
-  /** Waits for pending updates. */
+  /** Waits for pending updates, until they are published ({@link flushDisplays}). */
   finish(): Promise<void>;
 }
 
@@ -81,7 +89,10 @@ export async function liveLog(keep = 20): Promise<LiveLog> {
       if (inNotebook()) chain = chain.then(() => live.update(html, text)).catch(() => {});
       else console.log(line);
     },
-    finish: async () => await chain,
+    finish: async () => {
+      await chain;
+      await live.finish();
+    },
   };
 }
 
@@ -100,7 +111,10 @@ export function sparkline(ys: number[], w = 240, h = 40): string {
 
 /** What {@link trainProgress} returns: run hooks for `pretrain`, and `finish` to call after. */
 export interface TrainProgress extends RunHooks {
-  /** Waits for pending updates and shows the final state. */
+  /**
+   * Shows the final state and waits until it is published (so that it is the display's content
+   * when the cell ends, {@link flushDisplays}).
+   */
   finish(): Promise<void>;
   /** Every step row seen (the loss curve) and every kNN row. */
   steps: LogRow[];
@@ -110,9 +124,10 @@ export interface TrainProgress extends RunHooks {
 /**
  * Live progress of a `pretrain` run in one display updated in place: a progress bar, the last
  * loss, lr and speed, a loss sparkline, the last kNN accuracy (and online probe accuracy) and the
- * run's printed lines. The
- * total step count is read from the run directory's `config.json` (written before step 0).
- * Updates at most every `intervalMs` (default 500 ms).
+ * run's printed lines. The total step count is read from the run directory's `config.json`
+ * (written before step 0). Updates at most every `intervalMs` (default 500 ms). The final
+ * report's baselines are cached in the repository's `data/cache/baselines` (the kernel runs in
+ * `notebooks/`).
  *
  * @example
  * ```ts
@@ -165,6 +180,8 @@ export async function trainProgress(runDir: string, intervalMs = 500): Promise<T
   return {
     steps,
     knn,
+    // The repository's cache, not one under the kernel's working directory (notebooks/).
+    baselineCacheDir: repoPath("data/cache/baselines"),
     print: (line) => {
       lines.push(line);
       if (!inNotebook()) console.log(line);
@@ -180,6 +197,7 @@ export async function trainProgress(runDir: string, intervalMs = 500): Promise<T
     finish: async () => {
       render();
       await chain;
+      await live.finish();
     },
   };
 }

@@ -22,6 +22,11 @@ export interface TableOptions {
   digits?: number;
   /** Columns to show, in order (default all). */
   columns?: string[];
+  /**
+   * Per-column formatters, by column name (e.g. `{ baseLr: formatSig }` of `format.ts`):
+   * they replace `digits` for their column.
+   */
+  format?: Record<string, (value: unknown) => string>;
 }
 
 /** Anything {@link tableHtml} accepts: an arquero table or an array of plain row objects. */
@@ -51,6 +56,7 @@ export function tableHtml(table: TableLike, opts: TableOptions = {}): string {
     limit,
     maxdigits: opts.digits ?? 3,
     columns: opts.columns,
+    format: opts.format,
     style,
     null: () => "",
   });
@@ -76,6 +82,7 @@ export function tableMarkdown(table: TableLike, opts: TableOptions = {}): string
     limit: opts.limit ?? 50,
     maxdigits: opts.digits ?? 3,
     columns: opts.columns,
+    format: opts.format,
   }).trimEnd()
     // Markdown has no null format: empty cells instead of "null" (and "NaN").
     .replace(/\|(?:null|NaN)(?=\|)/g, "|");

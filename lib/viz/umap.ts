@@ -29,7 +29,7 @@ import { type Dataset, stratifiedSubset } from "../data/dataset.ts";
 import { extractFeatures, type FeatureSet, type Readout } from "../eval/features.ts";
 import { type ChannelStats } from "../data/stats.ts";
 import { createViT, disposeViT, type ViT } from "../model/vit.ts";
-import { type FigureSpec, writeFigure, type WrittenFigure } from "./figures.ts";
+import { type FigureSpec, writeFigure, type WrittenFigure } from "./figures/mod.ts";
 import { renderPng } from "./render.ts";
 
 /** Defaults of {@link umapEmbedding} and {@link featureMaps}. */

@@ -18,7 +18,7 @@ import {
   SUITES,
   suiteSeeds,
 } from "../../lib/experiments/suites.ts";
-import { buildFigures } from "../../lib/viz/figures.ts";
+import { buildFigures } from "../../lib/viz/figures/mod.ts";
 import { compareRows, compareWithPaper, familyNote } from "../../lib/experiments/summary.ts";
 
 const REQUIRED = [

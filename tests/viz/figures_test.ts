@@ -1,5 +1,5 @@
 /**
- * The figure specs of lib/viz/figures.ts from small tables built by hand: every plotted mean and
+ * The figure specs of lib/viz/figures/ from small tables built by hand: every plotted mean and
  * error bar is checked against values computed here (mean, and the 95% t half-width
  * t(0.975, n - 1) * s / sqrt(n) with t(0.975, 2) = 4.302653 from the printed table), and the
  * summary the figure CLI writes.
@@ -17,6 +17,8 @@ import {
   gradientSpec,
   gradientTraces,
   hasMonitor,
+  legendBelow,
+  legendRows,
   mimeBundle,
   OURS_KNN,
   OURS_LINEAR,
@@ -32,8 +34,9 @@ import {
   type Trace,
   verdictForest,
   verdictLines,
+  wrapLabel,
   writeFigure,
-} from "../../lib/viz/figures.ts";
+} from "../../lib/viz/figures/mod.ts";
 
 /** t(0.975, 2) from the printed t-table. */
 const T2 = 4.302653;
@@ -335,6 +338,71 @@ Deno.test("gradientTraces: a patch-projection spike is marked at its step, first
   assertEquals(spikes.x, [32]);
   assertEquals(spikes.y, [5]);
   assertEquals(trace(spec, "last block").y, grads.map(() => 2));
+});
+
+Deno.test("labels that do not overlap: wrapped labels, the legend below the axes, y titles of the first column", () => {
+  assertEquals(wrapLabel("random patch projection", 12), "random patch<br>projection");
+  // "lr 1.5e-4," (10) + " random" would be 17 > 12.
+  assertEquals(
+    wrapLabel("lr 1.5e-4, random patch projection", 12),
+    "lr 1.5e-4,<br>random patch<br>projection",
+  );
+  assertEquals(wrapLabel("sin-cos: 76.5", 16), "sin-cos: 76.5");
+  // An entry: 46 px plus 6.6 px a character; ten characters: 112 px.
+  assertEquals(legendRows(["aaaaaaaaaa", "bbbbbbbbbb", "cccccccccc"], 200), 3);
+  assertEquals(legendRows(["aaaaaaaaaa", "bbbbbbbbbb", "cccccccccc"], 250), 2); // 224 + 112
+  assertEquals(legendRows([], 250), 0);
+  // One row below a gap of 95 px: margin 95 + 20 + 10 = 125 px, 55 px more than 70 (no taller
+  // than 60 px more: the height stays), the legend's top 95 px under a plot of 520 - 115 - 125.
+  const layout: Record<string, unknown> = {
+    width: 1100,
+    height: 520,
+    margin: { l: 70, r: 80, t: 115, b: 70 },
+    legend: { orientation: "h", y: -0.16 },
+  };
+  legendBelow(layout, [{ name: "a", y: [1] }, { name: "b", y: [2] }, { name: "c", y: [] }], 95);
+  assertEquals(layout.height, 520);
+  assertEquals((layout.margin as { b: number }).b, 125);
+  assertAlmostEquals((layout.legend as { y: number }).y, -95 / 280, 1e-12);
+  // Four entries of 200 characters, one a row: 95 + 4 * 20 + 10 = 185 px, 115 more than 70:
+  // 55 px added to the height.
+  const tall: Record<string, unknown> = {
+    width: 1100,
+    height: 520,
+    margin: { l: 70, t: 115, b: 70 },
+  };
+  legendBelow(tall, ["w", "x", "y", "z"].map((n) => ({ name: n.repeat(200) })), 95);
+  assertEquals([tall.height, (tall.margin as { b: number }).b], [575, 185]);
+
+  // Gradient panels: the y title on the first column only; the spike in the legend once, from
+  // the first panel that has one (an empty trace has no legend entry).
+  const rows = [
+    ...seeded({ batchSize: 8, baseLr: 0.001, freezePatchEmbed: false }, [1, 2, 3]),
+    ...seeded({ batchSize: 8, baseLr: 0.004, freezePatchEmbed: false }, [1, 2, 3]),
+  ];
+  const grads = [1, 1.1, 0.9, 5, 1, 1, 1.2];
+  const curves = [0, 3].flatMap((i) =>
+    grads.map((g, step) => ({
+      run_id: String(rows[i].run_id),
+      kind: "step",
+      step,
+      images: (step + 1) * 8,
+      grad_patch: i === 0 ? 1 : g, // spikes in the second panel only
+      grad_last_block: 2,
+    }))
+  );
+  const spec = gradientTraces(rows, curves);
+  const title = (k: string) => (spec.layout[k] as { title: { text: string } }).title.text;
+  assertEquals([title("yaxis"), title("yaxis2")], ["grad norm", ""]);
+  const spikes = spec.data.filter((d) => d.name === "spike (>= 3x median)");
+  assertEquals(spikes.map((d) => d.showlegend), [false, true]);
+
+  // The paper bars' labels: wrapped, at a fixed 11 px (plotly shrinks a label wider than its bar).
+  const pe = posembBars(seeded({ posEmb: "sincos", pool: "mean" }, [70, 71, 72]));
+  const paper = trace(pe, PAPER_NAME);
+  assertEquals(paper.text, ["mean pool (no<br>final LN): 76.3"]);
+  assertEquals((paper.textfont as { size: number }).size, 11);
+  assertEquals(paper.constraintext, "none");
 });
 
 Deno.test("patchProjectionBars: means with error bars; gains random - learned paired by seed", () => {

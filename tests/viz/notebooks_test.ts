@@ -40,8 +40,12 @@ import {
   INSTALL_HINT,
   jupyterStatus,
   listNotebooks,
+  main as notebooksMain,
   NOTEBOOK_DIR,
+  notebookOutputs,
+  overwriteClashes,
 } from "../../lib/cli/notebooks.ts";
+import { UsageError } from "../../lib/cli/args.ts";
 
 await initBackend({ backend: "cpu" });
 
@@ -83,15 +87,19 @@ Deno.test("display modules load neither the training loop nor the methods", asyn
     "charts",
     "inspect",
     "runs",
+    "format",
+    "final_report",
+    "protocols",
+    "run_curves",
   ];
   for (const file of display) {
     const graph = await runtimeGraph(`${viz}${file}.ts`);
     assertEquals(graph.filter((m) => pretrain(m) || methods(m)), [], `${file}.ts`);
   }
-  // The budget names and the figure specs (also umap.ts, through figures.ts) read
+  // The budget names and the figure specs (also umap.ts, through figures/) read
   // lib/experiments/suites.ts, whose config fields (lib/train/config.ts) name the methods'
   // registry; still no training loop.
-  for (const file of ["budget", "figures", "umap"]) {
+  for (const file of ["budget", "figures/mod", "umap"]) {
     assertEquals((await runtimeGraph(`${viz}${file}.ts`)).filter(pretrain), [], `${file}.ts`);
   }
   // The check can fail: the notebooks' entry does load training (through notebook_runs.ts).
@@ -347,7 +355,7 @@ interface Cell {
 }
 interface Notebook {
   cells: Cell[];
-  metadata: { kernelspec?: { name: string } };
+  metadata: { kernelspec?: { name: string }; vitssl?: { budget?: string } };
 }
 
 async function readNotebook(path: string): Promise<Notebook> {
@@ -379,8 +387,47 @@ Deno.test("notebooks: Deno kernel, a markdown intro, lib/ imports, outputs as co
     if (!info.committedExecuted) {
       assertEquals(outputs.length, 0, `${info.name} is committed with its outputs cleared`);
       assert(code.every((c) => c.execution_count == null), `${info.name}: execution counts`);
+      assertEquals(nb.metadata.vitssl, undefined, `${info.name}: no budget without outputs`);
+    } else {
+      // The budget its committed outputs were made at, which `deno task notebooks` protects.
+      assertEquals(nb.metadata.vitssl?.budget, "cpu", `${info.name}: the outputs' budget`);
     }
     assertEquals(outputs.filter((o) => o.output_type === "error").length, 0, info.name);
+  }
+});
+
+Deno.test("deno task notebooks refuses to replace outputs made at another budget (a temp copy)", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "vitssl-nb-guard-" });
+  try {
+    const name = "05_positional_embedding.ipynb";
+    await Deno.copyFile(`${NOTEBOOK_DIR}${name}`, `${dir}/${name}`);
+    const before = await Deno.readFile(`${dir}/${name}`);
+    assertEquals(await notebookOutputs(`${dir}/${name}`), { outputs: 4, budget: "cpu" });
+    assertEquals(await overwriteClashes([`${dir}/${name}`], "smoke"), [
+      "05_positional_embedding (cpu)",
+    ]);
+    assertEquals(await overwriteClashes([`${dir}/${name}`], "cpu"), []);
+    // In place at smoke: refused before anything runs (a UsageError: one line, exit 2).
+    const e = await assertRejects(
+      () => notebooksMain(["--budget", "smoke", "--dir", dir, "--only", "05"]),
+      UsageError,
+    );
+    assertStringIncludes(e.message, "05_positional_embedding (cpu)");
+    assertStringIncludes(e.message, "--overwrite");
+    assert(!e.message.includes("\n"), "one line");
+    assertEquals(await Deno.readFile(`${dir}/${name}`), before, "nothing written");
+    // Outputs without a recorded budget are refused too; a notebook without outputs is not.
+    const nb = JSON.parse(new TextDecoder().decode(before));
+    delete nb.metadata.vitssl;
+    await Deno.writeTextFile(`${dir}/${name}`, JSON.stringify(nb));
+    assertEquals(await overwriteClashes([`${dir}/${name}`], "cpu"), [
+      "05_positional_embedding (unknown budget)",
+    ]);
+    for (const c of nb.cells) if (c.cell_type === "code") c.outputs = [];
+    await Deno.writeTextFile(`${dir}/${name}`, JSON.stringify(nb));
+    assertEquals(await overwriteClashes([`${dir}/${name}`], "smoke"), []);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
   }
 });
 
@@ -391,8 +438,9 @@ Deno.test("notebooks: Deno kernel, a markdown intro, lib/ imports, outputs as co
 const EXPECT: Record<string, { plots?: number; images?: number; tables?: number }> = {
   "00_quickstart": { plots: 1, images: 1, tables: 1 },
   "01_vit_anatomy": { plots: 4, images: 2, tables: 1 },
-  "02_pretrain": { plots: 2, tables: 2 },
-  "03_evaluate": { plots: 1, tables: 2 },
+  // 02: run config, final report, files; 03: protocols, every evaluation, final report.
+  "02_pretrain": { plots: 2, tables: 3 },
+  "03_evaluate": { plots: 1, tables: 3 },
   // stability: lr, verdicts, curves, gradients; patch-projection: gradients (no kNN monitor).
   "04_stability": { plots: 5, tables: 2 },
   "05_positional_embedding": { plots: 1, tables: 1 },
@@ -420,6 +468,26 @@ if (tmp) {
 let totalSeconds = 0;
 const executed = new Set<string>();
 
+/** What the output of each show function holds. */
+const SHOWN: Record<string, (d: Record<string, unknown>) => boolean> = {
+  showMarkdown: (d) => "text/markdown" in d,
+  showPlot: (d) => "application/vnd.plotly.v1+json" in d,
+  showTable: (d) => String(d["text/html"] ?? "").includes("<table"),
+  showImages: (d) => "image/png" in d && !("application/vnd.plotly.v1+json" in d),
+  showFinalReport: (d) => "text/markdown" in d, // its sentence (or its one line) comes last
+};
+
+/**
+ * The show function whose output ends a cell: the last line of the cell's code that calls one,
+ * when that line is a statement of its own at the top level (`await nb.showX(`); undefined
+ * when the last call is inside a block or a condition (its output may not come last).
+ */
+function lastShow(source: string): string | undefined {
+  const lines = source.split("\n").filter((l) => /\bnb\.show\w+\(/.test(l));
+  const m = lines.at(-1)?.match(/^await nb\.(show\w+)\(/);
+  return m && m[1] in SHOWN ? m[1] : undefined;
+}
+
 if (!status.ok && ci) {
   Deno.test("notebooks: Jupyter with the Deno kernel is installed (CI=true)", () => {
     throw new Error(`CI=true but ${status.message}. ${INSTALL_HINT}`);
@@ -434,7 +502,9 @@ for (const info of NOTEBOOKS) {
       const r = await executeNotebook(`${NOTEBOOK_DIR}${info.name}.ipynb`, {
         budget: "smoke",
         outDir: `${tmp}/out`,
-        env: { VITSSL_RUNS: `${tmp}/runs` },
+        // No grace period after "idle" (nbconvert_config.py): the outputs must be complete
+        // as plain nbclient reads them, as in any front end.
+        env: { VITSSL_RUNS: `${tmp}/runs`, VITSSL_NB_GRACE: "0" },
         cellTimeout: 300,
       });
       totalSeconds += r.seconds;
@@ -461,6 +531,15 @@ for (const info of NOTEBOOKS) {
         count((d) => "application/vnd.plotly.v1+json" in d && !d["image/png"] && !d["text/html"]),
         0,
       );
+      // Each cell's last display is its last output (none lost after the cell's "idle").
+      for (const [i, c] of code.entries()) {
+        const show = lastShow(text(c));
+        if (!show) continue;
+        const last = c.outputs?.at(-1)?.data ?? {};
+        assert(SHOWN[show](last), `${info.name}, code cell ${i}: its last output is not ${show}'s`);
+      }
+      // The budget of the outputs, recorded for `deno task notebooks`.
+      assertEquals(nb.metadata.vitssl?.budget, "smoke");
     },
   });
 }
