@@ -45,7 +45,7 @@ import {
   notebookOutputs,
   overwriteClashes,
 } from "../../lib/cli/notebooks.ts";
-import { UsageError } from "../../lib/cli/args.ts";
+import { UsageError } from "../../lib/core/flags.ts";
 
 await initBackend({ backend: "cpu" });
 
