@@ -3,7 +3,7 @@
  * (`data/results/<suite>.csv`, `<suite>.curves.csv`) into `figures/<name>.html` (self-contained)
  * and `figures/<name>.png` (headless Chromium; `--no-png` skips it), plus `figures/summary.md`
  * ({@link summaryMarkdown}: our effects beside the paper's with their verdicts, from
- * `lib/experiments/summary.ts`, for the linear probe and kNN-20; the stability study per
+ * `lib/experiments/summary.ts`, for the linear probe and kNN-20, after each budget's regime; the stability study per
  * configuration and the pilot per training length, from `lib/experiments/aggregate.ts`).
  *
  * ```sh
@@ -21,6 +21,7 @@ import {
 } from "../experiments/summary.ts";
 import { pilotTable, stabilityTable } from "../experiments/aggregate.ts";
 import { readTable, suiteFile } from "../experiments/tables.ts";
+import { budgetRegimes } from "../experiments/regime.ts";
 import { tableMarkdown } from "../viz/tables.ts";
 import { helpText } from "./args.ts";
 import { type FlagSpec, parseFlags, UsageError } from "../core/flags.ts";
@@ -48,7 +49,9 @@ export async function main(args: string[]): Promise<number> {
   const resultsDir = String(values.resultsDir ?? "data/results");
   const out = String(values.out ?? "figures");
   const png = values.png !== false;
-  const figs = await buildFigures(resultsDir);
+  const pilot = await readTable(suiteFile(resultsDir, "pilot"));
+  const regimes = pilot.numRows() ? await budgetRegimes(pilot) : {};
+  const figs = await buildFigures(resultsDir, { regimes });
   if (Object.keys(figs).length === 0) {
     throw new UsageError(
       `no result tables in ${resultsDir}: run deno task experiments --suite all --budget smoke ` +
@@ -64,7 +67,7 @@ export async function main(args: string[]): Promise<number> {
       warned = true;
     }
   }
-  const summary = await summaryMarkdown(resultsDir);
+  const summary = await summaryMarkdown(resultsDir, regimes);
   await Deno.writeTextFile(`${out}/summary.md`, summary);
   console.log(`summary: ${out}/summary.md\n\n${summary}`);
   return 0;
@@ -81,7 +84,10 @@ export async function main(args: string[]): Promise<number> {
  * await Deno.writeTextFile("figures/summary.md", await summaryMarkdown("data/results"));
  * ```
  */
-export async function summaryMarkdown(resultsDir: string): Promise<string> {
+export async function summaryMarkdown(
+  resultsDir: string,
+  regimes: Partial<Record<string, string>> = {},
+): Promise<string> {
   const table = async (suite: string) => await readTable(suiteFile(resultsDir, suite));
   const linear = await compareWithPaper(resultsDir, "linear_top1");
   const knn = await compareWithPaper(resultsDir, "knn_top1");
@@ -95,6 +101,15 @@ export async function summaryMarkdown(resultsDir: string): Promise<string> {
     "detected** (it contains 0; its half-width bounds the effect). **Holm-adjusted verdict**: " +
     "the same, kept only where the paired t-test's p-value, adjusted by Holm's step-down " +
     "method over all the comparisons of the table (family-wise error 5%), stays below 0.05.",
+    ...(Object.keys(regimes).length
+      ? [
+        "## Regime",
+        "Whether the models compared have learned more than the pixels give: each budget's base " +
+        "configuration (the pilot's run of the budget's length) and its random initialisation " +
+        "beside raw pixels under the same protocols (kNN-20; the budget's linear probe).",
+        Object.entries(regimes).map(([b, text]) => `- **${b}**: ${text}`).join("\n"),
+      ]
+      : []),
     "## Linear probe top-1 (the paper's metric)",
     ...(linear.length
       ? [familyNote(linear), comparisonMarkdown(linear)]

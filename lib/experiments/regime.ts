@@ -14,8 +14,14 @@
  * ```
  * @module
  */
+import { datasetStats } from "../data/stats.ts";
+import { FINAL_KNN_K, rawPixelBaseline } from "../eval/final_report.ts";
+import { resolveConfig } from "../train/config.ts";
+import { baselineDatasetKey } from "../train/final_eval.ts";
+import { loadSplits } from "../train/setup.ts";
 import { metricInterval, randomInitRows, type Rows, trainedRows } from "./aggregate.ts";
 import type { Interval } from "./stats.ts";
+import { type Budget, BUDGET_SPECS } from "./suites.ts";
 
 /** Raw pixels' top-1 (percent) under the budget's protocols. */
 export interface RawPixels {
@@ -116,4 +122,54 @@ export function regimeText(r: Regime): string {
     : "";
   return `regime: the base configuration (${r.epochs} epoch${r.epochs === 1 ? "" : "s"}, ` +
     `${seeds} seed${seeds === 1 ? "" : "s"}) reaches ${parts}: ${clauses.join(", ")}${verdict}`;
+}
+
+/**
+ * Raw pixels under a budget's protocols (kNN-20 and its linear probe's epochs) on the data of its
+ * base configuration, from the baseline cache that pretraining runs share (computed once, about
+ * 15 s for Fashion-MNIST).
+ *
+ * @example
+ * ```ts
+ * await budgetRawPixels("cpu"); // { linear_top1: 84.73, knn_top1: 84.95, ... }
+ * ```
+ */
+export async function budgetRawPixels(budget: Budget, cacheDir?: string): Promise<RawPixels> {
+  const spec = BUDGET_SPECS[budget];
+  const cfg = resolveConfig({ ...spec.base, seed: spec.seeds[0] ?? 0 });
+  const [train, test] = await loadSplits(cfg);
+  return await rawPixelBaseline(train, test, {
+    what: spec.linearEpochs > 0 ? "all" : "knn",
+    stats: datasetStats(train),
+    datasetKey: baselineDatasetKey(cfg, train),
+    k: FINAL_KNN_K,
+    linearEpochs: spec.linearEpochs > 0 ? spec.linearEpochs : undefined,
+    cacheDir,
+  });
+}
+
+/**
+ * The regime sentence of every budget the pilot's rows hold (see {@link regimeText}), by budget;
+ * a budget whose pilot has no run of its own length is left out.
+ *
+ * @example
+ * ```ts
+ * (await budgetRegimes(pilotRows)).cpu; // "regime: the base configuration (2 epochs, 5 seeds) ..."
+ * ```
+ */
+export async function budgetRegimes(
+  pilot: { objects(): object[] },
+  cacheDir?: string,
+): Promise<Partial<Record<Budget, string>>> {
+  const rows = pilot.objects() as Record<string, unknown>[];
+  const out: Partial<Record<Budget, string>> = {};
+  for (const b of new Set(rows.map((r) => String(r.budget)))) {
+    if (!(b in BUDGET_SPECS)) continue;
+    const budget = b as Budget;
+    const epochs = BUDGET_SPECS[budget].base.epochs ?? 1;
+    const mine = rows.filter((r) => r.budget === b);
+    if (!budgetRegime(mine, epochs, {})) continue;
+    out[budget] = regimeText(budgetRegime(mine, epochs, await budgetRawPixels(budget, cacheDir))!);
+  }
+  return out;
 }

@@ -57,6 +57,26 @@ export interface FinalEvaluationOptions {
  * const report = await finalEvaluation(opts);
  * ```
  */
+/**
+ * The key of a run's data in the baseline cache (`data/cache/baselines`): the dataset, its root,
+ * split rule and image size (and, for the synthetic set, its size and seed). Runs of the same
+ * data share their raw-pixel baseline.
+ *
+ * @example
+ * ```ts
+ * baselineDatasetKey(cfg, train); // '{"dataset":"fmnist","split":"files","size":[28,28,1]}'
+ * ```
+ */
+export function baselineDatasetKey(cfg: PretrainConfig, train: Dataset): string {
+  return JSON.stringify({
+    dataset: cfg.dataset,
+    root: cfg.dataRoot,
+    split: train.splitRule,
+    size: [train.height, train.width, train.channels],
+    ...(cfg.dataset === "synthetic" ? { n: cfg.syntheticSize, seed: cfg.seed } : {}),
+  });
+}
+
 export async function finalEvaluation(o: FinalEvaluationOptions): Promise<FinalReport> {
   const { cfg, vit, train, step, print } = o;
   const dir = cfg.outDir;
@@ -72,13 +92,7 @@ export async function finalEvaluation(o: FinalEvaluationOptions): Promise<FinalR
       {
         what: o.what,
         stats: o.stats,
-        datasetKey: JSON.stringify({
-          dataset: cfg.dataset,
-          root: cfg.dataRoot,
-          split: train.splitRule,
-          size: [train.height, train.width, train.channels],
-          ...(cfg.dataset === "synthetic" ? { n: cfg.syntheticSize, seed: cfg.seed } : {}),
-        }),
+        datasetKey: baselineDatasetKey(cfg, train),
         baselineKey: JSON.stringify({ vit, seed: cfg.seed }),
         k: cfg.knnK,
         cacheDir: o.baselineCacheDir,

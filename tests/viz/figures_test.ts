@@ -10,6 +10,7 @@ import { chromiumStatus, requireTool } from "../_helpers/system_tools.ts";
 import { figureHtml } from "../../lib/viz/render.ts";
 import { tableMarkdown } from "../../lib/viz/tables.ts";
 import { summaryMarkdown } from "../../lib/cli/figures.ts";
+import { buildFigures } from "../../lib/viz/figures/mod.ts";
 import type { Comparison } from "../../lib/experiments/summary.ts";
 import {
   dipCurvesSpec,
@@ -605,6 +606,20 @@ Deno.test("summaryMarkdown: verdict tables for linear and kNN, stability and pil
     // random init 42 ± 4.97 (SD 2); 1 epoch 51 (SD sqrt(3)), climb [10, 11, 6] = 9 ± 6.57.
     assertStringIncludes(md, "|random init|3|42|4.97|2.00|");
     assertStringIncludes(md, `|1|3|51|${byHand([50, 53, 50]).hw.toFixed(2)}|1.73|9|6.57|`);
+    assert(!md.includes("## Regime"), "no regime section without regimes");
+    // A regime per budget: its own section, before the verdicts, and in every figure's note.
+    const regimes = { cpu: "regime: the base configuration (made up) is below raw pixels" };
+    const withRegime = await summaryMarkdown(dir, regimes);
+    const at = withRegime.indexOf(`- **cpu**: ${regimes.cpu}`);
+    assert(at > 0 && at < withRegime.indexOf("## Linear probe top-1"), withRegime);
+    // (Result tables always have a budget column; these hand-made ones did not.)
+    for (const f of ["stability", "pilot"]) await Deno.remove(`${dir}/${f}.csv`);
+    await Deno.writeTextFile(
+      `${dir}/posemb.csv`,
+      csv(seeded({ posEmb: "sincos", pool: "cls" }, [72, 73, 71], undefined, { budget: "cpu" })),
+    );
+    const figs = await buildFigures(dir, { regimes });
+    assertStringIncludes(JSON.stringify(figs["posemb"]), regimes.cpu);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

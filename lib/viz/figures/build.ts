@@ -29,7 +29,8 @@ import { verdictForest } from "./verdict_forest.ts";
  * `stability-curves`, `stability-gradients`, `patch-projection`, `posemb`, `patch-size`,
  * `scaling`, `optimizer`, `pilot`, and `verdicts` (every comparison of `compareWithPaper`, whose
  * verdicts also go under each study's title). Suites without a table are left out. Under every
- * title: `note(suite)`, by default the budget(s) of the suite's rows.
+ * title: `note(suite)`, by default the budget(s) of the suite's rows, each with its regime
+ * (`opts.regimes`) where given.
  *
  * @example
  * ```ts
@@ -38,7 +39,11 @@ import { verdictForest } from "./verdict_forest.ts";
  */
 export async function buildFigures(
   resultsDir: string,
-  opts: { note?: (suite: string) => string | undefined } = {},
+  opts: {
+    note?: (suite: string) => string | undefined;
+    /** A regime sentence per budget (`budgetRegimes`), added to the notes of its figures. */
+    regimes?: Partial<Record<string, string>>;
+  } = {},
 ): Promise<Record<string, FigureSpec>> {
   const out: Record<string, FigureSpec> = {};
   const notes: Record<string, string> = {};
@@ -47,7 +52,8 @@ export async function buildFigures(
     if (!res.numRows()) return null;
     const budgets = [...new Set(res.array("budget") as string[])];
     notes[suite] = budgets.map((b) =>
-      `budget ${b}: ${b in BUDGET_SPECS ? budgetText(b as Budget, suite) : "unknown budget"}`
+      `budget ${b}: ${b in BUDGET_SPECS ? budgetText(b as Budget, suite) : "unknown budget"}` +
+      (opts.regimes?.[b] ? `. ${opts.regimes[b]}` : "")
     ).join("; ");
     return res;
   };
