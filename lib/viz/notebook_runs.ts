@@ -24,12 +24,13 @@ import { liveLog, trainProgress } from "./progress.ts";
 import { relPath, repoPath } from "./runs.ts";
 
 /**
- * The tfjs backend a notebook starts: `$VITSSL_BACKEND` when set, else `wasm` for the smoke and
- * cpu budgets (the fastest CPU backend, and quiet) and `auto` for gpu.
+ * The tfjs backend a notebook starts: `$VITSSL_BACKEND` when set, else `wasm` at smoke (quiet, and
+ * the same on every machine) and `auto` at cpu and gpu (the native C backend on Linux x86-64,
+ * with bf16 matrix products where the CPU has AVX512-BF16 under the default recipe).
  *
  * @example
  * ```ts
- * await initBackend({ backend: backendName() }); // wasm at smoke and cpu
+ * await initBackend({ backend: backendName() }); // wasm at smoke, auto at cpu and gpu
  * ```
  */
 export function backendName(b: Budget = budget()): BackendName {
@@ -40,13 +41,14 @@ export function backendName(b: Budget = budget()): BackendName {
     }
     return v as BackendName;
   }
-  return b === "gpu" ? "auto" : "wasm";
+  return b === "smoke" ? "wasm" : "auto";
 }
 
 /**
  * The pretraining run of notebook 02 (which 03 and 09 evaluate), per budget: `smoke` is the
- * smoke preset (synthetic shapes, 16 steps), `cpu` the default Fashion-MNIST recipe (`fmnist`),
- * `gpu` the longer one. Its directory is `runsDir("02_pretrain")`.
+ * smoke preset (synthetic shapes, 16 steps), `cpu` the default recipe (`default`: D 128, 10
+ * epochs, the one `deno task pretrain` runs, with a kNN monitor 20 times), `gpu` `fmnist-long`.
+ * Its directory is `runsDir("02_pretrain")`.
  *
  * @example
  * ```ts
@@ -59,7 +61,7 @@ export function pretrainSettings(b: Budget = budget()): Partial<PretrainConfig> 
   const common = { backend: backendName(b), outDir: runsDir("02_pretrain", b) };
   return byBudget({
     smoke: { ...common, preset: "smoke", knnEvery: 2 },
-    cpu: { ...common, preset: "fmnist", knnEvery: 26, knnTrainSize: 5000, knnTestSize: 1000 },
+    cpu: { ...common, preset: "default", knnEvery: 117, knnTrainSize: 5000, knnTestSize: 1000 },
     gpu: { ...common, preset: "fmnist-long", knnEvery: 100 },
   }, b);
 }
