@@ -266,6 +266,31 @@ function info(name: BackendInfo["name"], device: string, threads: number): Backe
 }
 
 /**
+ * Runs `f` with float32 matrix products: where the active backend is `native` in a bf16 mode, the
+ * mode is switched off for `f` and back on after it. Evaluation runs in it, so that a final
+ * report (and the baselines it caches) does not depend on the precision the model trained in,
+ * as PyTorch's autocast is left for evaluation.
+ *
+ * @example
+ * ```ts
+ * const report = await withFp32Matmuls(() => finalReport(vit, init, train, test, opts));
+ * ```
+ */
+export async function withFp32Matmuls<T>(f: () => Promise<T>): Promise<T> {
+  if (tf.getBackend() !== "native") return await f();
+  const { openNative } = await import("./native/ffi.ts");
+  const lib = openNative();
+  const before = lib.precision();
+  if (before === "fp32") return await f();
+  lib.setPrecision("fp32");
+  try {
+    return await f();
+  } finally {
+    lib.setPrecision(before);
+  }
+}
+
+/**
  * Starts a tfjs backend and makes it the active one.
  *
  * `auto` prefers `tensorflow` (only if its native binding loads), then a hardware WebGPU

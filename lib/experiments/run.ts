@@ -23,7 +23,7 @@ import { checkpointCacheKey, extractFeatures } from "../eval/features.ts";
 import { datasetStats } from "../data/stats.ts";
 import { KNN_TEMPERATURE, knnClassify } from "../eval/knn.ts";
 import { linearProbe } from "../eval/linear.ts";
-import { initBackend } from "../backends/mod.ts";
+import { initBackend, withFp32Matmuls } from "../backends/mod.ts";
 import { readRunLogs, RUN_FILES } from "../train/rundir.ts";
 import { writeFileAtomic } from "../io/atomic.ts";
 import { fileSystemErrorOr } from "../io/fs_errors.ts";
@@ -363,7 +363,9 @@ async function trainAndEvaluate(
   }
   let ev;
   try {
-    ev = await finalEvaluation(cfg, dir, run, weights, BUDGET_SPECS[budget].linearEpochs, signal);
+    ev = await withFp32Matmuls(() =>
+      finalEvaluation(cfg, dir, run, weights, BUDGET_SPECS[budget].linearEpochs, signal)
+    );
   } catch (e) {
     if (!(e instanceof StoppedError)) throw e;
     print(`  ${e.message}; its training is checkpointed, the evaluation runs again on a re-run`);

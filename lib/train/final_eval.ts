@@ -12,6 +12,7 @@
  * @module
  */
 import { StoppedError, type StopSignal } from "../core/stop.ts";
+import { withFp32Matmuls } from "../backends/mod.ts";
 import type { Dataset } from "../data/mod.ts";
 import type { ChannelStats } from "../data/stats.ts";
 import {
@@ -84,21 +85,25 @@ export async function finalEvaluation(o: FinalEvaluationOptions): Promise<FinalR
   await truncateRows(`${dir}/${RUN_FILES.knn}`, [knnColumns(false), knnColumns(true)], step);
   let report: FinalReport;
   try {
-    report = await finalReport(
-      o.state.ssl.backbone,
-      () => createViT(vit, cfg.seed),
-      train,
-      o.test,
-      {
-        what: o.what,
-        stats: o.stats,
-        datasetKey: baselineDatasetKey(cfg, train),
-        baselineKey: JSON.stringify({ vit, seed: cfg.seed }),
-        k: cfg.knnK,
-        cacheDir: o.baselineCacheDir,
-        signal: o.signal,
-        print,
-      },
+    // In float32 whatever the training precision: the report and its cached baselines are
+    // the same numbers for a bf16 and an fp32 run.
+    report = await withFp32Matmuls(() =>
+      finalReport(
+        o.state.ssl.backbone,
+        () => createViT(vit, cfg.seed),
+        train,
+        o.test,
+        {
+          what: o.what,
+          stats: o.stats,
+          datasetKey: baselineDatasetKey(cfg, train),
+          baselineKey: JSON.stringify({ vit, seed: cfg.seed }),
+          k: cfg.knnK,
+          cacheDir: o.baselineCacheDir,
+          signal: o.signal,
+          print,
+        },
+      )
     );
   } catch (e) {
     if (!(e instanceof StoppedError)) throw e;

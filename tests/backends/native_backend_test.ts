@@ -9,7 +9,7 @@ import {
   assertStringIncludes,
   assertThrows,
 } from "@std/assert";
-import { BackendError, initBackend } from "../../lib/backends/mod.ts";
+import { BackendError, initBackend, withFp32Matmuls } from "../../lib/backends/mod.ts";
 import { knnClassify } from "../../lib/eval/knn.ts";
 import { broadcastPlan } from "../../lib/backends/native/backend.ts";
 import { libraryName, openNative } from "../../lib/backends/native/ffi.ts";
@@ -500,6 +500,10 @@ Deno.test(BF16_TEST, async () => {
     assertEquals(auto.precision, hasBf16 ? "bf16" : "fp32");
     assertEquals(products(), hasBf16 ? [rounded, rounded, rounded] : [x, x, x]);
     assertEquals((await initBackend({ backend: "wasm", precision: "auto" })).precision, "fp32");
+    // Evaluation: float32 products inside withFp32Matmuls, bf16 again after it.
+    await initBackend({ backend: "native", threads: 2, precision: "bf16" });
+    assertEquals(await withFp32Matmuls(() => Promise.resolve(products())), [x, x, x]);
+    assertEquals(products(), [rounded, rounded, rounded]);
   } finally {
     await initBackend({ backend: "native", threads: 2 });
   }
