@@ -222,11 +222,25 @@ export async function runSuite(
         `${plan.length - 1}`,
     );
   }
+  // Rows already recorded win (as for --status): their runs are not trained again, wherever
+  // (or whether) their run directories are.
+  const table = await readTable(suiteFile(resultsDir, suite.name));
+  const recorded = new Map(
+    (table.numRows() ? table.objects() as SuiteRow[] : []).map((r) => [String(r.run_id), r]),
+  );
   for (const [i, run] of plan.entries()) {
     if (opts.index !== undefined && i !== opts.index) continue;
     const dir = `${runsDir}/${run.runId}`;
     let row = await readJson<SuiteRow>(`${dir}/${RUN_FILES.result}`);
     if (row) await checkPlanned(dir, run);
+    if (!row && recorded.has(run.runId)) {
+      result.skipped.push(run.runId);
+      result.rows.push(recorded.get(run.runId)!);
+      if (!opts.worker) {
+        print(`[${suite.name} ${i + 1}/${plan.length}] ${run.runId}: recorded, skipped`);
+      }
+      continue;
+    }
     if (row) {
       result.skipped.push(run.runId);
       if (!opts.worker) {

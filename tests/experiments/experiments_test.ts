@@ -260,6 +260,38 @@ Deno.test({
       >[];
       assertEquals([jobsTime[0].ran, jobsTime[0].skipped], [posemb.length, 0]);
 
+      // Rows already recorded win: with a runs directory that lacks their runs (the committed
+      // results on another machine), none is trained again and the tables stay as they were.
+      const tables = async () =>
+        (await Promise.all(
+          ["posemb.csv", "posemb.curves.csv"].map((f) => Deno.readTextFile(`${jobsResults}/${f}`)),
+        )).join("");
+      const before = await tables();
+      const printed: string[] = [];
+      const log = console.log;
+      console.log = (line: string) => printed.push(line);
+      try {
+        assertEquals(
+          await main([
+            ...jobsArgs,
+            "--results-dir",
+            jobsResults,
+            "--runs-dir",
+            `${tmp}/runs-elsewhere`,
+          ]),
+          0,
+        );
+      } finally {
+        console.log = log;
+      }
+      assertEquals(await tables(), before);
+      assertEquals(printed.filter((l) => l.endsWith(": recorded, skipped")).length, posemb.length);
+      const again = (await readTable(`${jobsResults}/suite_times.csv`)).objects() as Record<
+        string,
+        number
+      >[];
+      assertEquals([again.at(-1)!.ran, again.at(-1)!.skipped], [0, posemb.length]);
+
       const figs = await buildFigures(results);
       assertEquals(Object.keys(figs).sort(), [
         "optimizer",
