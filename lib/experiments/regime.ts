@@ -168,8 +168,9 @@ export async function budgetRegimes(
     const budget = b as Budget;
     const epochs = BUDGET_SPECS[budget].base.epochs ?? 1;
     const mine = rows.filter((r) => r.budget === b);
-    if (!budgetRegime(mine, epochs, {})) continue;
-    out[budget] = regimeText(budgetRegime(mine, epochs, await budgetRawPixels(budget, cacheDir))!);
+    const regime = budgetRegime(mine, epochs, {});
+    if (!regime) continue;
+    out[budget] = regimeText({ ...regime, raw: await budgetRawPixels(budget, cacheDir) });
   }
   return out;
 }

@@ -23,6 +23,7 @@
  */
 import { basename, dirname } from "node:path";
 import { UMAP } from "umap-js";
+import { COLORS } from "./figures/kit.ts";
 import { ConfigError } from "../core/errors.ts";
 import { createRng } from "../core/rng.ts";
 import { type Dataset, stratifiedSubset } from "../data/dataset.ts";
@@ -190,20 +191,6 @@ export async function featureMaps(
   return panels;
 }
 
-/** Plotly's default colours (D3's category10), one per class up to ten. */
-const CATEGORY10 = [
-  "#1f77b4",
-  "#ff7f0e",
-  "#2ca02c",
-  "#d62728",
-  "#9467bd",
-  "#8c564b",
-  "#e377c2",
-  "#7f7f7f",
-  "#bcbd22",
-  "#17becf",
-];
-
 /**
  * The colour of class `k` of `numClasses`: category10 for up to ten classes, else evenly spaced
  * hues.
@@ -215,7 +202,7 @@ const CATEGORY10 = [
  * ```
  */
 export function classColor(k: number, numClasses: number): string {
-  if (numClasses <= CATEGORY10.length) return CATEGORY10[k];
+  if (numClasses <= COLORS.length) return COLORS[k];
   return `hsl(${Math.round((360 * k) / numClasses)}, 65%, 45%)`;
 }
 

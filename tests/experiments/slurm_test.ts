@@ -271,6 +271,30 @@ async function sh(cmd: string, args: string[], env: Record<string, string> = {})
   return { code: out.code, text };
 }
 
+/** `deno task experiments` on the smoke budget of SUITE, in a child process. */
+function smokeSuite(
+  results: string,
+  runs: string,
+  extra: string[] = [],
+  env: Record<string, string> = {},
+) {
+  return sh(Deno.execPath(), [
+    "run",
+    "-A",
+    "--unstable-webgpu",
+    CLI,
+    "--suite",
+    SUITE,
+    "--budget",
+    "smoke",
+    "--results-dir",
+    results,
+    "--runs-dir",
+    runs,
+    ...extra,
+  ], env);
+}
+
 /** Polls until `ok()` or the timeout; returns whether it held. */
 async function until(ok: () => Promise<boolean>, seconds: number, everyMs = 200) {
   const end = Date.now() + seconds * 1000;
@@ -416,41 +440,16 @@ Deno.test({
       // its own as each Slurm task is (not in this one, where other test files share the native
       // library's process-wide settings).
       const local = `${base}/local`;
-      const ref = await sh(Deno.execPath(), [
-        "run",
-        "-A",
-        "--unstable-webgpu",
-        CLI,
-        "--suite",
-        SUITE,
-        "--budget",
-        "smoke",
-        "--results-dir",
-        `${local}/results`,
-        "--runs-dir",
-        `${local}/runs`,
-      ]);
+      const ref = await smokeSuite(`${local}/results`, `${local}/runs`);
       assertEquals(ref.code, 0, ref.text);
       const r = `${base}/slurm/results`, runs = `${base}/slurm/runs`;
       const submit = async () => {
-        const out = await sh(Deno.execPath(), [
-          "run",
-          "-A",
-          "--unstable-webgpu",
-          CLI,
-          "--suite",
-          SUITE,
-          "--budget",
-          "smoke",
-          "--results-dir",
+        const out = await smokeSuite(
           r,
-          "--runs-dir",
           runs,
-          "--slurm",
-          "--submit",
-          "--slurm-opt",
-          "--time=10",
-        ], env);
+          ["--slurm", "--submit", "--slurm-opt", "--time=10"],
+          env,
+        );
         assertEquals(out.code, 0, out.text);
         const job = /submitted job (\d+)/.exec(out.text)?.[1];
         assert(job, out.text);
