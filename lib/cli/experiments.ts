@@ -158,8 +158,8 @@ export async function main(args: string[]): Promise<number> {
   let suites: string[];
   let budget;
   try {
-    suites = suiteList(String(values.suite ?? values.status));
     budget = checkBudget(String(values.budget ?? "smoke"));
+    suites = suiteList(String(values.suite ?? values.status), budget);
   } catch (e) {
     throw new UsageError((e as Error).message);
   }

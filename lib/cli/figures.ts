@@ -22,6 +22,7 @@ import {
 import { pilotTable, stabilityTable } from "../experiments/aggregate.ts";
 import { readTable, suiteFile } from "../experiments/tables.ts";
 import { budgetRegimes } from "../experiments/regime.ts";
+import { SUITE_NAMES } from "../experiments/suites.ts";
 import { tableMarkdown } from "../viz/tables.ts";
 import { helpText } from "./args.ts";
 import { type FlagSpec, parseFlags, UsageError } from "../core/flags.ts";
@@ -49,8 +50,12 @@ export async function main(args: string[]): Promise<number> {
   const resultsDir = String(values.resultsDir ?? "data/results");
   const out = String(values.out ?? "figures");
   const png = values.png !== false;
-  const pilot = await readTable(suiteFile(resultsDir, "pilot"));
-  const regimes = pilot.numRows() ? await budgetRegimes(pilot) : {};
+  const tables = Object.fromEntries(
+    await Promise.all(
+      ["pilot", ...SUITE_NAMES].map(async (s) => [s, await readTable(suiteFile(resultsDir, s))]),
+    ),
+  );
+  const regimes = await budgetRegimes(tables);
   const figs = await buildFigures(resultsDir, { regimes });
   if (Object.keys(figs).length === 0) {
     throw new UsageError(

@@ -24,8 +24,7 @@
  * @module
  */
 import { fileURLToPath } from "node:url";
-import { type Budget, BUDGETS } from "../experiments/suites.ts";
-import { NOTEBOOKS } from "../viz/budget.ts";
+import { type Budget, BUDGETS, NOTEBOOKS } from "../viz/budget.ts";
 import { helpText } from "./args.ts";
 import { type FlagSpec, parseFlags, UsageError } from "../core/flags.ts";
 import { runMain } from "./main.ts";

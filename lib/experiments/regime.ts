@@ -1,7 +1,8 @@
 /**
  * The regime of a budget: whether the models its studies compare have learned more than the
  * pixels give. The base configuration at the budget's length (the `pilot` suite's runs with the
- * budget's `epochs`) and its random initialisation, mean with 95% t-interval over seeds, beside
+ * budget's `epochs`, or the runs its `baseRuns` names: `cpu-long`'s are the patch-projection
+ * suite's MoCo v3 runs with a learned projection) and its random initialisation, mean with 95% t-interval over seeds, beside
  * raw pixels under the same protocols (kNN-20 and the linear probe of the full splits: the final
  * report's raw-pixel row, `rawPixelBaseline` in `lib/eval/final_report.ts`).
  *
@@ -21,7 +22,7 @@ import { baselineDatasetKey } from "../train/final_eval.ts";
 import { loadSplits } from "../train/setup.ts";
 import { metricInterval, randomInitRows, type Rows, trainedRows } from "./aggregate.ts";
 import type { Interval } from "./stats.ts";
-import { type Budget, BUDGET_SPECS } from "./suites.ts";
+import { type Budget, BUDGET_SPECS, type BudgetSpec } from "./suites.ts";
 
 /** Raw pixels' top-1 (percent) under the budget's protocols. */
 export interface RawPixels {
@@ -41,19 +42,28 @@ export interface Regime {
 }
 
 /**
- * The regime from the pilot suite's rows at a budget: the trained runs of `epochs` epochs and
- * the random-init rows. Undefined when no trained run has that length.
+ * The regime from one suite's rows at a budget: the trained runs whose fields equal `match`
+ * (default: the pilot's runs of `epochs` epochs) and the random-init rows. Undefined when no
+ * trained run matches.
  *
  * @example
  * ```ts
  * budgetRegime([{ epochs: 2, linear_top1: 78 }, { epochs: 2, linear_top1: 79 }], 2, {});
  * // base.linear: mean 78.5 (2 seeds), randomInit null
+ * budgetRegime(patchRows, 10, {}, { framework: "mocov3", freezePatchEmbed: false });
  * ```
  */
-export function budgetRegime(pilot: Rows, epochs: number, raw: RawPixels): Regime | undefined {
-  const runs = trainedRows(pilot).filter((r) => Number(r.epochs) === epochs);
+export function budgetRegime(
+  rows: Rows,
+  epochs: number,
+  raw: RawPixels,
+  match: Record<string, unknown> = { epochs },
+): Regime | undefined {
+  const runs = trainedRows(rows).filter((r) =>
+    Object.entries(match).every(([k, v]) => String(r[k]) === String(v))
+  );
   if (!runs.length) return undefined;
-  const random = randomInitRows(pilot);
+  const random = randomInitRows(rows);
   const both = (rows: typeof runs) => ({
     linear: metricInterval(rows, "linear_top1"),
     knn: metricInterval(rows, "knn_top1"),
@@ -149,26 +159,26 @@ export async function budgetRawPixels(budget: Budget, cacheDir?: string): Promis
 }
 
 /**
- * The regime sentence of every budget the pilot's rows hold (see {@link regimeText}), by budget;
- * a budget whose pilot has no run of its own length is left out.
+ * The regime sentence of every budget whose base runs the tables hold (see {@link regimeText}),
+ * by budget: the pilot's runs of the budget's length, or those its `baseRuns` names (tables by
+ * suite name). A budget without such rows is left out.
  *
  * @example
  * ```ts
- * (await budgetRegimes(pilotRows)).cpu; // "regime: the base configuration (2 epochs, 5 seeds) ..."
+ * (await budgetRegimes({ pilot })).cpu; // "regime: the base configuration (2 epochs, 5 seeds) ..."
  * ```
  */
 export async function budgetRegimes(
-  pilot: { objects(): object[] },
+  tables: Record<string, { objects(): object[] }>,
   cacheDir?: string,
 ): Promise<Partial<Record<Budget, string>>> {
-  const rows = pilot.objects() as Record<string, unknown>[];
   const out: Partial<Record<Budget, string>> = {};
-  for (const b of new Set(rows.map((r) => String(r.budget)))) {
-    if (!(b in BUDGET_SPECS)) continue;
-    const budget = b as Budget;
-    const epochs = BUDGET_SPECS[budget].base.epochs ?? 1;
-    const mine = rows.filter((r) => r.budget === b);
-    const regime = budgetRegime(mine, epochs, {});
+  for (const [budget, spec] of Object.entries(BUDGET_SPECS) as [Budget, BudgetSpec][]) {
+    const epochs = resolveConfig({ ...spec.base, seed: 0 }).epochs;
+    const from = spec.baseRuns ?? { suite: "pilot", variant: { epochs } };
+    const rows = (tables[from.suite]?.objects() ?? []) as Record<string, unknown>[];
+    const mine = rows.filter((r) => r.budget === budget);
+    const regime = budgetRegime(mine, epochs, {}, from.variant);
     if (!regime) continue;
     out[budget] = regimeText({ ...regime, raw: await budgetRawPixels(budget, cacheDir) });
   }

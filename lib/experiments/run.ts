@@ -44,7 +44,9 @@ import {
   getSuite,
   type PlannedRun,
   SUITE_NAMES,
+  suiteGrid,
   SUITES,
+  suitesAt,
 } from "./suites.ts";
 
 /** Default directory of the result tables. */
@@ -626,10 +628,20 @@ export async function recordSuiteTime(resultsDir: string, r: SuiteResult): Promi
   await writeFileAtomic(file, new TextEncoder().encode(aq.from(all).toCSV() + "\n"));
 }
 
-/** Expands `all` into every suite name; checks the others. */
-export function suiteList(name: string): string[] {
-  if (name === "all") return SUITE_NAMES;
-  return name.split(",").map((n) => getSuite(n.trim()).name);
+/**
+ * Expands `all` into every suite that runs at `budget` (every suite but the pilot at the notebook
+ * budgets); checks the others, and that each runs at `budget` when given.
+ *
+ * @example
+ * ```ts
+ * suiteList("all", "cpu-long"); // ["patch-projection"]
+ * ```
+ */
+export function suiteList(name: string, budget?: Budget): string[] {
+  if (name === "all") return budget ? suitesAt(budget) : SUITE_NAMES;
+  const names = name.split(",").map((n) => getSuite(n.trim()).name);
+  if (budget) names.forEach((n) => suiteGrid(n, budget));
+  return names;
 }
 
 async function readJson<T>(file: string): Promise<T | null> {

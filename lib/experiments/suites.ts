@@ -19,8 +19,17 @@
  */
 import { PRESETS, type PretrainConfig } from "../train/config.ts";
 
-/** The budgets every suite defines (and every notebook runs at: `lib/viz/budget.ts`). */
-export const BUDGETS = ["smoke", "cpu", "gpu"] as const;
+/**
+ * The budgets every suite defines and every notebook runs at (`lib/viz/budget.ts`).
+ */
+export const NOTEBOOK_BUDGETS = ["smoke", "cpu", "gpu"] as const;
+/** A budget every suite defines. */
+export type NotebookBudget = typeof NOTEBOOK_BUDGETS[number];
+/**
+ * Every study budget: the {@link NOTEBOOK_BUDGETS} and `cpu-long`, the default recipe as base
+ * (above raw pixels), which only the suites that list it run (the patch-projection suite).
+ */
+export const BUDGETS = ["smoke", "cpu", "cpu-long", "gpu"] as const;
 /** A budget name. */
 export type Budget = typeof BUDGETS[number];
 
@@ -65,6 +74,12 @@ export interface BudgetSpec {
   linearEpochs: number;
   /** One line for help texts and figure notes, without the seeds ({@link budgetText} adds them). */
   about: string;
+  /**
+   * Where the budget's base configuration was run, for its regime (`lib/experiments/regime.ts`):
+   * a suite and the field values that pick its rows. Absent: the `pilot` suite's runs of the
+   * budget's `epochs`.
+   */
+  baseRuns?: { suite: string; variant: Variant };
 }
 
 /** A study of the paper, as runs and reference numbers. */
@@ -75,8 +90,11 @@ export interface Suite {
   paper: PaperNumber[];
   /** The fields the grid varies; each becomes a column of `data/results/<suite>.csv`. */
   fields: (keyof PretrainConfig)[];
-  /** The runs of each budget: field values on top of the budget's base and {@link Suite.base}. */
-  grid: Record<Budget, Variant[]>;
+  /**
+   * The runs of each budget: field values on top of the budget's base and {@link Suite.base}.
+   * Every suite defines the {@link NOTEBOOK_BUDGETS}; `cpu-long` only where the suite runs there.
+   */
+  grid: Record<NotebookBudget, Variant[]> & Partial<Record<Budget, Variant[]>>;
   /** Suite-specific settings per budget (monitor sizes, another model). */
   base?: Partial<Record<Budget, Partial<PretrainConfig>>>;
   /**
@@ -92,9 +110,10 @@ export interface Suite {
   seeds?: Partial<Record<Budget, number[]>>;
   /**
    * Also evaluate, under each seed, the base configuration's backbone at its random
-   * initialisation (no training): the floor every run is read against.
+   * initialisation (no training): the floor every run is read against. `true`: at every budget;
+   * a list: at those budgets.
    */
-  randomInit?: boolean;
+  randomInit?: boolean | Budget[];
 }
 
 /**
@@ -114,8 +133,8 @@ export function product(axes: { [K in keyof PretrainConfig]?: PretrainConfig[K][
   return out;
 }
 
-/** The same grid for every budget. */
-function everyBudget(grid: Variant[]): Record<Budget, Variant[]> {
+/** The same grid for every notebook budget. */
+function everyBudget(grid: Variant[]): Record<NotebookBudget, Variant[]> {
   return { smoke: grid, cpu: grid, gpu: grid };
 }
 
@@ -133,6 +152,12 @@ export const CPU_SEEDS = [0, 1, 2, 3, 4];
  * own seed moves its result by 0.03 points, and 90 epochs add about 0.2 to every run alike.
  */
 export const CPU_LINEAR_EPOCHS = 30;
+
+/**
+ * The `cpu-long` budget's seeds: three, the floor of a paired interval; its runs take about 12
+ * minutes each on 2 cores, so the patch-projection suite (8 configurations) is about 5 hours.
+ */
+export const CPU_LONG_SEEDS = [0, 1, 2];
 
 /**
  * What each budget fixes. `cpu`: a 64-wide, 4-deep ViT on 28x28 Fashion-MNIST with 7x7 patches
@@ -179,6 +204,24 @@ export const BUDGET_SPECS: Record<Budget, BudgetSpec> = {
       `epochs; linear probe (${CPU_LINEAR_EPOCHS} epochs) and kNN-20 on all 60,000 / 10,000 ` +
       "images",
   },
+  "cpu-long": {
+    base: {
+      preset: "default",
+      knnEvery: 0,
+      onlineProbe: false,
+      finalEval: "none",
+    },
+    seeds: CPU_LONG_SEEDS,
+    linearEpochs: CPU_LINEAR_EPOCHS,
+    baseRuns: {
+      suite: "patch-projection",
+      variant: { framework: "mocov3", freezePatchEmbed: false },
+    },
+    about: "the default recipe (Fashion-MNIST, vit_micro at D 128, depth 4, patch 7, batch 256, " +
+      "10 epochs, lr 3e-3, crops >= 40%, bf16 matrix products where the CPU has AVX512-BF16), " +
+      `above raw pixels: about 12 minutes per run on 2 cores; linear probe (${CPU_LINEAR_EPOCHS} ` +
+      "epochs) and kNN-20 on all 60,000 / 10,000 images",
+  },
   gpu: {
     base: {
       preset: "fmnist",
@@ -217,6 +260,12 @@ export const FRAMEWORK_TOP1: readonly [string, number, number, string][] = [
 
 /** Base lr of the cpu budget (10x the paper's 1.5e-4: small models and batches take more). */
 const CPU_LR = 1.5e-3;
+
+/** The patch-projection suite's runs: each framework with a learned and a frozen projection. */
+const PATCH_PROJECTION_GRID = product({
+  framework: ["mocov3", "simclr", "byol", "swav"],
+  freezePatchEmbed: [false, true],
+});
 
 /** The studies, by name. */
 export const SUITES: Record<string, Suite> = {
@@ -299,10 +348,11 @@ export const SUITES: Record<string, Suite> = {
       })),
     ],
     fields: ["framework", "freezePatchEmbed"],
-    grid: everyBudget(product({
-      framework: ["mocov3", "simclr", "byol", "swav"],
-      freezePatchEmbed: [false, true],
-    })),
+    grid: {
+      ...everyBudget(PATCH_PROJECTION_GRID),
+      "cpu-long": PATCH_PROJECTION_GRID,
+    },
+    randomInit: ["cpu-long"],
   },
   posemb: {
     name: "posemb",
@@ -497,6 +547,7 @@ export function checkBudget(budget: string): Budget {
  */
 export function budgetConfigs(name: string, budget: Budget): PlannedRun[] {
   const suite = getSuite(name);
+  const grid = suiteGrid(name, budget);
   const spec = BUDGET_SPECS[budget];
   const seeds = suiteSeeds(name, budget);
   const plan = (variant: Variant, seed: number, randomInit: boolean): PlannedRun => {
@@ -520,8 +571,43 @@ export function budgetConfigs(name: string, budget: Budget): PlannedRun[] {
       : runIdOf(suite.name, budget, varied, seed);
     return { runId, varied, seed, randomInit, config };
   };
+  const random = suite.randomInit === true ||
+    (Array.isArray(suite.randomInit) && suite.randomInit.includes(budget));
   return seeds.flatMap((seed) => [
-    ...(suite.randomInit ? [plan({}, seed, true)] : []),
-    ...suite.grid[budget].map((variant) => plan(variant, seed, false)),
+    ...(random ? [plan({}, seed, true)] : []),
+    ...grid.map((variant) => plan(variant, seed, false)),
   ]);
+}
+
+/**
+ * The grid of a suite at a budget; throws, naming the suites that run there, when the suite has
+ * none (only some suites run at `cpu-long`).
+ *
+ * @example
+ * ```ts
+ * suiteGrid("posemb", "cpu-long"); // RangeError: suite "posemb" has no runs at budget cpu-long ...
+ * ```
+ */
+export function suiteGrid(name: string, budget: Budget): Variant[] {
+  const grid = getSuite(name).grid[budget];
+  if (!grid) {
+    throw new RangeError(
+      `suite "${name}" has no runs at budget ${budget}: at ${budget} run ` +
+        `${suitesAt(budget).join(", ")}`,
+    );
+  }
+  return grid;
+}
+
+/**
+ * The suites that run at a budget (all of them at the {@link NOTEBOOK_BUDGETS}), in
+ * {@link SUITE_NAMES} order.
+ *
+ * @example
+ * ```ts
+ * suitesAt("cpu-long"); // ["patch-projection"]
+ * ```
+ */
+export function suitesAt(budget: Budget): string[] {
+  return SUITE_NAMES.filter((n) => SUITES[n].grid[budget] !== undefined);
 }

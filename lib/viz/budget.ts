@@ -2,8 +2,9 @@
  * The budget a notebook runs at (`VITSSL_BUDGET=smoke|cpu|gpu`, default `cpu`) and what each
  * notebook does at each: `smoke` runs in seconds (the test suite executes every notebook so),
  * `cpu` in minutes on a laptop, `gpu` at workbench scale on one GPU. The budget names are the
- * experiments' ({@link BUDGETS} of `lib/experiments/suites.ts`). Each budget keeps its notebook
- * runs apart ({@link runsDir}).
+ * experiments' that every suite defines (`NOTEBOOK_BUDGETS` of `lib/experiments/suites.ts`; the
+ * study budget `cpu-long` is read by notebook 08 beside `cpu`, not run by notebooks). Each budget
+ * keeps its notebook runs apart ({@link runsDir}).
  *
  * @example
  * ```ts
@@ -13,10 +14,16 @@
  * @module
  */
 import * as aq from "arquero";
-import { type Budget, BUDGETS } from "../experiments/suites.ts";
+import {
+  NOTEBOOK_BUDGETS as BUDGETS,
+  type NotebookBudget as Budget,
+} from "../experiments/suites.ts";
 import { repoPath } from "./runs.ts";
 
-export { type Budget, BUDGETS } from "../experiments/suites.ts";
+export {
+  NOTEBOOK_BUDGETS as BUDGETS,
+  type NotebookBudget as Budget,
+} from "../experiments/suites.ts";
 
 /**
  * The budget from `VITSSL_BUDGET` (default `cpu`). Throws naming the variable and the choices
