@@ -50,6 +50,12 @@ export interface FastPaths {
     beta: tf.Tensor,
     eps: number,
   ) => tf.Tensor | undefined;
+  /**
+   * A linear layer `x [M, K] @ w^T + b` with `w [N, K]` and optional `b [N]` -> `[M, N]`, the
+   * bias added in the product's output pass and its gradient summed in the weight gradient's
+   * product; the same values as `matMul` and `add`.
+   */
+  linear?: (x: tf.Tensor2D, w: tf.Tensor, b?: tf.Tensor) => tf.Tensor2D | undefined;
   /** Exact (erf) GELU, same shape as `x`. */
   gelu?: (x: tf.Tensor) => tf.Tensor | undefined;
   /**
@@ -80,9 +86,10 @@ export interface FastPaths {
 /** The names of the fast paths. */
 export type FastPathName = keyof FastPaths;
 
-const NAMES: readonly FastPathName[] = ["layerNorm", "gelu", "attention", "ema", "adamw"];
+const NAMES: readonly FastPathName[] = ["linear", "layerNorm", "gelu", "attention", "ema", "adamw"];
 const registry = new Map<string, FastPaths>();
 const calls: Record<FastPathName, number> = {
+  linear: 0,
   layerNorm: 0,
   gelu: 0,
   attention: 0,

@@ -28,6 +28,8 @@ import type { Rng } from "../core/rng.ts";
  * ```
  */
 export function linear(x: tf.Tensor2D, w: tf.Tensor, b?: tf.Tensor): tf.Tensor2D {
+  const fused = fastPath("linear")?.(x, w, b);
+  if (fused) return fused;
   const y: tf.Tensor2D = tf.matMul(x, w as tf.Tensor2D, false, true);
   return b ? tf.add(y, b) : y;
 }

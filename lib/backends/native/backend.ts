@@ -784,6 +784,28 @@ const fused: Record<string, (args: Args<NumAttrs>) => Info | Info[]> = {
     backend.lib.ema(vt, vs, t1, vt.length, mom, 1 - mom);
     return output(backend, t.shape, t1, "float32");
   },
+  [FUSED_KERNELS.linear]: ({ inputs: { x, w, b }, backend }) => {
+    const [vx, vw] = need(FUSED_KERNELS.linear, backend, x, w);
+    const vb = b ? need(FUSED_KERNELS.linear, backend, b)[0] : null;
+    const [m, k] = x.shape, n = w.shape[0];
+    if (w.shape[1] !== k || (b && b.shape[b.shape.length - 1] !== n)) {
+      throw new Error(`${FUSED_KERNELS.linear}: shapes ${x.shape}, ${w.shape}, ${b?.shape}`);
+    }
+    const y = backend.f32(m * n);
+    if (m * n > 0) backend.lib.linear(vx, vw, vb, y, m, k, n);
+    return output(backend, [m, n], y, "float32");
+  },
+  [FUSED_KERNELS.linearGrad]: ({ inputs: { dy, x, w }, backend, attrs: { hasBias } }) => {
+    const [vdy, vx, vw] = need(FUSED_KERNELS.linearGrad, backend, dy, x, w);
+    const [m, k] = x.shape, n = w.shape[0];
+    const dx = backend.f32(m * k), dw = backend.f32(n * k), db = hasBias ? backend.f32(n) : null;
+    backend.lib.linearGrad(vdy, vx, vw, dx, dw, db, m, k, n);
+    return [
+      output(backend, [m, k], dx, "float32"),
+      output(backend, [n, k], dw, "float32"),
+      ...(db ? [output(backend, [n], db, "float32")] : []),
+    ];
+  },
   [FUSED_KERNELS.attention]: ({ inputs: { qkv }, backend, attrs: { batch, heads, scale } }) => {
     const [vq] = need(FUSED_KERNELS.attention, backend, qkv);
     const [rows, d3] = qkv.shape, T = rows / batch, D = d3 / 3;

@@ -86,6 +86,8 @@ const SYMBOLS = {
   vn_set_precision: { parameters: [I], result: I },
   vn_precision: { parameters: [], result: I },
   vn_bmm: { parameters: [B, B, B, I, I, I, I, I, I, L, L], result: "void" },
+  vn_linear: { parameters: [B, B, B, B, I, I, I], result: "void" },
+  vn_linear_grad: { parameters: [B, B, B, B, B, B, I, I, I], result: "void" },
   vn_attention: { parameters: [B, B, B, I, I, I, I, F], result: "void" },
   vn_attention_grad: { parameters: [B, B, B, B, B, I, I, I, I, F], result: "void" },
   vn_binary: { parameters: [I, B, B, B, B], result: "void" },
@@ -151,6 +153,23 @@ export interface NativeLib {
     tb: boolean,
     sa: number,
     sb: number,
+  ): void;
+  /** A linear layer: `y [m, n] = x [m, k] @ w [n, k]^T + b [n]` (`b` null: none), as `bmm` + add. */
+  linear(x: Buf, w: Buf, b: Buf | null, y: Buf, m: number, k: number, n: number): void;
+  /**
+   * Its backward from `dy [m, n]`: `dx = dy @ w`, `dw = dy^T @ x`, `db` the column sums of `dy`
+   * (null: not wanted), summed as `dw`'s product packs `dy`.
+   */
+  linearGrad(
+    dy: Buf,
+    x: Buf,
+    w: Buf,
+    dx: Buf,
+    dw: Buf,
+    db: Buf | null,
+    m: number,
+    k: number,
+    n: number,
   ): void;
   attention(
     qkv: Buf,
@@ -346,6 +365,8 @@ export function openNative(path?: string): NativeLib {
     precision: () => GEMM_MODES[s.vn_precision()],
     bmm: (a, b, c, batch, m, k, n, ta, tb, sa, sb) =>
       s.vn_bmm(a, b, c, batch, m, k, n, ta ? 1 : 0, tb ? 1 : 0, BigInt(sa), BigInt(sb)),
+    linear: (x, w, b, y, m, k, n) => s.vn_linear(x, w, b, y, m, k, n),
+    linearGrad: (dy, x, w, dx, dw, db, m, k, n) => s.vn_linear_grad(dy, x, w, dx, dw, db, m, k, n),
     attention: (qkv, out, probs, batch, T, heads, hd, scale) =>
       s.vn_attention(qkv, out, probs, batch, T, heads, hd, scale),
     attentionGrad: (dout, dprobs, qkv, probs, dqkv, batch, T, heads, hd, scale) =>

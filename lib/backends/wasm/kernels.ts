@@ -199,6 +199,7 @@ const LN = "VitsslLayerNorm", LN_GRAD = "VitsslLayerNormGrad";
 const GELU = "VitsslGelu", GELU_GRAD = "VitsslGeluGrad";
 const ADAMW = "VitsslAdamW", EMA = "VitsslEma";
 const ATTN = "VitsslAttention", ATTN_GRAD = "VitsslAttentionGrad";
+const LINEAR = "VitsslLinear", LINEAR_GRAD = "VitsslLinearGrad";
 
 /**
  * The fused kernels' names, for another backend that implements them (its kernels take the same
@@ -218,6 +219,10 @@ export const FUSED_KERNELS = {
   ema: EMA,
   attention: ATTN,
   attentionGrad: ATTN_GRAD,
+  /** `x [M, K]`, `w [N, K]`, optional `b [N]` -> `x @ w^T + b` (native only). */
+  linear: LINEAR,
+  /** `dy, x, w` -> `[dx, dw]`, and `db` when `b` is an input (attribute `hasBias` 1). */
+  linearGrad: LINEAR_GRAD,
 } as const;
 
 /** Runs `f` with a pointer to `n` floats of scratch memory on the backend, freed afterwards. */
@@ -460,6 +465,21 @@ export function installFusedGradients(): void {
       };
     },
   });
+  tf.registerGradient({
+    kernelName: LINEAR,
+    inputsToSave: ["x", "w"],
+    gradFunc: (dy, [x, w], attrs) => {
+      const hasBias = Number((attrs as Record<string, unknown>).hasBias ?? 0);
+      const [dx, dw, db] = tf.engine().runKernel(
+        LINEAR_GRAD,
+        { dy: dy as tf.Tensor, x, w },
+        { hasBias },
+      ) as tf.Tensor[];
+      const grads: Record<string, () => tf.Tensor> = { x: () => dx, w: () => dw };
+      if (hasBias) grads.b = () => db;
+      return grads;
+    },
+  });
   gradientsInstalled = true;
 }
 
@@ -685,6 +705,14 @@ export const KERNEL_FAST_PATHS: Required<FastPaths> = {
       tf.Tensor2D,
       tf.Tensor4D,
     ];
+  },
+  linear(x, w, b) {
+    const ts = b ? [x, w, b] : [x, w];
+    if (!active(LINEAR) || ts.some((t) => t.dtype !== "float32") || w.rank !== 2) {
+      return undefined;
+    }
+    const inputs: tf.NamedTensorMap = b ? { x, w, b } : { x, w };
+    return tf.engine().runKernel(LINEAR, inputs, { hasBias: b ? 1 : 0 }) as tf.Tensor2D;
   },
   ema(t, s, mom) {
     if (!active(EMA) || t.dtype !== "float32" || s.dtype !== "float32") return undefined;

@@ -159,6 +159,7 @@ static void init(void) {
   for (int i = 0; i < 3; i++) {
     impls[i] = *ops[i];
     impls[i].bmm = dense[i]->bmm;
+    impls[i].gemm_ep = dense[i]->gemm_ep;
     impls[i].attention = dense[i]->attention;
     impls[i].attention_grad = dense[i]->attention_grad;
   }
@@ -295,6 +296,42 @@ EXPORT void vn_bmm(const float* A, const float* B, float* C, int batch, int m, i
     vn_bmm_bf16(A, B, C, batch, m, k, n, ta, tb, sa, sb, precision == 3);
   else
     impl->bmm(A, B, C, batch, m, k, n, ta, tb, sa, sb, precision == 1);
+  unlock();
+}
+
+// One product with its epilogue, in the precision of vn_bmm; lock held.
+static void gemm_ep(const struct vn_impl* impl, const float* A, const float* B, float* C, int m,
+                    int k, int n, int ta, int tb, const struct vn_epilogue* ep) {
+  if (precision >= 2)
+    vn_gemm_bf16_ep(A, B, C, m, k, n, ta, tb, precision == 3, ep);
+  else
+    impl->gemm_ep(A, B, C, m, k, n, ta, tb, precision == 1, ep);
+}
+
+/**
+ * A linear layer's forward: y[m, n] = x[m, k] @ w[n, k]^T + b[n] (b NULL: no bias), the bias added
+ * in the product's output pass; in the precision of vn_bmm. Bit-identical to vn_bmm followed by
+ * a float32 add of b.
+ */
+EXPORT void vn_linear(const float* x, const float* w, const float* b, float* y, int m, int k,
+                      int n) {
+  const struct vn_impl* impl = lock();
+  struct vn_epilogue ep = {b, NULL};
+  gemm_ep(impl, x, w, y, m, k, n, 0, 1, &ep);
+  unlock();
+}
+
+/**
+ * Its backward from dy[m, n]: dx[m, k] = dy @ w, dw[n, k] = dy^T @ x and db[n] = the column sums
+ * of dy (NULL: not wanted), summed in dw's product as it packs dy (vn.h). Each equals the
+ * separate kernel's result: vn_bmm for dx and dw, the Sum kernel (ops.c, sum_cols) for db.
+ */
+EXPORT void vn_linear_grad(const float* dy, const float* x, const float* w, float* dx, float* dw,
+                           float* db, int m, int k, int n) {
+  const struct vn_impl* impl = lock();
+  gemm_ep(impl, dy, w, dx, m, n, k, 0, 0, NULL);
+  struct vn_epilogue ep = {NULL, db};
+  gemm_ep(impl, dy, x, dw, n, m, k, 1, 0, &ep);
   unlock();
 }
 

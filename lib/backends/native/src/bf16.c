@@ -65,6 +65,7 @@ struct gemm {
   const float *A, *B;
   float* C;
   int m, k, n, ta, tb, amx;
+  struct vn_epilogue ep;
   int npad, nc, mtiles, ntiles, kblocks;
   bf* bp;  // packed op(B): block kb at bp + kb * KC * npad, panel j at + j * NR * 2 * kc2
 };
@@ -254,6 +255,13 @@ static void amx_kernel(int kc2, const bf* a0, const bf* a1, const bf* bp, float*
   _tile_stored(3, buf + 16 * 32 + 16, 32 * sizeof(float));
 }
 
+// The task's epilogue (vn.h): the bias on its tile; its rows' sums (acc, or NULL).
+static void epilogue(const struct gemm* g, int i0, int rows, int j0, int cols, const double* acc) {
+  if (g->ep.bias) vn_add_bias(g->C + (size_t)i0 * g->n + j0, g->n, rows, cols, g->ep.bias + j0);
+  if (acc)
+    for (int r = 0; r < rows; r++) g->ep.rowsum[i0 + r] = (float)acc[r];
+}
+
 // Thread scratch of gemm_task: the MR x NR tile buffer, then the packed A strips (bf16).
 #define TASK_SCRATCH ((size_t)32 * 32 + (size_t)MC * (KC + 2) / 2)
 
@@ -264,11 +272,16 @@ static void gemm_task(void* ctx, int t, int tid) {
   int j0 = jt * g->nc, cols = g->n - j0 < g->nc ? g->n - j0 : g->nc;
   float* tile = vn_thread_scratch(tid, TASK_SCRATCH);
   bf* ap = (bf*)(tile + 32 * 32);
+  int sums = g->ep.rowsum && jt == 0;
+  double acc[MC];
+  if (sums)
+    for (int r = 0; r < rows; r++) acc[r] = 0.0;
   if (g->amx) {
     amx_config();
     for (int kb = 0; kb < g->kblocks; kb++) {
       int k0 = kb * KC, kc = kc_of(g, kb), kc2 = kc2_of(g, kc), first = kb == 0;
       pack_a_amx(g, i0, rows, k0, kc, kc2, ap);
+      if (sums) vn_rowsum_block(g->A, g->ta, g->m, g->k, i0, rows, k0, kc, acc);
       const bf* bblock = g->bp + (size_t)k0 * g->npad;
       for (int j = 0; j < cols; j += NR) {
         const bf* bpanel = bblock + (size_t)((j0 + j) / NR) * NR * 2 * kc2;
@@ -285,11 +298,13 @@ static void gemm_task(void* ctx, int t, int tid) {
       }
     }
     _tile_release();
+    epilogue(g, i0, rows, j0, cols, sums ? acc : NULL);
     return;
   }
   for (int kb = 0; kb < g->kblocks; kb++) {
     int k0 = kb * KC, kc = kc_of(g, kb), kc2 = kc2_of(g, kc), first = kb == 0;
     pack_a(g, i0, rows, k0, kc, ap);
+    if (sums) vn_rowsum_block(g->A, g->ta, g->m, g->k, i0, rows, k0, kc, acc);
     const bf* bblock = g->bp + (size_t)k0 * g->npad;
     for (int j = 0; j < cols; j += NR) {
       const bf* bpanel = bblock + (size_t)((j0 + j) / NR) * NR * 2 * kc2;
@@ -309,18 +324,20 @@ static void gemm_task(void* ctx, int t, int tid) {
       }
     }
   }
+  epilogue(g, i0, rows, j0, cols, sums ? acc : NULL);
 }
 
 // The product: parallel on the pool (packed B in shared scratch) unless small, or, with
 // stid >= 0, in thread stid alone (packed B in its scratch, after gemm_task's part).
 static void gemm(const float* A, const float* B, float* C, int m, int k, int n, int ta, int tb,
-                 int amx, int stid) {
-  if (m <= 0 || n <= 0) return;
-  if (k <= 0) {
-    memset(C, 0, (size_t)m * n * sizeof(float));
+                 int amx, int stid, const struct vn_epilogue* ep) {
+  if (m <= 0) return;
+  if (n <= 0 || k <= 0) {
+    vn_gemm_degenerate(A, ta, C, m, k, n, ep);
     return;
   }
   struct gemm g = {A, B, C, m, k, n, ta, tb, amx};
+  if (ep) g.ep = *ep;
   g.npad = (n + NR - 1) / NR * NR;
   g.kblocks = (k + KC - 1) / KC;
   size_t bfloats = ((size_t)(k + 32 * g.kblocks) * g.npad + 1) / 2;  // kc rounded up (kc2_of)
@@ -355,16 +372,21 @@ struct bmm_ctx {
 static void bmm_task(void* ctx, int b, int tid) {
   const struct bmm_ctx* x = ctx;
   gemm(x->A + b * x->sa, x->B + b * x->sb, x->C + (size_t)b * x->m * x->n, x->m, x->k, x->n,
-       x->ta, x->tb, x->amx, tid);
+       x->ta, x->tb, x->amx, tid, NULL);
 }
 
 void vn_bmm_bf16(const float* A, const float* B, float* C, int batch, int m, int k, int n, int ta,
                  int tb, int64_t sa, int64_t sb, int amx) {
   if (batch == 1 || (int64_t)m * n * k >= 64 * 64 * 64) {
     for (int b = 0; b < batch; b++)
-      gemm(A + b * sa, B + b * sb, C + (size_t)b * m * n, m, k, n, ta, tb, amx, -1);
+      gemm(A + b * sa, B + b * sb, C + (size_t)b * m * n, m, k, n, ta, tb, amx, -1, NULL);
     return;
   }
   struct bmm_ctx x = {A, B, C, m, k, n, ta, tb, amx, sa, sb};
   vn_parallel(batch, bmm_task, &x);
+}
+
+void vn_gemm_bf16_ep(const float* A, const float* B, float* C, int m, int k, int n, int ta, int tb,
+                     int amx, const struct vn_epilogue* ep) {
+  gemm(A, B, C, m, k, n, ta, tb, amx, -1, ep);
 }

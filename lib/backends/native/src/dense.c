@@ -60,6 +60,7 @@ struct gemm {
   const float *A, *B;
   float* C;
   int m, k, n, ta, tb, rnd;
+  struct vn_epilogue ep;
   int npad, nc, mtiles, ntiles, kblocks;
   float* bp;  // packed op(B): block kb at bp + kb * KC * npad, panel j at + j * NR * kc
 };
@@ -140,9 +141,14 @@ static void gemm_task(void* ctx, int t, int tid) {
   int j0 = jt * g->nc, cols = g->n - j0 < g->nc ? g->n - j0 : g->nc;
   float* ap = vn_thread_scratch(tid, (size_t)MC * KC + MR * NR);
   float* tile = ap + (size_t)MC * KC;
+  int sums = g->ep.rowsum && jt == 0;
+  double acc[MC];
+  if (sums)
+    for (int r = 0; r < rows; r++) acc[r] = 0.0;
   for (int kb = 0; kb < g->kblocks; kb++) {
     int k0 = kb * KC, kc = kc_of(g, kb), first = kb == 0;
     pack_a(g, i0, rows, k0, kc, ap);
+    if (sums) vn_rowsum_block(g->A, g->ta, g->m, g->k, i0, rows, k0, kc, acc);
     const float* bblock = g->bp + (size_t)k0 * g->npad;
     for (int j = 0; j < cols; j += NR) {
       const float* bpanel = bblock + (size_t)((j0 + j) / NR) * NR * kc;
@@ -161,16 +167,20 @@ static void gemm_task(void* ctx, int t, int tid) {
       }
     }
   }
+  if (g->ep.bias) vn_add_bias(g->C + (size_t)i0 * g->n + j0, g->n, rows, cols, g->ep.bias + j0);
+  if (sums)
+    for (int r = 0; r < rows; r++) g->ep.rowsum[i0 + r] = (float)acc[r];
 }
 
 static void gemm(const float* A, const float* B, float* C, int m, int k, int n, int ta, int tb,
-                 int rnd) {
-  if (m <= 0 || n <= 0) return;
-  if (k <= 0) {
-    memset(C, 0, (size_t)m * n * sizeof(float));
+                 int rnd, const struct vn_epilogue* ep) {
+  if (m <= 0) return;
+  if (n <= 0 || k <= 0) {
+    vn_gemm_degenerate(A, ta, C, m, k, n, ep);
     return;
   }
   struct gemm g = {A, B, C, m, k, n, ta, tb, rnd};
+  if (ep) g.ep = *ep;
   g.npad = (n + NR - 1) / NR * NR;
   g.kblocks = (k + KC - 1) / KC;
   g.bp = vn_shared_scratch(0, (size_t)k * g.npad);
@@ -245,7 +255,7 @@ static void bmm(const float* A, const float* B, float* C, int batch, int m, int 
                 int tb, int64_t sa, int64_t sb, int rnd) {
   if (batch == 1 || (int64_t)m * n * k >= 64 * 64 * 64) {
     for (int b = 0; b < batch; b++)
-      gemm(A + b * sa, B + b * sb, C + (size_t)b * m * n, m, k, n, ta, tb, rnd);
+      gemm(A + b * sa, B + b * sb, C + (size_t)b * m * n, m, k, n, ta, tb, rnd, NULL);
     return;
   }
   struct bmm_ctx x = {A, B, C, m, k, n, ta, tb, rnd, sa, sb};
@@ -406,4 +416,4 @@ static void attention_grad(const float* dout, const float* dprobs, const float* 
 }
 
 const struct vn_impl SFX(vn_dense) = {
-    .bmm = bmm, .attention = attention, .attention_grad = attention_grad};
+    .bmm = bmm, .gemm_ep = gemm, .attention = attention, .attention_grad = attention_grad};

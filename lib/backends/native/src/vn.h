@@ -7,6 +7,7 @@
 #pragma once
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #if defined(VN_AVX512)
 #define VL 16
@@ -90,11 +91,72 @@ int vn_nthreads(void);
 float* vn_thread_scratch(int tid, size_t nfloats);
 float* vn_shared_scratch(int slot, size_t nfloats);
 
+// The epilogue of a GEMM C[m, n] = op(A) @ op(B) (vn_linear, vn_linear_grad in api.c), done by
+// the task that owns each tile of C, in the pass that produces it:
+// - bias[n]: added to every row of the task's tile after its last KC block: C = sum + bias, the
+//   same float32 addition as a separate Add of the bias;
+// - rowsum[m]: the sum over k of each row of op(A) (a linear layer's bias gradient, with op(A) =
+//   dy^T), summed by the tasks of the first column tile as they pack their rows, in double, k in
+//   order: the same sum as the Sum kernel's column sums (ops.c, sum_cols) of dy.
+// NULL: none.
+struct vn_epilogue {
+  const float* bias;
+  float* rowsum;
+};
+
+// bias[j0 ..] added to rows x cols of C (row stride ldc).
+static inline void vn_add_bias(float* C, int ldc, int rows, int cols, const float* bias) {
+  for (int r = 0; r < rows; r++) {
+    float* c = C + (size_t)r * ldc;
+    for (int q = 0; q < cols; q++) c[q] = c[q] + bias[q];
+  }
+}
+
+// acc[r] += op(A)(i0 + r, k0 + p) for p < kc in order, r < rows (op(A) [m, k]: A stored [m, k]
+// when ta = 0, [k, m] when ta = 1).
+static inline void vn_rowsum_block(const float* A, int ta, int m, int k, int i0, int rows,
+                                   int k0, int kc, double* acc) {
+  if (ta) {
+    for (int p = 0; p < kc; p++) {
+      const float* a = A + (size_t)(k0 + p) * m + i0;
+      for (int r = 0; r < rows; r++) acc[r] += a[r];
+    }
+  } else {
+    for (int r = 0; r < rows; r++) {
+      const float* a = A + (size_t)(i0 + r) * k + k0;
+      double s = acc[r];
+      for (int p = 0; p < kc; p++) s += a[p];
+      acc[r] = s;
+    }
+  }
+}
+
+// A product with nothing to sum (k = 0: C = 0) or no columns (n = 0), with its epilogue.
+static inline void vn_gemm_degenerate(const float* A, int ta, float* C, int m, int k, int n,
+                                      const struct vn_epilogue* ep) {
+  if (n > 0) {
+    memset(C, 0, (size_t)m * n * sizeof(float));
+    if (ep && ep->bias) vn_add_bias(C, n, m, n, ep->bias);
+  }
+  if (ep && ep->rowsum) {
+    for (int i0 = 0; i0 < m; i0 += 64) {
+      double acc[64];
+      int rows = m - i0 < 64 ? m - i0 : 64;
+      for (int r = 0; r < rows; r++) acc[r] = 0.0;
+      if (k > 0) vn_rowsum_block(A, ta, m, k, i0, rows, 0, k, acc);
+      for (int r = 0; r < rows; r++) ep->rowsum[i0 + r] = (float)acc[r];
+    }
+  }
+}
+
 // Every kernel, in one table per instruction set (see api.c for the meaning of each).
 struct vn_impl {
   // rnd = 1: bf16 emulated (inputs rounded by vn_bf16_round as they are packed, float32 math).
   void (*bmm)(const float* A, const float* B, float* C, int batch, int m, int k, int n, int ta,
               int tb, int64_t sa, int64_t sb, int rnd);
+  // One product with its epilogue (ep may be NULL).
+  void (*gemm_ep)(const float* A, const float* B, float* C, int m, int k, int n, int ta, int tb,
+                  int rnd, const struct vn_epilogue* ep);
   void (*attention)(const float* qkv, float* out, float* probs, int B, int T, int H, int hd,
                     float scale);
   void (*attention_grad)(const float* dout, const float* dprobs, const float* qkv,
@@ -137,3 +199,6 @@ extern const struct vn_impl SFX(vn_dense), SFX(vn_ops);
 // vn_impl.bmm on bf16-rounded inputs, by VDPBF16PS dot products or TDPBF16PS tiles (float32 sums).
 void vn_bmm_bf16(const float* A, const float* B, float* C, int batch, int m, int k, int n, int ta,
                  int tb, int64_t sa, int64_t sb, int amx);
+// One such product with its epilogue (ep may be NULL).
+void vn_gemm_bf16_ep(const float* A, const float* B, float* C, int m, int k, int n, int ta, int tb,
+                     int amx, const struct vn_epilogue* ep);

@@ -1,0 +1,207 @@
+// The fused linear layer of lib/backends/native (vn_linear, vn_linear_grad: the bias added in the
+// product's output pass, the bias gradient summed as the weight gradient's product packs dy), on
+// every matrix-product path this CPU has (float32 on each instruction set, bf16 emulated on each,
+// AVX512-BF16 where present; a missing path is skipped with one line) and at 1, 2 and 3 threads:
+// - bit for bit the unfused operations: the library's own product, then a float32 add of the
+//   bias computed here (Math.fround); dx and dw the library's products; db the library's column
+//   sum (the Sum kernel's);
+// - against float64 references: y and dx, dw within the tolerance of their precision (float32:
+//   k U sum|ab|; bf16: the products of bf16-rounded inputs, rounded here by comparing neighbours),
+//   db within one float32 rounding of the float64 column sums;
+// sizes around the tiles (MR, NR, KC 256 and 512, MC), odd sizes, k = 0, parallel and serial
+// products. Then through tfjs on the native backend: `linear` takes the fast path, and its value
+// and gradients equal the plain matMul + add bit for bit, without leaking tensors.
+import { assert, assertEquals } from "@std/assert";
+import * as tf from "@tensorflow/tfjs-core";
+import { GEMM_MODES, type GemmMode, type IsaName } from "../../lib/backends/native/ffi.ts";
+import { privateNative } from "../_helpers/native.ts";
+
+const { lib, isas: ISAS } = await privateNative("vitssl-native-linear-test-");
+const BF16_MODES: GemmMode[] = GEMM_MODES.filter((m, i) =>
+  m !== "fp32" && i <= GEMM_MODES.indexOf(lib.bf16Supported())
+);
+for (const m of GEMM_MODES.filter((m) => m !== "fp32" && !BF16_MODES.includes(m))) {
+  console.log(`skip: bf16 path ${m} (this CPU lacks it; best: ${lib.bf16Supported()})`);
+}
+const THREADS = [1, 2, 3];
+const U = 2 ** -24;
+
+const f32 = new Float32Array(1), u32 = new Uint32Array(f32.buffer);
+const bits = (x: number) => (f32[0] = x, u32[0]);
+const fromBits = (b: number) => (u32[0] = b >>> 0, f32[0]);
+/** x rounded to bf16, to nearest, ties to even, by comparing its two bf16 neighbours. */
+function bf16(x: number): number {
+  if (!Number.isFinite(x) || x === 0) return x;
+  const lo = fromBits(bits(x) & 0xffff0000), hi = fromBits((bits(x) & 0xffff0000) + 0x10000);
+  const dl = Math.abs(x - lo), dh = Math.abs(hi - x);
+  return dl < dh ? lo : dh < dl ? hi : ((bits(lo) >>> 16) & 1) === 0 ? lo : hi;
+}
+
+function rand(n: number, seed: number): Float32Array {
+  let s = seed >>> 0 || 1;
+  return Float32Array.from({ length: n }, () => {
+    s ^= s << 13, s ^= s >>> 17, s ^= s << 5;
+    return ((s >>> 0) / 2 ** 32) * 2 - 1;
+  });
+}
+
+/** float64 C = op(A) @ op(B) with |.| sums, inputs rounded by `round`. */
+function ref(
+  a: Float32Array,
+  b: Float32Array,
+  m: number,
+  k: number,
+  n: number,
+  ta: boolean,
+  tb: boolean,
+  round: (x: number) => number,
+) {
+  const sum = new Float64Array(m * n), abs = new Float64Array(m * n);
+  for (let i = 0; i < m; i++) {
+    for (let j = 0; j < n; j++) {
+      let s = 0, t = 0;
+      for (let p = 0; p < k; p++) {
+        const x = round(a[ta ? p * m + i : i * k + p]) * round(b[tb ? j * k + p : p * n + j]);
+        s += x;
+        t += Math.abs(x);
+      }
+      sum[i * n + j] = s;
+      abs[i * n + j] = t;
+    }
+  }
+  return { sum, abs };
+}
+
+function sameBits(name: string, got: Float32Array, want: Float32Array) {
+  assertEquals(got.length, want.length, `${name}: length`);
+  const g = new Uint32Array(got.buffer, got.byteOffset, got.length);
+  const w = new Uint32Array(want.buffer, want.byteOffset, want.length);
+  for (let i = 0; i < g.length; i++) {
+    if (g[i] !== w[i]) throw new Error(`${name}: element ${i} is ${got[i]}, want ${want[i]}`);
+  }
+}
+
+function near(
+  name: string,
+  got: Float32Array,
+  r: { sum: Float64Array; abs: Float64Array },
+  tol: number,
+  extra: Float64Array | undefined = undefined,
+) {
+  for (let i = 0; i < got.length; i++) {
+    const want = r.sum[i] + (extra?.[i] ?? 0);
+    // The bias add rounds once more: U |y|.
+    const bound = tol * r.abs[i] + (extra ? U * Math.abs(want) * 2 : 0);
+    if (!(Math.abs(got[i] - want) <= bound)) {
+      throw new Error(`${name}: element ${i} is ${got[i]}, want ${want} (bound ${bound})`);
+    }
+  }
+}
+
+type Path = [GemmMode, IsaName];
+function paths(): Path[] {
+  const out: Path[] = ISAS.map((isa) => ["fp32", isa]);
+  for (const mode of BF16_MODES) {
+    if (mode === "bf16-emulated") { for (const isa of ISAS) out.push([mode, isa]); }
+    else out.push([mode, lib.isaSupported()]);
+  }
+  return out;
+}
+
+// [m, k, n]: rows, inputs, outputs of the layer (the weight gradient's product is n x m x k).
+const SIZES: [number, number, number][] = [
+  [1, 1, 1],
+  [13, 7, 17],
+  [97, 49, 33],
+  [200, 301, 130],
+  [1031, 33, 65], // dw's product has k = 1031 rows of dy: KC blocks of 256 and 512 and a rest
+  [300, 600, 130], // parallel products (m n k >= 2^20)
+  [5, 0, 3], // no inputs: y = b, dw = 0
+];
+
+Deno.test("native linear: fused bias and bias gradient equal the unfused kernels bit for bit, and float64", () => {
+  try {
+    for (const [m, k, n] of SIZES) {
+      const x = rand(m * k, m + 3 * k), w = rand(n * k, n + 5), b = rand(n, 11 * n + 1);
+      const dy = rand(m * n, 7 * m + n);
+      for (const [mode, isa] of paths()) {
+        lib.setIsa(isa);
+        lib.setPrecision(mode);
+        const name = `${m}x${k}x${n} [${mode}, ${isa}]`;
+        let first: Float32Array[] | undefined;
+        for (const t of THREADS) {
+          lib.setThreads(t);
+          const y = new Float32Array(m * n).fill(NaN), y0 = new Float32Array(m * n).fill(NaN);
+          lib.linear(x, w, b, y, m, k, n);
+          const yNoBias = new Float32Array(m * n).fill(NaN);
+          lib.linear(x, w, null, yNoBias, m, k, n);
+          lib.bmm(x, w, y0, 1, m, k, n, false, true, 0, 0);
+          const unfused = y0.map((v, i) => Math.fround(v + b[i % n]));
+          sameBits(`${name} y`, y, unfused);
+          sameBits(`${name} y without bias`, yNoBias, y0);
+          const dx = new Float32Array(m * k).fill(NaN), dw = new Float32Array(n * k).fill(NaN);
+          const db = new Float32Array(n).fill(NaN);
+          lib.linearGrad(dy, x, w, dx, dw, db, m, k, n);
+          const dx0 = new Float32Array(m * k), dw0 = new Float32Array(n * k);
+          const db0 = new Float32Array(n);
+          lib.bmm(dy, w, dx0, 1, m, n, k, false, false, 0, 0);
+          lib.bmm(dy, x, dw0, 1, n, m, k, true, false, 0, 0);
+          lib.sumCols(dy, db0, m, n, 1);
+          sameBits(`${name} dx`, dx, dx0);
+          sameBits(`${name} dw`, dw, dw0);
+          sameBits(`${name} db`, db, db0);
+          const dw2 = new Float32Array(n * k).fill(NaN);
+          lib.linearGrad(dy, x, w, dx, dw2, null, m, k, n);
+          sameBits(`${name} dw without db`, dw2, dw0);
+          const outs = [y, dx, dw, db];
+          if (!first) {
+            first = outs;
+            const round = mode === "fp32" ? (v: number) => v : bf16;
+            // float32 sums: at most k roundings (bound min(k, 8) U sum|ab|, as the bf16 test).
+            const tol = (kk: number) => Math.max(1, Math.min(kk, 8)) * U;
+            const bias = Float64Array.from({ length: m * n }, (_, i) => b[i % n]);
+            near(`${name} y`, y, ref(x, w, m, k, n, false, true, round), tol(k), bias);
+            near(`${name} dx`, dx, ref(dy, w, m, n, k, false, false, round), tol(n));
+            near(`${name} dw`, dw, ref(dy, x, n, m, k, true, false, round), tol(m));
+            for (let j = 0; j < n; j++) {
+              let s = 0;
+              for (let i = 0; i < m; i++) s += dy[i * n + j];
+              assert(Math.abs(db[j] - s) <= U * Math.abs(s), `${name} db[${j}] ${db[j]} vs ${s}`);
+            }
+          } else {
+            outs.forEach((o, j) => sameBits(`${name} output ${j} at ${t} threads`, o, first![j]));
+          }
+        }
+      }
+    }
+  } finally {
+    lib.setPrecision("fp32");
+    lib.setIsa(lib.isaSupported());
+    lib.setThreads(1);
+  }
+});
+
+Deno.test("native linear: the layer's fast path on the native backend equals matMul + add, with gradients", async () => {
+  const { initBackend } = await import("../../lib/backends/mod.ts");
+  const { fastPathCalls } = await import("../../lib/backends/fused.ts");
+  const { linear } = await import("../../lib/model/layers.ts");
+  await initBackend({ backend: "native" });
+  const x = tf.tensor2d(rand(37 * 29, 1), [37, 29]), w = tf.tensor2d(rand(19 * 29, 2), [19, 29]);
+  const b = tf.tensor1d(rand(19, 3)), dy = tf.tensor2d(rand(37 * 19, 4), [37, 19]);
+  const before = tf.memory().numTensors, calls = fastPathCalls().linear;
+  const [fused, plain] = [true, false].map((useFast) => {
+    const f = (xx: tf.Tensor, ww: tf.Tensor, bb: tf.Tensor) =>
+      useFast
+        ? linear(xx as tf.Tensor2D, ww, bb)
+        : tf.add(tf.matMul(xx as tf.Tensor2D, ww as tf.Tensor2D, false, true), bb);
+    const y = tf.tidy(() => f(x, w, b));
+    const grads = tf.grads((xx, ww, bb) => f(xx, ww, bb))([x, w, b], dy);
+    const out = [y, ...grads].map((t) => t.dataSync() as Float32Array);
+    tf.dispose([y, ...grads]);
+    return out;
+  });
+  assert(fastPathCalls().linear >= calls + 2, "the fast path was not taken");
+  ["y", "dx", "dw", "db"].forEach((n, i) => sameBits(n, fused[i], plain[i]));
+  assertEquals(tf.memory().numTensors, before);
+  tf.dispose([x, w, b, dy]);
+});
