@@ -22,7 +22,7 @@ import { RUN_FILES, runFinished } from "../train/rundir.ts";
 import { runSuite } from "./run.ts";
 import { type Budget, budgetConfigs } from "./suites.ts";
 import { compareWithPaper, type Comparison } from "./summary.ts";
-import { curvesFile, readTable, suiteFile } from "./tables.ts";
+import { curvesFile, ofBudget, ofRuns, readTable, suiteFile } from "./tables.ts";
 
 /**
  * Trains (or finishes) the run of `cfg` when its directory does not hold a finished run, with the
@@ -74,21 +74,12 @@ export interface SuiteTables {
   trained?: { ran: number; skipped: number };
 }
 
-async function comparisonsOf(resultsDir: string, suite: string): Promise<Comparison[]> {
-  return (await compareWithPaper(resultsDir)).filter((c) => c.study === suite);
-}
-
-function ofBudget(t: aq.ColumnTable, b: Budget): aq.ColumnTable {
-  if (t.numRows() === 0 || !t.columnNames().includes("budget")) return t;
-  return t.params({ b }).filter((d: { budget: string }, $: { b: string }) => d.budget === $.b);
-}
-
-function ofRuns(curves: aq.ColumnTable, results: aq.ColumnTable): aq.ColumnTable {
-  if (curves.numRows() === 0 || results.numRows() === 0) return curves;
-  const ids = new Set((results.array("run_id") as unknown[]).map(String));
-  return aq.from(
-    (curves.objects() as { run_id: unknown }[]).filter((r) => ids.has(String(r.run_id))),
-  );
+async function comparisonsOf(
+  resultsDir: string,
+  suite: string,
+  b: Budget,
+): Promise<Comparison[]> {
+  return (await compareWithPaper(resultsDir, "linear_top1", b)).filter((c) => c.study === suite);
 }
 
 /**
@@ -117,7 +108,7 @@ export async function suiteTables(
     const results = ofBudget(await readTable(suiteFile(dir, suite)), b);
     if (results.numRows() >= planned) {
       const curves = ofRuns(await readTable(curvesFile(dir, suite)), results);
-      return { results, curves, resultsDir: dir, comparisons: await comparisonsOf(dir, suite) };
+      return { results, curves, resultsDir: dir, comparisons: await comparisonsOf(dir, suite, b) };
     }
   }
   const log = await opts.live();
@@ -130,7 +121,28 @@ export async function suiteTables(
     results,
     curves,
     resultsDir,
-    comparisons: await comparisonsOf(resultsDir, suite),
+    comparisons: await comparisonsOf(resultsDir, suite, b),
     trained: { ran: res.ran.length, skipped: res.skipped.length },
   };
+}
+
+/**
+ * A suite's committed results at budget `b`, never training: whatever rows `dir` holds (a study
+ * budget such as `cpu-long` may be part way), with the runs planned and this suite's comparisons.
+ *
+ * @example
+ * ```ts
+ * const t = await committedSuiteTables("patch-projection", "cpu-long", "data/results");
+ * `${t.results.numRows()} of ${t.planned} runs`;
+ * ```
+ */
+export async function committedSuiteTables(
+  suite: string,
+  b: Budget,
+  dir: string,
+): Promise<SuiteTables & { planned: number }> {
+  const results = ofBudget(await readTable(suiteFile(dir, suite)), b);
+  const curves = ofRuns(await readTable(curvesFile(dir, suite)), results);
+  const comparisons = await comparisonsOf(dir, suite, b);
+  return { results, curves, resultsDir: dir, comparisons, planned: budgetConfigs(suite, b).length };
 }

@@ -18,7 +18,7 @@
  * ```
  * @module
  */
-import { readTable, suiteFile } from "./tables.ts";
+import { ofBudget, readTable, suiteFile } from "./tables.ts";
 import {
   adjustedVerdict,
   compareSeeds,
@@ -201,12 +201,24 @@ function distinct(rows: Row[], key: string): unknown[] {
     .sort((x, y) => (typeof x === "number" && typeof y === "number" ? x - y : 0));
 }
 
-/** Every comparison the tables in `resultsDir` allow, study by study. */
+/**
+ * Every comparison the tables in `resultsDir` allow, study by study: of the rows of `budget`
+ * where given (runs of two budgets never pair), else of every row.
+ *
+ * @example
+ * ```ts
+ * await compareWithPaper("data/results", "linear_top1", "cpu-long");
+ * ```
+ */
 export async function compareWithPaper(
   resultsDir: string,
   metric: Metric = "linear_top1",
+  budget?: string,
 ): Promise<Comparison[]> {
-  const load = async (s: string) => trainedRows(await readTable(suiteFile(resultsDir, s)));
+  const load = async (s: string) => {
+    const t = await readTable(suiteFile(resultsDir, s));
+    return trainedRows(budget ? ofBudget(t, budget) : t);
+  };
   const out: Comparison[] = [];
   const cmp = (
     rows: Row[],

@@ -72,3 +72,55 @@ export async function appendTableRows(
   await writeFileAtomic(file, new TextEncoder().encode(table.toCSV() + "\n"));
   return fresh.length;
 }
+
+/**
+ * The rows of budget `b` (a table without a `budget` column is returned as it is).
+ *
+ * @example
+ * ```ts
+ * ofBudget(await readTable(suiteFile("data/results", "patch-projection")), "cpu-long");
+ * ```
+ */
+export function ofBudget(t: Table, b: string): Table {
+  if (t.numRows() === 0 || !t.columnNames().includes("budget")) return t;
+  return t.params({ b }).filter((d: { budget: string }, $: { b: string }) => d.budget === $.b);
+}
+
+/**
+ * The rows of `curves` (a suite's `.curves.csv`) whose run is one of `results`' rows.
+ *
+ * @example
+ * ```ts
+ * ofRuns(await readTable(curvesFile(dir, "stability")), ofBudget(results, "cpu"));
+ * ```
+ */
+export function ofRuns(curves: Table, results: Table): Table {
+  if (curves.numRows() === 0 || results.numRows() === 0) return curves;
+  const ids = new Set((results.array("run_id") as unknown[]).map(String));
+  return aq.from(
+    (curves.objects() as { run_id: unknown }[]).filter((r) => ids.has(String(r.run_id))),
+  );
+}
+
+/**
+ * The budgets a results directory's suite tables hold, in `order` (the study budgets' order).
+ *
+ * @example
+ * ```ts
+ * await budgetsIn("data/results", ["pilot", "patch-projection"], BUDGETS); // ["cpu", "cpu-long"]
+ * ```
+ */
+export async function budgetsIn(
+  resultsDir: string,
+  suites: readonly string[],
+  order: readonly string[],
+): Promise<string[]> {
+  const seen = new Set<string>();
+  for (const s of suites) {
+    const t = await readTable(suiteFile(resultsDir, s));
+    if (t.numRows() && t.columnNames().includes("budget")) {
+      for (const b of t.array("budget") as unknown[]) seen.add(String(b));
+    }
+  }
+  return [...order.filter((b) => seen.has(b)), ...[...seen].filter((b) => !order.includes(b))];
+}

@@ -16,7 +16,13 @@ import type * as aq from "arquero";
 import { type BackendName, BACKENDS } from "../backends/mod.ts";
 import { type PretrainConfig, resolveConfig } from "../train/config.ts";
 import { RESULTS_DIR } from "../experiments/run.ts";
-import { suiteTables, trainUnlessFinished } from "../experiments/notebook_training.ts";
+import {
+  committedSuiteTables,
+  suiteTables,
+  trainUnlessFinished,
+} from "../experiments/notebook_training.ts";
+import { budgetRegimes } from "../experiments/regime.ts";
+import type { Budget as StudyBudget } from "../experiments/suites.ts";
 import type { Comparison } from "../experiments/summary.ts";
 import { type Budget, budget, byBudget, runsDir } from "./budget.ts";
 import { showMarkdown } from "./display.ts";
@@ -131,4 +137,45 @@ export async function suiteData(suite: string, b: Budget = budget()): Promise<Su
     : `${RESULTS_DIR}/${suite}.csv (committed, budget ${b})`;
   const { results, curves, resultsDir, comparisons } = t;
   return { results, curves, source, resultsDir, comparisons };
+}
+
+/** What {@link committedSuiteData} returns. */
+export interface CommittedSuiteData {
+  /** The committed rows of the budget (none when it has not run). */
+  results: aq.ColumnTable;
+  comparisons: Comparison[];
+  /** Runs the suite plans at that budget. */
+  planned: number;
+  /** One line: where the rows are, how many of the planned, and the command that adds the rest. */
+  source: string;
+  /** The budget's regime sentence (`budgetRegimes`), unless `regime: false` or no base runs. */
+  regime?: string;
+}
+
+/**
+ * A suite's committed results at a study budget that notebooks do not run (`cpu-long`), never
+ * training: the rows `data/results/` holds, part way or complete, with the regime of the budget.
+ *
+ * @example
+ * ```ts
+ * const long = await committedSuiteData("patch-projection", "cpu-long");
+ * await showMarkdown(long.source);
+ * ```
+ */
+export async function committedSuiteData(
+  suite: string,
+  b: StudyBudget,
+  opts: { regime?: boolean } = {},
+): Promise<CommittedSuiteData> {
+  const t = await committedSuiteTables(suite, b, repoPath(RESULTS_DIR));
+  const n = t.results.numRows();
+  const more = n < t.planned
+    ? `; the rest: \`deno task experiments --suite ${suite} --budget ${b}\` (it resumes)`
+    : "";
+  const source = `${RESULTS_DIR}/${suite}.csv (committed, budget ${b}): ${n} of ${t.planned} ` +
+    `runs${more}`;
+  const regime = opts.regime === false || n === 0
+    ? undefined
+    : (await budgetRegimes({ [suite]: t.results }))[b];
+  return { results: t.results, comparisons: t.comparisons, planned: t.planned, source, regime };
 }

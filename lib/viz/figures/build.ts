@@ -10,7 +10,7 @@
  * @module
  */
 import { type Budget, BUDGET_SPECS, budgetText } from "../../experiments/suites.ts";
-import { curvesFile, readTable, suiteFile } from "../../experiments/tables.ts";
+import { curvesFile, ofBudget, ofRuns, readTable, suiteFile } from "../../experiments/tables.ts";
 import { compareWithPaper } from "../../experiments/summary.ts";
 import type { FigureSpec } from "./kit.ts";
 import { gradientTraces } from "./gradient_traces.ts";
@@ -30,7 +30,8 @@ import { verdictForest } from "./verdict_forest.ts";
  * `scaling`, `optimizer`, `pilot`, and `verdicts` (every comparison of `compareWithPaper`, whose
  * verdicts also go under each study's title). Suites without a table are left out. Under every
  * title: `note(suite)`, by default the budget(s) of the suite's rows, each with its regime
- * (`opts.regimes`) where given.
+ * (`opts.regimes`) where given. With `opts.budget`, only that budget's rows (runs of two budgets
+ * never share a figure: `deno task figures` builds one set per budget).
  *
  * @example
  * ```ts
@@ -43,12 +44,15 @@ export async function buildFigures(
     note?: (suite: string) => string | undefined;
     /** A regime sentence per budget (`budgetRegimes`), added to the notes of its figures. */
     regimes?: Partial<Record<string, string>>;
+    /** Only the rows of this budget (default: every row). */
+    budget?: string;
   } = {},
 ): Promise<Record<string, FigureSpec>> {
   const out: Record<string, FigureSpec> = {};
   const notes: Record<string, string> = {};
   const load = async (suite: string) => {
-    const res = await readTable(suiteFile(resultsDir, suite));
+    const all = await readTable(suiteFile(resultsDir, suite));
+    const res = opts.budget ? ofBudget(all, opts.budget) : all;
     if (!res.numRows()) return null;
     const budgets = [...new Set(res.array("budget") as string[])];
     notes[suite] = budgets.map((b) =>
@@ -57,12 +61,13 @@ export async function buildFigures(
     ).join("; ");
     return res;
   };
-  const comparisons = await compareWithPaper(resultsDir);
-  const curves = async (suite: string) => await readTable(curvesFile(resultsDir, suite));
+  const comparisons = await compareWithPaper(resultsDir, "linear_top1", opts.budget);
+  const curves = async (suite: string, rows: Awaited<ReturnType<typeof load>>) =>
+    ofRuns(await readTable(curvesFile(resultsDir, suite)), rows!);
   const o = (s: string) => ({ note: opts.note?.(s) ?? notes[s], comparisons });
   const st = await load("stability");
   if (st) {
-    const c = await curves("stability");
+    const c = await curves("stability", st);
     out["stability-lr"] = stabilityLrFigure(st, o("stability"));
     // The verdicts go with the accuracy-against-lr figure, not again with the curves.
     out["stability-curves"] = stabilityCurves(st, c, { note: o("stability").note });
@@ -77,7 +82,7 @@ export async function buildFigures(
   const sc = await load("scaling");
   if (sc) out["scaling"] = scalingFigure(sc, o("scaling"));
   const op = await load("optimizer");
-  if (op) out["optimizer"] = optimizerCurves(op, await curves("optimizer"), o("optimizer"));
+  if (op) out["optimizer"] = optimizerCurves(op, await curves("optimizer", op), o("optimizer"));
   const pilot = await load("pilot");
   if (pilot) out["pilot"] = pilotFigure(pilot, { note: o("pilot").note });
   if (comparisons.length) out["verdicts"] = verdictForest(comparisons);
