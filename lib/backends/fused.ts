@@ -51,11 +51,17 @@ export interface FastPaths {
     eps: number,
   ) => tf.Tensor | undefined;
   /**
-   * A linear layer `x [M, K] @ w^T + b` with `w [N, K]` and optional `b [N]` -> `[M, N]`, the
-   * bias added in the product's output pass and its gradient summed in the weight gradient's
-   * product; the same values as `matMul` and `add`.
+   * A linear layer `x [M, K] @ w^T + b` with `w [N, K]`, optional `b [N]` and an optional residual
+   * `res [M, N]` added after it -> `[M, N]`: the bias and the residual added in the product's
+   * output pass and the bias gradient summed in the weight gradient's product; the same values
+   * as `matMul`, `add(y, b)` and `add(res, y)`.
    */
-  linear?: (x: tf.Tensor2D, w: tf.Tensor, b?: tf.Tensor) => tf.Tensor2D | undefined;
+  linear?: (
+    x: tf.Tensor2D,
+    w: tf.Tensor,
+    b?: tf.Tensor,
+    res?: tf.Tensor2D,
+  ) => tf.Tensor2D | undefined;
   /** Exact (erf) GELU, same shape as `x`. */
   gelu?: (x: tf.Tensor) => tf.Tensor | undefined;
   /**

@@ -20,18 +20,27 @@ import { fastPath } from "../backends/fused.ts";
 import type { Rng } from "../core/rng.ts";
 
 /**
- * `x [M, in] @ W^T + b` with W in PyTorch's `[out, in]` layout and `b [out]` -> `[M, out]`.
+ * `x [M, in] @ W^T + b` with W in PyTorch's `[out, in]` layout and `b [out]` -> `[M, out]`; with
+ * `residual [M, out]`, `residual + (x @ W^T + b)` (a residual connection's add, which a fused
+ * kernel does in the product's output pass).
  *
  * @example
  * ```ts
  * const y = linear(tf.ones([4, 3]) as tf.Tensor2D, tf.ones([2, 3]), tf.zeros([2])); // [4, 2]
+ * const z = linear(tf.ones([4, 3]) as tf.Tensor2D, tf.ones([2, 3]), tf.zeros([2]), y); // y + y
  * ```
  */
-export function linear(x: tf.Tensor2D, w: tf.Tensor, b?: tf.Tensor): tf.Tensor2D {
-  const fused = fastPath("linear")?.(x, w, b);
+export function linear(
+  x: tf.Tensor2D,
+  w: tf.Tensor,
+  b?: tf.Tensor,
+  residual?: tf.Tensor2D,
+): tf.Tensor2D {
+  const fused = fastPath("linear")?.(x, w, b, residual);
   if (fused) return fused;
   const y: tf.Tensor2D = tf.matMul(x, w as tf.Tensor2D, false, true);
-  return b ? tf.add(y, b) : y;
+  const withBias: tf.Tensor2D = b ? tf.add(y, b) : y;
+  return residual ? tf.add(residual, withBias) : withBias;
 }
 
 /**

@@ -433,19 +433,27 @@ export function vitForward(model: ViT, x: tf.Tensor4D, opts: ForwardOptions = {}
       ) as tf.Tensor2D;
       const qkv = linear(y, P[b + "attn.qkv.weight"], P[b + "attn.qkv.bias"]);
       const [ctx, probs] = multiHeadAttention(qkv, B, heads, scale);
-      const a = linear(ctx, P[b + "attn.proj.weight"], P[b + "attn.proj.bias"]);
-      const x1 = tf.add(x0, tf.reshape(a, [B, T, D]));
-      // MLP: x + fc2(gelu(fc1(norm2(x)))).
-      const h2 = tf.reshape(x1, [B * T, D]) as tf.Tensor2D;
+      // x0 + proj(ctx), the residual added in the projection's output pass where fused.
+      const h2 = linear(
+        ctx,
+        P[b + "attn.proj.weight"],
+        P[b + "attn.proj.bias"],
+        tf.reshape(x0, [B * T, D]) as tf.Tensor2D,
+      );
+      // MLP: x + fc2(gelu(fc1(norm2(x)))). norm2 reads x through a reshape of its own, so that
+      // its gradients reach x summed first, as one term beside the residual's (the order of the
+      // float32 sums of the unfused ops' graph: the same bits on every backend).
+      const n2 = tf.reshape(h2, [B * T, D]) as tf.Tensor2D;
       const z = cfg.mlpNorm === "batchnorm"
-        ? blockBatchNorm(model, b + "norm2", h2, !!opts.training, stats)
-        : layerNorm(h2, P[b + "norm2.weight"], P[b + "norm2.bias"], cfg.lnEps) as tf.Tensor2D;
+        ? blockBatchNorm(model, b + "norm2", n2, !!opts.training, stats)
+        : layerNorm(n2, P[b + "norm2.weight"], P[b + "norm2.bias"], cfg.lnEps) as tf.Tensor2D;
       const m = linear(
         gelu(linear(z, P[b + "mlp.fc1.weight"], P[b + "mlp.fc1.bias"])) as tf.Tensor2D,
         P[b + "mlp.fc2.weight"],
         P[b + "mlp.fc2.bias"],
+        h2,
       );
-      const kept: tf.Tensor[] = [tf.add(x1, tf.reshape(m, [B, T, D]))];
+      const kept: tf.Tensor[] = [tf.reshape(m, [B, T, D])];
       if (opts.returnAttention) kept.push(probs);
       if (stats.length) kept.push(stats[0].mean, stats[0].variance);
       return kept;

@@ -123,7 +123,7 @@ Deno.test("native linear: fused bias and bias gradient equal the unfused kernels
   try {
     for (const [m, k, n] of SIZES) {
       const x = rand(m * k, m + 3 * k), w = rand(n * k, n + 5), b = rand(n, 11 * n + 1);
-      const dy = rand(m * n, 7 * m + n);
+      const dy = rand(m * n, 7 * m + n), res = rand(m * n, 13 * m + n + 1);
       for (const [mode, isa] of paths()) {
         lib.setIsa(isa);
         lib.setPrecision(mode);
@@ -132,13 +132,23 @@ Deno.test("native linear: fused bias and bias gradient equal the unfused kernels
         for (const t of THREADS) {
           lib.setThreads(t);
           const y = new Float32Array(m * n).fill(NaN), y0 = new Float32Array(m * n).fill(NaN);
-          lib.linear(x, w, b, y, m, k, n);
+          lib.linear(x, w, b, null, y, m, k, n);
           const yNoBias = new Float32Array(m * n).fill(NaN);
-          lib.linear(x, w, null, yNoBias, m, k, n);
+          lib.linear(x, w, null, null, yNoBias, m, k, n);
+          const yRes = new Float32Array(m * n).fill(NaN), yResOnly = new Float32Array(m * n);
+          lib.linear(x, w, b, res, yRes, m, k, n);
+          lib.linear(x, w, null, res, yResOnly, m, k, n);
           lib.bmm(x, w, y0, 1, m, k, n, false, true, 0, 0);
           const unfused = y0.map((v, i) => Math.fround(v + b[i % n]));
           sameBits(`${name} y`, y, unfused);
           sameBits(`${name} y without bias`, yNoBias, y0);
+          // The residual's add after the bias's: res + (y0 + b), in float32.
+          sameBits(`${name} y + residual`, yRes, unfused.map((v, i) => Math.fround(res[i] + v)));
+          sameBits(
+            `${name} residual, no bias`,
+            yResOnly,
+            y0.map((v, i) => Math.fround(res[i] + v)),
+          );
           const dx = new Float32Array(m * k).fill(NaN), dw = new Float32Array(n * k).fill(NaN);
           const db = new Float32Array(n).fill(NaN);
           lib.linearGrad(dy, x, w, dx, dw, db, m, k, n);
@@ -153,7 +163,7 @@ Deno.test("native linear: fused bias and bias gradient equal the unfused kernels
           const dw2 = new Float32Array(n * k).fill(NaN);
           lib.linearGrad(dy, x, w, dx, dw2, null, m, k, n);
           sameBits(`${name} dw without db`, dw2, dw0);
-          const outs = [y, dx, dw, db];
+          const outs = [y, dx, dw, db, yRes];
           if (!first) {
             first = outs;
             const round = mode === "fp32" ? (v: number) => v : bf16;
@@ -188,20 +198,33 @@ Deno.test("native linear: the layer's fast path on the native backend equals mat
   await initBackend({ backend: "native" });
   const x = tf.tensor2d(rand(37 * 29, 1), [37, 29]), w = tf.tensor2d(rand(19 * 29, 2), [19, 29]);
   const b = tf.tensor1d(rand(19, 3)), dy = tf.tensor2d(rand(37 * 19, 4), [37, 19]);
+  const r = tf.tensor2d(rand(37 * 19, 5), [37, 19]);
   const before = tf.memory().numTensors, calls = fastPathCalls().linear;
-  const [fused, plain] = [true, false].map((useFast) => {
-    const f = (xx: tf.Tensor, ww: tf.Tensor, bb: tf.Tensor) =>
-      useFast
-        ? linear(xx as tf.Tensor2D, ww, bb)
-        : tf.add(tf.matMul(xx as tf.Tensor2D, ww as tf.Tensor2D, false, true), bb);
-    const y = tf.tidy(() => f(x, w, b));
-    const grads = tf.grads((xx, ww, bb) => f(xx, ww, bb))([x, w, b], dy);
-    const out = [y, ...grads].map((t) => t.dataSync() as Float32Array);
-    tf.dispose([y, ...grads]);
-    return out;
-  });
-  assert(fastPathCalls().linear >= calls + 2, "the fast path was not taken");
-  ["y", "dx", "dw", "db"].forEach((n, i) => sameBits(n, fused[i], plain[i]));
+  // With and without the residual; each: y, then the gradients of x, w, b (and the residual).
+  for (const withRes of [false, true]) {
+    const [fused, plain] = [true, false].map((useFast) => {
+      const f = (xx: tf.Tensor, ww: tf.Tensor, bb: tf.Tensor, rr: tf.Tensor) => {
+        if (useFast) {
+          return linear(xx as tf.Tensor2D, ww, bb, withRes ? rr as tf.Tensor2D : undefined);
+        }
+        const y = tf.add(tf.matMul(xx as tf.Tensor2D, ww as tf.Tensor2D, false, true), bb);
+        return withRes ? tf.add(rr, y) : y;
+      };
+      const y = tf.tidy(() => f(x, w, b, r));
+      const grads = tf.grads((xx, ww, bb, rr) => tf.add(f(xx, ww, bb, rr), tf.mul(rr, 0)))(
+        [x, w, b, r],
+        dy,
+      );
+      const out = [y, ...grads].map((t) => t.dataSync() as Float32Array);
+      tf.dispose([y, ...grads]);
+      return out;
+    });
+    ["y", "dx", "dw", "db", "dres"].forEach((n, i) =>
+      sameBits(`${n} (residual ${withRes})`, fused[i], plain[i])
+    );
+  }
+  // The residual's gradient is dy itself (plus the zero path that keeps it in the graph).
+  assert(fastPathCalls().linear >= calls + 4, "the fast path was not taken");
   assertEquals(tf.memory().numTensors, before);
-  tf.dispose([x, w, b, dy]);
+  tf.dispose([x, w, b, dy, r]);
 });

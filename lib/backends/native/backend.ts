@@ -784,15 +784,21 @@ const fused: Record<string, (args: Args<NumAttrs>) => Info | Info[]> = {
     backend.lib.ema(vt, vs, t1, vt.length, mom, 1 - mom);
     return output(backend, t.shape, t1, "float32");
   },
-  [FUSED_KERNELS.linear]: ({ inputs: { x, w, b }, backend }) => {
+  [FUSED_KERNELS.linear]: ({ inputs: { x, w, b, res }, backend }) => {
     const [vx, vw] = need(FUSED_KERNELS.linear, backend, x, w);
     const vb = b ? need(FUSED_KERNELS.linear, backend, b)[0] : null;
+    const vr = res ? need(FUSED_KERNELS.linear, backend, res)[0] : null;
     const [m, k] = x.shape, n = w.shape[0];
-    if (w.shape[1] !== k || (b && b.shape[b.shape.length - 1] !== n)) {
-      throw new Error(`${FUSED_KERNELS.linear}: shapes ${x.shape}, ${w.shape}, ${b?.shape}`);
+    if (
+      w.shape[1] !== k || (b && b.shape[b.shape.length - 1] !== n) ||
+      (res && (res.shape[0] !== m || res.shape[1] !== n))
+    ) {
+      throw new Error(
+        `${FUSED_KERNELS.linear}: shapes ${x.shape}, ${w.shape}, ${b?.shape}, ${res?.shape}`,
+      );
     }
     const y = backend.f32(m * n);
-    if (m * n > 0) backend.lib.linear(vx, vw, vb, y, m, k, n);
+    if (m * n > 0) backend.lib.linear(vx, vw, vb, vr, y, m, k, n);
     return output(backend, [m, n], y, "float32");
   },
   [FUSED_KERNELS.linearGrad]: ({ inputs: { dy, x, w }, backend, attrs: { hasBias } }) => {

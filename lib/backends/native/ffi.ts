@@ -86,7 +86,7 @@ const SYMBOLS = {
   vn_set_precision: { parameters: [I], result: I },
   vn_precision: { parameters: [], result: I },
   vn_bmm: { parameters: [B, B, B, I, I, I, I, I, I, L, L], result: "void" },
-  vn_linear: { parameters: [B, B, B, B, I, I, I], result: "void" },
+  vn_linear: { parameters: [B, B, B, B, B, I, I, I], result: "void" },
   vn_linear_grad: { parameters: [B, B, B, B, B, B, I, I, I], result: "void" },
   vn_attention: { parameters: [B, B, B, I, I, I, I, F], result: "void" },
   vn_attention_grad: { parameters: [B, B, B, B, B, I, I, I, I, F], result: "void" },
@@ -154,8 +154,20 @@ export interface NativeLib {
     sa: number,
     sb: number,
   ): void;
-  /** A linear layer: `y [m, n] = x [m, k] @ w [n, k]^T + b [n]` (`b` null: none), as `bmm` + add. */
-  linear(x: Buf, w: Buf, b: Buf | null, y: Buf, m: number, k: number, n: number): void;
+  /**
+   * A linear layer with its residual: `y [m, n] = res + (x [m, k] @ w [n, k]^T + b [n])` (`b`,
+   * `res` null: none), as `bmm` and two adds.
+   */
+  linear(
+    x: Buf,
+    w: Buf,
+    b: Buf | null,
+    res: Buf | null,
+    y: Buf,
+    m: number,
+    k: number,
+    n: number,
+  ): void;
   /**
    * Its backward from `dy [m, n]`: `dx = dy @ w`, `dw = dy^T @ x`, `db` the column sums of `dy`
    * (null: not wanted), summed as `dw`'s product packs `dy`.
@@ -365,7 +377,7 @@ export function openNative(path?: string): NativeLib {
     precision: () => GEMM_MODES[s.vn_precision()],
     bmm: (a, b, c, batch, m, k, n, ta, tb, sa, sb) =>
       s.vn_bmm(a, b, c, batch, m, k, n, ta ? 1 : 0, tb ? 1 : 0, BigInt(sa), BigInt(sb)),
-    linear: (x, w, b, y, m, k, n) => s.vn_linear(x, w, b, y, m, k, n),
+    linear: (x, w, b, res, y, m, k, n) => s.vn_linear(x, w, b, res, y, m, k, n),
     linearGrad: (dy, x, w, dx, dw, db, m, k, n) => s.vn_linear_grad(dy, x, w, dx, dw, db, m, k, n),
     attention: (qkv, out, probs, batch, T, heads, hd, scale) =>
       s.vn_attention(qkv, out, probs, batch, T, heads, hd, scale),

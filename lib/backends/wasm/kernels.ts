@@ -219,7 +219,10 @@ export const FUSED_KERNELS = {
   ema: EMA,
   attention: ATTN,
   attentionGrad: ATTN_GRAD,
-  /** `x [M, K]`, `w [N, K]`, optional `b [N]` -> `x @ w^T + b` (native only). */
+  /**
+   * `x [M, K]`, `w [N, K]`, optional `b [N]` and `res [M, N]` -> `res + (x @ w^T + b)` (native
+   * only).
+   */
   linear: LINEAR,
   /** `dy, x, w` -> `[dx, dw]`, and `db` when `b` is an input (attribute `hasBias` 1). */
   linearGrad: LINEAR_GRAD,
@@ -477,6 +480,8 @@ export function installFusedGradients(): void {
       ) as tf.Tensor[];
       const grads: Record<string, () => tf.Tensor> = { x: () => dx, w: () => dw };
       if (hasBias) grads.b = () => db;
+      // A residual's gradient is the output's (the Add's, reshaped to its own shape).
+      if ((attrs as Record<string, unknown>).hasRes) grads.res = () => tf.clone(dy as tf.Tensor);
       return grads;
     },
   });
@@ -706,13 +711,21 @@ export const KERNEL_FAST_PATHS: Required<FastPaths> = {
       tf.Tensor4D,
     ];
   },
-  linear(x, w, b) {
-    const ts = b ? [x, w, b] : [x, w];
-    if (!active(LINEAR) || ts.some((t) => t.dtype !== "float32") || w.rank !== 2) {
+  linear(x, w, b, res) {
+    const ts = [x, w, ...(b ? [b] : []), ...(res ? [res] : [])];
+    if (
+      !active(LINEAR) || ts.some((t) => t.dtype !== "float32") || w.rank !== 2 ||
+      (res && res.rank !== 2)
+    ) {
       return undefined;
     }
-    const inputs: tf.NamedTensorMap = b ? { x, w, b } : { x, w };
-    return tf.engine().runKernel(LINEAR, inputs, { hasBias: b ? 1 : 0 }) as tf.Tensor2D;
+    const inputs: tf.NamedTensorMap = { x, w };
+    if (b) inputs.b = b;
+    if (res) inputs.res = res;
+    return tf.engine().runKernel(LINEAR, inputs, {
+      hasBias: b ? 1 : 0,
+      hasRes: res ? 1 : 0,
+    }) as tf.Tensor2D;
   },
   ema(t, s, mom) {
     if (!active(EMA) || t.dtype !== "float32" || s.dtype !== "float32") return undefined;

@@ -309,14 +309,14 @@ static void gemm_ep(const struct vn_impl* impl, const float* A, const float* B, 
 }
 
 /**
- * A linear layer's forward: y[m, n] = x[m, k] @ w[n, k]^T + b[n] (b NULL: no bias), the bias added
- * in the product's output pass; in the precision of vn_bmm. Bit-identical to vn_bmm followed by
- * a float32 add of b.
+ * A linear layer's forward: y[m, n] = res[m, n] + (x[m, k] @ w[n, k]^T + b[n]) (b, res NULL:
+ * none), the bias and the residual added in the product's output pass; in the precision of
+ * vn_bmm. Bit-identical to vn_bmm followed by float32 adds of b, then of res.
  */
-EXPORT void vn_linear(const float* x, const float* w, const float* b, float* y, int m, int k,
-                      int n) {
+EXPORT void vn_linear(const float* x, const float* w, const float* b, const float* res, float* y,
+                      int m, int k, int n) {
   const struct vn_impl* impl = lock();
-  struct vn_epilogue ep = {b, NULL};
+  struct vn_epilogue ep = {b, res, NULL};
   gemm_ep(impl, x, w, y, m, k, n, 0, 1, &ep);
   unlock();
 }
@@ -330,7 +330,7 @@ EXPORT void vn_linear_grad(const float* dy, const float* x, const float* w, floa
                            float* db, int m, int k, int n) {
   const struct vn_impl* impl = lock();
   gemm_ep(impl, dy, w, dx, m, n, k, 0, 0, NULL);
-  struct vn_epilogue ep = {NULL, db};
+  struct vn_epilogue ep = {NULL, NULL, db};
   gemm_ep(impl, dy, x, dw, n, m, k, 1, 0, &ep);
   unlock();
 }

@@ -95,20 +95,31 @@ float* vn_shared_scratch(int slot, size_t nfloats);
 // the task that owns each tile of C, in the pass that produces it:
 // - bias[n]: added to every row of the task's tile after its last KC block: C = sum + bias, the
 //   same float32 addition as a separate Add of the bias;
+// - res[m, n] (row stride n): then added too, C = res + (sum + bias), a residual connection's
+//   Add;
 // - rowsum[m]: the sum over k of each row of op(A) (a linear layer's bias gradient, with op(A) =
 //   dy^T), summed by the tasks of the first column tile as they pack their rows, in double, k in
 //   order: the same sum as the Sum kernel's column sums (ops.c, sum_cols) of dy.
 // NULL: none.
 struct vn_epilogue {
   const float* bias;
+  const float* res;
   float* rowsum;
 };
 
-// bias[j0 ..] added to rows x cols of C (row stride ldc).
-static inline void vn_add_bias(float* C, int ldc, int rows, int cols, const float* bias) {
+// The output pass of rows x cols of C at (i0, j0) (row stride ldc): bias and res as above.
+static inline void vn_tile_out(const struct vn_epilogue* ep, float* C, int ldc, int i0, int j0,
+                               int rows, int cols) {
   for (int r = 0; r < rows; r++) {
-    float* c = C + (size_t)r * ldc;
-    for (int q = 0; q < cols; q++) c[q] = c[q] + bias[q];
+    float* c = C + (size_t)(i0 + r) * ldc + j0;
+    if (ep->bias) {
+      const float* b = ep->bias + j0;
+      for (int q = 0; q < cols; q++) c[q] = c[q] + b[q];
+    }
+    if (ep->res) {
+      const float* x = ep->res + (size_t)(i0 + r) * ldc + j0;
+      for (int q = 0; q < cols; q++) c[q] = x[q] + c[q];
+    }
   }
 }
 
@@ -136,7 +147,7 @@ static inline void vn_gemm_degenerate(const float* A, int ta, float* C, int m, i
                                       const struct vn_epilogue* ep) {
   if (n > 0) {
     memset(C, 0, (size_t)m * n * sizeof(float));
-    if (ep && ep->bias) vn_add_bias(C, n, m, n, ep->bias);
+    if (ep) vn_tile_out(ep, C, n, 0, 0, m, n);
   }
   if (ep && ep->rowsum) {
     for (int i0 = 0; i0 < m; i0 += 64) {
