@@ -62,6 +62,8 @@ export interface FastPaths {
     b?: tf.Tensor,
     res?: tf.Tensor2D,
   ) => tf.Tensor2D | undefined;
+  /** `gelu(x @ w^T + b)` (fc1 and its GELU; `b` optional), GELU in the product's output pass. */
+  linearGelu?: (x: tf.Tensor2D, w: tf.Tensor, b?: tf.Tensor) => tf.Tensor2D | undefined;
   /** Exact (erf) GELU, same shape as `x`. */
   gelu?: (x: tf.Tensor) => tf.Tensor | undefined;
   /**
@@ -92,10 +94,19 @@ export interface FastPaths {
 /** The names of the fast paths. */
 export type FastPathName = keyof FastPaths;
 
-const NAMES: readonly FastPathName[] = ["linear", "layerNorm", "gelu", "attention", "ema", "adamw"];
+const NAMES: readonly FastPathName[] = [
+  "linear",
+  "linearGelu",
+  "layerNorm",
+  "gelu",
+  "attention",
+  "ema",
+  "adamw",
+];
 const registry = new Map<string, FastPaths>();
 const calls: Record<FastPathName, number> = {
   linear: 0,
+  linearGelu: 0,
   layerNorm: 0,
   gelu: 0,
   attention: 0,

@@ -44,6 +44,19 @@ export function linear(
 }
 
 /**
+ * `gelu(linear(x, w, b))`: a ViT MLP's fc1 and its GELU (one fused kernel where the backend has
+ * it, GELU in the product's output pass).
+ *
+ * @example
+ * ```ts
+ * const y = linearGelu(tf.ones([4, 3]) as tf.Tensor2D, tf.ones([2, 3]), tf.zeros([2])); // [4, 2]
+ * ```
+ */
+export function linearGelu(x: tf.Tensor2D, w: tf.Tensor, b?: tf.Tensor): tf.Tensor2D {
+  return fastPath("linearGelu")?.(x, w, b) ?? gelu(linear(x, w, b)) as tf.Tensor2D;
+}
+
+/**
  * LayerNorm over the last axis: `x [..., D]` with `w, b [D]` -> `[..., D]` (biased variance, as
  * PyTorch; the ViT passes timm's eps 1e-6).
  *

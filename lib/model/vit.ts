@@ -19,11 +19,11 @@ import * as tf from "@tensorflow/tfjs-core";
 import { ConfigError } from "../core/errors.ts";
 import {
   batchNorm,
-  gelu,
   initNormal,
   initUniform,
   layerNorm,
   linear,
+  linearGelu,
   multiHeadAttention,
   xavierUniform,
 } from "./layers.ts";
@@ -448,7 +448,7 @@ export function vitForward(model: ViT, x: tf.Tensor4D, opts: ForwardOptions = {}
         ? blockBatchNorm(model, b + "norm2", n2, !!opts.training, stats)
         : layerNorm(n2, P[b + "norm2.weight"], P[b + "norm2.bias"], cfg.lnEps) as tf.Tensor2D;
       const m = linear(
-        gelu(linear(z, P[b + "mlp.fc1.weight"], P[b + "mlp.fc1.bias"])) as tf.Tensor2D,
+        linearGelu(z, P[b + "mlp.fc1.weight"], P[b + "mlp.fc1.bias"]),
         P[b + "mlp.fc2.weight"],
         P[b + "mlp.fc2.bias"],
         h2,

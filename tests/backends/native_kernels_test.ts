@@ -6,6 +6,7 @@
 import { assert, assertEquals } from "@std/assert";
 import { ISA_NAMES, type IsaName } from "../../lib/backends/native/ffi.ts";
 import { privateNative } from "../_helpers/native.ts";
+import { erf } from "../_helpers/erf.ts";
 
 // A private copy of the library: this file switches its instruction set and thread count.
 const { lib, isas: ISAS } = await privateNative("vitssl-native-test-");
@@ -295,21 +296,6 @@ function lnRef(
     for (let j = 0; j < d; j++) y[r * d + j] = (x[r * d + j] - mu) * rs * g[j] + b[j];
   }
   return y;
-}
-function erf(x: number): number { // series / continued fraction to ~1e-15
-  const ax = Math.abs(x);
-  if (ax < 3) {
-    let sum = ax, term = ax;
-    for (let n = 1; n < 200; n++) {
-      term *= -ax * ax / n;
-      sum += term / (2 * n + 1);
-      if (Math.abs(term) < 1e-17) break;
-    }
-    return Math.sign(x) * sum * 2 / Math.sqrt(Math.PI);
-  }
-  let f = 0;
-  for (let n = 60; n >= 1; n--) f = n / 2 / (ax + f);
-  return Math.sign(x) * (1 - Math.exp(-ax * ax) / Math.sqrt(Math.PI) / (ax + f));
 }
 const geluRef = (v: number) => 0.5 * v * (1 + erf(v / Math.SQRT2));
 

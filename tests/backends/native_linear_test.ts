@@ -15,6 +15,7 @@ import { assert, assertEquals } from "@std/assert";
 import * as tf from "@tensorflow/tfjs-core";
 import { GEMM_MODES, type GemmMode, type IsaName } from "../../lib/backends/native/ffi.ts";
 import { privateNative } from "../_helpers/native.ts";
+import { erf } from "../_helpers/erf.ts";
 
 const { lib, isas: ISAS } = await privateNative("vitssl-native-linear-test-");
 const BF16_MODES: GemmMode[] = GEMM_MODES.filter((m, i) =>
@@ -149,6 +150,13 @@ Deno.test("native linear: fused bias and bias gradient equal the unfused kernels
             yResOnly,
             y0.map((v, i) => Math.fround(res[i] + v)),
           );
+          // fc1 and its GELU: h as the biased product, y the library's own GELU of h.
+          const hG = new Float32Array(m * n).fill(NaN), yG = new Float32Array(m * n).fill(NaN);
+          lib.linearGelu(x, w, b, hG, yG, m, k, n);
+          const yGelu = new Float32Array(m * n);
+          lib.gelu(unfused, yGelu, m * n);
+          sameBits(`${name} fc1 pre-activation`, hG, unfused);
+          sameBits(`${name} fc1 GELU`, yG, yGelu);
           const dx = new Float32Array(m * k).fill(NaN), dw = new Float32Array(n * k).fill(NaN);
           const db = new Float32Array(n).fill(NaN);
           lib.linearGrad(dy, x, w, dx, dw, db, m, k, n);
@@ -163,7 +171,7 @@ Deno.test("native linear: fused bias and bias gradient equal the unfused kernels
           const dw2 = new Float32Array(n * k).fill(NaN);
           lib.linearGrad(dy, x, w, dx, dw2, null, m, k, n);
           sameBits(`${name} dw without db`, dw2, dw0);
-          const outs = [y, dx, dw, db, yRes];
+          const outs = [y, dx, dw, db, yRes, yG];
           if (!first) {
             first = outs;
             const round = mode === "fp32" ? (v: number) => v : bf16;
@@ -171,6 +179,15 @@ Deno.test("native linear: fused bias and bias gradient equal the unfused kernels
             const tol = (kk: number) => Math.max(1, Math.min(kk, 8)) * U;
             const bias = Float64Array.from({ length: m * n }, (_, i) => b[i % n]);
             near(`${name} y`, y, ref(x, w, m, k, n, false, true, round), tol(k), bias);
+            // GELU of h against float64 (0.5 h (1 + erf(h / sqrt 2))): the kernel's erf is a rational
+            // approximation (error below 1e-6 in GELU, as native_kernels_test.ts asserts at 2e-6).
+            for (let i = 0; i < m * n; i += 7) {
+              const h = hG[i], want = 0.5 * h * (1 + erf(h / Math.SQRT2));
+              assert(
+                Math.abs(yG[i] - want) <= 2e-6 * Math.abs(want) + 2e-6,
+                `${name} gelu ${i}: h ${h} got ${yG[i]} want ${want}`,
+              );
+            }
             near(`${name} dx`, dx, ref(dy, w, m, n, k, false, false, round), tol(n));
             near(`${name} dw`, dw, ref(dy, x, n, m, k, true, false, round), tol(m));
             for (let j = 0; j < n; j++) {
@@ -225,6 +242,23 @@ Deno.test("native linear: the layer's fast path on the native backend equals mat
   }
   // The residual's gradient is dy itself (plus the zero path that keeps it in the graph).
   assert(fastPathCalls().linear >= calls + 4, "the fast path was not taken");
+  // fc1 + GELU in one kernel: value and gradients equal the unfused gelu(linear) ops.
+  const { linearGelu } = await import("../../lib/model/layers.ts");
+  const { gelu } = await import("../../lib/model/layers.ts");
+  const geluCalls = fastPathCalls().linearGelu;
+  const [fusedG, plainG] = [true, false].map((useFast) => {
+    const f = (xx: tf.Tensor, ww: tf.Tensor, bb: tf.Tensor) =>
+      useFast ? linearGelu(xx as tf.Tensor2D, ww, bb) : gelu(
+        tf.add(tf.matMul(xx as tf.Tensor2D, ww as tf.Tensor2D, false, true), bb),
+      );
+    const y = tf.tidy(() => f(x, w, b));
+    const grads = tf.grads((xx, ww, bb) => f(xx, ww, bb))([x, w, b], dy);
+    const out = [y, ...grads].map((t) => t.dataSync() as Float32Array);
+    tf.dispose([y, ...grads]);
+    return out;
+  });
+  assert(fastPathCalls().linearGelu >= geluCalls + 2, "the linearGelu fast path was not taken");
+  ["y", "dx", "dw", "db"].forEach((n, i) => sameBits(`gelu ${n}`, fusedG[i], plainG[i]));
   assertEquals(tf.memory().numTensors, before);
   tf.dispose([x, w, b, dy, r]);
 });

@@ -801,6 +801,17 @@ const fused: Record<string, (args: Args<NumAttrs>) => Info | Info[]> = {
     if (m * n > 0) backend.lib.linear(vx, vw, vb, vr, y, m, k, n);
     return output(backend, [m, n], y, "float32");
   },
+  [FUSED_KERNELS.linearGelu]: ({ inputs: { x, w, b }, backend }) => {
+    const [vx, vw] = need(FUSED_KERNELS.linearGelu, backend, x, w);
+    const vb = b ? need(FUSED_KERNELS.linearGelu, backend, b)[0] : null;
+    const [m, k] = x.shape, n = w.shape[0];
+    if (w.shape[1] !== k || (b && b.shape[b.shape.length - 1] !== n)) {
+      throw new Error(`${FUSED_KERNELS.linearGelu}: shapes ${x.shape}, ${w.shape}, ${b?.shape}`);
+    }
+    const h = backend.f32(m * n), y = backend.f32(m * n);
+    if (m * n > 0) backend.lib.linearGelu(vx, vw, vb, h, y, m, k, n);
+    return [output(backend, [m, n], y, "float32"), output(backend, [m, n], h, "float32")];
+  },
   [FUSED_KERNELS.linearGrad]: ({ inputs: { dy, x, w }, backend, attrs: { hasBias } }) => {
     const [vdy, vx, vw] = need(FUSED_KERNELS.linearGrad, backend, dy, x, w);
     const [m, k] = x.shape, n = w.shape[0];

@@ -87,6 +87,7 @@ const SYMBOLS = {
   vn_precision: { parameters: [], result: I },
   vn_bmm: { parameters: [B, B, B, I, I, I, I, I, I, L, L], result: "void" },
   vn_linear: { parameters: [B, B, B, B, B, I, I, I], result: "void" },
+  vn_linear_gelu: { parameters: [B, B, B, B, B, I, I, I], result: "void" },
   vn_linear_grad: { parameters: [B, B, B, B, B, B, I, I, I], result: "void" },
   vn_attention: { parameters: [B, B, B, I, I, I, I, F], result: "void" },
   vn_attention_grad: { parameters: [B, B, B, B, B, I, I, I, I, F], result: "void" },
@@ -163,6 +164,17 @@ export interface NativeLib {
     w: Buf,
     b: Buf | null,
     res: Buf | null,
+    y: Buf,
+    m: number,
+    k: number,
+    n: number,
+  ): void;
+  /** fc1 with its GELU: `h = x @ w^T + b` (`b` null: none) and `y = gelu(h)`, as `linear` + `gelu`. */
+  linearGelu(
+    x: Buf,
+    w: Buf,
+    b: Buf | null,
+    h: Buf,
     y: Buf,
     m: number,
     k: number,
@@ -378,6 +390,7 @@ export function openNative(path?: string): NativeLib {
     bmm: (a, b, c, batch, m, k, n, ta, tb, sa, sb) =>
       s.vn_bmm(a, b, c, batch, m, k, n, ta ? 1 : 0, tb ? 1 : 0, BigInt(sa), BigInt(sb)),
     linear: (x, w, b, res, y, m, k, n) => s.vn_linear(x, w, b, res, y, m, k, n),
+    linearGelu: (x, w, b, h, y, m, k, n) => s.vn_linear_gelu(x, w, b, h, y, m, k, n),
     linearGrad: (dy, x, w, dx, dw, db, m, k, n) => s.vn_linear_grad(dy, x, w, dx, dw, db, m, k, n),
     attention: (qkv, out, probs, batch, T, heads, hd, scale) =>
       s.vn_attention(qkv, out, probs, batch, T, heads, hd, scale),

@@ -200,6 +200,7 @@ const GELU = "VitsslGelu", GELU_GRAD = "VitsslGeluGrad";
 const ADAMW = "VitsslAdamW", EMA = "VitsslEma";
 const ATTN = "VitsslAttention", ATTN_GRAD = "VitsslAttentionGrad";
 const LINEAR = "VitsslLinear", LINEAR_GRAD = "VitsslLinearGrad";
+const LINEAR_GELU = "VitsslLinearGelu";
 
 /**
  * The fused kernels' names, for another backend that implements them (its kernels take the same
@@ -226,6 +227,8 @@ export const FUSED_KERNELS = {
   linear: LINEAR,
   /** `dy, x, w` -> `[dx, dw]`, and `db` when `b` is an input (attribute `hasBias` 1). */
   linearGrad: LINEAR_GRAD,
+  /** `x, w`, optional `b` -> `[gelu(h), h]` with `h = x @ w^T + b` (native only). */
+  linearGelu: LINEAR_GELU,
 } as const;
 
 /** Runs `f` with a pointer to `n` floats of scratch memory on the backend, freed afterwards. */
@@ -485,6 +488,26 @@ export function installFusedGradients(): void {
       return grads;
     },
   });
+  tf.registerGradient({
+    kernelName: LINEAR_GELU,
+    inputsToSave: ["x", "w"],
+    outputsToSave: [false, true],
+    gradFunc: (dys, [x, w, h], attrs) => {
+      const dy = (dys as tf.Tensor[])[0];
+      const hasBias = Number((attrs as Record<string, unknown>).hasBias ?? 0);
+      // GELU's gradient, then the linear layer's: the kernels of the unfused path.
+      const dh = tf.engine().runKernel(GELU_GRAD, { dy, x: h }) as tf.Tensor;
+      const [dx, dw, db] = tf.engine().runKernel(
+        LINEAR_GRAD,
+        { dy: dh, x, w },
+        { hasBias },
+      ) as tf.Tensor[];
+      dh.dispose();
+      const grads: Record<string, () => tf.Tensor> = { x: () => dx, w: () => dw };
+      if (hasBias) grads.b = () => db;
+      return grads;
+    },
+  });
   gradientsInstalled = true;
 }
 
@@ -726,6 +749,19 @@ export const KERNEL_FAST_PATHS: Required<FastPaths> = {
       hasBias: b ? 1 : 0,
       hasRes: res ? 1 : 0,
     }) as tf.Tensor2D;
+  },
+  linearGelu(x, w, b) {
+    const ts = [x, w, ...(b ? [b] : [])];
+    if (!active(LINEAR_GELU) || ts.some((t) => t.dtype !== "float32") || w.rank !== 2) {
+      return undefined;
+    }
+    const inputs: tf.NamedTensorMap = b ? { x, w, b } : { x, w };
+    const [y, h] = tf.engine().runKernel(LINEAR_GELU, inputs, {
+      hasBias: b ? 1 : 0,
+    }) as tf.Tensor[];
+    // A tape keeps its own copy of h (outputsToSave) for the gradient.
+    h.dispose();
+    return y as tf.Tensor2D;
   },
   ema(t, s, mom) {
     if (!active(EMA) || t.dtype !== "float32" || s.dtype !== "float32") return undefined;

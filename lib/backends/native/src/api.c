@@ -316,8 +316,20 @@ static void gemm_ep(const struct vn_impl* impl, const float* A, const float* B, 
 EXPORT void vn_linear(const float* x, const float* w, const float* b, const float* res, float* y,
                       int m, int k, int n) {
   const struct vn_impl* impl = lock();
-  struct vn_epilogue ep = {b, res, NULL};
+  struct vn_epilogue ep = {b, res, NULL, NULL, NULL};
   gemm_ep(impl, x, w, y, m, k, n, 0, 1, &ep);
+  unlock();
+}
+
+/**
+ * fc1 and its GELU: h[m, n] = x @ w^T + b (b NULL: none) and y = gelu(h), GELU applied to each
+ * row of h in the product's output pass. Bit-identical to vn_linear, then vn_gelu of h.
+ */
+EXPORT void vn_linear_gelu(const float* x, const float* w, const float* b, float* h, float* y,
+                           int m, int k, int n) {
+  const struct vn_impl* impl = lock();
+  struct vn_epilogue ep = {b, NULL, NULL, impl->gelu_rows, y};
+  gemm_ep(impl, x, w, h, m, k, n, 0, 1, &ep);
   unlock();
 }
 
@@ -330,7 +342,7 @@ EXPORT void vn_linear_grad(const float* dy, const float* x, const float* w, floa
                            float* db, int m, int k, int n) {
   const struct vn_impl* impl = lock();
   gemm_ep(impl, dy, w, dx, m, n, k, 0, 0, NULL);
-  struct vn_epilogue ep = {NULL, NULL, db};
+  struct vn_epilogue ep = {NULL, NULL, db, NULL, NULL};
   gemm_ep(impl, dy, x, dw, n, m, k, 1, 0, &ep);
   unlock();
 }

@@ -257,7 +257,7 @@ static void amx_kernel(int kc2, const bf* a0, const bf* a1, const bf* bp, float*
 
 // The task's epilogue (vn.h): the bias on its tile; its rows' sums (acc, or NULL).
 static void epilogue(const struct gemm* g, int i0, int rows, int j0, int cols, const double* acc) {
-  if (g->ep.bias || g->ep.res) vn_tile_out(&g->ep, g->C, g->n, i0, j0, rows, cols);
+  if (g->ep.bias || g->ep.res || g->ep.act) vn_tile_out(&g->ep, g->C, g->n, i0, j0, rows, cols);
   if (acc)
     for (int r = 0; r < rows; r++) g->ep.rowsum[i0 + r] = (float)acc[r];
 }

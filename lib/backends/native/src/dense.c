@@ -167,7 +167,7 @@ static void gemm_task(void* ctx, int t, int tid) {
       }
     }
   }
-  if (g->ep.bias || g->ep.res) vn_tile_out(&g->ep, g->C, g->n, i0, j0, rows, cols);
+  if (g->ep.bias || g->ep.res || g->ep.act) vn_tile_out(&g->ep, g->C, g->n, i0, j0, rows, cols);
   if (sums)
     for (int r = 0; r < rows; r++) g->ep.rowsum[i0 + r] = (float)acc[r];
 }

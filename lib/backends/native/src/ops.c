@@ -507,6 +507,17 @@ static void gelu_grad_task(void* ctx, int t, int tid) {
   });
 }
 
+// The same GELU on n values in the calling thread (a GEMM epilogue's rows): element for element
+// the same bits as gelu (the body is lanewise; the tail runs it on a padded copy).
+static void gelu_rows(const float* x, float* y, int n) {
+  const float* ins[1] = {x};
+  float* outs[1] = {y};
+  ELEMENTWISE(0, n, 1, ins, outs, 1, {
+    vf v = vld(ins[0] + at);
+    vst(outs[0] + at, 0.5f * v * (1.f + erf_rational(v * 0.70710678118654752f)));
+  });
+}
+
 static void gelu(const float* x, float* y, int n) {
   struct gelu g = {x, 0, y, 0, n};
   if (n > 0) vn_parallel(chunks(n, CHUNK), gelu_task, &g);
@@ -907,6 +918,7 @@ const struct vn_impl SFX(vn_ops) = {
     .layernorm = layernorm,
     .layernorm_grad = layernorm_grad,
     .gelu = gelu,
+    .gelu_rows = gelu_rows,
     .gelu_grad = gelu_grad,
     .adamw = adamw,
     .ema = ema,

@@ -97,6 +97,8 @@ float* vn_shared_scratch(int slot, size_t nfloats);
 //   same float32 addition as a separate Add of the bias;
 // - res[m, n] (row stride n): then added too, C = res + (sum + bias), a residual connection's
 //   Add;
+// - act, act_out[m, n]: then act_out = act(C) row by row (GELU after fc1; C keeps the
+//   pre-activation its gradient needs);
 // - rowsum[m]: the sum over k of each row of op(A) (a linear layer's bias gradient, with op(A) =
 //   dy^T), summed by the tasks of the first column tile as they pack their rows, in double, k in
 //   order: the same sum as the Sum kernel's column sums (ops.c, sum_cols) of dy.
@@ -105,6 +107,8 @@ struct vn_epilogue {
   const float* bias;
   const float* res;
   float* rowsum;
+  void (*act)(const float* x, float* y, int n);
+  float* act_out;
 };
 
 // The output pass of rows x cols of C at (i0, j0) (row stride ldc): bias and res as above.
@@ -120,6 +124,7 @@ static inline void vn_tile_out(const struct vn_epilogue* ep, float* C, int ldc, 
       const float* x = ep->res + (size_t)(i0 + r) * ldc + j0;
       for (int q = 0; q < cols; q++) c[q] = x[q] + c[q];
     }
+    if (ep->act) ep->act(c, ep->act_out + (size_t)(i0 + r) * ldc + j0, cols);
   }
 }
 
@@ -185,6 +190,7 @@ struct vn_impl {
   void (*layernorm_grad)(const float* dy, const float* x, const float* g, float* dx, float* dg,
                          float* db, int rows, int d, float eps);
   void (*gelu)(const float* x, float* y, int n);
+  void (*gelu_rows)(const float* x, float* y, int n);  // serial (for an epilogue)
   void (*gelu_grad)(const float* dy, const float* x, float* dx, int n);
   void (*adamw)(const float* p, const float* g, const float* m, const float* v, float* p1,
                 float* m1, float* v1, int n, float c1m, float b2, float c2, float sbc2, float eps,
