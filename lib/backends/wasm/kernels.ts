@@ -488,26 +488,6 @@ export function installFusedGradients(): void {
       return grads;
     },
   });
-  tf.registerGradient({
-    kernelName: LINEAR_GELU,
-    inputsToSave: ["x", "w"],
-    outputsToSave: [false, true],
-    gradFunc: (dys, [x, w, h], attrs) => {
-      const dy = (dys as tf.Tensor[])[0];
-      const hasBias = Number((attrs as Record<string, unknown>).hasBias ?? 0);
-      // GELU's gradient, then the linear layer's: the kernels of the unfused path.
-      const dh = tf.engine().runKernel(GELU_GRAD, { dy, x: h }) as tf.Tensor;
-      const [dx, dw, db] = tf.engine().runKernel(
-        LINEAR_GRAD,
-        { dy: dh, x, w },
-        { hasBias },
-      ) as tf.Tensor[];
-      dh.dispose();
-      const grads: Record<string, () => tf.Tensor> = { x: () => dx, w: () => dw };
-      if (hasBias) grads.b = () => db;
-      return grads;
-    },
-  });
   gradientsInstalled = true;
 }
 
@@ -755,13 +735,30 @@ export const KERNEL_FAST_PATHS: Required<FastPaths> = {
     if (!active(LINEAR_GELU) || ts.some((t) => t.dtype !== "float32") || w.rank !== 2) {
       return undefined;
     }
-    const inputs: tf.NamedTensorMap = b ? { x, w, b } : { x, w };
-    const [y, h] = tf.engine().runKernel(LINEAR_GELU, inputs, {
-      hasBias: b ? 1 : 0,
-    }) as tf.Tensor[];
-    // A tape keeps its own copy of h (outputsToSave) for the gradient.
-    h.dispose();
-    return y as tf.Tensor2D;
+    // A custom gradient, not a registered one: the tape then sees one output, y. (A kernel's
+    // second output without a consumer gets a zero gradient allocated at every backward, 13 MB
+    // per fc1 of tiny32: garbage enough to trigger long collections.) h is saved for the backward.
+    const hasBias = b ? 1 : 0;
+    const f = tf.customGrad((...args: unknown[]) => {
+      const save = args.pop() as tf.GradSaveFunc;
+      const [xx, ww, bb] = args as tf.Tensor[];
+      const inputs: tf.NamedTensorMap = bb ? { x: xx, w: ww, b: bb } : { x: xx, w: ww };
+      const [y, h] = tf.engine().runKernel(LINEAR_GELU, inputs, { hasBias }) as tf.Tensor[];
+      save([xx, ww, h]);
+      return {
+        value: y,
+        gradFunc: (dy: tf.Tensor, [sx, sw, sh]: tf.Tensor[]) => {
+          // GELU's gradient, then the linear layer's: the kernels of the unfused path.
+          const dh = tf.engine().runKernel(GELU_GRAD, { dy, x: sh }) as tf.Tensor;
+          const grads = tf.engine().runKernel(LINEAR_GRAD, { dy: dh, x: sx, w: sw }, {
+            hasBias,
+          }) as tf.Tensor[];
+          dh.dispose();
+          return grads;
+        },
+      };
+    });
+    return (b ? f(x, w, b) : f(x, w)) as tf.Tensor2D;
   },
   ema(t, s, mom) {
     if (!active(EMA) || t.dtype !== "float32" || s.dtype !== "float32") return undefined;
