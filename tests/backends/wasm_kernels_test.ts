@@ -10,17 +10,9 @@ import { swapGroups, wasmKernelsFor } from "../../lib/backends/wasm/kernels.ts";
 import { wasmMatMulRoutes } from "../../lib/backends/wasm/matmul.ts";
 import { applyGradients, createOptimizerState } from "../../lib/optim/optim.ts";
 import { assertClose, values } from "../_helpers/numeric.ts";
+import { erf } from "../_helpers/erf.ts";
 
-/** erf by its Maclaurin series (float64; error < 1e-13 for |x| <= 3, where it is used). */
-function erf64(x: number): number {
-  let term = x, sum = x;
-  for (let n = 1; n < 120; n++) {
-    term *= -x * x / n;
-    sum += term / (2 * n + 1);
-  }
-  return sum * 2 / Math.sqrt(Math.PI);
-}
-const gelu64 = (x: number) => 0.5 * x * (1 + erf64(x / Math.SQRT2));
+const gelu64 = (x: number) => 0.5 * x * (1 + erf(x / Math.SQRT2));
 
 function layerNorm64(x: ArrayLike<number>, g: ArrayLike<number>, b: ArrayLike<number>, d: number) {
   const y = new Float64Array(x.length);

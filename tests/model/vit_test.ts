@@ -26,6 +26,7 @@ import {
 } from "../../lib/model/vit.ts";
 import { ConfigError } from "../../lib/core/errors.ts";
 import { maxAbsDiff } from "../_helpers/numeric.ts";
+import { erf } from "../_helpers/erf.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Independent helpers: a plain-JS float64 ViT written from the paper's description of the
@@ -73,19 +74,6 @@ function layerNormJs(x: Float64Array, m: number, d: number, w: Host, b: Host, ep
     }
   }
   return y;
-}
-
-/** erf by its Maclaurin series (accurate to ~1e-12 for |x| < 4; erf(4) = 1 - 1.5e-8). */
-function erfJs(x: number): number {
-  if (Math.abs(x) >= 4) return Math.sign(x);
-  let term = x, sum = x;
-  for (let n = 1; n < 200; n++) {
-    term *= -x * x / n;
-    const add = term / (2 * n + 1);
-    sum += add;
-    if (Math.abs(add) < 1e-17) break;
-  }
-  return 2 / Math.sqrt(Math.PI) * sum;
 }
 
 interface RefOut {
@@ -202,7 +190,7 @@ function refForward(
       }
     }
     const f1 = linearJs(z, M, P[pre + "mlp.fc1.weight"], P[pre + "mlp.fc1.bias"]);
-    const act = f1.map((v) => 0.5 * v * (1 + erfJs(v / Math.SQRT2)));
+    const act = f1.map((v) => 0.5 * v * (1 + erf(v / Math.SQRT2)));
     const m = linearJs(act, M, P[pre + "mlp.fc2.weight"], P[pre + "mlp.fc2.bias"]);
     h = h.map((v, i) => v + m[i]);
   }
