@@ -184,7 +184,8 @@ export const NOTEBOOKS: NotebookInfo[] = [
     committedExecuted: true,
     work: {
       smoke: "the patch-projection suite at smoke size",
-      cpu: "committed data/results/patch-projection.csv, else trains it",
+      cpu: "committed data/results/patch-projection.csv, else trains it; and the committed " +
+        "cpu-long rows (never trained here)",
       gpu: "the suite at gpu size",
     },
   },

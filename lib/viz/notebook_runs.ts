@@ -13,7 +13,7 @@
  * @module
  */
 import type * as aq from "arquero";
-import { type BackendName, BACKENDS } from "../backends/mod.ts";
+import { type BackendName, BACKENDS, initBackend } from "../backends/mod.ts";
 import { type PretrainConfig, resolveConfig } from "../train/config.ts";
 import { RESULTS_DIR } from "../experiments/run.ts";
 import {
@@ -174,8 +174,11 @@ export async function committedSuiteData(
     : "";
   const source = `${RESULTS_DIR}/${suite}.csv (committed, budget ${b}): ${n} of ${t.planned} ` +
     `runs${more}`;
+  // Raw pixels under the budget's protocols come from the repository's baseline cache, or are
+  // computed once on this notebook's backend (about 15 s on native).
+  if (opts.regime !== false && n > 0) await initBackend({ backend: backendName() });
   const regime = opts.regime === false || n === 0
     ? undefined
-    : (await budgetRegimes({ [suite]: t.results }))[b];
+    : (await budgetRegimes({ [suite]: t.results }, repoPath("data/cache/baselines")))[b];
   return { results: t.results, comparisons: t.comparisons, planned: t.planned, source, regime };
 }
