@@ -723,6 +723,17 @@ function need(name: string, backend: NativeBackend, ...ts: Info[]): Float32Array
   });
 }
 
+/** A linear layer's float32 operands `x [m, k]`, `w [n, k]`, optional `b [n]`, shapes checked. */
+function linearOperands(name: string, backend: NativeBackend, x: Info, w: Info, b?: Info) {
+  const [vx, vw] = need(name, backend, x, w);
+  const vb = b ? need(name, backend, b)[0] : null;
+  const [m, k] = x.shape, n = w.shape[0];
+  if (w.shape[1] !== k || (b && b.shape[b.shape.length - 1] !== n)) {
+    throw new Error(`${name}: shapes ${x.shape}, ${w.shape}, ${b?.shape}`);
+  }
+  return { vx, vw, vb, m, k, n };
+}
+
 type NumAttrs = Record<string, number>;
 const fused: Record<string, (args: Args<NumAttrs>) => Info | Info[]> = {
   [FUSED_KERNELS.layerNorm]: ({ inputs: { x, gamma, beta }, backend, attrs: { eps } }) => {
@@ -785,29 +796,17 @@ const fused: Record<string, (args: Args<NumAttrs>) => Info | Info[]> = {
     return output(backend, t.shape, t1, "float32");
   },
   [FUSED_KERNELS.linear]: ({ inputs: { x, w, b, res }, backend }) => {
-    const [vx, vw] = need(FUSED_KERNELS.linear, backend, x, w);
-    const vb = b ? need(FUSED_KERNELS.linear, backend, b)[0] : null;
+    const { vx, vw, vb, m, k, n } = linearOperands(FUSED_KERNELS.linear, backend, x, w, b);
     const vr = res ? need(FUSED_KERNELS.linear, backend, res)[0] : null;
-    const [m, k] = x.shape, n = w.shape[0];
-    if (
-      w.shape[1] !== k || (b && b.shape[b.shape.length - 1] !== n) ||
-      (res && (res.shape[0] !== m || res.shape[1] !== n))
-    ) {
-      throw new Error(
-        `${FUSED_KERNELS.linear}: shapes ${x.shape}, ${w.shape}, ${b?.shape}, ${res?.shape}`,
-      );
+    if (res && (res.shape[0] !== m || res.shape[1] !== n)) {
+      throw new Error(`${FUSED_KERNELS.linear}: residual ${res.shape}, output [${m},${n}]`);
     }
     const y = backend.f32(m * n);
     if (m * n > 0) backend.lib.linear(vx, vw, vb, vr, y, m, k, n);
     return output(backend, [m, n], y, "float32");
   },
   [FUSED_KERNELS.linearGelu]: ({ inputs: { x, w, b }, backend }) => {
-    const [vx, vw] = need(FUSED_KERNELS.linearGelu, backend, x, w);
-    const vb = b ? need(FUSED_KERNELS.linearGelu, backend, b)[0] : null;
-    const [m, k] = x.shape, n = w.shape[0];
-    if (w.shape[1] !== k || (b && b.shape[b.shape.length - 1] !== n)) {
-      throw new Error(`${FUSED_KERNELS.linearGelu}: shapes ${x.shape}, ${w.shape}, ${b?.shape}`);
-    }
+    const { vx, vw, vb, m, k, n } = linearOperands(FUSED_KERNELS.linearGelu, backend, x, w, b);
     const h = backend.f32(m * n), y = backend.f32(m * n);
     if (m * n > 0) backend.lib.linearGelu(vx, vw, vb, h, y, m, k, n);
     return [output(backend, [m, n], y, "float32"), output(backend, [m, n], h, "float32")];

@@ -255,13 +255,6 @@ static void amx_kernel(int kc2, const bf* a0, const bf* a1, const bf* bp, float*
   _tile_stored(3, buf + 16 * 32 + 16, 32 * sizeof(float));
 }
 
-// The task's epilogue (vn.h): the bias on its tile; its rows' sums (acc, or NULL).
-static void epilogue(const struct gemm* g, int i0, int rows, int j0, int cols, const double* acc) {
-  if (g->ep.bias || g->ep.res || g->ep.act) vn_tile_out(&g->ep, g->C, g->n, i0, j0, rows, cols);
-  if (acc)
-    for (int r = 0; r < rows; r++) g->ep.rowsum[i0 + r] = (float)acc[r];
-}
-
 // Thread scratch of gemm_task: the MR x NR tile buffer, then the packed A strips (bf16).
 #define TASK_SCRATCH ((size_t)32 * 32 + (size_t)MC * (KC + 2) / 2)
 
@@ -298,7 +291,7 @@ static void gemm_task(void* ctx, int t, int tid) {
       }
     }
     _tile_release();
-    epilogue(g, i0, rows, j0, cols, sums ? acc : NULL);
+    vn_task_epilogue(&g->ep, g->C, g->n, i0, rows, j0, cols, sums ? acc : NULL);
     return;
   }
   for (int kb = 0; kb < g->kblocks; kb++) {
@@ -324,7 +317,7 @@ static void gemm_task(void* ctx, int t, int tid) {
       }
     }
   }
-  epilogue(g, i0, rows, j0, cols, sums ? acc : NULL);
+  vn_task_epilogue(&g->ep, g->C, g->n, i0, rows, j0, cols, sums ? acc : NULL);
 }
 
 // The product: parallel on the pool (packed B in shared scratch) unless small, or, with

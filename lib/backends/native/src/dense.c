@@ -167,9 +167,7 @@ static void gemm_task(void* ctx, int t, int tid) {
       }
     }
   }
-  if (g->ep.bias || g->ep.res || g->ep.act) vn_tile_out(&g->ep, g->C, g->n, i0, j0, rows, cols);
-  if (sums)
-    for (int r = 0; r < rows; r++) g->ep.rowsum[i0 + r] = (float)acc[r];
+  vn_task_epilogue(&g->ep, g->C, g->n, i0, rows, j0, cols, sums ? acc : NULL);
 }
 
 static void gemm(const float* A, const float* B, float* C, int m, int k, int n, int ta, int tb,

@@ -147,6 +147,15 @@ static inline void vn_rowsum_block(const float* A, int ta, int m, int k, int i0,
   }
 }
 
+// A GEMM task's epilogue on its tile (rows x cols of C at (i0, j0), row stride ldc): the output
+// pass, then its rows' sums (acc, or NULL when the task sums none).
+static inline void vn_task_epilogue(const struct vn_epilogue* ep, float* C, int ldc, int i0,
+                                    int rows, int j0, int cols, const double* acc) {
+  if (ep->bias || ep->res || ep->act) vn_tile_out(ep, C, ldc, i0, j0, rows, cols);
+  if (acc)
+    for (int r = 0; r < rows; r++) ep->rowsum[i0 + r] = (float)acc[r];
+}
+
 // A product with nothing to sum (k = 0: C = 0) or no columns (n = 0), with its epilogue.
 static inline void vn_gemm_degenerate(const float* A, int ta, float* C, int m, int k, int n,
                                       const struct vn_epilogue* ep) {
