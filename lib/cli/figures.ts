@@ -20,7 +20,7 @@ import {
   lrText,
 } from "../experiments/summary.ts";
 import { pilotTable, stabilityTable } from "../experiments/aggregate.ts";
-import { budgetsIn, ofBudget, readTable, suiteFile } from "../experiments/tables.ts";
+import { budgetsIn, ofBudget, readTable, suiteFile, type Table } from "../experiments/tables.ts";
 import type { FigureSpec } from "../viz/figures/kit.ts";
 import { budgetRegimes } from "../experiments/regime.ts";
 import { BUDGETS, SUITE_NAMES } from "../experiments/suites.ts";
@@ -51,15 +51,11 @@ export async function main(args: string[]): Promise<number> {
   const resultsDir = String(values.resultsDir ?? "data/results");
   const out = String(values.out ?? "figures");
   const png = values.png !== false;
-  const tables = Object.fromEntries(
-    await Promise.all(
-      ["pilot", ...SUITE_NAMES].map(async (s) => [s, await readTable(suiteFile(resultsDir, s))]),
-    ),
-  );
+  const tables = await suiteTablesIn(resultsDir);
   const regimes = await budgetRegimes(tables);
   // One set of figures per budget: the first (in BUDGETS order) under the plain names, each
   // other with its budget appended (patch-projection-cpu-long.html).
-  const budgets = await budgetsIn(resultsDir, ["pilot", ...SUITE_NAMES], BUDGETS);
+  const budgets = budgetsIn(Object.values(tables), BUDGETS);
   const figs: Record<string, FigureSpec> = {};
   for (const [i, budget] of budgets.entries()) {
     const mine = await buildFigures(resultsDir, { regimes, budget });
@@ -86,6 +82,15 @@ export async function main(args: string[]): Promise<number> {
   return 0;
 }
 
+/** The pilot's and every study's result table in `resultsDir`, by suite name. */
+async function suiteTablesIn(resultsDir: string): Promise<Record<string, Table>> {
+  return Object.fromEntries(
+    await Promise.all(
+      ["pilot", ...SUITE_NAMES].map(async (s) => [s, await readTable(suiteFile(resultsDir, s))]),
+    ),
+  );
+}
+
 /**
  * `figures/summary.md` from the tables in `resultsDir`: the comparisons with the paper and their
  * verdicts on the linear probe (the paper's metric) and on kNN-20 (`comparisonMarkdown` of
@@ -102,7 +107,7 @@ export async function summaryMarkdown(
   regimes: Partial<Record<string, string>> = {},
   budgets?: string[],
 ): Promise<string> {
-  const found = budgets ?? await budgetsIn(resultsDir, ["pilot", ...SUITE_NAMES], BUDGETS);
+  const found = budgets ?? budgetsIn(Object.values(await suiteTablesIn(resultsDir)), BUDGETS);
   const table = async (suite: string) =>
     ofBudget(await readTable(suiteFile(resultsDir, suite)), found[0] ?? "");
   const verdicts = async (budget: string | undefined, named: boolean) => {

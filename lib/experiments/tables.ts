@@ -103,21 +103,17 @@ export function ofRuns(curves: Table, results: Table): Table {
 }
 
 /**
- * The budgets a results directory's suite tables hold, in `order` (the study budgets' order).
+ * The budgets that suite tables hold, in `order` (the study budgets' order), then any other.
  *
  * @example
  * ```ts
- * await budgetsIn("data/results", ["pilot", "patch-projection"], BUDGETS); // ["cpu", "cpu-long"]
+ * budgetsIn([await readTable(suiteFile("data/results", "patch-projection"))], BUDGETS);
+ * // ["cpu", "cpu-long"]
  * ```
  */
-export async function budgetsIn(
-  resultsDir: string,
-  suites: readonly string[],
-  order: readonly string[],
-): Promise<string[]> {
+export function budgetsIn(tables: Iterable<Table>, order: readonly string[]): string[] {
   const seen = new Set<string>();
-  for (const s of suites) {
-    const t = await readTable(suiteFile(resultsDir, s));
+  for (const t of tables) {
     if (t.numRows() && t.columnNames().includes("budget")) {
       for (const b of t.array("budget") as unknown[]) seen.add(String(b));
     }

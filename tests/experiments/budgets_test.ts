@@ -11,7 +11,7 @@ import {
 } from "../../lib/experiments/suites.ts";
 import { suiteList } from "../../lib/experiments/run.ts";
 import { compareWithPaper } from "../../lib/experiments/summary.ts";
-import { budgetsIn } from "../../lib/experiments/tables.ts";
+import { budgetsIn, readTable } from "../../lib/experiments/tables.ts";
 import { committedSuiteTables } from "../../lib/experiments/notebook_training.ts";
 import { buildFigures } from "../../lib/viz/figures/mod.ts";
 import { summaryMarkdown } from "../../lib/cli/figures.ts";
@@ -74,7 +74,11 @@ Deno.test("two budgets in one table: comparisons, figures and summary sections s
         ...rows("cpu-long", [85, 86, 87], [84, 85, 86]),
       ].join("\n") + "\n",
     );
-    assertEquals(await budgetsIn(dir, ["pilot", "patch-projection"], BUDGETS), ["cpu", "cpu-long"]);
+    const tables = [
+      await readTable(`${dir}/pilot.csv`),
+      await readTable(`${dir}/patch-projection.csv`),
+    ];
+    assertEquals(budgetsIn(tables, BUDGETS), ["cpu", "cpu-long"]);
     const effect = async (b: string) =>
       (await compareWithPaper(dir, "linear_top1", b)).find((c) =>
         c.effect === "random - learned, mocov3"
