@@ -23,6 +23,7 @@ import type { ViT } from "../model/vit.ts";
 import { extractFeatures, type FeatureSet } from "./features.ts";
 import { type ChannelStats } from "../data/stats.ts";
 import { stopPoint, type StopSignal } from "../core/stop.ts";
+import { l2normalize } from "../methods/losses.ts";
 
 /** The vote temperature T of every kNN evaluation here (InstDisc's and DINO's 0.07). */
 export const KNN_TEMPERATURE = 0.07;
@@ -75,7 +76,7 @@ function normalizedRows(s: KnnFeatures, n: number): tf.Tensor2D {
     const x = s.features instanceof tf.Tensor
       ? tf.reshape(s.features, [n, s.dim])
       : tf.tensor2d(s.features, [n, s.dim]);
-    return tf.div(x, tf.maximum(tf.norm(x, 2, 1, true), 1e-12)) as tf.Tensor2D;
+    return l2normalize(x as tf.Tensor2D);
   });
 }
 

@@ -14,7 +14,14 @@
  */
 import * as tf from "@tensorflow/tfjs-core";
 
-/** L2-normalises the rows of `[B, C]` (as F.normalize, eps 1e-12). */
+/**
+ * L2-normalises the rows of `[B, C]` (as F.normalize, eps 1e-12; zero rows stay zero).
+ *
+ * @example
+ * ```ts
+ * l2normalize(tf.tensor2d([[3, 4]])).print(); // [[0.6, 0.8]]
+ * ```
+ */
 export function l2normalize(x: tf.Tensor2D): tf.Tensor2D {
   return tf.div(x, tf.maximum(tf.norm(x, 2, 1, true), 1e-12));
 }

@@ -175,6 +175,27 @@ Deno.test("native backend: matmuls, elementwise ops, reductions and copies match
   ]);
 });
 
+Deno.test("native backend: float32 views of int32 and bool tensors compute exactly (a one-hot, an integer exponent)", async () => {
+  // tfjs casts int32 and bool to float32 without copying: the float32 tensor keeps the integer
+  // array. Each value is an exact float32 below 2^24; 2^24 + 1 is not, and must not be rounded
+  // first (1.5 * (2^24 + 1) = 25165825.5 rounds once to 25165826; 1.5 * 2^24 gives 25165824).
+  await initBackend({ backend: "native", threads: 2 });
+  const x = [0.3, -1.7, 2.5, 1e-3, -0.0, 7];
+  const ints = [0, 1, -3, 2 ** 24, -(2 ** 24), 5];
+  const got = tf.tidy(() => ({
+    mul: tf.mul(tf.tensor1d(ints, "int32"), tf.tensor1d(x)).arraySync() as number[],
+    add: tf.add(tf.tensor1d(x), tf.tensor1d([1, 0, 1, 1, 0, 0], "bool")).arraySync() as number[],
+    pow: tf.pow(tf.tensor1d(x), tf.scalar(2, "int32")).arraySync() as number[],
+    big: tf.mul(tf.tensor1d([2 ** 24 + 1], "int32"), tf.tensor1d([1.5])).arraySync() as number[],
+  }));
+  const f = Math.fround;
+  const xf = x.map(f);
+  assertEquals(got.mul, xf.map((v, i) => f(v * ints[i])));
+  assertEquals(got.add, xf.map((v, i) => f(v + [1, 0, 1, 1, 0, 0][i])));
+  assertEquals(got.pow, xf.map((v) => f(v * v)));
+  assertEquals(got.big, [25165826]);
+});
+
 Deno.test("native backend: tensors move to and from other backends, reads are copies", async () => {
   await initBackend({ backend: "wasm" });
   const w = tf.tensor([1, 2, 3, 4], [2, 2]);

@@ -35,6 +35,7 @@ function close(
 ) {
   assertEquals(got.length, want.length, `${name}: length`);
   for (let i = 0; i < got.length; i++) {
+    if (got[i] === want[i] || (Number.isNaN(got[i]) && Number.isNaN(want[i]))) continue;
     const err = Math.abs(got[i] - want[i]);
     if (!(err <= atol + rtol * Math.abs(want[i]))) {
       throw new Error(`${name}: element ${i} is ${got[i]}, want ${want[i]} (error ${err})`);
@@ -196,9 +197,15 @@ Deno.test("native: binary ops with broadcasting, unary ops", () => {
     lib.binary(2, a, new Float32Array([3]), out, scalarMeta);
     return [out];
   }, ([out]) => close("binary scalar", out, Array.from(a, (x) => Math.fround(x * 3)), 0));
+  // With zeros and a NaN among them: step keeps NaN and sends 0 to alpha.
   const x = rand(1000, 5, 3);
-  const unary: Array<[number, (v: number) => number, number]> = [
+  x[3] = 0, x[7] = NaN;
+  const step = (alpha: number) => (v: number) => v > 0 ? 1 : Number.isNaN(v) ? v : alpha;
+  const unary: Array<[number, (v: number) => number, number, number?]> = [
     [0, (v) => -v, 0],
+    [7, (v) => v * 2.5, 0, 2.5],
+    [8, step(0), 0, 0],
+    [8, step(-1), 0, -1],
     [1, (v) => v * v, 0],
     [2, (v) => Math.sqrt(Math.abs(v)), 0],
     [4, (v) => Math.max(v, 0), 0],
@@ -207,11 +214,11 @@ Deno.test("native: binary ops with broadcasting, unary ops", () => {
     [9, (v) => 1 / v, 0],
     [10, Math.floor, 0],
   ];
-  for (const [op, fn, tol] of unary) {
+  for (const [op, fn, tol, alpha = 0] of unary) {
     const xin = op === 2 ? x.map(Math.abs) : x;
     everyPath(`unary ${op}`, () => {
       const y = new Float32Array(xin.length);
-      lib.unary(op, xin, y, xin.length, 0);
+      lib.unary(op, xin, y, xin.length, alpha);
       return [y];
     }, ([y]) => close(`unary ${op}`, y, Array.from(xin, (v) => Math.fround(fn(v))), 0, tol));
   }
@@ -408,7 +415,9 @@ function attentionRef(
 }
 
 Deno.test("native: attention and its gradient against float64 and finite differences", () => {
-  for (const [B, T, H, hd] of [[2, 5, 2, 4], [1, 17, 3, 8], [2, 9, 1, 20]]) {
+  for (
+    const [B, T, H, hd] of [[2, 5, 2, 4], [1, 17, 3, 8], [2, 9, 1, 20], [1, 16, 2, 4], [2, 1, 1, 4]]
+  ) {
     const D = H * hd, scale = 1 / Math.sqrt(hd);
     const qkv = rand(B * T * 3 * D, T + hd, 1.5),
       dout = rand(B * T * D, 11),

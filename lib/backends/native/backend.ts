@@ -192,7 +192,15 @@ function vals(backend: NativeBackend, t: Info): Buf | undefined {
 
 function f32(backend: NativeBackend, t: Info): Float32Array | undefined {
   const v = t.dtype === "float32" ? backend.data.get(t.dataId)?.values : undefined;
-  return v instanceof Float32Array ? v : undefined;
+  if (v instanceof Float32Array) return v;
+  // tfjs casts int32 and bool to float32 without a copy: the tensor keeps the integer array (a
+  // one-hot label matrix, an integer exponent). Read as floats where every value is exact, else
+  // the JS kernel: the result is then the JS kernel's (one rounding of the exact value).
+  if (v instanceof Uint8Array) return Float32Array.from(v);
+  if (v instanceof Int32Array && v.every((x) => x <= 2 ** 24 && x >= -(2 ** 24))) {
+    return Float32Array.from(v);
+  }
+  return undefined;
 }
 
 function output(backend: NativeBackend, shape: number[], values: Buf, dtype: tf.DataType) {

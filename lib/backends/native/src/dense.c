@@ -345,21 +345,24 @@ static void attention_task(void* ctx, int t, int tid) {
   float* P = a->probs + ((size_t)b * a->H + h) * T * T;
   transpose_head(base + D, D3, T, Tp, hd, kt);
   combine_rows(base, D3, 1, kt, Tp, hd, S, Tp, Tp, T);  // S = q k^T
+  // The lanes of the last vector before T (a mask: lane-by-lane writes stall on the reload).
+  vi lane;
+  for (int l = 0; l < VL; l++) lane[l] = l;
+  const vi live = lane < (vi){0} + (T - (Tp - VL));
+  const vf lowest = vsplat(-3.4e38f), zero = {0};
   for (int i = 0; i < T; i++) {
     float* row = S + (size_t)i * Tp;
-    vf mx = vsplat(-3.4e38f);
+    vf mx = lowest;
     for (int j = 0; j < Tp; j += VL) {
       vf s = vld(row + j) * a->scale;
-      if (j + VL > T)
-        for (int l = T - j; l < VL; l++) s[l] = -3.4e38f;
+      if (j + VL > T) s = vsel(live, s, lowest);
       vst(row + j, s);
       mx = vmax(mx, s);
     }
     vf m = vsplat(vhmax(mx)), sum = {0};
     for (int j = 0; j < Tp; j += VL) {
       vf e = vexp(vld(row + j) - m);
-      if (j + VL > T)
-        for (int l = T - j; l < VL; l++) e[l] = 0.f;
+      if (j + VL > T) e = vsel(live, e, zero);
       vst(row + j, e);
       sum += e;
     }

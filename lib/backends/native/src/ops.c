@@ -96,7 +96,12 @@ static void binary_row(const struct binary* x, int64_t row) {
   float* o = x->out + row * n3;
   int as = x->sa[3], bs = x->sb[3], op = x->op;
   int j = 0;
-  if (op >= 6) {  // squared difference, pow: scalar, in double (as tfjs's JS kernels)
+  if (op == 7 && as == 1 && bs == 0 && b[0] == 2.f) {  // x^2: the product rounded once, as bin_s
+    for (; j + VL <= n3; j += VL) {
+      vf v = vld(a + j);
+      vst(o + j, v * v);
+    }
+  } else if (op >= 6) {  // squared difference, pow: scalar, in double (as tfjs's JS kernels)
   } else if (as == 1 && bs == 1) {
     for (; j + VL <= n3; j += VL) vst(o + j, bin_v(op, vld(a + j), vld(b + j)));
   } else if (as == 1 && bs == 0) {
@@ -146,6 +151,7 @@ static void unary_task(void* ctx, int t, int tid) {
   int64_t lo = (int64_t)t * CHUNK, hi = lo + CHUNK < u->n ? lo + CHUNK : u->n;
   const float* restrict x = u->x;
   float* restrict y = u->y;
+  const float alpha = u->alpha;  // a local: read through u inside the loop, GCC kept step scalar
   switch (u->op) {
     case 0: for (int64_t i = lo; i < hi; i++) y[i] = -x[i]; break;
     case 1: for (int64_t i = lo; i < hi; i++) y[i] = x[i] * x[i]; break;
@@ -154,8 +160,8 @@ static void unary_task(void* ctx, int t, int tid) {
     case 4: for (int64_t i = lo; i < hi; i++) y[i] = x[i] > 0.f ? x[i] : (x[i] != x[i] ? x[i] : 0.f); break;
     case 5: for (int64_t i = lo; i < hi; i++) y[i] = (float)exp((double)x[i]); break;
     case 6: for (int64_t i = lo; i < hi; i++) y[i] = fabsf(x[i]); break;
-    case 7: for (int64_t i = lo; i < hi; i++) y[i] = x[i] * u->alpha; break;
-    case 8: for (int64_t i = lo; i < hi; i++) y[i] = x[i] > 0.f ? 1.f : (x[i] != x[i] ? x[i] : u->alpha); break;
+    case 7: for (int64_t i = lo; i < hi; i++) y[i] = x[i] * alpha; break;
+    case 8: for (int64_t i = lo; i < hi; i++) y[i] = x[i] > 0.f ? 1.f : (x[i] != x[i] ? x[i] : alpha); break;
     case 10: for (int64_t i = lo; i < hi; i++) y[i] = floorf(x[i]); break;
     default: for (int64_t i = lo; i < hi; i++) y[i] = 1.f / x[i]; break;
   }
