@@ -76,6 +76,11 @@ export interface FastPaths {
     heads: number,
     scale: number,
   ) => [tf.Tensor2D, tf.Tensor4D] | undefined;
+  /**
+   * `x [1, ...]` repeated `batch` times along axis 0 (`tf.tile`, PyTorch's `expand`), its
+   * gradient bit-identical to `tf.tile`'s.
+   */
+  expandBatch?: (x: tf.Tensor, batch: number) => tf.Tensor | undefined;
   /** `t * m + s * (1 - m)`, bit-identical to those two products and a sum; shape of `t`. */
   ema?: (t: tf.Tensor, s: tf.Tensor, m: number) => tf.Tensor | undefined;
   /**
@@ -100,6 +105,7 @@ const NAMES: readonly FastPathName[] = [
   "layerNorm",
   "gelu",
   "attention",
+  "expandBatch",
   "ema",
   "adamw",
 ];
@@ -110,6 +116,7 @@ const calls: Record<FastPathName, number> = {
   layerNorm: 0,
   gelu: 0,
   attention: 0,
+  expandBatch: 0,
   ema: 0,
   adamw: 0,
 };

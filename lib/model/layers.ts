@@ -149,6 +149,21 @@ export function multiHeadAttention(
 }
 
 /**
+ * `x [1, ...]` repeated `batch` times along axis 0 (PyTorch's `expand`: the class token of every
+ * image). Its gradient sums the batch rows in order, in float32, as `tf.tile`'s does; where a fused
+ * kernel is registered, in one kernel instead of a slice and an add per row.
+ *
+ * @example
+ * ```ts
+ * expandBatch(tf.zeros([1, 1, 8]), 4).shape; // [4, 1, 8]
+ * ```
+ */
+export function expandBatch(x: tf.Tensor, batch: number): tf.Tensor {
+  return fastPath("expandBatch")?.(x, batch) ??
+    tf.tile(x, [batch, ...x.shape.slice(1).map(() => 1)]);
+}
+
+/**
  * The momentum (EMA) update of one tensor: `m * target + (1 - m) * source` as a new tensor of
  * their shape (the caller assigns it).
  *

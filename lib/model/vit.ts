@@ -19,6 +19,7 @@ import * as tf from "@tensorflow/tfjs-core";
 import { ConfigError } from "../core/errors.ts";
 import {
   batchNorm,
+  expandBatch,
   initNormal,
   initUniform,
   layerNorm,
@@ -412,7 +413,7 @@ export function vitForward(model: ViT, x: tf.Tensor4D, opts: ForwardOptions = {}
   const wPatch = tf.reshape(P["patch_embed.proj.weight"], [D, C * p * p]);
   const patches = tf.reshape(patchify(x, p), [B * N, C * p * p]) as tf.Tensor2D;
   let h: tf.Tensor = tf.reshape(linear(patches, wPatch, P["patch_embed.proj.bias"]), [B, N, D]);
-  h = tf.concat([tf.tile(P["cls_token"], [B, 1, 1]), h], 1);
+  h = tf.concat([expandBatch(P["cls_token"], B), h], 1);
   if (P["pos_embed"]) h = tf.add(h, P["pos_embed"]);
 
   const attention: tf.Tensor4D[] = [];

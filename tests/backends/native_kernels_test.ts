@@ -242,6 +242,26 @@ Deno.test("native: sums over rows and columns, transposes, strided copies", () =
       close("sum_cols", b, cs, 1e-6, 1e-6);
       close("mean_cols", m, Array.from(cs, (v) => v / rows), 1e-6, 1e-6);
     });
+    // In float32, row after row from +0 (tfjs's Tile gradient): exactly the sequence of roundings
+    // of a JS loop; a column of -0 sums to +0 (0 + -0), a NaN stays NaN.
+    const xs = Float32Array.from(x);
+    if (cols > 2) xs[1] = NaN;
+    for (let r = 0; r < rows && cols > 2; r++) xs[r * cols + 2] = -0;
+    const seq = new Float32Array(cols);
+    for (let r = 0; r < rows; r++) {
+      for (let c = 0; c < cols; c++) seq[c] = Math.fround(seq[c] + xs[r * cols + c]);
+    }
+    everyPath(`float32 column sums ${rows}x${cols}`, () => {
+      const out = new Float32Array(cols).fill(7);
+      lib.sumColsF32(xs, out, rows, cols);
+      return [out];
+    }, ([out]) => {
+      for (let c = 0; c < cols; c++) {
+        if (!Object.is(out[c], seq[c])) {
+          throw new Error(`sum_cols_f32 ${c}: ${out[c]} vs ${seq[c]}`);
+        }
+      }
+    });
   }
   for (
     const [batch, rows, cols, inner] of [[1, 33, 65, 1], [2, 17, 4, 32], [3, 5, 7, 3], [

@@ -259,6 +259,22 @@ Deno.test("native linear: the layer's fast path on the native backend equals mat
   });
   assert(fastPathCalls().linearGelu >= geluCalls + 2, "the linearGelu fast path was not taken");
   ["y", "dx", "dw", "db"].forEach((n, i) => sameBits(`gelu ${n}`, fusedG[i], plainG[i]));
-  assertEquals(tf.memory().numTensors, before);
-  tf.dispose([x, w, b, dy, r]);
+  // The class token of every image: value and gradient equal tf.tile's, the gradient in one kernel.
+  const { expandBatch } = await import("../../lib/model/layers.ts");
+  const cls = tf.tensor3d(rand(29, 6), [1, 1, 29]),
+    dyc = tf.tensor3d(rand(37 * 29, 7), [37, 1, 29]);
+  const expandCalls = fastPathCalls().expandBatch;
+  const [fusedE, plainE] = [true, false].map((useFast) => {
+    const f = (c: tf.Tensor) => useFast ? expandBatch(c, 37) : tf.tile(c, [37, 1, 1]);
+    const y = tf.tidy(() => f(cls));
+    const [g] = tf.grads((c) => f(c))([cls], dyc);
+    const out = [y, g].map((t) => t.dataSync() as Float32Array);
+    tf.dispose([y, g]);
+    return out;
+  });
+  assert(fastPathCalls().expandBatch >= expandCalls + 2, "the expandBatch fast path was not taken");
+  ["y", "dcls"].forEach((n, i) => sameBits(`expandBatch ${n}`, fusedE[i], plainE[i]));
+  assertEquals(tf.memory().numTensors, before + 2);
+  tf.dispose([x, w, b, dy, r, cls, dyc]);
+  assertEquals(tf.memory().numTensors, before - 5);
 });

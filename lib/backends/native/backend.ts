@@ -13,7 +13,8 @@
  * (4-byte types), the augmentation's `ClipByValue`, `DepthwiseConv2dNative` and bilinear
  * `CropAndResize`, `TopK` (sorted, finite values: see {@link topKKernel}), and the fused kernels
  * of `lib/backends/wasm/kernels.ts` (LayerNorm, GELU, attention, each with its gradient; AdamW;
- * EMA). Other inputs fall back to the JS kernel.
+ * EMA), the fused linear layers and the class token's row sum. Other inputs fall back to the JS
+ * kernel.
  *
  * @example
  * ```ts
@@ -796,6 +797,13 @@ const fused: Record<string, (args: Args<NumAttrs>) => Info | Info[]> = {
       !!a.hasDecay,
     );
     return [p1, m1, v1].map((o) => output(backend, p.shape, o, "float32"));
+  },
+  [FUSED_KERNELS.rowSum]: ({ inputs: { x }, backend }) => {
+    const [vx] = need(FUSED_KERNELS.rowSum, backend, x);
+    const [rows, cols] = x.shape;
+    const out = backend.f32(cols);
+    backend.lib.sumColsF32(vx, out, rows, cols);
+    return output(backend, [cols], out, "float32");
   },
   [FUSED_KERNELS.ema]: ({ inputs: { t, s }, backend, attrs: { mom } }) => {
     const [vt, vs] = need(FUSED_KERNELS.ema, backend, t, s);

@@ -95,6 +95,7 @@ const SYMBOLS = {
   vn_unary: { parameters: [I, B, B, I, F], result: "void" },
   vn_sum_rows: { parameters: [B, B, I, I, F], result: "void" },
   vn_sum_cols: { parameters: [B, B, I, I, F], result: "void" },
+  vn_sum_cols_f32: { parameters: [B, B, I, I], result: "void" },
   vn_transpose: { parameters: [B, B, I, I, I, I], result: "void" },
   vn_clip: { parameters: [B, B, I, F, F], result: "void" },
   vn_gather_idx: { parameters: [B, B, I, B, B], result: "void" },
@@ -224,6 +225,8 @@ export interface NativeLib {
   sumRows(x: Buf, out: Buf, rows: number, cols: number, div: number): void;
   /** `out[c] = sum_r x[r, c] / div` (a double accumulator). */
   sumCols(x: Buf, out: Buf, rows: number, cols: number, div: number): void;
+  /** `out[c] = x[0, c] + x[1, c] + ...` in float32, rows in order from +0 (the Tile gradient). */
+  sumColsF32(x: Buf, out: Buf, rows: number, cols: number): void;
   /** `[batch, rows, cols, inner]` to `[batch, cols, rows, inner]`. */
   transpose(src: Buf, dst: Buf, batch: number, rows: number, cols: number, inner: number): void;
   /** `y = min(max(x, lo), hi)`, NaN kept. */
@@ -400,6 +403,7 @@ export function openNative(path?: string): NativeLib {
     unary: (op, x, y, n, alpha) => s.vn_unary(op, x, y, n, alpha),
     sumRows: (x, out, rows, cols, div) => s.vn_sum_rows(x, out, rows, cols, div),
     sumCols: (x, out, rows, cols, div) => s.vn_sum_cols(x, out, rows, cols, div),
+    sumColsF32: (x, out, rows, cols) => s.vn_sum_cols_f32(x, out, rows, cols),
     transpose: (src, dst, batch, rows, cols, inner) =>
       s.vn_transpose(src, dst, batch, rows, cols, inner),
     clip: (x, y, n, lo, hi) => s.vn_clip(x, y, n, lo, hi),

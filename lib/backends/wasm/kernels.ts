@@ -201,6 +201,7 @@ const ADAMW = "VitsslAdamW", EMA = "VitsslEma";
 const ATTN = "VitsslAttention", ATTN_GRAD = "VitsslAttentionGrad";
 const LINEAR = "VitsslLinear", LINEAR_GRAD = "VitsslLinearGrad";
 const LINEAR_GELU = "VitsslLinearGelu";
+const ROW_SUM = "VitsslRowSum";
 
 /**
  * The fused kernels' names, for another backend that implements them (its kernels take the same
@@ -229,6 +230,11 @@ export const FUSED_KERNELS = {
   linearGrad: LINEAR_GRAD,
   /** `x, w`, optional `b` -> `[gelu(h), h]` with `h = x @ w^T + b` (native only). */
   linearGelu: LINEAR_GELU,
+  /**
+   * `x [R, C]` -> `[C]`: each column summed in float32, row after row from +0 (tfjs's `Tile`
+   * gradient, one `Add` per row, in one kernel; native only).
+   */
+  rowSum: ROW_SUM,
 } as const;
 
 /** Runs `f` with a pointer to `n` floats of scratch memory on the backend, freed afterwards. */
@@ -759,6 +765,22 @@ export const KERNEL_FAST_PATHS: Required<FastPaths> = {
       };
     });
     return (b ? f(x, w, b) : f(x, w)) as tf.Tensor2D;
+  },
+  expandBatch(x, batch) {
+    if (!active(ROW_SUM) || x.dtype !== "float32" || x.shape[0] !== 1) return undefined;
+    // The forward is tf.tile; the gradient sums dy's batch rows as Tile's gradient does (one
+    // slice and one add per row: 2 x 128 kernels for small28's class token), in one kernel.
+    const reps = [batch, ...x.shape.slice(1).map(() => 1)];
+    const f = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => ({
+      value: tf.tile(args[0] as tf.Tensor, reps),
+      gradFunc: (dy: tf.Tensor) => {
+        const rows = tf.reshape(dy, [batch, x.size]);
+        const sum = tf.engine().runKernel(ROW_SUM, { x: rows }) as tf.Tensor;
+        rows.dispose();
+        return tf.reshape(sum, x.shape);
+      },
+    }));
+    return f(x);
   },
   ema(t, s, mom) {
     if (!active(EMA) || t.dtype !== "float32" || s.dtype !== "float32") return undefined;

@@ -380,6 +380,11 @@ EXPORT void vn_sum_cols(const float* x, float* out, int rows, int cols, float di
   CALL(sum_cols(x, out, rows, cols, div));
 }
 
+/** out[c] = x[0, c] + x[1, c] + ... in float32, rows in order from +0 (tfjs's Tile gradient). */
+EXPORT void vn_sum_cols_f32(const float* x, float* out, int rows, int cols) {
+  CALL(sum_cols_f32(x, out, rows, cols));
+}
+
 /** [batch, rows, cols, inner] to [batch, cols, rows, inner] (any 4-byte elements). */
 EXPORT void vn_transpose(const float* src, float* dst, int batch, int rows, int cols, int inner) {
   CALL(transpose(src, dst, batch, rows, cols, inner));

@@ -227,6 +227,26 @@ static void sum_cols(const float* x, float* out, int rows, int cols, float div) 
   if (cols > 0) vn_parallel(chunks(cols, COLS), sum_cols_task, &s);
 }
 
+// The same columns summed in float32, row after row from +0: one Add kernel per row, as tfjs's
+// gradient of Tile computes them (each column is its own lane: any thread count, same bits).
+static void sum_cols_f32_task(void* ctx, int t, int tid) {
+  (void)tid;
+  const struct sum* s = ctx;
+  int c0 = t * COLS, w = s->cols - c0 < COLS ? s->cols - c0 : COLS;
+  float acc[COLS];
+  for (int c = 0; c < w; c++) acc[c] = 0.f;
+  for (int r = 0; r < s->rows; r++) {
+    const float* x = s->x + (int64_t)r * s->cols + c0;
+    for (int c = 0; c < w; c++) acc[c] += x[c];
+  }
+  for (int c = 0; c < w; c++) s->out[c0 + c] = acc[c];
+}
+
+static void sum_cols_f32(const float* x, float* out, int rows, int cols) {
+  struct sum s = {x, out, rows, cols, 1.f};
+  if (cols > 0) vn_parallel(chunks(cols, COLS), sum_cols_f32_task, &s);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Transpose of [batch, rows, cols, inner] to [batch, cols, rows, inner]; tasks are blocks of
 // 32 source rows of one batch item.
@@ -918,6 +938,7 @@ const struct vn_impl SFX(vn_ops) = {
     .unary = unary,
     .sum_rows = sum_rows,
     .sum_cols = sum_cols,
+    .sum_cols_f32 = sum_cols_f32,
     .transpose = transpose,
     .transpose_nd = transpose_nd,
     .copy_rows = copy_rows,

@@ -190,6 +190,8 @@ struct vn_impl {
   void (*binary)(int op, const float* a, const float* b, float* out, const int32_t* meta);
   void (*sum_rows)(const float* x, float* out, int rows, int cols, float div);
   void (*sum_cols)(const float* x, float* out, int rows, int cols, float div);
+  // out[c] = ((0 + x[0, c]) + x[1, c]) + ...: float32 adds in row order (tfjs's Tile gradient).
+  void (*sum_cols_f32)(const float* x, float* out, int rows, int cols);
   void (*transpose)(const float* src, float* dst, int batch, int rows, int cols, int inner);
   void (*transpose_nd)(const float* src, float* dst, int rank, const int32_t* meta);
   void (*copy_rows)(const float* src, float* dst, int rows, int len, int src_stride,
