@@ -82,7 +82,10 @@ export async function profileStep(step: () => Promise<unknown>): Promise<StepPro
     await step();
   });
   const wallMs = performance.now() - t0;
-  const items = info.kernels.map((k) => {
+  // A tf.customGrad forward shows as a record named after the enclosing scope ("unnamed scope")
+  // whose time includes the kernels it runs, timed too: only registered kernels are counted.
+  const backend = tf.getBackend();
+  const items = info.kernels.filter((k) => tf.getKernel(k.name, backend)).map((k) => {
     const ms = typeof k.kernelTimeMs === "number" ? k.kernelTimeMs : 0;
     const shapes = k.inputShapes.filter((s) => s).map((s) => s.length ? s.join("x") : "scalar");
     const flops = matmulFlops(k.name, k.inputShapes[0], k.outputShapes[0]);

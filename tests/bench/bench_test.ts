@@ -8,7 +8,7 @@ import * as tf from "@tensorflow/tfjs-core";
 import { assert, assertAlmostEquals, assertEquals, assertStringIncludes } from "@std/assert";
 import { initBackend } from "../../lib/backends/mod.ts";
 import { median, timeLoop } from "../../lib/bench/measure.ts";
-import { matmulFlops, profileTable } from "../../lib/bench/profile.ts";
+import { matmulFlops, profileStep, profileTable } from "../../lib/bench/profile.ts";
 import { defaultMode, defaultWorkers } from "../../lib/bench/run.ts";
 import { createStepRunner } from "../../lib/bench/step.ts";
 import { benchTable, parseLines } from "../../lib/bench/table.ts";
@@ -188,6 +188,25 @@ Deno.test("profileTable prints the top rows as Markdown; matmul FLOPs from shape
     2 * 8 * 4 * 17 * 17 * 32,
   );
   assertEquals(matmulFlops("Add", [4, 4], [4, 4]), 0);
+});
+
+Deno.test("profileStep counts a custom gradient's kernels once, not its scope around them", async () => {
+  // tf.customGrad's forward is profiled (named after the enclosing scope) around the kernels it runs: one
+  // Square and one Sum here, each timed on its own. Without the filter the scope's row and its
+  // time would be counted beside them.
+  const f = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => ({
+    value: tf.sum(tf.square(args[0] as tf.Tensor)),
+    gradFunc: (dy: tf.Tensor) => tf.mul(dy, args[0] as tf.Tensor),
+  }));
+  const x = tf.ones([64, 64]);
+  const p = await profileStep(() => {
+    tf.dispose(f(x));
+    return Promise.resolve();
+  });
+  x.dispose();
+  assertEquals(p.byKernel.map((r) => r.kernel).sort(), ["Square", "Sum"]);
+  assertEquals(p.kernels, 2);
+  assertAlmostEquals(p.kernelMs, p.byKernel.reduce((s, r) => s + r.ms, 0), 1e-9);
 });
 
 Deno.test("a benchmark step leaves no tensors behind and learns", async () => {

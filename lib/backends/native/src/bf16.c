@@ -30,9 +30,13 @@
 
 typedef uint16_t bf;
 
-// C[MR, NR] (row stride ldc) = (first ? 0 : C) + Ap strip @ Bp panel, kc2 pairs of k.
+// C[MR, NR] (row stride ldc) = (first ? 0 : C) + Ap strip @ Bp panel, kc2 pairs of k. With ep
+// (the last KC block of a full tile at row ei, column ej of C), the bias and residual of
+// vn_tile_out on the registers before they are stored: + bias, then res +, the same float32
+// operations in the same order, without a second pass over C. (The activation stays a pass over
+// the task's rows: called on 32 columns at a time it cost more than the pass.)
 static inline void ukernel(int kc2, const bf* restrict ap, const bf* restrict bp, float* restrict c,
-                           int64_t ldc, int first) {
+                           int64_t ldc, int first, const struct vn_epilogue* ep, int ei, int ej) {
   __m512 c0[MR], c1[MR];
 #pragma GCC unroll 16
   for (int r = 0; r < MR; r++) c0[r] = c1[r] = _mm512_setzero_ps();
@@ -48,16 +52,26 @@ static inline void ukernel(int kc2, const bf* restrict ap, const bf* restrict bp
       c1[r] = _mm512_dpbf16_ps(c1[r], a, b1);
     }
   }
+  const float* bias = ep && ep->bias ? ep->bias + ej : NULL;
+  const float* res = ep && ep->res ? ep->res + (size_t)ei * ldc + ej : NULL;
 #pragma GCC unroll 16
   for (int r = 0; r < MR; r++) {
     float* row = c + r * ldc;
-    if (first) {
-      _mm512_storeu_ps(row, c0[r]);
-      _mm512_storeu_ps(row + 16, c1[r]);
-    } else {
-      _mm512_storeu_ps(row, _mm512_add_ps(_mm512_loadu_ps(row), c0[r]));
-      _mm512_storeu_ps(row + 16, _mm512_add_ps(_mm512_loadu_ps(row + 16), c1[r]));
+    __m512 v0 = c0[r], v1 = c1[r];
+    if (!first) {
+      v0 = _mm512_add_ps(_mm512_loadu_ps(row), v0);
+      v1 = _mm512_add_ps(_mm512_loadu_ps(row + 16), v1);
     }
+    if (bias) {
+      v0 = _mm512_add_ps(v0, _mm512_loadu_ps(bias));
+      v1 = _mm512_add_ps(v1, _mm512_loadu_ps(bias + 16));
+    }
+    if (res) {
+      v0 = _mm512_add_ps(_mm512_loadu_ps(res + r * ldc), v0);
+      v1 = _mm512_add_ps(_mm512_loadu_ps(res + r * ldc + 16), v1);
+    }
+    _mm512_storeu_ps(row, v0);
+    _mm512_storeu_ps(row + 16, v1);
   }
 }
 
@@ -294,8 +308,11 @@ static void gemm_task(void* ctx, int t, int tid) {
     vn_task_epilogue(&g->ep, g->C, g->n, i0, rows, j0, cols, sums ? acc : NULL);
     return;
   }
+  struct vn_epilogue adds = {g->ep.bias, g->ep.res, NULL, NULL, NULL};
+  const struct vn_epilogue* out = g->ep.bias || g->ep.res ? &adds : NULL;
   for (int kb = 0; kb < g->kblocks; kb++) {
     int k0 = kb * KC, kc = kc_of(g, kb), kc2 = kc2_of(g, kc), first = kb == 0;
+    const struct vn_epilogue* last = kb == g->kblocks - 1 ? out : NULL;
     pack_a(g, i0, rows, k0, kc, ap);
     if (sums) vn_rowsum_block(g->A, g->ta, g->m, g->k, i0, rows, k0, kc, acc);
     const bf* bblock = g->bp + (size_t)k0 * g->npad;
@@ -307,17 +324,24 @@ static void gemm_task(void* ctx, int t, int tid) {
         float* c = g->C + (size_t)(i0 + s) * g->n + j0 + j;
         const bf* astrip = ap + (size_t)s * 2 * kc2;
         if (h == MR && w == NR) {
-          ukernel(kc2, astrip, bpanel, c, g->n, first);
+          ukernel(kc2, astrip, bpanel, c, g->n, first, last, i0 + s, j0 + j);
         } else {
-          ukernel(kc2, astrip, bpanel, tile, NR, 1);
+          ukernel(kc2, astrip, bpanel, tile, NR, 1, NULL, 0, 0);
           for (int r = 0; r < h; r++)
             for (int q = 0; q < w; q++)
               c[r * g->n + q] = first ? tile[r * NR + q] : c[r * g->n + q] + tile[r * NR + q];
+          if (last) vn_tile_out(last, g->C, g->n, i0 + s, j0 + j, h, w);
         }
       }
     }
   }
-  vn_task_epilogue(&g->ep, g->C, g->n, i0, rows, j0, cols, sums ? acc : NULL);
+  if (g->ep.act)
+    for (int r = 0; r < rows; r++) {
+      size_t at = (size_t)(i0 + r) * g->n + j0;
+      g->ep.act(g->C + at, g->ep.act_out + at, cols);
+    }
+  if (sums)
+    for (int r = 0; r < rows; r++) g->ep.rowsum[i0 + r] = (float)acc[r];
 }
 
 // The product: parallel on the pool (packed B in shared scratch) unless small, or, with

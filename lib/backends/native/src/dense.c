@@ -26,9 +26,14 @@
 #define KC 256
 #define MC (8 * MR)
 
-// C[MR, NR] (row stride ldc) = (first ? 0 : C) + Ap[kc, MR]^T-strip @ Bp[kc, NR]-panel.
+// C[MR, NR] (row stride ldc) = (first ? 0 : C) + Ap[kc, MR]^T-strip @ Bp[kc, NR]-panel. With ep
+// (the last KC block of a full tile at row ei, column ej of C), the bias and residual of
+// vn_tile_out on the registers before they are stored: + bias, then res +, the same float32
+// operations in the same order, without a second pass over C. (The activation stays a pass over
+// the task's rows: called on 32 columns at a time it cost more than the pass.)
 static inline void ukernel(int kc, const float* restrict ap, const float* restrict bp,
-                           float* restrict c, int64_t ldc, int first) {
+                           float* restrict c, int64_t ldc, int first,
+                           const struct vn_epilogue* ep, int ei, int ej) {
   vf c0[MR], c1[MR];
 #pragma GCC unroll 16
   for (int r = 0; r < MR; r++) c0[r] = c1[r] = (vf){0};
@@ -41,18 +46,25 @@ static inline void ukernel(int kc, const float* restrict ap, const float* restri
       c1[r] += a * b1;
     }
   }
-  if (first) {
+  const float* bias = ep && ep->bias ? ep->bias + ej : NULL;
+  const float* res = ep && ep->res ? ep->res + (size_t)ei * ldc + ej : NULL;
 #pragma GCC unroll 16
-    for (int r = 0; r < MR; r++) {
-      vst(c + r * ldc, c0[r]);
-      vst(c + r * ldc + VL, c1[r]);
+  for (int r = 0; r < MR; r++) {
+    vf v0 = c0[r], v1 = c1[r];
+    if (!first) {
+      v0 = vld(c + r * ldc) + v0;
+      v1 = vld(c + r * ldc + VL) + v1;
     }
-  } else {
-#pragma GCC unroll 16
-    for (int r = 0; r < MR; r++) {
-      vst(c + r * ldc, vld(c + r * ldc) + c0[r]);
-      vst(c + r * ldc + VL, vld(c + r * ldc + VL) + c1[r]);
+    if (bias) {
+      v0 = v0 + vld(bias);
+      v1 = v1 + vld(bias + VL);
     }
+    if (res) {
+      v0 = vld(res + r * ldc) + v0;
+      v1 = vld(res + r * ldc + VL) + v1;
+    }
+    vst(c + r * ldc, v0);
+    vst(c + r * ldc + VL, v1);
   }
 }
 
@@ -145,8 +157,11 @@ static void gemm_task(void* ctx, int t, int tid) {
   double acc[MC];
   if (sums)
     for (int r = 0; r < rows; r++) acc[r] = 0.0;
+  struct vn_epilogue adds = {g->ep.bias, g->ep.res, NULL, NULL, NULL};
+  const struct vn_epilogue* out = g->ep.bias || g->ep.res ? &adds : NULL;
   for (int kb = 0; kb < g->kblocks; kb++) {
     int k0 = kb * KC, kc = kc_of(g, kb), first = kb == 0;
+    const struct vn_epilogue* last = kb == g->kblocks - 1 ? out : NULL;
     pack_a(g, i0, rows, k0, kc, ap);
     if (sums) vn_rowsum_block(g->A, g->ta, g->m, g->k, i0, rows, k0, kc, acc);
     const float* bblock = g->bp + (size_t)k0 * g->npad;
@@ -157,17 +172,24 @@ static void gemm_task(void* ctx, int t, int tid) {
         int h = rows - s < MR ? rows - s : MR;
         float* c = g->C + (size_t)(i0 + s) * g->n + j0 + j;
         if (h == MR && w == NR) {
-          ukernel(kc, ap + (size_t)s * kc, bpanel, c, g->n, first);
+          ukernel(kc, ap + (size_t)s * kc, bpanel, c, g->n, first, last, i0 + s, j0 + j);
         } else {
-          ukernel(kc, ap + (size_t)s * kc, bpanel, tile, NR, 1);
+          ukernel(kc, ap + (size_t)s * kc, bpanel, tile, NR, 1, NULL, 0, 0);
           for (int r = 0; r < h; r++)
             for (int q = 0; q < w; q++)
               c[r * g->n + q] = first ? tile[r * NR + q] : c[r * g->n + q] + tile[r * NR + q];
+          if (last) vn_tile_out(last, g->C, g->n, i0 + s, j0 + j, h, w);
         }
       }
     }
   }
-  vn_task_epilogue(&g->ep, g->C, g->n, i0, rows, j0, cols, sums ? acc : NULL);
+  if (g->ep.act)
+    for (int r = 0; r < rows; r++) {
+      size_t at = (size_t)(i0 + r) * g->n + j0;
+      g->ep.act(g->C + at, g->ep.act_out + at, cols);
+    }
+  if (sums)
+    for (int r = 0; r < rows; r++) g->ep.rowsum[i0 + r] = (float)acc[r];
 }
 
 static void gemm(const float* A, const float* B, float* C, int m, int k, int n, int ta, int tb,
@@ -350,6 +372,8 @@ static void attention_task(void* ctx, int t, int tid) {
   for (int l = 0; l < VL; l++) lane[l] = l;
   const vi live = lane < (vi){0} + (T - (Tp - VL));
   const vf lowest = vsplat(-3.4e38f), zero = {0};
+  vf sums[4] = {zero, zero, zero, zero};
+  int pend = 0;
   for (int i = 0; i < T; i++) {
     float* row = S + (size_t)i * Tp;
     vf mx = lowest;
@@ -366,8 +390,20 @@ static void attention_task(void* ctx, int t, int tid) {
       vst(row + j, e);
       sum += e;
     }
-    float inv = 1.f / vhsum(sum);
-    for (int j = 0; j < T; j++) P[i * T + j] = row[j] *= inv;
+    // Each row's sum is vhsum's (lanes in order from 0), four rows' chains interleaved.
+    sums[pend++] = sum;
+    if (pend < 4 && i < T - 1) continue;
+    float tot[4] = {0.f, 0.f, 0.f, 0.f};
+    for (int l = 0; l < VL; l++)
+      for (int q = 0; q < 4; q++) tot[q] += sums[q][l];
+    for (int q = 0; q < pend; q++) {
+      int r = i - pend + 1 + q;
+      float* pr = S + (size_t)r * Tp;
+      vf inv = vsplat(1.f / tot[q]);
+      for (int j = 0; j < Tp; j += VL) vst(pr + j, vld(pr + j) * inv);
+      memcpy(P + (size_t)r * T, pr, (size_t)T * sizeof(float));
+    }
+    pend = 0;
   }
   // out_i = sum_j P_ij v_j, the heads side by side in out [B*T, D].
   combine_rows(S, Tp, 1, base + 2 * D, D3, T, a->out + (size_t)b * T * D + h * hd, D, hd, T);
