@@ -82,7 +82,11 @@ struct gemm {
   struct vn_epilogue ep;
   int npad, nc, mtiles, ntiles, kblocks;
   bf* bp;  // packed op(B): block kb at bp + kb * KC * npad, panel j at + j * NR * 2 * kc2
+  bf* ap;  // NULL, or op(A) packed once for all column tiles: (MC tile, KC block) at APACK apart
 };
+
+// The bf16 elements of one packed (MC rows, KC block) of op(A), as pack_a writes it.
+#define APACK ((size_t)MC * (KC + 2))
 
 static inline int kc_of(const struct gemm* g, int kb) {
   int rest = g->k - kb * KC;
@@ -114,6 +118,33 @@ static inline __m512i pairs_contig(const float* x) {
 static inline __m512i pairs_rows(const float* r0, const float* r1, __mmask16 lanes) {
   __m512i lo = rne16(_mm512_maskz_loadu_ps(lanes, r0)), hi = rne16(_mm512_maskz_loadu_ps(lanes, r1));
   return _mm512_mask_blend_epi16(0xAAAAAAAAu, _mm512_srli_epi32(lo, 16), hi);
+}
+
+// The 16 x 16 matrix of 32-bit words in r[0..16) transposed in place: at each level b = 8, 4,
+// 2, 1, rows i and i + b (bit b of i clear) swap their off-diagonal b x b blocks.
+static inline void transpose16(__m512i r[16]) {
+  static const int32_t idx[4][2][16] = {
+      {{0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23},
+       {8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31}},
+      {{0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27},
+       {4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31}},
+      {{0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29},
+       {2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31}},
+      {{0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30},
+       {1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31}},
+  };
+#pragma GCC unroll 4
+  for (int lv = 0; lv < 4; lv++) {
+    const int b = 8 >> lv;
+    const __m512i ilo = _mm512_loadu_si512(idx[lv][0]), ihi = _mm512_loadu_si512(idx[lv][1]);
+#pragma GCC unroll 16
+    for (int i = 0; i < 16; i++) {
+      if (i & b) continue;
+      __m512i a = r[i], c = r[i + b];
+      r[i] = _mm512_permutex2var_epi32(a, ilo, c);
+      r[i + b] = _mm512_permutex2var_epi32(a, ihi, c);
+    }
+  }
 }
 
 // One task per (KC block, NR panel) of op(B): element (p, c) at [(p / 2) * 2 NR + 2 c + p % 2].
@@ -188,10 +219,24 @@ static void pack_a(const struct gemm* g, int i0, int rows, int k0, int kc, bf* r
       }
     } else {
       uint32_t* dw = (uint32_t*)d;  // pair p2 of row r at word p2 * MR + r
+      int p0 = 0;
+      if (h == MR) {
+        for (; p0 + 32 <= kc; p0 += 32) {
+          __m512i v[16];
+#pragma GCC unroll 16
+          for (int r = 0; r < 16; r++)
+            v[r] = r < MR ? pairs_contig(g->A + (size_t)(i0 + s + r) * g->k + k0 + p0)
+                          : _mm512_setzero_si512();
+          transpose16(v);
+#pragma GCC unroll 16
+          for (int q = 0; q < 16; q++)
+            _mm512_mask_storeu_epi32(dw + (size_t)(p0 / 2 + q) * MR, (1u << MR) - 1, v[q]);
+        }
+      }
       for (int r = 0; r < h; r++) {
         const float* src = g->A + (size_t)(i0 + s + r) * g->k + k0;
         bf* o = d + 2 * r;
-        int p = 0;
+        int p = p0;
         for (; p + 32 <= kc; p += 32) {
           uint32_t t[16];
           _mm512_storeu_si512(t, pairs_contig(src + p));
@@ -205,6 +250,15 @@ static void pack_a(const struct gemm* g, int i0, int rows, int k0, int kc, bf* r
       }
     }
   }
+}
+
+// One task per (MC tile, KC block) of op(A): its strips into g->ap (see struct gemm).
+static void pack_a_task(void* ctx, int t, int tid) {
+  (void)tid;
+  const struct gemm* g = ctx;
+  int it = t / g->kblocks, kb = t % g->kblocks, i0 = it * MC;
+  int rows = g->m - i0 < MC ? g->m - i0 : MC;
+  pack_a(g, i0, rows, kb * KC, kc_of(g, kb), g->ap + (size_t)t * APACK);
 }
 
 // AMX (TDPBF16PS): strips of 16 rows of op(A), each row k-contiguous and zero-padded to 2 kc2
@@ -313,7 +367,10 @@ static void gemm_task(void* ctx, int t, int tid) {
   for (int kb = 0; kb < g->kblocks; kb++) {
     int k0 = kb * KC, kc = kc_of(g, kb), kc2 = kc2_of(g, kc), first = kb == 0;
     const struct vn_epilogue* last = kb == g->kblocks - 1 ? out : NULL;
-    pack_a(g, i0, rows, k0, kc, ap);
+    if (g->ap)
+      ap = g->ap + ((size_t)it * g->kblocks + kb) * APACK;
+    else
+      pack_a(g, i0, rows, k0, kc, ap);
     if (sums) vn_rowsum_block(g->A, g->ta, g->m, g->k, i0, rows, k0, kc, acc);
     const bf* bblock = g->bp + (size_t)k0 * g->npad;
     for (int j = 0; j < cols; j += NR) {
@@ -372,6 +429,12 @@ static void gemm(const float* A, const float* B, float* C, int m, int k, int n, 
     per = (per + 1) / 2;
   g.nc = per * NR;
   g.ntiles = (panels + per - 1) / per;
+  // Column tiles would each pack the same rows of op(A) (the weight gradient's dy^T, k = the
+  // batch's rows): pack them once, in parallel, before the products.
+  if (g.ntiles > 1 && !serial && !amx) {
+    g.ap = (bf*)vn_shared_scratch(2, ((size_t)g.mtiles * g.kblocks * APACK + 1) / 2);
+    vn_parallel(g.mtiles * g.kblocks, pack_a_task, &g);
+  }
   if (serial)
     for (int t = 0; t < g.mtiles * g.ntiles; t++) gemm_task(&g, t, tid);
   else

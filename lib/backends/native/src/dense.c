@@ -75,6 +75,7 @@ struct gemm {
   struct vn_epilogue ep;
   int npad, nc, mtiles, ntiles, kblocks;
   float* bp;  // packed op(B): block kb at bp + kb * KC * npad, panel j at + j * NR * kc
+  float* ap;  // NULL, or op(A) packed once for all column tiles: (MC tile, KC block) MC KC apart
 };
 
 static inline int kc_of(const struct gemm* g, int kb) {
@@ -146,6 +147,15 @@ static void pack_a(const struct gemm* g, int i0, int rows, int k0, int kc, float
   }
 }
 
+// One task per (MC tile, KC block) of op(A): its strips into g->ap (see struct gemm).
+static void pack_a_task(void* ctx, int t, int tid) {
+  (void)tid;
+  const struct gemm* g = ctx;
+  int it = t / g->kblocks, kb = t % g->kblocks, i0 = it * MC;
+  int rows = g->m - i0 < MC ? g->m - i0 : MC;
+  pack_a(g, i0, rows, kb * KC, kc_of(g, kb), g->ap + (size_t)t * MC * KC);
+}
+
 static void gemm_task(void* ctx, int t, int tid) {
   const struct gemm* g = ctx;
   int it = t / g->ntiles, jt = t % g->ntiles;
@@ -162,7 +172,10 @@ static void gemm_task(void* ctx, int t, int tid) {
   for (int kb = 0; kb < g->kblocks; kb++) {
     int k0 = kb * KC, kc = kc_of(g, kb), first = kb == 0;
     const struct vn_epilogue* last = kb == g->kblocks - 1 ? out : NULL;
-    pack_a(g, i0, rows, k0, kc, ap);
+    if (g->ap)
+      ap = g->ap + ((size_t)it * g->kblocks + kb) * MC * KC;
+    else
+      pack_a(g, i0, rows, k0, kc, ap);
     if (sums) vn_rowsum_block(g->A, g->ta, g->m, g->k, i0, rows, k0, kc, acc);
     const float* bblock = g->bp + (size_t)k0 * g->npad;
     for (int j = 0; j < cols; j += NR) {
@@ -219,6 +232,12 @@ static void gemm(const float* A, const float* B, float* C, int m, int k, int n, 
     per = (per + 1) / 2;
   g.nc = per * NR;
   g.ntiles = (panels + per - 1) / per;
+  // Column tiles would each pack the same rows of op(A) (the weight gradient's dy^T, k = the
+  // batch's rows): pack them once, in parallel, before the products.
+  if (g.ntiles > 1 && !serial) {
+    g.ap = vn_shared_scratch(2, (size_t)g.mtiles * g.kblocks * MC * KC);
+    vn_parallel(g.mtiles * g.kblocks, pack_a_task, &g);
+  }
   if (serial)
     for (int t = 0; t < g.mtiles * g.ntiles; t++) gemm_task(&g, t, 0);
   else
