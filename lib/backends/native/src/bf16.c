@@ -120,33 +120,6 @@ static inline __m512i pairs_rows(const float* r0, const float* r1, __mmask16 lan
   return _mm512_mask_blend_epi16(0xAAAAAAAAu, _mm512_srli_epi32(lo, 16), hi);
 }
 
-// The 16 x 16 matrix of 32-bit words in r[0..16) transposed in place: at each level b = 8, 4,
-// 2, 1, rows i and i + b (bit b of i clear) swap their off-diagonal b x b blocks.
-static inline void transpose16(__m512i r[16]) {
-  static const int32_t idx[4][2][16] = {
-      {{0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23},
-       {8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31}},
-      {{0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27},
-       {4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31}},
-      {{0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29},
-       {2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31}},
-      {{0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30},
-       {1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31}},
-  };
-#pragma GCC unroll 4
-  for (int lv = 0; lv < 4; lv++) {
-    const int b = 8 >> lv;
-    const __m512i ilo = _mm512_loadu_si512(idx[lv][0]), ihi = _mm512_loadu_si512(idx[lv][1]);
-#pragma GCC unroll 16
-    for (int i = 0; i < 16; i++) {
-      if (i & b) continue;
-      __m512i a = r[i], c = r[i + b];
-      r[i] = _mm512_permutex2var_epi32(a, ilo, c);
-      r[i + b] = _mm512_permutex2var_epi32(a, ihi, c);
-    }
-  }
-}
-
 // One task per (KC block, NR panel) of op(B): element (p, c) at [(p / 2) * 2 NR + 2 c + p % 2].
 static void pack_b_task(void* ctx, int t, int tid) {
   (void)tid;
@@ -227,7 +200,7 @@ static void pack_a(const struct gemm* g, int i0, int rows, int k0, int kc, bf* r
           for (int r = 0; r < 16; r++)
             v[r] = r < MR ? pairs_contig(g->A + (size_t)(i0 + s + r) * g->k + k0 + p0)
                           : _mm512_setzero_si512();
-          transpose16(v);
+          vn_transpose16(v);
 #pragma GCC unroll 16
           for (int q = 0; q < 16; q++)
             _mm512_mask_storeu_epi32(dw + (size_t)(p0 / 2 + q) * MR, (1u << MR) - 1, v[q]);

@@ -363,6 +363,21 @@ static void combine_rows(const float* restrict w, int wrs, int ws, const float* 
 // M[c * Tp + j] = X[j * xs + c] for j < T, zero for T <= j < Tp.
 static void transpose_head(const float* restrict X, int64_t xs, int T, int Tp, int hd,
                            float* restrict M) {
+#if defined(VN_AVX512)
+  if (hd % 16 == 0) {  // 16 x 16 blocks in registers; Tp is a multiple of 16
+    for (int j0 = 0; j0 < Tp; j0 += 16)
+      for (int c0 = 0; c0 < hd; c0 += 16) {
+        __m512i v[16];
+#pragma GCC unroll 16
+        for (int j = 0; j < 16; j++)
+          v[j] = j0 + j < T ? _mm512_loadu_si512(X + (j0 + j) * xs + c0) : _mm512_setzero_si512();
+        vn_transpose16(v);
+#pragma GCC unroll 16
+        for (int q = 0; q < 16; q++) _mm512_storeu_si512(M + (c0 + q) * Tp + j0, v[q]);
+      }
+    return;
+  }
+#endif
   for (int c = 0; c < hd; c++) {
     for (int j = 0; j < T; j++) M[c * Tp + j] = X[j * xs + c];
     for (int j = T; j < Tp; j++) M[c * Tp + j] = 0.f;

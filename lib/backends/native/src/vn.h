@@ -10,6 +10,7 @@
 #include <string.h>
 
 #if defined(VN_AVX512)
+#include <immintrin.h>
 #define VL 16
 #define SFX(name) name##_avx512
 #elif defined(VN_AVX2)
@@ -230,3 +231,32 @@ void vn_bmm_bf16(const float* A, const float* B, float* C, int batch, int m, int
 // One such product with its epilogue (ep may be NULL).
 void vn_gemm_bf16_ep(const float* A, const float* B, float* C, int m, int k, int n, int ta, int tb,
                      int amx, const struct vn_epilogue* ep);
+
+#if defined(VN_AVX512)
+// The 16 x 16 matrix of 32-bit words in r[0..16) transposed in place: at each level b = 8, 4,
+// 2, 1, rows i and i + b (bit b of i clear) swap their off-diagonal b x b blocks.
+static inline void vn_transpose16(__m512i r[16]) {
+  static const int32_t idx[4][2][16] = {
+      {{0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23},
+       {8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31}},
+      {{0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27},
+       {4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31}},
+      {{0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29},
+       {2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31}},
+      {{0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30},
+       {1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31}},
+  };
+#pragma GCC unroll 4
+  for (int lv = 0; lv < 4; lv++) {
+    const int b = 8 >> lv;
+    const __m512i ilo = _mm512_loadu_si512(idx[lv][0]), ihi = _mm512_loadu_si512(idx[lv][1]);
+#pragma GCC unroll 16
+    for (int i = 0; i < 16; i++) {
+      if (i & b) continue;
+      __m512i a = r[i], c = r[i + b];
+      r[i] = _mm512_permutex2var_epi32(a, ilo, c);
+      r[i + b] = _mm512_permutex2var_epi32(a, ihi, c);
+    }
+  }
+}
+#endif
