@@ -64,6 +64,17 @@ export interface FastPaths {
   ) => tf.Tensor2D | undefined;
   /** `gelu(x @ w^T + b)` (fc1 and its GELU; `b` optional), GELU in the product's output pass. */
   linearGelu?: (x: tf.Tensor2D, w: tf.Tensor, b?: tf.Tensor) => tf.Tensor2D | undefined;
+  /**
+   * BatchNorm over the rows of `x [M, D]` with this batch's statistics (training mode), optional
+   * affine `weight, bias [D]`: `y [M, D]` and the `mean`, biased `variance [D]` it used (see
+   * `batchNorm` in `layers.ts`).
+   */
+  batchNorm?: (
+    x: tf.Tensor2D,
+    weight: tf.Tensor | undefined,
+    bias: tf.Tensor | undefined,
+    eps: number,
+  ) => { y: tf.Tensor2D; mean: tf.Tensor1D; variance: tf.Tensor1D } | undefined;
   /** Exact (erf) GELU, same shape as `x`. */
   gelu?: (x: tf.Tensor) => tf.Tensor | undefined;
   /**
@@ -103,6 +114,7 @@ const NAMES: readonly FastPathName[] = [
   "linear",
   "linearGelu",
   "layerNorm",
+  "batchNorm",
   "gelu",
   "attention",
   "expandBatch",
@@ -114,6 +126,7 @@ const calls: Record<FastPathName, number> = {
   linear: 0,
   linearGelu: 0,
   layerNorm: 0,
+  batchNorm: 0,
   gelu: 0,
   attention: 0,
   expandBatch: 0,

@@ -101,8 +101,17 @@ export function batchNorm(
   x: tf.Tensor2D,
   opts: BatchNormOptions = {},
 ): { y: tf.Tensor2D; mean: tf.Tensor1D; variance: tf.Tensor1D } {
+  const eps = opts.eps ?? BN_EPS;
+  const affine = opts.weight && opts.bias;
+  const fused = opts.stats ? undefined : fastPath("batchNorm")?.(
+    x,
+    affine ? opts.weight : undefined,
+    affine ? opts.bias : undefined,
+    eps,
+  );
+  if (fused) return fused;
   const { mean, variance } = opts.stats ?? tf.moments(x, 0);
-  let y: tf.Tensor2D = tf.mul(tf.sub(x, mean), tf.rsqrt(tf.add(variance, opts.eps ?? BN_EPS)));
+  let y: tf.Tensor2D = tf.mul(tf.sub(x, mean), tf.rsqrt(tf.add(variance, eps)));
   if (opts.weight && opts.bias) y = tf.add(tf.mul(y, opts.weight), opts.bias);
   return { y, mean: mean as tf.Tensor1D, variance: variance as tf.Tensor1D };
 }

@@ -381,6 +381,98 @@ Deno.test("native: LayerNorm and its gradient against float64 and finite differe
   }
 });
 
+/**
+ * BatchNorm over the rows of x [rows, d] in float64: y, mean, biased variance, and the gradient of
+ * sum(y * dy) + sum(mean * dmean) + sum(var * dvar) with respect to x, g and b, by differentiating
+ * the three outputs by hand (checked against finite differences below).
+ */
+function bnRef(x: Float32Array, g: Float32Array, b: Float32Array, rows: number, d: number) {
+  const eps = 1e-5;
+  const mean = new Float64Array(d), vr = new Float64Array(d), y = new Float64Array(rows * d);
+  for (let c = 0; c < d; c++) {
+    let s = 0, q = 0;
+    for (let r = 0; r < rows; r++) s += x[r * d + c];
+    mean[c] = s / rows;
+    for (let r = 0; r < rows; r++) q += (x[r * d + c] - mean[c]) ** 2;
+    vr[c] = q / rows;
+    for (let r = 0; r < rows; r++) {
+      y[r * d + c] = (x[r * d + c] - mean[c]) / Math.sqrt(vr[c] + eps) * g[c] + b[c];
+    }
+  }
+  const grad = (dy: Float32Array, dm: Float32Array, dv: Float32Array) => {
+    const dx = new Float64Array(rows * d), dg = new Float64Array(d), db = new Float64Array(d);
+    for (let c = 0; c < d; c++) {
+      const rstd = 1 / Math.sqrt(vr[c] + eps);
+      let sdy = 0, sdyx = 0;
+      for (let r = 0; r < rows; r++) {
+        sdy += dy[r * d + c];
+        sdyx += dy[r * d + c] * (x[r * d + c] - mean[c]) * rstd;
+      }
+      dg[c] = sdyx, db[c] = sdy;
+      for (let r = 0; r < rows; r++) {
+        const xc = x[r * d + c] - mean[c];
+        dx[r * d + c] = rstd * g[c] * (dy[r * d + c] - sdy / rows - xc * rstd * sdyx / rows) +
+          dm[c] / rows + 2 * dv[c] * xc / rows;
+      }
+    }
+    return { dx, dg, db };
+  };
+  return { y, mean, vr, grad };
+}
+
+Deno.test("native: BatchNorm over the batch and its gradient against float64 and finite differences", () => {
+  // The hand-differentiated float64 gradient against central differences of the float64 forward.
+  {
+    const rows = 5, d = 3, x = rand(rows * d, 91, 2), g = rand(d, 92), b = rand(d, 93);
+    const dy = rand(rows * d, 94), dm = rand(d, 95), dv = rand(d, 96);
+    const f = (xx: Float32Array) => {
+      const o = bnRef(xx, g, b, rows, d);
+      let s = 0;
+      o.y.forEach((v, i) => s += v * dy[i]);
+      for (let c = 0; c < d; c++) s += o.mean[c] * dm[c] + o.vr[c] * dv[c];
+      return s;
+    };
+    const { dx } = bnRef(x, g, b, rows, d).grad(dy, dm, dv);
+    for (let i = 0; i < rows * d; i++) {
+      const h = 1e-3, xp = Float64Array.from(x), xm = Float64Array.from(x);
+      xp[i] += h, xm[i] -= h;
+      const fd = (f(xp as unknown as Float32Array) - f(xm as unknown as Float32Array)) / (2 * h);
+      assert(Math.abs(fd - dx[i]) < 1e-5 * (1 + Math.abs(fd)), `dx[${i}] ${dx[i]} vs ${fd}`);
+    }
+  }
+  // The kernels: tails of the column vectors (d % 16, d % 8, d % 4), one row, several tasks.
+  for (const [rows, d] of [[1, 5], [7, 3], [128, 37], [64, 1024], [256, 1030]]) {
+    const x = rand(rows * d, rows + d, 3), g = rand(d, d + 1), b = rand(d, d + 2);
+    const dy = rand(rows * d, rows * d), dm = rand(d, 7 * d), dv = rand(d, 9 * d);
+    const ref = bnRef(x, g, b, rows, d), want = ref.grad(dy, dm, dv);
+    const zeros = new Float32Array(d), plain = bnRef(x, zeros.map(() => 1), zeros, rows, d);
+    const noAffine = plain.grad(dy, zeros, zeros);
+    everyPath(`batchnorm ${rows}x${d}`, () => {
+      const y = new Float32Array(rows * d), mean = new Float32Array(d), vr = new Float32Array(d);
+      lib.batchnorm(x, g, b, y, mean, vr, rows, d, 1e-5);
+      const dx = new Float32Array(rows * d), dg = new Float32Array(d), db = new Float32Array(d);
+      lib.batchnormGrad(dy, x, g, mean, vr, dm, dv, dx, dg, db, rows, d, 1e-5);
+      // No affine transform and no gradients of the statistics: gamma 1, beta 0, dmean = dvar = 0.
+      const y1 = new Float32Array(rows * d), dx1 = new Float32Array(rows * d);
+      lib.batchnorm(x, null, null, y1, mean.slice(), vr.slice(), rows, d, 1e-5);
+      lib.batchnormGrad(dy, x, null, mean, vr, null, null, dx1, null, null, rows, d, 1e-5);
+      return [y, mean, vr, dx, dg, db, y1, dx1];
+    }, ([y, mean, vr, dx, dg, db, y1, dx1], isa) => {
+      const tag = `batchnorm ${rows}x${d} [${isa}]`;
+      // float32 sums over the rows: errors grow with rows; outputs of size ~1-10.
+      const tol = 2e-6 * Math.sqrt(rows) + 2e-6;
+      close(`${tag} mean`, mean, ref.mean, tol);
+      close(`${tag} var`, vr, ref.vr, tol);
+      close(`${tag} y`, y, ref.y, 20 * tol);
+      close(`${tag} dx`, dx, want.dx, 20 * tol);
+      close(`${tag} dg`, dg, want.dg, 5 * tol * rows);
+      close(`${tag} db`, db, want.db, tol * rows);
+      close(`${tag} y, no affine`, y1, plain.y, 20 * tol);
+      close(`${tag} dx, no affine`, dx1, noAffine.dx, 20 * tol);
+    });
+  }
+});
+
 Deno.test("native: GELU and its gradient against float64 erf and finite differences", () => {
   for (const n of [1, 5, 16, 37, 150001]) {
     const x = rand(n, n, 5), dy = rand(n, n + 1);

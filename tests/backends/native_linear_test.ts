@@ -278,3 +278,44 @@ Deno.test("native linear: the layer's fast path on the native backend equals mat
   tf.dispose([x, w, b, dy, r, cls, dyc]);
   assertEquals(tf.memory().numTensors, before - 5);
 });
+
+Deno.test("native BatchNorm: the heads' fast path on the native backend equals the unfused ops, with gradients", async () => {
+  const { initBackend } = await import("../../lib/backends/mod.ts");
+  const { fastPathCalls } = await import("../../lib/backends/fused.ts");
+  const { batchNorm, BN_EPS } = await import("../../lib/model/layers.ts");
+  await initBackend({ backend: "native" });
+  const [M, D] = [37, 45];
+  const x = tf.tensor2d(rand(M * D, 11).map((v) => 3 * v + 1), [M, D]);
+  const w = tf.tensor1d(rand(D, 12)), b = tf.tensor1d(rand(D, 13));
+  const dy = tf.tensor2d(rand(M * D, 14), [M, D]);
+  const before = tf.memory().numTensors, calls = fastPathCalls().batchNorm;
+  for (const affine of [true, false]) {
+    const [fused, plain] = [true, false].map((useFast) => {
+      // The unfused ops are those of batchNorm's own fallback (tf.moments, biased variance).
+      const f = (xx: tf.Tensor, ww: tf.Tensor, bb: tf.Tensor) => {
+        if (useFast) return batchNorm(xx as tf.Tensor2D, affine ? { weight: ww, bias: bb } : {}).y;
+        const { mean, variance } = tf.moments(xx, 0);
+        const y = tf.mul(tf.sub(xx, mean), tf.rsqrt(tf.add(variance, BN_EPS)));
+        return affine ? tf.add(tf.mul(y, ww), bb) : y;
+      };
+      const y = tf.tidy(() => f(x, w, b));
+      // w and b reach the loss through a zero product when there is no affine transform.
+      const grads = tf.grads((xx, ww, bb) =>
+        tf.add(tf.sum(tf.mul(f(xx, ww, bb), dy)), tf.sum(tf.mul(tf.add(ww, bb), 0)))
+      )([x, w, b]);
+      const out = [y, ...grads].map((t) => t.dataSync() as Float32Array);
+      tf.dispose([y, ...grads]);
+      return out;
+    });
+    // Float32 sums in another order: a few units in the last place of values of size 1-10.
+    ["y", "dx", "dw", "db"].forEach((n, i) => {
+      for (let j = 0; j < fused[i].length; j++) {
+        const err = Math.abs(fused[i][j] - plain[i][j]);
+        assert(err <= 1e-5 * (1 + Math.abs(plain[i][j])), `${n}[${j}] (affine ${affine}): ${err}`);
+      }
+    });
+  }
+  assert(fastPathCalls().batchNorm >= calls + 4, "the batchNorm fast path was not taken");
+  assertEquals(tf.memory().numTensors, before);
+  tf.dispose([x, w, b, dy]);
+});

@@ -13,8 +13,8 @@
  * (4-byte types), the augmentation's `ClipByValue`, `DepthwiseConv2dNative` and bilinear
  * `CropAndResize`, `TopK` (sorted, finite values: see {@link topKKernel}), and the fused kernels
  * of `lib/backends/wasm/kernels.ts` (LayerNorm, GELU, attention, each with its gradient; AdamW;
- * EMA), the fused linear layers and the class token's row sum. Other inputs fall back to the JS
- * kernel.
+ * EMA), the fused linear layers, BatchNorm over the batch and the class token's row sum. Other
+ * inputs fall back to the JS kernel.
  *
  * @example
  * ```ts
@@ -756,6 +756,40 @@ const fused: Record<string, (args: Args<NumAttrs>) => Info | Info[]> = {
     const d = gamma.shape[0];
     const dx = backend.f32(vx.length), dg = backend.f32(d), db = backend.f32(d);
     backend.lib.layernormGrad(vdy, vx, vg, dx, dg, db, vx.length / d, d, eps);
+    return [
+      output(backend, x.shape, dx, "float32"),
+      output(backend, [d], dg, "float32"),
+      output(backend, [d], db, "float32"),
+    ];
+  },
+  [FUSED_KERNELS.batchNorm]: ({ inputs: { x, gamma, beta }, backend, attrs: { eps } }) => {
+    const [vx, vg, vb] = need(FUSED_KERNELS.batchNorm, backend, x, gamma, beta);
+    const [rows, d] = x.shape;
+    const y = backend.f32(vx.length), mean = backend.f32(d), variance = backend.f32(d);
+    backend.lib.batchnorm(vx, vg, vb, y, mean, variance, rows, d, eps);
+    return [
+      output(backend, x.shape, y, "float32"),
+      output(backend, [d], mean, "float32"),
+      output(backend, [d], variance, "float32"),
+    ];
+  },
+  [FUSED_KERNELS.batchNormGrad]: (
+    { inputs: { dy, x, gamma, mean, variance, dmean, dvar }, backend, attrs: { eps } },
+  ) => {
+    const [vdy, vx, vg, vm, vv, vdm, vdv] = need(
+      FUSED_KERNELS.batchNormGrad,
+      backend,
+      dy,
+      x,
+      gamma,
+      mean,
+      variance,
+      dmean,
+      dvar,
+    );
+    const [rows, d] = x.shape;
+    const dx = backend.f32(vx.length), dg = backend.f32(d), db = backend.f32(d);
+    backend.lib.batchnormGrad(vdy, vx, vg, vm, vv, vdm, vdv, dx, dg, db, rows, d, eps);
     return [
       output(backend, x.shape, dx, "float32"),
       output(backend, [d], dg, "float32"),

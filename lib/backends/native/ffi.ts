@@ -25,7 +25,7 @@ export class NativeLoadError extends Error {
 }
 
 /** The API version this module speaks (`vn_version()` of the library). */
-export const NATIVE_API_VERSION = 3;
+export const NATIVE_API_VERSION = 4;
 
 /** Instruction sets of the kernels, by the number `vn_isa` returns. */
 export const ISA_NAMES = ["base", "avx2", "avx512"] as const;
@@ -105,6 +105,8 @@ const SYMBOLS = {
   vn_copy_rows: { parameters: [B, I, B, I, I, I, I, I], result: "void" },
   vn_layernorm: { parameters: [B, B, B, B, I, I, F], result: "void" },
   vn_layernorm_grad: { parameters: [B, B, B, B, B, B, I, I, F], result: "void" },
+  vn_batchnorm: { parameters: [B, B, B, B, B, B, I, I, F], result: "void" },
+  vn_batchnorm_grad: { parameters: [B, B, B, B, B, B, B, B, B, B, I, I, F], result: "void" },
   vn_gelu: { parameters: [B, B, I], result: "void" },
   vn_gelu_grad: { parameters: [B, B, B, I], result: "void" },
   vn_adamw: {
@@ -272,6 +274,37 @@ export interface NativeLib {
     d: number,
     eps: number,
   ): void;
+  /**
+   * BatchNorm of `x [rows, d]` over its rows (training mode): `y`, and the batch's `mean` and
+   * biased `variance [d]` (`g`, `b` null: none).
+   */
+  batchnorm(
+    x: Buf,
+    g: Buf | null,
+    b: Buf | null,
+    y: Buf,
+    mean: Buf,
+    variance: Buf,
+    rows: number,
+    d: number,
+    eps: number,
+  ): void;
+  /** Its gradient `dx`, and `dg`, `db` (null: not wanted); `dmean`, `dvar` null for zero. */
+  batchnormGrad(
+    dy: Buf,
+    x: Buf,
+    g: Buf | null,
+    mean: Buf,
+    variance: Buf,
+    dmean: Buf | null,
+    dvar: Buf | null,
+    dx: Buf,
+    dg: Buf | null,
+    db: Buf | null,
+    rows: number,
+    d: number,
+    eps: number,
+  ): void;
   gelu(x: Buf, y: Buf, n: number): void;
   geluGrad(dy: Buf, x: Buf, dx: Buf, n: number): void;
   adamw(
@@ -417,6 +450,10 @@ export function openNative(path?: string): NativeLib {
     layernorm: (x, g, b, y, rows, d, eps) => s.vn_layernorm(x, g, b, y, rows, d, eps),
     layernormGrad: (dy, x, g, dx, dg, db, rows, d, eps) =>
       s.vn_layernorm_grad(dy, x, g, dx, dg, db, rows, d, eps),
+    batchnorm: (x, g, b, y, mean, variance, rows, d, eps) =>
+      s.vn_batchnorm(x, g, b, y, mean, variance, rows, d, eps),
+    batchnormGrad: (dy, x, g, mean, variance, dmean, dvar, dx, dg, db, rows, d, eps) =>
+      s.vn_batchnorm_grad(dy, x, g, mean, variance, dmean, dvar, dx, dg, db, rows, d, eps),
     gelu: (x, y, n) => s.vn_gelu(x, y, n),
     geluGrad: (dy, x, dx, n) => s.vn_gelu_grad(dy, x, dx, n),
     adamw: (p, g, m, v, p1, m1, v1, n, c1m, b2, c2, sbc2, eps, decay, step, hasDecay) =>

@@ -202,6 +202,7 @@ const ATTN = "VitsslAttention", ATTN_GRAD = "VitsslAttentionGrad";
 const LINEAR = "VitsslLinear", LINEAR_GRAD = "VitsslLinearGrad";
 const LINEAR_GELU = "VitsslLinearGelu";
 const ROW_SUM = "VitsslRowSum";
+const BN = "VitsslBatchNorm", BN_GRAD = "VitsslBatchNormGrad";
 
 /**
  * The fused kernels' names, for another backend that implements them (its kernels take the same
@@ -215,6 +216,13 @@ const ROW_SUM = "VitsslRowSum";
 export const FUSED_KERNELS = {
   layerNorm: LN,
   layerNormGrad: LN_GRAD,
+  /**
+   * `x [M, D]`, `gamma, beta [D]` -> `[y, mean, variance]`: BatchNorm over the rows with this
+   * batch's statistics (attribute `eps`; native only).
+   */
+  batchNorm: BN,
+  /** `dy, x, gamma, mean, variance, dmean, dvar` -> `[dx, dgamma, dbeta]` (native only). */
+  batchNormGrad: BN_GRAD,
   gelu: GELU,
   geluGrad: GELU_GRAD,
   adamw: ADAMW,
@@ -449,6 +457,20 @@ export function installFusedGradients(): void {
       const [dx, dg, db] = tf.engine().runKernel(
         LN_GRAD,
         { dy: dy as tf.Tensor, x, gamma },
+        attrs as unknown as tf.NamedAttrMap,
+      ) as tf.Tensor[];
+      return { x: () => dx, gamma: () => dg, beta: () => db };
+    },
+  });
+  tf.registerGradient({
+    kernelName: BN,
+    inputsToSave: ["x", "gamma"],
+    outputsToSave: [false, true, true],
+    gradFunc: (dys, [x, gamma, mean, variance], attrs) => {
+      const [dy, dmean, dvar] = dys as tf.Tensor[];
+      const [dx, dg, db] = tf.engine().runKernel(
+        BN_GRAD,
+        { dy, x, gamma, mean, variance, dmean, dvar },
         attrs as unknown as tf.NamedAttrMap,
       ) as tf.Tensor[];
       return { x: () => dx, gamma: () => dg, beta: () => db };
@@ -704,6 +726,19 @@ export const KERNEL_FAST_PATHS: Required<FastPaths> = {
   layerNorm(x, gamma, beta, eps) {
     if (!active(LN) || x.dtype !== "float32") return undefined;
     return tf.engine().runKernel(LN, { x, gamma, beta }, { eps }) as tf.Tensor;
+  },
+  batchNorm(x, weight, bias, eps) {
+    if (!active(BN) || x.dtype !== "float32" || x.rank !== 2) return undefined;
+    // Without an affine transform, gamma 1 and beta 0 (their gradients go nowhere).
+    const d = x.shape[1];
+    const gamma = weight ?? tf.ones([d]), beta = bias ?? tf.zeros([d]);
+    const [y, mean, variance] = tf.engine().runKernel(BN, { x, gamma, beta }, { eps }) as [
+      tf.Tensor2D,
+      tf.Tensor1D,
+      tf.Tensor1D,
+    ];
+    if (!weight) tf.dispose([gamma, beta]);
+    return { y, mean, variance };
   },
   gelu(x) {
     if (!active(GELU) || x.dtype !== "float32") return undefined;

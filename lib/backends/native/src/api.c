@@ -19,7 +19,7 @@
 #include "vn.h"
 
 #define EXPORT __attribute__((visibility("default")))
-#define VN_VERSION 3
+#define VN_VERSION 4
 #define MAXT 64
 
 extern const struct vn_impl vn_dense_avx512, vn_ops_avx512, vn_dense_avx2, vn_ops_avx2,
@@ -443,6 +443,22 @@ EXPORT void vn_layernorm(const float* x, const float* g, const float* b, float* 
 EXPORT void vn_layernorm_grad(const float* dy, const float* x, const float* g, float* dx,
                               float* dg, float* db, int rows, int d, float eps) {
   CALL(layernorm_grad(dy, x, g, dx, dg, db, rows, d, eps));
+}
+
+/**
+ * BatchNorm of x [rows, d] over its rows (training mode): y, and the batch's mean and biased var
+ * [d]; g, b NULL for none (see ops.c).
+ */
+EXPORT void vn_batchnorm(const float* x, const float* g, const float* b, float* y, float* mean,
+                         float* var, int rows, int d, float eps) {
+  CALL(batchnorm(x, g, b, y, mean, var, rows, d, eps));
+}
+
+/** Its gradient: dx, and dg, db (NULL: not wanted); dmean, dvar NULL for zero. */
+EXPORT void vn_batchnorm_grad(const float* dy, const float* x, const float* g, const float* mean,
+                              const float* var, const float* dmean, const float* dvar, float* dx,
+                              float* dg, float* db, int rows, int d, float eps) {
+  CALL(batchnorm_grad(dy, x, g, mean, var, dmean, dvar, dx, dg, db, rows, d, eps));
 }
 
 EXPORT void vn_gelu(const float* x, float* y, int n) { CALL(gelu(x, y, n)); }

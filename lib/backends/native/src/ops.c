@@ -463,6 +463,110 @@ static void layernorm_grad(const float* dy, const float* x, const float* g, floa
 }
 
 // ---------------------------------------------------------------------------------------------
+// BatchNorm over the batch (training mode: each column's statistics over the rows of x [rows, d]),
+// as PyTorch's BatchNorm1d: mean = sum x / rows, var = sum (x - mean)^2 / rows (biased), summed
+// in float32 in row order; y = (x - mean) * rstd * g + b with rstd = 1 / sqrt(var + eps) (g, b
+// NULL: none). The gradient, with xhat = (x - mean) rstd, from dy and the gradients dmean, dvar
+// of the two statistics (NULL: zero): db = sum dy, dg = sum dy xhat, and
+//   dx = rstd g (dy - db / rows - xhat dg / rows) + dmean / rows + 2 dvar (x - mean) / rows.
+// Vectors run along the columns (a tail of fewer than VL through a zero-padded copy, the same
+// arithmetic); one task per BN_COLS columns, so results are the same for any thread count.
+// ---------------------------------------------------------------------------------------------
+#define BN_COLS (4 * VL)
+
+struct bn {
+  const float *x, *g, *b, *dy, *dmean, *dvar, *mean_in, *var_in;
+  float *y, *mean, *var, *dx, *dg, *db;
+  int rows, d;
+  float eps;
+};
+
+// n <= VL floats from p (zeros past n), and back.
+static inline vf ld_n(const float* p, int n) {
+  if (n == VL) return vld(p);
+  vf v = {0};
+  memcpy(&v, p, (size_t)n * sizeof(float));
+  return v;
+}
+static inline void st_n(float* p, vf v, int n) {
+  if (n == VL) vst(p, v);
+  else memcpy(p, &v, (size_t)n * sizeof(float));
+}
+// 1 / sqrt(v + eps), lane by lane.
+static inline vf rsqrt_eps(vf v, float eps) {
+  vf r;
+  for (int l = 0; l < VL; l++) r[l] = 1.f / sqrtf(v[l] + eps);
+  return r;
+}
+
+static void bn_task(void* ctx, int t, int tid) {
+  (void)tid;
+  const struct bn* a = ctx;
+  const int64_t d = a->d;
+  int c1 = (t + 1) * BN_COLS < a->d ? (t + 1) * BN_COLS : a->d;
+  const vf inv = vsplat(1.f / (float)a->rows);
+  for (int c = t * BN_COLS; c < c1; c += VL) {
+    int n = c1 - c < VL ? c1 - c : VL;
+    const float* x = a->x + c;
+    vf s = {0}, q = {0};
+    for (int r = 0; r < a->rows; r++) s += ld_n(x + r * d, n);
+    vf mu = s * inv;
+    for (int r = 0; r < a->rows; r++) {
+      vf e = ld_n(x + r * d, n) - mu;
+      q += e * e;
+    }
+    vf var = q * inv, rstd = rsqrt_eps(var, a->eps);
+    vf g = a->g ? ld_n(a->g + c, n) : vsplat(1.f), b = a->b ? ld_n(a->b + c, n) : vsplat(0.f);
+    st_n(a->mean + c, mu, n);
+    st_n(a->var + c, var, n);
+    for (int r = 0; r < a->rows; r++)
+      st_n(a->y + c + r * d, (ld_n(x + r * d, n) - mu) * rstd * g + b, n);
+  }
+}
+
+static void batchnorm(const float* x, const float* g, const float* b, float* y, float* mean,
+                      float* var, int rows, int d, float eps) {
+  struct bn a = {x, g, b, 0, 0, 0, 0, 0, y, mean, var, 0, 0, 0, rows, d, eps};
+  if (rows > 0 && d > 0) vn_parallel(chunks(d, BN_COLS), bn_task, &a);
+}
+
+static void bn_grad_task(void* ctx, int t, int tid) {
+  (void)tid;
+  const struct bn* a = ctx;
+  const int64_t d = a->d;
+  int c1 = (t + 1) * BN_COLS < a->d ? (t + 1) * BN_COLS : a->d;
+  const vf inv = vsplat(1.f / (float)a->rows);
+  for (int c = t * BN_COLS; c < c1; c += VL) {
+    int n = c1 - c < VL ? c1 - c : VL;
+    const float *x = a->x + c, *dy = a->dy + c;
+    vf mu = ld_n(a->mean_in + c, n), rstd = rsqrt_eps(ld_n(a->var_in + c, n), a->eps);
+    vf sdy = {0}, sdyx = {0};
+    for (int r = 0; r < a->rows; r++) {
+      vf g = ld_n(dy + r * d, n);
+      sdy += g;
+      sdyx += g * ((ld_n(x + r * d, n) - mu) * rstd);
+    }
+    if (a->dg) st_n(a->dg + c, sdyx, n);
+    if (a->db) st_n(a->db + c, sdy, n);
+    vf g = a->g ? ld_n(a->g + c, n) : vsplat(1.f), k = rstd * g;
+    vf mdy = sdy * inv, mdyx = sdyx * inv;
+    vf dm = a->dmean ? ld_n(a->dmean + c, n) * inv : vsplat(0.f);
+    vf dv = a->dvar ? 2.f * ld_n(a->dvar + c, n) * inv : vsplat(0.f);
+    for (int r = 0; r < a->rows; r++) {
+      vf xc = ld_n(x + r * d, n) - mu;
+      st_n(a->dx + c + r * d, k * (ld_n(dy + r * d, n) - mdy - xc * rstd * mdyx) + dm + dv * xc, n);
+    }
+  }
+}
+
+static void batchnorm_grad(const float* dy, const float* x, const float* g, const float* mean,
+                           const float* var, const float* dmean, const float* dvar, float* dx,
+                           float* dg, float* db, int rows, int d, float eps) {
+  struct bn a = {x, g, 0, dy, dmean, dvar, mean, var, 0, 0, 0, dx, dg, db, rows, d, eps};
+  if (rows > 0 && d > 0) vn_parallel(chunks(d, BN_COLS), bn_grad_task, &a);
+}
+
+// ---------------------------------------------------------------------------------------------
 // Exact GELU, y = x/2 (1 + erf(x / sqrt 2)), and its gradient dy (Phi(x) + x phi(x)). The forward
 // takes erf from the rational form of Eigen and XLA (|error| < 5e-7 on [-4, 4]), the gradient,
 // which needs exp(-x^2/2) anyway, from Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7).
@@ -952,6 +1056,8 @@ const struct vn_impl SFX(vn_ops) = {
     .copy_rows = copy_rows,
     .layernorm = layernorm,
     .layernorm_grad = layernorm_grad,
+    .batchnorm = batchnorm,
+    .batchnorm_grad = batchnorm_grad,
     .gelu = gelu,
     .gelu_rows = gelu_rows,
     .gelu_grad = gelu_grad,

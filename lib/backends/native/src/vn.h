@@ -201,6 +201,11 @@ struct vn_impl {
                     float eps);
   void (*layernorm_grad)(const float* dy, const float* x, const float* g, float* dx, float* dg,
                          float* db, int rows, int d, float eps);
+  void (*batchnorm)(const float* x, const float* g, const float* b, float* y, float* mean,
+                    float* var, int rows, int d, float eps);
+  void (*batchnorm_grad)(const float* dy, const float* x, const float* g, const float* mean,
+                         const float* var, const float* dmean, const float* dvar, float* dx,
+                         float* dg, float* db, int rows, int d, float eps);
   void (*gelu)(const float* x, float* y, int n);
   void (*gelu_rows)(const float* x, float* y, int n);  // serial (for an epilogue)
   void (*gelu_grad)(const float* dy, const float* x, float* dx, int n);
