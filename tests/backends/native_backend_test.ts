@@ -196,6 +196,18 @@ Deno.test("native backend: float32 views of int32 and bool tensors compute exact
   assertEquals(got.big, [25165826]);
 });
 
+Deno.test("native backend: x to the power 1 is x, bit for bit (the L2 norm's gradient)", async () => {
+  // pow(x, 1) is exact, so the kernel copies: -0 stays -0, subnormals, infinities and NaN pass.
+  await initBackend({ backend: "native", threads: 2 });
+  const x = Float32Array.from({ length: 37 }, (_, i) => (i - 18) * 0.37);
+  x.set([-0, 1e-40, -Infinity, Infinity, NaN, 3.4e38], 3);
+  for (const e of [tf.scalar(1), tf.scalar(1, "int32")]) {
+    const y = tf.tidy(() => tf.pow(tf.tensor1d(x), e).dataSync() as Float32Array);
+    x.forEach((v, i) => assert(Object.is(y[i], v), `x[${i}] = ${v}: got ${y[i]}`));
+    e.dispose();
+  }
+});
+
 Deno.test("native backend: tensors move to and from other backends, reads are copies", async () => {
   await initBackend({ backend: "wasm" });
   const w = tf.tensor([1, 2, 3, 4], [2, 2]);

@@ -102,6 +102,8 @@ static void binary_row(const struct binary* x, int64_t row) {
       vf v = vld(a + j);
       vst(o + j, v * v);
     }
+  } else if (op == 7 && as == 1 && bs == 0 && b[0] == 1.f) {  // x^1 = x: pow is exact there
+    for (; j + VL <= n3; j += VL) vst(o + j, vld(a + j));
   } else if (op >= 6) {  // squared difference, pow: scalar, in double (as tfjs's JS kernels)
   } else if (as == 1 && bs == 1) {
     for (; j + VL <= n3; j += VL) vst(o + j, bin_v(op, vld(a + j), vld(b + j)));
