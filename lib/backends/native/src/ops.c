@@ -674,6 +674,11 @@ static void gelu_grad(const float* dy, const float* x, float* dx, int n) {
 //   p1 = p * decay - (m1 / denom) * step     (decay = 1 - lr wd, step = lr / bc1)
 // and EMA t1 = t * mom + s * (1 - mom) (lib/methods/mocov3.ts). Scalar loops, vectorised by GCC.
 // ---------------------------------------------------------------------------------------------
+// The optimiser's and the EMA's tasks are smaller than CHUNK: they stream 7 (3) arrays, so a
+// parameter of 16,384 values already moves about 0.5 MB, and most of a ViT's parameters are
+// smaller than CHUNK, which would leave them to one thread.
+#define STREAM_CHUNK 16384
+
 struct adamw {
   const float *p, *g, *m, *v, *t, *s;
   float *p1, *m1, *v1, *t1;
@@ -685,7 +690,7 @@ struct adamw {
 static void adamw_task(void* ctx, int t, int tid) {
   (void)tid;
   const struct adamw* a = ctx;
-  int64_t lo = (int64_t)t * CHUNK, hi = lo + CHUNK < a->n ? lo + CHUNK : a->n;
+  int64_t lo = (int64_t)t * STREAM_CHUNK, hi = lo + STREAM_CHUNK < a->n ? lo + STREAM_CHUNK : a->n;
   const float *restrict p = a->p, *restrict g = a->g, *restrict m = a->m, *restrict v = a->v;
   float *restrict p1 = a->p1, *restrict m1 = a->m1, *restrict v1 = a->v1;
   const float c1m = a->c1m, b2 = a->b2, c2 = a->c2, sbc2 = a->sbc2, eps = a->eps;
@@ -714,13 +719,13 @@ static void adamw(const float* p, const float* g, const float* m, const float* v
                   float decay, float step, int has_decay) {
   struct adamw a = {p, g, m, v, 0, 0, p1, m1, v1, 0, n, c1m, b2, c2, sbc2, eps, decay, step, 0,
                     0, has_decay};
-  if (n > 0) vn_parallel(chunks(n, CHUNK), adamw_task, &a);
+  if (n > 0) vn_parallel(chunks(n, STREAM_CHUNK), adamw_task, &a);
 }
 
 static void ema_task(void* ctx, int t, int tid) {
   (void)tid;
   const struct adamw* a = ctx;
-  int64_t lo = (int64_t)t * CHUNK, hi = lo + CHUNK < a->n ? lo + CHUNK : a->n;
+  int64_t lo = (int64_t)t * STREAM_CHUNK, hi = lo + STREAM_CHUNK < a->n ? lo + STREAM_CHUNK : a->n;
   const float *restrict x = a->t, *restrict s = a->s;
   float* restrict y = a->t1;
   const float mom = a->mom, om = a->one_minus;
@@ -730,7 +735,7 @@ static void ema_task(void* ctx, int t, int tid) {
 static void ema(const float* t, const float* s, float* t1, int n, float mom, float one_minus) {
   struct adamw a = {0};
   a.t = t, a.s = s, a.t1 = t1, a.n = n, a.mom = mom, a.one_minus = one_minus;
-  if (n > 0) vn_parallel(chunks(n, CHUNK), ema_task, &a);
+  if (n > 0) vn_parallel(chunks(n, STREAM_CHUNK), ema_task, &a);
 }
 
 // ---------------------------------------------------------------------------------------------
