@@ -196,13 +196,7 @@ static void gemm_task(void* ctx, int t, int tid) {
       }
     }
   }
-  if (g->ep.act)
-    for (int r = 0; r < rows; r++) {
-      size_t at = (size_t)(i0 + r) * g->n + j0;
-      g->ep.act(g->C + at, g->ep.act_out + at, cols);
-    }
-  if (sums)
-    for (int r = 0; r < rows; r++) g->ep.rowsum[i0 + r] = (float)acc[r];
+  vn_task_finish(&g->ep, g->C, g->n, i0, rows, j0, cols, sums ? acc : NULL);
 }
 
 static void gemm(const float* A, const float* B, float* C, int m, int k, int n, int ta, int tb,

@@ -157,6 +157,19 @@ static inline void vn_task_epilogue(const struct vn_epilogue* ep, float* C, int 
     for (int r = 0; r < rows; r++) ep->rowsum[i0 + r] = (float)acc[r];
 }
 
+// What a task's epilogue leaves after its micro-kernel added the bias and the residual: the
+// activation over the tile's rows, then the rows' sums (acc, or NULL).
+static inline void vn_task_finish(const struct vn_epilogue* ep, float* C, int ldc, int i0,
+                                  int rows, int j0, int cols, const double* acc) {
+  if (ep->act)
+    for (int r = 0; r < rows; r++) {
+      size_t at = (size_t)(i0 + r) * ldc + j0;
+      ep->act(C + at, ep->act_out + at, cols);
+    }
+  if (acc)
+    for (int r = 0; r < rows; r++) ep->rowsum[i0 + r] = (float)acc[r];
+}
+
 // A product with nothing to sum (k = 0: C = 0) or no columns (n = 0), with its epilogue.
 static inline void vn_gemm_degenerate(const float* A, int ta, float* C, int m, int k, int n,
                                       const struct vn_epilogue* ep) {
