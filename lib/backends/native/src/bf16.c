@@ -335,7 +335,7 @@ static void gemm_task(void* ctx, int t, int tid) {
     vn_task_epilogue(&g->ep, g->C, g->n, i0, rows, j0, cols, sums ? acc : NULL);
     return;
   }
-  struct vn_epilogue adds = {g->ep.bias, g->ep.res, NULL, NULL, NULL};
+  struct vn_epilogue adds = vn_adds(&g->ep);
   const struct vn_epilogue* out = g->ep.bias || g->ep.res ? &adds : NULL;
   for (int kb = 0; kb < g->kblocks; kb++) {
     int k0 = kb * KC, kc = kc_of(g, kb), kc2 = kc2_of(g, kc), first = kb == 0;

@@ -167,7 +167,7 @@ static void gemm_task(void* ctx, int t, int tid) {
   double acc[MC];
   if (sums)
     for (int r = 0; r < rows; r++) acc[r] = 0.0;
-  struct vn_epilogue adds = {g->ep.bias, g->ep.res, NULL, NULL, NULL};
+  struct vn_epilogue adds = vn_adds(&g->ep);
   const struct vn_epilogue* out = g->ep.bias || g->ep.res ? &adds : NULL;
   for (int kb = 0; kb < g->kblocks; kb++) {
     int k0 = kb * KC, kc = kc_of(g, kb), first = kb == 0;

@@ -148,17 +148,14 @@ static inline void vn_rowsum_block(const float* A, int ta, int m, int k, int i0,
   }
 }
 
-// A GEMM task's epilogue on its tile (rows x cols of C at (i0, j0), row stride ldc): the output
-// pass, then its rows' sums (acc, or NULL when the task sums none).
-static inline void vn_task_epilogue(const struct vn_epilogue* ep, float* C, int ldc, int i0,
-                                    int rows, int j0, int cols, const double* acc) {
-  if (ep->bias || ep->res || ep->act) vn_tile_out(ep, C, ldc, i0, j0, rows, cols);
-  if (acc)
-    for (int r = 0; r < rows; r++) ep->rowsum[i0 + r] = (float)acc[r];
+// The bias and the residual of ep alone (what a micro-kernel adds in its registers).
+static inline struct vn_epilogue vn_adds(const struct vn_epilogue* ep) {
+  struct vn_epilogue adds = {ep->bias, ep->res, NULL, NULL, NULL};
+  return adds;
 }
 
-// What a task's epilogue leaves after its micro-kernel added the bias and the residual: the
-// activation over the tile's rows, then the rows' sums (acc, or NULL).
+// What a task's epilogue leaves after the bias and the residual are added: the activation over
+// the tile's rows, then the rows' sums (acc, or NULL).
 static inline void vn_task_finish(const struct vn_epilogue* ep, float* C, int ldc, int i0,
                                   int rows, int j0, int cols, const double* acc) {
   if (ep->act)
@@ -168,6 +165,15 @@ static inline void vn_task_finish(const struct vn_epilogue* ep, float* C, int ld
     }
   if (acc)
     for (int r = 0; r < rows; r++) ep->rowsum[i0 + r] = (float)acc[r];
+}
+
+// A GEMM task's whole epilogue on its tile (rows x cols of C at (i0, j0), row stride ldc), for a
+// micro-kernel that adds nothing itself: the bias and residual pass, then vn_task_finish.
+static inline void vn_task_epilogue(const struct vn_epilogue* ep, float* C, int ldc, int i0,
+                                    int rows, int j0, int cols, const double* acc) {
+  struct vn_epilogue adds = vn_adds(ep);
+  if (ep->bias || ep->res) vn_tile_out(&adds, C, ldc, i0, j0, rows, cols);
+  vn_task_finish(ep, C, ldc, i0, rows, j0, cols, acc);
 }
 
 // A product with nothing to sum (k = 0: C = 0) or no columns (n = 0), with its epilogue.
