@@ -78,15 +78,16 @@ export interface FastPaths {
   /** Exact (erf) GELU, same shape as `x`. */
   gelu?: (x: tf.Tensor) => tf.Tensor | undefined;
   /**
-   * Multi-head self-attention of `qkv [B * T, 3D]`: `[out [B * T, D], probs [B, heads, T, T]]`
-   * (see `multiHeadAttention` in `layers.ts`).
+   * Multi-head self-attention of `qkv [B * T, 3D]`: `[out [B * T, D], probs [B, heads, T, T]]`,
+   * probs only `withProbs` (see `multiHeadAttention` in `layers.ts`).
    */
   attention?: (
     qkv: tf.Tensor2D,
     batch: number,
     heads: number,
     scale: number,
-  ) => [tf.Tensor2D, tf.Tensor4D] | undefined;
+    withProbs: boolean,
+  ) => [tf.Tensor2D, tf.Tensor4D | undefined] | undefined;
   /**
    * `x [1, ...]` repeated `batch` times along axis 0 (`tf.tile`, PyTorch's `expand`), its
    * gradient bit-identical to `tf.tile`'s.

@@ -133,6 +133,8 @@ export function gelu(x: tf.Tensor): tf.Tensor {
  * Multi-head self-attention of `qkv [B * T, 3D]` (the qkv projection; head h in columns
  * `h * hd ..` of q, k and v): the heads' `softmax(q k^T * scale) v` side by side `[B * T, D]`, and
  * the probabilities `[B, heads, T, T]`. Without a fused kernel, all heads as batched matmuls.
+ * With `withProbs` false a fused kernel may leave the probabilities out (`undefined`): a
+ * training step that does not read them then allocates no zero gradient for them.
  *
  * @example
  * ```ts
@@ -145,8 +147,23 @@ export function multiHeadAttention(
   B: number,
   heads: number,
   scale: number,
-): [tf.Tensor2D, tf.Tensor4D] {
-  const fused = fastPath("attention")?.(qkv, B, heads, scale);
+  withProbs?: true,
+): [tf.Tensor2D, tf.Tensor4D];
+export function multiHeadAttention(
+  qkv: tf.Tensor2D,
+  B: number,
+  heads: number,
+  scale: number,
+  withProbs: boolean,
+): [tf.Tensor2D, tf.Tensor4D | undefined];
+export function multiHeadAttention(
+  qkv: tf.Tensor2D,
+  B: number,
+  heads: number,
+  scale: number,
+  withProbs = true,
+): [tf.Tensor2D, tf.Tensor4D | undefined] {
+  const fused = fastPath("attention")?.(qkv, B, heads, scale, withProbs);
   if (fused) return fused;
   const [rows, d3] = qkv.shape, T = rows / B, D = d3 / 3, hd = D / heads;
   const [q, k, v] = tf.split(qkv, 3, 1).map((t) =>

@@ -433,7 +433,7 @@ export function vitForward(model: ViT, x: tf.Tensor4D, opts: ForwardOptions = {}
         [B * T, D],
       ) as tf.Tensor2D;
       const qkv = linear(y, P[b + "attn.qkv.weight"], P[b + "attn.qkv.bias"]);
-      const [ctx, probs] = multiHeadAttention(qkv, B, heads, scale);
+      const [ctx, probs] = multiHeadAttention(qkv, B, heads, scale, !!opts.returnAttention);
       // x0 + proj(ctx), the residual added in the projection's output pass where fused.
       const h2 = linear(
         ctx,
@@ -455,7 +455,7 @@ export function vitForward(model: ViT, x: tf.Tensor4D, opts: ForwardOptions = {}
         h2,
       );
       const kept: tf.Tensor[] = [tf.reshape(m, [B, T, D])];
-      if (opts.returnAttention) kept.push(probs);
+      if (opts.returnAttention) kept.push(probs!);
       if (stats.length) kept.push(stats[0].mean, stats[0].variance);
       return kept;
     });

@@ -547,17 +547,22 @@ Deno.test("native: attention and its gradient against float64 and finite differe
     w.set(dout);
     w.set(dprobs, out.length);
     const want = numGrad(f, qkv, w, 1e-5);
+    // dprobs null (probabilities without a consumer): d/dqkv of sum(dout * out) alone.
+    const wantOut = numGrad(f, qkv, w.map((v, i) => i < out.length ? v : 0), 1e-5);
     everyPath(`attention ${B}x${T}x${H}x${hd}`, () => {
       const o = new Float32Array(out.length),
         p = new Float32Array(probs.length),
-        dq = new Float32Array(qkv.length);
+        dq = new Float32Array(qkv.length),
+        dq0 = new Float32Array(qkv.length);
       lib.attention(qkv, o, p, B, T, H, hd, scale);
       lib.attentionGrad(dout, dprobs, qkv, p, dq, B, T, H, hd, scale);
-      return [o, p, dq];
-    }, ([o, p, dq], isa) => {
+      lib.attentionGrad(dout, null, qkv, p, dq0, B, T, H, hd, scale);
+      return [o, p, dq, dq0];
+    }, ([o, p, dq, dq0], isa) => {
       close(`attention out [${isa}]`, o, out, 2e-6, 1e-5);
       close(`attention probs [${isa}]`, p, probs, 2e-6, 1e-5);
       close(`attention dqkv [${isa}]`, dq, want, 1e-4, 1e-3);
+      close(`attention dqkv without dprobs [${isa}]`, dq0, wantOut, 1e-4, 1e-3);
     });
   }
 });

@@ -885,7 +885,9 @@ const fused: Record<string, (args: Args<NumAttrs>) => Info | Info[]> = {
   [FUSED_KERNELS.attentionGrad]: (
     { inputs: { dout, dprobs, qkv, probs }, backend, attrs: { batch, heads, scale } },
   ) => {
-    const [vd, vdp, vq, vp] = need(FUSED_KERNELS.attentionGrad, backend, dout, dprobs, qkv, probs);
+    const [vd, vq, vp] = need(FUSED_KERNELS.attentionGrad, backend, dout, qkv, probs);
+    // No dprobs: the probabilities had no consumer (their gradient is zero).
+    const vdp = dprobs ? need(FUSED_KERNELS.attentionGrad, backend, dprobs)[0] : null;
     const [rows, d3] = qkv.shape, T = rows / batch, D = d3 / 3;
     const dqkv = backend.f32(vq.length);
     if (rows > 0) {

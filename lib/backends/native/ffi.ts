@@ -25,7 +25,7 @@ export class NativeLoadError extends Error {
 }
 
 /** The API version this module speaks (`vn_version()` of the library). */
-export const NATIVE_API_VERSION = 4;
+export const NATIVE_API_VERSION = 5;
 
 /** Instruction sets of the kernels, by the number `vn_isa` returns. */
 export const ISA_NAMES = ["base", "avx2", "avx512"] as const;
@@ -208,9 +208,10 @@ export interface NativeLib {
     hd: number,
     scale: number,
   ): void;
+  /** `dprobs` null: a zero gradient of the probabilities (they had no consumer). */
   attentionGrad(
     dout: Buf,
-    dprobs: Buf,
+    dprobs: Buf | null,
     qkv: Buf,
     probs: Buf,
     dqkv: Buf,

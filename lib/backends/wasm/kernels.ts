@@ -255,6 +255,12 @@ function withScratch(backend: WasmBackendLike, n: number, f: (pointer: number) =
   }
 }
 
+/** Zeroes `n` floats of the backend's memory at byte offset `pointer`; returns `pointer`. */
+function zeroed(backend: WasmBackendLike, pointer: number, n: number): number {
+  new Float32Array(findMemory(backend.wasm)!.buffer, pointer, n).fill(0);
+  return pointer;
+}
+
 function float32(name: string, ...ts: tf.TensorInfo[]): void {
   for (const t of ts) {
     if (t.dtype !== "float32") throw new Error(`${name}: expected float32 tensors, got ${t.dtype}`);
@@ -391,15 +397,17 @@ const kernels: Array<{ name: string; fn: (args: KArgs) => tf.TensorInfo | tf.Ten
   {
     name: ATTN_GRAD,
     fn: ({ inputs: { dout, dprobs, qkv, probs }, backend, attrs: { batch, heads, scale } }) => {
-      float32(ATTN_GRAD, dout, dprobs, qkv, probs);
+      float32(ATTN_GRAD, dout, ...(dprobs ? [dprobs] : []), qkv, probs);
       const [rows, d3] = qkv.shape, T = rows / batch, D = d3 / 3;
       const dqkv = backend.makeOutput(qkv.shape, "float32");
       const hd = D / heads, Tp = Math.ceil(T / 4) * 4;
+      // Without dprobs (the probabilities had no consumer), zeros after the kernel's scratch.
+      const work = hd * Tp + T * Tp, nz = dprobs ? 0 : probs.shape.reduce((a, b) => a * b, 1);
       if (rows > 0) {
-        withScratch(backend, hd * Tp + T * Tp, (scratch) =>
+        withScratch(backend, work + nz, (scratch) =>
           kernelsOf(backend).attention_grad(
             ptr(backend, dout),
-            ptr(backend, dprobs),
+            dprobs ? ptr(backend, dprobs) : zeroed(backend, scratch + 4 * work, nz),
             ptr(backend, qkv),
             ptr(backend, probs),
             ptr(backend, dqkv),
@@ -744,16 +752,31 @@ export const KERNEL_FAST_PATHS: Required<FastPaths> = {
     if (!active(GELU) || x.dtype !== "float32") return undefined;
     return tf.engine().runKernel(GELU, { x }) as tf.Tensor;
   },
-  attention(qkv, batch, heads, scale) {
+  attention(qkv, batch, heads, scale, withProbs) {
     const [rows, d3] = qkv.shape;
     const hd = d3 / 3 / heads;
     if (!active(ATTN) || qkv.dtype !== "float32" || hd % 4 !== 0 || rows % batch !== 0) {
       return undefined;
     }
-    return tf.engine().runKernel(ATTN, { qkv }, { batch, heads, scale }) as [
-      tf.Tensor2D,
-      tf.Tensor4D,
-    ];
+    const attrs = { batch, heads, scale };
+    if (withProbs) {
+      return tf.engine().runKernel(ATTN, { qkv }, attrs) as [tf.Tensor2D, tf.Tensor4D];
+    }
+    // Without the probabilities as an output, a custom gradient (see linearGelu): the tape sees
+    // one output, so no zero gradient of probs [B, heads, T, T] is allocated at every backward
+    // (3.2 MB per call in tiny32); probs is saved for the backward, which runs without dprobs.
+    const f = tf.customGrad((...args: unknown[]) => {
+      const save = args.pop() as tf.GradSaveFunc;
+      const q = args[0] as tf.Tensor;
+      const [out, probs] = tf.engine().runKernel(ATTN, { qkv: q }, attrs) as tf.Tensor[];
+      save([q, probs]);
+      return {
+        value: out,
+        gradFunc: (dy: tf.Tensor, [sq, sp]: tf.Tensor[]) =>
+          tf.engine().runKernel(ATTN_GRAD, { dout: dy, qkv: sq, probs: sp }, attrs) as tf.Tensor,
+      };
+    });
+    return [f(qkv) as tf.Tensor2D, undefined];
   },
   linear(x, w, b, res) {
     const ts = [x, w, ...(b ? [b] : []), ...(res ? [res] : [])];

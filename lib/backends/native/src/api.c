@@ -19,7 +19,7 @@
 #include "vn.h"
 
 #define EXPORT __attribute__((visibility("default")))
-#define VN_VERSION 4
+#define VN_VERSION 5
 #define MAXT 64
 
 extern const struct vn_impl vn_dense_avx512, vn_ops_avx512, vn_dense_avx2, vn_ops_avx2,
@@ -353,7 +353,10 @@ EXPORT void vn_attention(const float* qkv, float* out, float* probs, int B, int 
   CALL(attention(qkv, out, probs, B, T, H, hd, scale));
 }
 
-/** dqkv [B*T, 3D] from dout [B*T, D], dprobs and probs [B, H, T, T] and qkv. */
+/**
+ * dqkv [B*T, 3D] from dout [B*T, D], dprobs and probs [B, H, T, T] and qkv; dprobs NULL for a
+ * zero gradient of probs (no consumer read them).
+ */
 EXPORT void vn_attention_grad(const float* dout, const float* dprobs, const float* qkv,
                               const float* probs, float* dqkv, int B, int T, int H, int hd,
                               float scale) {

@@ -455,17 +455,16 @@ static void attention_grad_task(void* ctx, int t, int tid) {
   float* dbase = a->dqkv + (size_t)b * T * D3 + h * hd;
   const float* dO = a->dout + (size_t)b * T * D + h * hd;  // row stride D
   const float* P = a->probs_in + ((size_t)b * a->H + h) * T * T;
-  const float* dPin = a->dprobs + ((size_t)b * a->H + h) * T * T;
+  const float* dPin = a->dprobs ? a->dprobs + ((size_t)b * a->H + h) * T * T : NULL;
   transpose_head(base + 2 * D, D3, T, Tp, hd, vt);
   combine_rows(dO, D, 1, vt, Tp, hd, ds, Tp, Tp, T);  // dP = dout v^T
   for (int i = 0; i < T; i++) {
     float* d = ds + (size_t)i * Tp;
     const float* p = P + i * T;
     float rs = 0.f;
-    for (int j = 0; j < T; j++) {
-      d[j] += dPin[i * T + j];
-      rs += p[j] * d[j];
-    }
+    if (dPin)
+      for (int j = 0; j < T; j++) d[j] += dPin[i * T + j];
+    for (int j = 0; j < T; j++) rs += p[j] * d[j];
     for (int j = 0; j < T; j++) d[j] = a->scale * p[j] * (d[j] - rs);
   }
   combine_rows(ds, Tp, 1, base + D, D3, T, dbase, D3, hd, T);       // dq_i = sum_j dS_ij k_j
