@@ -305,46 +305,39 @@ Deno.test("fused attention: outputs by float64 loops, gradient by finite differe
     assertEquals(tf.memory().numTensors, before);
     assertClose(out, ref.out, 1e-5);
     assertClose(probs, ref.probs, 1e-6);
-    // The gradient reaches qkv through both outputs (probs too: attention maps under a tape).
+    // `grad` against central differences of attention64's loss with weights r and rpw, on every
+    // step-th entry of qkv.
     const x64 = Float64Array.from(qkv), h = 1e-5;
     const step = Math.max(1, Math.floor(qkv.length / checked));
-    const at: number[] = [], fd: number[] = [];
-    for (let i = 0; i < qkv.length; i += step) {
-      const v = x64[i];
-      x64[i] = v + h;
-      const up = attention64(x64, [...dims], scale, r, rp).loss;
-      x64[i] = v - h;
-      const down = attention64(x64, [...dims], scale, r, rp).loss;
-      x64[i] = v;
-      at.push(grad[i]);
-      fd.push((up - down) / (2 * h));
-    }
-    assertClose(at, fd, 1e-4);
+    const checkGrad = (grad: ArrayLike<number>, rpw: ArrayLike<number>) => {
+      const at: number[] = [], fd: number[] = [];
+      for (let i = 0; i < qkv.length; i += step) {
+        const v = x64[i];
+        x64[i] = v + h;
+        const up = attention64(x64, [...dims], scale, r, rpw).loss;
+        x64[i] = v - h;
+        const down = attention64(x64, [...dims], scale, r, rpw).loss;
+        x64[i] = v;
+        at.push(grad[i]);
+        fd.push((up - down) / (2 * h));
+      }
+      assertClose(at, fd, 1e-4);
+    };
+    // The gradient reaches qkv through both outputs (probs too: attention maps under a tape).
+    checkGrad(grad, rp);
     // Without the probabilities (a training forward): the custom gradient, whose backward has no
     // dprobs, against finite differences of sum(out * r) alone.
     const [noProbs, gradOut] = fusedCalls("attention", 2, () =>
       tf.tidy(() => {
-        const x = tf.tensor2d(qkv, [B * T, 3 * D]);
+        const x = tf.tensor2d(qkv, [B * T, 3 * D]), ro = tf.tensor2d(r, [B * T, D]);
         const [o, p] = multiHeadAttention(x, B, H, scale, false);
         const loss = (t: tf.Tensor) =>
           tf.sum(tf.mul(multiHeadAttention(t as tf.Tensor2D, B, H, scale, false)[0], ro));
-        const ro = tf.tensor2d(r, [B * T, D]);
         return [p === undefined && o.shape.join() === `${B * T},${D}`, tf.grad(loss)(x).dataSync()];
       }));
     assertEquals(tf.memory().numTensors, before);
     assert(noProbs, "no probabilities without withProbs");
-    const zeros = new Float32Array(rp.length), fd0: number[] = [], at0: number[] = [];
-    for (let i = 0; i < qkv.length; i += step) {
-      const v = x64[i];
-      x64[i] = v + h;
-      const up = attention64(x64, [...dims], scale, r, zeros).loss;
-      x64[i] = v - h;
-      const down = attention64(x64, [...dims], scale, r, zeros).loss;
-      x64[i] = v;
-      at0.push((gradOut as Float32Array)[i]);
-      fd0.push((up - down) / (2 * h));
-    }
-    assertClose(at0, fd0, 1e-4);
+    checkGrad(gradOut as Float32Array, new Float32Array(rp.length));
   }
   // A head width that is not a multiple of 4 (6) takes the unfused path, which is right too.
   const dims = [2, 3, 2, 6], qkv = values(2 * 3 * 3 * 12, 14);
