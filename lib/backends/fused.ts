@@ -65,6 +65,19 @@ export interface FastPaths {
   /** `gelu(x @ w^T + b)` (fc1 and its GELU; `b` optional), GELU in the product's output pass. */
   linearGelu?: (x: tf.Tensor2D, w: tf.Tensor, b?: tf.Tensor) => tf.Tensor2D | undefined;
   /**
+   * A ViT MLP, `res + fc2(gelu(fc1(x)))` (`w1 [H, D]`, `w2 [D, H]`, biases and `res [M, D]`
+   * optional): the forward of `linearGelu` then `linear`, and a backward that applies GELU's
+   * gradient in fc2's input-gradient product (the same values as the two layers' gradients).
+   */
+  mlp?: (
+    x: tf.Tensor2D,
+    w1: tf.Tensor,
+    b1: tf.Tensor | undefined,
+    w2: tf.Tensor,
+    b2: tf.Tensor | undefined,
+    res?: tf.Tensor2D,
+  ) => tf.Tensor2D | undefined;
+  /**
    * BatchNorm over the rows of `x [M, D]` with this batch's statistics (training mode), optional
    * affine `weight, bias [D]`: `y [M, D]` and the `mean`, biased `variance [D]` it used (see
    * `batchNorm` in `layers.ts`).
@@ -114,6 +127,7 @@ export type FastPathName = keyof FastPaths;
 const NAMES: readonly FastPathName[] = [
   "linear",
   "linearGelu",
+  "mlp",
   "layerNorm",
   "batchNorm",
   "gelu",
@@ -126,6 +140,7 @@ const registry = new Map<string, FastPaths>();
 const calls: Record<FastPathName, number> = {
   linear: 0,
   linearGelu: 0,
+  mlp: 0,
   layerNorm: 0,
   batchNorm: 0,
   gelu: 0,

@@ -57,6 +57,29 @@ export function linearGelu(x: tf.Tensor2D, w: tf.Tensor, b?: tf.Tensor): tf.Tens
 }
 
 /**
+ * A ViT block's MLP with its residual: `res + fc2(gelu(fc1(x)))`, `w1 [H, D]`, `w2 [D, H]` (one
+ * custom gradient where the backend has it: GELU's gradient in fc2's input-gradient product).
+ * The same values as {@link linearGelu} then {@link linear}.
+ *
+ * @example
+ * ```ts
+ * const x = tf.ones([4, 3]) as tf.Tensor2D;
+ * const y = mlp(x, tf.ones([8, 3]), tf.zeros([8]), tf.ones([3, 8]), tf.zeros([3]), x); // [4, 3]
+ * ```
+ */
+export function mlp(
+  x: tf.Tensor2D,
+  w1: tf.Tensor,
+  b1: tf.Tensor | undefined,
+  w2: tf.Tensor,
+  b2: tf.Tensor | undefined,
+  residual?: tf.Tensor2D,
+): tf.Tensor2D {
+  return fastPath("mlp")?.(x, w1, b1, w2, b2, residual) ??
+    linear(linearGelu(x, w1, b1), w2, b2, residual);
+}
+
+/**
  * LayerNorm over the last axis: `x [..., D]` with `w, b [D]` -> `[..., D]` (biased variance, as
  * PyTorch; the ViT passes timm's eps 1e-6).
  *

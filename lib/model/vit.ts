@@ -24,7 +24,7 @@ import {
   initUniform,
   layerNorm,
   linear,
-  linearGelu,
+  mlp,
   multiHeadAttention,
   xavierUniform,
 } from "./layers.ts";
@@ -448,8 +448,10 @@ export function vitForward(model: ViT, x: tf.Tensor4D, opts: ForwardOptions = {}
       const z = cfg.mlpNorm === "batchnorm"
         ? blockBatchNorm(model, b + "norm2", n2, !!opts.training, stats)
         : layerNorm(n2, P[b + "norm2.weight"], P[b + "norm2.bias"], cfg.lnEps) as tf.Tensor2D;
-      const m = linear(
-        linearGelu(z, P[b + "mlp.fc1.weight"], P[b + "mlp.fc1.bias"]),
+      const m = mlp(
+        z,
+        P[b + "mlp.fc1.weight"],
+        P[b + "mlp.fc1.bias"],
         P[b + "mlp.fc2.weight"],
         P[b + "mlp.fc2.bias"],
         h2,

@@ -9,8 +9,10 @@
 //   k U sum|ab|; bf16: the products of bf16-rounded inputs, rounded here by comparing neighbours),
 //   db within one float32 rounding of the float64 column sums;
 // sizes around the tiles (MR, NR, KC 256 and 512, MC), odd sizes, k = 0, parallel and serial
-// products. Then through tfjs on the native backend: `linear` takes the fast path, and its value
-// and gradients equal the plain matMul + add bit for bit, without leaking tensors.
+// products; fc2's gradient after a GELU (vn_linear_grad_gelu) likewise, against the product then
+// the GeluGrad kernel, and against float64. Then through tfjs on the native backend: `linear`,
+// `linearGelu` and `mlp` take their fast paths, and their values and gradients equal the plain
+// tfjs ops bit for bit, without leaking tensors.
 import { assert, assertEquals } from "@std/assert";
 import * as tf from "@tensorflow/tfjs-core";
 import { GEMM_MODES, type GemmMode, type IsaName } from "../../lib/backends/native/ffi.ts";
@@ -125,6 +127,7 @@ Deno.test("native linear: fused bias and bias gradient equal the unfused kernels
     for (const [m, k, n] of SIZES) {
       const x = rand(m * k, m + 3 * k), w = rand(n * k, n + 5), b = rand(n, 11 * n + 1);
       const dy = rand(m * n, 7 * m + n), res = rand(m * n, 13 * m + n + 1);
+      const pre = rand(m * k, 17 * m + k + 2).map((v) => 4 * v); // fc1's pre-activation, [-4, 4]
       for (const [mode, isa] of paths()) {
         lib.setIsa(isa);
         lib.setPrecision(mode);
@@ -171,7 +174,19 @@ Deno.test("native linear: fused bias and bias gradient equal the unfused kernels
           const dw2 = new Float32Array(n * k).fill(NaN);
           lib.linearGrad(dy, x, w, dx, dw2, null, m, k, n);
           sameBits(`${name} dw without db`, dw2, dw0);
-          const outs = [y, dx, dw, db, yRes, yG];
+          // fc2 after a GELU: dx comes out at the pre-activation, GELU's gradient in the product's
+          // output pass: the library's product, then its GeluGrad kernel; dw and db unchanged.
+          const dxG = new Float32Array(m * k).fill(NaN), dwG = new Float32Array(n * k).fill(NaN);
+          const dbG = new Float32Array(n).fill(NaN), dxG0 = new Float32Array(m * k);
+          lib.linearGradGelu(dy, x, w, pre, dxG, dwG, dbG, m, k, n);
+          lib.geluGrad(dx0, pre, dxG0, m * k);
+          sameBits(`${name} dx at the pre-activation`, dxG, dxG0);
+          sameBits(`${name} dw after GELU`, dwG, dw0);
+          sameBits(`${name} db after GELU`, dbG, db0);
+          const dwG2 = new Float32Array(n * k).fill(NaN);
+          lib.linearGradGelu(dy, x, w, pre, dxG, dwG2, null, m, k, n);
+          sameBits(`${name} dw after GELU without db`, dwG2, dw0);
+          const outs = [y, dx, dw, db, yRes, yG, dxG];
           if (!first) {
             first = outs;
             const round = mode === "fp32" ? (v: number) => v : bf16;
@@ -190,6 +205,22 @@ Deno.test("native linear: fused bias and bias gradient equal the unfused kernels
             }
             near(`${name} dx`, dx, ref(dy, w, m, n, k, false, false, round), tol(n));
             near(`${name} dw`, dw, ref(dy, x, n, m, k, true, false, round), tol(m));
+            // dx at the pre-activation: (dy @ w) gelu'(pre), gelu'(v) = Phi(v) + v phi(v) in
+            // float64; the product's bound scaled by |gelu'| <= 1.13, plus the erf approximation
+            // (1.5e-7) and the float32 roundings of the derivative (a few U) times |dy @ w|.
+            const rdx = ref(dy, w, m, n, k, false, false, round);
+            for (let i = 0; i < m * k; i++) {
+              const v = pre[i],
+                d = 0.5 * (1 + erf(v / Math.SQRT2)) +
+                  v * Math.exp(-v * v / 2) / Math.sqrt(2 * Math.PI);
+              const want = rdx.sum[i] * d;
+              const bound = 1.13 * tol(n) * rdx.abs[i] + (3e-7 + 8 * U) * Math.abs(rdx.sum[i]) +
+                U * Math.abs(want);
+              assert(
+                Math.abs(dxG[i] - want) <= bound,
+                `${name} dx at pre ${i}: ${dxG[i]} want ${want} (bound ${bound})`,
+              );
+            }
             for (let j = 0; j < n; j++) {
               let s = 0;
               for (let i = 0; i < m; i++) s += dy[i * n + j];
@@ -259,6 +290,47 @@ Deno.test("native linear: the layer's fast path on the native backend equals mat
   });
   assert(fastPathCalls().linearGelu >= geluCalls + 2, "the linearGelu fast path was not taken");
   ["y", "dx", "dw", "db"].forEach((n, i) => sameBits(`gelu ${n}`, fusedG[i], plainG[i]));
+  // The whole MLP with its residual, r + fc2(gelu(fc1(x))), in one custom gradient: value and
+  // gradients equal the unfused ops (matMul, add and the GELU layer) bit for bit.
+  const { mlp } = await import("../../lib/model/layers.ts");
+  const w2 = tf.tensor2d(rand(29 * 19, 8), [29, 19]), b2 = tf.tensor1d(rand(29, 9));
+  const dyM = tf.tensor2d(rand(37 * 29, 10), [37, 29]),
+    rM = tf.tensor2d(rand(37 * 29, 11), [37, 29]);
+  const mlpCalls = fastPathCalls().mlp;
+  for (const withBias of [true, false]) {
+    const [fusedM, plainM] = [true, false].map((useFast) => {
+      const f = (
+        xx: tf.Tensor,
+        w1: tf.Tensor,
+        c1: tf.Tensor,
+        ww2: tf.Tensor,
+        c2: tf.Tensor,
+        rr: tf.Tensor,
+      ) => {
+        const [bb1, bb2] = withBias ? [c1, c2] : [undefined, undefined];
+        if (useFast) return mlp(xx as tf.Tensor2D, w1, bb1, ww2, bb2, rr as tf.Tensor2D);
+        const lin = (a: tf.Tensor, ww: tf.Tensor, bb?: tf.Tensor) => {
+          const p = tf.matMul(a as tf.Tensor2D, ww as tf.Tensor2D, false, true);
+          return bb ? tf.add(p, bb) : p;
+        };
+        return tf.add(rr, lin(gelu(lin(xx, w1, bb1)), ww2, bb2));
+      };
+      const args = [x, w, b, w2, b2, rM];
+      const y = tf.tidy(() => f(x, w, b, w2, b2, rM));
+      // The biases stay in the graph (times 0) when the layers have none.
+      const grads = tf.grads((xx, w1, c1, ww2, c2, rr) =>
+        tf.add(f(xx, w1, c1, ww2, c2, rr), tf.mul(tf.sum(tf.add(c1, tf.sum(c2))), 0))
+      )(args, dyM);
+      const out = [y, ...grads].map((t) => t.dataSync() as Float32Array);
+      tf.dispose([y, ...grads]);
+      return out;
+    });
+    ["y", "dx", "dw1", "db1", "dw2", "db2", "dres"].forEach((n, i) =>
+      sameBits(`mlp ${n} (biases ${withBias})`, fusedM[i], plainM[i])
+    );
+  }
+  assert(fastPathCalls().mlp >= mlpCalls + 4, "the mlp fast path was not taken");
+  tf.dispose([w2, b2, dyM, rM]);
   // The class token of every image: value and gradient equal tf.tile's, the gradient in one kernel.
   const { expandBatch } = await import("../../lib/model/layers.ts");
   const cls = tf.tensor3d(rand(29, 6), [1, 1, 29]),

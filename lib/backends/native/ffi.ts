@@ -25,7 +25,7 @@ export class NativeLoadError extends Error {
 }
 
 /** The API version this module speaks (`vn_version()` of the library). */
-export const NATIVE_API_VERSION = 5;
+export const NATIVE_API_VERSION = 6;
 
 /** Instruction sets of the kernels, by the number `vn_isa` returns. */
 export const ISA_NAMES = ["base", "avx2", "avx512"] as const;
@@ -89,6 +89,7 @@ const SYMBOLS = {
   vn_linear: { parameters: [B, B, B, B, B, I, I, I], result: "void" },
   vn_linear_gelu: { parameters: [B, B, B, B, B, I, I, I], result: "void" },
   vn_linear_grad: { parameters: [B, B, B, B, B, B, I, I, I], result: "void" },
+  vn_linear_grad_gelu: { parameters: [B, B, B, B, B, B, B, I, I, I], result: "void" },
   vn_attention: { parameters: [B, B, B, I, I, I, I, F], result: "void" },
   vn_attention_grad: { parameters: [B, B, B, B, B, I, I, I, I, F], result: "void" },
   vn_binary: { parameters: [I, B, B, B, B], result: "void" },
@@ -191,6 +192,22 @@ export interface NativeLib {
     dy: Buf,
     x: Buf,
     w: Buf,
+    dx: Buf,
+    dw: Buf,
+    db: Buf | null,
+    m: number,
+    k: number,
+    n: number,
+  ): void;
+  /**
+   * fc2's backward when its input is `x = gelu(pre)`: `linearGrad`, with `dx = (dy @ w) *
+   * gelu'(pre)` (the gradient at `pre [m, k]`), GELU's gradient in the product's output pass.
+   */
+  linearGradGelu(
+    dy: Buf,
+    x: Buf,
+    w: Buf,
+    pre: Buf,
     dx: Buf,
     dw: Buf,
     db: Buf | null,
@@ -429,6 +446,8 @@ export function openNative(path?: string): NativeLib {
     linear: (x, w, b, res, y, m, k, n) => s.vn_linear(x, w, b, res, y, m, k, n),
     linearGelu: (x, w, b, h, y, m, k, n) => s.vn_linear_gelu(x, w, b, h, y, m, k, n),
     linearGrad: (dy, x, w, dx, dw, db, m, k, n) => s.vn_linear_grad(dy, x, w, dx, dw, db, m, k, n),
+    linearGradGelu: (dy, x, w, pre, dx, dw, db, m, k, n) =>
+      s.vn_linear_grad_gelu(dy, x, w, pre, dx, dw, db, m, k, n),
     attention: (qkv, out, probs, batch, T, heads, hd, scale) =>
       s.vn_attention(qkv, out, probs, batch, T, heads, hd, scale),
     attentionGrad: (dout, dprobs, qkv, probs, dqkv, batch, T, heads, hd, scale) =>

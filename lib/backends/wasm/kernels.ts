@@ -200,7 +200,7 @@ const GELU = "VitsslGelu", GELU_GRAD = "VitsslGeluGrad";
 const ADAMW = "VitsslAdamW", EMA = "VitsslEma";
 const ATTN = "VitsslAttention", ATTN_GRAD = "VitsslAttentionGrad";
 const LINEAR = "VitsslLinear", LINEAR_GRAD = "VitsslLinearGrad";
-const LINEAR_GELU = "VitsslLinearGelu";
+const LINEAR_GELU = "VitsslLinearGelu", LINEAR_GRAD_GELU = "VitsslLinearGradGelu";
 const ROW_SUM = "VitsslRowSum";
 const BN = "VitsslBatchNorm", BN_GRAD = "VitsslBatchNormGrad";
 
@@ -238,6 +238,11 @@ export const FUSED_KERNELS = {
   linearGrad: LINEAR_GRAD,
   /** `x, w`, optional `b` -> `[gelu(h), h]` with `h = x @ w^T + b` (native only). */
   linearGelu: LINEAR_GELU,
+  /**
+   * `dy, x, w, pre` -> as `linearGrad`, with `dx` the gradient at `pre` where `x = gelu(pre)`:
+   * `(dy @ w) * gelu'(pre)`, GELU's gradient in the product's output pass (native only).
+   */
+  linearGradGelu: LINEAR_GRAD_GELU,
   /**
    * `x [R, C]` -> `[C]`: each column summed in float32, row after row from +0 (tfjs's `Tile`
    * gradient, one `Add` per row, in one kernel; native only).
@@ -823,6 +828,64 @@ export const KERNEL_FAST_PATHS: Required<FastPaths> = {
       };
     });
     return (b ? f(x, w, b) : f(x, w)) as tf.Tensor2D;
+  },
+  mlp(x, w1, b1, w2, b2, res) {
+    const ts = [x, w1, w2, ...(b1 ? [b1] : []), ...(b2 ? [b2] : []), ...(res ? [res] : [])];
+    if (
+      !active(LINEAR_GRAD_GELU) || !active(LINEAR_GELU) || !active(LINEAR) ||
+      ts.some((t) => t.dtype !== "float32") || w1.rank !== 2 || w2.rank !== 2 ||
+      (res && res.rank !== 2)
+    ) {
+      return undefined;
+    }
+    // One custom gradient for fc1, GELU and fc2: the forward runs linearGelu's and linear's
+    // kernels; the backward has fc2's input gradient come out at fc1's pre-activation (GELU's
+    // gradient in that product's output pass, not a GeluGrad pass over [M, H]), then fc1's.
+    const hasBias1 = b1 ? 1 : 0, hasBias2 = b2 ? 1 : 0;
+    const f = tf.customGrad((...args: unknown[]) => {
+      const save = args.pop() as tf.GradSaveFunc;
+      const t = args as tf.Tensor[];
+      let at = 3;
+      const [xx, ww1, ww2] = t;
+      const bb1 = b1 ? t[at++] : undefined, bb2 = b2 ? t[at++] : undefined;
+      const rr = res ? t[at++] : undefined;
+      const in1: tf.NamedTensorMap = bb1 ? { x: xx, w: ww1, b: bb1 } : { x: xx, w: ww1 };
+      const [h, pre] = tf.engine().runKernel(LINEAR_GELU, in1, {
+        hasBias: hasBias1,
+      }) as tf.Tensor[];
+      const in2: tf.NamedTensorMap = { x: h, w: ww2 };
+      if (bb2) in2.b = bb2;
+      if (rr) in2.res = rr;
+      const y = tf.engine().runKernel(LINEAR, in2, {
+        hasBias: hasBias2,
+        hasRes: rr ? 1 : 0,
+      }) as tf.Tensor;
+      save([xx, ww1, h, pre, ww2]);
+      return {
+        value: y,
+        gradFunc: (dy: tf.Tensor, [sx, sw1, sh, sp, sw2]: tf.Tensor[]) => {
+          const [dpre, dw2, db2] = tf.engine().runKernel(
+            LINEAR_GRAD_GELU,
+            { dy, x: sh, w: sw2, pre: sp },
+            { hasBias: hasBias2 },
+          ) as tf.Tensor[];
+          const [dx, dw1, db1] = tf.engine().runKernel(LINEAR_GRAD, { dy: dpre, x: sx, w: sw1 }, {
+            hasBias: hasBias1,
+          }) as tf.Tensor[];
+          dpre.dispose();
+          // In the order of the inputs; a residual's gradient is the output's.
+          return [
+            dx,
+            dw1,
+            dw2,
+            ...(b1 ? [db1] : []),
+            ...(b2 ? [db2] : []),
+            ...(res ? [tf.clone(dy)] : []),
+          ];
+        },
+      };
+    });
+    return f(...ts) as tf.Tensor2D;
   },
   expandBatch(x, batch) {
     if (!active(ROW_SUM) || x.dtype !== "float32" || x.shape[0] !== 1) return undefined;

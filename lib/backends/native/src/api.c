@@ -19,7 +19,7 @@
 #include "vn.h"
 
 #define EXPORT __attribute__((visibility("default")))
-#define VN_VERSION 5
+#define VN_VERSION 6
 #define MAXT 64
 
 extern const struct vn_impl vn_dense_avx512, vn_ops_avx512, vn_dense_avx2, vn_ops_avx2,
@@ -343,6 +343,22 @@ EXPORT void vn_linear_grad(const float* dy, const float* x, const float* w, floa
   const struct vn_impl* impl = lock();
   gemm_ep(impl, dy, w, dx, m, n, k, 0, 0, NULL);
   struct vn_epilogue ep = {NULL, NULL, db, NULL, NULL};
+  gemm_ep(impl, dy, x, dw, n, m, k, 1, 0, &ep);
+  unlock();
+}
+
+/**
+ * fc2's backward when its input is h = gelu(pre) (fc1's output, pre[m, k] its pre-activation):
+ * vn_linear_grad, with dx = (dy @ w) * gelu'(pre), GELU's gradient applied to each row of the
+ * product in its output pass (the gradient at pre, not at h). Bit-identical to vn_linear_grad,
+ * then vn_gelu_grad of its dx at pre.
+ */
+EXPORT void vn_linear_grad_gelu(const float* dy, const float* x, const float* w, const float* pre,
+                                float* dx, float* dw, float* db, int m, int k, int n) {
+  const struct vn_impl* impl = lock();
+  struct vn_epilogue dact = {NULL, NULL, NULL, NULL, NULL, impl->gelu_grad_rows, pre};
+  gemm_ep(impl, dy, w, dx, m, n, k, 0, 0, &dact);
+  struct vn_epilogue ep = {NULL, NULL, db, NULL, NULL, NULL, NULL};
   gemm_ep(impl, dy, x, dw, n, m, k, 1, 0, &ep);
   unlock();
 }

@@ -611,6 +611,15 @@ static inline vf erf_as(vf x, vf e) {
   return (vf)(((vi)y & ~sign) | ((vi)x & sign));
 }
 
+// outs[0] = ins[1] * gelu'(ins[0]) at `at`: the body of gelu_grad and gelu_grad_rows.
+#define GELU_GRAD_BODY                                          \
+  vf v = vld(ins[0] + at);                                      \
+  vf z = v * 0.70710678118654752f;                              \
+  vf e = vexp(-(z * z)); /* exp(-x^2 / 2) */                    \
+  vf cdf = 0.5f * (1.f + erf_as(z, e));                         \
+  vf pdf = 0.3989422804014327f * e;                             \
+  vst(outs[0] + at, vld(ins[1] + at) * (cdf + v * pdf));
+
 struct gelu {
   const float *x, *dy;
   float *y, *dx;
@@ -635,14 +644,7 @@ static void gelu_grad_task(void* ctx, int t, int tid) {
   int64_t lo = (int64_t)t * CHUNK, hi = lo + CHUNK < g->n ? lo + CHUNK : g->n;
   const float* ins[2] = {g->x, g->dy};
   float* outs[1] = {g->dx};
-  ELEMENTWISE(lo, hi, 2, ins, outs, 1, {
-    vf v = vld(ins[0] + at);
-    vf z = v * 0.70710678118654752f;
-    vf e = vexp(-(z * z));  // exp(-x^2 / 2)
-    vf cdf = 0.5f * (1.f + erf_as(z, e));
-    vf pdf = 0.3989422804014327f * e;
-    vst(outs[0] + at, vld(ins[1] + at) * (cdf + v * pdf));
-  });
+  ELEMENTWISE(lo, hi, 2, ins, outs, 1, { GELU_GRAD_BODY });
 }
 
 // The same GELU on n values in the calling thread (a GEMM epilogue's rows): element for element
@@ -654,6 +656,14 @@ static void gelu_rows(const float* x, float* y, int n) {
     vf v = vld(ins[0] + at);
     vst(outs[0] + at, 0.5f * v * (1.f + erf_rational(v * 0.70710678118654752f)));
   });
+}
+
+// dx = dx * gelu'(x) on n values in the calling thread, in place (fc2's input gradient in its
+// product's output pass): element for element the bits of gelu_grad with dy = dx.
+static void gelu_grad_rows(float* dx, const float* x, int n) {
+  const float* ins[2] = {x, dx};
+  float* outs[1] = {dx};
+  ELEMENTWISE(0, n, 2, ins, outs, 1, { GELU_GRAD_BODY });
 }
 
 #pragma GCC pop_options
@@ -1068,6 +1078,7 @@ const struct vn_impl SFX(vn_ops) = {
     .gelu = gelu,
     .gelu_rows = gelu_rows,
     .gelu_grad = gelu_grad,
+    .gelu_grad_rows = gelu_grad_rows,
     .adamw = adamw,
     .ema = ema,
     .clip = clip,

@@ -100,6 +100,9 @@ float* vn_shared_scratch(int slot, size_t nfloats);
 //   Add;
 // - act, act_out[m, n]: then act_out = act(C) row by row (GELU after fc1; C keeps the
 //   pre-activation its gradient needs);
+// - dact, dact_x[m, n]: then C = dact(C, dact_x) row by row, in place (GELU's gradient at the
+//   pre-activation dact_x after fc2's input gradient: C = dh * gelu'(x), the GeluGrad kernel's
+//   float32 operations);
 // - rowsum[m]: the sum over k of each row of op(A) (a linear layer's bias gradient, with op(A) =
 //   dy^T), summed by the tasks of the first column tile as they pack their rows, in double, k in
 //   order: the same sum as the Sum kernel's column sums (ops.c, sum_cols) of dy.
@@ -110,6 +113,8 @@ struct vn_epilogue {
   float* rowsum;
   void (*act)(const float* x, float* y, int n);
   float* act_out;
+  void (*dact)(float* dx, const float* x, int n);
+  const float* dact_x;
 };
 
 // The output pass of rows x cols of C at (i0, j0) (row stride ldc): bias and res as above.
@@ -162,6 +167,11 @@ static inline void vn_task_finish(const struct vn_epilogue* ep, float* C, int ld
     for (int r = 0; r < rows; r++) {
       size_t at = (size_t)(i0 + r) * ldc + j0;
       ep->act(C + at, ep->act_out + at, cols);
+    }
+  if (ep->dact)
+    for (int r = 0; r < rows; r++) {
+      size_t at = (size_t)(i0 + r) * ldc + j0;
+      ep->dact(C + at, ep->dact_x + at, cols);
     }
   if (acc)
     for (int r = 0; r < rows; r++) ep->rowsum[i0 + r] = (float)acc[r];
@@ -228,6 +238,7 @@ struct vn_impl {
   void (*gelu)(const float* x, float* y, int n);
   void (*gelu_rows)(const float* x, float* y, int n);  // serial (for an epilogue)
   void (*gelu_grad)(const float* dy, const float* x, float* dx, int n);
+  void (*gelu_grad_rows)(float* dx, const float* x, int n);  // serial, in place (an epilogue)
   void (*adamw)(const float* p, const float* g, const float* m, const float* v, float* p1,
                 float* m1, float* v1, int n, float c1m, float b2, float c2, float sbc2, float eps,
                 float decay, float step, int has_decay);
