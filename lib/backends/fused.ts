@@ -78,6 +78,23 @@ export interface FastPaths {
     res?: tf.Tensor2D,
   ) => tf.Tensor2D | undefined;
   /**
+   * A pre-norm ViT block's attention half, `x + proj(attention(qkv(layerNorm(x))))` for
+   * `x [B, T, D]` -> `[B * T, D]` (see `residualAttention` in `layers.ts`), in one custom gradient
+   * whose backward adds the residual's gradient to LayerNorm's itself.
+   */
+  residualAttention?: (
+    x: tf.Tensor3D,
+    p: ResidualAttentionParams,
+    heads: number,
+    scale: number,
+  ) => tf.Tensor2D | undefined;
+  /**
+   * A pre-norm ViT block's MLP half, `x + fc2(gelu(fc1(layerNorm(x))))` for `x [M, D]`, in one
+   * custom gradient (GELU's gradient in fc2's input-gradient product, the residual's gradient
+   * added to LayerNorm's).
+   */
+  residualMlp?: (x: tf.Tensor2D, p: ResidualMlpParams) => tf.Tensor2D | undefined;
+  /**
    * BatchNorm over the rows of `x [M, D]` with this batch's statistics (training mode), optional
    * affine `weight, bias [D]`: `y [M, D]` and the `mean`, biased `variance [D]` it used (see
    * `batchNorm` in `layers.ts`).
@@ -121,6 +138,28 @@ export interface FastPaths {
   ) => [tf.Tensor, tf.Tensor, tf.Tensor] | undefined;
 }
 
+/** The weights of a block's attention half: its LayerNorm, the qkv and output projections. */
+export interface ResidualAttentionParams {
+  normW: tf.Tensor;
+  normB: tf.Tensor;
+  eps: number;
+  qkvW: tf.Tensor;
+  qkvB?: tf.Tensor;
+  projW: tf.Tensor;
+  projB?: tf.Tensor;
+}
+
+/** The weights of a block's MLP half: its LayerNorm, fc1 `[H, D]` and fc2 `[D, H]`. */
+export interface ResidualMlpParams {
+  normW: tf.Tensor;
+  normB: tf.Tensor;
+  eps: number;
+  w1: tf.Tensor;
+  b1?: tf.Tensor;
+  w2: tf.Tensor;
+  b2?: tf.Tensor;
+}
+
 /** The names of the fast paths. */
 export type FastPathName = keyof FastPaths;
 
@@ -128,6 +167,8 @@ const NAMES: readonly FastPathName[] = [
   "linear",
   "linearGelu",
   "mlp",
+  "residualAttention",
+  "residualMlp",
   "layerNorm",
   "batchNorm",
   "gelu",
@@ -141,6 +182,8 @@ const calls: Record<FastPathName, number> = {
   linear: 0,
   linearGelu: 0,
   mlp: 0,
+  residualAttention: 0,
+  residualMlp: 0,
   layerNorm: 0,
   batchNorm: 0,
   gelu: 0,

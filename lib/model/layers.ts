@@ -16,7 +16,11 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs-core";
-import { fastPath } from "../backends/fused.ts";
+import {
+  fastPath,
+  type ResidualAttentionParams,
+  type ResidualMlpParams,
+} from "../backends/fused.ts";
 import type { Rng } from "../core/rng.ts";
 
 /**
@@ -77,6 +81,56 @@ export function mlp(
 ): tf.Tensor2D {
   return fastPath("mlp")?.(x, w1, b1, w2, b2, residual) ??
     linear(linearGelu(x, w1, b1), w2, b2, residual);
+}
+
+/**
+ * A pre-norm ViT block's attention half for `x [B, T, D]`: `x + proj(attention(qkv(layerNorm(x))))`
+ * as `[B * T, D]`, and the attention probabilities `[B, heads, T, T]` with `withProbs` (else
+ * possibly `undefined`). Without them, one custom gradient where the backend has the kernels: its
+ * backward adds the residual's gradient to LayerNorm's, with no tape node per kernel.
+ *
+ * @example
+ * ```ts
+ * const D = 32, p = { normW: tf.ones([D]), normB: tf.zeros([D]), eps: 1e-6,
+ *   qkvW: tf.randomNormal([3 * D, D]), projW: tf.randomNormal([D, D]) };
+ * const [h] = residualAttention(tf.randomNormal([2, 17, D]) as tf.Tensor3D, p, 4, 1 / Math.sqrt(8), false); // [34, 32]
+ * ```
+ */
+export function residualAttention(
+  x: tf.Tensor3D,
+  p: ResidualAttentionParams,
+  heads: number,
+  scale: number,
+  withProbs: boolean,
+): [tf.Tensor2D, tf.Tensor4D | undefined] {
+  const fused = withProbs ? undefined : fastPath("residualAttention")?.(x, p, heads, scale);
+  if (fused) return [fused, undefined];
+  const [B, T, D] = x.shape;
+  const y = tf.reshape(layerNorm(x, p.normW, p.normB, p.eps), [B * T, D]) as tf.Tensor2D;
+  const [ctx, probs] = multiHeadAttention(linear(y, p.qkvW, p.qkvB), B, heads, scale, withProbs);
+  // x + proj(ctx), the residual added in the projection's output pass where fused.
+  return [linear(ctx, p.projW, p.projB, tf.reshape(x, [B * T, D]) as tf.Tensor2D), probs];
+}
+
+/**
+ * A pre-norm ViT block's MLP half for `x [M, D]`: `x + fc2(gelu(fc1(layerNorm(x))))`, in one
+ * custom gradient where the backend has the kernels (see {@link residualAttention}, {@link mlp}).
+ *
+ * @example
+ * ```ts
+ * const D = 8, p = { normW: tf.ones([D]), normB: tf.zeros([D]), eps: 1e-6,
+ *   w1: tf.randomNormal([4 * D, D]), w2: tf.randomNormal([D, 4 * D]) };
+ * const y = residualMlp(tf.randomNormal([5, D]) as tf.Tensor2D, p); // [5, 8]
+ * ```
+ */
+export function residualMlp(x: tf.Tensor2D, p: ResidualMlpParams): tf.Tensor2D {
+  const fused = fastPath("residualMlp")?.(x, p);
+  if (fused) return fused;
+  // LayerNorm reads x through a reshape of its own, so that its gradients reach x summed first,
+  // as one term beside the residual's (the order of the float32 sums of the unfused ops' graph:
+  // the same bits on every backend).
+  const z = layerNorm(tf.reshape(x, x.shape), p.normW, p.normB, p.eps) as tf.Tensor2D;
+  return mlp(z, p.w1, p.b1, p.w2, p.b2, x);
 }
 
 /**

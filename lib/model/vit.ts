@@ -25,7 +25,8 @@ import {
   layerNorm,
   linear,
   mlp,
-  multiHeadAttention,
+  residualAttention,
+  residualMlp,
   xavierUniform,
 } from "./layers.ts";
 import { createRng } from "../core/rng.ts";
@@ -428,34 +429,44 @@ export function vitForward(model: ViT, x: tf.Tensor4D, opts: ForwardOptions = {}
     const out = tf.tidy(() => {
       const stats: NonNullable<ForwardResult["bnStats"]> = [];
       // Attention: x + proj(softmax(q k^T / sqrt(hd)) v), all heads at once.
-      const y = tf.reshape(
-        layerNorm(x0, P[b + "norm1.weight"], P[b + "norm1.bias"], cfg.lnEps),
-        [B * T, D],
-      ) as tf.Tensor2D;
-      const qkv = linear(y, P[b + "attn.qkv.weight"], P[b + "attn.qkv.bias"]);
-      const [ctx, probs] = multiHeadAttention(qkv, B, heads, scale, !!opts.returnAttention);
-      // x0 + proj(ctx), the residual added in the projection's output pass where fused.
-      const h2 = linear(
-        ctx,
-        P[b + "attn.proj.weight"],
-        P[b + "attn.proj.bias"],
-        tf.reshape(x0, [B * T, D]) as tf.Tensor2D,
+      const [h2, probs] = residualAttention(
+        x0 as tf.Tensor3D,
+        {
+          normW: P[b + "norm1.weight"],
+          normB: P[b + "norm1.bias"],
+          eps: cfg.lnEps,
+          qkvW: P[b + "attn.qkv.weight"],
+          qkvB: P[b + "attn.qkv.bias"],
+          projW: P[b + "attn.proj.weight"],
+          projB: P[b + "attn.proj.bias"],
+        },
+        heads,
+        scale,
+        !!opts.returnAttention,
       );
-      // MLP: x + fc2(gelu(fc1(norm2(x)))). norm2 reads x through a reshape of its own, so that
-      // its gradients reach x summed first, as one term beside the residual's (the order of the
-      // float32 sums of the unfused ops' graph: the same bits on every backend).
-      const n2 = tf.reshape(h2, [B * T, D]) as tf.Tensor2D;
-      const z = cfg.mlpNorm === "batchnorm"
-        ? blockBatchNorm(model, b + "norm2", n2, !!opts.training, stats)
-        : layerNorm(n2, P[b + "norm2.weight"], P[b + "norm2.bias"], cfg.lnEps) as tf.Tensor2D;
-      const m = mlp(
-        z,
-        P[b + "mlp.fc1.weight"],
-        P[b + "mlp.fc1.bias"],
-        P[b + "mlp.fc2.weight"],
-        P[b + "mlp.fc2.bias"],
-        h2,
+      // MLP: x + fc2(gelu(fc1(norm2(x)))).
+      const [w1, b1, w2, b2] = ["fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"].map((n) =>
+        P[b + "mlp." + n]
       );
+      const m = cfg.mlpNorm === "batchnorm"
+        ? mlp(
+          // norm2 reads x through a reshape of its own (see residualMlp).
+          blockBatchNorm(model, b + "norm2", tf.reshape(h2, h2.shape), !!opts.training, stats),
+          w1,
+          b1,
+          w2,
+          b2,
+          h2,
+        )
+        : residualMlp(h2, {
+          normW: P[b + "norm2.weight"],
+          normB: P[b + "norm2.bias"],
+          eps: cfg.lnEps,
+          w1,
+          b1,
+          w2,
+          b2,
+        });
       const kept: tf.Tensor[] = [tf.reshape(m, [B, T, D])];
       if (opts.returnAttention) kept.push(probs!);
       if (stats.length) kept.push(stats[0].mean, stats[0].variance);

@@ -352,7 +352,8 @@ Deno.test("native: LayerNorm and its gradient against float64 and finite differe
     const x = rand(rows * d, d, 2),
       g = rand(d, d + 1),
       b = rand(d, d + 2),
-      dy = rand(rows * d, d + 3);
+      dy = rand(rows * d, d + 3),
+      dres = rand(rows * d, d + 4);
     const eps = 1e-6;
     const want = lnRef(x, g, b, rows, d, eps);
     const small = rows * d <= 400;
@@ -370,9 +371,19 @@ Deno.test("native: LayerNorm and its gradient against float64 and finite differe
         gg = new Float32Array(d),
         gb = new Float32Array(d);
       lib.layernorm(x, g, b, y, rows, d, eps);
-      lib.layernormGrad(dy, x, g, gx, gg, gb, rows, d, eps);
-      return [y, gx, gg, gb];
-    }, ([y, gx, gg, gb], isa) => {
+      lib.layernormGrad(dy, x, g, null, gx, gg, gb, rows, d, eps);
+      // With a residual's gradient added in the same pass.
+      const rx = new Float32Array(rows * d), rg = new Float32Array(d), rb = new Float32Array(d);
+      lib.layernormGrad(dy, x, g, dres, rx, rg, rb, rows, d, eps);
+      return [y, gx, gg, gb, rx, rg, rb];
+    }, ([y, gx, gg, gb, rx, rg, rb], isa) => {
+      // dres + dx as one float32 add, and the same parameter gradients.
+      for (let i = 0; i < rows * d; i++) {
+        const want = Math.fround(dres[i] + gx[i]);
+        if (rx[i] !== want) throw new Error(`layernorm dx + dres ${i} [${isa}]: ${rx[i]}, ${want}`);
+      }
+      assertEquals([...rg], [...gg], `layernorm dgamma with dres [${isa}]`);
+      assertEquals([...rb], [...gb], `layernorm dbeta with dres [${isa}]`);
       close(`layernorm ${rows}x${d} [${isa}]`, y, want, 1e-5);
       if (dx) close(`layernorm dx ${rows}x${d} [${isa}]`, gx, dx, 1e-4, 1e-3);
       close(`layernorm dgamma [${isa}]`, gg, wantDg, 1e-4, 1e-4);

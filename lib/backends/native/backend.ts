@@ -769,11 +769,12 @@ const fused: Record<string, (args: Args<NumAttrs>) => Info | Info[]> = {
     if (vx.length) backend.lib.layernorm(vx, vg, vb, y, vx.length / d, d, eps);
     return output(backend, x.shape, y, "float32");
   },
-  [FUSED_KERNELS.layerNormGrad]: ({ inputs: { dy, x, gamma }, backend, attrs: { eps } }) => {
-    const [vdy, vx, vg] = need(FUSED_KERNELS.layerNormGrad, backend, dy, x, gamma);
+  [FUSED_KERNELS.layerNormGrad]: ({ inputs: { dy, x, gamma, dres }, backend, attrs: { eps } }) => {
+    const name = FUSED_KERNELS.layerNormGrad;
+    const [vdy, vx, vg, vr] = need(name, backend, dy, x, gamma, ...(dres ? [dres] : []));
     const d = gamma.shape[0];
     const dx = backend.f32(vx.length), dg = backend.f32(d), db = backend.f32(d);
-    backend.lib.layernormGrad(vdy, vx, vg, dx, dg, db, vx.length / d, d, eps);
+    backend.lib.layernormGrad(vdy, vx, vg, vr ?? null, dx, dg, db, vx.length / d, d, eps);
     return [
       output(backend, x.shape, dx, "float32"),
       output(backend, [d], dg, "float32"),

@@ -105,7 +105,7 @@ const SYMBOLS = {
   vn_transpose_nd: { parameters: [B, B, I, B], result: "void" },
   vn_copy_rows: { parameters: [B, I, B, I, I, I, I, I], result: "void" },
   vn_layernorm: { parameters: [B, B, B, B, I, I, F], result: "void" },
-  vn_layernorm_grad: { parameters: [B, B, B, B, B, B, I, I, F], result: "void" },
+  vn_layernorm_grad: { parameters: [B, B, B, B, B, B, B, I, I, F], result: "void" },
   vn_batchnorm: { parameters: [B, B, B, B, B, B, I, I, F], result: "void" },
   vn_batchnorm_grad: { parameters: [B, B, B, B, B, B, B, B, B, B, I, I, F], result: "void" },
   vn_gelu: { parameters: [B, B, I], result: "void" },
@@ -281,10 +281,12 @@ export interface NativeLib {
     ds: number,
   ): void;
   layernorm(x: Buf, g: Buf, b: Buf, y: Buf, rows: number, d: number, eps: number): void;
+  /** LayerNorm's gradient; with `dres` (null: none), `dx` = `dres` + LayerNorm's gradient. */
   layernormGrad(
     dy: Buf,
     x: Buf,
     g: Buf,
+    dres: Buf | null,
     dx: Buf,
     dg: Buf,
     db: Buf,
@@ -468,8 +470,8 @@ export function openNative(path?: string): NativeLib {
     copyRows: (src, so, dst, dof, rows, len, ss, ds) =>
       s.vn_copy_rows(src, so, dst, dof, rows, len, ss, ds),
     layernorm: (x, g, b, y, rows, d, eps) => s.vn_layernorm(x, g, b, y, rows, d, eps),
-    layernormGrad: (dy, x, g, dx, dg, db, rows, d, eps) =>
-      s.vn_layernorm_grad(dy, x, g, dx, dg, db, rows, d, eps),
+    layernormGrad: (dy, x, g, dres, dx, dg, db, rows, d, eps) =>
+      s.vn_layernorm_grad(dy, x, g, dres, dx, dg, db, rows, d, eps),
     batchnorm: (x, g, b, y, mean, variance, rows, d, eps) =>
       s.vn_batchnorm(x, g, b, y, mean, variance, rows, d, eps),
     batchnormGrad: (dy, x, g, mean, variance, dmean, dvar, dx, dg, db, rows, d, eps) =>

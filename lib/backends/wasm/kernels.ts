@@ -215,6 +215,10 @@ const BN = "VitsslBatchNorm", BN_GRAD = "VitsslBatchNormGrad";
  */
 export const FUSED_KERNELS = {
   layerNorm: LN,
+  /**
+   * `dy, x, gamma` -> `[dx, dgamma, dbeta]`; with an input `dres` (native only), `dx` = `dres` +
+   * LayerNorm's gradient (a residual's gradient added in the same pass).
+   */
   layerNormGrad: LN_GRAD,
   /**
    * `x [M, D]`, `gamma, beta [D]` -> `[y, mean, variance]`: BatchNorm over the rows with this
@@ -724,6 +728,68 @@ function active(name: string): boolean {
     (be !== "wasm" || wasmKernelsFor(tf.backend()) !== undefined);
 }
 
+/** Whether the kernels of `mlp` are available for float32 tensors `ts` and weights of rank 2. */
+function mlpActive(ts: tf.Tensor[], w1: tf.Tensor, w2: tf.Tensor): boolean {
+  return [LINEAR, LINEAR_GELU, LINEAR_GRAD, LINEAR_GRAD_GELU].every(active) &&
+    ts.every((t) => t.dtype === "float32") && w1.rank === 2 && w2.rank === 2;
+}
+
+/**
+ * The forward of a ViT MLP, `res + fc2(gelu(fc1(x)))`, as the kernels of `linearGelu` and
+ * `linear`; `saved` is what {@link mlpBackward} takes.
+ */
+function mlpForward(
+  x: tf.Tensor,
+  w1: tf.Tensor,
+  b1: tf.Tensor | undefined,
+  w2: tf.Tensor,
+  b2: tf.Tensor | undefined,
+  res: tf.Tensor | undefined,
+): { y: tf.Tensor; saved: tf.Tensor[] } {
+  const in1: tf.NamedTensorMap = b1 ? { x, w: w1, b: b1 } : { x, w: w1 };
+  const [h, pre] = tf.engine().runKernel(LINEAR_GELU, in1, { hasBias: b1 ? 1 : 0 }) as tf.Tensor[];
+  const in2: tf.NamedTensorMap = { x: h, w: w2 };
+  if (b2) in2.b = b2;
+  if (res) in2.res = res;
+  const y = tf.engine().runKernel(LINEAR, in2, {
+    hasBias: b2 ? 1 : 0,
+    hasRes: res ? 1 : 0,
+  }) as tf.Tensor;
+  return { y, saved: [x, w1, h, pre, w2] };
+}
+
+/**
+ * The MLP's backward from `dy`: `[dx, dw1, db1, dw2, db2]` (a bias's gradient `undefined` where
+ * the layer has none): fc2's input gradient comes out at fc1's pre-activation, GELU's gradient
+ * applied in that product's output pass, then fc1's.
+ */
+function mlpBackward(
+  dy: tf.Tensor,
+  [x, w1, h, pre, w2]: tf.Tensor[],
+  hasB1: boolean,
+  hasB2: boolean,
+): (tf.Tensor | undefined)[] {
+  const [dpre, dw2, db2] = tf.engine().runKernel(LINEAR_GRAD_GELU, { dy, x: h, w: w2, pre }, {
+    hasBias: hasB2 ? 1 : 0,
+  }) as tf.Tensor[];
+  const [dx, dw1, db1] = tf.engine().runKernel(LINEAR_GRAD, { dy: dpre, x, w: w1 }, {
+    hasBias: hasB1 ? 1 : 0,
+  }) as tf.Tensor[];
+  dpre.dispose();
+  return [dx, dw1, db1, dw2, db2];
+}
+
+/**
+ * LayerNorm's backward at `x` from `dz`, with the residual's gradient `dres` added to dx in the
+ * kernel's output pass (the two terms of x's gradient, one float32 add as the engine's Add):
+ * `[dx, dgamma, dbeta]`.
+ */
+function normGrad(dz: tf.Tensor, x: tf.Tensor, gamma: tf.Tensor, eps: number, dres: tf.Tensor) {
+  const grads = tf.engine().runKernel(LN_GRAD, { dy: dz, x, gamma, dres }, { eps });
+  dz.dispose();
+  return grads as tf.Tensor[];
+}
+
 /**
  * The fast paths of a backend that registers the fused kernels {@link FUSED_KERNELS} (the wasm
  * ones here, or another backend's with the same inputs and attributes). Each declines
@@ -831,57 +897,104 @@ export const KERNEL_FAST_PATHS: Required<FastPaths> = {
   },
   mlp(x, w1, b1, w2, b2, res) {
     const ts = [x, w1, w2, ...(b1 ? [b1] : []), ...(b2 ? [b2] : []), ...(res ? [res] : [])];
-    if (
-      !active(LINEAR_GRAD_GELU) || !active(LINEAR_GELU) || !active(LINEAR) ||
-      ts.some((t) => t.dtype !== "float32") || w1.rank !== 2 || w2.rank !== 2 ||
-      (res && res.rank !== 2)
-    ) {
-      return undefined;
-    }
-    // One custom gradient for fc1, GELU and fc2: the forward runs linearGelu's and linear's
-    // kernels; the backward has fc2's input gradient come out at fc1's pre-activation (GELU's
-    // gradient in that product's output pass, not a GeluGrad pass over [M, H]), then fc1's.
-    const hasBias1 = b1 ? 1 : 0, hasBias2 = b2 ? 1 : 0;
+    if (!mlpActive(ts, w1, w2) || (res && res.rank !== 2)) return undefined;
+    // One custom gradient for fc1, GELU and fc2 (see mlpForward, mlpBackward).
     const f = tf.customGrad((...args: unknown[]) => {
       const save = args.pop() as tf.GradSaveFunc;
       const t = args as tf.Tensor[];
       let at = 3;
-      const [xx, ww1, ww2] = t;
       const bb1 = b1 ? t[at++] : undefined, bb2 = b2 ? t[at++] : undefined;
       const rr = res ? t[at++] : undefined;
-      const in1: tf.NamedTensorMap = bb1 ? { x: xx, w: ww1, b: bb1 } : { x: xx, w: ww1 };
-      const [h, pre] = tf.engine().runKernel(LINEAR_GELU, in1, {
-        hasBias: hasBias1,
-      }) as tf.Tensor[];
-      const in2: tf.NamedTensorMap = { x: h, w: ww2 };
-      if (bb2) in2.b = bb2;
-      if (rr) in2.res = rr;
-      const y = tf.engine().runKernel(LINEAR, in2, {
-        hasBias: hasBias2,
-        hasRes: rr ? 1 : 0,
-      }) as tf.Tensor;
-      save([xx, ww1, h, pre, ww2]);
+      const { y, saved } = mlpForward(t[0], t[1], bb1, t[2], bb2, rr);
+      save(saved);
       return {
         value: y,
-        gradFunc: (dy: tf.Tensor, [sx, sw1, sh, sp, sw2]: tf.Tensor[]) => {
-          const [dpre, dw2, db2] = tf.engine().runKernel(
-            LINEAR_GRAD_GELU,
-            { dy, x: sh, w: sw2, pre: sp },
-            { hasBias: hasBias2 },
-          ) as tf.Tensor[];
-          const [dx, dw1, db1] = tf.engine().runKernel(LINEAR_GRAD, { dy: dpre, x: sx, w: sw1 }, {
-            hasBias: hasBias1,
-          }) as tf.Tensor[];
-          dpre.dispose();
+        gradFunc: (dy: tf.Tensor, s: tf.Tensor[]) => {
+          const [dx, dw1, db1, dw2, db2] = mlpBackward(dy, s, !!b1, !!b2) as tf.Tensor[];
           // In the order of the inputs; a residual's gradient is the output's.
-          return [
-            dx,
-            dw1,
-            dw2,
-            ...(b1 ? [db1] : []),
-            ...(b2 ? [db2] : []),
-            ...(res ? [tf.clone(dy)] : []),
-          ];
+          const biases = [...(b1 ? [db1] : []), ...(b2 ? [db2] : [])];
+          return [dx, dw1, dw2, ...biases, ...(res ? [tf.clone(dy)] : [])];
+        },
+      };
+    });
+    return f(...ts) as tf.Tensor2D;
+  },
+  residualMlp(x, p) {
+    const { normW, normB, eps, w1, b1, w2, b2 } = p;
+    const ts = [x, normW, normB, w1, w2, ...(b1 ? [b1] : []), ...(b2 ? [b2] : [])];
+    if (!mlpActive(ts, w1, w2) || !active(LN) || !active(LN_GRAD)) return undefined;
+    // x + fc2(gelu(fc1(layerNorm(x)))) in one custom gradient (where the linear kernels are, the
+    // LayerNorm gradient takes dres: native): the kernels of layerNorm and mlp,
+    // and a backward that adds the residual's gradient to LayerNorm's (x's two terms, as the
+    // engine would sum them) without a tape node per kernel.
+    const f = tf.customGrad((...args: unknown[]) => {
+      const save = args.pop() as tf.GradSaveFunc;
+      const t = args as tf.Tensor[];
+      const [xx, nw, nb, ww1, ww2] = t;
+      let at = 5;
+      const bb1 = b1 ? t[at++] : undefined, bb2 = b2 ? t[at++] : undefined;
+      const z = tf.engine().runKernel(LN, { x: xx, gamma: nw, beta: nb }, { eps }) as tf.Tensor;
+      const { y, saved } = mlpForward(z, ww1, bb1, ww2, bb2, xx);
+      save([xx, nw, ...saved]);
+      return {
+        value: y,
+        gradFunc: (dy: tf.Tensor, [sx, snw, ...s]: tf.Tensor[]) => {
+          const [dz, dw1, db1, dw2, db2] = mlpBackward(dy, s, !!b1, !!b2) as tf.Tensor[];
+          const [dx, dnw, dnb] = normGrad(dz, sx, snw, eps, dy);
+          return [dx, dnw, dnb, dw1, dw2, ...(b1 ? [db1] : []), ...(b2 ? [db2] : [])];
+        },
+      };
+    });
+    return f(...ts) as tf.Tensor2D;
+  },
+  residualAttention(x, p, heads, scale) {
+    const { normW, normB, eps, qkvW, qkvB, projW, projB } = p;
+    const ts = [x, normW, normB, qkvW, projW, ...(qkvB ? [qkvB] : []), ...(projB ? [projB] : [])];
+    const [batch, T, D] = x.shape;
+    if (
+      [LN, LN_GRAD, LINEAR, LINEAR_GRAD, ATTN, ATTN_GRAD].some((k) => !active(k)) ||
+      ts.some((t) => t.dtype !== "float32") || qkvW.rank !== 2 || projW.rank !== 2 ||
+      (D / heads) % 4 !== 0
+    ) {
+      return undefined;
+    }
+    // x + proj(attention(qkv(layerNorm(x)))) in one custom gradient, as residualMlp.
+    const attrs = { batch, heads, scale };
+    const hasQkvB = qkvB ? 1 : 0, hasProjB = projB ? 1 : 0;
+    const f = tf.customGrad((...args: unknown[]) => {
+      const save = args.pop() as tf.GradSaveFunc;
+      const t = args as tf.Tensor[];
+      const [xx, nw, nb, qw, pw] = t;
+      let at = 5;
+      const qb = qkvB ? t[at++] : undefined, pb = projB ? t[at++] : undefined;
+      const x2 = tf.reshape(xx, [batch * T, D]);
+      const y1 = tf.engine().runKernel(LN, { x: x2, gamma: nw, beta: nb }, { eps }) as tf.Tensor;
+      const in1: tf.NamedTensorMap = qb ? { x: y1, w: qw, b: qb } : { x: y1, w: qw };
+      const qkv = tf.engine().runKernel(LINEAR, in1, { hasBias: hasQkvB, hasRes: 0 }) as tf.Tensor;
+      const [ctx, probs] = tf.engine().runKernel(ATTN, { qkv }, attrs) as tf.Tensor[];
+      const in2: tf.NamedTensorMap = { x: ctx, w: pw, res: x2 };
+      if (pb) in2.b = pb;
+      const y = tf.engine().runKernel(LINEAR, in2, { hasBias: hasProjB, hasRes: 1 }) as tf.Tensor;
+      save([x2, nw, y1, qw, qkv, probs, ctx, pw]);
+      return {
+        value: y,
+        gradFunc: (dy: tf.Tensor, [sx, snw, sy1, sqw, sqkv, sp, sctx, spw]: tf.Tensor[]) => {
+          const [dctx, dpw, dpb] = tf.engine().runKernel(LINEAR_GRAD, { dy, x: sctx, w: spw }, {
+            hasBias: hasProjB,
+          }) as tf.Tensor[];
+          const dqkv = tf.engine().runKernel(
+            ATTN_GRAD,
+            { dout: dctx, qkv: sqkv, probs: sp },
+            attrs,
+          ) as tf.Tensor;
+          const [dy1, dqw, dqb] = tf.engine().runKernel(LINEAR_GRAD, { dy: dqkv, x: sy1, w: sqw }, {
+            hasBias: hasQkvB,
+          }) as tf.Tensor[];
+          tf.dispose([dctx, dqkv]);
+          const [dx2, dnw, dnb] = normGrad(dy1, sx, snw, eps, dy);
+          const dx = tf.reshape(dx2, [batch, T, D]);
+          dx2.dispose();
+          return [dx, dnw, dnb, dqw, dpw, ...(qkvB ? [dqb] : []), ...(projB ? [dpb] : [])];
         },
       };
     });

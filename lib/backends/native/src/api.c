@@ -459,9 +459,14 @@ EXPORT void vn_layernorm(const float* x, const float* g, const float* b, float* 
   CALL(layernorm(x, g, b, y, rows, d, eps));
 }
 
-EXPORT void vn_layernorm_grad(const float* dy, const float* x, const float* g, float* dx,
-                              float* dg, float* db, int rows, int d, float eps) {
-  CALL(layernorm_grad(dy, x, g, dx, dg, db, rows, d, eps));
+/**
+ * LayerNorm's gradient at x [rows, d] from dy: dx, dg, db [d]; with dres (NULL: none) dx =
+ * dres + the LayerNorm gradient, a residual's gradient added in the same pass (the float32 add
+ * of a separate Add kernel).
+ */
+EXPORT void vn_layernorm_grad(const float* dy, const float* x, const float* g, const float* dres,
+                              float* dx, float* dg, float* db, int rows, int d, float eps) {
+  CALL(layernorm_grad(dy, x, g, dres, dx, dg, db, rows, d, eps));
 }
 
 /**

@@ -363,6 +363,7 @@ struct ln {
   float *y, *dx, *dg, *db, *part;
   int rows, d;
   float eps;
+  const float* dres;  // gradient: added to dx (a residual's gradient), or NULL
 };
 
 static inline void row_stats(const float* x, int d, float eps, float* mean, float* rstd) {
@@ -439,23 +440,26 @@ static void ln_grad_task(void* ctx, int t, int tid) {
     }
     s1 /= (float)d;
     s2 /= (float)d;
+    const float* res = l->dres ? l->dres + (int64_t)r * d : NULL;
     for (j = 0; j + VL <= d; j += VL) {
       vf xh = (vld(x + j) - mu) * rs;
-      vst(dx + j, (vld(dy + j) * vld(l->g + j) - s1 - xh * s2) * rs);
+      vf v = (vld(dy + j) * vld(l->g + j) - s1 - xh * s2) * rs;
+      vst(dx + j, res ? vld(res + j) + v : v);
     }
     for (; j < d; j++) {
       float xh = (x[j] - mu) * rs;
-      dx[j] = (dy[j] * l->g[j] - s1 - xh * s2) * rs;
+      float v = (dy[j] * l->g[j] - s1 - xh * s2) * rs;
+      dx[j] = res ? res[j] + v : v;
     }
   }
 }
 
-static void layernorm_grad(const float* dy, const float* x, const float* g, float* dx, float* dg,
-                           float* db, int rows, int d, float eps) {
+static void layernorm_grad(const float* dy, const float* x, const float* g, const float* dres,
+                           float* dx, float* dg, float* db, int rows, int d, float eps) {
   if (d <= 0) return;
   int n = chunks(rows, rows_per_task(d));
   struct ln l = {x, g, 0, dy, 0, dx, dg, db, vn_shared_scratch(1, (size_t)n * 2 * d + 1), rows,
-                 d, eps};
+                 d, eps, dres};
   if (rows > 0) vn_parallel(n, ln_grad_task, &l);
   for (int j = 0; j < d; j++) dg[j] = db[j] = 0.f;
   for (int c = 0; c < n; c++) {

@@ -228,7 +228,8 @@ struct vn_impl {
                     int dst_stride);
   void (*layernorm)(const float* x, const float* g, const float* b, float* y, int rows, int d,
                     float eps);
-  void (*layernorm_grad)(const float* dy, const float* x, const float* g, float* dx, float* dg,
+  void (*layernorm_grad)(const float* dy, const float* x, const float* g, const float* dres,
+                         float* dx, float* dg,
                          float* db, int rows, int d, float eps);
   void (*batchnorm)(const float* x, const float* g, const float* b, float* y, float* mean,
                     float* var, int rows, int d, float eps);
