@@ -539,7 +539,15 @@ function attentionRef(
 
 Deno.test("native: attention and its gradient against float64 and finite differences", () => {
   for (
-    const [B, T, H, hd] of [[2, 5, 2, 4], [1, 17, 3, 8], [2, 9, 1, 20], [1, 16, 2, 4], [2, 1, 1, 4]]
+    // B = 17: one task per sequence, its heads in turn (16 sequences or more); fewer: per head.
+    const [B, T, H, hd] of [
+      [2, 5, 2, 4],
+      [1, 17, 3, 8],
+      [2, 9, 1, 20],
+      [1, 16, 2, 4],
+      [2, 1, 1, 4],
+      [17, 5, 2, 8],
+    ]
   ) {
     const D = H * hd, scale = 1 / Math.sqrt(hd);
     const qkv = rand(B * T * 3 * D, T + hd, 1.5),
