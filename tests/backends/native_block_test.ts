@@ -3,8 +3,9 @@
 // one custom gradient whose backward adds the residual's gradient in LayerNorm's gradient kernel:
 // the block's value and the gradients of its input and all twelve weights equal, bit for bit, the
 // same block composed of the separately tested layers (layerNorm, linear, multiHeadAttention, mlp,
-// with the engine summing the residual's gradient), in float32 and bf16, without leaked tensors;
-// with the attention probabilities asked for, the composition runs and returns them.
+// with the engine summing the residual's gradient), in float32 and bf16 (with and without the qkv
+// bias), without leaked tensors; with the attention probabilities asked for, the composition runs
+// and returns them.
 import * as tf from "@tensorflow/tfjs-core";
 import { assert, assertEquals } from "@std/assert";
 import { initBackend } from "../../lib/backends/mod.ts";
@@ -64,7 +65,8 @@ function sameBits(name: string, got: Float32Array, want: Float32Array) {
 }
 
 Deno.test("native block: the fused attention and MLP halves equal the composed layers bit for bit, with gradients", async () => {
-  for (const precision of ["fp32", "bf16"] as const) {
+  // Both precisions; in bf16 also without the qkv projection's bias (timm's qkv_bias=False).
+  for (const [precision, qkvBias] of [["fp32", true], ["bf16", true], ["bf16", false]] as const) {
     await initBackend({ backend: "native", threads: 2, precision });
     const x = t([B, T, D], 1) as tf.Tensor3D, dy = t([B * T, D], 2);
     const w: Record<string, tf.Tensor> = {
@@ -81,6 +83,10 @@ Deno.test("native block: the fused attention and MLP halves equal the composed l
       w2: t([D, 4 * D], 13, 0.2),
       b2: t([D], 14, 0.1),
     };
+    if (!qkvBias) {
+      w.qkvB.dispose();
+      delete w.qkvB;
+    }
     const before = tf.memory().numTensors;
     const calls = fastPathCalls();
     const fused = block(x, w, dy);
@@ -97,7 +103,7 @@ Deno.test("native block: the fused attention and MLP halves equal the composed l
       const composed = block(x, w, dy);
       assertEquals(fastPathCalls().residualMlp, after.residualMlp, "the composition was fused");
       ["y", "dx", ...Object.keys(w).map((n) => "d" + n)].forEach((n, i) =>
-        sameBits(`${precision} ${n}`, fused[i], composed[i])
+        sameBits(`${precision} qkv bias ${qkvBias} ${n}`, fused[i], composed[i])
       );
     } finally {
       registerFastPaths("native", KERNEL_FAST_PATHS);
