@@ -1,6 +1,9 @@
 // The `native` tfjs backend (lib/backends/native): its kernels against the `cpu` backend's on the
 // same inputs, training steps bit-identical at 1, 2 and 3 threads with no tensor leaks, a smoke
-// pretraining that matches `--backend cpu`, and the fallback when the library cannot load.
+// pretraining that matches `--backend cpu`, the fallback when the library cannot load, and the fused
+// layers (linear, linearGelu, mlp, the heads' BatchNorm, a ViT block's two halves) against the ops
+// they replace. Every in-process test of the library through tfjs lives in this file: some switch
+// its process-wide precision, and `deno test --parallel` runs files side by side in one process.
 import * as tf from "@tensorflow/tfjs-core";
 import {
   assert,
@@ -17,6 +20,9 @@ import { privateLibraryCopy } from "../_helpers/native.ts";
 import { createStepRunner } from "../../lib/bench/step.ts";
 import { resolveWorkload } from "../../lib/bench/workloads.ts";
 import { values } from "../_helpers/numeric.ts";
+import { fastPathCalls, registerFastPaths } from "../../lib/backends/fused.ts";
+import { KERNEL_FAST_PATHS } from "../../lib/backends/wasm/kernels.ts";
+import { residualAttention, residualMlp } from "../../lib/model/layers.ts";
 
 type Case = [string, () => tf.Tensor | tf.Tensor[]];
 
@@ -651,4 +657,282 @@ Deno.test("native library: a worker's end leaves it loaded, so its pool's thread
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+// A pre-norm ViT block's two halves on the native backend (lib/model/layers.ts: residualAttention,
+// x + proj(attention(qkv(layerNorm(x)))), and residualMlp, x + fc2(gelu(fc1(layerNorm(x))))), each
+// one custom gradient whose backward adds the residual's gradient in LayerNorm's gradient kernel:
+// the block's value and the gradients of its input and all twelve weights equal, bit for bit, the
+// same block composed of the separately tested layers (layerNorm, linear, multiHeadAttention, mlp,
+// with the engine summing the residual's gradient), in float32 and bf16 (with and without the qkv
+// bias), without leaked tensors; with the attention probabilities asked for, the composition runs
+// and returns them.
+const [B, T, D, heads] = [3, 5, 16, 4];
+const param = (shape: number[], seed: number, scale = 1) =>
+  tf.tensor(values(shape.reduce((p, q) => p * q, 1), seed).map((v) => v * scale), shape);
+
+/** The block's value and its 13 gradients (x, then the weights in `names` order) as arrays. */
+function block(x: tf.Tensor3D, w: Record<string, tf.Tensor>, dy: tf.Tensor): Float32Array[] {
+  const names = Object.keys(w);
+  const f = (xx: tf.Tensor, ...ws: tf.Tensor[]) => {
+    const p = Object.fromEntries(names.map((n, i) => [n, ws[i]]));
+    const [h] = residualAttention(
+      xx as tf.Tensor3D,
+      {
+        normW: p.n1w,
+        normB: p.n1b,
+        eps: 1e-6,
+        qkvW: p.qkvW,
+        qkvB: p.qkvB,
+        projW: p.projW,
+        projB: p.projB,
+      },
+      heads,
+      0.5,
+      false,
+    );
+    return residualMlp(h, {
+      normW: p.n2w,
+      normB: p.n2b,
+      eps: 1e-6,
+      w1: p.w1,
+      b1: p.b1,
+      w2: p.w2,
+      b2: p.b2,
+    });
+  };
+  const y = tf.tidy(() => f(x, ...names.map((n) => w[n])));
+  const grads = tf.grads(f)([x, ...names.map((n) => w[n])], dy);
+  const out = [y, ...grads].map((g) => g.dataSync() as Float32Array);
+  tf.dispose([y, ...grads]);
+  return out;
+}
+
+function sameBits(name: string, got: Float32Array, want: Float32Array) {
+  assertEquals(got.length, want.length, `${name}: length`);
+  const g = new Uint32Array(got.buffer, got.byteOffset, got.length);
+  const v = new Uint32Array(want.buffer, want.byteOffset, want.length);
+  for (let i = 0; i < g.length; i++) {
+    if (g[i] !== v[i]) throw new Error(`${name}: element ${i} is ${got[i]}, want ${want[i]}`);
+  }
+}
+
+Deno.test("native block: the fused attention and MLP halves equal the composed layers bit for bit, with gradients", async () => {
+  // Both precisions; in bf16 also without the qkv projection's bias (timm's qkv_bias=False).
+  for (const [precision, qkvBias] of [["fp32", true], ["bf16", true], ["bf16", false]] as const) {
+    await initBackend({ backend: "native", threads: 2, precision });
+    const x = param([B, T, D], 1) as tf.Tensor3D, dy = param([B * T, D], 2);
+    const w: Record<string, tf.Tensor> = {
+      n1w: param([D], 3, 0.2).add(1),
+      n1b: param([D], 4, 0.1),
+      qkvW: param([3 * D, D], 5, 0.3),
+      qkvB: param([3 * D], 6, 0.1),
+      projW: param([D, D], 7, 0.3),
+      projB: param([D], 8, 0.1),
+      n2w: param([D], 9, 0.2).add(1),
+      n2b: param([D], 10, 0.1),
+      w1: param([4 * D, D], 11, 0.3),
+      b1: param([4 * D], 12, 0.1),
+      w2: param([D, 4 * D], 13, 0.2),
+      b2: param([D], 14, 0.1),
+    };
+    if (!qkvBias) {
+      w.qkvB.dispose();
+      delete w.qkvB;
+    }
+    const before = tf.memory().numTensors;
+    const calls = fastPathCalls();
+    const fused = block(x, w, dy);
+    const after = fastPathCalls();
+    assert(after.residualAttention >= calls.residualAttention + 2, "attention half not fused");
+    assert(after.residualMlp >= calls.residualMlp + 2, "MLP half not fused");
+    // The same block with the two halves' fast paths off: the layers they are made of.
+    registerFastPaths("native", {
+      ...KERNEL_FAST_PATHS,
+      residualAttention: undefined,
+      residualMlp: undefined,
+    });
+    try {
+      const composed = block(x, w, dy);
+      assertEquals(fastPathCalls().residualMlp, after.residualMlp, "the composition was fused");
+      ["y", "dx", ...Object.keys(w).map((n) => "d" + n)].forEach((n, i) =>
+        sameBits(`${precision} qkv bias ${qkvBias} ${n}`, fused[i], composed[i])
+      );
+    } finally {
+      registerFastPaths("native", KERNEL_FAST_PATHS);
+    }
+    assertEquals(tf.memory().numTensors, before, "leaked tensors");
+    // Asking for the attention probabilities takes the composition, which returns them.
+    const [h, probs] = residualAttention(
+      x,
+      {
+        normW: w.n1w,
+        normB: w.n1b,
+        eps: 1e-6,
+        qkvW: w.qkvW,
+        projW: w.projW,
+      },
+      heads,
+      0.5,
+      true,
+    );
+    assertEquals(probs?.shape, [B, heads, T, T]);
+    const rows = tf.sum(probs!, -1).dataSync();
+    for (const s of rows) assert(Math.abs(s - 1) < 1e-5, `probabilities sum to ${s}`);
+    tf.dispose([h, probs!, x, dy, ...Object.values(w)]);
+  }
+});
+
+Deno.test("native linear: the layer's fast path on the native backend equals matMul + add, with gradients", async () => {
+  const { initBackend } = await import("../../lib/backends/mod.ts");
+  const { fastPathCalls } = await import("../../lib/backends/fused.ts");
+  const { linear } = await import("../../lib/model/layers.ts");
+  await initBackend({ backend: "native" });
+  const x = tf.tensor2d(values(37 * 29, 1), [37, 29]),
+    w = tf.tensor2d(values(19 * 29, 2), [19, 29]);
+  const b = tf.tensor1d(values(19, 3)), dy = tf.tensor2d(values(37 * 19, 4), [37, 19]);
+  const r = tf.tensor2d(values(37 * 19, 5), [37, 19]);
+  const before = tf.memory().numTensors, calls = fastPathCalls().linear;
+  // With and without the residual; each: y, then the gradients of x, w, b (and the residual).
+  for (const withRes of [false, true]) {
+    const [fused, plain] = [true, false].map((useFast) => {
+      const f = (xx: tf.Tensor, ww: tf.Tensor, bb: tf.Tensor, rr: tf.Tensor) => {
+        if (useFast) {
+          return linear(xx as tf.Tensor2D, ww, bb, withRes ? rr as tf.Tensor2D : undefined);
+        }
+        const y = tf.add(tf.matMul(xx as tf.Tensor2D, ww as tf.Tensor2D, false, true), bb);
+        return withRes ? tf.add(rr, y) : y;
+      };
+      const y = tf.tidy(() => f(x, w, b, r));
+      const grads = tf.grads((xx, ww, bb, rr) => tf.add(f(xx, ww, bb, rr), tf.mul(rr, 0)))(
+        [x, w, b, r],
+        dy,
+      );
+      const out = [y, ...grads].map((t) => t.dataSync() as Float32Array);
+      tf.dispose([y, ...grads]);
+      return out;
+    });
+    ["y", "dx", "dw", "db", "dres"].forEach((n, i) =>
+      sameBits(`${n} (residual ${withRes})`, fused[i], plain[i])
+    );
+  }
+  // The residual's gradient is dy itself (plus the zero path that keeps it in the graph).
+  assert(fastPathCalls().linear >= calls + 4, "the fast path was not taken");
+  // fc1 + GELU in one kernel: value and gradients equal the unfused gelu(linear) ops.
+  const { linearGelu } = await import("../../lib/model/layers.ts");
+  const { gelu } = await import("../../lib/model/layers.ts");
+  const geluCalls = fastPathCalls().linearGelu;
+  const [fusedG, plainG] = [true, false].map((useFast) => {
+    const f = (xx: tf.Tensor, ww: tf.Tensor, bb: tf.Tensor) =>
+      useFast ? linearGelu(xx as tf.Tensor2D, ww, bb) : gelu(
+        tf.add(tf.matMul(xx as tf.Tensor2D, ww as tf.Tensor2D, false, true), bb),
+      );
+    const y = tf.tidy(() => f(x, w, b));
+    const grads = tf.grads((xx, ww, bb) => f(xx, ww, bb))([x, w, b], dy);
+    const out = [y, ...grads].map((t) => t.dataSync() as Float32Array);
+    tf.dispose([y, ...grads]);
+    return out;
+  });
+  assert(fastPathCalls().linearGelu >= geluCalls + 2, "the linearGelu fast path was not taken");
+  ["y", "dx", "dw", "db"].forEach((n, i) => sameBits(`gelu ${n}`, fusedG[i], plainG[i]));
+  // The whole MLP with its residual, r + fc2(gelu(fc1(x))), in one custom gradient: value and
+  // gradients equal the unfused ops (matMul, add and the GELU layer) bit for bit.
+  const { mlp } = await import("../../lib/model/layers.ts");
+  const w2 = tf.tensor2d(values(29 * 19, 8), [29, 19]), b2 = tf.tensor1d(values(29, 9));
+  const dyM = tf.tensor2d(values(37 * 29, 10), [37, 29]),
+    rM = tf.tensor2d(values(37 * 29, 11), [37, 29]);
+  const mlpCalls = fastPathCalls().mlp;
+  for (const withBias of [true, false]) {
+    const [fusedM, plainM] = [true, false].map((useFast) => {
+      const f = (
+        xx: tf.Tensor,
+        w1: tf.Tensor,
+        c1: tf.Tensor,
+        ww2: tf.Tensor,
+        c2: tf.Tensor,
+        rr: tf.Tensor,
+      ) => {
+        const [bb1, bb2] = withBias ? [c1, c2] : [undefined, undefined];
+        if (useFast) return mlp(xx as tf.Tensor2D, w1, bb1, ww2, bb2, rr as tf.Tensor2D);
+        const lin = (a: tf.Tensor, ww: tf.Tensor, bb?: tf.Tensor) => {
+          const p = tf.matMul(a as tf.Tensor2D, ww as tf.Tensor2D, false, true);
+          return bb ? tf.add(p, bb) : p;
+        };
+        return tf.add(rr, lin(gelu(lin(xx, w1, bb1)), ww2, bb2));
+      };
+      const args = [x, w, b, w2, b2, rM];
+      const y = tf.tidy(() => f(x, w, b, w2, b2, rM));
+      // The biases stay in the graph (times 0) when the layers have none.
+      const grads = tf.grads((xx, w1, c1, ww2, c2, rr) =>
+        tf.add(f(xx, w1, c1, ww2, c2, rr), tf.mul(tf.sum(tf.add(c1, tf.sum(c2))), 0))
+      )(args, dyM);
+      const out = [y, ...grads].map((t) => t.dataSync() as Float32Array);
+      tf.dispose([y, ...grads]);
+      return out;
+    });
+    ["y", "dx", "dw1", "db1", "dw2", "db2", "dres"].forEach((n, i) =>
+      sameBits(`mlp ${n} (biases ${withBias})`, fusedM[i], plainM[i])
+    );
+  }
+  assert(fastPathCalls().mlp >= mlpCalls + 4, "the mlp fast path was not taken");
+  tf.dispose([w2, b2, dyM, rM]);
+  // The class token of every image: value and gradient equal tf.tile's, the gradient in one kernel.
+  const { expandBatch } = await import("../../lib/model/layers.ts");
+  const cls = tf.tensor3d(values(29, 6), [1, 1, 29]),
+    dyc = tf.tensor3d(values(37 * 29, 7), [37, 1, 29]);
+  const expandCalls = fastPathCalls().expandBatch;
+  const [fusedE, plainE] = [true, false].map((useFast) => {
+    const f = (c: tf.Tensor) => useFast ? expandBatch(c, 37) : tf.tile(c, [37, 1, 1]);
+    const y = tf.tidy(() => f(cls));
+    const [g] = tf.grads((c) => f(c))([cls], dyc);
+    const out = [y, g].map((t) => t.dataSync() as Float32Array);
+    tf.dispose([y, g]);
+    return out;
+  });
+  assert(fastPathCalls().expandBatch >= expandCalls + 2, "the expandBatch fast path was not taken");
+  ["y", "dcls"].forEach((n, i) => sameBits(`expandBatch ${n}`, fusedE[i], plainE[i]));
+  assertEquals(tf.memory().numTensors, before + 2);
+  tf.dispose([x, w, b, dy, r, cls, dyc]);
+  assertEquals(tf.memory().numTensors, before - 5);
+});
+
+Deno.test("native BatchNorm: the heads' fast path on the native backend equals the unfused ops, with gradients", async () => {
+  const { initBackend } = await import("../../lib/backends/mod.ts");
+  const { fastPathCalls } = await import("../../lib/backends/fused.ts");
+  const { batchNorm, BN_EPS } = await import("../../lib/model/layers.ts");
+  await initBackend({ backend: "native" });
+  const [M, D] = [37, 45];
+  const x = tf.tensor2d(values(M * D, 11).map((v) => 3 * v + 1), [M, D]);
+  const w = tf.tensor1d(values(D, 12)), b = tf.tensor1d(values(D, 13));
+  const dy = tf.tensor2d(values(M * D, 14), [M, D]);
+  const before = tf.memory().numTensors, calls = fastPathCalls().batchNorm;
+  for (const affine of [true, false]) {
+    const [fused, plain] = [true, false].map((useFast) => {
+      // The unfused ops are those of batchNorm's own fallback (tf.moments, biased variance).
+      const f = (xx: tf.Tensor, ww: tf.Tensor, bb: tf.Tensor) => {
+        if (useFast) return batchNorm(xx as tf.Tensor2D, affine ? { weight: ww, bias: bb } : {}).y;
+        const { mean, variance } = tf.moments(xx, 0);
+        const y = tf.mul(tf.sub(xx, mean), tf.rsqrt(tf.add(variance, BN_EPS)));
+        return affine ? tf.add(tf.mul(y, ww), bb) : y;
+      };
+      const y = tf.tidy(() => f(x, w, b));
+      // w and b reach the loss through a zero product when there is no affine transform.
+      const grads = tf.grads((xx, ww, bb) =>
+        tf.add(tf.sum(tf.mul(f(xx, ww, bb), dy)), tf.sum(tf.mul(tf.add(ww, bb), 0)))
+      )([x, w, b]);
+      const out = [y, ...grads].map((t) => t.dataSync() as Float32Array);
+      tf.dispose([y, ...grads]);
+      return out;
+    });
+    // Float32 sums in another order: a few units in the last place of values of size 1-10.
+    ["y", "dx", "dw", "db"].forEach((n, i) => {
+      for (let j = 0; j < fused[i].length; j++) {
+        const err = Math.abs(fused[i][j] - plain[i][j]);
+        assert(err <= 1e-5 * (1 + Math.abs(plain[i][j])), `${n}[${j}] (affine ${affine}): ${err}`);
+      }
+    });
+  }
+  assert(fastPathCalls().batchNorm >= calls + 4, "the batchNorm fast path was not taken");
+  assertEquals(tf.memory().numTensors, before);
+  tf.dispose([x, w, b, dy]);
 });
