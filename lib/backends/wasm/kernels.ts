@@ -923,10 +923,10 @@ export const KERNEL_FAST_PATHS: Required<FastPaths> = {
     const { normW, normB, eps, w1, b1, w2, b2 } = p;
     const ts = [x, normW, normB, w1, w2, ...(b1 ? [b1] : []), ...(b2 ? [b2] : [])];
     if (!mlpActive(ts, w1, w2) || !active(LN) || !active(LN_GRAD)) return undefined;
-    // x + fc2(gelu(fc1(layerNorm(x)))) in one custom gradient (where the linear kernels are, the
-    // LayerNorm gradient takes dres: native): the kernels of layerNorm and mlp,
-    // and a backward that adds the residual's gradient to LayerNorm's (x's two terms, as the
-    // engine would sum them) without a tape node per kernel.
+    // x + fc2(gelu(fc1(layerNorm(x)))) in one custom gradient: the kernels of layerNorm and mlp
+    // without a tape node each, and a backward that adds the residual's gradient to LayerNorm's
+    // in its kernel (x's two terms, as the engine would sum them; native, the only backend with
+    // the linear kernels, takes dres).
     const f = tf.customGrad((...args: unknown[]) => {
       const save = args.pop() as tf.GradSaveFunc;
       const t = args as tf.Tensor[];
