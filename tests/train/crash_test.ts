@@ -174,6 +174,17 @@ Deno.test("crash: 10 SIGKILLs at random points (incl. checkpoint writes), resume
           await Promise.race([watch!.created, exited]);
         }
         child.kill("SIGKILL");
+      } catch (e) {
+        // A child that exited on its own (or hung): say how, with the end of what it printed.
+        try {
+          child.kill("SIGKILL");
+        } catch { /* already exited */ }
+        const out = await output;
+        const said = new TextDecoder().decode(out.stderr).trim().split("\n").slice(-5).join("\n");
+        throw new Error(
+          `kill ${i + 1} (${point}): ${(e as Error).message}; the child's exit code ${out.code}, ` +
+            `its stderr ends:\n${said}\n${notes.join("\n")}`,
+        );
       } finally {
         watch?.close();
       }
