@@ -42,3 +42,21 @@ export function assertClose(
     );
   }
 }
+
+/**
+ * Asserts that two float32 arrays hold the same bits element for element (so -0 differs from +0
+ * and a NaN equals the same NaN); the message names `name` and the first element that differs.
+ *
+ * @example
+ * ```ts
+ * assertSameBits("y", new Float32Array([1, -0]), new Float32Array([1, -0]));
+ * ```
+ */
+export function assertSameBits(name: string, got: Float32Array, want: Float32Array): void {
+  assertEquals(got.length, want.length, `${name}: length`);
+  const g = new Uint32Array(got.buffer, got.byteOffset, got.length);
+  const w = new Uint32Array(want.buffer, want.byteOffset, want.length);
+  for (let i = 0; i < g.length; i++) {
+    if (g[i] !== w[i]) throw new Error(`${name}: element ${i} is ${got[i]}, want ${want[i]}`);
+  }
+}

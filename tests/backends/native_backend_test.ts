@@ -19,7 +19,7 @@ import { libraryName, openNative } from "../../lib/backends/native/ffi.ts";
 import { privateLibraryCopy } from "../_helpers/native.ts";
 import { createStepRunner } from "../../lib/bench/step.ts";
 import { resolveWorkload } from "../../lib/bench/workloads.ts";
-import { values } from "../_helpers/numeric.ts";
+import { assertSameBits, values } from "../_helpers/numeric.ts";
 import { fastPathCalls, registerFastPaths } from "../../lib/backends/fused.ts";
 import { KERNEL_FAST_PATHS } from "../../lib/backends/wasm/kernels.ts";
 import { residualAttention, residualMlp } from "../../lib/model/layers.ts";
@@ -708,15 +708,6 @@ function block(x: tf.Tensor3D, w: Record<string, tf.Tensor>, dy: tf.Tensor): Flo
   return out;
 }
 
-function sameBits(name: string, got: Float32Array, want: Float32Array) {
-  assertEquals(got.length, want.length, `${name}: length`);
-  const g = new Uint32Array(got.buffer, got.byteOffset, got.length);
-  const v = new Uint32Array(want.buffer, want.byteOffset, want.length);
-  for (let i = 0; i < g.length; i++) {
-    if (g[i] !== v[i]) throw new Error(`${name}: element ${i} is ${got[i]}, want ${want[i]}`);
-  }
-}
-
 Deno.test("native block: the fused attention and MLP halves equal the composed layers bit for bit, with gradients", async () => {
   // Both precisions; in bf16 also without the qkv projection's bias (timm's qkv_bias=False).
   for (const [precision, qkvBias] of [["fp32", true], ["bf16", true], ["bf16", false]] as const) {
@@ -756,7 +747,7 @@ Deno.test("native block: the fused attention and MLP halves equal the composed l
       const composed = block(x, w, dy);
       assertEquals(fastPathCalls().residualMlp, after.residualMlp, "the composition was fused");
       ["y", "dx", ...Object.keys(w).map((n) => "d" + n)].forEach((n, i) =>
-        sameBits(`${precision} qkv bias ${qkvBias} ${n}`, fused[i], composed[i])
+        assertSameBits(`${precision} qkv bias ${qkvBias} ${n}`, fused[i], composed[i])
       );
     } finally {
       registerFastPaths("native", KERNEL_FAST_PATHS);
@@ -813,7 +804,7 @@ Deno.test("native linear: the layer's fast path on the native backend equals mat
       return out;
     });
     ["y", "dx", "dw", "db", "dres"].forEach((n, i) =>
-      sameBits(`${n} (residual ${withRes})`, fused[i], plain[i])
+      assertSameBits(`${n} (residual ${withRes})`, fused[i], plain[i])
     );
   }
   // The residual's gradient is dy itself (plus the zero path that keeps it in the graph).
@@ -834,7 +825,7 @@ Deno.test("native linear: the layer's fast path on the native backend equals mat
     return out;
   });
   assert(fastPathCalls().linearGelu >= geluCalls + 2, "the linearGelu fast path was not taken");
-  ["y", "dx", "dw", "db"].forEach((n, i) => sameBits(`gelu ${n}`, fusedG[i], plainG[i]));
+  ["y", "dx", "dw", "db"].forEach((n, i) => assertSameBits(`gelu ${n}`, fusedG[i], plainG[i]));
   // The whole MLP with its residual, r + fc2(gelu(fc1(x))), in one custom gradient: value and
   // gradients equal the unfused ops (matMul, add and the GELU layer) bit for bit.
   const { mlp } = await import("../../lib/model/layers.ts");
@@ -871,7 +862,7 @@ Deno.test("native linear: the layer's fast path on the native backend equals mat
       return out;
     });
     ["y", "dx", "dw1", "db1", "dw2", "db2", "dres"].forEach((n, i) =>
-      sameBits(`mlp ${n} (biases ${withBias})`, fusedM[i], plainM[i])
+      assertSameBits(`mlp ${n} (biases ${withBias})`, fusedM[i], plainM[i])
     );
   }
   assert(fastPathCalls().mlp >= mlpCalls + 4, "the mlp fast path was not taken");
@@ -890,7 +881,7 @@ Deno.test("native linear: the layer's fast path on the native backend equals mat
     return out;
   });
   assert(fastPathCalls().expandBatch >= expandCalls + 2, "the expandBatch fast path was not taken");
-  ["y", "dcls"].forEach((n, i) => sameBits(`expandBatch ${n}`, fusedE[i], plainE[i]));
+  ["y", "dcls"].forEach((n, i) => assertSameBits(`expandBatch ${n}`, fusedE[i], plainE[i]));
   assertEquals(tf.memory().numTensors, before + 2);
   tf.dispose([x, w, b, dy, r, cls, dyc]);
   assertEquals(tf.memory().numTensors, before - 5);

@@ -16,6 +16,7 @@ import { assert, assertEquals } from "@std/assert";
 import { GEMM_MODES, type GemmMode, type IsaName } from "../../lib/backends/native/ffi.ts";
 import { privateNative } from "../_helpers/native.ts";
 import { erf } from "../_helpers/erf.ts";
+import { assertSameBits } from "../_helpers/numeric.ts";
 
 const { lib, isas: ISAS } = await privateNative("vitssl-native-linear-test-");
 const BF16_MODES: GemmMode[] = GEMM_MODES.filter((m, i) =>
@@ -71,15 +72,6 @@ function ref(
     }
   }
   return { sum, abs };
-}
-
-function sameBits(name: string, got: Float32Array, want: Float32Array) {
-  assertEquals(got.length, want.length, `${name}: length`);
-  const g = new Uint32Array(got.buffer, got.byteOffset, got.length);
-  const w = new Uint32Array(want.buffer, want.byteOffset, want.length);
-  for (let i = 0; i < g.length; i++) {
-    if (g[i] !== w[i]) throw new Error(`${name}: element ${i} is ${got[i]}, want ${want[i]}`);
-  }
 }
 
 function near(
@@ -142,11 +134,15 @@ Deno.test("native linear: fused bias and bias gradient equal the unfused kernels
           lib.linear(x, w, null, res, yResOnly, m, k, n);
           lib.bmm(x, w, y0, 1, m, k, n, false, true, 0, 0);
           const unfused = y0.map((v, i) => Math.fround(v + b[i % n]));
-          sameBits(`${name} y`, y, unfused);
-          sameBits(`${name} y without bias`, yNoBias, y0);
+          assertSameBits(`${name} y`, y, unfused);
+          assertSameBits(`${name} y without bias`, yNoBias, y0);
           // The residual's add after the bias's: res + (y0 + b), in float32.
-          sameBits(`${name} y + residual`, yRes, unfused.map((v, i) => Math.fround(res[i] + v)));
-          sameBits(
+          assertSameBits(
+            `${name} y + residual`,
+            yRes,
+            unfused.map((v, i) => Math.fround(res[i] + v)),
+          );
+          assertSameBits(
             `${name} residual, no bias`,
             yResOnly,
             y0.map((v, i) => Math.fround(res[i] + v)),
@@ -156,8 +152,8 @@ Deno.test("native linear: fused bias and bias gradient equal the unfused kernels
           lib.linearGelu(x, w, b, hG, yG, m, k, n);
           const yGelu = new Float32Array(m * n);
           lib.gelu(unfused, yGelu, m * n);
-          sameBits(`${name} fc1 pre-activation`, hG, unfused);
-          sameBits(`${name} fc1 GELU`, yG, yGelu);
+          assertSameBits(`${name} fc1 pre-activation`, hG, unfused);
+          assertSameBits(`${name} fc1 GELU`, yG, yGelu);
           const dx = new Float32Array(m * k).fill(NaN), dw = new Float32Array(n * k).fill(NaN);
           const db = new Float32Array(n).fill(NaN);
           lib.linearGrad(dy, x, w, dx, dw, db, m, k, n);
@@ -166,24 +162,24 @@ Deno.test("native linear: fused bias and bias gradient equal the unfused kernels
           lib.bmm(dy, w, dx0, 1, m, n, k, false, false, 0, 0);
           lib.bmm(dy, x, dw0, 1, n, m, k, true, false, 0, 0);
           lib.sumCols(dy, db0, m, n, 1);
-          sameBits(`${name} dx`, dx, dx0);
-          sameBits(`${name} dw`, dw, dw0);
-          sameBits(`${name} db`, db, db0);
+          assertSameBits(`${name} dx`, dx, dx0);
+          assertSameBits(`${name} dw`, dw, dw0);
+          assertSameBits(`${name} db`, db, db0);
           const dw2 = new Float32Array(n * k).fill(NaN);
           lib.linearGrad(dy, x, w, dx, dw2, null, m, k, n);
-          sameBits(`${name} dw without db`, dw2, dw0);
+          assertSameBits(`${name} dw without db`, dw2, dw0);
           // fc2 after a GELU: dx comes out at the pre-activation, GELU's gradient in the product's
           // output pass: the library's product, then its GeluGrad kernel; dw and db unchanged.
           const dxG = new Float32Array(m * k).fill(NaN), dwG = new Float32Array(n * k).fill(NaN);
           const dbG = new Float32Array(n).fill(NaN), dxG0 = new Float32Array(m * k);
           lib.linearGradGelu(dy, x, w, pre, dxG, dwG, dbG, m, k, n);
           lib.geluGrad(dx0, pre, dxG0, m * k);
-          sameBits(`${name} dx at the pre-activation`, dxG, dxG0);
-          sameBits(`${name} dw after GELU`, dwG, dw0);
-          sameBits(`${name} db after GELU`, dbG, db0);
+          assertSameBits(`${name} dx at the pre-activation`, dxG, dxG0);
+          assertSameBits(`${name} dw after GELU`, dwG, dw0);
+          assertSameBits(`${name} db after GELU`, dbG, db0);
           const dwG2 = new Float32Array(n * k).fill(NaN);
           lib.linearGradGelu(dy, x, w, pre, dxG, dwG2, null, m, k, n);
-          sameBits(`${name} dw after GELU without db`, dwG2, dw0);
+          assertSameBits(`${name} dw after GELU without db`, dwG2, dw0);
           const outs = [y, dx, dw, db, yRes, yG, dxG];
           if (!first) {
             first = outs;
@@ -225,7 +221,9 @@ Deno.test("native linear: fused bias and bias gradient equal the unfused kernels
               assert(Math.abs(db[j] - s) <= U * Math.abs(s), `${name} db[${j}] ${db[j]} vs ${s}`);
             }
           } else {
-            outs.forEach((o, j) => sameBits(`${name} output ${j} at ${t} threads`, o, first![j]));
+            outs.forEach((o, j) =>
+              assertSameBits(`${name} output ${j} at ${t} threads`, o, first![j])
+            );
           }
         }
       }
