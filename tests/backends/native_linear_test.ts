@@ -9,7 +9,7 @@
 //   k U sum|ab|; bf16: the products of bf16-rounded inputs, rounded here by comparing neighbours),
 //   db within one float32 rounding of the float64 column sums;
 // sizes around the tiles (MR, NR, KC 256 and 512, MC), odd sizes, k = 0, parallel and serial
-// products; fc2's gradient after a GELU (vn_linear_grad_gelu) likewise, against the product then
+// products; fc2's gradient after a GELU (vn_linear_grad with pre) likewise, against the product then
 // the GeluGrad kernel, and against float64. (The layers through tfjs on the native backend are
 // tested in native_backend_test.ts, with the other tests of the process-wide library.)
 import { assert, assertEquals } from "@std/assert";
@@ -156,7 +156,7 @@ Deno.test("native linear: fused bias and bias gradient equal the unfused kernels
           assertSameBits(`${name} fc1 GELU`, yG, yGelu);
           const dx = new Float32Array(m * k).fill(NaN), dw = new Float32Array(n * k).fill(NaN);
           const db = new Float32Array(n).fill(NaN);
-          lib.linearGrad(dy, x, w, dx, dw, db, m, k, n);
+          lib.linearGrad(dy, x, w, null, dx, dw, db, m, k, n);
           const dx0 = new Float32Array(m * k), dw0 = new Float32Array(n * k);
           const db0 = new Float32Array(n);
           lib.bmm(dy, w, dx0, 1, m, n, k, false, false, 0, 0);
@@ -166,19 +166,19 @@ Deno.test("native linear: fused bias and bias gradient equal the unfused kernels
           assertSameBits(`${name} dw`, dw, dw0);
           assertSameBits(`${name} db`, db, db0);
           const dw2 = new Float32Array(n * k).fill(NaN);
-          lib.linearGrad(dy, x, w, dx, dw2, null, m, k, n);
+          lib.linearGrad(dy, x, w, null, dx, dw2, null, m, k, n);
           assertSameBits(`${name} dw without db`, dw2, dw0);
           // fc2 after a GELU: dx comes out at the pre-activation, GELU's gradient in the product's
           // output pass: the library's product, then its GeluGrad kernel; dw and db unchanged.
           const dxG = new Float32Array(m * k).fill(NaN), dwG = new Float32Array(n * k).fill(NaN);
           const dbG = new Float32Array(n).fill(NaN), dxG0 = new Float32Array(m * k);
-          lib.linearGradGelu(dy, x, w, pre, dxG, dwG, dbG, m, k, n);
+          lib.linearGrad(dy, x, w, pre, dxG, dwG, dbG, m, k, n);
           lib.geluGrad(dx0, pre, dxG0, m * k);
           assertSameBits(`${name} dx at the pre-activation`, dxG, dxG0);
           assertSameBits(`${name} dw after GELU`, dwG, dw0);
           assertSameBits(`${name} db after GELU`, dbG, db0);
           const dwG2 = new Float32Array(n * k).fill(NaN);
-          lib.linearGradGelu(dy, x, w, pre, dxG, dwG2, null, m, k, n);
+          lib.linearGrad(dy, x, w, pre, dxG, dwG2, null, m, k, n);
           assertSameBits(`${name} dw after GELU without db`, dwG2, dw0);
           const outs = [y, dx, dw, db, yRes, yG, dxG];
           if (!first) {

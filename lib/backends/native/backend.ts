@@ -745,23 +745,6 @@ function linearOperands(name: string, backend: NativeBackend, x: Info, w: Info, 
 
 type NumAttrs = Record<string, number>;
 
-/**
- * `dy, x, w` -> `[dx, dw]` and `db` (attribute `hasBias`) of a linear layer; with `pre` (fc2 after
- * a GELU: `x = gelu(pre)`), `dx` is the gradient at `pre`, GELU's in the product's output pass.
- */
-function linearGrad(name: string, { inputs: { dy, x, w, pre }, backend, attrs }: Args<NumAttrs>) {
-  const [vdy, vx, vw, vp] = need(name, backend, dy, x, w, ...(pre ? [pre] : []));
-  const [m, k] = x.shape, n = w.shape[0];
-  const dx = backend.f32(m * k), dw = backend.f32(n * k);
-  const db = attrs.hasBias ? backend.f32(n) : null;
-  if (vp) backend.lib.linearGradGelu(vdy, vx, vw, vp, dx, dw, db, m, k, n);
-  else backend.lib.linearGrad(vdy, vx, vw, dx, dw, db, m, k, n);
-  return [
-    output(backend, [m, k], dx, "float32"),
-    output(backend, [n, k], dw, "float32"),
-    ...(db ? [output(backend, [n], db, "float32")] : []),
-  ];
-}
 const fused: Record<string, (args: Args<NumAttrs>) => Info | Info[]> = {
   [FUSED_KERNELS.layerNorm]: ({ inputs: { x, gamma, beta }, backend, attrs: { eps } }) => {
     const [vx, vg, vb] = need(FUSED_KERNELS.layerNorm, backend, x, gamma, beta);
@@ -880,8 +863,20 @@ const fused: Record<string, (args: Args<NumAttrs>) => Info | Info[]> = {
     if (m * n > 0) backend.lib.linearGelu(vx, vw, vb, h, y, m, k, n);
     return [output(backend, [m, n], y, "float32"), output(backend, [m, n], h, "float32")];
   },
-  [FUSED_KERNELS.linearGrad]: (args) => linearGrad(FUSED_KERNELS.linearGrad, args),
-  [FUSED_KERNELS.linearGradGelu]: (args) => linearGrad(FUSED_KERNELS.linearGradGelu, args),
+  // With `pre` (fc2 after a GELU: x = gelu(pre)), dx is the gradient at pre.
+  [FUSED_KERNELS.linearGrad]: ({ inputs: { dy, x, w, pre }, backend, attrs }) => {
+    const name = FUSED_KERNELS.linearGrad;
+    const [vdy, vx, vw, vp] = need(name, backend, dy, x, w, ...(pre ? [pre] : []));
+    const [m, k] = x.shape, n = w.shape[0];
+    const dx = backend.f32(m * k), dw = backend.f32(n * k);
+    const db = attrs.hasBias ? backend.f32(n) : null;
+    backend.lib.linearGrad(vdy, vx, vw, vp ?? null, dx, dw, db, m, k, n);
+    return [
+      output(backend, [m, k], dx, "float32"),
+      output(backend, [n, k], dw, "float32"),
+      ...(db ? [output(backend, [n], db, "float32")] : []),
+    ];
+  },
   [FUSED_KERNELS.attention]: ({ inputs: { qkv }, backend, attrs: { batch, heads, scale } }) => {
     const [vq] = need(FUSED_KERNELS.attention, backend, qkv);
     const [rows, d3] = qkv.shape, T = rows / batch, D = d3 / 3;

@@ -25,7 +25,7 @@ export class NativeLoadError extends Error {
 }
 
 /** The API version this module speaks (`vn_version()` of the library). */
-export const NATIVE_API_VERSION = 6;
+export const NATIVE_API_VERSION = 7;
 
 /** Instruction sets of the kernels, by the number `vn_isa` returns. */
 export const ISA_NAMES = ["base", "avx2", "avx512"] as const;
@@ -88,8 +88,7 @@ const SYMBOLS = {
   vn_bmm: { parameters: [B, B, B, I, I, I, I, I, I, L, L], result: "void" },
   vn_linear: { parameters: [B, B, B, B, B, I, I, I], result: "void" },
   vn_linear_gelu: { parameters: [B, B, B, B, B, I, I, I], result: "void" },
-  vn_linear_grad: { parameters: [B, B, B, B, B, B, I, I, I], result: "void" },
-  vn_linear_grad_gelu: { parameters: [B, B, B, B, B, B, B, I, I, I], result: "void" },
+  vn_linear_grad: { parameters: [B, B, B, B, B, B, B, I, I, I], result: "void" },
   vn_attention: { parameters: [B, B, B, I, I, I, I, F], result: "void" },
   vn_attention_grad: { parameters: [B, B, B, B, B, I, I, I, I, F], result: "void" },
   vn_binary: { parameters: [I, B, B, B, B], result: "void" },
@@ -186,28 +185,15 @@ export interface NativeLib {
   ): void;
   /**
    * Its backward from `dy [m, n]`: `dx = dy @ w`, `dw = dy^T @ x`, `db` the column sums of `dy`
-   * (null: not wanted), summed as `dw`'s product packs `dy`.
+   * (null: not wanted), summed as `dw`'s product packs `dy`. With `pre [m, k]` (fc2 after a GELU:
+   * `x = gelu(pre)`; null: none), `dx = (dy @ w) * gelu'(pre)`, the gradient at `pre`, GELU's
+   * gradient in the product's output pass.
    */
   linearGrad(
     dy: Buf,
     x: Buf,
     w: Buf,
-    dx: Buf,
-    dw: Buf,
-    db: Buf | null,
-    m: number,
-    k: number,
-    n: number,
-  ): void;
-  /**
-   * fc2's backward when its input is `x = gelu(pre)`: `linearGrad`, with `dx = (dy @ w) *
-   * gelu'(pre)` (the gradient at `pre [m, k]`), GELU's gradient in the product's output pass.
-   */
-  linearGradGelu(
-    dy: Buf,
-    x: Buf,
-    w: Buf,
-    pre: Buf,
+    pre: Buf | null,
     dx: Buf,
     dw: Buf,
     db: Buf | null,
@@ -447,9 +433,8 @@ export function openNative(path?: string): NativeLib {
       s.vn_bmm(a, b, c, batch, m, k, n, ta ? 1 : 0, tb ? 1 : 0, BigInt(sa), BigInt(sb)),
     linear: (x, w, b, res, y, m, k, n) => s.vn_linear(x, w, b, res, y, m, k, n),
     linearGelu: (x, w, b, h, y, m, k, n) => s.vn_linear_gelu(x, w, b, h, y, m, k, n),
-    linearGrad: (dy, x, w, dx, dw, db, m, k, n) => s.vn_linear_grad(dy, x, w, dx, dw, db, m, k, n),
-    linearGradGelu: (dy, x, w, pre, dx, dw, db, m, k, n) =>
-      s.vn_linear_grad_gelu(dy, x, w, pre, dx, dw, db, m, k, n),
+    linearGrad: (dy, x, w, pre, dx, dw, db, m, k, n) =>
+      s.vn_linear_grad(dy, x, w, pre, dx, dw, db, m, k, n),
     attention: (qkv, out, probs, batch, T, heads, hd, scale) =>
       s.vn_attention(qkv, out, probs, batch, T, heads, hd, scale),
     attentionGrad: (dout, dprobs, qkv, probs, dqkv, batch, T, heads, hd, scale) =>

@@ -200,7 +200,7 @@ const GELU = "VitsslGelu", GELU_GRAD = "VitsslGeluGrad";
 const ADAMW = "VitsslAdamW", EMA = "VitsslEma";
 const ATTN = "VitsslAttention", ATTN_GRAD = "VitsslAttentionGrad";
 const LINEAR = "VitsslLinear", LINEAR_GRAD = "VitsslLinearGrad";
-const LINEAR_GELU = "VitsslLinearGelu", LINEAR_GRAD_GELU = "VitsslLinearGradGelu";
+const LINEAR_GELU = "VitsslLinearGelu";
 const ROW_SUM = "VitsslRowSum";
 const BN = "VitsslBatchNorm", BN_GRAD = "VitsslBatchNormGrad";
 
@@ -238,15 +238,14 @@ export const FUSED_KERNELS = {
    * only).
    */
   linear: LINEAR,
-  /** `dy, x, w` -> `[dx, dw]`, and `db` when `b` is an input (attribute `hasBias` 1). */
+  /**
+   * `dy, x, w` -> `[dx, dw]`, and `db` when `b` is an input (attribute `hasBias` 1); with an input
+   * `pre` (native only), `dx` is the gradient at `pre` where `x = gelu(pre)`: `(dy @ w) *
+   * gelu'(pre)`, GELU's gradient in the product's output pass.
+   */
   linearGrad: LINEAR_GRAD,
   /** `x, w`, optional `b` -> `[gelu(h), h]` with `h = x @ w^T + b` (native only). */
   linearGelu: LINEAR_GELU,
-  /**
-   * `dy, x, w, pre` -> as `linearGrad`, with `dx` the gradient at `pre` where `x = gelu(pre)`:
-   * `(dy @ w) * gelu'(pre)`, GELU's gradient in the product's output pass (native only).
-   */
-  linearGradGelu: LINEAR_GRAD_GELU,
   /**
    * `x [R, C]` -> `[C]`: each column summed in float32, row after row from +0 (tfjs's `Tile`
    * gradient, one `Add` per row, in one kernel; native only).
@@ -730,7 +729,7 @@ function active(name: string): boolean {
 
 /** Whether the kernels of `mlp` are available for float32 tensors `ts` and weights of rank 2. */
 function mlpActive(ts: tf.Tensor[], w1: tf.Tensor, w2: tf.Tensor): boolean {
-  return [LINEAR, LINEAR_GELU, LINEAR_GRAD, LINEAR_GRAD_GELU].every(active) &&
+  return [LINEAR, LINEAR_GELU, LINEAR_GRAD].every(active) &&
     ts.every((t) => t.dtype === "float32") && w1.rank === 2 && w2.rank === 2;
 }
 
@@ -769,7 +768,7 @@ function mlpBackward(
   hasB1: boolean,
   hasB2: boolean,
 ): (tf.Tensor | undefined)[] {
-  const [dpre, dw2, db2] = tf.engine().runKernel(LINEAR_GRAD_GELU, { dy, x: h, w: w2, pre }, {
+  const [dpre, dw2, db2] = tf.engine().runKernel(LINEAR_GRAD, { dy, x: h, w: w2, pre }, {
     hasBias: hasB2 ? 1 : 0,
   }) as tf.Tensor[];
   const [dx, dw1, db1] = tf.engine().runKernel(LINEAR_GRAD, { dy: dpre, x, w: w1 }, {

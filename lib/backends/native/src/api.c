@@ -19,7 +19,7 @@
 #include "vn.h"
 
 #define EXPORT __attribute__((visibility("default")))
-#define VN_VERSION 6
+#define VN_VERSION 7
 #define MAXT 64
 
 extern const struct vn_impl vn_dense_avx512, vn_ops_avx512, vn_dense_avx2, vn_ops_avx2,
@@ -337,27 +337,15 @@ EXPORT void vn_linear_gelu(const float* x, const float* w, const float* b, float
  * Its backward from dy[m, n]: dx[m, k] = dy @ w, dw[n, k] = dy^T @ x and db[n] = the column sums
  * of dy (NULL: not wanted), summed in dw's product as it packs dy (vn.h). Each equals the
  * separate kernel's result: vn_bmm for dx and dw, the Sum kernel (ops.c, sum_cols) for db.
+ * With pre[m, k] (fc2 after a GELU: x = gelu(pre); NULL: none), dx = (dy @ w) * gelu'(pre), the
+ * gradient at pre, GELU's gradient applied to each row of the product in its output pass:
+ * bit-identical to the product, then vn_gelu_grad at pre.
  */
-EXPORT void vn_linear_grad(const float* dy, const float* x, const float* w, float* dx, float* dw,
-                           float* db, int m, int k, int n) {
-  const struct vn_impl* impl = lock();
-  gemm_ep(impl, dy, w, dx, m, n, k, 0, 0, NULL);
-  struct vn_epilogue ep = {NULL, NULL, db, NULL, NULL};
-  gemm_ep(impl, dy, x, dw, n, m, k, 1, 0, &ep);
-  unlock();
-}
-
-/**
- * fc2's backward when its input is h = gelu(pre) (fc1's output, pre[m, k] its pre-activation):
- * vn_linear_grad, with dx = (dy @ w) * gelu'(pre), GELU's gradient applied to each row of the
- * product in its output pass (the gradient at pre, not at h). Bit-identical to vn_linear_grad,
- * then vn_gelu_grad of its dx at pre.
- */
-EXPORT void vn_linear_grad_gelu(const float* dy, const float* x, const float* w, const float* pre,
-                                float* dx, float* dw, float* db, int m, int k, int n) {
+EXPORT void vn_linear_grad(const float* dy, const float* x, const float* w, const float* pre,
+                           float* dx, float* dw, float* db, int m, int k, int n) {
   const struct vn_impl* impl = lock();
   struct vn_epilogue dact = {NULL, NULL, NULL, NULL, NULL, impl->gelu_grad_rows, pre};
-  gemm_ep(impl, dy, w, dx, m, n, k, 0, 0, &dact);
+  gemm_ep(impl, dy, w, dx, m, n, k, 0, 0, pre ? &dact : NULL);
   struct vn_epilogue ep = {NULL, NULL, db, NULL, NULL, NULL, NULL};
   gemm_ep(impl, dy, x, dw, n, m, k, 1, 0, &ep);
   unlock();
