@@ -60,3 +60,66 @@ export function assertSameBits(name: string, got: Float32Array, want: Float32Arr
     if (g[i] !== w[i]) throw new Error(`${name}: element ${i} is ${got[i]}, want ${want[i]}`);
   }
 }
+
+const f32 = new Float32Array(1), u32 = new Uint32Array(f32.buffer);
+
+/** The bits of `x` as a float32. @example `f32Bits(1) === 0x3f800000` */
+export function f32Bits(x: number): number {
+  f32[0] = x;
+  return u32[0];
+}
+
+/** The float32 with bits `b`. @example `fromF32Bits(0x3f800000) === 1` */
+export function fromF32Bits(b: number): number {
+  u32[0] = b >>> 0;
+  return f32[0];
+}
+
+/**
+ * `x` rounded to bf16 (8 significant bits), to nearest, ties to even, by comparing the two bf16
+ * neighbours of x in float64 arithmetic (not by the library's bit trick). NaN stays NaN; past the
+ * largest bf16 it is infinity.
+ *
+ * @example
+ * ```ts
+ * bf16(1 + 2 ** -8); // 1: a tie, to even
+ * ```
+ */
+export function bf16(x: number): number {
+  if (Number.isNaN(x) || !Number.isFinite(x) || x === 0) return x;
+  const lo = fromF32Bits(f32Bits(x) & 0xffff0000); // toward zero: a bf16 value
+  const hi = fromF32Bits((f32Bits(x) & 0xffff0000) + 0x10000); // the next one away from zero
+  // Past bf16's largest finite value the next one is infinity, at 2^128 for the distance.
+  const far = Number.isFinite(hi) ? hi : Math.sign(x) * 2 ** 128;
+  const dl = Math.abs(x - lo), dh = Math.abs(far - x);
+  if (dl < dh) return lo;
+  if (dh < dl) return hi;
+  return ((f32Bits(lo) >>> 16) & 1) === 0 ? lo : hi;
+}
+
+/**
+ * The bf16 values of `v` (each rounded by {@link bf16}) as stored: their high 16 bits.
+ *
+ * @example
+ * ```ts
+ * bf16Halves(new Float32Array([1])); // Uint16Array [0x3f80]
+ * ```
+ */
+export function bf16Halves(v: Float32Array): Uint16Array {
+  return Uint16Array.from(v, (x) => f32Bits(bf16(x)) >>> 16);
+}
+
+/**
+ * Asserts two arrays of bf16 (or any 16-bit words) are equal, naming the first difference.
+ *
+ * @example
+ * ```ts
+ * assertSameHalves("y", new Uint16Array([1]), new Uint16Array([1]));
+ * ```
+ */
+export function assertSameHalves(name: string, got: Uint16Array, want: Uint16Array): void {
+  assertEquals(got.length, want.length, `${name}: length`);
+  for (let i = 0; i < want.length; i++) {
+    if (got[i] !== want[i]) throw new Error(`${name}: element ${i} is ${got[i]}, want ${want[i]}`);
+  }
+}

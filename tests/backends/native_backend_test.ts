@@ -21,7 +21,7 @@ import { createStepRunner } from "../../lib/bench/step.ts";
 import { resolveWorkload } from "../../lib/bench/workloads.ts";
 import { assertSameBits, values } from "../_helpers/numeric.ts";
 import { fastPathCalls, registerFastPaths } from "../../lib/backends/fused.ts";
-import { KERNEL_FAST_PATHS } from "../../lib/backends/wasm/kernels.ts";
+import { FUSED_KERNELS, KERNEL_FAST_PATHS } from "../../lib/backends/wasm/kernels.ts";
 import { residualAttention, residualMlp } from "../../lib/model/layers.ts";
 
 type Case = [string, () => tf.Tensor | tf.Tensor[]];
@@ -666,7 +666,9 @@ Deno.test("native library: a worker's end leaves it loaded, so its pool's thread
 // same block composed of the separately tested layers (layerNorm, linear, multiHeadAttention, mlp,
 // with the engine summing the residual's gradient), in float32 and bf16 (with and without the qkv
 // bias), without leaked tensors; with the attention probabilities asked for, the composition runs
-// and returns them.
+// and returns them. Where the CPU has bf16 instructions, the fused MLP keeps gelu(fc1) as bf16
+// (asserted by the kernel's output dtype); the composition's linearGelu keeps float32, so the
+// comparison checks that storage too.
 const [B, T, D, heads] = [3, 5, 16, 4];
 const param = (shape: number[], seed: number, scale = 1) =>
   tf.tensor(values(shape.reduce((p, q) => p * q, 1), seed).map((v) => v * scale), shape);
@@ -737,11 +739,24 @@ Deno.test("native block: the fused attention and MLP halves equal the composed l
     const after = fastPathCalls();
     assert(after.residualAttention >= calls.residualAttention + 2, "attention half not fused");
     assert(after.residualMlp >= calls.residualMlp + 2, "MLP half not fused");
-    // The same block with the two halves' fast paths off: the layers they are made of.
+    // fc1's GELU as the fused MLP asks for it: bf16 (two a word) where the CPU rounds in hardware.
+    const [g, pre] = tf.engine().runKernel(FUSED_KERNELS.linearGelu, { x: dy, w: w.w1 }, {
+      hasBias: 0,
+      bf16Out: 1,
+    }) as tf.Tensor[];
+    const hardware = precision === "bf16" && openNative().bf16Supported() !== "bf16-emulated";
+    assertEquals(
+      [g.dtype, g.shape],
+      hardware ? ["int32", [B * T, 2 * D]] : ["float32", [B * T, 4 * D]],
+    );
+    tf.dispose([g, pre]);
+    // The same block with the two halves' fast paths off: the layers they are made of (and fc1's
+    // GELU in float32: linearGelu, then linear).
     registerFastPaths("native", {
       ...KERNEL_FAST_PATHS,
       residualAttention: undefined,
       residualMlp: undefined,
+      mlp: undefined,
     });
     try {
       const composed = block(x, w, dy);

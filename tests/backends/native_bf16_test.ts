@@ -8,6 +8,7 @@
 import { assert, assertEquals, assertThrows } from "@std/assert";
 import { GEMM_MODES, type GemmMode, type IsaName } from "../../lib/backends/native/ffi.ts";
 import { privateNative } from "../_helpers/native.ts";
+import { bf16, f32Bits, fromF32Bits } from "../_helpers/numeric.ts";
 
 // A private copy of the library: this file switches its precision, instruction set and threads.
 const { lib, isas: ISAS } = await privateNative("vitssl-native-bf16-test-");
@@ -20,32 +21,6 @@ for (const m of GEMM_MODES.filter((m) => m !== "fp32" && !BF16_MODES.includes(m)
 console.log(`bf16 paths tested: ${BF16_MODES.join(", ")}`);
 const THREADS = [1, 2, 3];
 const U = 2 ** -24; // float32's unit roundoff
-
-const f32 = new Float32Array(1), u32 = new Uint32Array(f32.buffer);
-function bits(x: number): number {
-  f32[0] = x;
-  return u32[0];
-}
-function fromBits(b: number): number {
-  u32[0] = b >>> 0;
-  return f32[0];
-}
-
-/**
- * x rounded to bf16 (8 significant bits), to nearest, ties to even, by comparing the two bf16
- * neighbours of x in float64 arithmetic. NaN stays NaN; past the largest bf16 it is infinity.
- */
-function bf16(x: number): number {
-  if (Number.isNaN(x) || !Number.isFinite(x) || x === 0) return x;
-  const lo = fromBits(bits(x) & 0xffff0000); // toward zero: a bf16 value
-  const hi = fromBits((bits(x) & 0xffff0000) + 0x10000); // the next one away from zero
-  // Past bf16's largest finite value the next one is infinity, at 2^128 for the distance.
-  const far = Number.isFinite(hi) ? hi : Math.sign(x) * 2 ** 128;
-  const dl = Math.abs(x - lo), dh = Math.abs(far - x);
-  if (dl < dh) return lo;
-  if (dh < dl) return hi;
-  return ((bits(lo) >>> 16) & 1) === 0 ? lo : hi;
-}
 
 function rng(seed: number) {
   let s = seed >>> 0 || 1;
@@ -136,12 +111,12 @@ function reset() {
 }
 
 Deno.test("native bf16: the reference rounding itself, by hand", () => {
-  assertEquals(bits(bf16(1 + 2 ** -8)), 0x3f800000); // a tie, kept bit 0: down to even
-  assertEquals(bits(bf16(1 + 3 * 2 ** -8)), 0x3f820000); // a tie, kept bit 1: up to even
-  assertEquals(bits(bf16(fromBits(0x3f808001))), 0x3f810000); // just above a tie: up
-  assertEquals(bits(bf16(fromBits(0x3f807fff))), 0x3f800000); // just below: down
-  assertEquals(bits(bf16(-(1 + 2 ** -8))), 0xbf800000);
-  assertEquals(bf16(fromBits(0x7f7fffff)), Infinity); // float32's max is past bf16's max + 1/2 ulp
+  assertEquals(f32Bits(bf16(1 + 2 ** -8)), 0x3f800000); // a tie, kept bit 0: down to even
+  assertEquals(f32Bits(bf16(1 + 3 * 2 ** -8)), 0x3f820000); // a tie, kept bit 1: up to even
+  assertEquals(f32Bits(bf16(fromF32Bits(0x3f808001))), 0x3f810000); // just above a tie: up
+  assertEquals(f32Bits(bf16(fromF32Bits(0x3f807fff))), 0x3f800000); // just below: down
+  assertEquals(f32Bits(bf16(-(1 + 2 ** -8))), 0xbf800000);
+  assertEquals(bf16(fromF32Bits(0x7f7fffff)), Infinity); // float32's max is past bf16's max + 1/2 ulp
 });
 
 Deno.test("native bf16: precision modes and their errors", () => {
@@ -180,12 +155,12 @@ Deno.test("native bf16: inputs are rounded to nearest even (specific bit pattern
       lib.setIsa(isa);
       lib.setPrecision(mode);
       for (const [inBits, want] of cases) {
-        const x = new Float32Array([fromBits(inBits)]), one = new Float32Array([1]);
+        const x = new Float32Array([fromF32Bits(inBits)]), one = new Float32Array([1]);
         for (const [a, b] of [[x, one], [one, x]]) {
           const c = new Float32Array(1);
           lib.bmm(a, b, c, 1, 1, 1, 1, false, false, 0, 0);
           assertEquals(
-            bits(c[0]).toString(16),
+            f32Bits(c[0]).toString(16),
             want.toString(16),
             `${mode} [${isa}]: ${inBits.toString(16)}`,
           );
@@ -194,7 +169,7 @@ Deno.test("native bf16: inputs are rounded to nearest even (specific bit pattern
       // NaNs stay NaN, also one whose payload is only in the low 16 bits (truncation would make
       // it an infinity), and the NaN poisons its row only.
       for (const nan of [0x7fc00000, 0x7f800001, 0xff800001]) {
-        const a = new Float32Array([fromBits(nan), 2, 1, 1]), c = new Float32Array(4);
+        const a = new Float32Array([fromF32Bits(nan), 2, 1, 1]), c = new Float32Array(4);
         lib.bmm(a, new Float32Array([1, 1, 1, 1]), c, 1, 2, 2, 2, false, false, 0, 0);
         assert(Number.isNaN(c[0]) && Number.isNaN(c[1]), `${mode}: NaN ${nan.toString(16)}`);
         assertEquals([c[2], c[3]], [2, 2]);

@@ -7,6 +7,7 @@ import { assert, assertEquals } from "@std/assert";
 import { ISA_NAMES, type IsaName } from "../../lib/backends/native/ffi.ts";
 import { privateNative } from "../_helpers/native.ts";
 import { erf } from "../_helpers/erf.ts";
+import { assertSameBits, assertSameHalves, bf16Halves } from "../_helpers/numeric.ts";
 
 // A private copy of the library: this file switches its instruction set and thread count.
 const { lib, isas: ISAS } = await privateNative("vitssl-native-test-");
@@ -574,6 +575,11 @@ Deno.test("native: attention and its gradient against float64 and finite differe
         dq = new Float32Array(qkv.length),
         dq0 = new Float32Array(qkv.length);
       lib.attention(qkv, o, p, B, T, H, hd, scale);
+      // out stored as bf16 (for the projection's bf16 product): the float32 out rounded.
+      const o16 = new Uint16Array(out.length).fill(0xffff), p16 = new Float32Array(probs.length);
+      lib.attention(qkv, o16, p16, B, T, H, hd, scale, true);
+      assertSameHalves(`attention out as bf16 ${B}x${T}x${H}x${hd}`, o16, bf16Halves(o));
+      assertSameBits(`attention probs beside a bf16 out ${B}x${T}x${H}x${hd}`, p16, p);
       lib.attentionGrad(dout, dprobs, qkv, p, dq, B, T, H, hd, scale);
       lib.attentionGrad(dout, null, qkv, p, dq0, B, T, H, hd, scale);
       return [o, p, dq, dq0];

@@ -16,7 +16,7 @@ import { assert, assertEquals } from "@std/assert";
 import { GEMM_MODES, type GemmMode, type IsaName } from "../../lib/backends/native/ffi.ts";
 import { privateNative } from "../_helpers/native.ts";
 import { erf } from "../_helpers/erf.ts";
-import { assertSameBits } from "../_helpers/numeric.ts";
+import { assertSameBits, assertSameHalves, bf16, bf16Halves } from "../_helpers/numeric.ts";
 
 const { lib, isas: ISAS } = await privateNative("vitssl-native-linear-test-");
 const BF16_MODES: GemmMode[] = GEMM_MODES.filter((m, i) =>
@@ -27,17 +27,6 @@ for (const m of GEMM_MODES.filter((m) => m !== "fp32" && !BF16_MODES.includes(m)
 }
 const THREADS = [1, 2, 3];
 const U = 2 ** -24;
-
-const f32 = new Float32Array(1), u32 = new Uint32Array(f32.buffer);
-const bits = (x: number) => (f32[0] = x, u32[0]);
-const fromBits = (b: number) => (u32[0] = b >>> 0, f32[0]);
-/** x rounded to bf16, to nearest, ties to even, by comparing its two bf16 neighbours. */
-function bf16(x: number): number {
-  if (!Number.isFinite(x) || x === 0) return x;
-  const lo = fromBits(bits(x) & 0xffff0000), hi = fromBits((bits(x) & 0xffff0000) + 0x10000);
-  const dl = Math.abs(x - lo), dh = Math.abs(hi - x);
-  return dl < dh ? lo : dh < dl ? hi : ((bits(lo) >>> 16) & 1) === 0 ? lo : hi;
-}
 
 function rand(n: number, seed: number): Float32Array {
   let s = seed >>> 0 || 1;
@@ -232,5 +221,106 @@ Deno.test("native linear: fused bias and bias gradient equal the unfused kernels
     lib.setPrecision("fp32");
     lib.setIsa(lib.isaSupported());
     lib.setThreads(1);
+  }
+});
+
+// An activation stored as bf16 (linearGelu's and layernorm's y16, read back by linear,
+// linearGelu and linearGrad as x16) against the float32 arrays: the stored bits are the float32 result rounded to nearest even (by
+// bf16() above), and a product reading bf16 equals the one reading their float32 values; in the
+// bf16 precisions also the one reading the unrounded floats, which it rounds the same way.
+Deno.test("native linear: bf16-stored activations equal the float32 path bit for bit", () => {
+  try {
+    for (const [m, k, n] of SIZES) {
+      const x = rand(m * k, m + 3 * k + 5), w = rand(n * k, n + 9), b = rand(n, 3 * n + 4);
+      const dy = rand(m * n, 5 * m + n), res = rand(m * n, 11 * m + n + 3);
+      const pre = rand(m * k, 19 * m + k).map((v) => 4 * v);
+      const x16 = bf16Halves(x), xw = x.map(bf16);
+      for (const [mode, isa] of paths()) {
+        lib.setIsa(isa);
+        lib.setPrecision(mode);
+        for (const t of [1, 2]) {
+          lib.setThreads(t);
+          const name = `${m}x${k}x${n} [${mode}, ${isa}, ${t} threads]`;
+          const fill = (len: number) => new Float32Array(len).fill(NaN);
+          const y = fill(m * n), y16 = fill(m * n), yRaw = fill(m * n);
+          lib.linear(xw, w, b, res, y, m, k, n);
+          lib.linear(x16, w, b, res, y16, m, k, n, true);
+          assertSameBits(`${name} linear from bf16`, y16, y);
+          const [dx, dw, db, dx16, dw16, db16] = [m * k, n * k, n, m * k, n * k, n].map(fill);
+          lib.linearGrad(dy, xw, w, pre, dx, dw, db, m, k, n);
+          lib.linearGrad(dy, x16, w, pre, dx16, dw16, db16, m, k, n, true);
+          assertSameBits(`${name} dx (x bf16)`, dx16, dx);
+          assertSameBits(`${name} dw from bf16`, dw16, dw);
+          assertSameBits(`${name} db (x bf16)`, db16, db);
+          if (mode !== "fp32") {
+            const dwRaw = fill(n * k);
+            lib.linear(x, w, b, res, yRaw, m, k, n);
+            lib.linearGrad(dy, x, w, null, dx, dwRaw, null, m, k, n);
+            assertSameBits(`${name} linear of the unrounded x`, yRaw, y);
+            assertSameBits(`${name} dw of the unrounded x`, dwRaw, dw);
+          }
+          // fc1's GELU stored as bf16: the float32 GELU rounded; h unchanged.
+          const h = fill(m * n), g = fill(m * n), h2 = fill(m * n);
+          const g16 = new Uint16Array(m * n).fill(0xffff);
+          lib.linearGelu(x, w, b, h, g, m, k, n);
+          lib.linearGelu(x, w, b, h2, g16, m, k, n, false, true);
+          assertSameBits(`${name} fc1 pre-activation (GELU as bf16)`, h2, h);
+          assertSameHalves(`${name} GELU as bf16`, g16, bf16Halves(g));
+          // fc1 reading a bf16 input (LayerNorm's, stored so): as from its float32 values.
+          const hx = fill(m * n), gx = fill(m * n);
+          lib.linearGelu(xw, w, b, h, g, m, k, n);
+          lib.linearGelu(x16, w, b, hx, gx, m, k, n, true);
+          assertSameBits(`${name} fc1 from bf16`, hx, h);
+          assertSameBits(`${name} fc1's GELU from bf16`, gx, g);
+          // LayerNorm over rows of k stored as bf16: its float32 output rounded.
+          if (k > 0) {
+            const gamma = rand(k, k + 1).map((v) => 1 + v / 4), beta = rand(k, k + 2);
+            const z = fill(m * k), z16 = new Uint16Array(m * k).fill(0xffff);
+            lib.layernorm(x, gamma, beta, z, m, k, 1e-6);
+            lib.layernorm(x, gamma, beta, z16, m, k, 1e-6, true);
+            assertSameHalves(`${name} LayerNorm as bf16`, z16, bf16Halves(z));
+          }
+        }
+      }
+    }
+  } finally {
+    lib.setPrecision("fp32");
+    lib.setIsa(lib.isaSupported());
+    lib.setThreads(1);
+  }
+});
+
+// The rounding that stores an activation as bf16, on values with known answers: LayerNorm with
+// gamma 0 outputs beta exactly, so its bf16 output is beta rounded, by hand (ties to even, just
+// past and short of a tie, a negative tie, float32's largest value to infinity, a quiet NaN's
+// sign and payload kept), across full vectors and a tail on every instruction set.
+Deno.test("native: activations stored as bf16 round to nearest even (hand-checked values)", () => {
+  const cases: [number, number][] = [
+    [0x3f808000, 0x3f80], // 1 + 2^-8: a tie, kept bit 0: down
+    [0x3f818000, 0x3f82], // 1 + 3 2^-8: a tie, kept bit 1: up
+    [0x3f808001, 0x3f81], // just past a tie: up
+    [0x3f807fff, 0x3f80], // just short: down
+    [0xbf808000, 0xbf80], // a negative tie: to even
+    [0x7f7fffff, 0x7f80], // float32's largest: past bf16's, to infinity
+    [0xffc12345, 0xffc1], // a quiet NaN: sign and top payload bits kept
+    [0x7fffffff, 0x7fff], // a NaN that rounding up would carry into the sign: kept a NaN
+    [0x00000000, 0x0000],
+    [0x40490fdb, 0x4049], // pi: down
+  ];
+  const d = 41, rows = 3; // 2 full vectors of 16 (or 5 of 8, 10 of 4) and a tail
+  const beta = new Float32Array(d), want = new Uint16Array(rows * d);
+  const betaBits = new Uint32Array(beta.buffer);
+  for (let j = 0; j < d; j++) betaBits[j] = cases[j % cases.length][0];
+  for (let i = 0; i < rows * d; i++) want[i] = cases[(i % d) % cases.length][1];
+  const x = rand(rows * d, 77), gamma = new Float32Array(d);
+  try {
+    for (const isa of ISAS) {
+      lib.setIsa(isa);
+      const y16 = new Uint16Array(rows * d);
+      lib.layernorm(x, gamma, beta, y16, rows, d, 1e-6, true);
+      assertSameHalves(`bf16 storage [${isa}]`, y16, want);
+    }
+  } finally {
+    lib.setIsa(lib.isaSupported());
   }
 });

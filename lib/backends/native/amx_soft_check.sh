@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Checks the AMX path of src/bf16.c on a CPU without AMX: builds a test copy of the library with
 # the tile intrinsics replaced by src/amx_soft.h (software tiles) and the AMX CPU check and
-# arch_prctl request forced on, then runs tests/backends/native_bf16_test.ts on it with
-# VITSSL_NATIVE_AMX=1 (the bf16-amx path then runs beside the others). Needs gcc and Deno:
+# arch_prctl request forced on, then runs tests/backends/native_bf16_test.ts and
+# native_linear_test.ts (the fused layers, bf16-stored operands) on it with VITSSL_NATIVE_AMX=1
+# (the bf16-amx path then runs beside the others). Needs gcc and Deno:
 #   bash lib/backends/native/amx_soft_check.sh
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -26,4 +27,5 @@ for n in avx512 avx2 base; do
 done
 gcc -shared -o "$tmp/lib.so" "$tmp"/*.o -lpthread -lm
 cd "$here/../../.."
-VITSSL_NATIVE_LIB="$tmp/lib.so" VITSSL_NATIVE_AMX=1 npx --yes deno@2.9.6 test -A tests/backends/native_bf16_test.ts
+VITSSL_NATIVE_LIB="$tmp/lib.so" VITSSL_NATIVE_AMX=1 npx --yes deno@2.9.6 test -A tests/backends/native_bf16_test.ts \
+  tests/backends/native_linear_test.ts

@@ -732,24 +732,56 @@ function need(name: string, backend: NativeBackend, ...ts: Info[]): Float32Array
   });
 }
 
-/** A linear layer's float32 operands `x [m, k]`, `w [n, k]`, optional `b [n]`, shapes checked. */
+/**
+ * A linear layer's input `x [m, k]`: float32, or (dtype int32, shape [m, k / 2]) k bf16 a row as
+ * `linearGelu` stores them with `bf16Out` (`x16` true).
+ */
+function linearInput(name: string, backend: NativeBackend, x: Info) {
+  if (x.dtype !== "int32") {
+    return { vx: need(name, backend, x)[0] as Buf | Uint16Array, x16: false, k: x.shape[1] };
+  }
+  const v = vals(backend, x);
+  if (!(v instanceof Int32Array)) throw new Error(`${name}: no data for the bf16 input`);
+  return {
+    vx: new Uint16Array(v.buffer, v.byteOffset, v.length * 2),
+    x16: true,
+    k: 2 * x.shape[1],
+  };
+}
+
+/** A linear layer's operands `x [m, k]` (see linearInput), `w [n, k]`, optional `b [n]`, checked. */
 function linearOperands(name: string, backend: NativeBackend, x: Info, w: Info, b?: Info) {
-  const [vx, vw] = need(name, backend, x, w);
+  const { vx, x16, k } = linearInput(name, backend, x);
+  const [vw] = need(name, backend, w);
   const vb = b ? need(name, backend, b)[0] : null;
-  const [m, k] = x.shape, n = w.shape[0];
+  const m = x.shape[0], n = w.shape[0];
   if (w.shape[1] !== k || (b && b.shape[b.shape.length - 1] !== n)) {
     throw new Error(`${name}: shapes ${x.shape}, ${w.shape}, ${b?.shape}`);
   }
-  return { vx, vw, vb, m, k, n };
+  return { vx, x16, vw, vb, m, k, n };
+}
+
+/** Whether the GEMMs round their operands to bf16 in hardware (where storing bf16 is exact). */
+function bf16Gemm(backend: NativeBackend): boolean {
+  const mode = backend.lib.precision();
+  return mode === "bf16-avx512bf16" || mode === "bf16-amx";
 }
 
 type NumAttrs = Record<string, number>;
 
 const fused: Record<string, (args: Args<NumAttrs>) => Info | Info[]> = {
-  [FUSED_KERNELS.layerNorm]: ({ inputs: { x, gamma, beta }, backend, attrs: { eps } }) => {
+  [FUSED_KERNELS.layerNorm]: ({ inputs: { x, gamma, beta }, backend, attrs }) => {
     const [vx, vg, vb] = need(FUSED_KERNELS.layerNorm, backend, x, gamma, beta);
-    const d = gamma.shape[0], y = backend.f32(vx.length);
-    if (vx.length) backend.lib.layernorm(vx, vg, vb, y, vx.length / d, d, eps);
+    const d = gamma.shape[0], rows = vx.length / d, eps = attrs.eps;
+    // As bf16 where the products round to bf16 anyway (see linearGelu).
+    if (attrs.bf16Out && d % 2 === 0 && bf16Gemm(backend)) {
+      const y = backend.alloc(vx.length / 2, "int32") as Int32Array;
+      const y16 = new Uint16Array(y.buffer, y.byteOffset, vx.length);
+      if (vx.length) backend.lib.layernorm(vx, vg, vb, y16, rows, d, eps, true);
+      return output(backend, [rows, d / 2], y, "int32");
+    }
+    const y = backend.f32(vx.length);
+    if (vx.length) backend.lib.layernorm(vx, vg, vb, y, rows, d, eps);
     return output(backend, x.shape, y, "float32");
   },
   [FUSED_KERNELS.layerNormGrad]: ({ inputs: { dy, x, gamma, dres }, backend, attrs: { eps } }) => {
@@ -848,44 +880,60 @@ const fused: Record<string, (args: Args<NumAttrs>) => Info | Info[]> = {
     return output(backend, t.shape, t1, "float32");
   },
   [FUSED_KERNELS.linear]: ({ inputs: { x, w, b, res }, backend }) => {
-    const { vx, vw, vb, m, k, n } = linearOperands(FUSED_KERNELS.linear, backend, x, w, b);
+    const { vx, x16, vw, vb, m, k, n } = linearOperands(FUSED_KERNELS.linear, backend, x, w, b);
     const vr = res ? need(FUSED_KERNELS.linear, backend, res)[0] : null;
     if (res && (res.shape[0] !== m || res.shape[1] !== n)) {
       throw new Error(`${FUSED_KERNELS.linear}: residual ${res.shape}, output [${m},${n}]`);
     }
     const y = backend.f32(m * n);
-    if (m * n > 0) backend.lib.linear(vx, vw, vb, vr, y, m, k, n);
+    if (m * n > 0) backend.lib.linear(vx, vw, vb, vr, y, m, k, n, x16);
     return output(backend, [m, n], y, "float32");
   },
-  [FUSED_KERNELS.linearGelu]: ({ inputs: { x, w, b }, backend }) => {
-    const { vx, vw, vb, m, k, n } = linearOperands(FUSED_KERNELS.linearGelu, backend, x, w, b);
-    const h = backend.f32(m * n), y = backend.f32(m * n);
-    if (m * n > 0) backend.lib.linearGelu(vx, vw, vb, h, y, m, k, n);
+  [FUSED_KERNELS.linearGelu]: ({ inputs: { x, w, b }, backend, attrs }) => {
+    const { vx, x16, vw, vb, m, k, n } = linearOperands(FUSED_KERNELS.linearGelu, backend, x, w, b);
+    const h = backend.f32(m * n);
+    // gelu(h) as bf16 where the products round to bf16 anyway: what they read, in half the bytes.
+    if (attrs.bf16Out && n % 2 === 0 && bf16Gemm(backend)) {
+      const y = backend.alloc(m * n / 2, "int32") as Int32Array;
+      const y16 = new Uint16Array(y.buffer, y.byteOffset, m * n);
+      if (m * n > 0) backend.lib.linearGelu(vx, vw, vb, h, y16, m, k, n, x16, true);
+      return [output(backend, [m, n / 2], y, "int32"), output(backend, [m, n], h, "float32")];
+    }
+    const y = backend.f32(m * n);
+    if (m * n > 0) backend.lib.linearGelu(vx, vw, vb, h, y, m, k, n, x16);
     return [output(backend, [m, n], y, "float32"), output(backend, [m, n], h, "float32")];
   },
   // With `pre` (fc2 after a GELU: x = gelu(pre)), dx is the gradient at pre.
   [FUSED_KERNELS.linearGrad]: ({ inputs: { dy, x, w, pre }, backend, attrs }) => {
     const name = FUSED_KERNELS.linearGrad;
-    const [vdy, vx, vw, vp] = need(name, backend, dy, x, w, ...(pre ? [pre] : []));
-    const [m, k] = x.shape, n = w.shape[0];
+    const { vx, x16, k } = linearInput(name, backend, x);
+    const [vdy, vw, vp] = need(name, backend, dy, w, ...(pre ? [pre] : []));
+    const m = x.shape[0], n = w.shape[0];
     const dx = backend.f32(m * k), dw = backend.f32(n * k);
     const db = attrs.hasBias ? backend.f32(n) : null;
-    backend.lib.linearGrad(vdy, vx, vw, vp ?? null, dx, dw, db, m, k, n);
+    backend.lib.linearGrad(vdy, vx, vw, vp ?? null, dx, dw, db, m, k, n, x16);
     return [
       output(backend, [m, k], dx, "float32"),
       output(backend, [n, k], dw, "float32"),
       ...(db ? [output(backend, [n], db, "float32")] : []),
     ];
   },
-  [FUSED_KERNELS.attention]: ({ inputs: { qkv }, backend, attrs: { batch, heads, scale } }) => {
+  [FUSED_KERNELS.attention]: ({ inputs: { qkv }, backend, attrs }) => {
+    const { batch, heads, scale } = attrs;
     const [vq] = need(FUSED_KERNELS.attention, backend, qkv);
-    const [rows, d3] = qkv.shape, T = rows / batch, D = d3 / 3;
-    const out = backend.f32(rows * D), probs = backend.f32(batch * heads * T * T);
-    if (rows > 0) backend.lib.attention(vq, out, probs, batch, T, heads, D / heads, scale);
-    return [
-      output(backend, [rows, D], out, "float32"),
-      output(backend, [batch, heads, T, T], probs, "float32"),
-    ];
+    const [rows, d3] = qkv.shape, T = rows / batch, D = d3 / 3, hd = D / heads;
+    const probs = backend.f32(batch * heads * T * T);
+    const P = output(backend, [batch, heads, T, T], probs, "float32");
+    // As bf16 where the products round to bf16 anyway (see linearGelu).
+    if (attrs.bf16Out && D % 2 === 0 && bf16Gemm(backend)) {
+      const out = backend.alloc(rows * D / 2, "int32") as Int32Array;
+      const o16 = new Uint16Array(out.buffer, out.byteOffset, rows * D);
+      if (rows > 0) backend.lib.attention(vq, o16, probs, batch, T, heads, hd, scale, true);
+      return [output(backend, [rows, D / 2], out, "int32"), P];
+    }
+    const out = backend.f32(rows * D);
+    if (rows > 0) backend.lib.attention(vq, out, probs, batch, T, heads, hd, scale);
+    return [output(backend, [rows, D], out, "float32"), P];
   },
   [FUSED_KERNELS.attentionGrad]: (
     { inputs: { dout, dprobs, qkv, probs }, backend, attrs: { batch, heads, scale } },

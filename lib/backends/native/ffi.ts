@@ -25,7 +25,7 @@ export class NativeLoadError extends Error {
 }
 
 /** The API version this module speaks (`vn_version()` of the library). */
-export const NATIVE_API_VERSION = 7;
+export const NATIVE_API_VERSION = 8;
 
 /** Instruction sets of the kernels, by the number `vn_isa` returns. */
 export const ISA_NAMES = ["base", "avx2", "avx512"] as const;
@@ -86,10 +86,10 @@ const SYMBOLS = {
   vn_set_precision: { parameters: [I], result: I },
   vn_precision: { parameters: [], result: I },
   vn_bmm: { parameters: [B, B, B, I, I, I, I, I, I, L, L], result: "void" },
-  vn_linear: { parameters: [B, B, B, B, B, I, I, I], result: "void" },
-  vn_linear_gelu: { parameters: [B, B, B, B, B, I, I, I], result: "void" },
-  vn_linear_grad: { parameters: [B, B, B, B, B, B, B, I, I, I], result: "void" },
-  vn_attention: { parameters: [B, B, B, I, I, I, I, F], result: "void" },
+  vn_linear: { parameters: [B, B, B, B, B, I, I, I, I], result: "void" },
+  vn_linear_gelu: { parameters: [B, B, B, B, B, I, I, I, I, I], result: "void" },
+  vn_linear_grad: { parameters: [B, B, B, B, B, B, B, I, I, I, I], result: "void" },
+  vn_attention: { parameters: [B, B, B, I, I, I, I, F, I], result: "void" },
   vn_attention_grad: { parameters: [B, B, B, B, B, I, I, I, I, F], result: "void" },
   vn_binary: { parameters: [I, B, B, B, B], result: "void" },
   vn_unary: { parameters: [I, B, B, I, F], result: "void" },
@@ -103,7 +103,7 @@ const SYMBOLS = {
   vn_crop_and_resize: { parameters: [B, B, B, B, B, F], result: "void" },
   vn_transpose_nd: { parameters: [B, B, I, B], result: "void" },
   vn_copy_rows: { parameters: [B, I, B, I, I, I, I, I], result: "void" },
-  vn_layernorm: { parameters: [B, B, B, B, I, I, F], result: "void" },
+  vn_layernorm: { parameters: [B, B, B, B, I, I, F, I], result: "void" },
   vn_layernorm_grad: { parameters: [B, B, B, B, B, B, B, I, I, F], result: "void" },
   vn_batchnorm: { parameters: [B, B, B, B, B, B, I, I, F], result: "void" },
   vn_batchnorm_grad: { parameters: [B, B, B, B, B, B, B, B, B, B, I, I, F], result: "void" },
@@ -160,10 +160,11 @@ export interface NativeLib {
   ): void;
   /**
    * A linear layer with its residual: `y [m, n] = res + (x [m, k] @ w [n, k]^T + b [n])` (`b`,
-   * `res` null: none), as `bmm` and two adds.
+   * `res` null: none), as `bmm` and two adds. `x16`: `x` holds `m * k` bf16 (as `linearGelu`'s
+   * `y16` writes them) instead of float32.
    */
   linear(
-    x: Buf,
+    x: Buf | Uint16Array,
     w: Buf,
     b: Buf | null,
     res: Buf | null,
@@ -171,27 +172,35 @@ export interface NativeLib {
     m: number,
     k: number,
     n: number,
+    x16?: boolean,
   ): void;
-  /** fc1 with its GELU: `h = x @ w^T + b` (`b` null: none) and `y = gelu(h)`, as `linear` + `gelu`. */
+  /**
+   * fc1 with its GELU: `h = x @ w^T + b` (`b` null: none) and `y = gelu(h)`, as `linear` + `gelu`.
+   * `y16`: `y` gets `m * n` bf16 (each value rounded to nearest even, in a `Uint16Array`'s layout):
+   * in the bf16 precisions exactly what the next product reads of `y`, in half the bytes. `x16`:
+   * `x` holds bf16, as in `linear`.
+   */
   linearGelu(
-    x: Buf,
+    x: Buf | Uint16Array,
     w: Buf,
     b: Buf | null,
     h: Buf,
-    y: Buf,
+    y: Buf | Uint16Array,
     m: number,
     k: number,
     n: number,
+    x16?: boolean,
+    y16?: boolean,
   ): void;
   /**
    * Its backward from `dy [m, n]`: `dx = dy @ w`, `dw = dy^T @ x`, `db` the column sums of `dy`
    * (null: not wanted), summed as `dw`'s product packs `dy`. With `pre [m, k]` (fc2 after a GELU:
    * `x = gelu(pre)`; null: none), `dx = (dy @ w) * gelu'(pre)`, the gradient at `pre`, GELU's
-   * gradient in the product's output pass.
+   * gradient in the product's output pass. `x16`: `x` holds bf16, as in `linear`.
    */
   linearGrad(
     dy: Buf,
-    x: Buf,
+    x: Buf | Uint16Array,
     w: Buf,
     pre: Buf | null,
     dx: Buf,
@@ -200,16 +209,19 @@ export interface NativeLib {
     m: number,
     k: number,
     n: number,
+    x16?: boolean,
   ): void;
+  /** `out16`: `out` gets the values rounded to bf16 (as `linearGelu`'s `y16`). */
   attention(
     qkv: Buf,
-    out: Buf,
+    out: Buf | Uint16Array,
     probs: Buf,
     batch: number,
     T: number,
     heads: number,
     hd: number,
     scale: number,
+    out16?: boolean,
   ): void;
   /** `dprobs` null: a zero gradient of the probabilities (they had no consumer). */
   attentionGrad(
@@ -266,7 +278,17 @@ export interface NativeLib {
     ss: number,
     ds: number,
   ): void;
-  layernorm(x: Buf, g: Buf, b: Buf, y: Buf, rows: number, d: number, eps: number): void;
+  /** `y16`: `y` gets the values rounded to bf16 (as `linearGelu`'s `y16`). */
+  layernorm(
+    x: Buf,
+    g: Buf,
+    b: Buf,
+    y: Buf | Uint16Array,
+    rows: number,
+    d: number,
+    eps: number,
+    y16?: boolean,
+  ): void;
   /** LayerNorm's gradient; with `dres` (null: none), `dx` = `dres` + LayerNorm's gradient. */
   layernormGrad(
     dy: Buf,
@@ -431,12 +453,13 @@ export function openNative(path?: string): NativeLib {
     precision: () => GEMM_MODES[s.vn_precision()],
     bmm: (a, b, c, batch, m, k, n, ta, tb, sa, sb) =>
       s.vn_bmm(a, b, c, batch, m, k, n, ta ? 1 : 0, tb ? 1 : 0, BigInt(sa), BigInt(sb)),
-    linear: (x, w, b, res, y, m, k, n) => s.vn_linear(x, w, b, res, y, m, k, n),
-    linearGelu: (x, w, b, h, y, m, k, n) => s.vn_linear_gelu(x, w, b, h, y, m, k, n),
-    linearGrad: (dy, x, w, pre, dx, dw, db, m, k, n) =>
-      s.vn_linear_grad(dy, x, w, pre, dx, dw, db, m, k, n),
-    attention: (qkv, out, probs, batch, T, heads, hd, scale) =>
-      s.vn_attention(qkv, out, probs, batch, T, heads, hd, scale),
+    linear: (x, w, b, res, y, m, k, n, x16) => s.vn_linear(x, w, b, res, y, m, k, n, x16 ? 1 : 0),
+    linearGelu: (x, w, b, h, y, m, k, n, x16, y16) =>
+      s.vn_linear_gelu(x, w, b, h, y, m, k, n, x16 ? 1 : 0, y16 ? 1 : 0),
+    linearGrad: (dy, x, w, pre, dx, dw, db, m, k, n, x16) =>
+      s.vn_linear_grad(dy, x, w, pre, dx, dw, db, m, k, n, x16 ? 1 : 0),
+    attention: (qkv, out, probs, batch, T, heads, hd, scale, out16) =>
+      s.vn_attention(qkv, out, probs, batch, T, heads, hd, scale, out16 ? 1 : 0),
     attentionGrad: (dout, dprobs, qkv, probs, dqkv, batch, T, heads, hd, scale) =>
       s.vn_attention_grad(dout, dprobs, qkv, probs, dqkv, batch, T, heads, hd, scale),
     binary: (op, a, b, out, meta) => s.vn_binary(op, a, b, out, meta),
@@ -454,7 +477,8 @@ export function openNative(path?: string): NativeLib {
     transposeNd: (src, dst, rank, meta) => s.vn_transpose_nd(src, dst, rank, meta),
     copyRows: (src, so, dst, dof, rows, len, ss, ds) =>
       s.vn_copy_rows(src, so, dst, dof, rows, len, ss, ds),
-    layernorm: (x, g, b, y, rows, d, eps) => s.vn_layernorm(x, g, b, y, rows, d, eps),
+    layernorm: (x, g, b, y, rows, d, eps, y16) =>
+      s.vn_layernorm(x, g, b, y, rows, d, eps, y16 ? 1 : 0),
     layernormGrad: (dy, x, g, dres, dx, dg, db, rows, d, eps) =>
       s.vn_layernorm_grad(dy, x, g, dres, dx, dg, db, rows, d, eps),
     batchnorm: (x, g, b, y, mean, variance, rows, d, eps) =>

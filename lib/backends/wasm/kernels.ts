@@ -214,6 +214,12 @@ const BN = "VitsslBatchNorm", BN_GRAD = "VitsslBatchNormGrad";
  * ```
  */
 export const FUSED_KERNELS = {
+  /**
+   * `x, gamma, beta` -> LayerNorm over the last axis (attribute `eps`). With attribute `bf16Out`
+   * 1 (native only), where the products round their operands to bf16 in hardware and the width is
+   * even, the output comes back as `linearGelu`'s does with it: rows of bf16 (int32 `[rows, D /
+   * 2]`), for `linear`, `linearGelu` and `linearGrad` to read as `x`.
+   */
   layerNorm: LN,
   /**
    * `dy, x, gamma` -> `[dx, dgamma, dbeta]`; with an input `dres` (native only), `dx` = `dres` +
@@ -231,11 +237,17 @@ export const FUSED_KERNELS = {
   geluGrad: GELU_GRAD,
   adamw: ADAMW,
   ema: EMA,
+  /**
+   * `qkv [B*T, 3D]` -> `[out [B*T, D], probs [B, H, T, T]]` (attributes `batch`, `heads`,
+   * `scale`). With attribute `bf16Out` 1 (native only), `out` may come back as bf16, as
+   * `layerNorm`'s does.
+   */
   attention: ATTN,
   attentionGrad: ATTN_GRAD,
   /**
    * `x [M, K]`, `w [N, K]`, optional `b [N]` and `res [M, N]` -> `res + (x @ w^T + b)` (native
-   * only).
+   * only; `x` may be the bf16 output of `linearGelu` or `layerNorm`, as may `linearGrad`'s and
+   * `linearGelu`'s).
    */
   linear: LINEAR,
   /**
@@ -244,7 +256,13 @@ export const FUSED_KERNELS = {
    * gelu'(pre)`, GELU's gradient in the product's output pass.
    */
   linearGrad: LINEAR_GRAD,
-  /** `x, w`, optional `b` -> `[gelu(h), h]` with `h = x @ w^T + b` (native only). */
+  /**
+   * `x, w`, optional `b` -> `[gelu(h), h]` with `h = x @ w^T + b` (native only). With attribute
+   * `bf16Out` 1, where the products round their operands to bf16 in hardware and `h` has an even
+   * number of columns, `gelu(h)` comes back rounded to bf16, two a word (dtype int32, shape
+   * `[M, N / 2]`): exactly what `linear` and `linearGrad` read of it, as their input `x`, in half
+   * the bytes.
+   */
   linearGelu: LINEAR_GELU,
   /**
    * `x [R, C]` -> `[C]`: each column summed in float32, row after row from +0 (tfjs's `Tile`
@@ -746,7 +764,11 @@ function mlpForward(
   res: tf.Tensor | undefined,
 ): { y: tf.Tensor; saved: tf.Tensor[] } {
   const in1: tf.NamedTensorMap = b1 ? { x, w: w1, b: b1 } : { x, w: w1 };
-  const [h, pre] = tf.engine().runKernel(LINEAR_GELU, in1, { hasBias: b1 ? 1 : 0 }) as tf.Tensor[];
+  // h may come back as bf16 (see FUSED_KERNELS.linearGelu): only fc2 and its gradient read it.
+  const [h, pre] = tf.engine().runKernel(LINEAR_GELU, in1, {
+    hasBias: b1 ? 1 : 0,
+    bf16Out: 1,
+  }) as tf.Tensor[];
   const in2: tf.NamedTensorMap = { x: h, w: w2 };
   if (b2) in2.b = b2;
   if (res) in2.res = res;
@@ -932,7 +954,11 @@ export const KERNEL_FAST_PATHS: Required<FastPaths> = {
       const [xx, nw, nb, ww1, ww2] = t;
       let at = 5;
       const bb1 = b1 ? t[at++] : undefined, bb2 = b2 ? t[at++] : undefined;
-      const z = tf.engine().runKernel(LN, { x: xx, gamma: nw, beta: nb }, { eps }) as tf.Tensor;
+      // z as bf16 where the products round to it (see FUSED_KERNELS.layerNorm): fc1 reads it.
+      const z = tf.engine().runKernel(LN, { x: xx, gamma: nw, beta: nb }, {
+        eps,
+        bf16Out: 1,
+      }) as tf.Tensor;
       const { y, saved } = mlpForward(z, ww1, bb1, ww2, bb2, xx);
       save([xx, nw, ...saved]);
       return {
@@ -967,10 +993,17 @@ export const KERNEL_FAST_PATHS: Required<FastPaths> = {
       let at = 5;
       const qb = qkvB ? t[at++] : undefined, pb = projB ? t[at++] : undefined;
       const x2 = tf.reshape(xx, [batch * T, D]);
-      const y1 = tf.engine().runKernel(LN, { x: x2, gamma: nw, beta: nb }, { eps }) as tf.Tensor;
+      const y1 = tf.engine().runKernel(LN, { x: x2, gamma: nw, beta: nb }, {
+        eps,
+        bf16Out: 1,
+      }) as tf.Tensor;
       const in1: tf.NamedTensorMap = qb ? { x: y1, w: qw, b: qb } : { x: y1, w: qw };
       const qkv = tf.engine().runKernel(LINEAR, in1, { hasBias: hasQkvB, hasRes: 0 }) as tf.Tensor;
-      const [ctx, probs] = tf.engine().runKernel(ATTN, { qkv }, attrs) as tf.Tensor[];
+      // ctx as bf16 where the products round to it (see FUSED_KERNELS.attention): proj reads it.
+      const [ctx, probs] = tf.engine().runKernel(ATTN, { qkv }, {
+        ...attrs,
+        bf16Out: 1,
+      }) as tf.Tensor[];
       const in2: tf.NamedTensorMap = { x: ctx, w: pw, res: x2 };
       if (pb) in2.b = pb;
       const y = tf.engine().runKernel(LINEAR, in2, { hasBias: hasProjB, hasRes: 1 }) as tf.Tensor;

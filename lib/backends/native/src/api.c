@@ -19,7 +19,7 @@
 #include "vn.h"
 
 #define EXPORT __attribute__((visibility("default")))
-#define VN_VERSION 7
+#define VN_VERSION 8
 #define MAXT 64
 
 extern const struct vn_impl vn_dense_avx512, vn_ops_avx512, vn_dense_avx2, vn_ops_avx2,
@@ -299,37 +299,55 @@ EXPORT void vn_bmm(const float* A, const float* B, float* C, int batch, int m, i
   unlock();
 }
 
-// One product with its epilogue, in the precision of vn_bmm; lock held.
-static void gemm_ep(const struct vn_impl* impl, const float* A, const float* B, float* C, int m,
-                    int k, int n, int ta, int tb, const struct vn_epilogue* ep) {
-  if (precision >= 2)
-    vn_gemm_bf16_ep(A, B, C, m, k, n, ta, tb, precision == 3, ep);
-  else
-    impl->gemm_ep(A, B, C, m, k, n, ta, tb, precision == 1, ep);
+// n bf16 (uint16_t) widened to float32 (exact) in shared scratch `slot`.
+static const float* widen(const void* src, size_t n, int slot) {
+  const uint16_t* s = src;
+  uint32_t* d = (uint32_t*)vn_shared_scratch(slot, n);
+  for (size_t i = 0; i < n; i++) d[i] = (uint32_t)s[i] << 16;
+  return (const float*)d;
+}
+
+// One product with its epilogue, in the precision of vn_bmm; lock held. src16 as
+// vn_gemm_bf16_ep's (A, B stored as bf16): read as stored on the bf16 paths, widened to float32
+// (exact) first on the others.
+static void gemm_ep(const struct vn_impl* impl, const void* A, const void* B, float* C, int m,
+                    int k, int n, int ta, int tb, const struct vn_epilogue* ep, int src16) {
+  if (precision >= 2) {
+    vn_gemm_bf16_ep(A, B, C, m, k, n, ta, tb, precision == 3, ep, src16);
+    return;
+  }
+  if (src16 & 1) A = widen(A, (size_t)m * k, 1);
+  if (src16 & 2) B = widen(B, (size_t)k * n, 3);
+  impl->gemm_ep(A, B, C, m, k, n, ta, tb, precision == 1, ep);
 }
 
 /**
  * A linear layer's forward: y[m, n] = res[m, n] + (x[m, k] @ w[n, k]^T + b[n]) (b, res NULL:
  * none), the bias and the residual added in the product's output pass; in the precision of
- * vn_bmm. Bit-identical to vn_bmm followed by float32 adds of b, then of res.
+ * vn_bmm. Bit-identical to vn_bmm followed by float32 adds of b, then of res. x16 = 1: x is
+ * stored as bf16 (uint16_t, as vn_linear_gelu's y16 writes it).
  */
-EXPORT void vn_linear(const float* x, const float* w, const float* b, const float* res, float* y,
-                      int m, int k, int n) {
+EXPORT void vn_linear(const void* x, const float* w, const float* b, const float* res, float* y,
+                      int m, int k, int n, int x16) {
   const struct vn_impl* impl = lock();
   struct vn_epilogue ep = {b, res, NULL, NULL, NULL};
-  gemm_ep(impl, x, w, y, m, k, n, 0, 1, &ep);
+  gemm_ep(impl, x, w, y, m, k, n, 0, 1, &ep, x16 ? 1 : 0);
   unlock();
 }
 
 /**
  * fc1 and its GELU: h[m, n] = x @ w^T + b (b NULL: none) and y = gelu(h), GELU applied to each
- * row of h in the product's output pass. Bit-identical to vn_linear, then vn_gelu of h.
+ * row of h in the product's output pass. Bit-identical to vn_linear, then vn_gelu of h. y16 = 1:
+ * y is stored as bf16 (uint16_t [m, n], vn_bf16_bits of each value): in the bf16 precisions,
+ * exactly what the next product reads of y (it rounds its operands so), in half the bytes. x16
+ * = 1: x is stored as bf16, as in vn_linear.
  */
-EXPORT void vn_linear_gelu(const float* x, const float* w, const float* b, float* h, float* y,
-                           int m, int k, int n) {
+EXPORT void vn_linear_gelu(const void* x, const float* w, const float* b, float* h, void* y,
+                           int m, int k, int n, int x16, int y16) {
   const struct vn_impl* impl = lock();
-  struct vn_epilogue ep = {b, NULL, NULL, impl->gelu_rows, y};
-  gemm_ep(impl, x, w, h, m, k, n, 0, 1, &ep);
+  struct vn_epilogue ep = {b, NULL, NULL, impl->gelu_rows, y16 ? NULL : y};
+  ep.act_out16 = y16 ? y : NULL;
+  gemm_ep(impl, x, w, h, m, k, n, 0, 1, &ep, x16 ? 1 : 0);
   unlock();
 }
 
@@ -339,22 +357,26 @@ EXPORT void vn_linear_gelu(const float* x, const float* w, const float* b, float
  * separate kernel's result: vn_bmm for dx and dw, the Sum kernel (ops.c, sum_cols) for db.
  * With pre[m, k] (fc2 after a GELU: x = gelu(pre); NULL: none), dx = (dy @ w) * gelu'(pre), the
  * gradient at pre, GELU's gradient applied to each row of the product in its output pass:
- * bit-identical to the product, then vn_gelu_grad at pre.
+ * bit-identical to the product, then vn_gelu_grad at pre. x16 = 1: x is stored as bf16 (as in
+ * vn_linear).
  */
-EXPORT void vn_linear_grad(const float* dy, const float* x, const float* w, const float* pre,
-                           float* dx, float* dw, float* db, int m, int k, int n) {
+EXPORT void vn_linear_grad(const float* dy, const void* x, const float* w, const float* pre,
+                           float* dx, float* dw, float* db, int m, int k, int n, int x16) {
   const struct vn_impl* impl = lock();
   struct vn_epilogue dact = {NULL, NULL, NULL, NULL, NULL, impl->gelu_grad_rows, pre};
-  gemm_ep(impl, dy, w, dx, m, n, k, 0, 0, pre ? &dact : NULL);
+  gemm_ep(impl, dy, w, dx, m, n, k, 0, 0, pre ? &dact : NULL, 0);
   struct vn_epilogue ep = {NULL, NULL, db, NULL, NULL, NULL, NULL};
-  gemm_ep(impl, dy, x, dw, n, m, k, 1, 0, &ep);
+  gemm_ep(impl, dy, x, dw, n, m, k, 1, 0, &ep, x16 ? 2 : 0);
   unlock();
 }
 
-/** out [B*T, D], probs [B, H, T, T] of multi-head self-attention from qkv [B*T, 3D]. */
-EXPORT void vn_attention(const float* qkv, float* out, float* probs, int B, int T, int H, int hd,
-                         float scale) {
-  CALL(attention(qkv, out, probs, B, T, H, hd, scale));
+/**
+ * out [B*T, D], probs [B, H, T, T] of multi-head self-attention from qkv [B*T, 3D]. out16 = 1:
+ * out is stored as bf16 (uint16_t, vn_bf16_bits of each value), for vn_linear's x16.
+ */
+EXPORT void vn_attention(const float* qkv, void* out, float* probs, int B, int T, int H, int hd,
+                         float scale, int out16) {
+  CALL(attention(qkv, out16 ? NULL : out, out16 ? out : NULL, probs, B, T, H, hd, scale));
 }
 
 /**
@@ -442,9 +464,14 @@ EXPORT int vn_topk(const float* x, float* vals, int32_t* idx, int rows, int n, i
   return r;
 }
 
-EXPORT void vn_layernorm(const float* x, const float* g, const float* b, float* y, int rows, int d,
-                         float eps) {
-  CALL(layernorm(x, g, b, y, rows, d, eps));
+/**
+ * LayerNorm of x [rows, d] over its last axis: y = (x - mean) / sqrt(var + eps) * g + b. y16 =
+ * 1: y is stored as bf16 (uint16_t, vn_bf16_bits of each value), what a bf16 product reads of it
+ * (vn_linear's x16).
+ */
+EXPORT void vn_layernorm(const float* x, const float* g, const float* b, void* y, int rows, int d,
+                         float eps, int y16) {
+  CALL(layernorm(x, g, b, y16 ? NULL : y, y16 ? y : NULL, rows, d, eps));
 }
 
 /**

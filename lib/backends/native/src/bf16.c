@@ -18,6 +18,9 @@
 // thread count. The instruction treats bf16 subnormals (|x| < 2^-126) as zero and flushes
 // subnormal sums to zero; the emulated path (dense.c, rnd = 1) keeps them, so the two paths may
 // differ there and, by the order of the two products within a pair, in the last bit of a sum.
+// An operand may also come stored as bf16 (vn_gemm_bf16_ep's src16: an activation that
+// vn_linear_gelu, vn_layernorm or vn_attention wrote rounded, as this file would round it): A
+// row-major (ta = 0) or B row-major (tb = 0), whose pairs are then copied as they are.
 #include <immintrin.h>
 #include <string.h>
 
@@ -77,6 +80,7 @@ static inline void ukernel(int kc2, const bf* restrict ap, const bf* restrict bp
 
 struct gemm {
   const float *A, *B;
+  const uint16_t *A16, *B16;  // instead of A, B: stored as bf16 (vn_gemm_bf16_ep's src16)
   float* C;
   int m, k, n, ta, tb, amx;
   struct vn_epilogue ep;
@@ -99,6 +103,9 @@ static inline int kc2_of(const struct gemm* g, int kc) {
 }
 
 static inline bf to_bf(float x) { return (bf)vn_bf16_bits(x); }
+// Element `at` of A or B (row-major offset) as bf16, from float32 or as stored.
+static inline bf a_at(const struct gemm* g, size_t at) { return g->A16 ? g->A16[at] : to_bf(g->A[at]); }
+static inline bf b_at(const struct gemm* g, size_t at) { return g->B16 ? g->B16[at] : to_bf(g->B[at]); }
 
 // vn_bf16_bits on 16 lanes, the bf16 in each lane's high half (low half garbage).
 static inline __m512i rne16(__m512 x) {
@@ -119,6 +126,16 @@ static inline __m512i pairs_rows(const float* r0, const float* r1, __mmask16 lan
   __m512i lo = rne16(_mm512_maskz_loadu_ps(lanes, r0)), hi = rne16(_mm512_maskz_loadu_ps(lanes, r1));
   return _mm512_mask_blend_epi16(0xAAAAAAAAu, _mm512_srli_epi32(lo, 16), hi);
 }
+// The same from two rows of 16 bf16.
+static inline __m512i pairs_rows16(const uint16_t* r0, const uint16_t* r1) {
+  __m512i lo = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i*)r0));
+  __m512i hi = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i*)r1));
+  return _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16));
+}
+// 16 pair words of op(A) (ta = 0) from element `at` on: 32 floats rounded, or 32 bf16 as stored.
+static inline __m512i pairs_a(const struct gemm* g, size_t at) {
+  return g->A16 ? _mm512_loadu_si512(g->A16 + at) : pairs_contig(g->A + at);
+}
 
 // One task per (KC block, NR panel) of op(B): element (p, c) at [(p / 2) * 2 NR + 2 c + p % 2].
 static void pack_b_task(void* ctx, int t, int tid) {
@@ -136,20 +153,27 @@ static void pack_b_task(void* ctx, int t, int tid) {
   if (!g->tb && w == NR) {
     int p = 0;
     for (; p + 1 < kc; p += 2) {
-      const float* src = g->B + (size_t)(k0 + p) * g->n + j0;
+      size_t at = (size_t)(k0 + p) * g->n + j0;
       uint32_t* d = (uint32_t*)(dst + (size_t)(p / 2) * 2 * NR);
-      _mm512_storeu_si512(d, pairs_rows(src, src + g->n, 0xffff));
-      _mm512_storeu_si512(d + 16, pairs_rows(src + 16, src + g->n + 16, 0xffff));
+      if (g->B16) {
+        const uint16_t* src = g->B16 + at;
+        _mm512_storeu_si512(d, pairs_rows16(src, src + g->n));
+        _mm512_storeu_si512(d + 16, pairs_rows16(src + 16, src + g->n + 16));
+      } else {
+        const float* src = g->B + at;
+        _mm512_storeu_si512(d, pairs_rows(src, src + g->n, 0xffff));
+        _mm512_storeu_si512(d + 16, pairs_rows(src + 16, src + g->n + 16, 0xffff));
+      }
     }
     if (p < kc) {
-      const float* src = g->B + (size_t)(k0 + p) * g->n + j0;
-      for (int c = 0; c < NR; c++) dst[(size_t)(p / 2) * 2 * NR + 2 * c] = to_bf(src[c]);
+      size_t at = (size_t)(k0 + p) * g->n + j0;
+      for (int c = 0; c < NR; c++) dst[(size_t)(p / 2) * 2 * NR + 2 * c] = b_at(g, at + c);
     }
   } else if (!g->tb) {
     for (int p = 0; p < kc; p++) {
-      const float* src = g->B + (size_t)(k0 + p) * g->n + j0;
+      size_t at = (size_t)(k0 + p) * g->n + j0;
       bf* d = dst + (size_t)(p / 2) * 2 * NR + p % 2;
-      for (int c = 0; c < w; c++) d[2 * c] = to_bf(src[c]);
+      for (int c = 0; c < w; c++) d[2 * c] = b_at(g, at + c);
     }
   } else {
     uint32_t* d = (uint32_t*)dst;  // pair p2 of column c at word p2 * NR + c
@@ -198,7 +222,7 @@ static void pack_a(const struct gemm* g, int i0, int rows, int k0, int kc, bf* r
           __m512i v[16];
 #pragma GCC unroll 16
           for (int r = 0; r < 16; r++)
-            v[r] = r < MR ? pairs_contig(g->A + (size_t)(i0 + s + r) * g->k + k0 + p0)
+            v[r] = r < MR ? pairs_a(g, (size_t)(i0 + s + r) * g->k + k0 + p0)
                           : _mm512_setzero_si512();
           vn_transpose16(v);
 #pragma GCC unroll 16
@@ -207,19 +231,19 @@ static void pack_a(const struct gemm* g, int i0, int rows, int k0, int kc, bf* r
         }
       }
       for (int r = 0; r < h; r++) {
-        const float* src = g->A + (size_t)(i0 + s + r) * g->k + k0;
+        size_t src = (size_t)(i0 + s + r) * g->k + k0;
         bf* o = d + 2 * r;
         int p = p0;
         for (; p + 32 <= kc; p += 32) {
           uint32_t t[16];
-          _mm512_storeu_si512(t, pairs_contig(src + p));
+          _mm512_storeu_si512(t, pairs_a(g, src + p));
           for (int q = 0; q < 16; q++) dw[(size_t)(p / 2 + q) * MR + r] = t[q];
         }
         for (; p + 1 < kc; p += 2) {
-          o[(size_t)p * MR] = to_bf(src[p]);
-          o[(size_t)p * MR + 1] = to_bf(src[p + 1]);
+          o[(size_t)p * MR] = a_at(g, src + p);
+          o[(size_t)p * MR + 1] = a_at(g, src + p + 1);
         }
-        if (p < kc) o[(size_t)p * MR] = to_bf(src[p]);
+        if (p < kc) o[(size_t)p * MR] = a_at(g, src + p);
       }
     }
   }
@@ -244,6 +268,8 @@ static void pack_a_amx(const struct gemm* g, int i0, int rows, int k0, int kc, i
     int p = 0;
     if (r < rows && g->ta) {
       for (; p < kc; p++) d[p] = to_bf(g->A[(size_t)(k0 + p) * g->m + i0 + r]);
+    } else if (r < rows && g->A16) {
+      for (; p < kc; p++) d[p] = g->A16[(size_t)(i0 + r) * g->k + k0 + p];
     } else if (r < rows) {
       const float* src = g->A + (size_t)(i0 + r) * g->k + k0;
       for (; p + 16 <= kc; p += 16)
@@ -370,14 +396,22 @@ static void gemm_task(void* ctx, int t, int tid) {
 
 // The product: parallel on the pool (packed B in shared scratch) unless small, or, with
 // stid >= 0, in thread stid alone (packed B in its scratch, after gemm_task's part).
-static void gemm(const float* A, const float* B, float* C, int m, int k, int n, int ta, int tb,
-                 int amx, int stid, const struct vn_epilogue* ep) {
+static void gemm(const void* A, const void* B, float* C, int m, int k, int n, int ta, int tb,
+                 int amx, int stid, const struct vn_epilogue* ep, int src16) {
   if (m <= 0) return;
   if (n <= 0 || k <= 0) {
-    vn_gemm_degenerate(A, ta, C, m, k, n, ep);
+    vn_gemm_degenerate(src16 & 1 ? NULL : A, ta, C, m, k, n, ep);
     return;
   }
-  struct gemm g = {A, B, C, m, k, n, ta, tb, amx};
+  struct gemm g = {.C = C, .m = m, .k = k, .n = n, .ta = ta, .tb = tb, .amx = amx};
+  if (src16 & 1)
+    g.A16 = A;
+  else
+    g.A = A;
+  if (src16 & 2)
+    g.B16 = B;
+  else
+    g.B = B;
   if (ep) g.ep = *ep;
   g.npad = (n + NR - 1) / NR * NR;
   g.kblocks = (k + KC - 1) / KC;
@@ -419,21 +453,21 @@ struct bmm_ctx {
 static void bmm_task(void* ctx, int b, int tid) {
   const struct bmm_ctx* x = ctx;
   gemm(x->A + b * x->sa, x->B + b * x->sb, x->C + (size_t)b * x->m * x->n, x->m, x->k, x->n,
-       x->ta, x->tb, x->amx, tid, NULL);
+       x->ta, x->tb, x->amx, tid, NULL, 0);
 }
 
 void vn_bmm_bf16(const float* A, const float* B, float* C, int batch, int m, int k, int n, int ta,
                  int tb, int64_t sa, int64_t sb, int amx) {
   if (batch == 1 || (int64_t)m * n * k >= 64 * 64 * 64) {
     for (int b = 0; b < batch; b++)
-      gemm(A + b * sa, B + b * sb, C + (size_t)b * m * n, m, k, n, ta, tb, amx, -1, NULL);
+      gemm(A + b * sa, B + b * sb, C + (size_t)b * m * n, m, k, n, ta, tb, amx, -1, NULL, 0);
     return;
   }
   struct bmm_ctx x = {A, B, C, m, k, n, ta, tb, amx, sa, sb};
   vn_parallel(batch, bmm_task, &x);
 }
 
-void vn_gemm_bf16_ep(const float* A, const float* B, float* C, int m, int k, int n, int ta, int tb,
-                     int amx, const struct vn_epilogue* ep) {
-  gemm(A, B, C, m, k, n, ta, tb, amx, -1, ep);
+void vn_gemm_bf16_ep(const void* A, const void* B, float* C, int m, int k, int n, int ta, int tb,
+                     int amx, const struct vn_epilogue* ep, int src16) {
+  gemm(A, B, C, m, k, n, ta, tb, amx, -1, ep, src16);
 }

@@ -383,6 +383,7 @@ struct attn {
   float *out, *probs, *dqkv;
   int B, T, H, hd;
   float scale;
+  uint16_t* out16;  // forward: out rounded to bf16 (vn_bf16_bits) here instead, or NULL
 };
 
 // Tasks of the attention kernels: one per sequence (its heads in turn, its rows of qkv fetched
@@ -395,7 +396,7 @@ static inline void prefetch_rows(const float* p, size_t n) {
 
 static void attention_head(const struct attn* a, int b, int h, int tid) {
   const int T = a->T, hd = a->hd, D = a->H * hd, D3 = 3 * D, Tp = (T + VL - 1) / VL * VL;
-  float* kt = vn_thread_scratch(tid, (size_t)hd * Tp + (size_t)T * Tp);
+  float* kt = vn_thread_scratch(tid, (size_t)hd * Tp + (size_t)T * Tp + (a->out16 ? (size_t)T * hd : 0));
   float* S = kt + (size_t)hd * Tp;  // [T, Tp] scores, then probabilities
   const float* base = a->qkv + (size_t)b * T * D3 + h * hd;  // q of token 0; k at + D, v + 2D
   float* P = a->probs + ((size_t)b * a->H + h) * T * T;
@@ -439,8 +440,15 @@ static void attention_head(const struct attn* a, int b, int h, int tid) {
     }
     pend = 0;
   }
-  // out_i = sum_j P_ij v_j, the heads side by side in out [B*T, D].
-  combine_rows(S, Tp, 1, base + 2 * D, D3, T, a->out + (size_t)b * T * D + h * hd, D, hd, T);
+  // out_i = sum_j P_ij v_j, the heads side by side in out [B*T, D] (or, for out16, in [T, hd]
+  // after S, then rounded into out16's rows).
+  if (!a->out16) {
+    combine_rows(S, Tp, 1, base + 2 * D, D3, T, a->out + (size_t)b * T * D + h * hd, D, hd, T);
+    return;
+  }
+  float* o = S + (size_t)T * Tp;
+  combine_rows(S, Tp, 1, base + 2 * D, D3, T, o, hd, hd, T);
+  for (int i = 0; i < T; i++) vn_to_bf16(o + (size_t)i * hd, a->out16 + ((size_t)b * T + i) * D + h * hd, hd);
 }
 
 static void attention_task(void* ctx, int t, int tid) {
@@ -452,9 +460,9 @@ static void attention_task(void* ctx, int t, int tid) {
 
 static int attention_tasks(int B, int H) { return B < ATTN_SEQ_TASKS ? B * H : B; }
 
-static void attention(const float* qkv, float* out, float* probs, int B, int T, int H, int hd,
-                      float scale) {
-  struct attn a = {qkv, 0, 0, 0, out, probs, 0, B, T, H, hd, scale};
+static void attention(const float* qkv, float* out, uint16_t* out16, float* probs, int B, int T,
+                      int H, int hd, float scale) {
+  struct attn a = {qkv, 0, 0, 0, out, probs, 0, B, T, H, hd, scale, out16};
   vn_parallel(attention_tasks(B, H), attention_task, &a);
 }
 

@@ -364,6 +364,7 @@ struct ln {
   int rows, d;
   float eps;
   const float* dres;  // gradient: added to dx (a residual's gradient), or NULL
+  uint16_t* y16;      // forward: y rounded to bf16 (vn_bf16_bits) here instead of y, or NULL
 };
 
 static inline void row_stats(const float* x, int d, float eps, float* mean, float* rstd) {
@@ -385,23 +386,24 @@ static inline void row_stats(const float* x, int d, float eps, float* mean, floa
 }
 
 static void ln_task(void* ctx, int t, int tid) {
-  (void)tid;
   const struct ln* l = ctx;
   int d = l->d, per = rows_per_task(d), r1 = (t + 1) * per < l->rows ? (t + 1) * per : l->rows;
+  float* row = l->y16 ? vn_thread_scratch(tid, (size_t)d) : NULL;
   for (int r = t * per; r < r1; r++) {
     const float* x = l->x + (int64_t)r * d;
-    float* y = l->y + (int64_t)r * d;
+    float* y = row ? row : l->y + (int64_t)r * d;
     float mu, rs;
     row_stats(x, d, l->eps, &mu, &rs);
     int j = 0;
     for (; j + VL <= d; j += VL) vst(y + j, (vld(x + j) - mu) * rs * vld(l->g + j) + vld(l->b + j));
     for (; j < d; j++) y[j] = (x[j] - mu) * rs * l->g[j] + l->b[j];
+    if (row) vn_to_bf16(row, l->y16 + (int64_t)r * d, d);
   }
 }
 
-static void layernorm(const float* x, const float* g, const float* b, float* y, int rows, int d,
-                      float eps) {
-  struct ln l = {x, g, b, 0, y, 0, 0, 0, 0, rows, d, eps};
+static void layernorm(const float* x, const float* g, const float* b, float* y, uint16_t* y16,
+                      int rows, int d, float eps) {
+  struct ln l = {x, g, b, 0, y, 0, 0, 0, 0, rows, d, eps, NULL, y16};
   if (rows > 0 && d > 0) vn_parallel(chunks(rows, rows_per_task(d)), ln_task, &l);
 }
 

@@ -74,6 +74,21 @@ static inline uint32_t vn_bf16_bits(float x) {
   if ((u & 0x7fffffffu) > 0x7f800000u) return (u | 0x00400000u) >> 16;
   return (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
 }
+// y[i] = vn_bf16_bits(x[i]) for i < n, VL at a time (storing an activation as bf16).
+static inline void vn_to_bf16(const float* x, uint16_t* y, int n) {
+  typedef uint32_t vu __attribute__((vector_size(VL * 4)));
+  typedef uint16_t vh __attribute__((vector_size(VL * 2)));
+  int i = 0;
+  for (; i + VL <= n; i += VL) {
+    vu u;
+    __builtin_memcpy(&u, x + i, sizeof u);
+    vu r = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16, q = (u | 0x00400000u) >> 16;
+    vu nan = (vu)((u & 0x7fffffffu) > 0x7f800000u);
+    vh h = __builtin_convertvector((q & nan) | (r & ~nan), vh);
+    __builtin_memcpy(y + i, &h, sizeof h);
+  }
+  for (; i < n; i++) y[i] = (uint16_t)vn_bf16_bits(x[i]);
+}
 static inline float vn_bf16_round(float x) {
   uint32_t u = vn_bf16_bits(x) << 16;
   float r;
@@ -99,7 +114,8 @@ float* vn_shared_scratch(int slot, size_t nfloats);
 // - res[m, n] (row stride n): then added too, C = res + (sum + bias), a residual connection's
 //   Add;
 // - act, act_out[m, n]: then act_out = act(C) row by row (GELU after fc1; C keeps the
-//   pre-activation its gradient needs);
+//   pre-activation its gradient needs); with act_out16[m, n] instead, act(C) rounded to bf16
+//   (vn_bf16_bits) is stored there: what a bf16 product reads of act_out, in half the bytes;
 // - dact, dact_x[m, n]: then C = dact(C, dact_x) row by row, in place (GELU's gradient at the
 //   pre-activation dact_x after fc2's input gradient: C = dh * gelu'(x), the GeluGrad kernel's
 //   float32 operations);
@@ -115,7 +131,23 @@ struct vn_epilogue {
   float* act_out;
   void (*dact)(float* dx, const float* x, int n);
   const float* dact_x;
+  uint16_t* act_out16;
 };
+
+// The activation of one row of C (c, cols elements, at offset `at` of act_out): into act_out,
+// or rounded to bf16 into act_out16 (act's float32 results, in pieces, then vn_bf16_bits).
+static inline void vn_act_row(const struct vn_epilogue* ep, const float* c, size_t at, int cols) {
+  if (!ep->act_out16) {
+    ep->act(c, ep->act_out + at, cols);
+    return;
+  }
+  float tmp[256];
+  for (int q = 0; q < cols; q += 256) {
+    int len = cols - q < 256 ? cols - q : 256;
+    ep->act(c + q, tmp, len);
+    vn_to_bf16(tmp, ep->act_out16 + at + q, len);
+  }
+}
 
 // The output pass of rows x cols of C at (i0, j0) (row stride ldc): bias and res as above.
 static inline void vn_tile_out(const struct vn_epilogue* ep, float* C, int ldc, int i0, int j0,
@@ -130,7 +162,7 @@ static inline void vn_tile_out(const struct vn_epilogue* ep, float* C, int ldc, 
       const float* x = ep->res + (size_t)(i0 + r) * ldc + j0;
       for (int q = 0; q < cols; q++) c[q] = x[q] + c[q];
     }
-    if (ep->act) ep->act(c, ep->act_out + (size_t)(i0 + r) * ldc + j0, cols);
+    if (ep->act) vn_act_row(ep, c, (size_t)(i0 + r) * ldc + j0, cols);
   }
 }
 
@@ -166,7 +198,7 @@ static inline void vn_task_finish(const struct vn_epilogue* ep, float* C, int ld
   if (ep->act)
     for (int r = 0; r < rows; r++) {
       size_t at = (size_t)(i0 + r) * ldc + j0;
-      ep->act(C + at, ep->act_out + at, cols);
+      vn_act_row(ep, C + at, at, cols);
     }
   if (ep->dact)
     for (int r = 0; r < rows; r++) {
@@ -212,8 +244,9 @@ struct vn_impl {
   // One product with its epilogue (ep may be NULL).
   void (*gemm_ep)(const float* A, const float* B, float* C, int m, int k, int n, int ta, int tb,
                   int rnd, const struct vn_epilogue* ep);
-  void (*attention)(const float* qkv, float* out, float* probs, int B, int T, int H, int hd,
-                    float scale);
+  // out16 (NULL: out): out rounded to bf16 (vn_bf16_bits), stored as uint16_t.
+  void (*attention)(const float* qkv, float* out, uint16_t* out16, float* probs, int B, int T,
+                    int H, int hd, float scale);
   void (*attention_grad)(const float* dout, const float* dprobs, const float* qkv,
                          const float* probs, float* dqkv, int B, int T, int H, int hd,
                          float scale);
@@ -226,8 +259,9 @@ struct vn_impl {
   void (*transpose_nd)(const float* src, float* dst, int rank, const int32_t* meta);
   void (*copy_rows)(const float* src, float* dst, int rows, int len, int src_stride,
                     int dst_stride);
-  void (*layernorm)(const float* x, const float* g, const float* b, float* y, int rows, int d,
-                    float eps);
+  // y16 (NULL: y): y rounded to bf16 (vn_bf16_bits), stored as uint16_t.
+  void (*layernorm)(const float* x, const float* g, const float* b, float* y, uint16_t* y16,
+                    int rows, int d, float eps);
   void (*layernorm_grad)(const float* dy, const float* x, const float* g, const float* dres,
                          float* dx, float* dg,
                          float* db, int rows, int d, float eps);
@@ -264,9 +298,11 @@ extern const struct vn_impl SFX(vn_dense), SFX(vn_ops);
 // vn_impl.bmm on bf16-rounded inputs, by VDPBF16PS dot products or TDPBF16PS tiles (float32 sums).
 void vn_bmm_bf16(const float* A, const float* B, float* C, int batch, int m, int k, int n, int ta,
                  int tb, int64_t sa, int64_t sb, int amx);
-// One such product with its epilogue (ep may be NULL).
-void vn_gemm_bf16_ep(const float* A, const float* B, float* C, int m, int k, int n, int ta, int tb,
-                     int amx, const struct vn_epilogue* ep);
+// One such product with its epilogue (ep may be NULL). src16: bit 1, A is stored as bf16
+// (uint16_t, vn_bf16_bits; ta = 0 only), bit 2, B is (tb = 0 only): rows of bf16 read as they
+// are, the same packed operands as from their float32 values. (Not with ep->rowsum.)
+void vn_gemm_bf16_ep(const void* A, const void* B, float* C, int m, int k, int n, int ta, int tb,
+                     int amx, const struct vn_epilogue* ep, int src16);
 
 #if defined(VN_AVX512)
 // The 16 x 16 matrix of 32-bit words in r[0..16) transposed in place: at each level b = 8, 4,
