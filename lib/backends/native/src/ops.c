@@ -386,18 +386,24 @@ static inline void row_stats(const float* x, int d, float eps, float* mean, floa
 }
 
 static void ln_task(void* ctx, int t, int tid) {
+  (void)tid;
   const struct ln* l = ctx;
   int d = l->d, per = rows_per_task(d), r1 = (t + 1) * per < l->rows ? (t + 1) * per : l->rows;
-  float* row = l->y16 ? vn_thread_scratch(tid, (size_t)d) : NULL;
   for (int r = t * per; r < r1; r++) {
     const float* x = l->x + (int64_t)r * d;
-    float* y = row ? row : l->y + (int64_t)r * d;
     float mu, rs;
     row_stats(x, d, l->eps, &mu, &rs);
     int j = 0;
+    if (l->y16) {
+      uint16_t* y = l->y16 + (int64_t)r * d;
+      for (; j + VL <= d; j += VL)
+        vn_store_bf16(y + j, (vld(x + j) - mu) * rs * vld(l->g + j) + vld(l->b + j));
+      for (; j < d; j++) y[j] = (uint16_t)vn_bf16_bits((x[j] - mu) * rs * l->g[j] + l->b[j]);
+      continue;
+    }
+    float* y = l->y + (int64_t)r * d;
     for (; j + VL <= d; j += VL) vst(y + j, (vld(x + j) - mu) * rs * vld(l->g + j) + vld(l->b + j));
     for (; j < d; j++) y[j] = (x[j] - mu) * rs * l->g[j] + l->b[j];
-    if (row) vn_to_bf16(row, l->y16 + (int64_t)r * d, d);
   }
 }
 
