@@ -767,6 +767,12 @@ function bf16Gemm(backend: NativeBackend): boolean {
   return mode === "bf16-avx512bf16" || mode === "bf16-amx";
 }
 
+/** An output of `n` (even) bf16: the int32 array a tensor holds, and its halves for the kernel. */
+function bf16Output(backend: NativeBackend, n: number) {
+  const words = backend.alloc(n / 2, "int32") as Int32Array;
+  return { words, halves: new Uint16Array(words.buffer, words.byteOffset, n) };
+}
+
 type NumAttrs = Record<string, number>;
 
 const fused: Record<string, (args: Args<NumAttrs>) => Info | Info[]> = {
@@ -775,10 +781,9 @@ const fused: Record<string, (args: Args<NumAttrs>) => Info | Info[]> = {
     const d = gamma.shape[0], rows = vx.length / d, eps = attrs.eps;
     // As bf16 where the products round to bf16 anyway (see linearGelu).
     if (attrs.bf16Out && d % 2 === 0 && bf16Gemm(backend)) {
-      const y = backend.alloc(vx.length / 2, "int32") as Int32Array;
-      const y16 = new Uint16Array(y.buffer, y.byteOffset, vx.length);
-      if (vx.length) backend.lib.layernorm(vx, vg, vb, y16, rows, d, eps, true);
-      return output(backend, [rows, d / 2], y, "int32");
+      const { words, halves } = bf16Output(backend, vx.length);
+      if (vx.length) backend.lib.layernorm(vx, vg, vb, halves, rows, d, eps, true);
+      return output(backend, [rows, d / 2], words, "int32");
     }
     const y = backend.f32(vx.length);
     if (vx.length) backend.lib.layernorm(vx, vg, vb, y, rows, d, eps);
@@ -894,10 +899,9 @@ const fused: Record<string, (args: Args<NumAttrs>) => Info | Info[]> = {
     const h = backend.f32(m * n);
     // gelu(h) as bf16 where the products round to bf16 anyway: what they read, in half the bytes.
     if (attrs.bf16Out && n % 2 === 0 && bf16Gemm(backend)) {
-      const y = backend.alloc(m * n / 2, "int32") as Int32Array;
-      const y16 = new Uint16Array(y.buffer, y.byteOffset, m * n);
-      if (m * n > 0) backend.lib.linearGelu(vx, vw, vb, h, y16, m, k, n, x16, true);
-      return [output(backend, [m, n / 2], y, "int32"), output(backend, [m, n], h, "float32")];
+      const { words, halves } = bf16Output(backend, m * n);
+      if (m * n > 0) backend.lib.linearGelu(vx, vw, vb, h, halves, m, k, n, x16, true);
+      return [output(backend, [m, n / 2], words, "int32"), output(backend, [m, n], h, "float32")];
     }
     const y = backend.f32(m * n);
     if (m * n > 0) backend.lib.linearGelu(vx, vw, vb, h, y, m, k, n, x16);
@@ -926,10 +930,9 @@ const fused: Record<string, (args: Args<NumAttrs>) => Info | Info[]> = {
     const P = output(backend, [batch, heads, T, T], probs, "float32");
     // As bf16 where the products round to bf16 anyway (see linearGelu).
     if (attrs.bf16Out && D % 2 === 0 && bf16Gemm(backend)) {
-      const out = backend.alloc(rows * D / 2, "int32") as Int32Array;
-      const o16 = new Uint16Array(out.buffer, out.byteOffset, rows * D);
-      if (rows > 0) backend.lib.attention(vq, o16, probs, batch, T, heads, hd, scale, true);
-      return [output(backend, [rows, D / 2], out, "int32"), P];
+      const { words, halves } = bf16Output(backend, rows * D);
+      if (rows > 0) backend.lib.attention(vq, halves, probs, batch, T, heads, hd, scale, true);
+      return [output(backend, [rows, D / 2], words, "int32"), P];
     }
     const out = backend.f32(rows * D);
     if (rows > 0) backend.lib.attention(vq, out, probs, batch, T, heads, hd, scale);

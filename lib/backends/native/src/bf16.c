@@ -104,8 +104,12 @@ static inline int kc2_of(const struct gemm* g, int kc) {
 
 static inline bf to_bf(float x) { return (bf)vn_bf16_bits(x); }
 // Element `at` of A or B (row-major offset) as bf16, from float32 or as stored.
-static inline bf a_at(const struct gemm* g, size_t at) { return g->A16 ? g->A16[at] : to_bf(g->A[at]); }
-static inline bf b_at(const struct gemm* g, size_t at) { return g->B16 ? g->B16[at] : to_bf(g->B[at]); }
+static inline bf a_at(const struct gemm* g, size_t at) {
+  return g->A16 ? g->A16[at] : to_bf(g->A[at]);
+}
+static inline bf b_at(const struct gemm* g, size_t at) {
+  return g->B16 ? g->B16[at] : to_bf(g->B[at]);
+}
 
 // vn_bf16_bits on 16 lanes, the bf16 in each lane's high half (low half garbage).
 static inline __m512i rne16(__m512 x) {

@@ -396,7 +396,8 @@ static inline void prefetch_rows(const float* p, size_t n) {
 
 static void attention_head(const struct attn* a, int b, int h, int tid) {
   const int T = a->T, hd = a->hd, D = a->H * hd, D3 = 3 * D, Tp = (T + VL - 1) / VL * VL;
-  float* kt = vn_thread_scratch(tid, (size_t)hd * Tp + (size_t)T * Tp + (a->out16 ? (size_t)T * hd : 0));
+  size_t o16 = a->out16 ? (size_t)T * hd : 0;  // out16's rows before rounding, after S
+  float* kt = vn_thread_scratch(tid, (size_t)hd * Tp + (size_t)T * Tp + o16);
   float* S = kt + (size_t)hd * Tp;  // [T, Tp] scores, then probabilities
   const float* base = a->qkv + (size_t)b * T * D3 + h * hd;  // q of token 0; k at + D, v + 2D
   float* P = a->probs + ((size_t)b * a->H + h) * T * T;
@@ -448,7 +449,8 @@ static void attention_head(const struct attn* a, int b, int h, int tid) {
   }
   float* o = S + (size_t)T * Tp;
   combine_rows(S, Tp, 1, base + 2 * D, D3, T, o, hd, hd, T);
-  for (int i = 0; i < T; i++) vn_to_bf16(o + (size_t)i * hd, a->out16 + ((size_t)b * T + i) * D + h * hd, hd);
+  for (int i = 0; i < T; i++)
+    vn_to_bf16(o + (size_t)i * hd, a->out16 + ((size_t)b * T + i) * D + h * hd, hd);
 }
 
 static void attention_task(void* ctx, int t, int tid) {
