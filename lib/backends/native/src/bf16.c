@@ -111,23 +111,17 @@ static inline bf b_at(const struct gemm* g, size_t at) {
   return g->B16 ? g->B16[at] : to_bf(g->B[at]);
 }
 
-// vn_bf16_bits on 16 lanes, the bf16 in each lane's high half (low half garbage).
-static inline __m512i rne16(__m512 x) {
-  __m512i u = _mm512_castps_si512(x);
-  __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
-  __m512i r = _mm512_add_epi32(u, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff)));
-  __mmask16 nan = _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
-  return _mm512_mask_mov_epi32(r, nan, _mm512_or_si512(u, _mm512_set1_epi32(0x00400000)));
-}
 // 16 pair words (x[2q] low, x[2q + 1] high) from 32 contiguous floats.
 static inline __m512i pairs_contig(const float* x) {
   const __m512i odd = _mm512_set_epi16(63, 61, 59, 57, 55, 53, 51, 49, 47, 45, 43, 41, 39, 37, 35,
                                        33, 31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
-  return _mm512_permutex2var_epi16(rne16(_mm512_loadu_ps(x)), odd, rne16(_mm512_loadu_ps(x + 16)));
+  __m512i lo = vn_rne16(_mm512_loadu_ps(x)), hi = vn_rne16(_mm512_loadu_ps(x + 16));
+  return _mm512_permutex2var_epi16(lo, odd, hi);
 }
 // 16 pair words (r0[q] low, r1[q] high) from two rows, the first `lanes` (mask) of them.
 static inline __m512i pairs_rows(const float* r0, const float* r1, __mmask16 lanes) {
-  __m512i lo = rne16(_mm512_maskz_loadu_ps(lanes, r0)), hi = rne16(_mm512_maskz_loadu_ps(lanes, r1));
+  __m512i lo = vn_rne16(_mm512_maskz_loadu_ps(lanes, r0));
+  __m512i hi = vn_rne16(_mm512_maskz_loadu_ps(lanes, r1));
   return _mm512_mask_blend_epi16(0xAAAAAAAAu, _mm512_srli_epi32(lo, 16), hi);
 }
 // The same from two rows of 16 bf16.
@@ -275,11 +269,8 @@ static void pack_a_amx(const struct gemm* g, int i0, int rows, int k0, int kc, i
     } else if (r < rows && g->A16) {
       for (; p < kc; p++) d[p] = g->A16[(size_t)(i0 + r) * g->k + k0 + p];
     } else if (r < rows) {
-      const float* src = g->A + (size_t)(i0 + r) * g->k + k0;
-      for (; p + 16 <= kc; p += 16)
-        _mm256_storeu_si256((__m256i*)(d + p),
-                            _mm512_cvtepi32_epi16(_mm512_srli_epi32(rne16(_mm512_loadu_ps(src + p)), 16)));
-      for (; p < kc; p++) d[p] = to_bf(src[p]);
+      vn_to_bf16(g->A + (size_t)(i0 + r) * g->k + k0, d, kc);
+      p = kc;
     }
     for (; p < 2 * kc2; p++) d[p] = 0;
   }

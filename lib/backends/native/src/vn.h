@@ -74,15 +74,22 @@ static inline uint32_t vn_bf16_bits(float x) {
   if ((u & 0x7fffffffu) > 0x7f800000u) return (u | 0x00400000u) >> 16;
   return (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
 }
+#if defined(VN_AVX512)
+// vn_bf16_bits on 16 lanes, the bf16 in each lane's high half (low half garbage): the bf16
+// GEMM's packing (bf16.c) and vn_store_bf16.
+static inline __m512i vn_rne16(__m512 x) {
+  __m512i u = _mm512_castps_si512(x);
+  __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+  __m512i r = _mm512_add_epi32(u, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff)));
+  __mmask16 nan = _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
+  return _mm512_mask_mov_epi32(r, nan, _mm512_or_si512(u, _mm512_set1_epi32(0x00400000)));
+}
+#endif
 // y[0..VL) = vn_bf16_bits of v's lanes (storing an activation as bf16).
 static inline void vn_store_bf16(uint16_t* y, vf v) {
 #if defined(VN_AVX512)  // GCC makes slow code of the generic form for 16 lanes
-  __m512i u = _mm512_castps_si512((__m512)v);
-  __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
-  __m512i r = _mm512_add_epi32(u, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff)));
-  __mmask16 nan = _mm512_cmp_ps_mask((__m512)v, (__m512)v, _CMP_UNORD_Q);
-  r = _mm512_mask_mov_epi32(r, nan, _mm512_or_si512(u, _mm512_set1_epi32(0x00400000)));
-  _mm256_storeu_si256((__m256i*)y, _mm512_cvtepi32_epi16(_mm512_srli_epi32(r, 16)));
+  __m512i r = _mm512_srli_epi32(vn_rne16((__m512)v), 16);
+  _mm256_storeu_si256((__m256i*)y, _mm512_cvtepi32_epi16(r));
 #else
   typedef uint32_t vu __attribute__((vector_size(VL * 4)));
   typedef uint16_t vh __attribute__((vector_size(VL * 2)));
