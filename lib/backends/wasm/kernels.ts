@@ -801,6 +801,14 @@ function mlpBackward(
 }
 
 /**
+ * LayerNorm of `x` for a block half whose only reader of it is a linear layer (and that layer's
+ * weight gradient): bf16 where the products round to it (see FUSED_KERNELS.layerNorm).
+ */
+function normForProducts(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, eps: number) {
+  return tf.engine().runKernel(LN, { x, gamma, beta }, { eps, bf16Out: 1 }) as tf.Tensor;
+}
+
+/**
  * LayerNorm's backward at `x` from `dz`, with the residual's gradient `dres` added to dx in the
  * kernel's output pass (the two terms of x's gradient, one float32 add as the engine's Add):
  * `[dx, dgamma, dbeta]`.
@@ -954,11 +962,7 @@ export const KERNEL_FAST_PATHS: Required<FastPaths> = {
       const [xx, nw, nb, ww1, ww2] = t;
       let at = 5;
       const bb1 = b1 ? t[at++] : undefined, bb2 = b2 ? t[at++] : undefined;
-      // z as bf16 where the products round to it (see FUSED_KERNELS.layerNorm): fc1 reads it.
-      const z = tf.engine().runKernel(LN, { x: xx, gamma: nw, beta: nb }, {
-        eps,
-        bf16Out: 1,
-      }) as tf.Tensor;
+      const z = normForProducts(xx, nw, nb, eps);
       const { y, saved } = mlpForward(z, ww1, bb1, ww2, bb2, xx);
       save([xx, nw, ...saved]);
       return {
@@ -993,10 +997,7 @@ export const KERNEL_FAST_PATHS: Required<FastPaths> = {
       let at = 5;
       const qb = qkvB ? t[at++] : undefined, pb = projB ? t[at++] : undefined;
       const x2 = tf.reshape(xx, [batch * T, D]);
-      const y1 = tf.engine().runKernel(LN, { x: x2, gamma: nw, beta: nb }, {
-        eps,
-        bf16Out: 1,
-      }) as tf.Tensor;
+      const y1 = normForProducts(x2, nw, nb, eps);
       const in1: tf.NamedTensorMap = qb ? { x: y1, w: qw, b: qb } : { x: y1, w: qw };
       const qkv = tf.engine().runKernel(LINEAR, in1, { hasBias: hasQkvB, hasRes: 0 }) as tf.Tensor;
       // ctx as bf16 where the products round to it (see FUSED_KERNELS.attention): proj reads it.
