@@ -24,7 +24,7 @@ export interface KernelRow {
   ms: number;
   /** Share of the summed kernel time, percent. */
   pct: number;
-  /** Achieved GFLOP/s, for matmul kernels (2 x output size x inner dimension / time). */
+  /** Achieved GFLOP/s, for matrix products ({@link kernelFlops} / time). */
   gflops?: number;
 }
 
@@ -45,15 +45,40 @@ export interface StepProfile {
 const MATMULS = new Set(["BatchMatMul", "_FusedMatMul"]);
 
 /**
- * FLOPs of a matmul from its first input and its output `[..., M, N]`: the inner dimension is
- * size(a) / (batch x M), whichever side of `a` was transposed (a is not broadcast in this
- * project's matmuls). 0 for other kernels.
+ * FLOPs of one kernel call from its input and output shapes (a multiply-add counts 2), for the
+ * matrix products: `BatchMatMul` and `_FusedMatMul` (inner dimension size(a) / (batch x M),
+ * whichever side of `a` was transposed: `a` is not broadcast in this project's matmuls), the
+ * fused linear layers (`VitsslLinear`, `VitsslLinearGelu`: x [M, K] @ w [N, K]^T;
+ * `VitsslLinearGrad`: dx and dw, twice that) and attention's two products per head
+ * (`VitsslAttention`: Q K^T and P V; its gradient: four). 0 for other kernels.
+ *
+ * @example
+ * ```ts
+ * kernelFlops("VitsslLinear", [[2176, 128], [512, 128]], [[2176, 512]]); // 2 * 2176 * 512 * 128
+ * ```
  */
-export function matmulFlops(name: string, a: number[] | undefined, out: number[] | undefined) {
-  if (!MATMULS.has(name) || !a || !out || out.length < 2) return 0;
+export function kernelFlops(
+  name: string,
+  inputs: (number[] | undefined)[],
+  outputs: (number[] | undefined)[],
+): number {
   const size = (s: number[]) => s.reduce((p, q) => p * q, 1);
-  const rows = size(out.slice(0, -1));
-  return 2 * size(out) * (size(a) / rows);
+  const [a, w] = inputs, out = outputs[0];
+  if (MATMULS.has(name)) {
+    if (!a || !out || out.length < 2) return 0;
+    return 2 * size(out) * (size(a) / size(out.slice(0, -1)));
+  }
+  // The weight w [N, K] is the second input of the linear layers; dy [M, N] the gradient's first.
+  if (name === "VitsslLinear" && w && out) return 2 * size(out) * w[1];
+  if (name === "VitsslLinearGelu" && w && outputs[1]) return 2 * size(outputs[1]) * w[1];
+  if (name === "VitsslLinearGrad" && a && inputs[2]) return 4 * size(a) * inputs[2][1];
+  // probs [B, H, T, T]: an output of the forward, the last input of the gradient (after dout
+  // [B*T, D] and qkv [B*T, 3D]); a head's width is D / H.
+  const probs = name === "VitsslAttention" ? outputs[1] : inputs[inputs.length - 1];
+  if (!a || !probs || probs.length !== 4) return 0;
+  if (name === "VitsslAttention") return 4 * size(probs) * (a[1] / 3 / probs[1]);
+  if (name === "VitsslAttentionGrad") return 8 * size(probs) * (a[1] / probs[1]);
+  return 0;
 }
 
 function group(items: { key: string; ms: number; flops: number }[], total: number): KernelRow[] {
@@ -88,7 +113,7 @@ export async function profileStep(step: () => Promise<unknown>): Promise<StepPro
   const items = info.kernels.filter((k) => tf.getKernel(k.name, backend)).map((k) => {
     const ms = typeof k.kernelTimeMs === "number" ? k.kernelTimeMs : 0;
     const shapes = k.inputShapes.filter((s) => s).map((s) => s.length ? s.join("x") : "scalar");
-    const flops = matmulFlops(k.name, k.inputShapes[0], k.outputShapes[0]);
+    const flops = kernelFlops(k.name, k.inputShapes, k.outputShapes);
     return { name: k.name, shapes, ms, flops };
   });
   const kernelMs = items.reduce((s, k) => s + k.ms, 0);
@@ -106,13 +131,31 @@ export async function profileStep(step: () => Promise<unknown>): Promise<StepPro
 
 /**
  * The first `top` rows as a Markdown table: kernel, calls, ms, % of kernel time, and achieved
- * GFLOP/s for matmuls ("" for other kernels).
+ * GFLOP/s for matrix products ("" for other kernels); with `peakOf` (a row's kernel name to this
+ * CPU's measured peak for the arithmetic it runs in, GFLOP/s; see `NativeLib.peakGflops`), also
+ * the share of that peak reached.
+ *
+ * @example
+ * ```ts
+ * console.log(profileTable(p.byKernel, 10, () => 466));
+ * ```
  */
-export function profileTable(rows: KernelRow[], top = 15): string {
-  const lines = ["| kernel | calls | ms | % | GFLOP/s |", "|---|---:|---:|---:|---:|"];
+export function profileTable(
+  rows: KernelRow[],
+  top = 15,
+  peakOf?: (kernel: string) => number | null,
+): string {
+  const lines = peakOf
+    ? ["| kernel | calls | ms | % | GFLOP/s | % of peak |", "|---|---:|---:|---:|---:|---:|"]
+    : ["| kernel | calls | ms | % | GFLOP/s |", "|---|---:|---:|---:|---:|"];
   for (const r of rows.slice(0, top)) {
-    const g = r.gflops === undefined ? "" : r.gflops.toFixed(1);
-    lines.push(`| ${r.kernel} | ${r.calls} | ${r.ms.toFixed(1)} | ${r.pct.toFixed(1)} | ${g} |`);
+    const cells = [r.kernel, r.calls, r.ms.toFixed(1), r.pct.toFixed(1)];
+    cells.push(r.gflops === undefined ? "" : r.gflops.toFixed(1));
+    if (peakOf) {
+      const peak = r.gflops === undefined ? null : peakOf(r.kernel);
+      cells.push(peak ? (100 * r.gflops! / peak).toFixed(0) : "");
+    }
+    lines.push(`| ${cells.join(" | ")} |`);
   }
   return lines.join("\n");
 }

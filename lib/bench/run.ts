@@ -23,6 +23,7 @@ import type { BackendInfo, Precision } from "../backends/mod.ts";
 import { type AugmentConfig, defaultAugmentConfig, twoViews } from "../data/augment.ts";
 import { type Dataset, getBatch, syntheticDataset, toFloatTensor } from "../data/mod.ts";
 import { createRng, permutation } from "../core/rng.ts";
+import { openNative } from "../backends/native/ffi.ts";
 import { loadAverage, median, peakRss, resetPeakRss, timeLoop } from "./measure.ts";
 import { profileStep, type StepProfile } from "./profile.ts";
 import { createParallelStepRunner, createStepRunner } from "./step.ts";
@@ -88,6 +89,14 @@ export interface BenchResult {
   /** Analytic FLOPs of one step (matmuls; a multiply-add counts 2); see `stepFlops`. */
   flops_per_step: number;
   gflops_per_s: number;
+  /**
+   * On the native backend, this CPU's multiply-add peak for the run's matrix products (float32
+   * FMAs, or bf16 dot products), measured on registers at the run's thread count just before the
+   * steps (`NativeLib.peakGflops`), GFLOP/s; null elsewhere.
+   */
+  peak_gflops: number | null;
+  /** The same for float32 (what attention multiplies in, in both precisions); null elsewhere. */
+  peak_fp32_gflops: number | null;
   /** Peak resident memory of the process during this workload (Linux VmHWM), bytes. */
   peak_rss_bytes: number;
   /** `tf.memory().numBytes` after the timed steps. */
@@ -233,6 +242,9 @@ export async function benchWorkload(opts: BenchOptions): Promise<BenchResult> {
     last = await runner.run(x1, x2);
   };
   for (let i = 0; i < warmup; i++) await step();
+  const native = opts.backend.name === "native" && !smoke ? openNative() : null;
+  const peak = native?.peakGflops(native.precision()) ?? null;
+  const peakFp32 = native?.peakGflops("fp32") ?? null;
   resetPeakRss();
   const mem0 = tf.memory();
   const t = await timeLoop(step, {
@@ -267,6 +279,8 @@ export async function benchWorkload(opts: BenchOptions): Promise<BenchResult> {
     ms_per_step_median: round(median(t.iterMs), 1),
     flops_per_step: flops,
     gflops_per_s: round(flops / 1e6 / msPerStep, 2),
+    peak_gflops: peak === null ? null : round(peak, 1),
+    peak_fp32_gflops: peakFp32 === null ? null : round(peakFp32, 1),
     peak_rss_bytes: rss,
     tf_bytes: mem1.numBytes,
     tf_bytes_growth: mem1.numBytes - mem0.numBytes,

@@ -92,6 +92,11 @@ const SPECS: FlagSpec[] = [
   { key: "help", flag: "help", kind: "bool", help: "show this help" },
 ];
 
+/** A profile row's peak: attention multiplies in float32 in both precisions, the rest as the run. */
+function peakOfKernel(r: BenchResult): (kernel: string) => number | null {
+  return (kernel) => kernel.startsWith("VitsslAttention") ? r.peak_fp32_gflops : r.peak_gflops;
+}
+
 /** A readable summary of one result (and its profile tables). */
 export function formatResult(r: BenchResult, top = 15): string {
   const mb = (b: number) => `${(b / 2 ** 20).toFixed(0)} MiB`;
@@ -103,7 +108,11 @@ export function formatResult(r: BenchResult, top = 15): string {
     `(median ${r.ms_per_step_median.toFixed(0)}), ${
       (r.flops_per_step / 1e9).toFixed(2)
     } GFLOP/step, ` +
-    `${r.gflops_per_s.toFixed(1)} GFLOP/s`,
+    `${r.gflops_per_s.toFixed(1)} GFLOP/s` +
+    (r.peak_gflops
+      ? ` (${(100 * r.gflops_per_s / r.peak_gflops).toFixed(0)}% of this CPU's peak for ` +
+        `these products, ${r.peak_gflops.toFixed(0)} GFLOP/s measured)`
+      : ""),
     `  ${r.steps} steps in ${r.seconds.toFixed(1)} s; peak RSS ${mb(r.peak_rss_bytes)}; tf ` +
     `${mb(r.tf_bytes)} (growth ${r.tf_bytes_growth} B, ${r.tf_tensors_growth} tensors); ` +
     `augmentation ${r.augment_images_per_s} img/s; loader ${r.loader_images_per_s} img/s; ` +
@@ -111,14 +120,15 @@ export function formatResult(r: BenchResult, top = 15): string {
   ];
   if (r.profile) {
     const p = r.profile;
+    const peakOf = r.peak_gflops === null ? undefined : peakOfKernel(r);
     lines.push(
       "",
       `profile of one step: ${p.wallMs.toFixed(0)} ms wall, ${p.kernelMs.toFixed(0)} ms in ` +
         `${p.kernels} kernels (${(p.wallMs - p.kernelMs).toFixed(0)} ms outside kernels)`,
       "",
-      profileTable(p.byKernel, top),
+      profileTable(p.byKernel, top, peakOf),
       "",
-      profileTable(p.byShape, top),
+      profileTable(p.byShape, top, peakOf),
     );
   }
   return lines.join("\n");

@@ -260,3 +260,55 @@ Deno.test("native bf16: differs from the float32 product by the inputs' rounding
     reset();
   }
 });
+
+Deno.test("native peak loop: the FLOPs it counts are the work it does, on every path", () => {
+  // Each path's loop by hand: float32 keeps 2 MR accumulators of one vector each (MR 12 on
+  // AVX-512, 6 on AVX2 and SSE2; 16, 8, 4 lanes) and does acc = acc * a + b a step (2 FLOPs a
+  // lane); VDPBF16PS keeps 24 zmm and adds a * b + a * b a lane (4 FLOPs); AMX four 16 x 16
+  // tiles, each += a 16 x 32 by 32 x 16 product (32 a b a lane, 16384 FLOPs a tile).
+  // Accumulator j starts at j. Every value below is exact in float32.
+  const iters = 13, a = 0.5, b = 1.5;
+  const lanes: Record<IsaName, number> = { base: 4, avx2: 8, avx512: 16 };
+  const fp32Final = (j: number) => {
+    let acc = j;
+    for (let i = 0; i < iters; i++) acc = acc * a + b;
+    return acc;
+  };
+  const sumOver = (accs: number, perLane: number, final: (j: number) => number) =>
+    Array.from({ length: accs }, (_, j) => perLane * final(j)).reduce((s, x) => s + x, 0);
+  try {
+    for (const isa of ISAS) {
+      lib.setIsa(isa);
+      const accs = isa === "avx512" ? 24 : 12, l = lanes[isa];
+      for (const mode of ["fp32", "bf16-emulated"] as const) {
+        assertEquals(lib.peakCheck(mode, iters, a, b), {
+          flops: 2 * accs * l * iters,
+          sum: sumOver(accs, l, fp32Final),
+        }, `${isa} ${mode}`);
+      }
+    }
+    lib.setIsa(ISAS[ISAS.length - 1]);
+    const hw: Record<string, { accs: number; lanes: number; perStep: number; flops: number }> = {
+      "bf16-avx512bf16": { accs: 24, lanes: 16, perStep: 2 * a * b, flops: 4 * 24 * 16 },
+      "bf16-amx": { accs: 4, lanes: 256, perStep: 32 * a * b, flops: 4 * 16384 },
+    };
+    for (const [mode, p] of Object.entries(hw)) {
+      const got = lib.peakCheck(mode as GemmMode, iters, a, b);
+      if (!BF16_MODES.includes(mode as GemmMode)) {
+        assertEquals(got, null, `${mode}: this CPU lacks it`);
+        assertEquals(lib.peakGflops(mode as GemmMode, 0.01), null);
+        continue;
+      }
+      assertEquals(got, {
+        flops: p.flops * iters,
+        sum: sumOver(p.accs, p.lanes, (j) => j + iters * p.perStep),
+      }, mode);
+    }
+    for (const mode of ["fp32", ...BF16_MODES] as GemmMode[]) {
+      const g = lib.peakGflops(mode, 0.01);
+      assert(g !== null && g > 0, `${mode}: ${g} GFLOP/s`);
+    }
+  } finally {
+    reset();
+  }
+});

@@ -12,7 +12,7 @@
 // products; fc2's gradient after a GELU (vn_linear_grad with pre) likewise, against the product then
 // the GeluGrad kernel, and against float64. (The layers through tfjs on the native backend are
 // tested in native_backend_test.ts, with the other tests of the process-wide library.)
-import { assert, assertEquals } from "@std/assert";
+import { assert } from "@std/assert";
 import { GEMM_MODES, type GemmMode, type IsaName } from "../../lib/backends/native/ffi.ts";
 import { privateNative } from "../_helpers/native.ts";
 import { erf } from "../_helpers/erf.ts";

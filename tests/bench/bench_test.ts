@@ -8,7 +8,7 @@ import * as tf from "@tensorflow/tfjs-core";
 import { assert, assertAlmostEquals, assertEquals, assertStringIncludes } from "@std/assert";
 import { initBackend } from "../../lib/backends/mod.ts";
 import { median, timeLoop } from "../../lib/bench/measure.ts";
-import { matmulFlops, profileStep, profileTable } from "../../lib/bench/profile.ts";
+import { kernelFlops, profileStep, profileTable } from "../../lib/bench/profile.ts";
 import { defaultMode, defaultWorkers } from "../../lib/bench/run.ts";
 import { createStepRunner } from "../../lib/bench/step.ts";
 import { benchTable, parseLines } from "../../lib/bench/table.ts";
@@ -136,6 +136,8 @@ Deno.test("benchTable divides images/s by the mean PyTorch images/s of the same 
       images_per_s: ips,
       ms_per_step: (1000 * batch) / ips,
       gflops_per_s: 1,
+      peak_gflops: null,
+      peak_fp32_gflops: null,
       peak_rss_bytes: 2 ** 30,
       load_avg_start: 1,
       load_avg_end: null,
@@ -167,27 +169,74 @@ Deno.test("timeLoop counts warm-up and timed iterations", async () => {
   assertEquals(median([4, 1, 3, 2]), 2.5);
 });
 
-Deno.test("profileTable prints the top rows as Markdown; matmul FLOPs from shapes", () => {
-  const table = profileTable([
+Deno.test("profileTable prints the top rows as Markdown, with the share of a peak", () => {
+  const rows = [
     { kernel: "BatchMatMul", calls: 3, ms: 30, pct: 75, gflops: 2.5 },
     { kernel: "Add", calls: 9, ms: 10, pct: 25 },
-  ], 2);
-  assertEquals(table.split("\n"), [
+  ];
+  assertEquals(profileTable(rows, 2).split("\n"), [
     "| kernel | calls | ms | % | GFLOP/s |",
     "|---|---:|---:|---:|---:|",
     "| BatchMatMul | 3 | 30.0 | 75.0 | 2.5 |",
     "| Add | 9 | 10.0 | 25.0 |  |",
   ]);
+  // 2.5 of a 10 GFLOP/s peak: 25%.
+  assertEquals(profileTable(rows, 2, () => 10).split("\n"), [
+    "| kernel | calls | ms | % | GFLOP/s | % of peak |",
+    "|---|---:|---:|---:|---:|---:|",
+    "| BatchMatMul | 3 | 30.0 | 75.0 | 2.5 | 25 |",
+    "| Add | 9 | 10.0 | 25.0 |  |  |",
+  ]);
+  // A kernel whose peak is unknown gets no share.
+  assertEquals(
+    profileTable(rows, 1, () => null).split("\n")[2],
+    "| BatchMatMul | 3 | 30.0 | 75.0 | 2.5 |  |",
+  );
+});
+
+Deno.test("kernelFlops: the products' multiply-adds from their shapes, by hand", () => {
   // [2176, 128] @ [512, 128]^T -> [2176, 512]: 2 * 2176 * 512 * 128 multiply-adds.
-  assertEquals(matmulFlops("BatchMatMul", [2176, 128], [2176, 512]), 2 * 2176 * 512 * 128);
+  assertEquals(kernelFlops("BatchMatMul", [[2176, 128]], [[2176, 512]]), 2 * 2176 * 512 * 128);
   // x^T @ dy of a linear layer: [2176, 128]^T @ [2176, 512] -> [128, 512], inner 2176.
-  assertEquals(matmulFlops("BatchMatMul", [2176, 128], [128, 512]), 2 * 128 * 512 * 2176);
+  assertEquals(kernelFlops("BatchMatMul", [[2176, 128]], [[128, 512]]), 2 * 128 * 512 * 2176);
   // Attention scores [B, H, T, hd] @ [B, H, T, hd]^T -> [B, H, T, T], inner hd.
   assertEquals(
-    matmulFlops("BatchMatMul", [8, 4, 17, 32], [8, 4, 17, 17]),
+    kernelFlops("BatchMatMul", [[8, 4, 17, 32]], [[8, 4, 17, 17]]),
     2 * 8 * 4 * 17 * 17 * 32,
   );
-  assertEquals(matmulFlops("Add", [4, 4], [4, 4]), 0);
+  assertEquals(kernelFlops("Add", [[4, 4], [4, 4]], [[4, 4]]), 0);
+  // The fused layers of small28 (M = 128 images x 17 tokens = 2176, D = 128, MLP 512): fc2
+  // reads GELU's output stored as bf16 (int32 [2176, 256]) with w [128, 512], bias and residual.
+  assertEquals(
+    kernelFlops("VitsslLinear", [[2176, 256], [128, 512], [128], [2176, 128]], [[2176, 128]]),
+    2 * 2176 * 128 * 512,
+  );
+  // fc1 + GELU: outputs gelu(h) (bf16, [2176, 256]) and h [2176, 512].
+  assertEquals(
+    kernelFlops("VitsslLinearGelu", [[2176, 64], [512, 128], [512]], [[2176, 256], [2176, 512]]),
+    2 * 2176 * 512 * 128,
+  );
+  // fc2's gradient from dy [2176, 128]: dx = dy @ w (2176 x 128 x 512) and dw = dy^T @ x, as many.
+  assertEquals(
+    kernelFlops(
+      "VitsslLinearGrad",
+      [[2176, 128], [2176, 256], [128, 512], [2176, 512]],
+      [[2176, 512], [128, 512], [128]],
+    ),
+    2 * (2 * 2176 * 128 * 512),
+  );
+  // Attention of 128 images, 4 heads of 32, T = 17: Q K^T and P V, each 128 * 4 * 17 * 17 * 32
+  // multiply-adds; the gradient: dV, dP, dQ, dK.
+  const headProducts = 2 * 128 * 4 * 17 * 17 * 32;
+  assertEquals(
+    kernelFlops("VitsslAttention", [[2176, 384]], [[2176, 128], [128, 4, 17, 17]]),
+    2 * headProducts,
+  );
+  assertEquals(
+    kernelFlops("VitsslAttentionGrad", [[2176, 128], [2176, 384], [128, 4, 17, 17]], [[2176, 384]]),
+    4 * headProducts,
+  );
+  assertEquals(kernelFlops("VitsslLayerNorm", [[2176, 128], [128], [128]], [[2176, 128]]), 0);
 });
 
 Deno.test("profileStep counts a custom gradient's kernels once, not its scope around them", async () => {

@@ -25,7 +25,7 @@ export class NativeLoadError extends Error {
 }
 
 /** The API version this module speaks (`vn_version()` of the library). */
-export const NATIVE_API_VERSION = 8;
+export const NATIVE_API_VERSION = 9;
 
 /** Instruction sets of the kernels, by the number `vn_isa` returns. */
 export const ISA_NAMES = ["base", "avx2", "avx512"] as const;
@@ -85,6 +85,8 @@ const SYMBOLS = {
   vn_bf16_supported: { parameters: [], result: I },
   vn_set_precision: { parameters: [I], result: I },
   vn_precision: { parameters: [], result: I },
+  vn_peak_gflops: { parameters: [I, "f64"], result: "f64" },
+  vn_peak_check: { parameters: [I, L, F, F, B], result: I },
   vn_bmm: { parameters: [B, B, B, I, I, I, I, I, I, L, L], result: "void" },
   vn_linear: { parameters: [B, B, B, B, B, I, I, I, I], result: "void" },
   vn_linear_gelu: { parameters: [B, B, B, B, B, I, I, I, I, I], result: "void" },
@@ -144,6 +146,30 @@ export interface NativeLib {
   setPrecision(mode: GemmMode | "bf16"): GemmMode;
   /** The GEMM precision in use. */
   precision(): GemmMode;
+  /**
+   * This CPU's measured peak for a GEMM mode, GFLOP/s of every pool thread at once: each runs
+   * independent multiply-adds on registers (float32 FMAs; `VDPBF16PS`; AMX tiles) for `seconds`
+   * (the emulated bf16 path multiplies in float32: its peak is float32's). Null for a mode this
+   * CPU lacks.
+   *
+   * @example
+   * ```ts
+   * const lib = openNative();
+   * console.log(lib.peakGflops("fp32"), lib.peakGflops(lib.bf16Supported()));
+   * ```
+   */
+  peakGflops(mode: GemmMode, seconds?: number): number | null;
+  /**
+   * The peak loop's exact work on the calling thread, for tests: `iters` steps from accumulators
+   * j = 0, 1, ... in every lane; `flops` counted and the lanes' final values summed (float32: acc
+   * = acc * a + b a step; bf16: acc += 2 a b a lane; AMX: 32 a b). Null for a mode this CPU lacks.
+   */
+  peakCheck(
+    mode: GemmMode,
+    iters: number,
+    a: number,
+    b: number,
+  ): { flops: number; sum: number } | null;
   /** `c[b] = op(a[b]) @ op(b[b])` for b < batch, `a[b]` at `a + b * sa` (sa 0 broadcasts). */
   bmm(
     a: Buf,
@@ -451,6 +477,15 @@ export function openNative(path?: string): NativeLib {
       return GEMM_MODES[r];
     },
     precision: () => GEMM_MODES[s.vn_precision()],
+    peakGflops(mode, seconds = 0.25) {
+      const r = s.vn_peak_gflops(GEMM_MODES.indexOf(mode), seconds);
+      return r < 0 ? null : r;
+    },
+    peakCheck(mode, iters, a, b) {
+      const out = new Float64Array(2);
+      if (s.vn_peak_check(GEMM_MODES.indexOf(mode), BigInt(iters), a, b, out) < 0) return null;
+      return { flops: out[0], sum: out[1] };
+    },
     bmm: (a, b, c, batch, m, k, n, ta, tb, sa, sb) =>
       s.vn_bmm(a, b, c, batch, m, k, n, ta ? 1 : 0, tb ? 1 : 0, BigInt(sa), BigInt(sb)),
     linear: (x, w, b, res, y, m, k, n, x16) => s.vn_linear(x, w, b, res, y, m, k, n, x16 ? 1 : 0),

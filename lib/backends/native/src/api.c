@@ -14,12 +14,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "vn.h"
 
 #define EXPORT __attribute__((visibility("default")))
-#define VN_VERSION 8
+#define VN_VERSION 9
 #define MAXT 64
 
 extern const struct vn_impl vn_dense_avx512, vn_ops_avx512, vn_dense_avx2, vn_ops_avx2,
@@ -162,6 +163,7 @@ static void init(void) {
     impls[i].gemm_ep = dense[i]->gemm_ep;
     impls[i].attention = dense[i]->attention;
     impls[i].attention_grad = dense[i]->attention_grad;
+    impls[i].peak = dense[i]->peak;
   }
   isa_supported = 0;
 #if defined(__x86_64__)
@@ -253,6 +255,68 @@ EXPORT int vn_set_precision(int mode) {
 
 /** The GEMM precision in use (see vn_set_precision). */
 EXPORT int vn_precision(void) { return precision; }
+
+// One thread's peak loop for GEMM mode `mode` (as vn_set_precision's): the float32 FMAs of the
+// instruction set in use (also what the emulated bf16 path multiplies with), VDPBF16PS, or AMX.
+static double peak_steps(const struct vn_impl* impl, int mode, long iters, float a, float b,
+                         double* sum) {
+  if (mode >= 2) return vn_peak_bf16(iters, a, b, mode == 3, sum);
+  return impl->peak(iters, a, b, sum);
+}
+
+/**
+ * The peak loop's exact work, for a test: iters steps on the calling thread from accumulators
+ * j = 0, 1, ... (out[0]: the FLOPs counted, out[1]: every lane's final value summed; in fp32
+ * each step is acc = acc * a + b, in bf16 acc += 2 a b per lane, 32 a b on AMX). Returns 0, or
+ * -1 for a mode this CPU lacks.
+ */
+EXPORT int vn_peak_check(int mode, int64_t iters, float a, float b, double* out) {
+  const struct vn_impl* impl = lock();
+  int ok = mode >= 0 && mode <= bf16_supported;
+  if (ok) out[0] = peak_steps(impl, mode, (long)iters, a, b, &out[1]);
+  unlock();
+  return ok ? 0 : -1;
+}
+
+static double now_s(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+struct peak_job {
+  const struct vn_impl* impl;
+  int mode;
+  double seconds, rate[MAXT];
+};
+
+static void peak_task(void* ctx, int t, int tid) {
+  struct peak_job* j = ctx;
+  double flops = 0.0, sum, t0 = now_s(), dt;
+  do flops += peak_steps(j->impl, j->mode, 1L << 14, 1.0f, 0.5f, &sum);
+  while ((dt = now_s() - t0) < j->seconds);
+  j->rate[t] = flops / dt;
+}
+
+/**
+ * The CPU's measured peak for GEMM mode `mode` (as vn_set_precision's; the emulated bf16 path
+ * multiplies in float32, so its peak is float32's), in GFLOP/s of every pool thread at once: each
+ * runs independent multiply-adds on registers (as many accumulators as the micro-kernel keeps)
+ * for `seconds`, and the threads' rates are summed. -1 for a mode this CPU lacks.
+ */
+EXPORT double vn_peak_gflops(int mode, double seconds) {
+  const struct vn_impl* impl = lock();
+  double total = -1.0;
+  if (mode >= 0 && mode <= bf16_supported) {
+    struct peak_job j = {impl, mode, seconds, {0}};
+    vn_parallel(nthreads, peak_task, &j);
+    total = 0.0;
+    for (int t = 0; t < nthreads; t++) total += j.rate[t];
+    total *= 1e-9;
+  }
+  unlock();
+  return total;
+}
 
 /** Runs kernels on n threads (1 .. 64; the caller is one of them); returns the count. */
 EXPORT int vn_set_threads(int n) {

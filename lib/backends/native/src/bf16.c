@@ -466,3 +466,56 @@ void vn_gemm_bf16_ep(const void* A, const void* B, float* C, int m, int k, int n
                      int amx, const struct vn_epilogue* ep, int src16) {
   gemm(A, B, C, m, k, n, ta, tb, amx, -1, ep, src16);
 }
+
+double vn_peak_bf16(long iters, float a, float b, int amx, double* sum) {
+  uint32_t pa = vn_bf16_bits(a) * 0x10001u, pb = vn_bf16_bits(b) * 0x10001u;
+  double s = 0.0;
+  if (amx) {
+    // Four accumulator tiles (the GEMM's four) of 16 x 16 float32, tile j starting at j, each
+    // += the same A (16 rows x 32 bf16) @ B (16 pairs x 16 columns) per step: 32 a b a lane.
+    static _Thread_local float c[4][16 * 16];
+    static _Thread_local uint32_t at[16 * 16], bt[16 * 16];
+    for (int i = 0; i < 16 * 16; i++) {
+      at[i] = pa;
+      bt[i] = pb;
+      for (int j = 0; j < 4; j++) c[j][i] = (float)j;
+    }
+    amx_config();
+    _tile_loadd(0, c[0], 64);
+    _tile_loadd(1, c[1], 64);
+    _tile_loadd(2, c[2], 64);
+    _tile_loadd(3, c[3], 64);
+    _tile_loadd(4, at, 64);
+    _tile_loadd(6, bt, 64);
+    for (long i = 0; i < iters; i++) {
+      _tile_dpbf16ps(0, 4, 6);
+      _tile_dpbf16ps(1, 4, 6);
+      _tile_dpbf16ps(2, 4, 6);
+      _tile_dpbf16ps(3, 4, 6);
+    }
+    _tile_stored(0, c[0], 64);
+    _tile_stored(1, c[1], 64);
+    _tile_stored(2, c[2], 64);
+    _tile_stored(3, c[3], 64);
+    _tile_release();
+    for (int j = 0; j < 4; j++)
+      for (int i = 0; i < 16 * 16; i++) s += c[j][i];
+    *sum = s;
+    return 4.0 * 16 * 16 * 32 * 2 * (double)iters;
+  }
+  __m512 acc[2 * MR];
+  __m512bh va = (__m512bh)_mm512_set1_epi32((int)pa), vb = (__m512bh)_mm512_set1_epi32((int)pb);
+#pragma GCC unroll 24
+  for (int j = 0; j < 2 * MR; j++) acc[j] = _mm512_set1_ps((float)j);
+  for (long i = 0; i < iters; i++) {
+#pragma GCC unroll 24
+    for (int j = 0; j < 2 * MR; j++) acc[j] = _mm512_dpbf16_ps(acc[j], va, vb);
+  }
+  for (int j = 0; j < 2 * MR; j++) {
+    float lanes[16];
+    _mm512_storeu_ps(lanes, acc[j]);
+    for (int l = 0; l < 16; l++) s += lanes[l];
+  }
+  *sum = s;
+  return 4.0 * 2 * MR * 16 * (double)iters;
+}

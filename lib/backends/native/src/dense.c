@@ -512,5 +512,27 @@ static void attention_grad(const float* dout, const float* dprobs, const float* 
   vn_parallel(attention_tasks(B, H), attention_grad_task, &a);
 }
 
-const struct vn_impl SFX(vn_dense) = {
-    .bmm = bmm, .gemm_ep = gemm, .attention = attention, .attention_grad = attention_grad};
+// The multiply-add peak of one core, as vn_peak_gflops measures it: iters steps of 2 MR
+// independent vectors acc = acc * a + b (one FMA each where the ISA has one; else a multiply and
+// an add), accumulator j starting at j in every lane, as many as the micro-kernel keeps.
+// Returns the FLOPs done (2 a lane a step); *sum: every lane's final value, summed.
+static double peak(long iters, float a, float b, double* sum) {
+  vf acc[2 * MR], va = vsplat(a), vb = vsplat(b);
+#pragma GCC unroll 24
+  for (int j = 0; j < 2 * MR; j++) acc[j] = vsplat((float)j);
+  for (long i = 0; i < iters; i++) {
+#pragma GCC unroll 24
+    for (int j = 0; j < 2 * MR; j++) acc[j] = acc[j] * va + vb;
+  }
+  double s = 0.0;
+  for (int j = 0; j < 2 * MR; j++)
+    for (int l = 0; l < VL; l++) s += acc[j][l];
+  *sum = s;
+  return 2.0 * 2 * MR * VL * (double)iters;
+}
+
+const struct vn_impl SFX(vn_dense) = {.bmm = bmm,
+                                      .gemm_ep = gemm,
+                                      .attention = attention,
+                                      .attention_grad = attention_grad,
+                                      .peak = peak};

@@ -303,6 +303,9 @@ struct vn_impl {
   void (*crop_and_resize)(const float* img, const float* boxes, const int32_t* ind, float* out,
                           const int32_t* meta, float extrapolation);
   int (*topk)(const float* x, float* vals, int32_t* idx, int rows, int n, int k);
+  // FLOPs of iters steps of independent float32 multiply-adds acc = acc * a + b, timed by
+  // vn_peak_gflops; *sum: the accumulators' lanes summed (dense.c).
+  double (*peak)(long iters, float a, float b, double* sum);
 };
 
 // Each build defines its half of the table as static data (no code of a wider instruction set
@@ -320,6 +323,11 @@ void vn_bmm_bf16(const float* A, const float* B, float* C, int batch, int m, int
 // are, the same packed operands as from their float32 values. (Not with ep->rowsum.)
 void vn_gemm_bf16_ep(const void* A, const void* B, float* C, int m, int k, int n, int ta, int tb,
                      int amx, const struct vn_epilogue* ep, int src16);
+// The bf16 dot-product peak of one core (VDPBF16PS, or TDPBF16PS tiles with amx = 1, the tile
+// state configured here): iters steps of independent accumulators acc += a * b + a * b per lane
+// (a, b rounded to bf16), accumulator j starting at j. Returns the FLOPs done; *sum as vn_impl's
+// peak.
+double vn_peak_bf16(long iters, float a, float b, int amx, double* sum);
 
 #if defined(VN_AVX512)
 // The 16 x 16 matrix of 32-bit words in r[0..16) transposed in place: at each level b = 8, 4,
