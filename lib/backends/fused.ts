@@ -136,6 +136,24 @@ export interface FastPaths {
     v: tf.Tensor,
     c: AdamWCoefficients,
   ) => [tf.Tensor, tf.Tensor, tf.Tensor] | undefined;
+  /**
+   * {@link FastPaths.adamw} on every parameter at once, in place (each `p`, `m`, `v` keeps its
+   * tensor and gets the new values; `c.decay` applies where an item's `hasDecay`): `true` when
+   * done, `undefined` (nothing changed) where the backend cannot write them in place, e.g. a
+   * tensor whose data another tensor shares. The same values as `adamw` per parameter.
+   */
+  adamwInPlace?: (items: AdamWItem[], c: AdamWCoefficients) => true | undefined;
+  /** {@link FastPaths.ema} on every pair at once, in place: `t = t * m + s * (1 - m)`, as `adamwInPlace`. */
+  emaInPlace?: (pairs: { t: tf.Tensor; s: tf.Tensor }[], m: number) => true | undefined;
+}
+
+/** One parameter of {@link FastPaths.adamwInPlace}: its value, gradient, moments and decay. */
+export interface AdamWItem {
+  p: tf.Tensor;
+  g: tf.Tensor;
+  m: tf.Tensor;
+  v: tf.Tensor;
+  hasDecay: boolean;
 }
 
 /** The weights of a block's attention half: its LayerNorm, the qkv and output projections. */
@@ -176,8 +194,11 @@ const NAMES: readonly FastPathName[] = [
   "expandBatch",
   "ema",
   "adamw",
+  "adamwInPlace",
+  "emaInPlace",
 ];
 const registry = new Map<string, FastPaths>();
+const registered = new Map<string, FastPaths>();
 const calls: Record<FastPathName, number> = {
   linear: 0,
   linearGelu: 0,
@@ -191,6 +212,8 @@ const calls: Record<FastPathName, number> = {
   expandBatch: 0,
   ema: 0,
   adamw: 0,
+  adamwInPlace: 0,
+  emaInPlace: 0,
 };
 
 /**
@@ -214,6 +237,22 @@ export function registerFastPaths(backendName: string, paths: FastPaths): void {
     };
   }
   registry.set(backendName, counted as FastPaths);
+  registered.set(backendName, { ...paths });
+}
+
+/**
+ * The fast paths `backendName` registered last (as given to {@link registerFastPaths}; empty if
+ * none), to put back after changing them.
+ *
+ * @example
+ * ```ts
+ * const saved = registeredFastPaths("native");
+ * registerFastPaths("native", { ...saved, gelu: undefined });
+ * // ... then: registerFastPaths("native", saved);
+ * ```
+ */
+export function registeredFastPaths(backendName: string): FastPaths {
+  return { ...registered.get(backendName) };
 }
 
 /**

@@ -16,7 +16,7 @@
  */
 import * as tf from "@tensorflow/tfjs-core";
 import { buildMlp, type Mlp, mlpForward } from "../model/heads.ts";
-import { ema } from "../model/layers.ts";
+import { emaAssign } from "../model/layers.ts";
 import { createRng, type Rng } from "../core/rng.ts";
 import {
   createViT,
@@ -197,12 +197,7 @@ export function emaUpdate(
   m: number,
   rename: (k: string) => string = (k) => k,
 ): void {
-  tf.tidy(() => {
-    for (const [k, t] of Object.entries(target)) {
-      const s = source[rename(k)];
-      t.assign(ema(t, s, m));
-    }
-  });
+  emaAssign(Object.entries(target).map(([k, t]) => ({ t, s: source[rename(k)] })), m);
 }
 
 /** The momentum update: momentum backbone and projector = m * themselves + (1 - m) * online. */

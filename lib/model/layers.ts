@@ -280,6 +280,23 @@ export function ema(target: tf.Tensor, source: tf.Tensor, m: number): tf.Tensor 
 }
 
 /**
+ * The momentum (EMA) update of every pair, assigned: `t = m * t + (1 - m) * s` for each, in one
+ * in-place kernel where the backend has one (`FastPaths.emaInPlace`), else {@link ema} each.
+ *
+ * @example
+ * ```ts
+ * const t = tf.variable(tf.ones([3]));
+ * emaAssign([{ t, s: tf.zeros([3]) }], 0.99); // t is [0.99, 0.99, 0.99]
+ * ```
+ */
+export function emaAssign(pairs: { t: tf.Variable; s: tf.Tensor }[], m: number): void {
+  if (fastPath("emaInPlace")?.(pairs, m)) return;
+  tf.tidy(() => {
+    for (const { t, s } of pairs) t.assign(ema(t, s, m));
+  });
+}
+
+/**
  * A tensor of `shape` drawn uniform(-bound, bound) from `rng`, in row-major order.
  *
  * @example

@@ -269,6 +269,27 @@ export function applyGradients(
     }
     const bc1 = 1 - Math.pow(b1, t);
     const sqrtBc2 = Math.sqrt(1 - Math.pow(b2, t));
+    const coefficients = (wd: number) => ({
+      c1m: 1 - b1,
+      b2,
+      c2: 1 - b2,
+      sbc2: sqrtBc2,
+      eps: c.eps,
+      decay: 1 - lr * wd,
+      step: lr / bc1,
+      hasDecay: wd > 0,
+    });
+    // AdamW on every parameter in one kernel, in place, where the backend can: the same values.
+    if (c.name === "adamw") {
+      const items = names.map((name) => ({
+        p: params[name] as tf.Tensor,
+        g: clipDiv ? tf.div(grads[name], clipDiv) : grads[name],
+        m: state.slots[`exp_avg/${name}`] as tf.Tensor,
+        v: state.slots[`exp_avg_sq/${name}`] as tf.Tensor,
+        hasDecay: decays(name, params[name].shape, c) && c.weightDecay > 0,
+      }));
+      if (fastPath("adamwInPlace")?.(items, coefficients(c.weightDecay))) return;
+    }
     for (const name of names) {
       const p = params[name];
       const g = clipDiv ? tf.div(grads[name], clipDiv) : grads[name];
@@ -286,16 +307,7 @@ export function applyGradients(
       }
       const m = state.slots[`exp_avg/${name}`];
       const v = state.slots[`exp_avg_sq/${name}`];
-      const fused = c.name === "adamw" && fastPath("adamw")?.(p, g, m, v, {
-        c1m: 1 - b1,
-        b2,
-        c2: 1 - b2,
-        sbc2: sqrtBc2,
-        eps: c.eps,
-        decay: 1 - lr * wd,
-        step: lr / bc1,
-        hasDecay: wd > 0,
-      });
+      const fused = c.name === "adamw" && fastPath("adamw")?.(p, g, m, v, coefficients(wd));
       if (fused) {
         // One kernel where the backend has it, the same float32 operations as below.
         m.assign(fused[1]);

@@ -20,9 +20,14 @@ import { privateLibraryCopy } from "../_helpers/native.ts";
 import { createStepRunner } from "../../lib/bench/step.ts";
 import { resolveWorkload } from "../../lib/bench/workloads.ts";
 import { assertSameBits, values } from "../_helpers/numeric.ts";
-import { fastPathCalls, registerFastPaths } from "../../lib/backends/fused.ts";
-import { FUSED_KERNELS, KERNEL_FAST_PATHS } from "../../lib/backends/wasm/kernels.ts";
-import { residualAttention, residualMlp } from "../../lib/model/layers.ts";
+import { fastPathCalls, registeredFastPaths, registerFastPaths } from "../../lib/backends/fused.ts";
+import { FUSED_KERNELS } from "../../lib/backends/wasm/kernels.ts";
+import { emaAssign, residualAttention, residualMlp } from "../../lib/model/layers.ts";
+import {
+  applyGradients,
+  createOptimizerState,
+  disposeOptimizerState,
+} from "../../lib/optim/optim.ts";
 
 type Case = [string, () => tf.Tensor | tf.Tensor[]];
 
@@ -752,8 +757,9 @@ Deno.test("native block: the fused attention and MLP halves equal the composed l
     tf.dispose([g, pre]);
     // The same block with the two halves' fast paths off: the layers they are made of (and fc1's
     // GELU in float32: linearGelu, then linear).
+    const saved = registeredFastPaths("native");
     registerFastPaths("native", {
-      ...KERNEL_FAST_PATHS,
+      ...saved,
       residualAttention: undefined,
       residualMlp: undefined,
       mlp: undefined,
@@ -765,7 +771,7 @@ Deno.test("native block: the fused attention and MLP halves equal the composed l
         assertSameBits(`${precision} qkv bias ${qkvBias} ${n}`, fused[i], composed[i])
       );
     } finally {
-      registerFastPaths("native", KERNEL_FAST_PATHS);
+      registerFastPaths("native", saved);
     }
     assertEquals(tf.memory().numTensors, before, "leaked tensors");
     // Asking for the attention probabilities takes the composition, which returns them.
@@ -941,4 +947,69 @@ Deno.test("native BatchNorm: the heads' fast path on the native backend equals t
   assert(fastPathCalls().batchNorm >= calls + 4, "the batchNorm fast path was not taken");
   assertEquals(tf.memory().numTensors, before);
   tf.dispose([x, w, b, dy]);
+});
+
+Deno.test("native optimiser: AdamW and the EMA update every parameter in place, as float32 by hand, and step aside for shared data", async () => {
+  await initBackend({ backend: "native", threads: 2 });
+  const cfg = { name: "adamw" as const, weightDecay: 0.05, skipDecay: true };
+  // A matrix (decays), a bias (skipDecay: no decay), a vector over several pool chunks.
+  const shapes: Record<string, number[]> = { "w": [37, 5], "b": [5], "long.weight": [2, 20000] };
+  const names = Object.keys(shapes);
+  const init = names.map((n, i) => values(shapes[n].reduce((p, q) => p * q, 1), i + 1));
+  const grad = names.map((n, i) => values(shapes[n].reduce((p, q) => p * q, 1), i + 11));
+  const params = Object.fromEntries(
+    names.map((n, i) => [n, tf.variable(tf.tensor(init[i], shapes[n]))]),
+  );
+  const state = createOptimizerState(cfg, params);
+  const before = tf.memory().numTensors, calls0 = fastPathCalls().adamwInPlace;
+  const lrs = [0.1, 0.05, 0.02];
+  for (const lr of lrs) {
+    const grads = Object.fromEntries(names.map((n, i) => [n, tf.tensor(grad[i], shapes[n])]));
+    applyGradients(params, grads, state, cfg, lr);
+    tf.dispose(Object.values(grads));
+  }
+  // The first step runs per tensor (the variables hold the arrays they were made from), the
+  // next two in place; no tensor is left behind.
+  assertEquals(fastPathCalls().adamwInPlace - calls0, 2);
+  assertEquals(tf.memory().numTensors, before);
+  // torch.optim.AdamW by hand, one float32 rounding per operation (lib/optim/optim.ts's order).
+  const f = Math.fround;
+  names.forEach((n, j) => {
+    const decay = n !== "b";
+    const p = Float32Array.from(init[j]), m = new Float32Array(p.length);
+    const v = new Float32Array(p.length), g = Float32Array.from(grad[j]);
+    lrs.forEach((lr, s) => {
+      const t = s + 1, bc1 = 1 - 0.9 ** t, sbc2 = f(Math.sqrt(1 - 0.999 ** t));
+      for (let i = 0; i < p.length; i++) {
+        m[i] = f(m[i] + f(f(g[i] - m[i]) * f(0.1)));
+        v[i] = f(f(v[i] * f(0.999)) + f(f(g[i] * g[i]) * f(1 - 0.999)));
+        const denom = f(f(f(Math.sqrt(v[i])) / sbc2) + f(1e-8));
+        const pd = decay ? f(p[i] * f(1 - lr * 0.05)) : p[i];
+        p[i] = f(pd - f(f(m[i] / denom) * f(lr / bc1)));
+      }
+    });
+    assertSameBits(n, params[n].dataSync() as Float32Array, p);
+  });
+  // A tensor sharing a variable's data (a reshape keeps the same data): no in-place update, the
+  // variable still gets its new value, the other tensor keeps the old one.
+  const alias = tf.reshape(params.w, [-1]);
+  const old = (alias.dataSync() as Float32Array).slice();
+  const grads = Object.fromEntries(names.map((n, i) => [n, tf.tensor(grad[i], shapes[n])]));
+  const calls1 = fastPathCalls().adamwInPlace;
+  applyGradients(params, grads, state, cfg, 0.01);
+  assertEquals(fastPathCalls().adamwInPlace, calls1);
+  assertSameBits("alias", alias.dataSync() as Float32Array, old);
+  assert(params.w.dataSync()[0] !== old[0]);
+  // The EMA: t = 0.9 t + 0.1 s on every pair, in place from the second update on.
+  const target = { w: tf.variable(tf.tensor(init[0], shapes.w)) };
+  const emaCalls = fastPathCalls().emaInPlace;
+  const tw = Float32Array.from(init[0]), sw = params.w.dataSync();
+  for (let k = 0; k < 2; k++) {
+    emaAssign([{ t: target.w, s: params.w }], 0.9);
+    for (let i = 0; i < tw.length; i++) tw[i] = f(f(tw[i] * f(0.9)) + f(sw[i] * f(1 - 0.9)));
+  }
+  assertEquals(fastPathCalls().emaInPlace - emaCalls, 1);
+  assertSameBits("ema", target.w.dataSync() as Float32Array, tw);
+  tf.dispose([alias, ...Object.values(grads), ...Object.values(params), target.w]);
+  disposeOptimizerState(state);
 });

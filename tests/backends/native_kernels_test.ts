@@ -3,7 +3,7 @@
 // AVX-512, AVX2 + FMA and SSE2 builds), at sizes that cover full vectors, remainders and
 // padded tails, and bit-identical at 1, 2 and 3 threads (sizes large enough to split into
 // several tasks, so that the threads really share the work).
-import { assert, assertEquals } from "@std/assert";
+import { assert, assertEquals, assertThrows } from "@std/assert";
 import { ISA_NAMES, type IsaName } from "../../lib/backends/native/ffi.ts";
 import { privateNative } from "../_helpers/native.ts";
 import { erf } from "../_helpers/erf.ts";
@@ -653,6 +653,71 @@ Deno.test("native: AdamW and EMA equal the unfused float32 operations bit for bi
       return [t1];
     },
     ([t1]) => close("ema", t1, Array.from(p, (x, i) => f(f(x * f(mom)) + f(g[i] * f(1 - mom)))), 0),
+  );
+});
+
+Deno.test("native: AdamW and EMA on many tensors in place equal the float32 operations bit for bit", () => {
+  // Sizes: one vector and a remainder, several pool chunks (16384 floats each) and a remainder,
+  // shorter than a vector, empty; decay on every other tensor.
+  const sizes = [1037, 2 * 16384 + 5, 3, 0, 16];
+  const c = { c1m: 0.1, b2: 0.999, c2: 0.001, sbc2: 0.05, eps: 1e-8, decay: 0.9999, step: 2e-3 };
+  const f = Math.fround, fc = Object.fromEntries(Object.entries(c).map(([k, x]) => [k, f(x)]));
+  const ins = sizes.map((n, j) => ({
+    p: rand(n, 10 + j),
+    g: rand(n, 20 + j),
+    m: rand(n, 30 + j, 0.1),
+    v: rand(n, 40 + j, 0.01).map(Math.abs),
+    decay: j % 2 === 0,
+  }));
+  // Each element's float32 operations, one rounding each (as the per-tensor kernel's test).
+  const want = ins.map(({ p, g, m, v, decay }) => {
+    const wp = new Float32Array(p.length), wm = new Float32Array(p.length);
+    const wv = new Float32Array(p.length);
+    for (let i = 0; i < p.length; i++) {
+      const mi = f(m[i] + f(f(g[i] - m[i]) * fc.c1m));
+      const vi = f(f(v[i] * fc.b2) + f(f(g[i] * g[i]) * fc.c2));
+      const denom = f(f(f(Math.sqrt(vi)) / fc.sbc2) + fc.eps);
+      const pi = decay ? f(p[i] * fc.decay) : p[i];
+      wp[i] = f(pi - f(f(mi / denom) * fc.step)), wm[i] = mi, wv[i] = vi;
+    }
+    return [wp, wm, wv];
+  });
+  everyPath("adamwInPlace", () => {
+    const [p, m, v] = (["p", "m", "v"] as const).map((k) => ins.map((x) => x[k].slice()));
+    const g = ins.map((x) => x.g);
+    lib.adamwInPlace(p, g, m, v, ins.map((x) => x.decay), fc as typeof c);
+    return [p, m, v].flatMap((group) => group);
+  }, (out) => {
+    const k = sizes.length;
+    want.forEach(([wp, wm, wv], j) => {
+      close(`adamw p${j}`, out[j], wp, 0);
+      close(`adamw m${j}`, out[k + j], wm, 0);
+      close(`adamw v${j}`, out[2 * k + j], wv, 0);
+    });
+  });
+  const mom = 0.99;
+  everyPath(
+    "emaInPlace",
+    () => {
+      const t = ins.map((x) => x.p.slice());
+      lib.emaInPlace(t, ins.map((x) => x.g), mom, 1 - mom);
+      return t;
+    },
+    (out) =>
+      ins.forEach(({ p, g }, j) =>
+        close(
+          `ema ${j}`,
+          out[j],
+          Array.from(p, (x, i) => f(f(x * f(mom)) + f(g[i] * f(1 - mom)))),
+          0,
+        )
+      ),
+  );
+  // A tensor whose size the arrays disagree on is refused before the library sees it.
+  assertThrows(
+    () => lib.emaInPlace([new Float32Array(4)], [new Float32Array(3)], mom, 1 - mom),
+    Error,
+    "3 floats, not 4",
   );
 });
 

@@ -30,9 +30,10 @@ import { MathBackendCPU } from "@tensorflow/tfjs-backend-cpu";
 import {
   FUSED_KERNELS,
   installFusedGradients,
-  registerKernelFastPaths,
+  KERNEL_FAST_PATHS,
   swapGroups,
 } from "../wasm/kernels.ts";
+import { type FastPaths, registerFastPaths } from "../fused.ts";
 import {
   BINARY_OPS,
   type Buf,
@@ -96,6 +97,18 @@ export class NativeBackend extends MathBackendCPU {
   /** A float32 output array of `n` elements (see {@link NativeBackend.alloc}). */
   f32(n: number): Float32Array {
     return this.alloc(n) as Float32Array;
+  }
+
+  /**
+   * The float32 values of `dataId` if a kernel may overwrite them in place: one tensor holds the
+   * data, and its array is the whole of a buffer that {@link NativeBackend.alloc} made and no
+   * other data entry uses (a tensor made from a caller's array, or a view into a file's bytes,
+   * may share its memory with something this backend cannot see). Else undefined.
+   */
+  exclusive(dataId: object): Float32Array | undefined {
+    const v = this.data.get(dataId)?.values;
+    if (!(v instanceof Float32Array) || this.refCount(dataId) !== 1) return undefined;
+    return this.owned.get(v.buffer) === 1 && v.byteLength === v.buffer.byteLength ? v : undefined;
   }
 
   private track(values: unknown, delta: number): void {
@@ -775,6 +788,52 @@ function bf16Output(backend: NativeBackend, n: number) {
 
 type NumAttrs = Record<string, number>;
 
+/** An operand of the in-place kernels: float32, and where `written`, writable in place. */
+function inPlaceOperand(backend: NativeBackend, t: Info | undefined, written: boolean) {
+  const v = t && (written ? backend.exclusive(t.dataId) : f32(backend, t));
+  if (!v) {
+    throw new Error(
+      `in-place update: an input is missing, not float32, or ${written ? "shared" : "unreadable"}`,
+    );
+  }
+  return v;
+}
+
+/**
+ * The native backend's in-place fast paths (see `FastPaths.adamwInPlace`): one kernel for all
+ * parameters, where every tensor written is the backend's alone ({@link NativeBackend.exclusive});
+ * else `undefined`, and the caller updates each parameter through `adamw` or `ema`.
+ */
+const IN_PLACE_PATHS: Pick<FastPaths, "adamwInPlace" | "emaInPlace"> = {
+  adamwInPlace(items, c) {
+    const written = items.flatMap(({ p, m, v }) => [p, m, v]);
+    if (!inPlaceReady(written, items.map((i) => i.g))) return undefined;
+    const inputs: tf.NamedTensorMap = {};
+    items.forEach(({ p, g, m, v }, i) =>
+      Object.assign(inputs, { [`p${i}`]: p, [`g${i}`]: g, [`m${i}`]: m, [`v${i}`]: v })
+    );
+    const hasDecay = items.map((i) => i.hasDecay ? 1 : 0);
+    tf.engine().runKernel(FUSED_KERNELS.adamwInPlace, inputs, { ...c, hasDecay } as never);
+    return true;
+  },
+  emaInPlace(pairs, mom) {
+    if (!inPlaceReady(pairs.map((q) => q.t), pairs.map((q) => q.s))) return undefined;
+    const inputs: tf.NamedTensorMap = {};
+    pairs.forEach(({ t, s }, i) => Object.assign(inputs, { [`t${i}`]: t, [`s${i}`]: s }));
+    tf.engine().runKernel(FUSED_KERNELS.emaInPlace, inputs, { count: pairs.length, mom });
+    return true;
+  },
+};
+
+/** Whether the native backend is active and may write `written` in place while reading `read`. */
+function inPlaceReady(written: tf.Tensor[], read: tf.Tensor[]): boolean {
+  const be = tf.backend();
+  if (!(be instanceof NativeBackend) || written.length === 0) return false;
+  const ids = new Set(written.map((t) => t.dataId));
+  return ids.size === written.length && written.every((t) => be.exclusive(t.dataId)) &&
+    read.every((t) => t.dtype === "float32" && !ids.has(t.dataId));
+}
+
 const fused: Record<string, (args: Args<NumAttrs>) => Info | Info[]> = {
   [FUSED_KERNELS.layerNorm]: ({ inputs: { x, gamma, beta }, backend, attrs }) => {
     const [vx, vg, vb] = need(FUSED_KERNELS.layerNorm, backend, x, gamma, beta);
@@ -870,6 +929,23 @@ const fused: Record<string, (args: Args<NumAttrs>) => Info | Info[]> = {
       !!a.hasDecay,
     );
     return [p1, m1, v1].map((o) => output(backend, p.shape, o, "float32"));
+  },
+  [FUSED_KERNELS.adamwInPlace]: ({ inputs, backend, attrs }) => {
+    const hasDecay = attrs.hasDecay as unknown as number[];
+    const [p, g, m, v] = ["p", "g", "m", "v"].map((k) =>
+      hasDecay.map((_, i) => inPlaceOperand(backend, inputs[k + i], k !== "g"))
+    );
+    const { c1m, b2, c2, sbc2, eps, decay, step } = attrs;
+    const c = { c1m, b2, c2, sbc2, eps, decay, step };
+    backend.lib.adamwInPlace(p, g, m, v, hasDecay.map((d) => d === 1), c);
+    return [];
+  },
+  [FUSED_KERNELS.emaInPlace]: ({ inputs, backend, attrs: { count, mom } }) => {
+    const [t, s] = ["t", "s"].map((k) =>
+      Array.from({ length: count }, (_, i) => inPlaceOperand(backend, inputs[k + i], k === "t"))
+    );
+    backend.lib.emaInPlace(t, s, mom, 1 - mom);
+    return [];
   },
   [FUSED_KERNELS.rowSum]: ({ inputs: { x }, backend }) => {
     const [vx] = need(FUSED_KERNELS.rowSum, backend, x);
@@ -1045,7 +1121,7 @@ function register(lib: NativeLib): void {
     tf.registerKernel({ kernelName: name, backendName: NATIVE_BACKEND, kernelFunc: fn as never });
   }
   // The model's layers and the optimiser reach the fused kernels through lib/backends/fused.ts.
-  registerKernelFastPaths(NATIVE_BACKEND);
+  registerFastPaths(NATIVE_BACKEND, { ...KERNEL_FAST_PATHS, ...IN_PLACE_PATHS });
   registered = true;
 }
 

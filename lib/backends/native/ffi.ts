@@ -18,6 +18,7 @@
  * ```
  * @module
  */
+import type { AdamWCoefficients } from "../fused.ts";
 
 /** The library cannot be opened here; the message says why and what to do. */
 export class NativeLoadError extends Error {
@@ -25,7 +26,7 @@ export class NativeLoadError extends Error {
 }
 
 /** The API version this module speaks (`vn_version()` of the library). */
-export const NATIVE_API_VERSION = 9;
+export const NATIVE_API_VERSION = 10;
 
 /** Instruction sets of the kernels, by the number `vn_isa` returns. */
 export const ISA_NAMES = ["base", "avx2", "avx512"] as const;
@@ -116,6 +117,8 @@ const SYMBOLS = {
     result: "void",
   },
   vn_ema: { parameters: [B, B, B, I, F, F], result: "void" },
+  vn_adamw_many: { parameters: [I, B, B, B, F, F, F, F, F, F, F], result: "void" },
+  vn_ema_many: { parameters: [I, B, B, F, F], result: "void" },
   vn_topk: { parameters: [B, B, B, I, I, I], result: I },
 } as const;
 
@@ -381,11 +384,50 @@ export interface NativeLib {
   ): void;
   ema(t: Buf, s: Buf, t1: Buf, n: number, mom: number, oneMinus: number): void;
   /**
+   * `adamw` on many tensors at once, in place (`p[i]`, `m[i]`, `v[i]` overwritten; no array may
+   * overlap another), `hasDecay[i]` per tensor, the coefficients shared: the same bits as `adamw`
+   * per tensor, in one call and one job of the thread pool.
+   *
+   * @example
+   * ```ts
+   * const c = { c1m: 0.1, b2: 0.999, c2: 0.001, sbc2: 0.0447, eps: 1e-8, decay: 0.9999, step: 1e-3 };
+   * lib.adamwInPlace([p], [g], [m], [v], [true], c);
+   * ```
+   */
+  adamwInPlace(
+    p: Float32Array[],
+    g: Float32Array[],
+    m: Float32Array[],
+    v: Float32Array[],
+    hasDecay: boolean[],
+    c: Omit<AdamWCoefficients, "hasDecay">,
+  ): void;
+  /** `ema` on many tensors at once, in place (`t[i] = t[i] * mom + s[i] * oneMinus`). */
+  emaInPlace(t: Float32Array[], s: Float32Array[], mom: number, oneMinus: number): void;
+  /**
    * `vals`, `idx` `[rows, k]`: the `k` largest of each row of `x` `[rows, n]` (0 <= k <= n), by
    * value descending, equal values (-0 and +0 too) by ascending index, as tfjs's sorted TopK.
    * Returns false, with the outputs unspecified, if `x` holds a NaN or an infinity.
    */
   topk(x: Buf, vals: Buf, idx: Int32Array, rows: number, n: number, k: number): boolean;
+}
+
+/**
+ * The addresses of the arrays of each group, interleaved per tensor (`groups[0][i]`,
+ * `groups[1][i]`, ...), for the library's many-tensor calls; every group's `i`-th array must hold
+ * `n[i]` floats. Reading `.buffer` first moves a small array's data off V8's heap, where the
+ * garbage collector could move it before the call.
+ */
+function addresses(groups: Float32Array[][], n: Int32Array): BigUint64Array {
+  const out = new BigUint64Array(groups.length * n.length);
+  for (let i = 0; i < n.length; i++) {
+    groups.forEach((g, j) => {
+      if (g[i].length !== n[i]) throw new Error(`tensor ${i}: ${g[i].length} floats, not ${n[i]}`);
+      void g[i].buffer;
+      out[i * groups.length + j] = BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(g[i])));
+    });
+  }
+  return out;
 }
 
 /** The file name of the committed library for this platform, or why there is none. */
@@ -525,6 +567,17 @@ export function openNative(path?: string): NativeLib {
     adamw: (p, g, m, v, p1, m1, v1, n, c1m, b2, c2, sbc2, eps, decay, step, hasDecay) =>
       s.vn_adamw(p, g, m, v, p1, m1, v1, n, c1m, b2, c2, sbc2, eps, decay, step, hasDecay ? 1 : 0),
     ema: (t, src, t1, n, mom, oneMinus) => s.vn_ema(t, src, t1, n, mom, oneMinus),
+    adamwInPlace(p, g, m, v, hasDecay, c) {
+      const n = Int32Array.from(p, (a) => a.length);
+      const ptrs = addresses([p, g, m, v], n);
+      const flags = Int32Array.from(hasDecay, (d) => d ? 1 : 0);
+      const { c1m, b2, c2, sbc2, eps, decay, step } = c;
+      s.vn_adamw_many(p.length, ptrs, n, flags, c1m, b2, c2, sbc2, eps, decay, step);
+    },
+    emaInPlace(t, src, mom, oneMinus) {
+      const n = Int32Array.from(t, (a) => a.length);
+      s.vn_ema_many(t.length, addresses([t, src], n), n, mom, oneMinus);
+    },
     topk: (x, vals, idx, rows, n, k) => s.vn_topk(x, vals, idx, rows, n, k) === 0,
   };
   opened = lib;

@@ -202,6 +202,7 @@ const ATTN = "VitsslAttention", ATTN_GRAD = "VitsslAttentionGrad";
 const LINEAR = "VitsslLinear", LINEAR_GRAD = "VitsslLinearGrad";
 const LINEAR_GELU = "VitsslLinearGelu";
 const ROW_SUM = "VitsslRowSum";
+const ADAMW_IN_PLACE = "VitsslAdamWInPlace", EMA_IN_PLACE = "VitsslEmaInPlace";
 const BN = "VitsslBatchNorm", BN_GRAD = "VitsslBatchNormGrad";
 
 /**
@@ -269,6 +270,13 @@ export const FUSED_KERNELS = {
    * gradient, one `Add` per row, in one kernel; native only).
    */
   rowSum: ROW_SUM,
+  /**
+   * `p0, g0, m0, v0, p1, ...` -> nothing: AdamW on every parameter in place (attributes as
+   * `adamw`'s, and `hasDecay` a 0/1 per parameter; native only: `FastPaths.adamwInPlace`).
+   */
+  adamwInPlace: ADAMW_IN_PLACE,
+  /** `t0, s0, t1, ...` -> nothing: the EMA of every pair in place (attribute `mom`; native only). */
+  emaInPlace: EMA_IN_PLACE,
 } as const;
 
 /** Runs `f` with a pointer to `n` floats of scratch memory on the backend, freed afterwards. */
@@ -823,14 +831,15 @@ function normGrad(dz: tf.Tensor, x: tf.Tensor, gamma: tf.Tensor, eps: number, dr
  * The fast paths of a backend that registers the fused kernels {@link FUSED_KERNELS} (the wasm
  * ones here, or another backend's with the same inputs and attributes). Each declines
  * (`undefined`) where its kernel is not available or does not apply: non-float32 inputs, or a
- * head width that is not a multiple of 4 (attention).
+ * head width that is not a multiple of 4 (attention). The in-place optimiser paths are the native
+ * backend's own (lib/backends/native/backend.ts adds them to these).
  *
  * @example
  * ```ts
- * registerFastPaths("native", KERNEL_FAST_PATHS); // or registerKernelFastPaths("native")
+ * registerFastPaths("wasm", KERNEL_FAST_PATHS); // what registerKernelFastPaths("wasm") does
  * ```
  */
-export const KERNEL_FAST_PATHS: Required<FastPaths> = {
+export const KERNEL_FAST_PATHS: Required<Omit<FastPaths, "adamwInPlace" | "emaInPlace">> = {
   layerNorm(x, gamma, beta, eps) {
     if (!active(LN) || x.dtype !== "float32") return undefined;
     return tf.engine().runKernel(LN, { x, gamma, beta }, { eps }) as tf.Tensor;
@@ -1070,7 +1079,7 @@ export const KERNEL_FAST_PATHS: Required<FastPaths> = {
  *
  * @example
  * ```ts
- * registerKernelFastPaths("native");
+ * registerKernelFastPaths("wasm");
  * ```
  */
 export function registerKernelFastPaths(backendName: string): void {

@@ -20,7 +20,7 @@
 #include "vn.h"
 
 #define EXPORT __attribute__((visibility("default")))
-#define VN_VERSION 9
+#define VN_VERSION 10
 #define MAXT 64
 
 extern const struct vn_impl vn_dense_avx512, vn_ops_avx512, vn_dense_avx2, vn_ops_avx2,
@@ -578,4 +578,21 @@ EXPORT void vn_adamw(const float* p, const float* g, const float* m, const float
 
 EXPORT void vn_ema(const float* t, const float* s, float* t1, int n, float mom, float one_minus) {
   CALL(ema(t, s, t1, n, mom, one_minus));
+}
+
+/**
+ * vn_adamw on count tensors at once, in place: ptrs holds p, g, m, v of each (n[i] floats;
+ * p, m, v overwritten, none overlapping another), has_decay[i] whether tensor i decays. The
+ * same bits as vn_adamw per tensor, in one pool job.
+ */
+EXPORT void vn_adamw_many(int count, void* const* ptrs, const int32_t* n, const int32_t* has_decay,
+                          float c1m, float b2, float c2, float sbc2, float eps, float decay,
+                          float step) {
+  CALL(adamw_many(count, ptrs, n, has_decay, c1m, b2, c2, sbc2, eps, decay, step));
+}
+
+/** vn_ema on count tensors at once, in place: ptrs holds t, s of each (t overwritten). */
+EXPORT void vn_ema_many(int count, void* const* ptrs, const int32_t* n, float mom,
+                        float one_minus) {
+  CALL(ema_many(count, ptrs, n, mom, one_minus));
 }

@@ -8,6 +8,7 @@
 // the same vector code on a padded copy. Reductions over rows are summed per fixed chunk of rows
 // and the chunk partials added in order, so every result is bit-identical for any thread count.
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "vn.h"
@@ -709,31 +710,44 @@ struct adamw {
   int has_decay;
 };
 
+// AdamW on elements lo .. hi of one tensor, in place (p, m, v overwritten).
+static inline void adamw_span(float* restrict p, const float* restrict g, float* restrict m,
+                              float* restrict v, int64_t lo, int64_t hi, const struct adamw* a,
+                              int has_decay) {
+  const float c1m = a->c1m, b2 = a->b2, c2 = a->c2, sbc2 = a->sbc2, eps = a->eps;
+  const float decay = a->decay, step = a->step;
+  if (has_decay) {
+    for (int64_t k = lo; k < hi; k++) {
+      float gi = g[k], mi = m[k] + (gi - m[k]) * c1m, vi = v[k] * b2 + (gi * gi) * c2;
+      float denom = sqrtf(vi) / sbc2 + eps;
+      p[k] = p[k] * decay - (mi / denom) * step;
+      m[k] = mi;
+      v[k] = vi;
+    }
+  } else {
+    for (int64_t k = lo; k < hi; k++) {
+      float gi = g[k], mi = m[k] + (gi - m[k]) * c1m, vi = v[k] * b2 + (gi * gi) * c2;
+      float denom = sqrtf(vi) / sbc2 + eps;
+      p[k] = p[k] - (mi / denom) * step;
+      m[k] = mi;
+      v[k] = vi;
+    }
+  }
+}
+
+// x[lo .. hi) into y, unless they are the same array.
+static inline void copy_span(const float* x, float* y, int64_t lo, int64_t hi) {
+  if (x != y) memcpy(y + lo, x + lo, (size_t)(hi - lo) * sizeof *y);
+}
+
 static void adamw_task(void* ctx, int t, int tid) {
   (void)tid;
   const struct adamw* a = ctx;
   int64_t lo = (int64_t)t * STREAM_CHUNK, hi = lo + STREAM_CHUNK < a->n ? lo + STREAM_CHUNK : a->n;
-  const float *restrict p = a->p, *restrict g = a->g, *restrict m = a->m, *restrict v = a->v;
-  float *restrict p1 = a->p1, *restrict m1 = a->m1, *restrict v1 = a->v1;
-  const float c1m = a->c1m, b2 = a->b2, c2 = a->c2, sbc2 = a->sbc2, eps = a->eps;
-  const float decay = a->has_decay ? a->decay : 1.f, step = a->step;
-  if (a->has_decay) {
-    for (int64_t i = lo; i < hi; i++) {
-      float gi = g[i], mi = m[i] + (gi - m[i]) * c1m, vi = v[i] * b2 + (gi * gi) * c2;
-      float denom = sqrtf(vi) / sbc2 + eps;
-      p1[i] = p[i] * decay - (mi / denom) * step;
-      m1[i] = mi;
-      v1[i] = vi;
-    }
-  } else {
-    for (int64_t i = lo; i < hi; i++) {
-      float gi = g[i], mi = m[i] + (gi - m[i]) * c1m, vi = v[i] * b2 + (gi * gi) * c2;
-      float denom = sqrtf(vi) / sbc2 + eps;
-      p1[i] = p[i] - (mi / denom) * step;
-      m1[i] = mi;
-      v1[i] = vi;
-    }
-  }
+  copy_span(a->p, a->p1, lo, hi);
+  copy_span(a->m, a->m1, lo, hi);
+  copy_span(a->v, a->v1, lo, hi);
+  adamw_span(a->p1, a->g, a->m1, a->v1, lo, hi, a, a->has_decay);
 }
 
 static void adamw(const float* p, const float* g, const float* m, const float* v, float* p1,
@@ -744,20 +758,96 @@ static void adamw(const float* p, const float* g, const float* m, const float* v
   if (n > 0) vn_parallel(chunks(n, STREAM_CHUNK), adamw_task, &a);
 }
 
+// The EMA on elements lo .. hi of one tensor, in place: x = x * mom + s * (1 - mom).
+static inline void ema_span(float* restrict x, const float* restrict s, int64_t lo, int64_t hi,
+                            const struct adamw* a) {
+  const float mom = a->mom, om = a->one_minus;
+  for (int64_t k = lo; k < hi; k++) x[k] = x[k] * mom + s[k] * om;
+}
+
 static void ema_task(void* ctx, int t, int tid) {
   (void)tid;
   const struct adamw* a = ctx;
   int64_t lo = (int64_t)t * STREAM_CHUNK, hi = lo + STREAM_CHUNK < a->n ? lo + STREAM_CHUNK : a->n;
-  const float *restrict x = a->t, *restrict s = a->s;
-  float* restrict y = a->t1;
-  const float mom = a->mom, om = a->one_minus;
-  for (int64_t i = lo; i < hi; i++) y[i] = x[i] * mom + s[i] * om;
+  copy_span(a->t, a->t1, lo, hi);
+  ema_span(a->t1, a->s, lo, hi, a);
 }
 
 static void ema(const float* t, const float* s, float* t1, int n, float mom, float one_minus) {
   struct adamw a = {0};
   a.t = t, a.s = s, a.t1 = t1, a.n = n, a.mom = mom, a.one_minus = one_minus;
   if (n > 0) vn_parallel(chunks(n, STREAM_CHUNK), ema_task, &a);
+}
+
+// The same two updates on many tensors at once, in place, one pool job for all of them: tensor i
+// is ptrs[4 i .. 4 i + 4) = p, g, m, v (AdamW; p, m, v overwritten) or ptrs[2 i], ptrs[2 i + 1]
+// = t, s (EMA; t overwritten), n[i] floats, in chunks of STREAM_CHUNK. Element for element the
+// float32 operations of adamw_task and ema_task, so the same bits (each element is read before
+// it is written; the tensors themselves must not overlap).
+struct many {
+  void* const* ptrs;
+  const int32_t* n;
+  const int32_t* has_decay;
+  const int32_t* first;  // first[i]: the index of tensor i's first chunk; first[count]: total
+  int count;
+  struct adamw c;  // the coefficients (c1m .. step, or mom and one_minus)
+};
+
+// The tensor of chunk t (first[] ascending) and the chunk's range in it.
+static int many_chunk(const struct many* a, int t, int64_t* lo, int64_t* hi) {
+  int i = 0, j = a->count;
+  while (j - i > 1) {
+    int mid = (i + j) / 2;
+    if (a->first[mid] <= t) i = mid;
+    else j = mid;
+  }
+  *lo = (int64_t)(t - a->first[i]) * STREAM_CHUNK;
+  *hi = *lo + STREAM_CHUNK < a->n[i] ? *lo + STREAM_CHUNK : a->n[i];
+  return i;
+}
+
+static void adamw_many_task(void* ctx, int t, int tid) {
+  (void)tid;
+  const struct many* a = ctx;
+  int64_t lo, hi;
+  int i = many_chunk(a, t, &lo, &hi);
+  void* const* q = a->ptrs + 4 * i;
+  adamw_span(q[0], q[1], q[2], q[3], lo, hi, &a->c, a->has_decay[i]);
+}
+
+static void ema_many_task(void* ctx, int t, int tid) {
+  (void)tid;
+  const struct many* a = ctx;
+  int64_t lo, hi;
+  int i = many_chunk(a, t, &lo, &hi);
+  ema_span(a->ptrs[2 * i], a->ptrs[2 * i + 1], lo, hi, &a->c);
+}
+
+// Runs fn over every chunk of the count tensors (first[] built here).
+static void many_run(struct many* a, vn_task fn) {
+  int32_t* first = malloc(((size_t)a->count + 1) * sizeof *first);
+  if (!first) return;
+  int total = 0;
+  for (int i = 0; i < a->count; i++) first[i] = total, total += chunks(a->n[i], STREAM_CHUNK);
+  first[a->count] = total;
+  a->first = first;
+  vn_parallel(total, fn, a);
+  free(first);
+}
+
+static void adamw_many(int count, void* const* ptrs, const int32_t* n, const int32_t* has_decay,
+                       float c1m, float b2, float c2, float sbc2, float eps, float decay,
+                       float step) {
+  struct many a = {ptrs, n, has_decay, 0, count, {0}};
+  a.c.c1m = c1m, a.c.b2 = b2, a.c.c2 = c2, a.c.sbc2 = sbc2, a.c.eps = eps, a.c.decay = decay;
+  a.c.step = step;
+  if (count > 0) many_run(&a, adamw_many_task);
+}
+
+static void ema_many(int count, void* const* ptrs, const int32_t* n, float mom, float one_minus) {
+  struct many a = {ptrs, n, 0, 0, count, {0}};
+  a.c.mom = mom, a.c.one_minus = one_minus;
+  if (count > 0) many_run(&a, ema_many_task);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1093,6 +1183,8 @@ const struct vn_impl SFX(vn_ops) = {
     .gelu_grad_rows = gelu_grad_rows,
     .adamw = adamw,
     .ema = ema,
+    .adamw_many = adamw_many,
+    .ema_many = ema_many,
     .clip = clip,
     .gather_idx = gather_idx,
     .dwconv = dwconv,

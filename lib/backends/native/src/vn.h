@@ -295,6 +295,11 @@ struct vn_impl {
                 float* m1, float* v1, int n, float c1m, float b2, float c2, float sbc2, float eps,
                 float decay, float step, int has_decay);
   void (*ema)(const float* t, const float* s, float* t1, int n, float mom, float one_minus);
+  // adamw and ema on count tensors in place, one job (ptrs: p, g, m, v or t, s per tensor).
+  void (*adamw_many)(int count, void* const* ptrs, const int32_t* n, const int32_t* has_decay,
+                     float c1m, float b2, float c2, float sbc2, float eps, float decay,
+                     float step);
+  void (*ema_many)(int count, void* const* ptrs, const int32_t* n, float mom, float one_minus);
   void (*unary)(int op, const float* x, float* y, int n, float alpha);
   void (*clip)(const float* x, float* y, int n, float lo, float hi);
   void (*gather_idx)(const float* src, float* dst, int rank, const int32_t* meta,
