@@ -279,11 +279,13 @@ export function applyGradients(
       step: lr / bc1,
       hasDecay: wd > 0,
     });
+    const clipped: Record<string, tf.Tensor> = {};
+    for (const name of names) clipped[name] = clipDiv ? tf.div(grads[name], clipDiv) : grads[name];
     // AdamW on every parameter in one kernel, in place, where the backend can: the same values.
     if (c.name === "adamw") {
       const items = names.map((name) => ({
         p: params[name] as tf.Tensor,
-        g: clipDiv ? tf.div(grads[name], clipDiv) : grads[name],
+        g: clipped[name],
         m: state.slots[`exp_avg/${name}`] as tf.Tensor,
         v: state.slots[`exp_avg_sq/${name}`] as tf.Tensor,
         hasDecay: decays(name, params[name].shape, c) && c.weightDecay > 0,
@@ -292,7 +294,7 @@ export function applyGradients(
     }
     for (const name of names) {
       const p = params[name];
-      const g = clipDiv ? tf.div(grads[name], clipDiv) : grads[name];
+      const g = clipped[name];
       const wd = decays(name, p.shape, c) ? c.weightDecay : 0;
       if (c.name === "sgd") {
         const d = wd > 0 ? tf.add(g, tf.mul(p, s(wd))) : g;
