@@ -142,7 +142,7 @@ export interface FastPaths {
    * done, `undefined` (nothing changed) where the backend cannot write them in place, e.g. a
    * tensor whose data another tensor shares. The same values as `adamw` per parameter.
    */
-  adamwInPlace?: (items: AdamWItem[], c: AdamWCoefficients) => true | undefined;
+  adamwInPlace?: (items: AdamWItem[], c: Omit<AdamWCoefficients, "hasDecay">) => true | undefined;
   /** {@link FastPaths.ema} on every pair at once, in place: `t = t * m + s * (1 - m)`, as `adamwInPlace`. */
   emaInPlace?: (pairs: { t: tf.Tensor; s: tf.Tensor }[], m: number) => true | undefined;
 }

@@ -243,8 +243,12 @@ export async function benchWorkload(opts: BenchOptions): Promise<BenchResult> {
   };
   for (let i = 0; i < warmup; i++) await step();
   const native = opts.backend.name === "native" && !smoke ? openNative() : null;
-  const peak = native?.peakGflops(native.precision()) ?? null;
-  const peakFp32 = native?.peakGflops("fp32") ?? null;
+  const gemm = native?.precision();
+  const peak = native?.peakGflops(gemm!) ?? null;
+  // Float32 products, and the emulated bf16 path's (float32 multiply-adds), have that peak.
+  const peakFp32 = gemm === "fp32" || gemm === "bf16-emulated"
+    ? peak
+    : native?.peakGflops("fp32") ?? null;
   resetPeakRss();
   const mem0 = tf.memory();
   const t = await timeLoop(step, {

@@ -8,7 +8,6 @@
 // the same vector code on a padded copy. Reductions over rows are summed per fixed chunk of rows
 // and the chunk partials added in order, so every result is bit-identical for any thread count.
 #include <math.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "vn.h"
@@ -823,16 +822,14 @@ static void ema_many_task(void* ctx, int t, int tid) {
   ema_span(a->ptrs[2 * i], a->ptrs[2 * i + 1], lo, hi, &a->c);
 }
 
-// Runs fn over every chunk of the count tensors (first[] built here).
+// Runs fn over every chunk of the count tensors (first[] built here, in shared scratch).
 static void many_run(struct many* a, vn_task fn) {
-  int32_t* first = malloc(((size_t)a->count + 1) * sizeof *first);
-  if (!first) return;
+  int32_t* first = (int32_t*)vn_shared_scratch(0, (size_t)a->count + 1);
   int total = 0;
   for (int i = 0; i < a->count; i++) first[i] = total, total += chunks(a->n[i], STREAM_CHUNK);
   first[a->count] = total;
   a->first = first;
   vn_parallel(total, fn, a);
-  free(first);
 }
 
 static void adamw_many(int count, void* const* ptrs, const int32_t* n, const int32_t* has_decay,
