@@ -81,6 +81,22 @@ export function kernelFlops(
   return 0;
 }
 
+/**
+ * A kernel's input shapes as one label, at most `max` of them: a kernel that takes many tensors
+ * (the in-place optimiser takes every parameter and its state) shows the first few and the count,
+ * so that its profile row stays one readable line.
+ *
+ * @example
+ * ```ts
+ * shapesLabel(["64x192", "192"]); // "64x192 · 192"
+ * shapesLabel(["4", "4", "4", "4", "4", "4", "4"], 3); // "4 · 4 · 4 · ... (7 inputs)"
+ * ```
+ */
+export function shapesLabel(shapes: string[], max = 6): string {
+  if (shapes.length <= max) return shapes.join(" · ");
+  return `${shapes.slice(0, max).join(" · ")} · ... (${shapes.length} inputs)`;
+}
+
 function group(items: { key: string; ms: number; flops: number }[], total: number): KernelRow[] {
   const m = new Map<string, KernelRow & { flops: number }>();
   for (const { key, ms, flops } of items) {
@@ -123,7 +139,7 @@ export async function profileStep(step: () => Promise<unknown>): Promise<StepPro
     kernels: items.length,
     byKernel: group(items.map((k) => ({ key: k.name, ms: k.ms, flops: k.flops })), kernelMs),
     byShape: group(
-      items.map((k) => ({ key: `${k.name} ${k.shapes.join(" · ")}`, ms: k.ms, flops: k.flops })),
+      items.map((k) => ({ key: `${k.name} ${shapesLabel(k.shapes)}`, ms: k.ms, flops: k.flops })),
       kernelMs,
     ),
   };

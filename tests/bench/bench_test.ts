@@ -8,7 +8,7 @@ import * as tf from "@tensorflow/tfjs-core";
 import { assert, assertAlmostEquals, assertEquals, assertStringIncludes } from "@std/assert";
 import { initBackend } from "../../lib/backends/mod.ts";
 import { median, timeLoop } from "../../lib/bench/measure.ts";
-import { kernelFlops, profileStep, profileTable } from "../../lib/bench/profile.ts";
+import { kernelFlops, profileStep, profileTable, shapesLabel } from "../../lib/bench/profile.ts";
 import { defaultMode, defaultWorkers } from "../../lib/bench/run.ts";
 import { createStepRunner } from "../../lib/bench/step.ts";
 import { benchTable, parseLines } from "../../lib/bench/table.ts";
@@ -237,6 +237,18 @@ Deno.test("kernelFlops: the products' multiply-adds from their shapes, by hand",
     4 * headProducts,
   );
   assertEquals(kernelFlops("VitsslLayerNorm", [[2176, 128], [128], [128]], [[2176, 128]]), 0);
+});
+
+Deno.test("shapesLabel: a kernel of many inputs keeps a one-line label with their count", () => {
+  assertEquals(shapesLabel(["64x192", "192"]), "64x192 · 192");
+  assertEquals(shapesLabel(["a", "b", "c"], 3), "a · b · c");
+  assertEquals(shapesLabel(["a", "b", "c", "d"], 3), "a · b · c · ... (4 inputs)");
+  // The in-place AdamW of tiny32 takes 4 tensors per parameter: 600 inputs, one short label.
+  const label = shapesLabel(Array.from({ length: 600 }, () => "192x768"));
+  assertEquals(
+    label,
+    "192x768 · 192x768 · 192x768 · 192x768 · 192x768 · 192x768 · ... (600 inputs)",
+  );
 });
 
 Deno.test("profileStep counts a custom gradient's kernels once, not its scope around them", async () => {

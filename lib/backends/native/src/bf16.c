@@ -192,6 +192,25 @@ static void pack_b_task(void* ctx, int t, int tid) {
 // element (p, r) of a strip at [(p / 2) * 2 MR + 2 r + p % 2].
 static void pack_a(const struct gemm* g, int i0, int rows, int k0, int kc, bf* restrict ap) {
   int kc2 = kc2_of(g, kc);
+  // op(A) = A^T (the weight gradient's dy^T): rows of op(A) are columns of A. Each pair of A's
+  // rows is read 48 columns at a time (three full loads per row) and split into four strips,
+  // rather than 12 columns a strip (one pass over the rows per strip); the same words.
+  _Static_assert(MR == 12, "four strips are three loads of 16");
+  int wide = g->ta ? rows / (4 * MR) * (4 * MR) : 0;
+  const size_t strip = (size_t)MR * kc2;  // a strip's words
+  for (int p = 0; wide && p + 1 < kc; p += 2) {
+    for (int s0 = 0; s0 < wide; s0 += 4 * MR) {
+      const float* src = g->A + (size_t)(k0 + p) * g->m + i0 + s0;
+      __m512i v0 = pairs_rows(src, src + g->m, 0xffff);
+      __m512i v1 = pairs_rows(src + 16, src + g->m + 16, 0xffff);
+      __m512i v2 = pairs_rows(src + 32, src + g->m + 32, 0xffff);
+      uint32_t* o = (uint32_t*)(ap + (size_t)s0 * 2 * kc2) + (size_t)(p / 2) * MR;
+      _mm512_mask_storeu_epi32(o, (1u << MR) - 1, v0);
+      _mm512_mask_storeu_epi32(o + strip, (1u << MR) - 1, _mm512_alignr_epi32(v1, v0, 12));
+      _mm512_mask_storeu_epi32(o + 2 * strip, (1u << MR) - 1, _mm512_alignr_epi32(v2, v1, 8));
+      _mm512_mask_storeu_epi32(o + 3 * strip, (1u << MR) - 1, _mm512_alignr_epi32(v2, v2, 4));
+    }
+  }
   for (int s = 0; s < rows; s += MR) {
     int h = rows - s < MR ? rows - s : MR;
     bf* d = ap + (size_t)s * 2 * kc2;
@@ -200,7 +219,7 @@ static void pack_a(const struct gemm* g, int i0, int rows, int k0, int kc, bf* r
     for (int r = h; r < MR; r++)
       for (int p = 0; p < kc; p++) d[(size_t)(p / 2) * 2 * MR + 2 * r + p % 2] = 0;
     if (g->ta) {
-      int p = 0;
+      int p = s < wide ? kc / 2 * 2 : 0;  // the pairs of the wide strips are in place
       __mmask16 lanes = (__mmask16)((1u << h) - 1);
       for (; p + 1 < kc; p += 2) {
         const float* src = g->A + (size_t)(k0 + p) * g->m + i0 + s;
