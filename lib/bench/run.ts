@@ -24,6 +24,7 @@ import { type AugmentConfig, defaultAugmentConfig, twoViews } from "../data/augm
 import { type Dataset, getBatch, syntheticDataset, toFloatTensor } from "../data/mod.ts";
 import { createRng, permutation } from "../core/rng.ts";
 import { openNative } from "../backends/native/ffi.ts";
+import { cpuLabel, readCpu } from "./cpu.ts";
 import { loadAverage, median, peakRss, resetPeakRss, timeLoop } from "./measure.ts";
 import { profileStep, type StepProfile } from "./profile.ts";
 import { createParallelStepRunner, createStepRunner } from "./step.ts";
@@ -73,6 +74,8 @@ export interface BenchResult {
   mode: BenchMode;
   backend: string;
   device: string;
+  /** The CPU, named with its family, model and matrix instructions ({@link cpuLabel}). */
+  cpu: string;
   /** Matmul precision: `fp32` or `bf16` (see `initBackend`). */
   precision: Precision;
   threads: number;
@@ -271,6 +274,7 @@ export async function benchWorkload(opts: BenchOptions): Promise<BenchResult> {
     mode,
     backend: opts.backend.name,
     device: opts.backend.device,
+    cpu: cpuLabel(readCpu()),
     precision: opts.precision ?? "fp32",
     threads: opts.backend.threads,
     workers,

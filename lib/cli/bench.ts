@@ -14,6 +14,7 @@
  * deno task bench --workload small28 --backend native --precision bf16 --json  # bf16 matmuls
  * deno task bench --workload tiny32 --steps 200 --json  # memory check: tf_bytes_growth 0
  * deno task bench --smoke --json                        # seconds: the harness still works
+ * deno task bench --workload tiny32 --precision bf16 --pytorch --rounds 4  # beside PyTorch
  * ```
  * @module
  */
@@ -24,6 +25,15 @@ import { type FlagSpec, parseFlags, UsageError } from "../core/flags.ts";
 import { runMain } from "./main.ts";
 import { profileTable } from "../bench/profile.ts";
 import { type BenchResult, benchWorkload } from "../bench/run.ts";
+import {
+  blasWarning,
+  defaultPython,
+  peerLine,
+  type PeerRun,
+  PeerUnavailable,
+  runTorchPeer,
+} from "../bench/peer.ts";
+import { median } from "../bench/measure.ts";
 import { WORKLOADS } from "../bench/workloads.ts";
 
 const SPECS: FlagSpec[] = [
@@ -82,6 +92,27 @@ const SPECS: FlagSpec[] = [
     help: "seconds of the augmentation and loader timings (default 3)",
   },
   { key: "profile", flag: "profile", kind: "bool", help: "also profile one step per kernel" },
+  {
+    key: "pytorch",
+    flag: "pytorch",
+    kind: "bool",
+    help: "after each workload, time PyTorch's reference step on this CPU (float32, then bf16 " +
+      "autocast; Debian's python3-torch) and print vitssl's speed as a multiple of each",
+  },
+  {
+    key: "rounds",
+    flag: "rounds",
+    kind: "int",
+    min: 1,
+    help: "with --pytorch: alternate vitssl and PyTorch this many times a workload, then print " +
+      "the median ratios (default 1)",
+  },
+  {
+    key: "python",
+    flag: "python",
+    kind: "string",
+    help: "interpreter with torch for --pytorch (default /usr/bin/python3, else python3)",
+  },
   { key: "top", flag: "top", kind: "int", help: "profile rows to print (default 15)" },
   {
     key: "smoke",
@@ -113,7 +144,9 @@ export function formatResult(r: BenchResult, top = 15): string {
       ? ` (${(100 * r.gflops_per_s / r.peak_gflops).toFixed(0)}% of this CPU's peak for ` +
         `these products, ${r.peak_gflops.toFixed(0)} GFLOP/s measured)`
       : ""),
-    `  ${r.steps} steps in ${r.seconds.toFixed(1)} s; peak RSS ${mb(r.peak_rss_bytes)}; tf ` +
+    `  ${r.cpu}; ${r.steps} steps in ${r.seconds.toFixed(1)} s; peak RSS ${
+      mb(r.peak_rss_bytes)
+    }; tf ` +
     `${mb(r.tf_bytes)} (growth ${r.tf_bytes_growth} B, ${r.tf_tensors_growth} tensors); ` +
     `augmentation ${r.augment_images_per_s} img/s; loader ${r.loader_images_per_s} img/s; ` +
     `load ${r.load_avg_start} -> ${r.load_avg_end}`,
@@ -157,8 +190,12 @@ export async function main(args: string[]): Promise<number> {
   const info = await initBackend({ backend: backend as BackendName, threads, precision });
   const log = (s: string) => console.error(s);
   log(`bench: ${info.summary}`);
-  for (const workload of names) {
-    const r = await benchWorkload({
+  const rounds = (v.rounds as number | undefined) ?? 1;
+  if (rounds > 1 && !v.pytorch) {
+    throw new UsageError("--rounds alternates vitssl with PyTorch: add --pytorch");
+  }
+  const bench = (workload: string) =>
+    benchWorkload({
       workload,
       backend: info,
       precision,
@@ -185,7 +222,54 @@ export async function main(args: string[]): Promise<number> {
       }
       throw e;
     });
-    console.log(v.json ? JSON.stringify(r) : formatResult(r, (v.top as number | undefined) ?? 15));
+  const python = v.python === undefined ? defaultPython() : String(v.python);
+  let peerOff = !v.pytorch;
+  for (const workload of names) {
+    const ratios = new Map<string, number[]>();
+    for (let round = 0; round < rounds; round++) {
+      const r: BenchResult & { pytorch?: PeerRun[] } = await bench(workload);
+      const peers: PeerRun[] = [];
+      for (const bf16 of peerOff ? [] : [false, true]) {
+        log(`${workload}: PyTorch ${bf16 ? "bf16 autocast" : "fp32"} (${python})`);
+        const peer = await runTorchPeer({
+          workload,
+          threads: r.threads,
+          bf16,
+          python,
+          ...(v.smoke
+            ? { steps: 1, warmup: 0, batch: r.batch }
+            : { seconds: v.seconds as number | undefined, steps, batch: v.batch as number }),
+        }).catch((e) => {
+          if (!(e instanceof PeerUnavailable)) throw e;
+          log(`PyTorch skipped: ${e.message}`);
+          peerOff = true;
+          return null;
+        });
+        if (!peer) break;
+        const warn = round === 0 && !bf16 ? blasWarning(peer.blas) : null;
+        if (warn) log(`warning: ${warn}`);
+        peers.push(peer);
+        const key = peer.precision;
+        ratios.set(key, [...ratios.get(key) ?? [], r.images_per_s / peer.images_per_s]);
+      }
+      if (peers.length) r.pytorch = peers;
+      console.log(
+        v.json ? JSON.stringify(r) : formatResult(r, (v.top as number | undefined) ?? 15),
+      );
+      if (peers.length && !v.json) {
+        console.log(peerLine(workload, r.precision, r.images_per_s, peers));
+      }
+    }
+    if (rounds > 1 && ratios.size) {
+      const parts = [...ratios].map(([p, xs]) =>
+        `${p === "bf16-autocast" ? "autocast" : p} median ${median(xs).toFixed(2)} (${
+          xs.map((x) => x.toFixed(2)).join(", ")
+        })`
+      );
+      (v.json ? log : console.log)(
+        `${workload}: vitssl / PyTorch over ${rounds} rounds: ${parts.join("; ")}`,
+      );
+    }
   }
   return 0;
 }

@@ -7,6 +7,7 @@
 import * as tf from "@tensorflow/tfjs-core";
 import { assert, assertAlmostEquals, assertEquals, assertStringIncludes } from "@std/assert";
 import { initBackend } from "../../lib/backends/mod.ts";
+import { cpuLabel, readCpu } from "../../lib/bench/cpu.ts";
 import { median, timeLoop } from "../../lib/bench/measure.ts";
 import { kernelFlops, profileStep, profileTable, shapesLabel } from "../../lib/bench/profile.ts";
 import { defaultMode, defaultWorkers } from "../../lib/bench/run.ts";
@@ -357,6 +358,29 @@ Deno.test("deno task bench --smoke prints one complete JSON line", async () => {
     p.byKernel.reduce((s: number, row: { calls: number }) => s + row.calls, 0),
     p.kernels,
   );
+});
+
+Deno.test("deno task bench --pytorch without PyTorch: one line, and the bench's own result", async () => {
+  const r = await runCli([
+    "--smoke",
+    "--workload",
+    "small28",
+    "--backend",
+    "wasm",
+    "--pytorch",
+    "--python",
+    "/no/such/python3",
+  ]);
+  assertEquals(r.code, 0, r.stderr);
+  const skipped = r.stderr.split("\n").filter((l) => l.startsWith("PyTorch skipped:"));
+  assertEquals(skipped.length, 1, r.stderr);
+  assertStringIncludes(skipped[0], "no /no/such/python3 to run PyTorch beside vitssl (apt-get");
+  assertStringIncludes(r.stdout, "small28 [step, fp32] on wasm");
+  // The CPU is named beside the speed.
+  assertStringIncludes(r.stdout, cpuLabel(readCpu()));
+  const usage = await runCli(["--smoke", "--rounds", "2"]);
+  assertEquals(usage.code, 2, usage.stderr);
+  assertStringIncludes(usage.stderr, "--rounds alternates vitssl with PyTorch: add --pytorch");
 });
 
 Deno.test("bench rejects an unknown workload and a misspelled flag", async () => {

@@ -16,13 +16,17 @@ pre-norm blocks (LayerNorm eps 1e-6, qkv with bias, exact GELU), final LayerNorm
 pooling. Heads match the official `_build_mlp`: Linear without bias, BN, ReLU; the
 last layer Linear -> BN without affine.
 
-Run with Debian's python3-torch (1.13) and OpenBLAS, 2 threads:
+Run with Debian's python3-torch (1.13) and its OpenMP OpenBLAS (the faster of Debian's two, and
+the anchor of issue #22), 2 threads; --bf16 for PyTorch's mixed precision (torch.autocast):
 
-  apt-get install -y python3-torch
-  update-alternatives --display libblas.so.3-x86_64-linux-gnu   # must point to openblas-pthread
-  # or, whatever the alternative says:
-  LD_PRELOAD=/usr/lib/x86_64-linux-gnu/openblas-pthread/libblas.so.3 \
-    /usr/bin/python3 tests/reference/moco_step_torch.py --workload small28 --threads 2
+  apt-get install -y python3-torch libopenblas0-openmp
+  update-alternatives --display libblas.so.3-x86_64-linux-gnu   # should point to openblas-openmp
+  # where libopenblas0-pthread is installed too (priority 100 against 95), choose it yourself:
+  update-alternatives --set libblas.so.3-x86_64-linux-gnu \
+    /usr/lib/x86_64-linux-gnu/openblas-openmp/libblas.so.3
+  /usr/bin/python3 tests/reference/moco_step_torch.py --workload small28 --threads 2 [--bf16]
+
+`deno task bench --pytorch` runs it beside each workload, in both precisions.
 
 It prints one JSON line per workload with the same field names as `deno task bench --json`, plus
 the BLAS library actually loaded (read from /proc/self/maps) so a run on the reference BLAS is
@@ -30,6 +34,7 @@ visible.
 """
 
 import argparse
+import contextlib
 import copy
 import json
 import math
@@ -39,12 +44,12 @@ import statistics
 import sys
 import time
 
-# libgomp spins while waiting by default; on a shared (loaded) machine its 2 spinning threads
-# fight the other processes and a step runs ~5x slower. Passive waiting costs nothing when idle.
-# Set OMP_WAIT_POLICY=ACTIVE in the environment to measure the default.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-import torch  # noqa: E402 (after the OpenMP setting)
+# PyTorch as its users run it: libgomp's default wait policy (its threads spin a while before they
+# sleep), the faster on a quiet machine (BENCHMARKS.md, 2026-12-06: small28 on a Zen 4 ran about
+# 15% slower in float32 and 28% slower with autocast under OMP_WAIT_POLICY=PASSIVE, which this
+# script set until then). On a loaded machine the spinning threads fight the other processes: set
+# OMP_WAIT_POLICY=PASSIVE there (the JSON line records it).
+import torch  # noqa: E402
 from torch import nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
@@ -175,15 +180,18 @@ def load_avg():
         return None
 
 
-def make_step(w, mode, B, seed):
+def make_step(w, mode, B, seed, bf16=False):
     torch.manual_seed(seed)
+    # bf16: PyTorch's mixed precision, torch.autocast around every forward (matrix products in
+    # bf16, float32 weights, optimiser and gradients), as a PyTorch user trains on a CPU.
+    cast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
     base = ViT(**w)
     if mode == "forward":
         base.eval()
 
         def fwd(x1, _x2):
-            with torch.no_grad():
-                return base(x1).sum().item()
+            with torch.no_grad(), cast():
+                return base(x1).float().sum().item()
         return fwd
     projector = build_mlp(3, w["dim"], w["hidden"], w["out_dim"])
     predictor = build_mlp(2, w["out_dim"], w["hidden"], w["out_dim"])
@@ -199,11 +207,13 @@ def make_step(w, mode, B, seed):
         with torch.no_grad():
             for pm, po in zip(momentum.parameters(), online.parameters()):
                 pm.mul_(m).add_(po, alpha=1 - m)
-            k1 = momentum[1](momentum[0](x1))
-            k2 = momentum[1](momentum[0](x2))
-        q1 = predictor(projector(base(x1)))
-        q2 = predictor(projector(base(x2)))
-        loss = ctr(q1, k2, T) + ctr(q2, k1, T)
+            with cast():
+                k1 = momentum[1](momentum[0](x1))
+                k2 = momentum[1](momentum[0](x2))
+        with cast():
+            q1 = predictor(projector(base(x1)))
+            q2 = predictor(projector(base(x2)))
+            loss = (ctr(q1, k2, T) + ctr(q2, k1, T)).float()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -215,7 +225,7 @@ def bench(name, args):
     w = WORKLOADS[name]
     mode = args.mode or w["cpu_mode"]
     B = args.batch or w["batch"]
-    step = make_step(w, mode, B, args.seed)
+    step = make_step(w, mode, B, args.seed, args.bf16)
     g = torch.Generator().manual_seed(args.seed)
     shape = (B, w["channels"], w["image"], w["image"])
     views = [(torch.randn(shape, generator=g), torch.randn(shape, generator=g)) for _ in range(2)]
@@ -237,7 +247,8 @@ def bench(name, args):
     flops = step_flops(w, mode, B)
     ms = 1000 * total / len(times)
     return dict(
-        workload=name, mode=mode, backend="pytorch", device="cpu", threads=torch.get_num_threads(),
+        workload=name, mode=mode, backend="pytorch", device="cpu",
+        precision="bf16-autocast" if args.bf16 else "fp32", threads=torch.get_num_threads(),
         batch=B, warmup_steps=args.warmup, steps=len(times), seconds=round(total, 3),
         images_per_s=round(B * len(times) / total, 2), ms_per_step=round(ms, 1),
         ms_per_step_median=round(1000 * statistics.median(times), 1), flops_per_step=flops,
@@ -260,6 +271,8 @@ def main():
     p.add_argument("--batch", type=int, default=0, help="override the batch (not for the table)")
     p.add_argument("--mode", choices=["step", "forward"], default=None)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--bf16", action="store_true",
+                   help='mixed precision: torch.autocast("cpu", dtype=torch.bfloat16)')
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     for name in args.workload.split(","):
