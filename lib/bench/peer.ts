@@ -56,6 +56,8 @@ export interface PeerOptions {
   threads: number;
   /** `torch.autocast` to bf16 around the forwards. */
   bf16: boolean;
+  /** `step` or `forward` (default: the script's, forward for vit_small224). */
+  mode?: "step" | "forward";
   /** Minimum timed seconds (default 10) unless `steps`. */
   seconds?: number;
   /** Exactly this many timed steps. */
@@ -104,6 +106,7 @@ export async function runTorchPeer(opts: PeerOptions): Promise<PeerRun> {
   else args.push("--seconds", String(opts.seconds ?? 10));
   if (opts.warmup !== undefined) args.push("--warmup", String(opts.warmup));
   if (opts.batch !== undefined) args.push("--batch", String(opts.batch));
+  if (opts.mode !== undefined) args.push("--mode", opts.mode);
   if (opts.bf16) args.push("--bf16");
   const install = "apt-get install python3-torch libopenblas0-openmp";
   let out: Deno.CommandOutput;

@@ -24,7 +24,7 @@ import { BACKEND_FLAG, PRECISION_FLAG } from "../backends/flags.ts";
 import { type FlagSpec, parseFlags, UsageError } from "../core/flags.ts";
 import { runMain } from "./main.ts";
 import { profileTable } from "../bench/profile.ts";
-import { type BenchResult, benchWorkload } from "../bench/run.ts";
+import { type BenchResult, benchWorkload, isGpuBackend } from "../bench/run.ts";
 import {
   blasWarning,
   defaultPython,
@@ -224,6 +224,10 @@ export async function main(args: string[]): Promise<number> {
     });
   const python = v.python === undefined ? defaultPython() : String(v.python);
   let peerOff = !v.pytorch;
+  if (v.pytorch && isGpuBackend(info)) {
+    log("PyTorch skipped: its reference step runs on the CPU, this run on a GPU");
+    peerOff = true;
+  }
   for (const workload of names) {
     const ratios = new Map<string, number[]>();
     for (let round = 0; round < rounds; round++) {
@@ -233,8 +237,10 @@ export async function main(args: string[]): Promise<number> {
         log(`${workload}: PyTorch ${bf16 ? "bf16 autocast" : "fp32"} (${python})`);
         const peer = await runTorchPeer({
           workload,
-          threads: r.threads,
+          // As many threads as the vitssl run used cores (workers x threads each).
+          threads: r.threads * r.workers,
           bf16,
+          mode: r.mode,
           python,
           ...(v.smoke
             ? { steps: 1, warmup: 0, batch: r.batch }

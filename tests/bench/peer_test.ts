@@ -147,6 +147,7 @@ Deno.test("runTorchPeer: passes the run's settings and reads the last line", asy
       steps: 1,
       warmup: 0,
       batch: 8,
+      mode: "step",
       python: echo.path,
     });
     assertEquals(p.images_per_s, 7.5);
@@ -163,6 +164,8 @@ Deno.test("runTorchPeer: passes the run's settings and reads the last line", asy
       "0",
       "--batch",
       "8",
+      "--mode",
+      "step",
       "--bf16",
     ]);
     const e = await assertRejects(
