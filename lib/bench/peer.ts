@@ -148,6 +148,18 @@ export function blasWarning(blas: string[]): string | null {
 }
 
 /**
+ * A PyTorch run's precision as the ratios name it: `autocast` for `bf16-autocast`, else as given.
+ *
+ * @example
+ * ```ts
+ * peerName("bf16-autocast"); // "autocast"
+ * ```
+ */
+export function peerName(precision: string): string {
+  return precision === "bf16-autocast" ? "autocast" : precision;
+}
+
+/**
  * vitssl's images/s as a multiple of each PyTorch run's, one line: the peers' speeds, then the
  * ratios (vitssl / PyTorch: above 1, vitssl is faster).
  *
@@ -166,12 +178,10 @@ export function peerLine(
   peers: PeerRun[],
 ): string {
   if (!peers.length) return `${workload}: no PyTorch run`;
-  const name = (p: PeerRun) => p.precision === "bf16-autocast" ? "autocast bf16" : p.precision;
-  const speeds = peers.map((p) => `${name(p)} ${p.images_per_s.toFixed(1)}`).join(", ");
+  const speed = (p: PeerRun) => peerName(p.precision) + (p.precision === "fp32" ? "" : " bf16");
+  const speeds = peers.map((p) => `${speed(p)} ${p.images_per_s.toFixed(1)}`).join(", ");
   const ratios = peers.map((p) =>
-    `${(imagesPerS / p.images_per_s).toFixed(2)}x PyTorch ${
-      p.precision === "bf16-autocast" ? "autocast" : p.precision
-    }`
+    `${(imagesPerS / p.images_per_s).toFixed(2)}x PyTorch ${peerName(p.precision)}`
   ).join(", ");
   return `${workload} beside PyTorch ${peers[0].torch} (${peers[0].threads} threads, same run): ` +
     `${speeds} images/s; vitssl ${precision} ${imagesPerS.toFixed(1)}: ${ratios}`;

@@ -29,6 +29,7 @@ import {
   blasWarning,
   defaultPython,
   peerLine,
+  peerName,
   type PeerRun,
   PeerUnavailable,
   runTorchPeer,
@@ -268,9 +269,7 @@ export async function main(args: string[]): Promise<number> {
     }
     if (rounds > 1 && ratios.size) {
       const parts = [...ratios].map(([p, xs]) =>
-        `${p === "bf16-autocast" ? "autocast" : p} median ${median(xs).toFixed(2)} (${
-          xs.map((x) => x.toFixed(2)).join(", ")
-        })`
+        `${peerName(p)} median ${median(xs).toFixed(2)} (${xs.map((x) => x.toFixed(2)).join(", ")})`
       );
       (v.json ? log : console.log)(
         `${workload}: vitssl / PyTorch over ${rounds} rounds: ${parts.join("; ")}`,

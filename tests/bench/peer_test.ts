@@ -14,6 +14,7 @@ import {
   PeerUnavailable,
   runTorchPeer,
 } from "../../lib/bench/peer.ts";
+import { commandStatus, requireTool } from "../_helpers/system_tools.ts";
 
 const CPUINFO = [
   "processor\t: 0",
@@ -179,22 +180,15 @@ Deno.test("runTorchPeer: passes the run's settings and reads the last line", asy
   }
 });
 
-function hasTorch(): boolean {
-  try {
-    return new Deno.Command("/usr/bin/python3", { args: ["-c", "import torch"], stderr: "null" })
-      .outputSync().success;
-  } catch {
-    return false;
-  }
-}
-const torch = hasTorch();
-if (!torch) {
-  console.log("peer_test: no torch under /usr/bin/python3: the real PyTorch run is skipped");
-}
+const skipTorch = requireTool(
+  "real PyTorch peer",
+  await commandStatus("/usr/bin/python3", ["-c", "import torch"]),
+  "apt-get install python3-torch (Debian's /usr/bin/python3 must import torch)",
+);
 
 Deno.test({
   name: "runTorchPeer: Debian's PyTorch runs one step in float32 and under autocast",
-  ignore: !torch,
+  ignore: skipTorch,
   fn: async () => {
     for (const bf16 of [false, true]) {
       const p = await runTorchPeer({
