@@ -58,9 +58,42 @@ export async function timeLoop(fn: () => Promise<void>, opts: LoopOptions): Prom
 
 /** The median of a non-empty list. */
 export function median(xs: number[]): number {
+  return quantile(xs, 0.5);
+}
+
+/**
+ * The q-quantile (0 <= q <= 1) of a non-empty list, linear between order statistics (numpy's
+ * default): position q (n - 1) in the sorted list.
+ *
+ * @example
+ * ```ts
+ * quantile([40, 10, 30, 20], 0.9); // 37: 30 + 0.7 (40 - 30)
+ * ```
+ */
+export function quantile(xs: number[], q: number): number {
   const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+  const at = q * (s.length - 1), lo = Math.floor(at), hi = Math.ceil(at);
+  return s[lo] + (at - lo) * (s[hi] - s[lo]);
+}
+
+/**
+ * One line when a run's step times were uneven, else null: when its slow tenth took at least
+ * `ratio` times its fast tenth (`p90` and `p10` of the step times, as {@link quantile} gives
+ * them). On a shared machine a run can change speed midway (here, 2026-12-06: steps of 200 ms,
+ * then of 257 ms for a stretch, while a loop on registers kept its speed: memory shared with
+ * another tenant), and its images/s then says as much about the moment as about the code.
+ *
+ * @example
+ * ```ts
+ * spreadNote(200, 260); // "step times uneven: p10 200 ms, p90 260 ms (x1.30): ..."
+ * spreadNote(200, 212); // null
+ * ```
+ */
+export function spreadNote(p10: number, p90: number, ratio = 1.15): string | null {
+  if (!(p90 >= ratio * p10)) return null;
+  return `step times uneven: p10 ${p10.toFixed(0)} ms, p90 ${p90.toFixed(0)} ms ` +
+    `(x${(p90 / p10).toFixed(2)}): part of the run was slower (another process, or memory ` +
+    "shared with a neighbour on a cloud machine); compare alternated runs (--pytorch --rounds N)";
 }
 
 /**

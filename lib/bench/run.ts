@@ -25,7 +25,7 @@ import { type Dataset, getBatch, syntheticDataset, toFloatTensor } from "../data
 import { createRng, permutation } from "../core/rng.ts";
 import { openNative } from "../backends/native/ffi.ts";
 import { cpuLabel, readCpu } from "./cpu.ts";
-import { loadAverage, median, peakRss, resetPeakRss, timeLoop } from "./measure.ts";
+import { loadAverage, median, peakRss, quantile, resetPeakRss, timeLoop } from "./measure.ts";
 import { profileStep, type StepProfile } from "./profile.ts";
 import { createParallelStepRunner, createStepRunner } from "./step.ts";
 import { ConfigError } from "../core/errors.ts";
@@ -89,6 +89,9 @@ export interface BenchResult {
   images_per_s: number;
   ms_per_step: number;
   ms_per_step_median: number;
+  /** The fast and the slow tenth of the step times (10th and 90th percentiles), ms. */
+  ms_per_step_p10: number;
+  ms_per_step_p90: number;
   /** Analytic FLOPs of one step (matmuls; a multiply-add counts 2); see `stepFlops`. */
   flops_per_step: number;
   gflops_per_s: number;
@@ -285,6 +288,8 @@ export async function benchWorkload(opts: BenchOptions): Promise<BenchResult> {
     images_per_s: round((B * t.iters) / t.seconds, 2),
     ms_per_step: round(msPerStep, 1),
     ms_per_step_median: round(median(t.iterMs), 1),
+    ms_per_step_p10: round(quantile(t.iterMs, 0.1), 1),
+    ms_per_step_p90: round(quantile(t.iterMs, 0.9), 1),
     flops_per_step: flops,
     gflops_per_s: round(flops / 1e6 / msPerStep, 2),
     peak_gflops: peak === null ? null : round(peak, 1),

@@ -34,7 +34,7 @@ import {
   PeerUnavailable,
   runTorchPeer,
 } from "../bench/peer.ts";
-import { median } from "../bench/measure.ts";
+import { median, spreadNote } from "../bench/measure.ts";
 import { WORKLOADS } from "../bench/workloads.ts";
 
 const SPECS: FlagSpec[] = [
@@ -137,9 +137,8 @@ export function formatResult(r: BenchResult, top = 15): string {
     `${r.threads} thread(s)` +
     `${r.workers > 1 ? `, ${r.workers} workers` : ""}), batch ` +
     `${r.batch}: ${r.images_per_s.toFixed(1)} images/s, ${r.ms_per_step.toFixed(0)} ms/step ` +
-    `(median ${r.ms_per_step_median.toFixed(0)}), ${
-      (r.flops_per_step / 1e9).toFixed(2)
-    } GFLOP/step, ` +
+    `(median ${r.ms_per_step_median.toFixed(0)}, p10-p90 ${r.ms_per_step_p10.toFixed(0)}-` +
+    `${r.ms_per_step_p90.toFixed(0)}), ${(r.flops_per_step / 1e9).toFixed(2)} GFLOP/step, ` +
     `${r.gflops_per_s.toFixed(1)} GFLOP/s` +
     (r.peak_gflops
       ? ` (${(100 * r.gflops_per_s / r.peak_gflops).toFixed(0)}% of this CPU's peak for ` +
@@ -260,6 +259,8 @@ export async function main(args: string[]): Promise<number> {
         ratios.set(key, [...ratios.get(key) ?? [], r.images_per_s / peer.images_per_s]);
       }
       if (peers.length) r.pytorch = peers;
+      const uneven = spreadNote(r.ms_per_step_p10, r.ms_per_step_p90);
+      if (uneven) log(`note: ${r.workload}: ${uneven}`);
       console.log(
         v.json ? JSON.stringify(r) : formatResult(r, (v.top as number | undefined) ?? 15),
       );

@@ -8,7 +8,7 @@ import * as tf from "@tensorflow/tfjs-core";
 import { assert, assertAlmostEquals, assertEquals, assertStringIncludes } from "@std/assert";
 import { initBackend } from "../../lib/backends/mod.ts";
 import { cpuLabel, readCpu } from "../../lib/bench/cpu.ts";
-import { median, timeLoop } from "../../lib/bench/measure.ts";
+import { median, quantile, spreadNote, timeLoop } from "../../lib/bench/measure.ts";
 import { kernelFlops, profileStep, profileTable, shapesLabel } from "../../lib/bench/profile.ts";
 import { defaultMode, defaultWorkers } from "../../lib/bench/run.ts";
 import { createStepRunner } from "../../lib/bench/step.ts";
@@ -168,6 +168,30 @@ Deno.test("timeLoop counts warm-up and timed iterations", async () => {
   assert(t.seconds >= 0);
   assertEquals(median([3, 1, 2]), 2);
   assertEquals(median([4, 1, 3, 2]), 2.5);
+});
+
+Deno.test("quantile interpolates between order statistics, as numpy does by default", () => {
+  // Sorted 10, 20, 30, 40: position q * 3. numpy.quantile([10, 20, 30, 40], [0, 0.1, 0.5, 0.9, 1])
+  // = 10, 13, 25, 37, 40.
+  const xs = [40, 10, 30, 20];
+  assertEquals([0, 0.1, 0.5, 0.9, 1].map((q) => quantile(xs, q)), [10, 13, 25, 37, 40]);
+  assertEquals(xs, [40, 10, 30, 20]); // not sorted in place
+  assertEquals(quantile([7], 0.9), 7);
+  // Eleven steps 100, 110, ..., 200: the 10th percentile is the second, the 90th the tenth.
+  const steps = Array.from({ length: 11 }, (_, i) => 200 - 10 * i);
+  assertEquals([quantile(steps, 0.1), quantile(steps, 0.9)], [110, 190]);
+});
+
+Deno.test("spreadNote speaks only when the slow tenth of the steps is 15% slower than the fast", () => {
+  assertEquals(spreadNote(200, 212), null);
+  assertEquals(spreadNote(200, 229.9), null);
+  assertEquals(
+    spreadNote(200, 260)?.startsWith("step times uneven: p10 200 ms, p90 260 ms (x1.30)"),
+    true,
+  );
+  assertEquals(spreadNote(200, 230) !== null, true);
+  assertEquals(spreadNote(200, 215, 1.05) !== null, true);
+  assertEquals(spreadNote(NaN, NaN), null);
 });
 
 Deno.test("profileTable prints the top rows as Markdown, with the share of a peak", () => {
@@ -344,6 +368,11 @@ Deno.test("deno task bench --smoke prints one complete JSON line", async () => {
   assertEquals(j.flops_per_step, stepFlops(resolveWorkload("small28", { batch: 8 }), "step").total);
   assertAlmostEquals(j.images_per_s, (8 * j.steps) / j.seconds, 0.05 * j.images_per_s);
   assertAlmostEquals(j.gflops_per_s, j.flops_per_step / 1e6 / j.ms_per_step, 0.01 * j.gflops_per_s);
+  // One timed step: its own median, fast tenth and slow tenth.
+  assertEquals([j.ms_per_step_p10, j.ms_per_step_p90], [
+    j.ms_per_step_median,
+    j.ms_per_step_median,
+  ]);
   assert(j.images_per_s > 0 && j.augment_images_per_s > 0 && j.loader_images_per_s > 0);
   assert(j.peak_rss_bytes > 1e7, `peak RSS ${j.peak_rss_bytes}`);
   assert(j.tf_bytes > 0);
