@@ -175,14 +175,14 @@ static void pack_b_task(void* ctx, int t, int tid) {
     }
   } else {
     uint32_t* d = (uint32_t*)dst;  // pair p2 of column c at word p2 * NR + c
-    int c = 0;
-    // Sixteen columns at a time (op(B) = B^T: a column is a row of B, a weight's row): 32 k of
-    // each rounded to 16 pair words, then transposed, so that a pair's 16 columns are one store
-    // rather than 16 words stored 128 bytes apart. The same words as the loop below.
-    for (; c + 16 <= w; c += 16) {
+    // Sixteen columns at a time (op(B) = B^T: a column is a row of B, a weight's row), the full
+    // blocks of 32 k: each rounded to 16 pair words, then transposed, so that a pair's 16
+    // columns are one store rather than 16 words stored 128 bytes apart. The loop after it packs
+    // the rest, column by column; the same words.
+    int wide = w / 16 * 16, kfull = kc / 32 * 32;
+    for (int c = 0; c < wide; c += 16) {
       const float* src = g->B + (size_t)(j0 + c) * g->k + k0;
-      int p = 0;
-      for (; p + 32 <= kc; p += 32) {
+      for (int p = 0; p < kfull; p += 32) {
         __m512i v[16];
 #pragma GCC unroll 16
         for (int q = 0; q < 16; q++) v[q] = pairs_contig(src + (size_t)q * g->k + p);
@@ -190,13 +190,10 @@ static void pack_b_task(void* ctx, int t, int tid) {
 #pragma GCC unroll 16
         for (int q = 0; q < 16; q++) _mm512_storeu_si512(d + (size_t)(p / 2 + q) * NR + c, v[q]);
       }
-      for (int q = 0; q < 16; q++)
-        for (int r = p; r < kc; r++)
-          dst[(size_t)(r / 2) * 2 * NR + 2 * (c + q) + r % 2] = to_bf(src[(size_t)q * g->k + r]);
     }
-    for (; c < w; c++) {
+    for (int c = 0; c < w; c++) {
       const float* src = g->B + (size_t)(j0 + c) * g->k + k0;
-      int p = 0;
+      int p = c < wide ? kfull : 0;  // the wide columns' full blocks are in place
       for (; p + 32 <= kc; p += 32) {
         uint32_t t[16];
         _mm512_storeu_si512(t, pairs_contig(src + p));
