@@ -21,9 +21,13 @@ the anchor of issue #22), 2 threads; --bf16 for PyTorch's mixed precision (torch
 
   apt-get install -y python3-torch libopenblas0-openmp
   update-alternatives --display libblas.so.3-x86_64-linux-gnu   # should point to openblas-openmp
-  # where libopenblas0-pthread is installed too (priority 100 against 95), choose it yourself:
+  # where libopenblas0-pthread is installed too (priority 100 against 95), choose it yourself,
+  # for both links (libblas.so.3 loads libopenblas.so.0, which would stay on the pthread build
+  # and run float32 2-4x slower; the JSON line's "blas" lists what was loaded):
   update-alternatives --set libblas.so.3-x86_64-linux-gnu \
     /usr/lib/x86_64-linux-gnu/openblas-openmp/libblas.so.3
+  update-alternatives --set libopenblas.so.0-x86_64-linux-gnu \
+    /usr/lib/x86_64-linux-gnu/openblas-openmp/libopenblas.so.0
   /usr/bin/python3 tests/reference/moco_step_torch.py --workload small28 --threads 2 [--bf16]
 
 `deno task bench --pytorch` runs it beside each workload, in both precisions.
