@@ -20,7 +20,8 @@
 // differ there and, by the order of the two products within a pair, in the last bit of a sum.
 // An operand may also come stored as bf16 (vn_gemm_bf16_ep's src16: an activation that
 // vn_linear_gelu, vn_layernorm or vn_attention wrote rounded, as this file would round it): A
-// row-major (ta = 0) or B row-major (tb = 0), whose pairs are then copied as they are.
+// row-major (ta = 0) or B row-major (tb = 0), whose pairs are then copied as they are, or, for
+// A with k even, read in place by the micro-kernel (a row's pairs are the words it broadcasts).
 #include <immintrin.h>
 #include <string.h>
 
@@ -38,8 +39,13 @@ typedef uint16_t bf;
 // vn_tile_out on the registers before they are stored: + bias, then res +, the same float32
 // operations in the same order, without a second pass over C. (The activation stays a pass over
 // the task's rows: called on 32 columns at a time it cost more than the pass.)
-static inline void ukernel(int kc2, const bf* restrict ap, const bf* restrict bp, float* restrict c,
-                           int64_t ldc, int first, const struct vn_epilogue* ep, int ei, int ej) {
+// A's pair p of row r is at ap + p * aps + r * ars: (2 MR, 2) packed, (2, lda) as stored.
+static inline __attribute__((always_inline)) void ukernel(int kc2, const bf* restrict ap,
+                                                          int64_t aps, int64_t ars,
+                                                          const bf* restrict bp, float* restrict c,
+                                                          int64_t ldc, int first,
+                                                          const struct vn_epilogue* ep, int ei,
+                                                          int ej) {
   __m512 c0[MR], c1[MR];
 #pragma GCC unroll 16
   for (int r = 0; r < MR; r++) c0[r] = c1[r] = _mm512_setzero_ps();
@@ -49,7 +55,7 @@ static inline void ukernel(int kc2, const bf* restrict ap, const bf* restrict bp
 #pragma GCC unroll 16
     for (int r = 0; r < MR; r++) {
       int32_t pair;
-      memcpy(&pair, ap + (size_t)p * 2 * MR + 2 * r, 4);
+      memcpy(&pair, ap + p * aps + r * ars, 4);
       __m512bh a = (__m512bh)_mm512_set1_epi32(pair);
       c0[r] = _mm512_dpbf16_ps(c0[r], a, b0);
       c1[r] = _mm512_dpbf16_ps(c1[r], a, b1);
@@ -393,13 +399,19 @@ static void gemm_task(void* ctx, int t, int tid) {
   }
   struct vn_epilogue adds = vn_adds(&g->ep);
   const struct vn_epilogue* out = g->ep.bias || g->ep.res ? &adds : NULL;
+  // op(A) = A stored as bf16 with k even: a row's pairs of k are already the words the kernel
+  // broadcasts, so full strips read them in place (packing them was a copy); a last strip of
+  // fewer than MR rows is packed (zero rows).
+  int direct = g->A16 && !g->ta && !g->ap && g->k % 2 == 0, full = rows / MR * MR;
   for (int kb = 0; kb < g->kblocks; kb++) {
     int k0 = kb * KC, kc = kc_of(g, kb), kc2 = kc2_of(g, kc), first = kb == 0;
     const struct vn_epilogue* last = kb == g->kblocks - 1 ? out : NULL;
     if (g->ap)
       ap = g->ap + ((size_t)it * g->kblocks + kb) * APACK;
-    else
+    else if (!direct)
       pack_a(g, i0, rows, k0, kc, ap);
+    else if (full < rows)
+      pack_a(g, i0 + full, rows - full, k0, kc, ap + (size_t)full * 2 * kc2);
     if (sums) vn_rowsum_block(g->A, g->ta, g->m, g->k, i0, rows, k0, kc, acc);
     const bf* bblock = g->bp + (size_t)k0 * g->npad;
     for (int j = 0; j < cols; j += NR) {
@@ -409,10 +421,18 @@ static void gemm_task(void* ctx, int t, int tid) {
         int h = rows - s < MR ? rows - s : MR;
         float* c = g->C + (size_t)(i0 + s) * g->n + j0 + j;
         const bf* astrip = ap + (size_t)s * 2 * kc2;
-        if (h == MR && w == NR) {
-          ukernel(kc2, astrip, bpanel, c, g->n, first, last, i0 + s, j0 + j);
+        if (direct && h == MR) {
+          const bf* arow = g->A16 + (size_t)(i0 + s) * g->k + k0;
+          if (w == NR)
+            ukernel(kc2, arow, 2, g->k, bpanel, c, g->n, first, last, i0 + s, j0 + j);
+          else
+            ukernel(kc2, arow, 2, g->k, bpanel, tile, NR, 1, NULL, 0, 0);
+        } else if (h == MR && w == NR) {
+          ukernel(kc2, astrip, 2 * MR, 2, bpanel, c, g->n, first, last, i0 + s, j0 + j);
         } else {
-          ukernel(kc2, astrip, bpanel, tile, NR, 1, NULL, 0, 0);
+          ukernel(kc2, astrip, 2 * MR, 2, bpanel, tile, NR, 1, NULL, 0, 0);
+        }
+        if (h < MR || w < NR) {
           for (int r = 0; r < h; r++)
             for (int q = 0; q < w; q++)
               c[r * g->n + q] = first ? tile[r * NR + q] : c[r * g->n + q] + tile[r * NR + q];
