@@ -432,23 +432,29 @@ static void attention_head(const struct attn* a, int b, int h, int tid) {
     float tot[4] = {0.f, 0.f, 0.f, 0.f};
     for (int l = 0; l < VL; l++)
       for (int q = 0; q < 4; q++) tot[q] += sums[q][l];
+    // The probabilities go straight to P's rows of T (the last vector's live lanes one by one:
+    // a whole vector would spill into the next row, or past the head).
     for (int q = 0; q < pend; q++) {
-      int r = i - pend + 1 + q;
-      float* pr = S + (size_t)r * Tp;
+      int r = i - pend + 1 + q, j = 0;
+      const float* pr = S + (size_t)r * Tp;
+      float* pd = P + (size_t)r * T;
       vf inv = vsplat(1.f / tot[q]);
-      for (int j = 0; j < Tp; j += VL) vst(pr + j, vld(pr + j) * inv);
-      memcpy(P + (size_t)r * T, pr, (size_t)T * sizeof(float));
+      for (; j + VL <= T; j += VL) vst(pd + j, vld(pr + j) * inv);
+      if (j < T) {
+        vf last = vld(pr + j) * inv;
+        for (int l = 0; j + l < T; l++) pd[j + l] = last[l];
+      }
     }
     pend = 0;
   }
   // out_i = sum_j P_ij v_j, the heads side by side in out [B*T, D] (or, for out16, in [T, hd]
   // after S, then rounded into out16's rows).
   if (!a->out16) {
-    combine_rows(S, Tp, 1, base + 2 * D, D3, T, a->out + (size_t)b * T * D + h * hd, D, hd, T);
+    combine_rows(P, T, 1, base + 2 * D, D3, T, a->out + (size_t)b * T * D + h * hd, D, hd, T);
     return;
   }
   float* o = S + (size_t)T * Tp;
-  combine_rows(S, Tp, 1, base + 2 * D, D3, T, o, hd, hd, T);
+  combine_rows(P, T, 1, base + 2 * D, D3, T, o, hd, hd, T);
   for (int i = 0; i < T; i++)
     vn_to_bf16(o + (size_t)i * hd, a->out16 + ((size_t)b * T + i) * D + h * hd, hd);
 }
