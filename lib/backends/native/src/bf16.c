@@ -402,7 +402,7 @@ static void gemm_task(void* ctx, int t, int tid) {
   // op(A) = A stored as bf16 with k even: a row's pairs of k are already the words the kernel
   // broadcasts, so full strips read them in place (packing them was a copy); a last strip of
   // fewer than MR rows is packed (zero rows).
-  int direct = g->A16 && !g->ta && !g->ap && g->k % 2 == 0, full = rows / MR * MR;
+  int direct = g->A16 && !g->ta && g->k % 2 == 0, full = rows / MR * MR;
   for (int kb = 0; kb < g->kblocks; kb++) {
     int k0 = kb * KC, kc = kc_of(g, kb), kc2 = kc2_of(g, kc), first = kb == 0;
     const struct vn_epilogue* last = kb == g->kblocks - 1 ? out : NULL;
@@ -481,8 +481,10 @@ static void gemm(const void* A, const void* B, float* C, int m, int k, int n, in
   g.nc = per * NR;
   g.ntiles = (panels + per - 1) / per;
   // Column tiles would each pack the same rows of op(A) (the weight gradient's dy^T, k = the
-  // batch's rows): pack them once, in parallel, before the products.
-  if (g.ntiles > 1 && !serial && !amx) {
+  // batch's rows): pack them once, in parallel, before the products; unless gemm_task reads
+  // op(A) in place (stored as bf16, ta = 0, k even).
+  int in_place = g.A16 && !ta && k % 2 == 0;
+  if (g.ntiles > 1 && !serial && !amx && !in_place) {
     g.ap = (bf*)vn_shared_scratch(2, ((size_t)g.mtiles * g.kblocks * APACK + 1) / 2);
     vn_parallel(g.mtiles * g.kblocks, pack_a_task, &g);
   }
