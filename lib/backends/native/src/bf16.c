@@ -90,7 +90,7 @@ struct gemm {
   float* C;
   int m, k, n, ta, tb, amx;
   struct vn_epilogue ep;
-  int npad, nc, mtiles, ntiles, kblocks;
+  int mc, npad, nc, mtiles, ntiles, kblocks;  // mc: rows of a row tile (vn_row_tile), <= MC
   bf* bp;  // packed op(B): block kb at bp + kb * KC * npad, panel j at + j * NR * 2 * kc2
   bf* ap;  // NULL, or op(A) packed once for all column tiles: (MC tile, KC block) at APACK apart
 };
@@ -292,8 +292,8 @@ static void pack_a(const struct gemm* g, int i0, int rows, int k0, int kc, bf* r
 static void pack_a_task(void* ctx, int t, int tid) {
   (void)tid;
   const struct gemm* g = ctx;
-  int it = t / g->kblocks, kb = t % g->kblocks, i0 = it * MC;
-  int rows = g->m - i0 < MC ? g->m - i0 : MC;
+  int it = t / g->kblocks, kb = t % g->kblocks, i0 = it * g->mc;
+  int rows = g->m - i0 < g->mc ? g->m - i0 : g->mc;
   pack_a(g, i0, rows, kb * KC, kc_of(g, kb), g->ap + (size_t)t * APACK);
 }
 
@@ -364,7 +364,7 @@ static void amx_kernel(int kc2, const bf* a0, const bf* a1, const bf* bp, float*
 static void gemm_task(void* ctx, int t, int tid) {
   const struct gemm* g = ctx;
   int it = t / g->ntiles, jt = t % g->ntiles;
-  int i0 = it * MC, rows = g->m - i0 < MC ? g->m - i0 : MC;
+  int i0 = it * g->mc, rows = g->m - i0 < g->mc ? g->m - i0 : g->mc;
   int j0 = jt * g->nc, cols = g->n - j0 < g->nc ? g->n - j0 : g->nc;
   float* tile = vn_thread_scratch(tid, TASK_SCRATCH);
   bf* ap = (bf*)(tile + 32 * 32);
@@ -474,8 +474,9 @@ static void gemm(const void* A, const void* B, float* C, int m, int k, int n, in
     for (int t = 0; t < npack; t++) pack_b_task(&g, t, tid);
   else
     vn_parallel(npack, pack_b_task, &g);
-  g.mtiles = (m + MC - 1) / MC;
   int threads = serial ? 1 : vn_nthreads(), panels = g.npad / NR, per = panels;
+  g.mc = vn_row_tile(m, amx ? 32 : MR, MC, threads);  // AMX: whole tiles of 32 rows
+  g.mtiles = (m + g.mc - 1) / g.mc;
   while (threads > 1 && per > 1 && g.mtiles * ((panels + per - 1) / per) < 4 * threads)
     per = (per + 1) / 2;
   g.nc = per * NR;

@@ -3,7 +3,7 @@
 //
 // GEMM: C[m, n] = op(A) @ op(B), op(A) [m, k] stored [m, k] (ta = 0) or [k, m] (ta = 1), op(B)
 // [k, n] stored [k, n] (tb = 0) or [n, k] (tb = 1). GotoBLAS blocking: op(B) is packed once
-// into panels of NR columns per block of KC rows of k; each task (a tile of MC rows by NC
+// into panels of NR columns per block of KC rows of k; each task (a tile of up to MC rows by NC
 // columns of C) packs its rows of op(A) in strips of MR and runs an MR x NR register-tiled
 // micro-kernel. Every element of C is summed over k in the same order (KC blocks in turn,
 // within a block p = 0, 1, ...) whatever the tile it falls in, the tile sizes or the thread that
@@ -73,7 +73,7 @@ struct gemm {
   float* C;
   int m, k, n, ta, tb, rnd;
   struct vn_epilogue ep;
-  int npad, nc, mtiles, ntiles, kblocks;
+  int mc, npad, nc, mtiles, ntiles, kblocks;  // mc: rows of a row tile (vn_row_tile), <= MC
   float* bp;  // packed op(B): block kb at bp + kb * KC * npad, panel j at + j * NR * kc
   float* ap;  // NULL, or op(A) packed once for all column tiles: (MC tile, KC block) MC KC apart
 };
@@ -151,15 +151,15 @@ static void pack_a(const struct gemm* g, int i0, int rows, int k0, int kc, float
 static void pack_a_task(void* ctx, int t, int tid) {
   (void)tid;
   const struct gemm* g = ctx;
-  int it = t / g->kblocks, kb = t % g->kblocks, i0 = it * MC;
-  int rows = g->m - i0 < MC ? g->m - i0 : MC;
+  int it = t / g->kblocks, kb = t % g->kblocks, i0 = it * g->mc;
+  int rows = g->m - i0 < g->mc ? g->m - i0 : g->mc;
   pack_a(g, i0, rows, kb * KC, kc_of(g, kb), g->ap + (size_t)t * MC * KC);
 }
 
 static void gemm_task(void* ctx, int t, int tid) {
   const struct gemm* g = ctx;
   int it = t / g->ntiles, jt = t % g->ntiles;
-  int i0 = it * MC, rows = g->m - i0 < MC ? g->m - i0 : MC;
+  int i0 = it * g->mc, rows = g->m - i0 < g->mc ? g->m - i0 : g->mc;
   int j0 = jt * g->nc, cols = g->n - j0 < g->nc ? g->n - j0 : g->nc;
   float* ap = vn_thread_scratch(tid, (size_t)MC * KC + MR * NR);
   float* tile = ap + (size_t)MC * KC;
@@ -218,10 +218,11 @@ static void gemm(const float* A, const float* B, float* C, int m, int k, int n, 
     for (int t = 0; t < npack; t++) pack_b_task(&g, t, 0);
   else
     vn_parallel(npack, pack_b_task, &g);
-  // Tiles: MC rows; columns split until there are a few tasks per thread (the split changes
-  // nothing in the result, only the balance).
-  g.mtiles = (m + MC - 1) / MC;
+  // Tiles: rows as vn_row_tile balances them; columns split until there are a few tasks per
+  // thread (neither changes anything in the result, only the balance).
   int threads = serial ? 1 : vn_nthreads(), panels = g.npad / NR, per = panels;
+  g.mc = vn_row_tile(m, MR, MC, threads);
+  g.mtiles = (m + g.mc - 1) / g.mc;
   while (threads > 1 && per > 1 && g.mtiles * ((panels + per - 1) / per) < 4 * threads)
     per = (per + 1) / 2;
   g.nc = per * NR;
