@@ -91,6 +91,9 @@ struct gemm {
   int m, k, n, ta, tb, amx;
   struct vn_epilogue ep;
   int mc, npad, nc, mtiles, ntiles, kblocks;  // mc: rows of a row tile (vn_row_tile), <= MC
+  // op(A) = A stored as bf16 with k even: a row's pairs of k are already the words the kernel
+  // broadcasts, so gemm_task reads full strips in place (packing them would be a copy).
+  int in_place;
   bf* bp;  // packed op(B): block kb at bp + kb * KC * npad, panel j at + j * NR * 2 * kc2
   bf* ap;  // NULL, or op(A) packed once for all column tiles: (MC tile, KC block) at APACK apart
 };
@@ -399,10 +402,9 @@ static void gemm_task(void* ctx, int t, int tid) {
   }
   struct vn_epilogue adds = vn_adds(&g->ep);
   const struct vn_epilogue* out = g->ep.bias || g->ep.res ? &adds : NULL;
-  // op(A) = A stored as bf16 with k even: a row's pairs of k are already the words the kernel
-  // broadcasts, so full strips read them in place (packing them was a copy); a last strip of
-  // fewer than MR rows is packed (zero rows).
-  int direct = g->A16 && !g->ta && g->k % 2 == 0, full = rows / MR * MR;
+  // In place (g->in_place): full strips; a last strip of fewer than MR rows is packed (zero
+  // rows).
+  int direct = g->in_place, full = rows / MR * MR;
   for (int kb = 0; kb < g->kblocks; kb++) {
     int k0 = kb * KC, kc = kc_of(g, kb), kc2 = kc2_of(g, kc), first = kb == 0;
     const struct vn_epilogue* last = kb == g->kblocks - 1 ? out : NULL;
@@ -463,6 +465,7 @@ static void gemm(const void* A, const void* B, float* C, int m, int k, int n, in
   else
     g.B = B;
   if (ep) g.ep = *ep;
+  g.in_place = g.A16 && !ta && k % 2 == 0;
   g.npad = (n + NR - 1) / NR * NR;
   g.kblocks = (k + KC - 1) / KC;
   size_t bfloats = ((size_t)(k + 32 * g.kblocks) * g.npad + 1) / 2;  // kc rounded up (kc2_of)
@@ -484,8 +487,7 @@ static void gemm(const void* A, const void* B, float* C, int m, int k, int n, in
   // Column tiles would each pack the same rows of op(A) (the weight gradient's dy^T, k = the
   // batch's rows): pack them once, in parallel, before the products; unless gemm_task reads
   // op(A) in place (stored as bf16, ta = 0, k even).
-  int in_place = g.A16 && !ta && k % 2 == 0;
-  if (g.ntiles > 1 && !serial && !amx && !in_place) {
+  if (g.ntiles > 1 && !serial && !amx && !g.in_place) {
     g.ap = (bf*)vn_shared_scratch(2, ((size_t)g.mtiles * g.kblocks * APACK + 1) / 2);
     vn_parallel(g.mtiles * g.kblocks, pack_a_task, &g);
   }
