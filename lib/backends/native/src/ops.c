@@ -367,50 +367,87 @@ struct ln {
   uint16_t* y16;      // forward: y rounded to bf16 (vn_bf16_bits) here instead of y, or NULL
 };
 
-static inline void row_stats(const float* x, int d, float eps, float* mean, float* rstd) {
-  vf s = {0};
+// mean[r], rstd[r] of rows x + r * d, r < R (R <= 4): each row's sums as described above (vhsum's
+// lane order), R rows' chains interleaved so that their latencies overlap (a row alone waits on
+// one chain of adds after another); a row's numbers are the same whatever R is.
+static inline __attribute__((always_inline)) void rows_stats(const float* x, int d, float eps,
+                                                            int R, float* mean, float* rstd) {
+  vf s[4], q[4];
+  float sum[4], sq[4], mu[4];
+  for (int r = 0; r < R; r++) s[r] = q[r] = (vf){0};
   int j = 0;
-  for (; j + VL <= d; j += VL) s += vld(x + j);
-  float sum = vhsum(s);
-  for (; j < d; j++) sum += x[j];
-  float mu = sum / (float)d;
-  vf q = {0};
-  for (j = 0; j + VL <= d; j += VL) {
-    vf c = vld(x + j) - mu;
-    q += c * c;
+  for (; j + VL <= d; j += VL)
+    for (int r = 0; r < R; r++) s[r] += vld(x + r * d + j);
+  for (int r = 0; r < R; r++) sum[r] = 0.f;
+  for (int i = 0; i < VL; i++)
+    for (int r = 0; r < R; r++) sum[r] += s[r][i];
+  for (; j < d; j++)
+    for (int r = 0; r < R; r++) sum[r] += x[r * d + j];
+  for (int r = 0; r < R; r++) mu[r] = sum[r] / (float)d;
+  for (j = 0; j + VL <= d; j += VL)
+    for (int r = 0; r < R; r++) {
+      vf c = vld(x + r * d + j) - mu[r];
+      q[r] += c * c;
+    }
+  for (int r = 0; r < R; r++) sq[r] = 0.f;
+  for (int i = 0; i < VL; i++)
+    for (int r = 0; r < R; r++) sq[r] += q[r][i];
+  for (; j < d; j++)
+    for (int r = 0; r < R; r++) sq[r] += (x[r * d + j] - mu[r]) * (x[r * d + j] - mu[r]);
+  for (int r = 0; r < R; r++) {
+    mean[r] = mu[r];
+    rstd[r] = 1.f / sqrtf(sq[r] / (float)d + eps);
   }
-  float sq = vhsum(q);
-  for (; j < d; j++) sq += (x[j] - mu) * (x[j] - mu);
-  *mean = mu;
-  *rstd = 1.f / sqrtf(sq / (float)d + eps);
+}
+
+static inline void row_stats(const float* x, int d, float eps, float* mean, float* rstd) {
+  rows_stats(x, d, eps, 1, mean, rstd);
+}
+
+// Rows of a forward task: rows are independent (any split gives the same bits), so small tasks
+// that share the rows evenly between the threads (2176 rows: 34 tasks of 64).
+static inline int ln_rows_per_task(int d) {
+  int r = 8192 / (d > 0 ? d : 1) / 4 * 4;
+  return r < 4 ? 4 : r;
 }
 
 static void ln_task(void* ctx, int t, int tid) {
   (void)tid;
   const struct ln* l = ctx;
-  int d = l->d, per = rows_per_task(d), r1 = (t + 1) * per < l->rows ? (t + 1) * per : l->rows;
-  for (int r = t * per; r < r1; r++) {
-    const float* x = l->x + (int64_t)r * d;
-    float mu, rs;
-    row_stats(x, d, l->eps, &mu, &rs);
-    int j = 0;
-    if (l->y16) {
-      uint16_t* y = l->y16 + (int64_t)r * d;
+  int d = l->d, per = ln_rows_per_task(d);
+  int r1 = (t + 1) * per < l->rows ? (t + 1) * per : l->rows;
+  for (int r0 = t * per; r0 < r1; r0 += 4) {
+    int R = r1 - r0 < 4 ? r1 - r0 : 4;
+    const float* x0 = l->x + (int64_t)r0 * d;
+    float mus[4], rss[4];
+    if (R == 4)
+      rows_stats(x0, d, l->eps, 4, mus, rss);
+    else
+      for (int q = 0; q < R; q++) row_stats(x0 + q * d, d, l->eps, mus + q, rss + q);
+    for (int q = 0; q < R; q++) {
+      int64_t at = (int64_t)(r0 + q) * d;
+      const float* x = l->x + at;
+      float mu = mus[q], rs = rss[q];
+      int j = 0;
+      if (l->y16) {
+        uint16_t* y = l->y16 + at;
+        for (; j + VL <= d; j += VL)
+          vn_store_bf16(y + j, (vld(x + j) - mu) * rs * vld(l->g + j) + vld(l->b + j));
+        for (; j < d; j++) y[j] = (uint16_t)vn_bf16_bits((x[j] - mu) * rs * l->g[j] + l->b[j]);
+        continue;
+      }
+      float* y = l->y + at;
       for (; j + VL <= d; j += VL)
-        vn_store_bf16(y + j, (vld(x + j) - mu) * rs * vld(l->g + j) + vld(l->b + j));
-      for (; j < d; j++) y[j] = (uint16_t)vn_bf16_bits((x[j] - mu) * rs * l->g[j] + l->b[j]);
-      continue;
+        vst(y + j, (vld(x + j) - mu) * rs * vld(l->g + j) + vld(l->b + j));
+      for (; j < d; j++) y[j] = (x[j] - mu) * rs * l->g[j] + l->b[j];
     }
-    float* y = l->y + (int64_t)r * d;
-    for (; j + VL <= d; j += VL) vst(y + j, (vld(x + j) - mu) * rs * vld(l->g + j) + vld(l->b + j));
-    for (; j < d; j++) y[j] = (x[j] - mu) * rs * l->g[j] + l->b[j];
   }
 }
 
 static void layernorm(const float* x, const float* g, const float* b, float* y, uint16_t* y16,
                       int rows, int d, float eps) {
   struct ln l = {x, g, b, 0, y, 0, 0, 0, 0, rows, d, eps, NULL, y16};
-  if (rows > 0 && d > 0) vn_parallel(chunks(rows, rows_per_task(d)), ln_task, &l);
+  if (rows > 0 && d > 0) vn_parallel(chunks(rows, ln_rows_per_task(d)), ln_task, &l);
 }
 
 // With xh the normalised input and gy = dy * g: dx = rstd * (gy - mean(gy) - xh * mean(gy xh)).
@@ -423,41 +460,63 @@ static void ln_grad_task(void* ctx, int t, int tid) {
   float* pg = l->part + (int64_t)t * 2 * d;
   float* pb = pg + d;
   for (int j = 0; j < d; j++) pg[j] = pb[j] = 0.f;
-  for (int r = t * per; r < r1; r++) {
-    const float* x = l->x + (int64_t)r * d;
-    const float* dy = l->dy + (int64_t)r * d;
-    float* dx = l->dx + (int64_t)r * d;
-    float mu, rs;
-    row_stats(x, d, l->eps, &mu, &rs);
-    vf v1 = {0}, v2 = {0};
-    int j = 0;
-    for (; j + VL <= d; j += VL) {
-      vf xh = (vld(x + j) - mu) * rs, dyv = vld(dy + j), gy = dyv * vld(l->g + j);
-      v1 += gy;
-      v2 += gy * xh;
-      vst(pg + j, vld(pg + j) + dyv * xh);
-      vst(pb + j, vld(pb + j) + dyv);
+  // Four rows at a time (their statistics and sums interleaved, as in ln_task); pg and pb take
+  // the rows' terms in row order, element by element, as one row at a time would.
+  const int dv = d / VL * VL;
+  for (int r0 = t * per; r0 < r1; r0 += 4) {
+    int R = r1 - r0 < 4 ? r1 - r0 : 4;
+    const float* x0 = l->x + (int64_t)r0 * d;
+    const float* dy0 = l->dy + (int64_t)r0 * d;
+    float mu[4], rs[4], s1[4], s2[4];
+    vf v1[4], v2[4];
+    if (R == 4)
+      rows_stats(x0, d, l->eps, 4, mu, rs);
+    else
+      for (int q = 0; q < R; q++) row_stats(x0 + q * d, d, l->eps, mu + q, rs + q);
+    for (int q = 0; q < R; q++) {
+      const float *x = x0 + q * d, *dy = dy0 + q * d;
+      v1[q] = v2[q] = (vf){0};
+      for (int j = 0; j < dv; j += VL) {
+        vf xh = (vld(x + j) - mu[q]) * rs[q], dyv = vld(dy + j), gy = dyv * vld(l->g + j);
+        v1[q] += gy;
+        v2[q] += gy * xh;
+        vst(pg + j, vld(pg + j) + dyv * xh);
+        vst(pb + j, vld(pb + j) + dyv);
+      }
     }
-    float s1 = vhsum(v1), s2 = vhsum(v2);
-    for (; j < d; j++) {
-      float xh = (x[j] - mu) * rs, gy = dy[j] * l->g[j];
-      s1 += gy;
-      s2 += gy * xh;
-      pg[j] += dy[j] * xh;
-      pb[j] += dy[j];
+    for (int q = 0; q < R; q++) s1[q] = s2[q] = 0.f;
+    for (int i = 0; i < VL; i++)
+      for (int q = 0; q < R; q++) {
+        s1[q] += v1[q][i];
+        s2[q] += v2[q][i];
+      }
+    for (int q = 0; q < R; q++) {
+      const float *x = x0 + q * d, *dy = dy0 + q * d;
+      for (int j = dv; j < d; j++) {
+        float xh = (x[j] - mu[q]) * rs[q], gy = dy[j] * l->g[j];
+        s1[q] += gy;
+        s2[q] += gy * xh;
+        pg[j] += dy[j] * xh;
+        pb[j] += dy[j];
+      }
+      s1[q] /= (float)d;
+      s2[q] /= (float)d;
     }
-    s1 /= (float)d;
-    s2 /= (float)d;
-    const float* res = l->dres ? l->dres + (int64_t)r * d : NULL;
-    for (j = 0; j + VL <= d; j += VL) {
-      vf xh = (vld(x + j) - mu) * rs;
-      vf v = (vld(dy + j) * vld(l->g + j) - s1 - xh * s2) * rs;
-      vst(dx + j, res ? vld(res + j) + v : v);
-    }
-    for (; j < d; j++) {
-      float xh = (x[j] - mu) * rs;
-      float v = (dy[j] * l->g[j] - s1 - xh * s2) * rs;
-      dx[j] = res ? res[j] + v : v;
+    for (int q = 0; q < R; q++) {
+      const float *x = x0 + q * d, *dy = dy0 + q * d;
+      const float* res = l->dres ? l->dres + (int64_t)(r0 + q) * d : NULL;
+      float* dx = l->dx + (int64_t)(r0 + q) * d;
+      int j = 0;
+      for (; j < dv; j += VL) {
+        vf xh = (vld(x + j) - mu[q]) * rs[q];
+        vf v = (vld(dy + j) * vld(l->g + j) - s1[q] - xh * s2[q]) * rs[q];
+        vst(dx + j, res ? vld(res + j) + v : v);
+      }
+      for (; j < d; j++) {
+        float xh = (x[j] - mu[q]) * rs[q];
+        float v = (dy[j] * l->g[j] - s1[q] - xh * s2[q]) * rs[q];
+        dx[j] = res ? res[j] + v : v;
+      }
     }
   }
 }
