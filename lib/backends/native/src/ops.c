@@ -404,6 +404,18 @@ static inline void row_stats(const float* x, int d, float eps, float* mean, floa
   rows_stats(x, d, eps, 1, mean, rstd);
 }
 
+// The statistics of rows r0 .. r0 + R of l->x into mean, rstd, R = min(4, r1 - r0); returns R.
+static inline __attribute__((always_inline)) int ln_group_stats(const struct ln* l, int r0, int r1,
+                                                                float* mean, float* rstd) {
+  int R = r1 - r0 < 4 ? r1 - r0 : 4;
+  const float* x0 = l->x + (int64_t)r0 * l->d;
+  if (R == 4)
+    rows_stats(x0, l->d, l->eps, 4, mean, rstd);
+  else
+    for (int q = 0; q < R; q++) row_stats(x0 + q * l->d, l->d, l->eps, mean + q, rstd + q);
+  return R;
+}
+
 // Rows of a forward task: rows are independent (any split gives the same bits), so small tasks
 // that share the rows evenly between the threads (2176 rows: 34 tasks of 64).
 static inline int ln_rows_per_task(int d) {
@@ -417,13 +429,8 @@ static void ln_task(void* ctx, int t, int tid) {
   int d = l->d, per = ln_rows_per_task(d);
   int r1 = (t + 1) * per < l->rows ? (t + 1) * per : l->rows;
   for (int r0 = t * per; r0 < r1; r0 += 4) {
-    int R = r1 - r0 < 4 ? r1 - r0 : 4;
-    const float* x0 = l->x + (int64_t)r0 * d;
     float mus[4], rss[4];
-    if (R == 4)
-      rows_stats(x0, d, l->eps, 4, mus, rss);
-    else
-      for (int q = 0; q < R; q++) row_stats(x0 + q * d, d, l->eps, mus + q, rss + q);
+    int R = ln_group_stats(l, r0, r1, mus, rss);
     for (int q = 0; q < R; q++) {
       int64_t at = (int64_t)(r0 + q) * d;
       const float* x = l->x + at;
@@ -464,15 +471,11 @@ static void ln_grad_task(void* ctx, int t, int tid) {
   // the rows' terms in row order, element by element, as one row at a time would.
   const int dv = d / VL * VL;
   for (int r0 = t * per; r0 < r1; r0 += 4) {
-    int R = r1 - r0 < 4 ? r1 - r0 : 4;
-    const float* x0 = l->x + (int64_t)r0 * d;
-    const float* dy0 = l->dy + (int64_t)r0 * d;
     float mu[4], rs[4], s1[4], s2[4];
     vf v1[4], v2[4];
-    if (R == 4)
-      rows_stats(x0, d, l->eps, 4, mu, rs);
-    else
-      for (int q = 0; q < R; q++) row_stats(x0 + q * d, d, l->eps, mu + q, rs + q);
+    int R = ln_group_stats(l, r0, r1, mu, rs);
+    const float* x0 = l->x + (int64_t)r0 * d;
+    const float* dy0 = l->dy + (int64_t)r0 * d;
     for (int q = 0; q < R; q++) {
       const float *x = x0 + q * d, *dy = dy0 + q * d;
       v1[q] = v2[q] = (vf){0};
