@@ -400,10 +400,6 @@ static inline __attribute__((always_inline)) void rows_stats(const float* x, int
   }
 }
 
-static inline void row_stats(const float* x, int d, float eps, float* mean, float* rstd) {
-  rows_stats(x, d, eps, 1, mean, rstd);
-}
-
 // The statistics of rows r0 .. r0 + R of l->x into mean, rstd, R = min(4, r1 - r0); returns R.
 static inline __attribute__((always_inline)) int ln_group_stats(const struct ln* l, int r0, int r1,
                                                                 float* mean, float* rstd) {
@@ -412,7 +408,7 @@ static inline __attribute__((always_inline)) int ln_group_stats(const struct ln*
   if (R == 4)
     rows_stats(x0, l->d, l->eps, 4, mean, rstd);
   else
-    for (int q = 0; q < R; q++) row_stats(x0 + q * l->d, l->d, l->eps, mean + q, rstd + q);
+    for (int q = 0; q < R; q++) rows_stats(x0 + q * l->d, l->d, l->eps, 1, mean + q, rstd + q);
   return R;
 }
 
