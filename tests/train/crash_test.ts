@@ -147,6 +147,9 @@ Deno.test("crash: 10 SIGKILLs at random points (incl. checkpoint writes), resume
         ? watchCreate(dir, ".backbone.safetensors.tmp-")
         : undefined;
       const logIno = await inode(`${dir}/log.csv`);
+      // Held open while the child runs: a child without a checkpoint deletes log.csv and starts a
+      // new one, which could otherwise get the freed inode number back and look unchanged.
+      const oldLog = await Deno.open(`${dir}/log.csv`).catch(() => undefined);
       const child = spawnPretrain(i === 0 ? [...FLAGS, "--out", dir] : ["--resume", dir]);
       const output = child.output();
       const exited = child.status;
@@ -187,6 +190,7 @@ Deno.test("crash: 10 SIGKILLs at random points (incl. checkpoint writes), resume
         );
       } finally {
         watch?.close();
+        oldLog?.close();
       }
       const status = await exited;
       await output;
